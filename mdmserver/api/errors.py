@@ -1,0 +1,89 @@
+"""The one place that turns errors into HTTP responses.
+
+Admin routes answer JSON:API error documents (Mender-compatible routes answer Mender's shape); device routes
+(``/mdm``) answer a short plain-text body, as Apple devices expect.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, g, json, request
+from werkzeug.exceptions import HTTPException
+
+from mdmserver import errors
+from mdmserver.api.requests import request_id
+
+log = logging.getLogger("mdmserver.errors")
+
+JSONAPI = "application/vnd.api+json"
+
+_HTTP_TO_APP = {
+    400: errors.BadRequest,
+    401: errors.Unauthorized,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    406: errors.NotAcceptable,
+    409: errors.Conflict,
+    410: errors.Gone,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+    422: errors.UnprocessableEntity,
+    429: errors.TooManyRequests,
+    503: errors.ServiceUnavailable,
+}
+
+
+def _is_device_path() -> bool:
+    return request.path == "/mdm" or request.path.startswith("/mdm/")
+
+
+def _is_mender_path() -> bool:
+    return request.path.startswith("/api/management/")
+
+
+def error_response(exc: errors.AppError) -> Response:
+    rid = request_id() or getattr(g, "request_id", None)
+    if _is_device_path():
+        response = Response(exc.detail + "\n", status=exc.status, mimetype="text/plain")
+    elif _is_mender_path():
+        body = {"error": exc.detail, "request_id": rid}
+        response = Response(json.dumps(body), status=exc.status, mimetype="application/json")
+    else:
+        body = {"errors": exc.error_objects(), "meta": {"request_id": rid, **exc.meta}}
+        response = Response(json.dumps(body), status=exc.status, mimetype=JSONAPI)
+    for name, value in exc.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(errors.AppError)
+    def _app_error(exc: errors.AppError) -> Response:
+        if exc.status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.detail)
+        return error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        cls = _HTTP_TO_APP.get(status)
+        if cls is None:
+            app_error: errors.AppError = errors.AppError("internal error")
+        else:
+            detail = exc.description or cls.title
+            if status == 404:
+                detail = f"no such resource: {request.path}"
+            elif status == 405:
+                detail = f"{request.method} is not allowed on {request.path}"
+            app_error = cls(detail)
+        response = error_response(app_error)
+        if status == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(errors.AppError("internal error; see the server log for this request id"))

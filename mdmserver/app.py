@@ -1,0 +1,95 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+import mdmserver
+from mdmserver.api import auth, errors, requests
+from mdmserver.config import load_config
+from mdmserver.db import db
+from mdmserver.errors import PayloadTooLarge
+from mdmserver.ops import metrics
+
+
+def feature_modules(name: str) -> list[ModuleType]:
+    """Import ``mdmserver.<feature>.<name>`` for every feature package that has one."""
+    modules = []
+    for info in sorted(pkgutil.iter_modules(mdmserver.__path__), key=lambda i: i.name):
+        if not info.ispkg:
+            continue
+        qualified = f"mdmserver.{info.name}.{name}"
+        try:
+            spec = importlib.util.find_spec(qualified)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is not None:
+            modules.append(importlib.import_module(qualified))
+    return modules
+
+
+def import_all_models() -> None:
+    """Import every feature's models so the metadata is complete (Alembic, tests)."""
+    feature_modules("models")
+
+
+def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Flask:
+    app = Flask("mdmserver")
+    app.config.update(load_config(environ=environ, overrides=overrides))
+    app.json.sort_keys = False
+    requests.configure_logging(app.config["LOG_LEVEL"])
+
+    import_all_models()
+    db.init_app(app)
+
+    requests.init_app(app)
+    metrics.init_app(app)
+    errors.init_app(app)
+    auth.init_app(app)
+    _limit_admin_bodies(app)
+    _cors(app)
+
+    for module in feature_modules("views"):
+        for blueprint in getattr(module, "blueprints", None) or [getattr(module, "bp", None)]:
+            if blueprint is not None:
+                app.register_blueprint(blueprint)
+    return app
+
+
+def _limit_admin_bodies(app: Flask) -> None:
+    """Admin bodies have their own limit; device routes check theirs where they read the body."""
+
+    @app.before_request
+    def _check_length() -> None:
+        if request.path.startswith("/mdm"):
+            return
+        limit = app.config["MAX_UPLOAD_BYTES"]
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(f"request bodies are limited to {limit} bytes")
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge):
+        return errors.error_response(PayloadTooLarge("the request body is too large"))
+
+
+def _cors(app: Flask) -> None:
+    origins = set(app.config["CORS_ORIGINS"])
+    if not origins:
+        return
+
+    @app.after_request
+    def _allow(response):
+        origin = request.headers.get("Origin")
+        if origin in origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Request-ID"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE"
+            response.headers["Vary"] = "Origin"
+        return response

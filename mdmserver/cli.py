@@ -1,0 +1,131 @@
+"""The ``mdmserver`` command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from mdmserver.app import create_app, feature_modules
+from mdmserver.bootstrap import downgrade_database, initialize, upgrade_database
+from mdmserver.db import db, isoformat
+from mdmserver.errors import AppError
+from mdmserver.tokens import service as tokens
+from mdmserver.tokens.models import SCOPES
+
+
+def _create_app(*_args):
+    return create_app()
+
+
+cli = FlaskGroup(
+    name="mdmserver",
+    create_app=_create_app,
+    add_default_commands=False,
+    add_version_option=False,
+    load_dotenv=False,
+    help="mdmserver: a self-hosted MDM server for Apple devices.",
+)
+
+
+@cli.command("init")
+@with_appcontext
+def init_command() -> None:
+    """Run migrations and create the CA, server identity, organization and first admin token (idempotent)."""
+    app = current_app._get_current_object()
+    token_file = initialize(app)
+    click.echo(f"data directory: {app.config['DATA_DIR']}", err=True)
+    if token_file is not None:
+        click.echo(f"first admin token written to {token_file} (mode 0600)", err=True)
+
+
+@cli.command("serve")
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option("--no-push-worker", is_flag=True, help="Do not run the in-process push worker.")
+@with_appcontext
+def serve_command(bind: str, workers: int, threads: int, no_push_worker: bool) -> None:
+    """Serve with gunicorn (and, in the embedded setup, exactly one push worker)."""
+    from mdmserver.server import serve
+
+    serve(current_app.config, bind=bind, workers=workers, threads=threads, push_worker=not no_push_worker)
+
+
+@cli.group("tokens")
+def tokens_group() -> None:
+    """Admin API tokens."""
+
+
+@tokens_group.command("create")
+@click.option("--name", required=True)
+@click.option("--scope", "scopes", multiple=True, required=True, type=click.Choice(SCOPES))
+@with_appcontext
+def tokens_create(name: str, scopes: tuple[str, ...]) -> None:
+    """Create a token and print it (the only line on stdout; it is not shown again)."""
+    from mdmserver.audit.service import record_event
+
+    try:
+        row, token = tokens.create_token(db.session, name, scopes)
+        record_event(db.session, "token:create", "api_tokens", row.id, {"name": name, "scopes": sorted(scopes)})
+        db.session.commit()
+    except AppError as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(token)
+
+
+@tokens_group.command("list")
+@with_appcontext
+def tokens_list() -> None:
+    """List tokens (names, scopes, last use; never the tokens)."""
+    for row in tokens.list_tokens(db.session):
+        state = "revoked" if row.revoked_at else "active"
+        click.echo(f"{row.name}\t{row.scopes}\t{state}\tlast used {isoformat(row.last_used_at) or 'never'}")
+
+
+@tokens_group.command("revoke")
+@click.argument("name")
+@with_appcontext
+def tokens_revoke(name: str) -> None:
+    """Revoke a token by name."""
+    from mdmserver.audit.service import record_event
+
+    try:
+        row = tokens.revoke_token(db.session, name)
+        record_event(db.session, "token:revoke", "api_tokens", row.id, {"name": name})
+        db.session.commit()
+    except AppError as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(f"revoked {name}", err=True)
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database migrations."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="heads")
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: all heads)."""
+    upgrade_database(current_app._get_current_object(), revision)
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@with_appcontext
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION."""
+    downgrade_database(current_app._get_current_object(), revision)
+
+
+for _module in feature_modules("cli"):
+    for _command in getattr(_module, "commands", []):
+        cli.add_command(_command)
+
+
+def main() -> None:
+    sys.exit(cli.main(prog_name="mdmserver"))

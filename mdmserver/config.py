@@ -1,0 +1,138 @@
+"""Configuration: built-in defaults, overridden by an optional TOML file, overridden by environment variables.
+
+Every setting has one name. In the TOML file it is the lower-case name (``database_url``); in the environment
+it is ``MDMSERVER_`` + the upper-case name (``MDMSERVER_DATABASE_URL``); in ``app.config`` it is the upper-case
+name (``DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mdmserver.errors import AppError
+
+
+class ConfigError(AppError):
+    """The configuration cannot be used; raised at start-up."""
+
+
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, not {value!r}")
+        return text
+
+    return parse
+
+
+def _str_list(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    parse: Callable[[Any], Any]
+    doc: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data_dir", "./var", str, "Folder for the SQLite database, the secret key and generated material."),
+    Setting("database_url", None, str, "SQLAlchemy URL; default sqlite:///<data_dir>/mdmserver.db."),
+    Setting("public_url", "http://127.0.0.1:8080", str, "Base URL written into enrollment profiles."),
+    Setting("apns_url", "https://api.push.apple.com", str, "APNs provider API base URL."),
+    Setting("apns_ca_file", None, str, "Extra CA bundle to trust for the APNs endpoint."),
+    Setting("apns_expiration_seconds", 7 * 24 * 3600, int, "apns-expiration: seconds from now."),
+    Setting("admission_policy", "manual", _choice("manual", "auto"), "New devices: manual (pending) or auto."),
+    Setting("preauthorized", [], _str_list, "Serial numbers or UDIDs accepted on their first Authenticate."),
+    Setting("device_auth", "signature", _choice("signature", "header", "both"), "How devices prove identity."),
+    Setting("client_cert_header", None, str, "Header carrying the URL-escaped client PEM from a TLS proxy."),
+    Setting("enrollment_secret", None, str, "If set, /mdm/enroll requires it (query `secret` or basic auth)."),
+    Setting("enroll_rate_limit", 30, int, "Enrollment profiles per client address per minute."),
+    Setting("max_device_body_bytes", 10 * 1024 * 1024, int, "Largest device request body (413 above)."),
+    Setting("max_upload_bytes", 20 * 1024 * 1024, int, "Largest admin request body (413 above)."),
+    Setting("retention_days", 90, int, "How long finished commands and push records are kept."),
+    Setting("repush_after_hours", 24, int, "Push again devices with queued commands silent this long."),
+    Setting("secret_key_file", None, str, "Key encrypting secrets at rest; default <data_dir>/secret.key."),
+    Setting("log_level", "INFO", str, "Python logging level."),
+    Setting("cors_origins", [], _str_list, "Origins allowed by CORS; empty turns CORS off."),
+    Setting("organization_name", "mdmserver", str, "Organization name created by `mdmserver init`."),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
+    """Build the app.config mapping (upper-case keys) from defaults, TOML file and environment."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+
+    config_file = environ.get("MDMSERVER_CONFIG")
+    if config_file:
+        path = Path(config_file)
+        try:
+            file_values = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
+        for key, value in file_values.items():
+            if key not in _BY_NAME:
+                raise ConfigError(f"unknown setting {key!r} in {path}")
+            values[key] = _parse(key, value, str(path))
+
+    for setting in SETTINGS:
+        env_name = "MDMSERVER_" + setting.name.upper()
+        if env_name in environ:
+            values[setting.name] = _parse(setting.name, environ[env_name], env_name)
+
+    for key, value in (overrides or {}).items():
+        values[key.lower()] = value
+
+    data_dir = Path(values["data_dir"]).resolve()
+    values["data_dir"] = str(data_dir)
+    if not values["database_url"]:
+        values["database_url"] = f"sqlite:///{data_dir / 'mdmserver.db'}"
+    if not values["secret_key_file"]:
+        values["secret_key_file"] = str(data_dir / "secret.key")
+    values["public_url"] = str(values["public_url"]).rstrip("/")
+
+    config = {key.upper(): value for key, value in values.items()}
+    config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(config["DATABASE_URL"])
+    config["MAX_CONTENT_LENGTH"] = max(config["MAX_DEVICE_BODY_BYTES"], config["MAX_UPLOAD_BYTES"])
+    return config
+
+
+def _parse(name: str, value: Any, origin: str) -> Any:
+    setting = _BY_NAME[name]
+    if value is None:
+        return None
+    try:
+        return setting.parse(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: {name}: {exc}") from exc
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 10, "check_same_thread": False}}
+    return {"pool_pre_ping": True}

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from flask import Blueprint
+from marshmallow import ValidationError
+
+from mdmserver.api.jsonapi import (
+    document,
+    jsonapi_response,
+    marshmallow_errors,
+    parse_resource_body,
+)
+from mdmserver.db import db
+from mdmserver.errors import UnprocessableEntity
+from mdmserver.organization import service
+from mdmserver.organization.schemas import OrganizationUpdateSchema, organization_resource
+
+bp = Blueprint("organization", __name__, url_prefix="/api/v1")
+
+
+@bp.get("/organization")
+def get_organization():
+    return jsonapi_response(document(organization_resource(service.get_organization(db.session))))
+
+
+@bp.patch("/organization")
+def update_organization():
+    _, attributes = parse_resource_body(None, "organizations")
+    try:
+        changes = OrganizationUpdateSchema().load(attributes)
+    except ValidationError as exc:
+        raise UnprocessableEntity("invalid organization", errors=marshmallow_errors(exc.messages)) from None
+    row = service.update_organization(db.session, changes)
+    return jsonapi_response(document(organization_resource(row)))

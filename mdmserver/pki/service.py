@@ -1,0 +1,151 @@
+"""The server's certificate authority, its signing identity and the secrets at rest."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mdmserver.errors import NotFound, ServiceUnavailable
+from mdmserver.pki import x509
+from mdmserver.pki.models import Certificate, RSAPrivateKey
+from mdmserver.pki.secretbox import SecretBox
+
+PURPOSE_CA = "ca"
+PURPOSE_SERVER = "server_identity"
+PURPOSE_DEVICE = "device_identity"
+
+
+@functools.cache
+def _box_for(path: str) -> SecretBox:
+    return SecretBox.load_or_create(Path(path))
+
+
+def secret_box() -> SecretBox:
+    """The secret box keyed by the configured key file (created on first use, mode 0600)."""
+    return _box_for(current_app.config["SECRET_KEY_FILE"])
+
+
+def store_private_key(session: Session, key) -> RSAPrivateKey:
+    """Encrypt and store a private key."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        key_type, size = "rsa", key.key_size
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        key_type, size = "ec", key.curve.key_size
+    else:
+        raise TypeError(f"unsupported key type {type(key).__name__}")
+    row = RSAPrivateKey(
+        key_type=key_type,
+        key_size=size,
+        encrypted_pem=secret_box().encrypt(x509.key_to_pem(key).encode()),
+        public_key_pem=x509.public_key_pem(key),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def load_private_key(row: RSAPrivateKey):
+    return x509.key_from_pem(secret_box().decrypt(row.encrypted_pem))
+
+
+def private_key_pem(row: RSAPrivateKey) -> bytes:
+    return secret_box().decrypt(row.encrypted_pem)
+
+
+def store_certificate(
+    session: Session, cert: cx509.Certificate, purpose: str, key_row: RSAPrivateKey | None = None
+) -> Certificate:
+    fingerprint = x509.fingerprint_sha256(cert)
+    existing = session.scalar(select(Certificate).where(Certificate.fingerprint_sha256 == fingerprint))
+    if existing is not None:
+        return existing
+    common_names = cert.subject.get_attributes_for_oid(cx509.NameOID.COMMON_NAME)
+    try:
+        is_ca = cert.extensions.get_extension_for_class(cx509.BasicConstraints).value.ca
+    except cx509.ExtensionNotFound:
+        is_ca = False
+    row = Certificate(
+        purpose=purpose,
+        subject=x509.subject_string(cert),
+        issuer=cert.issuer.rfc4514_string(),
+        common_name=str(common_names[0].value) if common_names else None,
+        serial=format(cert.serial_number, "x"),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        fingerprint_sha256=fingerprint,
+        pem_data=x509.cert_to_pem(cert),
+        is_ca=is_ca,
+        private_key=key_row,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _current(session: Session, purpose: str) -> Certificate | None:
+    return session.scalar(
+        select(Certificate).where(Certificate.purpose == purpose).order_by(Certificate.id.desc()).limit(1)
+    )
+
+
+def ensure_ca_and_identity(session: Session, organization_name: str) -> tuple[Certificate, Certificate]:
+    """Create the CA and the server identity if missing (idempotent); return both rows."""
+    ca_row = _current(session, PURPOSE_CA)
+    if ca_row is None:
+        ca_cert, ca_key = x509.create_ca(f"{organization_name} MDM CA", organization=organization_name)
+        ca_row = store_certificate(session, ca_cert, PURPOSE_CA, store_private_key(session, ca_key))
+    server_row = _current(session, PURPOSE_SERVER)
+    if server_row is None:
+        ca_cert = x509.cert_from_pem(ca_row.pem_data)
+        ca_key = load_private_key(ca_row.private_key)
+        key = x509.generate_private_key()
+        cert = x509.issue_certificate(
+            ca_cert, ca_key, common_name=f"{organization_name} MDM Server", public_key=key.public_key(),
+            days=3 * 365, usage="signing", organization=organization_name,
+        )
+        server_row = store_certificate(session, cert, PURPOSE_SERVER, store_private_key(session, key))
+    return ca_row, server_row
+
+
+def _material(session: Session, purpose: str):
+    row = _current(session, purpose)
+    if row is None or row.private_key is None:
+        raise ServiceUnavailable("the server is not initialised: run `mdmserver init`")
+    return x509.cert_from_pem(row.pem_data), load_private_key(row.private_key)
+
+
+def get_ca(session: Session):
+    """(CA certificate, CA private key)."""
+    return _material(session, PURPOSE_CA)
+
+
+def get_ca_certificate(session: Session) -> cx509.Certificate:
+    row = _current(session, PURPOSE_CA)
+    if row is None:
+        raise ServiceUnavailable("the server is not initialised: run `mdmserver init`")
+    return x509.cert_from_pem(row.pem_data)
+
+
+def get_server_identity(session: Session):
+    """(server signing certificate, its private key) used to sign enrollment and configuration profiles."""
+    return _material(session, PURPOSE_SERVER)
+
+
+def get_certificate(session: Session, certificate_id: int) -> Certificate:
+    row = session.get(Certificate, certificate_id)
+    if row is None:
+        raise NotFound(f"no certificate with id {certificate_id}")
+    return row
+
+
+def get_private_key(session: Session, key_id: int) -> RSAPrivateKey:
+    row = session.get(RSAPrivateKey, key_id)
+    if row is None:
+        raise NotFound(f"no private key with id {key_id}")
+    return row

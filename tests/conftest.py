@@ -1,0 +1,183 @@
+"""Shared fixtures.
+
+The database is chosen by the environment: SQLite in a temporary folder by default, PostgreSQL when
+``MDMSERVER_TEST_POSTGRES_URL`` is set (each pytest run gets its own schema, dropped at the end, so runs
+never collide). The schema is built by running the Alembic migrations, never ``create_all``.
+
+``db_session`` runs each test inside a transaction on one connection that is rolled back afterwards;
+code under test that commits only releases a SAVEPOINT. ``live_server`` serves a separate app and
+database over real HTTP for end-to-end tests (it must not be combined with ``db_session``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy.session import Session as FlaskSession
+from werkzeug.serving import make_server
+
+from mdmserver.app import create_app
+from mdmserver.bootstrap import initialize
+from mdmserver.db import db
+from mdmserver.tokens.service import create_token
+
+POSTGRES_URL = os.environ.get("MDMSERVER_TEST_POSTGRES_URL")
+CONFORMANCE_DIR = Path(
+    os.environ.get("MDMSERVER_CONFORMANCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "conformance")
+)
+
+
+def pytest_report_header(config) -> str:
+    return f"mdmserver database: {'PostgreSQL ' + POSTGRES_URL if POSTGRES_URL else 'SQLite'}"
+
+
+class _ConnectionBoundSession(FlaskSession):
+    """Flask-SQLAlchemy's session picks the app's engine; in tests it must use the test connection."""
+
+    def get_bind(self, *args, **kwargs):
+        return self.bind
+
+
+def _new_database(tmp: Path) -> tuple[str, callable]:
+    """A fresh, empty database: its URL and a function that removes it."""
+    if not POSTGRES_URL:
+        return f"sqlite:///{tmp / 'mdmserver.db'}", lambda: None
+    schema = f"t_{os.getpid()}_{secrets.token_hex(4)}"
+    admin_engine = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+
+    def drop() -> None:
+        with admin_engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin_engine.dispose()
+
+    return url, drop
+
+
+def make_app(tmp: Path, **overrides) -> tuple[Flask, callable]:
+    url, drop = _new_database(tmp)
+    settings = {
+        "data_dir": str(tmp / "data"),
+        "database_url": url,
+        "public_url": "http://127.0.0.1:8080",
+        "log_level": "WARNING",
+        **overrides,
+    }
+    app = create_app(overrides=settings, environ={})
+    app.config["TESTING"] = True
+    initialize(app)
+
+    def cleanup() -> None:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        drop()
+
+    return app, cleanup
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory) -> Iterator[Flask]:
+    application, cleanup = make_app(tmp_path_factory.mktemp("app"))
+    yield application
+    cleanup()
+
+
+@pytest.fixture
+def db_session(app: Flask):
+    """A session inside a transaction that is rolled back after the test."""
+    with app.app_context():
+        connection = db.engine.connect()
+        transaction = connection.begin()
+        original = db.session
+        db.session = db._make_scoped_session(
+            {"bind": connection, "join_transaction_mode": "create_savepoint", "class_": _ConnectionBoundSession}
+        )
+        try:
+            yield db.session
+        finally:
+            db.session.remove()
+            db.session = original
+            if transaction.is_active:
+                transaction.rollback()
+            connection.close()
+
+
+@pytest.fixture
+def client(app: Flask, db_session):
+    return app.test_client()
+
+
+@pytest.fixture
+def make_token(db_session):
+    def make(*scopes: str, name: str | None = None) -> str:
+        _, token = create_token(db_session, name or f"test-{uuid.uuid4().hex[:8]}", scopes)
+        db_session.commit()
+        return token
+
+    return make
+
+
+@pytest.fixture
+def auth(make_token):
+    def headers(*scopes: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {make_token(*scopes)}"}
+
+    return headers
+
+
+@dataclass
+class LiveServer:
+    app: Flask
+    url: str
+    _tokens: dict = field(default_factory=dict)
+
+    def token(self, *scopes: str) -> str:
+        key = tuple(sorted(scopes))
+        if key not in self._tokens:
+            with self.app.app_context():
+                _, token = create_token(db.session, f"live-{uuid.uuid4().hex[:8]}", scopes)
+                db.session.commit()
+            self._tokens[key] = token
+        return self._tokens[key]
+
+    def auth(self, *scopes: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(*scopes)}"}
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory) -> Iterator[LiveServer]:
+    """The app on a real HTTP socket with its own database (fresh per test module)."""
+    application, cleanup = make_app(tmp_path_factory.mktemp("live"))
+    server = make_server("127.0.0.1", 0, application, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    application.config["PUBLIC_URL"] = f"http://127.0.0.1:{server.server_port}"
+    try:
+        yield LiveServer(app=application, url=application.config["PUBLIC_URL"])
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        cleanup()
+
+
+@pytest.fixture(scope="session")
+def conformance_dir() -> Path:
+    if not CONFORMANCE_DIR.is_dir():
+        pytest.skip(
+            f"CONFORMANCE DATA MISSING: {CONFORMANCE_DIR} is absent; set MDMSERVER_CONFORMANCE_DIR "
+            "to run the conformance tests"
+        )
+    return CONFORMANCE_DIR

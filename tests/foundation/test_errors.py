@@ -1,0 +1,91 @@
+"""Every failure is a JSON:API error document with the request id; never a leak of internals."""
+
+from __future__ import annotations
+
+import pytest
+
+from mdmserver.app import create_app
+
+
+def _error(response, status: int) -> dict:
+    assert response.status_code == status
+    assert response.mimetype == "application/vnd.api+json"
+    body = response.get_json()
+    assert body["meta"]["request_id"] == response.headers["X-Request-ID"]
+    assert body["errors"][0]["status"] == str(status)
+    return body["errors"][0]
+
+
+def test_request_id_is_echoed(client, auth):
+    response = client.get("/api/v1/organization", headers={**auth("read"), "X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+
+
+def test_invalid_request_id_is_replaced(client):
+    response = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces\u00e9"})
+    assert response.headers["X-Request-ID"] != "bad id with spaces\u00e9"
+    assert len(response.headers["X-Request-ID"]) == 32
+
+
+def test_unknown_route_is_404(client, auth):
+    assert "/api/v1/nowhere" in _error(client.get("/api/v1/nowhere", headers=auth("read")), 404)["detail"]
+    _error(client.get("/nowhere"), 404)
+
+
+def test_wrong_method_is_405(client, auth):
+    response = client.delete("/api/v1/organization", headers=auth("write"))
+    _error(response, 405)
+    assert "GET" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    "query,parameter",
+    [
+        ("page[size]=0", "page[size]"),
+        ("page[size]=501", "page[size]"),
+        ("page[size]=abc", "page[size]"),
+        ("page[number]=0", "page[number]"),
+        ("page[cursor]=1", "page[cursor]"),
+        ("filter[nope]=1", "filter[nope]"),
+        ("sort=-nope", "sort"),
+        ("bogus=1", "bogus"),
+    ],
+)
+def test_bad_list_parameters_are_400(client, auth, query, parameter):
+    error = _error(client.get(f"/api/v1/certificates?{query}", headers=auth("read")), 400)
+    assert error["source"]["parameter"] == parameter
+
+
+def test_bad_json_is_400(client, auth):
+    response = client.patch(
+        "/api/v1/organization", data="{not json", headers={**auth("write"), "Content-Type": "application/vnd.api+json"}
+    )
+    _error(response, 400)
+
+
+def test_wrong_media_type_is_415(client, auth):
+    response = client.patch("/api/v1/organization", data="name=x", headers={**auth("write"),
+                            "Content-Type": "application/x-www-form-urlencoded"})
+    _error(response, 415)
+
+
+def test_oversized_admin_body_is_413(client, auth, app):
+    limit = app.config["MAX_UPLOAD_BYTES"]
+    response = client.patch("/api/v1/organization", data=b"x" * (limit + 1),
+                            headers={**auth("write"), "Content-Type": "application/json"})
+    _error(response, 413)
+
+
+def test_unexpected_exception_is_a_generic_500(tmp_path, caplog):
+    app = create_app(overrides={"data_dir": str(tmp_path), "log_level": "WARNING"}, environ={})
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals /etc/passwd")
+
+    response = app.test_client().get("/boom", headers={"X-Request-ID": "req-500"})
+    error = _error(response, 500)
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert "req-500" in error["detail"] or response.get_json()["meta"]["request_id"] == "req-500"
+    assert any("unhandled error" in r.getMessage() and getattr(r, "request_id", None) == "req-500"
+               for r in caplog.records)

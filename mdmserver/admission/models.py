@@ -1,0 +1,50 @@
+"""Admission: auth sets (one per device identity and key) and preauthorizations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mdmserver.db import UTCDateTime, db, utcnow
+
+
+class AdmissionStatus(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    PREAUTHORIZED = "preauthorized"
+    # a device whose auth sets were decommissioned (Mender DELETE): refused from then on
+    DECOMMISSIONED = "decommissioned"
+
+
+class AuthSet(db.Model):
+    """Mender's auth set for an Apple enrollment.
+
+    ``identity_data`` is the JSON string of ``{"model", "serial_number", "udid"}`` (keys sorted),
+    ``pubkey`` the PEM public key of the identity certificate, ``id`` the SHA-256 hex of both.
+    """
+
+    __tablename__ = "auth_sets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    identity_data: Mapped[str] = mapped_column(Text)
+    pubkey: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Preauthorization(db.Model):
+    """A serial number or UDID accepted on its first ``Authenticate`` (besides the configured list)."""
+
+    __tablename__ = "admission_preauthorizations"
+    __table_args__ = (UniqueConstraint("kind", "value"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # serial_number | udid
+    value: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -6,7 +6,13 @@ from flask import Blueprint, request
 from sqlalchemy import select
 
 from mdmserver.api.auth import requires_scope
-from mdmserver.api.jsonapi import jsonapi_response, list_document, paginate, parse_list_query, resource
+from mdmserver.api.jsonapi import (
+    jsonapi_response,
+    list_document,
+    paginate,
+    parse_list_query,
+    resource,
+)
 from mdmserver.audit.models import AuditEvent
 from mdmserver.db import db, isoformat
 

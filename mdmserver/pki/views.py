@@ -6,7 +6,13 @@ from flask import Blueprint, Response, request
 from sqlalchemy import select
 
 from mdmserver.api.auth import requires_scope
-from mdmserver.api.jsonapi import document, jsonapi_response, list_document, paginate, parse_list_query
+from mdmserver.api.jsonapi import (
+    document,
+    jsonapi_response,
+    list_document,
+    paginate,
+    parse_list_query,
+)
 from mdmserver.audit.service import record_event
 from mdmserver.db import db
 from mdmserver.errors import NotAcceptable

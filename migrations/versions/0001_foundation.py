@@ -1,14 +1,14 @@
 """foundation: tokens, audit, organization, certificates and keys
 
 Revision ID: 0001_foundation
-Revises: 
+Revises:
 Create Date: 2026-11-22
 """
 
-from alembic import op
 import sqlalchemy as sa
-import mdmserver.db
+from alembic import op
 
+import mdmserver.db
 
 revision = '0001_foundation'
 down_revision = None

@@ -5,10 +5,10 @@ Revises: 0001_foundation
 Create Date: 2026-11-22 00:21:24.168499
 """
 
-from alembic import op
 import sqlalchemy as sa
-import mdmserver.db
+from alembic import op
 
+import mdmserver.db
 
 revision = '0003_devices'
 down_revision = '0001_foundation'

@@ -13,7 +13,16 @@ def test_models_match_migrations(app):
     with app.app_context(), db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         diff = compare_metadata(context, db.metadata)
-    assert diff == [], f"models and migrations differ; write a migration for: {diff}"
+    summary = [_describe(entry) for entry in diff]
+    assert summary == [], f"models and migrations differ; write a migration for: {summary}"
+
+
+def _describe(entry) -> str:
+    if isinstance(entry, list):  # column-level changes come as lists of tuples
+        return "; ".join(_describe(item) for item in entry)
+    operation, *rest = entry
+    names = [getattr(part, "name", None) or str(part) for part in rest[:3]]
+    return f"{operation} {' '.join(str(n) for n in names)}"
 
 
 def test_database_is_at_every_head(app):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 
 from mdmserver.ops.openapi import openapi_path
-from mdmserver.ops.readiness import register_check, _checks
+from mdmserver.ops.readiness import _checks, register_check
 
 
 def test_healthz(client):

@@ -1,0 +1,43 @@
+# mdmserver — `make run` serves on 127.0.0.1:8080, `make test` runs the suite. Both work on a fresh machine
+# with only Python 3.11+: they create .venv and install the project into it first.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+BIND   ?= 127.0.0.1:8080
+
+.PHONY: run test test-postgres lint bench clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mdmserver init
+	@echo ""
+	@echo "  mdmserver is starting on http://$(BIND)"
+	@echo "  first admin token: $${MDMSERVER_DATA_DIR:-./var}/admin-token (written by the first 'mdmserver init')"
+	@echo "  try: curl -H \"Authorization: Bearer \$$(cat $${MDMSERVER_DATA_DIR:-./var}/admin-token)\" http://$(BIND)/api/v1/organization"
+	@echo ""
+	$(BIN)/mdmserver serve --bind $(BIND)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-postgres: $(STAMP)
+	MDMSERVER_TEST_POSTGRES_URL=$${MDMSERVER_TEST_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
+		$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check mdmserver tests bench tools
+
+bench: $(STAMP)
+	@for script in bench/*_bench.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from mdmserver.cli import main
+
+main()

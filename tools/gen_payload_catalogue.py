@@ -218,7 +218,7 @@ def render_models(catalogue: dict) -> str:
         lines.append(f'    """{", ".join(payload_types)}."""')
         lines.append("")
         lines.append(f'    __tablename__ = "{table}"')
-        lines.append(f'    __mapper_args__ = {{"polymorphic_identity": "{identity}"}}')
+        lines.append(f'    __mapper_args__ = {{"polymorphic_identity": "{identity}", "polymorphic_load": "selectin"}}')
         lines.append("    payload_types = (" + "".join(f'"{t}", ' for t in payload_types).rstrip(" ") + ")")
         lines.append("")
         lines.append(

@@ -98,8 +98,11 @@ class PlistMapped:
             cls._field_by_key = cached
         return cached
 
-    def assign_plist(self, values: dict[str, Any]) -> None:
-        """Store a plist dictionary (typed columns where the value fits, ``extras`` for the rest)."""
+    def assign_plist(self, values: dict[str, Any], typed_keys: set[str] | None = None) -> None:
+        """Store a plist dictionary: typed columns where the value fits, ``extras`` for the rest.
+
+        ``typed_keys`` are the keys the marshmallow schema accepted; others never go to a column.
+        """
         fields = self.field_by_key()
         extras: dict[str, Any] = {}
         for f in self.plist_fields:
@@ -108,7 +111,7 @@ class PlistMapped:
             if key in self.structural_keys:
                 continue
             f = fields.get(key)
-            if f is not None and column_fits(f.kind, value):
+            if f is not None and (typed_keys is None or key in typed_keys) and column_fits(f.kind, value):
                 setattr(self, f.attr, _to_column(f.kind, value))
             else:
                 extras[key] = to_json(value)

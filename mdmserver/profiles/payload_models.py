@@ -45,7 +45,7 @@ class PasscodePayload(Payload):
     """com.apple.mobiledevice.passwordpolicy."""
 
     __tablename__ = "payloads_passcode"
-    __mapper_args__ = {"polymorphic_identity": "passcode"}
+    __mapper_args__ = {"polymorphic_identity": "passcode", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.mobiledevice.passwordpolicy",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -84,7 +84,7 @@ class WiFiPayload(Payload):
     """com.apple.wifi.managed."""
 
     __tablename__ = "payloads_wifi"
-    __mapper_args__ = {"polymorphic_identity": "wifi"}
+    __mapper_args__ = {"polymorphic_identity": "wifi", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.wifi.managed",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -153,7 +153,7 @@ class VPNPayload(Payload):
     """com.apple.vpn.managed."""
 
     __tablename__ = "payloads_vpn"
-    __mapper_args__ = {"polymorphic_identity": "vpn"}
+    __mapper_args__ = {"polymorphic_identity": "vpn", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.vpn.managed",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -192,7 +192,7 @@ class RestrictionsPayload(Payload):
     """com.apple.applicationaccess."""
 
     __tablename__ = "payloads_restrictions"
-    __mapper_args__ = {"polymorphic_identity": "restrictions"}
+    __mapper_args__ = {"polymorphic_identity": "restrictions", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.applicationaccess",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -581,7 +581,7 @@ class CertificatePayload(Payload):
     """com.apple.security.root, com.apple.security.pkcs1, com.apple.security.pkcs12."""
 
     __tablename__ = "payloads_certificate"
-    __mapper_args__ = {"polymorphic_identity": "certificate"}
+    __mapper_args__ = {"polymorphic_identity": "certificate", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.security.root", "com.apple.security.pkcs1", "com.apple.security.pkcs12",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -604,7 +604,7 @@ class SCEPPayload(Payload):
     """com.apple.security.scep."""
 
     __tablename__ = "payloads_scep"
-    __mapper_args__ = {"polymorphic_identity": "scep"}
+    __mapper_args__ = {"polymorphic_identity": "scep", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.security.scep",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -619,7 +619,7 @@ class MailPayload(Payload):
     """com.apple.mail.managed."""
 
     __tablename__ = "payloads_mail"
-    __mapper_args__ = {"polymorphic_identity": "mail"}
+    __mapper_args__ = {"polymorphic_identity": "mail", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.mail.managed",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -702,7 +702,7 @@ class ExchangePayload(Payload):
     """com.apple.eas.account."""
 
     __tablename__ = "payloads_exchange"
-    __mapper_args__ = {"polymorphic_identity": "exchange"}
+    __mapper_args__ = {"polymorphic_identity": "exchange", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.eas.account",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -801,7 +801,7 @@ class WebClipPayload(Payload):
     """com.apple.webClip.managed."""
 
     __tablename__ = "payloads_webclip"
-    __mapper_args__ = {"polymorphic_identity": "webclip"}
+    __mapper_args__ = {"polymorphic_identity": "webclip", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.webClip.managed",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -830,7 +830,7 @@ class DNSSettingsPayload(Payload):
     """com.apple.dnsSettings.managed."""
 
     __tablename__ = "payloads_dns"
-    __mapper_args__ = {"polymorphic_identity": "dns"}
+    __mapper_args__ = {"polymorphic_identity": "dns", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.dnsSettings.managed",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -851,7 +851,7 @@ class ManagedPreferencesPayload(Payload):
     """com.apple.ManagedClient.preferences."""
 
     __tablename__ = "payloads_managed_preferences"
-    __mapper_args__ = {"polymorphic_identity": "managed_preferences"}
+    __mapper_args__ = {"polymorphic_identity": "managed_preferences", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.ManagedClient.preferences",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -866,7 +866,7 @@ class PrivacyPreferencesPayload(Payload):
     """com.apple.TCC.configuration-profile-policy."""
 
     __tablename__ = "payloads_privacy_preferences"
-    __mapper_args__ = {"polymorphic_identity": "privacy_preferences"}
+    __mapper_args__ = {"polymorphic_identity": "privacy_preferences", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.TCC.configuration-profile-policy",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -881,7 +881,7 @@ class SystemExtensionsPayload(Payload):
     """com.apple.system-extension-policy."""
 
     __tablename__ = "payloads_system_extensions"
-    __mapper_args__ = {"polymorphic_identity": "system_extensions"}
+    __mapper_args__ = {"polymorphic_identity": "system_extensions", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.system-extension-policy",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -908,7 +908,7 @@ class KernelExtensionsPayload(Payload):
     """com.apple.syspolicy.kernel-extension-policy."""
 
     __tablename__ = "payloads_kernel_extensions"
-    __mapper_args__ = {"polymorphic_identity": "kernel_extensions"}
+    __mapper_args__ = {"polymorphic_identity": "kernel_extensions", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.syspolicy.kernel-extension-policy",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -929,7 +929,7 @@ class NotificationsPayload(Payload):
     """com.apple.notificationsettings."""
 
     __tablename__ = "payloads_notifications"
-    __mapper_args__ = {"polymorphic_identity": "notifications"}
+    __mapper_args__ = {"polymorphic_identity": "notifications", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.notificationsettings",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -944,7 +944,7 @@ class FileVaultPayload(Payload):
     """com.apple.MCX.FileVault2."""
 
     __tablename__ = "payloads_filevault"
-    __mapper_args__ = {"polymorphic_identity": "filevault"}
+    __mapper_args__ = {"polymorphic_identity": "filevault", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.MCX.FileVault2",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -985,7 +985,7 @@ class FirewallPayload(Payload):
     """com.apple.security.firewall."""
 
     __tablename__ = "payloads_firewall"
-    __mapper_args__ = {"polymorphic_identity": "firewall"}
+    __mapper_args__ = {"polymorphic_identity": "firewall", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.security.firewall",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -1014,7 +1014,7 @@ class LoginWindowPayload(Payload):
     """com.apple.loginwindow."""
 
     __tablename__ = "payloads_login_window"
-    __mapper_args__ = {"polymorphic_identity": "login_window"}
+    __mapper_args__ = {"polymorphic_identity": "login_window", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.loginwindow",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -1073,7 +1073,7 @@ class SingleAppModePayload(Payload):
     """com.apple.app.lock."""
 
     __tablename__ = "payloads_single_app_mode"
-    __mapper_args__ = {"polymorphic_identity": "single_app_mode"}
+    __mapper_args__ = {"polymorphic_identity": "single_app_mode", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.app.lock",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)
@@ -1088,7 +1088,7 @@ class MDMPayload(Payload):
     """com.apple.mdm."""
 
     __tablename__ = "payloads_mdm"
-    __mapper_args__ = {"polymorphic_identity": "mdm"}
+    __mapper_args__ = {"polymorphic_identity": "mdm", "polymorphic_load": "selectin"}
     payload_types = ("com.apple.mdm",)
 
     id: Mapped[int] = mapped_column(ForeignKey("payloads.id", ondelete="CASCADE"), primary_key=True)

@@ -1,0 +1,426 @@
+"""Profiles: upload (plain or CMS-signed), validation, storage, versions, reconstruction, signing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy import Select, exists, select
+from sqlalchemy.orm import Session, selectinload
+
+from mdmserver import errors
+from mdmserver.audit.service import record_event
+from mdmserver.db import utcnow
+from mdmserver.pki import cms
+from mdmserver.profiles import catalogue
+from mdmserver.profiles.models import Payload, Profile, ProfileVersion, payload_class
+from mdmserver.profiles.plist import (
+    DEFAULT_MAX_BYTES,
+    ProfileError,
+    check_structure,
+    dump_plist,
+    from_json,
+    load_plist,
+    pointer,
+    sniff,
+    strip_leading,
+    to_json,
+)
+from mdmserver.profiles.schemas import json_to_plist, load_typed
+
+_STATUS_ERRORS: dict[int, type[errors.AppError]] = {
+    400: errors.BadRequest,
+    413: errors.PayloadTooLarge,
+    422: errors.UnprocessableEntity,
+}
+
+
+def app_error(exc: ProfileError) -> errors.AppError:
+    """The API error for a pure-layer ProfileError."""
+    cls = _STATUS_ERRORS.get(exc.status, errors.UnprocessableEntity)
+    return cls(exc.detail, code=exc.code, pointer=exc.pointer)
+
+
+@dataclass
+class ParsedProfile:
+    """An uploaded profile once its envelope is removed and its plist parsed."""
+
+    value: Any
+    source_format: str
+    signed: bool = False
+    signer_subject: str | None = None
+    signer_trusted: bool | None = None
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+
+def parse_upload(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, trust_roots: Sequence[x509.Certificate] = ()
+) -> ParsedProfile:
+    """Bytes of a .mobileconfig (XML, binary, or DER CMS SignedData around either) → ParsedProfile.
+
+    A signature that does not verify → 422. A signer that does not chain to ``trust_roots`` is only a
+    warning. Every parse failure → 4xx naming the problem.
+    """
+    if len(data) > max_bytes:
+        raise errors.PayloadTooLarge(f"the profile is larger than {max_bytes} bytes", code="too_large")
+    warnings: list[dict[str, str]] = []
+    body = strip_leading(data)
+    signed = False
+    subject = None
+    trusted = None
+    if sniff(body) == "cms":
+        try:
+            unwrapped = cms.unwrap_signed(body, trust_roots=trust_roots, max_size=max_bytes)
+        except cms.CMSError as exc:
+            raise errors.UnprocessableEntity(
+                f"the signed profile does not verify: {exc.reason}", code="bad_signature"
+            ) from None
+        signed, subject, trusted = True, unwrapped.signer_subject, unwrapped.trusted
+        if not trusted:
+            warnings.append({
+                "code": "signature.untrusted",
+                "detail": f"the signature is intact but its signer ({subject}) does not chain to a trusted root",
+                "pointer": "",
+            })
+        body = unwrapped.content
+    try:
+        loaded = load_plist(body, max_bytes=max_bytes)
+        check_structure(loaded.value)
+    except ProfileError as exc:
+        raise app_error(exc) from None
+    return ParsedProfile(loaded.value, loaded.format, signed, subject, trusted, warnings)
+
+
+def schema_findings(profile: dict[str, Any]) -> list[dict[str, str]]:
+    """Apple-schema findings (catalogue and typed-schema checks), deduplicated, each with a pointer."""
+    found = [f.as_dict() for f in catalogue.check_profile(profile)]
+    seen = {f["pointer"] for f in found}
+    for index, item in enumerate(profile.get("PayloadContent") or []):
+        cls = payload_class(item.get("PayloadType"))
+        _, failed = load_typed(cls, item, json_mode=False)
+        for key, messages in failed.items():
+            where = pointer("PayloadContent", index, key)
+            if where not in seen:
+                seen.add(where)
+                text = "; ".join(messages) if isinstance(messages, list) else str(messages)
+                found.append({"code": "schema.wrong_type", "detail": text, "pointer": where})
+    return found
+
+
+def _payload_rows(content: list[dict[str, Any]]) -> list[Payload]:
+    rows = []
+    for position, item in enumerate(content):
+        cls = payload_class(item.get("PayloadType"))
+        typed, _ = load_typed(cls, item, json_mode=False)
+        row = cls(position=position)
+        row.assign_plist(item, typed_keys=set(typed))
+        rows.append(row)
+    return rows
+
+
+def current_by_identifier(session: Session, identifier: str) -> Profile | None:
+    return session.execute(select(Profile).where(Profile.identifier == identifier)).scalar_one_or_none()
+
+
+def _archive(session: Session, profile: Profile) -> None:
+    session.add(ProfileVersion(
+        profile_id=profile.id,
+        revision=profile.revision,
+        content=to_json(profile.to_plist()),
+        source_format=profile.source_format,
+        signer_subject=profile.signer_subject,
+        created_at=profile.updated_at or profile.created_at,
+    ))
+
+
+def store_profile(
+    session: Session,
+    parsed: ParsedProfile,
+    *,
+    strict: bool = False,
+    replace: bool = False,
+    source: str = "upload",
+) -> tuple[Profile, list[dict[str, str]]]:
+    """Validate and store a parsed profile; returns (profile, warnings).
+
+    Same PayloadIdentifier as an existing profile → 409, unless ``replace``: then the existing
+    profile gets a new revision and the old one is kept in ``profile_versions``.
+    """
+    value = parsed.value
+    try:
+        check_structure(value)
+    except ProfileError as exc:
+        raise app_error(exc) from None
+    warnings = parsed.warnings + schema_findings(value)
+    if strict and warnings:
+        raise errors.UnprocessableEntity(
+            f"{len(warnings)} Apple-schema finding(s) and strict=true",
+            code="schema_violation",
+            errors=[{"detail": w["detail"], "pointer": w["pointer"], "code": w["code"]} for w in warnings],
+        )
+    identifier = value.get("PayloadIdentifier")
+    existing = current_by_identifier(session, identifier) if isinstance(identifier, str) else None
+    if existing is not None and not replace:
+        raise errors.Conflict(
+            f"profile {existing.id} already has PayloadIdentifier {identifier!r}; "
+            "upload with replace=true to make a new version of it",
+            code="duplicate_identifier",
+            pointer="/PayloadIdentifier",
+            meta={"existing_id": str(existing.id), "existing": f"/api/v1/profiles/{existing.id}"},
+        )
+    if existing is not None:
+        _archive(session, existing)
+        existing.payloads.clear()
+        session.flush()
+        profile = existing
+        profile.revision += 1
+        action = "profile:replace"
+    else:
+        profile = Profile(revision=1)
+        session.add(profile)
+        action = "profile:create"
+    typed, _ = load_typed(Profile, {k: v for k, v in value.items() if k != "PayloadContent"}, json_mode=False)
+    profile.assign_plist(value, typed_keys=set(typed))
+    profile.source_format = parsed.source_format
+    profile.signed = parsed.signed
+    profile.signer_subject = parsed.signer_subject
+    profile.signer_trusted = parsed.signer_trusted
+    profile.updated_at = utcnow()
+    profile.payloads.extend(_payload_rows(value.get("PayloadContent") or []))
+    session.flush()
+    record_event(session, action, "profiles", profile.id, {
+        "identifier": profile.identifier,
+        "revision": profile.revision,
+        "source": source,
+        "signed": parsed.signed,
+        "payload_types": [p.payload_type for p in profile.payloads],
+        "warnings": len(warnings),
+    })
+    return profile, warnings
+
+
+def upload_profile(
+    session: Session,
+    data: bytes,
+    *,
+    strict: bool = False,
+    replace: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    trust_roots: Sequence[x509.Certificate] = (),
+) -> tuple[Profile, list[dict[str, str]]]:
+    parsed = parse_upload(data, max_bytes=max_bytes, trust_roots=trust_roots)
+    return store_profile(session, parsed, strict=strict, replace=replace)
+
+
+# --- building profiles from JSON:API documents ------------------------------------------------------
+
+_BASE = ("data", "attributes")
+
+
+def _default_payload_keys(item: dict[str, Any], profile_identifier: str, index: int) -> dict[str, Any]:
+    import uuid as _uuid
+
+    out = dict(item)
+    out.setdefault("PayloadIdentifier", f"{profile_identifier}.{item['PayloadType']}.{index}")
+    out.setdefault("PayloadUUID", str(_uuid.uuid4()).upper())
+    out.setdefault("PayloadVersion", 1)
+    return out
+
+
+def plist_from_json(attributes: dict[str, Any]) -> dict[str, Any]:
+    """A profile given as JSON:API attributes (Apple keys, the schemas' JSON shape) → plist dict.
+
+    PayloadIdentifier is required; PayloadType, PayloadVersion and PayloadUUID get their usual
+    values when left out, and so do each payload's identifier, UUID and version.
+    """
+    import uuid as _uuid
+
+    identifier = attributes.get("PayloadIdentifier")
+    if not isinstance(identifier, str) or not identifier:
+        raise errors.UnprocessableEntity(
+            "PayloadIdentifier is required (a reverse-DNS string)", pointer=pointer(*_BASE, "PayloadIdentifier")
+        )
+    content = attributes.get("PayloadContent", [])
+    if not isinstance(content, list):
+        raise errors.UnprocessableEntity("PayloadContent must be an array", pointer=pointer(*_BASE, "PayloadContent"))
+    top = {k: v for k, v in attributes.items() if k != "PayloadContent"}
+    profile = json_to_plist(Profile, top, _BASE)
+    profile.setdefault("PayloadType", "Configuration")
+    profile.setdefault("PayloadVersion", 1)
+    profile.setdefault("PayloadUUID", str(_uuid.uuid4()).upper())
+    payloads = []
+    for index, item in enumerate(content):
+        where = (*_BASE, "PayloadContent", index)
+        if not isinstance(item, dict):
+            raise errors.UnprocessableEntity("each payload must be an object", pointer=pointer(*where))
+        payload_type = item.get("PayloadType")
+        if not isinstance(payload_type, str) or not payload_type:
+            raise errors.UnprocessableEntity(
+                "each payload needs a PayloadType string", pointer=pointer(*where, "PayloadType")
+            )
+        values = json_to_plist(payload_class(payload_type), item, where)
+        payloads.append(_default_payload_keys(values, identifier, index))
+    profile["PayloadContent"] = payloads
+    return profile
+
+
+def create_profile_from_json(
+    session: Session, attributes: dict[str, Any], *, strict: bool = False
+) -> tuple[Profile, list[dict[str, str]]]:
+    parsed = ParsedProfile(plist_from_json(attributes), "xml")
+    return store_profile(session, parsed, strict=strict, source="api")
+
+
+def update_profile(session: Session, profile: Profile, attributes: dict[str, Any]) -> Profile:
+    """PATCH top-level keys (Apple keys; null removes a key). PayloadContent is edited via payloads."""
+    if "PayloadContent" in attributes:
+        raise errors.UnprocessableEntity(
+            "PayloadContent cannot be patched here: use /api/v1/payloads", pointer=pointer(*_BASE, "PayloadContent")
+        )
+    removed = [k for k, v in attributes.items() if v is None]
+    changes = json_to_plist(Profile, {k: v for k, v in attributes.items() if v is not None}, _BASE)
+    values = profile.plist_values()
+    for key in removed:
+        values.pop(key, None)
+    values.update(changes)
+    new_identifier = values.get("PayloadIdentifier")
+    if isinstance(new_identifier, str) and new_identifier != profile.identifier:
+        other = current_by_identifier(session, new_identifier)
+        if other is not None:
+            raise errors.Conflict(
+                f"profile {other.id} already has PayloadIdentifier {new_identifier!r}",
+                pointer=pointer(*_BASE, "PayloadIdentifier"), meta={"existing_id": str(other.id)},
+            )
+    typed, _ = load_typed(Profile, {k: v for k, v in values.items() if k != "PayloadContent"}, json_mode=False)
+    profile.assign_plist(values, typed_keys=set(typed))
+    profile.updated_at = utcnow()
+    session.flush()
+    record_event(session, "profile:update", "profiles", profile.id, {"keys": sorted(attributes)})
+    return profile
+
+
+def delete_profile(session: Session, profile: Profile) -> None:
+    record_event(session, "profile:delete", "profiles", profile.id, {"identifier": profile.identifier})
+    session.delete(profile)
+    session.flush()
+
+
+# --- payloads ------------------------------------------------------------------------------------
+
+
+def add_payload(session: Session, profile: Profile, attributes: dict[str, Any]) -> Payload:
+    payload_type = attributes.get("PayloadType")
+    if not isinstance(payload_type, str) or not payload_type:
+        raise errors.UnprocessableEntity("PayloadType is required", pointer=pointer(*_BASE, "PayloadType"))
+    cls = payload_class(payload_type)
+    values = json_to_plist(cls, attributes, _BASE)
+    position = max((p.position for p in profile.payloads), default=-1) + 1
+    values = _default_payload_keys(values, profile.identifier or "payload", position)
+    typed, _ = load_typed(cls, values, json_mode=False)
+    row = cls(position=position)
+    row.assign_plist(values, typed_keys=set(typed))
+    profile.payloads.append(row)
+    if "PayloadContent" not in (profile.key_order or []):
+        profile.key_order = [*(profile.key_order or []), "PayloadContent"]
+    profile.updated_at = utcnow()
+    session.flush()
+    record_event(session, "profile:payload:create", "payloads", row.id, {"profile_id": profile.id,
+                                                                        "payload_type": payload_type})
+    return row
+
+
+def update_payload(session: Session, payload: Payload, attributes: dict[str, Any]) -> Payload:
+    """PATCH a payload's keys (Apple keys, JSON shape; null removes a key). PayloadType is fixed."""
+    if "PayloadType" in attributes and attributes["PayloadType"] != payload.payload_type:
+        raise errors.UnprocessableEntity(
+            "PayloadType cannot change: delete this payload and add another", pointer=pointer(*_BASE, "PayloadType")
+        )
+    removed = [k for k, v in attributes.items() if v is None]
+    if "PayloadType" in removed:
+        raise errors.UnprocessableEntity("PayloadType cannot be removed", pointer=pointer(*_BASE, "PayloadType"))
+    changes = json_to_plist(type(payload), {k: v for k, v in attributes.items() if v is not None}, _BASE)
+    values = payload.plist_values()
+    for key in removed:
+        values.pop(key, None)
+    values.update(changes)
+    typed, _ = load_typed(type(payload), values, json_mode=False)
+    payload.assign_plist(values, typed_keys=set(typed))
+    payload.profile.updated_at = utcnow()
+    session.flush()
+    record_event(session, "profile:payload:update", "payloads", payload.id, {"keys": sorted(attributes)})
+    return payload
+
+
+def delete_payload(session: Session, payload: Payload) -> None:
+    record_event(session, "profile:payload:delete", "payloads", payload.id, {"profile_id": payload.profile_id})
+    profile = payload.profile
+    profile.payloads.remove(payload)
+    profile.updated_at = utcnow()
+    session.flush()
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def get_profile(session: Session, profile_id: int) -> Profile:
+    profile = session.get(Profile, profile_id)
+    if profile is None:
+        raise errors.NotFound(f"no profile with id {profile_id}")
+    return profile
+
+
+def get_payload(session: Session, payload_id: int) -> Payload:
+    payload = session.get(Payload, payload_id)
+    if payload is None:
+        raise errors.NotFound(f"no payload with id {payload_id}")
+    return payload
+
+
+def profiles_query(include_payloads: bool) -> Select:
+    stmt = select(Profile)
+    return stmt.options(selectinload(Profile.payloads)) if include_payloads else stmt.options(
+        selectinload(Profile.payloads).load_only(Payload.id, Payload.payload_type, Payload.kind, Payload.position)
+    )
+
+
+def has_payload_type(value: str):
+    return exists().where(Payload.profile_id == Profile.id, Payload.payload_type == value)
+
+
+def get_version(session: Session, profile: Profile, revision: int) -> dict[str, Any]:
+    """The plist of one revision: the current one from the models, an earlier one from history."""
+    if revision == profile.revision:
+        return profile.to_plist()
+    row = session.execute(
+        select(ProfileVersion).where(ProfileVersion.profile_id == profile.id, ProfileVersion.revision == revision)
+    ).scalar_one_or_none()
+    if row is None:
+        raise errors.NotFound(f"profile {profile.id} has no revision {revision}", parameter="revision")
+    return from_json(row.content)
+
+
+def render(value: dict[str, Any], fmt: str) -> bytes:
+    try:
+        return dump_plist(value, fmt)
+    except ProfileError as exc:
+        raise app_error(exc) from None
+
+
+def sign(session: Session, data: bytes) -> bytes:
+    """CMS SignedData of ``data`` by the server identity (what devices see as a verified profile)."""
+    from mdmserver.pki.service import get_server_identity
+
+    cert, key = get_server_identity(session)
+    return cms.sign(data, cert, key)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def download_filename(profile: Profile) -> str:
+    """A file name safe for Content-Disposition: ASCII letters, digits, dot, dash, underscore."""
+    base = _UNSAFE.sub("-", profile.display_name or profile.identifier or "").strip(".-")[:80]
+    return f"{base or f'profile-{profile.id}'}.mobileconfig"

@@ -1,0 +1,246 @@
+"""Profiles API: commandment-compatible upload/download, JSON:API profiles, payloads and versions."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+from sqlalchemy import select
+
+from mdmserver.api.jsonapi import (
+    document,
+    jsonapi_response,
+    list_document,
+    paginate,
+    parse_list_query,
+    parse_resource_body,
+)
+from mdmserver.db import db
+from mdmserver.errors import BadRequest, UnsupportedMediaType
+from mdmserver.pki.service import get_ca_certificate
+from mdmserver.profiles import service
+from mdmserver.profiles.models import Payload, Profile
+from mdmserver.profiles.schemas import payload_resource, profile_resource, version_resource
+
+bp = Blueprint("profiles", __name__, url_prefix="/api/v1")
+
+ASPEN = "application/x-apple-aspen-config"
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
+
+
+def _flag(name: str) -> bool:
+    raw = request.args.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise BadRequest(f"{name} must be true or false, not {raw!r}", parameter=name)
+
+
+def _only_params(*allowed: str) -> None:
+    for name in request.args:
+        if name not in allowed:
+            raise BadRequest(f"unknown query parameter {name!r}", parameter=name)
+
+
+def _created(profile: Profile, warnings: list[dict], status: int = 201) -> Response:
+    doc = document(
+        profile_resource(profile),
+        meta={"warnings": warnings},
+        included=[payload_resource(p) for p in profile.payloads],
+    )
+    return jsonapi_response(doc, status=status, headers={"Location": f"/api/v1/profiles/{profile.id}"})
+
+
+@bp.post("/upload/profiles")
+def upload_profile():
+    """Upload a .mobileconfig (multipart field ``file``): XML, binary or CMS-signed."""
+    _only_params("strict", "replace")
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"upload the profile as multipart/form-data with a field named 'file', not {request.mimetype or 'no Content-Type'}"
+        )
+    upload = request.files.get("file")
+    if upload is None:
+        raise BadRequest("the multipart field 'file' is missing", parameter="file")
+    strict, replace = _flag("strict"), _flag("replace")
+    max_bytes = current_app.config.get("MAX_UPLOAD_BYTES", service.DEFAULT_MAX_BYTES)
+    data = upload.stream.read(max_bytes + 1)
+    profile, warnings = service.upload_profile(
+        db.session, data, strict=strict, replace=replace, max_bytes=max_bytes,
+        trust_roots=[get_ca_certificate(db.session)],
+    )
+    status = 200 if profile.revision > 1 else 201
+    db.session.commit()
+    return _created(profile, warnings, status)
+
+
+@bp.get("/download/profiles/<int:profile_id>")
+def download_profile(profile_id: int):
+    """The profile rebuilt from the database; ``signed=true`` wraps it in the server's CMS signature."""
+    _only_params("signed", "format", "revision")
+    profile = service.get_profile(db.session, profile_id)
+    fmt = request.args.get("format", profile.source_format)
+    if fmt not in ("xml", "binary"):
+        raise BadRequest("format must be xml or binary", parameter="format")
+    revision = request.args.get("revision")
+    if revision is not None:
+        if not revision.isdigit():
+            raise BadRequest("revision must be a positive integer", parameter="revision")
+        value = service.get_version(db.session, profile, int(revision))
+    else:
+        value = profile.to_plist()
+    body = service.render(value, fmt)
+    if _flag("signed"):
+        body = service.sign(db.session, body)
+    response = Response(body, mimetype=ASPEN)
+    response.headers["Content-Disposition"] = f'attachment; filename="{service.download_filename(profile)}"'
+    return response
+
+
+# --- profiles --------------------------------------------------------------------------------------
+
+
+@bp.get("/profiles")
+def list_profiles():
+    query = parse_list_query(
+        request.args,
+        filters={
+            "identifier": lambda v: Profile.identifier == v,
+            "display_name": lambda v: Profile.display_name == v,
+            "payload_type": service.has_payload_type,
+            "uuid": lambda v: Profile.uuid == v,
+            "signed": lambda v: Profile.signed.is_(v.lower() in _TRUE),
+        },
+        sorts={
+            "id": Profile.id,
+            "identifier": Profile.identifier,
+            "display_name": Profile.display_name,
+            "created_at": Profile.created_at,
+            "updated_at": Profile.updated_at,
+        },
+        default_sort=(Profile.id.asc(),),
+        includes=("payloads",),
+    )
+    include = "payloads" in query.include
+    page = paginate(db.session, service.profiles_query(include), query)
+    included = [payload_resource(p) for profile in page.items for p in profile.payloads] if include else None
+    fields = query.fields.get("profiles")
+    data = [profile_resource(p) for p in page.items]
+    if fields is not None:
+        for item in data:
+            item["attributes"] = {k: v for k, v in item["attributes"].items() if k in fields}
+    return jsonapi_response(list_document(page, data, included=included))
+
+
+@bp.post("/profiles")
+def create_profile():
+    _only_params("strict")
+    strict = _flag("strict")
+    _, attributes = parse_resource_body(request, "profiles")
+    profile, warnings = service.create_profile_from_json(db.session, attributes, strict=strict)
+    db.session.commit()
+    return _created(profile, warnings)
+
+
+@bp.get("/profiles/<int:profile_id>")
+def get_profile(profile_id: int):
+    _only_params("include")
+    include = request.args.get("include")
+    if include not in (None, "payloads"):
+        raise BadRequest("include must be payloads", parameter="include")
+    profile = service.get_profile(db.session, profile_id)
+    included = [payload_resource(p) for p in profile.payloads] if include else None
+    return jsonapi_response(document(profile_resource(profile), included=included))
+
+
+@bp.patch("/profiles/<int:profile_id>")
+def patch_profile(profile_id: int):
+    profile = service.get_profile(db.session, profile_id)
+    _, attributes = parse_resource_body(request, "profiles", require_id=profile_id)
+    service.update_profile(db.session, profile, attributes)
+    db.session.commit()
+    return jsonapi_response(document(profile_resource(profile)))
+
+
+@bp.delete("/profiles/<int:profile_id>")
+def delete_profile(profile_id: int):
+    profile = service.get_profile(db.session, profile_id)
+    service.delete_profile(db.session, profile)
+    db.session.commit()
+    return Response(status=204)
+
+
+@bp.get("/profiles/<int:profile_id>/versions")
+def list_versions(profile_id: int):
+    """Earlier revisions kept by ``replace=true`` uploads (the current one is the profile itself)."""
+    profile = service.get_profile(db.session, profile_id)
+    return jsonapi_response(document(
+        [version_resource(profile, v) for v in profile.versions],
+        meta={"current_revision": profile.revision},
+    ))
+
+
+# --- payloads --------------------------------------------------------------------------------------
+
+
+def _profile_id(value: str):
+    if not value.isdigit():
+        raise ValueError("profile must be a profile id")
+    return Payload.profile_id == int(value)
+
+
+@bp.get("/payloads")
+def list_payloads():
+    query = parse_list_query(
+        request.args,
+        filters={
+            "payload_type": lambda v: Payload.payload_type == v,
+            "type": lambda v: Payload.payload_type == v,
+            "kind": lambda v: Payload.kind == v,
+            "profile": _profile_id,
+            "identifier": lambda v: Payload.identifier == v,
+        },
+        sorts={"id": Payload.id, "payload_type": Payload.payload_type, "position": Payload.position},
+        default_sort=(Payload.id.asc(),),
+    )
+    page = paginate(db.session, select(Payload), query)
+    return jsonapi_response(list_document(page, [payload_resource(p) for p in page.items]))
+
+
+@bp.post("/payloads")
+def create_payload():
+    body = request.get_json(silent=True) or {}
+    _, attributes = parse_resource_body(request, "payloads")
+    rel = (((body.get("data") or {}).get("relationships") or {}).get("profile") or {}).get("data") or {}
+    if not isinstance(rel, dict) or rel.get("type") != "profiles" or not str(rel.get("id", "")).isdigit():
+        raise BadRequest(
+            "relationships.profile.data must name a profile ({type: profiles, id})",
+            pointer="/data/relationships/profile",
+        )
+    profile = service.get_profile(db.session, int(rel["id"]))
+    payload = service.add_payload(db.session, profile, attributes)
+    db.session.commit()
+    return jsonapi_response(document(payload_resource(payload)), status=201,
+                            headers={"Location": f"/api/v1/payloads/{payload.id}"})
+
+
+@bp.get("/payloads/<int:payload_id>")
+def get_payload(payload_id: int):
+    return jsonapi_response(document(payload_resource(service.get_payload(db.session, payload_id))))
+
+
+@bp.patch("/payloads/<int:payload_id>")
+def patch_payload(payload_id: int):
+    payload = service.get_payload(db.session, payload_id)
+    _, attributes = parse_resource_body(request, "payloads", require_id=payload_id)
+    service.update_payload(db.session, payload, attributes)
+    db.session.commit()
+    return jsonapi_response(document(payload_resource(payload)))
+
+
+@bp.delete("/payloads/<int:payload_id>")
+def delete_payload(payload_id: int):
+    service.delete_payload(db.session, service.get_payload(db.session, payload_id))
+    db.session.commit()
+    return Response(status=204)

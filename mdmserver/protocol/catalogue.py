@@ -26,7 +26,8 @@ SERVER_FILLED_KEYS: dict[str, frozenset[str]] = {
 }
 
 # Parameter names whose values are secrets: never shown back in JSON.
-SECRET_KEY_PARTS = ("password", "unlocktoken", "pin", "passcode", "bootstraptoken")
+SECRET_KEY_PARTS = ("password", "unlocktoken", "bootstraptoken", "bypasscode", "recoverykey", "secret")
+SECRET_KEY_NAMES = frozenset({"pin", "newpin", "oldpin"})
 
 
 class ParameterError(ValueError):
@@ -317,7 +318,7 @@ def validate_parameters(request_type: str, parameters: Any) -> dict[str, Any]:
 
 def is_secret_key(name: str) -> bool:
     lowered = name.lower()
-    return any(part in lowered for part in SECRET_KEY_PARTS)
+    return lowered in SECRET_KEY_NAMES or any(part in lowered for part in SECRET_KEY_PARTS)
 
 
 def public_parameters(parameters: Any) -> Any:

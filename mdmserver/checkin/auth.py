@@ -1,0 +1,95 @@
+"""Device authentication: who signed this request?
+
+Devices prove their enrollment identity with the ``Mdm-Signature`` header (base64 CMS SignedData,
+detached, over the exact body) or, behind a TLS-terminating proxy, with the client certificate the
+proxy forwards in a header (URL-escaped PEM). Either way the certificate must have been issued by
+our CA. Binding the certificate to a UDID is checked later, once the body has been parsed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import unquote
+
+from cryptography import x509 as cx509
+
+from mdmserver.pki import cms, x509
+
+MODES = ("signature", "header", "both")
+MAX_HEADER_CERT = 16 * 1024
+
+
+class DeviceAuthError(Exception):
+    """The request does not prove an identity we issued; ``reason`` goes to the log only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    certificate: cx509.Certificate
+    fingerprint: str
+
+    @property
+    def pubkey_pem(self) -> str:
+        return x509.public_key_pem(self.certificate)
+
+
+def _from_signature(signature_b64: str, body: bytes, ca_cert: cx509.Certificate) -> cx509.Certificate:
+    try:
+        signature = base64.b64decode(signature_b64.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise DeviceAuthError("Mdm-Signature is not valid base64") from None
+    try:
+        return cms.verify_detached(signature, body, ca_certs=[ca_cert])
+    except cms.CMSError as exc:
+        raise DeviceAuthError(f"Mdm-Signature rejected: {exc.reason}") from None
+
+
+def _from_header(value: str, ca_cert: cx509.Certificate) -> cx509.Certificate:
+    if len(value) > MAX_HEADER_CERT:
+        raise DeviceAuthError("client certificate header too large")
+    pem = unquote(value).strip()
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise DeviceAuthError("client certificate header holds no PEM certificate")
+    try:
+        cert = x509.cert_from_pem(pem.encode("ascii", "replace"))
+    except (ValueError, x509.PKIError):
+        raise DeviceAuthError("client certificate header is not a readable certificate") from None
+    if not x509.is_issued_by(cert, ca_cert):
+        raise DeviceAuthError("client certificate not issued by our CA")
+    if not x509.is_issued_by(cert, ca_cert, at=datetime.now(UTC)):
+        raise DeviceAuthError("client certificate expired or not yet valid")
+    return cert
+
+
+def authenticate(
+    *,
+    body: bytes,
+    signature_header: str | None,
+    cert_header_value: str | None,
+    mode: str,
+    ca_cert: cx509.Certificate,
+) -> DeviceIdentity:
+    """Check the request's proof of identity per ``mode``; raise ``DeviceAuthError`` otherwise.
+
+    ``both`` accepts either proof; when a signature is present it is the one checked.
+    """
+    if mode not in MODES:
+        raise DeviceAuthError(f"unknown device auth mode {mode!r}")
+    if mode in ("signature", "both") and signature_header:
+        cert = _from_signature(signature_header, body, ca_cert)
+    elif mode in ("header", "both") and cert_header_value:
+        cert = _from_header(cert_header_value, ca_cert)
+    elif mode == "signature":
+        raise DeviceAuthError("no Mdm-Signature header")
+    elif mode == "header":
+        raise DeviceAuthError("no client certificate header")
+    else:
+        raise DeviceAuthError("neither Mdm-Signature nor a client certificate header")
+    return DeviceIdentity(certificate=cert, fingerprint=x509.fingerprint_sha256(cert))

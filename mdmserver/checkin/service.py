@@ -1,0 +1,265 @@
+"""Device-facing protocol handlers: enrollment profile, check-in messages, the command channel.
+
+Functions take a session and explicit arguments and return the response body (``None`` for an
+empty 200). Refusals are ``Forbidden`` with a generic body; the reason is logged here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import uuid as uuidlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mdmserver.admission import service as admission
+from mdmserver.admission.models import AdmissionStatus
+from mdmserver.checkin.auth import DeviceIdentity
+from mdmserver.commands import service as commands
+from mdmserver.commands.models import CommandStatus
+from mdmserver.db import utcnow
+from mdmserver.devices import service as devices
+from mdmserver.devices.models import Device
+from mdmserver.errors import BadRequest, Forbidden, Gone, ServiceUnavailable
+from mdmserver.pki import cms, x509
+from mdmserver.pki import service as pki
+from mdmserver.pki.models import Certificate
+from mdmserver.pki.secretbox import SecretBox
+from mdmserver.protocol import checkin as msgs
+from mdmserver.protocol.plist import dump_plist
+from mdmserver.protocol.results import CommandResult, ResultStatus, command_envelope
+
+log = logging.getLogger("mdmserver.checkin")
+
+ACCESS_RIGHTS_ALL = 8191
+REFUSED = {AdmissionStatus.REJECTED.value, AdmissionStatus.DECOMMISSIONED.value}
+
+
+def refuse(reason: str, *args) -> Forbidden:
+    log.warning("device request refused: " + reason, *args)
+    return Forbidden("forbidden")
+
+
+# --- enrollment ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnrollmentProfile:
+    signed: bytes
+    certificate_id: int
+    fingerprint: str
+
+
+def build_enrollment_profile(
+    session: Session, *, public_url: str, topic: str | None, organization: str, prefix: str
+) -> EnrollmentProfile:
+    """Issue a fresh device identity and return the signed enrollment profile."""
+    if not topic:
+        raise ServiceUnavailable(
+            "no APNs push certificate: import one with `mdmserver push-cert import FILE` "
+            "or PUT /api/v1/push_certificate before enrolling devices"
+        )
+    ca_cert, ca_key = pki.get_ca(session)
+    server_cert, server_key = pki.get_server_identity(session)
+    key = x509.generate_private_key()
+    enrollment_id = str(uuidlib.uuid4()).upper()
+    cert = x509.issue_certificate(
+        ca_cert, ca_key, common_name=f"mdmserver device {enrollment_id}", public_key=key.public_key(),
+        days=365 * 2, usage="client", organization=organization,
+    )
+    row = pki.store_certificate(session, cert, pki.PURPOSE_DEVICE, pki.store_private_key(session, key))
+    password = secrets.token_urlsafe(24)
+    p12 = x509.build_pkcs12(cert, key, password=password.encode(), friendly_name=b"MDM identity")
+    identity_uuid = str(uuidlib.uuid4()).upper()
+    ca_uuid = str(uuidlib.uuid4()).upper()
+    mdm_uuid = str(uuidlib.uuid4()).upper()
+    prefix = f"{prefix.rstrip('.')}.enroll"
+    profile = {
+        "PayloadType": "Configuration",
+        "PayloadVersion": 1,
+        "PayloadIdentifier": prefix,
+        "PayloadUUID": str(uuidlib.uuid4()).upper(),
+        "PayloadDisplayName": f"{organization} MDM enrollment",
+        "PayloadDescription": "Enrolls this device in mobile device management",
+        "PayloadOrganization": organization,
+        "PayloadScope": "System",
+        "PayloadContent": [
+            {
+                "PayloadType": "com.apple.security.root",
+                "PayloadVersion": 1,
+                "PayloadIdentifier": f"{prefix}.ca",
+                "PayloadUUID": ca_uuid,
+                "PayloadDisplayName": f"{organization} MDM CA",
+                "PayloadContent": x509.cert_to_der(ca_cert),
+            },
+            {
+                "PayloadType": "com.apple.security.pkcs12",
+                "PayloadVersion": 1,
+                "PayloadIdentifier": f"{prefix}.identity",
+                "PayloadUUID": identity_uuid,
+                "PayloadDisplayName": "MDM device identity",
+                "Password": password,
+                "PayloadContent": p12,
+            },
+            {
+                "PayloadType": "com.apple.mdm",
+                "PayloadVersion": 1,
+                "PayloadIdentifier": f"{prefix}.mdm",
+                "PayloadUUID": mdm_uuid,
+                "PayloadDisplayName": "Mobile device management",
+                "ServerURL": f"{public_url}/mdm/connect",
+                "CheckInURL": f"{public_url}/mdm/checkin",
+                "Topic": topic,
+                "IdentityCertificateUUID": identity_uuid,
+                "SignMessage": True,
+                "AccessRights": ACCESS_RIGHTS_ALL,
+                "CheckOutWhenRemoved": True,
+                "ServerCapabilities": ["com.apple.mdm.per-user-connections", "com.apple.mdm.bootstraptoken"],
+            },
+        ],
+    }
+    signed = cms.sign(dump_plist(profile), server_cert, server_key)
+    return EnrollmentProfile(signed=signed, certificate_id=row.id, fingerprint=row.fingerprint_sha256)
+
+
+# --- check-in --------------------------------------------------------------------------------------
+
+
+def bound_device(session: Session, udid: str, identity: DeviceIdentity) -> Device:
+    """The device this UDID names, provided the request's certificate is the one bound to it."""
+    device = devices.get_device_by_udid(session, udid)
+    if device is None:
+        raise refuse("unknown device %s (no Authenticate yet)", udid)
+    if device.identity_fingerprint != identity.fingerprint:
+        raise refuse("certificate %s is not the one bound to device %s", identity.fingerprint[:16], udid)
+    if device.admission_status in REFUSED:
+        raise refuse("device %s is %s", udid, device.admission_status)
+    return device
+
+
+@dataclass(frozen=True)
+class CheckinSettings:
+    admission_policy: str
+    preauthorized: Iterable[str]
+    push_topic: Callable[[Session], str | None]
+    box: SecretBox
+
+
+def handle_checkin(
+    session: Session, message: msgs.CheckinMessage, identity: DeviceIdentity, settings: CheckinSettings
+) -> bytes | None:
+    """Handle one check-in message; the return value is the response body (``None``: empty 200)."""
+    if isinstance(message, msgs.Authenticate):
+        return _authenticate(session, message, identity, settings)
+    device = bound_device(session, message.udid, identity)
+    devices.touch_last_seen(session, device, utcnow())
+    if isinstance(message, msgs.TokenUpdate):
+        ours = settings.push_topic(session)
+        if ours and message.topic and message.topic != ours:
+            raise refuse("TokenUpdate from %s for topic %s, ours is %s", device.udid, message.topic, ours)
+        devices.apply_token_update(session, device, message, settings.box)
+        return None
+    if isinstance(message, msgs.CheckOut):
+        devices.apply_checkout(session, device, message.user_id)
+        if message.user_id is None:
+            cancelled = commands.cancel_queue(session, device.id)
+            log.info("device %s checked out; %d queued commands cancelled", device.udid, cancelled)
+        return None
+    if isinstance(message, msgs.UserAuthenticate):
+        raise Gone("user authentication is not supported")
+    if isinstance(message, msgs.SetBootstrapToken):
+        devices.set_bootstrap_token(device, message, settings.box)
+        return None
+    if isinstance(message, msgs.GetBootstrapToken):
+        token = devices.bootstrap_token(device, settings.box)
+        return dump_plist({"BootstrapToken": token} if token is not None else {})
+    if isinstance(message, msgs.GetToken):
+        raise BadRequest(f"GetToken for {message.token_service_type or 'an unnamed service'} is not supported")
+    if isinstance(message, msgs.DeclarativeManagement):
+        return _declarative(device, message)
+    raise BadRequest(f"unsupported MessageType {message.message_type!r}")
+
+
+def _authenticate(
+    session: Session, message: msgs.Authenticate, identity: DeviceIdentity, settings: CheckinSettings
+) -> None:
+    if message.is_user_channel:
+        raise BadRequest("Authenticate is a device-channel message")
+    issued = session.scalar(
+        select(Certificate.id).where(
+            Certificate.fingerprint_sha256 == identity.fingerprint, Certificate.purpose == pki.PURPOSE_DEVICE
+        )
+    )
+    if issued is None:
+        raise refuse("Authenticate for %s with a certificate not issued at enrollment", message.udid)
+    holder = devices.device_bound_to(session, identity.fingerprint)
+    if holder is not None and holder.udid != message.udid:
+        raise refuse("certificate %s is bound to device %s, not %s",
+                     identity.fingerprint[:16], holder.udid, message.udid)
+    existing = devices.get_device_by_udid(session, message.udid)
+    if existing is not None and existing.admission_status == AdmissionStatus.DECOMMISSIONED:
+        raise refuse("device %s is decommissioned", message.udid)
+    device = devices.apply_authenticate(session, message, identity.fingerprint)
+    admission.admit(
+        session, device, identity.pubkey_pem,
+        policy=settings.admission_policy, preauthorized=settings.preauthorized,
+    )
+    if device.admission_status in REFUSED:
+        raise refuse("device %s is %s", device.udid, device.admission_status)
+    log.info("device %s authenticated (admission %s)", device.udid, device.admission_status)
+    return None
+
+
+def _declarative(device: Device, message: msgs.DeclarativeManagement) -> bytes | None:
+    """Minimal declarative management: no declarations are managed by this server."""
+    endpoint = message.endpoint or ""
+    token = "mdmserver-no-declarations"
+    if endpoint == "status":
+        if message.data is not None:
+            try:
+                json.loads(message.data)
+            except ValueError:
+                raise BadRequest("DeclarativeManagement status Data is not JSON") from None
+        log.info("device %s sent a declarative status report (not stored: no declarations managed)",
+                 device.udid)
+        return None
+    if endpoint == "tokens":
+        body = {"SyncTokens": {"DeclarationsToken": token, "Timestamp": "2000-01-01T00:00:00Z"}}
+    elif endpoint == "declaration-items":
+        body = {"Declarations": {"Activations": [], "Assets": [], "Configurations": [], "Management": []},
+                "DeclarationsToken": token}
+    else:
+        raise BadRequest(f"unknown declarative management endpoint {endpoint!r}")
+    return json.dumps(body).encode()
+
+
+# --- command channel -------------------------------------------------------------------------------
+
+
+def handle_connect(
+    session: Session, result: CommandResult, raw: bytes, identity: DeviceIdentity, box: SecretBox
+) -> bytes | None:
+    """Record a result (if any) and return the next command's plist, or ``None`` for an empty 200."""
+    device = bound_device(session, result.udid, identity)
+    now = utcnow()
+    devices.touch_last_seen(session, device, now)
+    if result.status is not ResultStatus.IDLE:
+        command = commands.record_result(session, device.id, result, raw)
+        if command is not None and command.status == CommandStatus.ACKNOWLEDGED:
+            devices.apply_inventory(session, device, command.request_type, result.raw)
+    if result.user_id is not None or device.admission_status != AdmissionStatus.ACCEPTED:
+        return None
+    command = commands.next_command(session, device.id, after_idle=result.status is ResultStatus.IDLE, now=now)
+    if command is None:
+        return None
+    commands.mark_sent(session, command, now)
+    params = commands.command_parameters(command)
+    if command.request_type == "ClearPasscode":
+        token = devices.unlock_token(device, box)
+        if token is not None:
+            params["UnlockToken"] = token
+    return dump_plist(command_envelope(command.uuid, command.request_type, params))

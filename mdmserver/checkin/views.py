@@ -1,0 +1,227 @@
+"""Device endpoints: ``GET /mdm/enroll``, ``PUT /mdm/checkin``, ``PUT /mdm/connect``, ``PUT /mdm``.
+
+Order of checks (DESIGN.md): size limit (413), signature and certificate issued by our CA (403;
+unauthenticated bytes never reach the plist parser), plist (400), certificate bound to this UDID
+(403), then the message. Devices never get a 401.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import importlib
+import logging
+import threading
+import time
+from collections import deque
+
+from flask import Blueprint, Response, current_app, request
+from sqlalchemy.orm import Session
+
+from mdmserver.checkin import auth as device_auth
+from mdmserver.checkin import service
+from mdmserver.db import db
+from mdmserver.errors import BadRequest, PayloadTooLarge, TooManyRequests
+from mdmserver.organization.service import get_organization
+from mdmserver.pki import service as pki
+from mdmserver.protocol import checkin as msgs
+from mdmserver.protocol.plist import ProtocolError, load_dict
+from mdmserver.protocol.results import parse_result
+
+log = logging.getLogger("mdmserver.checkin")
+
+bp = Blueprint("checkin", __name__)
+
+CA_CACHE_SECONDS = 60.0
+
+
+def push_topic(session: Session) -> str | None:
+    """The APNs topic of our push certificate (``None`` without one)."""
+    try:
+        push_service = importlib.import_module("mdmserver.push.service")
+    except ModuleNotFoundError as exc:  # the push feature is not installed in this tree
+        if exc.name == "mdmserver.push.service":
+            return None
+        raise
+    return push_service.get_push_topic(session)
+
+
+def _ca_certificate(session: Session):
+    cache = current_app.extensions.setdefault("mdmserver.device_ca", {})
+    entry = cache.get("ca")
+    now = time.monotonic()
+    if entry is None or entry[1] < now:
+        entry = (pki.get_ca_certificate(session), now + CA_CACHE_SECONDS)
+        cache["ca"] = entry
+    return entry[0]
+
+
+def _read_body() -> bytes:
+    limit = current_app.config["MAX_DEVICE_BODY_BYTES"]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"device requests are limited to {limit} bytes")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"device requests are limited to {limit} bytes")
+    return data
+
+
+def _identify(body: bytes) -> device_auth.DeviceIdentity:
+    config = current_app.config
+    header_name = config.get("CLIENT_CERT_HEADER")
+    try:
+        return device_auth.authenticate(
+            body=body,
+            signature_header=request.headers.get("Mdm-Signature"),
+            cert_header_value=request.headers.get(header_name) if header_name else None,
+            mode=config["DEVICE_AUTH"],
+            ca_cert=_ca_certificate(db.session),
+        )
+    except device_auth.DeviceAuthError as exc:
+        raise service.refuse("%s %s: %s", request.method, request.path, exc.reason) from None
+
+
+def _parse(body: bytes) -> dict:
+    try:
+        return load_dict(body, max_bytes=current_app.config["MAX_DEVICE_BODY_BYTES"])
+    except ProtocolError as exc:
+        if exc.status == 413:
+            raise PayloadTooLarge(exc.message) from None
+        raise BadRequest(exc.message) from None
+
+
+def _settings() -> service.CheckinSettings:
+    config = current_app.config
+    return service.CheckinSettings(
+        admission_policy=config["ADMISSION_POLICY"],
+        preauthorized=tuple(config.get("PREAUTHORIZED") or ()),
+        push_topic=push_topic,
+        box=pki.secret_box(),
+    )
+
+
+def _respond(body: bytes | None, mimetype: str = "application/xml") -> Response:
+    db.session.commit()
+    if body is None:
+        return Response(b"", status=200)
+    if body[:1] in (b"{", b"["):
+        mimetype = "application/json"
+    return Response(body, status=200, mimetype=mimetype)
+
+
+def _checkin(data: dict, identity: device_auth.DeviceIdentity) -> Response:
+    try:
+        message = msgs.parse_checkin(data)
+    except ProtocolError as exc:
+        raise BadRequest(exc.message) from None
+    return _respond(service.handle_checkin(db.session, message, identity, _settings()))
+
+
+def _connect(data: dict, body: bytes, identity: device_auth.DeviceIdentity) -> Response:
+    try:
+        result = parse_result(data)
+    except ProtocolError as exc:
+        raise BadRequest(exc.message) from None
+    return _respond(service.handle_connect(db.session, result, body, identity, pki.secret_box()))
+
+
+@bp.put("/mdm/checkin")
+def checkin() -> Response:
+    body = _read_body()
+    identity = _identify(body)
+    data = _parse(body)
+    if not msgs.is_checkin(data):
+        raise BadRequest("check-in messages need a MessageType")
+    return _checkin(data, identity)
+
+
+@bp.put("/mdm/connect")
+def connect() -> Response:
+    body = _read_body()
+    identity = _identify(body)
+    data = _parse(body)
+    if msgs.is_checkin(data):
+        raise BadRequest("check-in messages go to /mdm/checkin")
+    return _connect(data, body, identity)
+
+
+@bp.put("/mdm")
+def dispatch() -> Response:
+    body = _read_body()
+    identity = _identify(body)
+    data = _parse(body)
+    if msgs.is_checkin(data):
+        return _checkin(data, identity)
+    return _connect(data, body, identity)
+
+
+# --- enrollment ------------------------------------------------------------------------------------
+
+
+class _RateLimiter:
+    """Per-address sliding window (per worker process)."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str, limit: int, window: float = 60.0) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits.setdefault(key, deque())
+            while hits and hits[0] <= now - window:
+                hits.popleft()
+            if len(hits) >= limit:
+                return False
+            hits.append(now)
+            if len(self._hits) > 10000:
+                for stale in [k for k, v in self._hits.items() if not v]:
+                    del self._hits[stale]
+            return True
+
+
+_enroll_limiter = _RateLimiter()
+
+
+def _supplied_secret() -> str | None:
+    if "secret" in request.args:
+        return request.args.get("secret")
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+@bp.get("/mdm/enroll")
+def enroll() -> Response:
+    config = current_app.config
+    secret = config.get("ENROLLMENT_SECRET")
+    if secret:
+        supplied = _supplied_secret()
+        if supplied is None or not hmac.compare_digest(supplied.encode(), secret.encode()):
+            raise service.refuse("enrollment from %s with a missing or wrong secret", request.remote_addr)
+    limit = int(config.get("ENROLL_RATE_LIMIT") or 0)
+    if limit > 0 and not _enroll_limiter.allow(request.remote_addr or "?", limit):
+        raise TooManyRequests("too many enrollment requests; try again in a minute", headers={"Retry-After": "60"})
+    organization = get_organization(db.session)
+    profile = service.build_enrollment_profile(
+        db.session,
+        public_url=config["PUBLIC_URL"],
+        topic=push_topic(db.session),
+        organization=organization.name,
+        prefix=organization.payload_prefix,
+    )
+    db.session.commit()
+    log.info("enrollment profile issued to %s (identity certificate %s)", request.remote_addr, profile.certificate_id)
+    return Response(
+        profile.signed,
+        status=200,
+        mimetype="application/x-apple-aspen-config",
+        headers={"Content-Disposition": 'attachment; filename="enroll.mobileconfig"'},
+    )

@@ -1,0 +1,196 @@
+"""The command queue: enqueue (set-based), deliver, record results, cancel."""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
+from mdmserver.db import utcnow
+from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
+from mdmserver.protocol import catalogue
+from mdmserver.protocol.plist import dump_plist, load_plist
+from mdmserver.protocol.results import CommandResult, ResultStatus
+
+log = logging.getLogger("mdmserver.commands")
+
+_RESULT_STATUS = {
+    ResultStatus.ACKNOWLEDGED: CommandStatus.ACKNOWLEDGED,
+    ResultStatus.ERROR: CommandStatus.ERROR,
+    ResultStatus.COMMAND_FORMAT_ERROR: CommandStatus.COMMAND_FORMAT_ERROR,
+    ResultStatus.NOT_NOW: CommandStatus.NOT_NOW,
+}
+
+#: Statuses offered on ``Idle``: everything still active, NotNow'd and unanswered ones included.
+IDLE_CANDIDATES = tuple(s.value for s in ACTIVE_STATUSES)
+#: Statuses offered right after a result: only commands not yet offered since the last Idle.
+AFTER_RESULT_CANDIDATES = (CommandStatus.QUEUED.value,)
+
+ENQUEUE_CHUNK = 5000
+
+
+def validate_command(request_type: str, parameters: Any, *, pointer_prefix: str = "/parameters") -> dict:
+    """Validate ``parameters`` for ``request_type`` with the catalogue; 422 with pointers otherwise."""
+    try:
+        return catalogue.validate_parameters(request_type, parameters)
+    except catalogue.UnknownRequestType:
+        raise UnprocessableEntity(
+            f"unknown request type {request_type!r}", pointer=pointer_prefix.rsplit("/", 1)[0] + "/request_type"
+        ) from None
+    except catalogue.ParameterError as exc:
+        raise UnprocessableEntity(
+            "invalid command parameters",
+            errors=[{"detail": e["detail"], "pointer": pointer_prefix + e["pointer"]} for e in exc.errors],
+        ) from None
+
+
+def enqueue_commands(
+    session: Session,
+    device_ids: Iterable[int],
+    request_type: str,
+    parameters: dict[str, Any] | None,
+    *,
+    enqueued_by: str | None,
+    priority: int = 0,
+    expires_at: datetime | None = None,
+    validate: bool = True,
+) -> list[dict[str, Any]]:
+    """Queue one command per device, set-based (``executemany`` INSERTs in chunks).
+
+    ``device_ids`` must name existing devices (each is queued once). Parameters are validated
+    against the catalogue unless ``validate`` is false (already validated by the caller).
+    Returns ``[{"device_id", "uuid"}]`` in the order of the distinct ids.
+    """
+    params = validate_command(request_type, parameters) if validate else dict(parameters or {})
+    blob = dump_plist(params)
+    now = utcnow()
+    rows = [
+        {
+            "uuid": str(uuidlib.uuid4()).upper(),
+            "device_id": device_id,
+            "request_type": request_type,
+            "parameters": blob,
+            "priority": priority,
+            "status": CommandStatus.QUEUED.value,
+            "enqueued_by": enqueued_by,
+            "created_at": now,
+            "expires_at": expires_at,
+            "attempts": 0,
+        }
+        for device_id in dict.fromkeys(device_ids)
+    ]
+    for start in range(0, len(rows), ENQUEUE_CHUNK):
+        session.execute(insert(Command), rows[start : start + ENQUEUE_CHUNK])
+    return [{"device_id": r["device_id"], "uuid": r["uuid"]} for r in rows]
+
+
+def get_command(session: Session, command_uuid: str) -> Command:
+    command = session.scalar(select(Command).where(Command.uuid == command_uuid.upper()))
+    if command is None:
+        raise NotFound(f"no command with UUID {command_uuid}")
+    return command
+
+
+def cancel_command(session: Session, command_uuid: str) -> Command:
+    """Cancel a queued command; 409 once it has been sent (or finished)."""
+    command = get_command(session, command_uuid)
+    if command.status != CommandStatus.QUEUED:
+        raise Conflict(f"command {command.uuid} is {command.status} and can no longer be cancelled")
+    command.status = CommandStatus.CANCELLED.value
+    command.completed_at = utcnow()
+    session.flush()
+    return command
+
+
+def cancel_queue(session: Session, device_id: int) -> int:
+    """Cancel every active command of a device (CheckOut); returns how many."""
+    result = session.execute(
+        update(Command)
+        .where(Command.device_id == device_id, Command.status.in_(IDLE_CANDIDATES))
+        .values(status=CommandStatus.CANCELLED.value, completed_at=utcnow())
+    )
+    return result.rowcount or 0
+
+
+def next_command(session: Session, device_id: int, *, after_idle: bool, now: datetime) -> Command | None:
+    """The next command to offer: one query on the active-queue index (priority, then FIFO)."""
+    statuses = IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
+    return session.scalar(
+        select(Command)
+        .where(
+            Command.device_id == device_id,
+            Command.status.in_(statuses),
+            or_(Command.expires_at.is_(None), Command.expires_at > now),
+        )
+        .order_by(Command.priority.desc(), Command.id)
+        .limit(1)
+    )
+
+
+def expire_due(session: Session, device_id: int, now: datetime) -> None:
+    """Mark the device's active commands whose ``expires_at`` has passed as expired."""
+    session.execute(
+        update(Command)
+        .where(
+            Command.device_id == device_id,
+            Command.status.in_(IDLE_CANDIDATES),
+            Command.expires_at.is_not(None),
+            Command.expires_at <= now,
+        )
+        .values(status=CommandStatus.EXPIRED.value, completed_at=now)
+    )
+
+
+def mark_sent(session: Session, command: Command, now: datetime) -> None:
+    command.status = CommandStatus.SENT.value
+    command.sent_at = now
+    command.attempts = (command.attempts or 0) + 1
+
+
+def command_parameters(command: Command) -> dict[str, Any]:
+    value = load_plist(command.parameters)
+    return value if isinstance(value, dict) else {}
+
+
+def record_result(session: Session, device_id: int, result: CommandResult, raw: bytes) -> Command | None:
+    """Store a device's answer. Unknown or already finished UUIDs are logged and ignored (``None``)."""
+    command = session.scalar(
+        select(Command).where(Command.uuid == (result.command_uuid or "").upper(), Command.device_id == device_id)
+    )
+    if command is None:
+        log.warning("result %s for unknown command %s from device %s ignored",
+                    result.status.value, result.command_uuid, device_id)
+        return None
+    if command.status not in IDLE_CANDIDATES:
+        log.info("result %s for command %s already %s ignored",
+                 result.status.value, command.uuid, command.status)
+        return None
+    status = _RESULT_STATUS[result.status]
+    command.status = status.value
+    if status is CommandStatus.NOT_NOW:
+        return command
+    command.completed_at = utcnow()
+    command.result = raw
+    command.error_chain = [item.as_dict() for item in result.error_chain] or None
+    return command
+
+
+def public_result(command: Command) -> dict[str, Any] | None:
+    """The stored answer as JSON-safe data, secrets redacted."""
+    if command.result is None:
+        return None
+    try:
+        value = load_plist(command.result)
+    except ValueError:
+        return None
+    return catalogue.public_parameters(value)
+
+
+def list_for_devices(session: Session, device_ids: Sequence[int]) -> list[Command]:
+    return list(session.scalars(select(Command).where(Command.device_id.in_(device_ids)).order_by(Command.id)))

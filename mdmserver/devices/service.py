@@ -1,0 +1,250 @@
+"""Devices: lookups, check-in state changes and inventory from command results."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from mdmserver.commands.models import Command
+from mdmserver.db import utcnow
+from mdmserver.devices.models import (
+    AvailableOSUpdate,
+    Device,
+    DeviceCertificate,
+    DeviceLocation,
+    DeviceSecurityInfo,
+    DeviceUser,
+    InstalledApplication,
+    InstalledProfile,
+    Platform,
+)
+from mdmserver.errors import NotFound
+from mdmserver.pki.secretbox import SecretBox
+from mdmserver.protocol import inventory
+from mdmserver.protocol.checkin import Authenticate, SetBootstrapToken, TokenUpdate
+from mdmserver.protocol.plist import ProtocolError
+
+log = logging.getLogger("mdmserver.devices")
+
+LAST_SEEN_RESOLUTION = timedelta(minutes=1)
+
+_MAC_PREFIXES = ("Mac", "iMac", "VirtualMac")
+
+
+def platform_for(product_name: str | None, model: str | None = None, model_name: str | None = None) -> str | None:
+    """Our platform value from what Authenticate tells (``iPad7,5`` → ipados, ``MacBookPro11,5`` → macos)."""
+    for value in (product_name, model, model_name):
+        if not value:
+            continue
+        if value.startswith("iPad"):
+            return Platform.IPADOS.value
+        if value.startswith(("iPhone", "iPod")):
+            return Platform.IOS.value
+        if value.startswith(_MAC_PREFIXES) or value.startswith("Xserve"):
+            return Platform.MACOS.value
+        if value.startswith("AppleTV"):
+            return Platform.TVOS.value
+        if value.startswith("Watch"):
+            return Platform.WATCHOS.value
+        if value.startswith("RealityDevice"):
+            return Platform.VISIONOS.value
+    return None
+
+
+def get_device_by_udid(session: Session, udid: str) -> Device | None:
+    return session.scalar(select(Device).where(Device.udid == udid))
+
+
+def get_device(session: Session, ident: str | int) -> Device:
+    """A device by id, UDID or serial number; 404 otherwise."""
+    text = str(ident).strip()
+    device = None
+    if text.isdigit() and len(text) < 12:
+        device = session.get(Device, int(text))
+    if device is None and text:
+        device = session.scalar(select(Device).where(Device.udid == text))
+    if device is None and text:
+        device = session.scalar(
+            select(Device).where(Device.serial_number == text).order_by(Device.id.desc()).limit(1)
+        )
+    if device is None:
+        raise NotFound(f"no device {text!r} (looked up by id, UDID and serial number)")
+    return device
+
+
+def device_bound_to(session: Session, fingerprint: str) -> Device | None:
+    return session.scalar(select(Device).where(Device.identity_fingerprint == fingerprint))
+
+
+def apply_authenticate(session: Session, message: Authenticate, fingerprint: str) -> Device:
+    """Create or update the device from Authenticate and bind the identity certificate to it."""
+    device = get_device_by_udid(session, message.udid)
+    now = utcnow()
+    if device is None:
+        device = Device(udid=message.udid, created_at=now, admission_status="pending")
+        session.add(device)
+    for attr in ("serial_number", "model", "model_name", "product_name", "os_version", "build_version",
+                 "imei", "meid", "device_name", "topic"):
+        value = getattr(message, attr)
+        if value is not None:
+            setattr(device, attr, value)
+    device.platform = platform_for(device.product_name, device.model, device.model_name) or device.platform
+    if device.identity_fingerprint != fingerprint:
+        device.identity_fingerprint = fingerprint
+    # A new Authenticate starts a new enrollment: old push details are no longer valid.
+    device.push_token = None
+    device.push_magic = None
+    device.enrolled = False
+    device.unenrolled_at = None
+    device.last_seen_at = now
+    session.flush()
+    return device
+
+
+def apply_token_update(session: Session, device: Device, message: TokenUpdate, box: SecretBox) -> None:
+    """Store push token, PushMagic, UnlockToken (encrypted) and AwaitingConfiguration."""
+    now = utcnow()
+    if message.is_user_channel:
+        user = session.scalar(
+            select(DeviceUser).where(DeviceUser.device_id == device.id, DeviceUser.user_id == message.user_id)
+        )
+        if user is None:
+            user = DeviceUser(device_id=device.id, user_id=message.user_id)
+            session.add(user)
+        user.short_name = message.user_short_name
+        user.long_name = message.user_long_name
+        user.push_token = message.token
+        user.push_magic = message.push_magic
+        user.not_on_console = message.not_on_console
+        user.updated_at = now
+        return
+    first = not device.enrolled
+    if message.token is not None:
+        device.push_token = message.token
+    if message.push_magic is not None:
+        device.push_magic = message.push_magic
+    if message.unlock_token is not None:
+        device.unlock_token_encrypted = box.encrypt(message.unlock_token, associated_data=_aad(device, "unlock"))
+    if message.topic is not None:
+        device.topic = message.topic
+    device.awaiting_configuration = message.awaiting_configuration
+    device.token_updated_at = now
+    device.enrolled = True
+    device.unenrolled_at = None
+    if first or device.enrolled_at is None:
+        device.enrolled_at = now
+
+
+def apply_checkout(session: Session, device: Device, user_id: str | None = None) -> None:
+    """The device (or one user channel) left management."""
+    if user_id is not None:
+        session.execute(delete(DeviceUser).where(DeviceUser.device_id == device.id, DeviceUser.user_id == user_id))
+        return
+    device.enrolled = False
+    device.unenrolled_at = utcnow()
+    device.push_token = None
+    device.push_magic = None
+
+
+def _aad(device: Device, purpose: str) -> bytes:
+    return f"device:{device.udid}:{purpose}".encode()
+
+
+def unlock_token(device: Device, box: SecretBox) -> bytes | None:
+    if device.unlock_token_encrypted is None:
+        return None
+    return box.decrypt(device.unlock_token_encrypted, associated_data=_aad(device, "unlock"))
+
+
+def set_bootstrap_token(device: Device, message: SetBootstrapToken, box: SecretBox) -> None:
+    if message.bootstrap_token is None:
+        device.bootstrap_token_encrypted = None
+    else:
+        device.bootstrap_token_encrypted = box.encrypt(
+            message.bootstrap_token, associated_data=_aad(device, "bootstrap")
+        )
+
+
+def bootstrap_token(device: Device, box: SecretBox) -> bytes | None:
+    if device.bootstrap_token_encrypted is None:
+        return None
+    return box.decrypt(device.bootstrap_token_encrypted, associated_data=_aad(device, "bootstrap"))
+
+
+def touch_last_seen(session: Session, device: Device, now: datetime) -> None:
+    """Record that the device was seen, at most once a minute (one UPDATE, no ORM flush)."""
+    if device.last_seen_at is not None and now - device.last_seen_at < LAST_SEEN_RESOLUTION:
+        return
+    session.execute(update(Device).where(Device.id == device.id).values(last_seen_at=now))
+    device.last_seen_at = now
+
+
+# --- inventory -------------------------------------------------------------------------------------
+
+
+def _replace(session: Session, model, device_id: int, rows: list[dict[str, Any]], now: datetime) -> None:
+    session.execute(delete(model).where(model.device_id == device_id))
+    if rows:
+        session.execute(insert(model), [{**row, "device_id": device_id, "reported_at": now} for row in rows])
+
+
+def apply_inventory(session: Session, device: Device, request_type: str, answer: dict[str, Any]) -> bool:
+    """Apply an acknowledged answer to the inventory; ``False`` when there is no handler.
+
+    A malformed answer is logged and left out of the inventory (the raw result stays with the command).
+    """
+    try:
+        data = inventory.parse_inventory(request_type, answer)
+    except ProtocolError as exc:
+        log.warning("device %s: %s answer not applied to inventory: %s", device.id, request_type, exc.message)
+        return False
+    if data is None:
+        return False
+    now = utcnow()
+    if request_type == "DeviceInformation":
+        values = dict(data["columns"])
+        values.update(device_information=data["query_responses"], inventory_updated_at=now)
+        if "product_name" in values or "model" in values:
+            platform = platform_for(values.get("product_name"), values.get("model"), values.get("model_name"))
+            if platform:
+                values["platform"] = platform
+        session.execute(update(Device).where(Device.id == device.id).values(**values))
+    elif request_type == "SecurityInfo":
+        session.execute(delete(DeviceSecurityInfo).where(DeviceSecurityInfo.device_id == device.id))
+        session.execute(insert(DeviceSecurityInfo).values(device_id=device.id, updated_at=now, **data))
+    elif request_type == "ProfileList":
+        _replace(session, InstalledProfile, device.id, data, now)
+    elif request_type == "InstalledApplicationList":
+        _replace(session, InstalledApplication, device.id, data, now)
+    elif request_type == "ManagedApplicationList":
+        for app in data:
+            session.execute(
+                update(InstalledApplication)
+                .where(InstalledApplication.device_id == device.id,
+                       InstalledApplication.identifier == app["identifier"])
+                .values(managed_status=app["status"])
+            )
+    elif request_type == "CertificateList":
+        rows = [{**c, "not_before": _dt(c["not_before"]), "not_after": _dt(c["not_after"])} for c in data]
+        _replace(session, DeviceCertificate, device.id, rows, now)
+    elif request_type == "DeviceLocation":
+        session.execute(insert(DeviceLocation).values(device_id=device.id, received_at=now, **data))
+    elif request_type == "AvailableOSUpdates":
+        _replace(session, AvailableOSUpdate, device.id, data, now)
+    else:
+        return False
+    return True
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def delete_device(session: Session, device: Device) -> None:
+    session.execute(delete(Command).where(Command.device_id == device.id))
+    session.delete(device)
+    session.flush()

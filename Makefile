@@ -34,10 +34,10 @@ test-postgres: $(STAMP)
 		$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check mdmserver tests bench tools
+	$(BIN)/ruff check $(wildcard mdmserver tests bench tools)
 
 bench: $(STAMP)
-	@for script in bench/*_bench.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@for script in $(wildcard bench/*_bench.py); do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -422,5 +422,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 def download_filename(profile: Profile) -> str:
     """A file name safe for Content-Disposition: ASCII letters, digits, dot, dash, underscore."""
-    base = _UNSAFE.sub("-", profile.display_name or profile.identifier or "").strip(".-")[:80]
+    base = _UNSAFE.sub("-", profile.display_name or profile.identifier or "")
+    base = re.sub(r"\.{2,}", ".", base).strip(".-")[:80]
     return f"{base or f'profile-{profile.id}'}.mobileconfig"

@@ -70,3 +70,50 @@ def make_payload(payload_type: str, index: int = 0, **keys: Any) -> dict[str, An
 
 def dumps(value: dict[str, Any], fmt: str = "xml") -> bytes:
     return plistlib.dumps(value, fmt=plistlib.FMT_BINARY if fmt == "binary" else plistlib.FMT_XML, sort_keys=False)
+
+
+def raw_bplist(root: Any) -> bytes:
+    """A binary plist written by hand, for what plistlib refuses to write (null, non-string keys).
+
+    ``root`` may hold dicts (any key objects), lists, ASCII str, non-negative int, bool and None.
+    """
+    objects: list[bytes] = []
+
+    def add(value: Any) -> int:
+        index = len(objects)
+        objects.append(b"")
+        if value is None:
+            encoded = b"\x00"
+        elif value is True or value is False:
+            encoded = b"\x09" if value else b"\x08"
+        elif isinstance(value, int):
+            encoded = b"\x13" + value.to_bytes(8, "big")
+        elif isinstance(value, str):
+            raw = value.encode("ascii")
+            assert len(raw) < 15
+            encoded = bytes([0x50 | len(raw)]) + raw
+        elif isinstance(value, list):
+            refs = [add(v) for v in value]
+            encoded = bytes([0xA0 | len(refs)]) + bytes(refs)
+        elif isinstance(value, dict):
+            keys = [add(k) for k in value]
+            vals = [add(v) for v in value.values()]
+            encoded = bytes([0xD0 | len(keys)]) + bytes(keys) + bytes(vals)
+        else:
+            raise TypeError(type(value))
+        objects[index] = encoded
+        return index
+
+    add(root)
+    assert len(objects) < 256
+    body = b"bplist00"
+    offsets = []
+    for encoded in objects:
+        offsets.append(len(body))
+        body += encoded
+    table_offset = len(body)
+    offset_size = 2
+    body += b"".join(o.to_bytes(offset_size, "big") for o in offsets)
+    trailer = bytes(6) + bytes([offset_size, 1]) + len(objects).to_bytes(8, "big") + (0).to_bytes(8, "big")
+    trailer += table_offset.to_bytes(8, "big")
+    return body + trailer

@@ -1,0 +1,1 @@
+"""Custom attributes on devices, with Ivanti's replace / merge / delete semantics."""

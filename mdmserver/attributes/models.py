@@ -1,0 +1,25 @@
+"""Custom attributes: free-form name/value pairs an administrator attaches to a device."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mdmserver.db import UTCDateTime, db, utcnow
+
+
+class CustomAttribute(db.Model):
+    __tablename__ = "device_custom_attributes"
+    __table_args__ = (
+        UniqueConstraint("device_id", "name"),
+        # filter[custom.<name>]=<value> and the bulk delete by name
+        Index("ix_device_custom_attributes_name_value", "name", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(512))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,1 @@
+"""Device groups: nested, static (explicit members) or smart (a device filter)."""

@@ -1,0 +1,193 @@
+"""Device inventory: list with filters and facets, asset-field updates, delete, bulk device lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import Session
+
+from mdmserver.api.jsonapi import ListQuery, Page, paginate
+from mdmserver.attributes.models import CustomAttribute
+from mdmserver.audit.service import record_event
+from mdmserver.commands.service import enqueue_commands
+from mdmserver.devices import service as devices
+from mdmserver.devices.models import Device
+from mdmserver.errors import BadRequest
+from mdmserver.inventory.filters import ATTRIBUTE_NAME, CUSTOM_PREFIX, FACETS
+from mdmserver.protocol import catalogue
+from mdmserver.users.models import DeviceOwnership
+
+MAX_FACETS = 10
+LOOKUP_CHUNK = 5000
+
+
+def parse_facets(raw: str | None) -> list[str]:
+    """``platform,os_version,custom.dept`` → the facet names, validated (400 otherwise)."""
+    if raw is None:
+        return []
+    names = list(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
+    if len(names) > MAX_FACETS:
+        raise BadRequest(f"at most {MAX_FACETS} facets per request", parameter="facets")
+    for name in names:
+        if name in FACETS:
+            continue
+        if name.startswith(CUSTOM_PREFIX) and ATTRIBUTE_NAME.match(name[len(CUSTOM_PREFIX):]):
+            continue
+        allowed = ", ".join(sorted(FACETS))
+        raise BadRequest(f"unknown facet {name!r}; allowed: {allowed}, custom.<name>", parameter="facets")
+    return names
+
+
+def facet_counts(
+    session: Session, conditions: Sequence[ColumnElement[bool]], names: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Counts per value of each facet over the filtered devices: one GROUP BY query per facet."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        if name in FACETS:
+            column = FACETS[name]
+            stmt = select(column, func.count()).select_from(Device).where(*conditions).group_by(column)
+        else:
+            attr = name[len(CUSTOM_PREFIX):]
+            column = CustomAttribute.value
+            stmt = (
+                select(column, func.count())
+                .select_from(CustomAttribute)
+                .join(Device, Device.id == CustomAttribute.device_id)
+                .where(CustomAttribute.name == attr, *conditions)
+                .group_by(column)
+            )
+        rows = session.execute(stmt.order_by(func.count().desc(), column)).all()
+        out[name] = [{"value": value, "count": count} for value, count in rows]
+    return out
+
+
+def list_devices(session: Session, query: ListQuery) -> Page:
+    return paginate(session, select(Device), query)
+
+
+def owners_of(session: Session, device_ids: Iterable[int]) -> dict[int, int]:
+    """device id → owner user id, for one page of devices (one query)."""
+    ids = list(device_ids)
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(DeviceOwnership.device_id, DeviceOwnership.user_id).where(DeviceOwnership.device_id.in_(ids))
+    )
+    return {device_id: user_id for device_id, user_id in rows}
+
+
+def get_device(session: Session, ident: str) -> Device:
+    """A device by id, UDID or serial number (404 otherwise)."""
+    return devices.get_device(session, ident)
+
+
+@dataclass
+class Resolved:
+    """Devices named in a request: ``ids`` in order of first mention, ``missing`` the names not found."""
+
+    ids: list[int]
+    missing: list[str]
+    by_name: dict[str, int]
+
+
+def resolve_devices(session: Session, names: Sequence[Any]) -> Resolved:
+    """Look devices up by id, UDID or serial number, set-based (one query per 5,000 names).
+
+    Each device counts once however many ways it is named.
+    """
+    texts = [str(name).strip() for name in names]
+    found_by_id: dict[int, int] = {}
+    found_by_text: dict[str, int] = {}
+    unique = list(dict.fromkeys(texts))
+    for start in range(0, len(unique), LOOKUP_CHUNK):
+        chunk = unique[start : start + LOOKUP_CHUNK]
+        chunk_ids = [int(t) for t in chunk if t.isdigit() and len(t) < 12]
+        rows = session.execute(
+            select(Device.id, Device.udid, Device.serial_number).where(
+                or_(Device.id.in_(chunk_ids), Device.udid.in_(chunk), Device.serial_number.in_(chunk))
+            )
+        ).all()
+        for row in rows:
+            found_by_id[row.id] = row.id
+            found_by_text.setdefault(row.udid, row.id)
+            if row.serial_number:
+                found_by_text.setdefault(row.serial_number, row.id)
+    by_name: dict[str, int] = {}
+    missing: list[str] = []
+    for text in texts:
+        device_id = None
+        if text.isdigit() and len(text) < 12:
+            device_id = found_by_id.get(int(text))
+        if device_id is None:
+            device_id = found_by_text.get(text)
+        if device_id is None:
+            if text not in missing:
+                missing.append(text)
+        else:
+            by_name[text] = device_id
+    return Resolved(ids=list(dict.fromkeys(by_name.values())), missing=missing, by_name=by_name)
+
+
+def rename_applicability(platform: str | None, supervised: bool | None) -> tuple[bool, str | None]:
+    """Whether the Settings ``DeviceName`` item can rename a device of this platform and supervision."""
+    variant = catalogue.get_spec("Settings").tree["keys"]["Settings"]["variants"]["DeviceName"]
+    platforms = variant.get("platforms") or []
+    if not platform:
+        return False, "the device's platform is not known yet"
+    if platform not in platforms:
+        return False, f"renaming is not available on {platform}"
+    if platform in (variant.get("supervised_on") or []) and not supervised:
+        return False, f"renaming needs a supervised device on {platform}"
+    return True, None
+
+
+def rename_parameters(name: str) -> dict[str, Any]:
+    return {"Settings": [{"Item": "DeviceName", "DeviceName": name}]}
+
+
+def update_device(
+    session: Session, device: Device, changes: dict[str, Any], *, actor: str | None
+) -> tuple[Device, dict[str, Any]]:
+    """Apply asset-field changes; a new name also queues the rename command where the platform allows.
+
+    Returns the device and a ``meta`` dict telling whether a rename command was queued and why not.
+    """
+    meta: dict[str, Any] = {}
+    before = {}
+    for key, value in changes.items():
+        column = "device_name" if key == "name" else key
+        before[key] = _jsonable(getattr(device, column))
+        setattr(device, column, value)
+    if "name" in changes and before["name"] != changes["name"]:
+        ok, reason = rename_applicability(device.platform, device.is_supervised)
+        if ok and device.enrolled:
+            queued = enqueue_commands(
+                session, [device.id], "Settings", rename_parameters(changes["name"]), enqueued_by=actor
+            )
+            meta["rename_command"] = queued[0]["uuid"]
+        else:
+            meta["rename_not_sent"] = reason or "the device is not enrolled"
+    session.flush()
+    record_event(
+        session, "device:update", "devices", device.id,
+        {"before": before, "after": {k: _jsonable(v) for k, v in changes.items()}, **meta},
+    )
+    return device, meta
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def delete_device(session: Session, device: Device) -> None:
+    """Forget a device: its commands, inventory, attributes, memberships and auth sets go with it."""
+    details = {"udid": device.udid, "serial_number": device.serial_number}
+    device_id = device.id
+    devices.delete_device(session, device)
+    record_event(session, "device:delete", "devices", device_id, details)

@@ -1,0 +1,89 @@
+"""``GET /api/v1/devices`` (filters, sort, paging, sparse fieldsets, facets), ``PATCH``/``DELETE`` one."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+from marshmallow import ValidationError
+
+from mdmserver.api.auth import current_token
+from mdmserver.api.jsonapi import (
+    document,
+    jsonapi_response,
+    list_document,
+    marshmallow_errors,
+    parse_list_query,
+    parse_resource_body,
+)
+from mdmserver.db import db
+from mdmserver.devices.models import Device
+from mdmserver.errors import BadRequest, Conflict, UnprocessableEntity
+from mdmserver.inventory import service
+from mdmserver.inventory.filters import DEVICE_SORTS, DYNAMIC_FILTERS, device_filters
+from mdmserver.inventory.schemas import DEVICE_ATTRIBUTES, DeviceUpdateSchema, device_resource
+
+bp = Blueprint("inventory", __name__, url_prefix="/api/v1")
+
+_RELATIONSHIPS = {"owner", "custom_attributes", "groups", "commands"}
+
+
+def actor() -> str | None:
+    token = current_token()
+    return token.name if token is not None else None
+
+
+def sparse_fields(requested: dict[str, set[str]]) -> set[str] | None:
+    unknown_types = set(requested) - {"devices"}
+    if unknown_types:
+        raise BadRequest(f"no fieldset for type {sorted(unknown_types)[0]!r}", parameter="fields")
+    wanted = requested.get("devices")
+    if wanted is None:
+        return None
+    unknown = wanted - set(DEVICE_ATTRIBUTES) - _RELATIONSHIPS
+    if unknown:
+        raise BadRequest(f"devices have no field {sorted(unknown)[0]!r}", parameter="fields[devices]")
+    return wanted
+
+
+@bp.get("/devices")
+def list_devices():
+    query = parse_list_query(
+        request.args,
+        filters=device_filters(db.session),
+        dynamic_filters=DYNAMIC_FILTERS,
+        sorts=DEVICE_SORTS,
+        default_sort=[Device.id.asc()],
+        extra_params=("facets",),
+    )
+    fields_ = sparse_fields(query.fields)
+    facets = service.parse_facets(query.extra.get("facets"))
+    page = service.list_devices(db.session, query)
+    owners = service.owners_of(db.session, (d.id for d in page.items))
+    data = [device_resource(d, owner_id=owners.get(d.id), fields_=fields_) for d in page.items]
+    meta = {}
+    if facets:
+        meta["facets"] = service.facet_counts(db.session, query.filters, facets)
+    return jsonapi_response(list_document(page, data, meta=meta))
+
+
+@bp.patch("/devices/<ident>")
+def update_device(ident: str):
+    device = service.get_device(db.session, ident)
+    id_, attributes = parse_resource_body(None, "devices")
+    if id_ is not None and id_ != str(device.id):
+        raise Conflict("data.id does not match the device", pointer="/data/id")
+    try:
+        changes = DeviceUpdateSchema().load(attributes)
+    except ValidationError as exc:
+        raise UnprocessableEntity("invalid device attributes", errors=marshmallow_errors(exc.messages)) from None
+    device, meta = service.update_device(db.session, device, changes, actor=actor())
+    db.session.commit()
+    owners = service.owners_of(db.session, [device.id])
+    return jsonapi_response(document(device_resource(device, owner_id=owners.get(device.id)), meta=meta or None))
+
+
+@bp.delete("/devices/<ident>")
+def delete_device(ident: str):
+    device = service.get_device(db.session, ident)
+    service.delete_device(db.session, device)
+    db.session.commit()
+    return jsonapi_response(None, status=204)

@@ -1,0 +1,1 @@
+"""Device owners: a small users resource and the device → owner assignment (Ivanti's updateAccount)."""

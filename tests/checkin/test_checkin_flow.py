@@ -15,18 +15,6 @@ from mdmserver.devices.models import Device, DeviceUser
 from mdmserver.pki import cms
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 
-from .devicekit import install_push_topic
-
-
-@pytest.fixture
-def topic(app, db_session, monkeypatch):
-    return install_push_topic(db_session, monkeypatch)
-
-
-@pytest.fixture
-def auto_admission(app, monkeypatch):
-    monkeypatch.setitem(app.config, "ADMISSION_POLICY", "auto")
-
 
 def _device(client, **kw) -> SimulatedDevice:
     device = SimulatedDevice(FlaskTransport(client), **kw)
@@ -138,3 +126,10 @@ def test_not_now_rules(client, db_session, topic, auto_admission) -> None:
     handled = sim.run_session()
     assert [(u, s) for u, _t, s in handled] == [(first, "Acknowledged")]
     assert sim.idle() == (200, None)
+
+
+def test_enrollment_rate_limit(app, client, topic, monkeypatch) -> None:
+    monkeypatch.setitem(app.config, "ENROLL_RATE_LIMIT", 2)
+    codes = [client.get("/mdm/enroll", environ_base={"REMOTE_ADDR": "10.9.8.7"}).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    assert client.get("/mdm/enroll", environ_base={"REMOTE_ADDR": "10.9.8.6"}).status_code == 200

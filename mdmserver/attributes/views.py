@@ -1,0 +1,100 @@
+"""``/api/v1/devices/<id>/custom_attributes`` (GET, POST replace, PATCH merge, DELETE) and the bulk delete."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from mdmserver.api.jsonapi import document, jsonapi_response, parse_resource_body, resource
+from mdmserver.attributes import service
+from mdmserver.attributes.schemas import attributes_resource, validate_values
+from mdmserver.db import db
+from mdmserver.errors import BadRequest
+from mdmserver.inventory import service as inventory
+from mdmserver.inventory.filters import ATTRIBUTE_NAME
+
+bp = Blueprint("attributes", __name__, url_prefix="/api/v1")
+
+TYPE = "custom_attributes"
+
+
+def _names(raw: str | None, parameter: str = "names") -> list[str] | None:
+    if raw is None:
+        return None
+    names = list(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
+    if not names:
+        raise BadRequest("give at least one attribute name", parameter=parameter)
+    for name in names:
+        if not ATTRIBUTE_NAME.match(name):
+            raise BadRequest(f"{name!r} is not a valid custom attribute name", parameter=parameter)
+    return names
+
+
+def _only(*allowed: str) -> None:
+    for name in request.args:
+        if name not in allowed:
+            raise BadRequest(f"unknown query parameter {name!r}", parameter=name)
+
+
+@bp.get("/devices/<ident>/custom_attributes")
+def get_attributes(ident: str):
+    _only()
+    device = inventory.get_device(db.session, ident)
+    return jsonapi_response(document(attributes_resource(device.id, service.get_attributes(db.session, device.id))))
+
+
+@bp.post("/devices/<ident>/custom_attributes")
+def replace_attributes(ident: str):
+    _only()
+    device = inventory.get_device(db.session, ident)
+    _, values = parse_resource_body(None, TYPE)
+    values = service.replace_attributes(db.session, device, validate_values(values, allow_null=False))
+    db.session.commit()
+    return jsonapi_response(document(attributes_resource(device.id, values)))
+
+
+@bp.patch("/devices/<ident>/custom_attributes")
+def merge_attributes(ident: str):
+    _only()
+    device = inventory.get_device(db.session, ident)
+    _, values = parse_resource_body(None, TYPE)
+    values = service.merge_attributes(db.session, device, validate_values(values, allow_null=True))
+    db.session.commit()
+    return jsonapi_response(document(attributes_resource(device.id, values)))
+
+
+@bp.delete("/devices/<ident>/custom_attributes")
+def delete_attributes(ident: str):
+    _only("names")
+    device = inventory.get_device(db.session, ident)
+    values = service.delete_attributes(db.session, device, _names(request.args.get("names")))
+    db.session.commit()
+    return jsonapi_response(document(attributes_resource(device.id, values)))
+
+
+@bp.get("/custom_attributes")
+def list_attribute_names():
+    _only()
+    data = [resource("custom_attribute_names", name, {"name": name, "device_count": count})
+            for name, count in service.attribute_names(db.session)]
+    return jsonapi_response(document(data, meta={"total": len(data)}))
+
+
+@bp.delete("/custom_attributes")
+def bulk_delete():
+    """Delete the named attributes (``?names=a,b``) from the devices given (``&devices=id,UDID,serial``),
+    or from every device. Devices that do not exist are listed in ``meta.not_found``; the rest proceed."""
+    _only("names", "devices")
+    names = _names(request.args.get("names"))
+    if names is None:
+        raise BadRequest("names is required (the attribute names to delete)", parameter="names")
+    device_ids, missing = None, []
+    raw_devices = request.args.get("devices")
+    if raw_devices is not None:
+        idents = [p.strip() for p in raw_devices.split(",") if p.strip()]
+        if not idents:
+            raise BadRequest("devices must name at least one device", parameter="devices")
+        resolved = inventory.resolve_devices(db.session, idents)
+        device_ids, missing = resolved.ids, resolved.missing
+    deleted = service.bulk_delete(db.session, names, device_ids)
+    db.session.commit()
+    return jsonapi_response(document(None, meta={"deleted": deleted, "names": names, "not_found": missing}))

@@ -290,8 +290,11 @@ def _iso(value: datetime | None) -> str | None:
     return isoformat(value)
 
 
-def profile_resource(profile: Profile) -> dict[str, Any]:
-    """A profile: its top-level keys (Apple's names, JSON shape) plus server metadata."""
+def profile_resource(profile: Profile, refs: list[tuple[int, str | None, str]] | None = None) -> dict[str, Any]:
+    """A profile: its top-level keys (Apple's names, JSON shape) plus server metadata.
+
+    ``refs`` are the payloads' (id, PayloadType, kind) when the payload rows were not loaded.
+    """
     from mdmserver.api.jsonapi import resource
 
     values = profile.plist_values()
@@ -306,8 +309,10 @@ def profile_resource(profile: Profile) -> dict[str, Any]:
         "created_at": _iso(profile.created_at),
         "updated_at": _iso(profile.updated_at),
     })
-    payloads = [{"type": "payloads", "id": str(p.id), "meta": {"payload_type": p.payload_type, "kind": p.kind}}
-                for p in profile.payloads]
+    if refs is None:
+        refs = [(p.id, p.payload_type, p.kind) for p in profile.payloads]
+    payloads = [{"type": "payloads", "id": str(pid), "meta": {"payload_type": ptype, "kind": kind}}
+                for pid, ptype, kind in refs]
     return resource(
         "profiles", profile.id, attributes,
         relationships={"payloads": {"data": payloads, "links": {"related": f"/api/v1/payloads?filter[profile]={profile.id}"}}},

@@ -9,7 +9,7 @@ from typing import Any
 
 from cryptography import x509
 from sqlalchemy import Select, exists, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, noload, selectinload
 
 from mdmserver import errors
 from mdmserver.audit.service import record_event
@@ -380,10 +380,23 @@ def get_payload(session: Session, payload_id: int) -> Payload:
 
 
 def profiles_query(include_payloads: bool) -> Select:
+    """Profiles, with their payload rows (typed subclasses included) only when they are included."""
     stmt = select(Profile)
-    return stmt.options(selectinload(Profile.payloads)) if include_payloads else stmt.options(
-        selectinload(Profile.payloads).load_only(Payload.id, Payload.payload_type, Payload.kind, Payload.position)
-    )
+    return stmt.options(selectinload(Profile.payloads)) if include_payloads else stmt.options(noload(Profile.payloads))
+
+
+def payload_refs(session: Session, profile_ids: list[int]) -> dict[int, list[tuple[int, str | None, str]]]:
+    """(id, PayloadType, kind) of every payload of these profiles, in order, with one query."""
+    refs: dict[int, list[tuple[int, str | None, str]]] = {pid: [] for pid in profile_ids}
+    if profile_ids:
+        rows = session.execute(
+            select(Payload.profile_id, Payload.id, Payload.payload_type, Payload.kind)
+            .where(Payload.profile_id.in_(profile_ids))
+            .order_by(Payload.profile_id, Payload.position)
+        )
+        for profile_id, payload_id, payload_type, kind in rows:
+            refs[profile_id].append((payload_id, payload_type, kind))
+    return refs
 
 
 def has_payload_type(value: str):

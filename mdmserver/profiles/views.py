@@ -124,9 +124,14 @@ def list_profiles():
     )
     include = "payloads" in query.include
     page = paginate(db.session, service.profiles_query(include), query)
-    included = [payload_resource(p) for profile in page.items for p in profile.payloads] if include else None
+    if include:
+        included = [payload_resource(p) for profile in page.items for p in profile.payloads]
+        data = [profile_resource(p) for p in page.items]
+    else:
+        included = None
+        refs = service.payload_refs(db.session, [p.id for p in page.items])
+        data = [profile_resource(p, refs[p.id]) for p in page.items]
     fields = query.fields.get("profiles")
-    data = [profile_resource(p) for p in page.items]
     if fields is not None:
         for item in data:
             item["attributes"] = {k: v for k, v in item["attributes"].items() if k in fields}

@@ -354,3 +354,22 @@ def test_profile_columns_are_typed(client, rw, db_session):
     assert (row.scope, row.removal_disallowed, row.organization) == ("System", False, "Example")
     assert row.consent_text == {"default": "Hi", "fr": "Salut"} and row.extras == {}
     assert row.key_order == list(profile)
+
+
+def test_values_no_column_can_hold_go_to_extras(client, rw, db_session):
+    """NUL in text, integers beyond 64 bits, non-finite and integer reals: kept exactly, out of columns."""
+    wifi = make_payload("com.apple.wifi.managed", SSID_STR="nul\x00inside", Misc="a\x00b")
+    passcode = make_payload("com.apple.mobiledevice.passwordpolicy", maxPINAgeInDays=2**64 - 1, minLength=-(2**63))
+    profile = make_profile([wifi, passcode], DurationUntilRemoval=float("inf"), TargetDeviceType=2**63)
+    body = _round_trip(client, rw, profile, "binary")
+    row = db_session.get(Profile, int(body["data"]["id"]))
+    assert row.duration_until_removal is None and row.extras["DurationUntilRemoval"] == {"$real": "inf"}
+    assert row.target_device_type is None and row.extras["TargetDeviceType"] == 2**63
+    stored_wifi, stored_passcode = row.payloads
+    assert stored_wifi.ssid_str is None and stored_wifi.extras["SSID_STR"] == "nul\x00inside"
+    assert stored_passcode.max_pin_age_in_days is None and stored_passcode.min_length == -(2**63)
+
+    integer_real = make_profile([], DurationUntilRemoval=86400)
+    body = _round_trip(client, rw, integer_real)
+    row = db_session.get(Profile, int(body["data"]["id"]))
+    assert row.extras["DurationUntilRemoval"] == 86400 and row.duration_until_removal is None

@@ -194,3 +194,40 @@ def public_result(command: Command) -> dict[str, Any] | None:
 
 def list_for_devices(session: Session, device_ids: Sequence[int]) -> list[Command]:
     return list(session.scalars(select(Command).where(Command.device_id.in_(device_ids)).order_by(Command.id)))
+
+
+def enqueue_for_device(
+    session: Session,
+    device,
+    request_type: str,
+    parameters: dict[str, Any] | None,
+    *,
+    enqueued_by: str | None,
+    priority: int = 0,
+    expires_at: datetime | None = None,
+    pointer_base: str = "/data/attributes",
+) -> Command:
+    """Queue one command for one device after the checks an administrator expects:
+    known request type, applicable to the device's platform and supervision, valid parameters,
+    device still enrolled and admitted, and for ClearPasscode a stored UnlockToken (409 otherwise).
+    """
+    try:
+        spec = catalogue.get_spec(request_type)
+    except catalogue.UnknownRequestType:
+        raise UnprocessableEntity(f"unknown request type {request_type!r}",
+                                  pointer=f"{pointer_base}/request_type") from None
+    if device.admission_status in ("rejected", "decommissioned"):
+        raise Conflict(f"device {device.id} is {device.admission_status}")
+    if device.unenrolled_at is not None and not device.enrolled:
+        raise Conflict(f"device {device.id} is no longer enrolled (it checked out)")
+    applicable, reason = spec.applies_to(device.platform, device.is_supervised)
+    if not applicable:
+        raise UnprocessableEntity(reason, pointer=f"{pointer_base}/request_type")
+    if request_type == "ClearPasscode" and device.unlock_token_encrypted is None:
+        raise Conflict(f"device {device.id} has no UnlockToken; ClearPasscode cannot be sent")
+    params = validate_command(request_type, parameters, pointer_prefix=f"{pointer_base}/parameters")
+    created = enqueue_commands(
+        session, [device.id], request_type, params, enqueued_by=enqueued_by, priority=priority,
+        expires_at=expires_at, validate=False,
+    )
+    return get_command(session, created[0]["uuid"])

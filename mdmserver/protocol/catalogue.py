@@ -216,10 +216,13 @@ class CommandSpec:
         return list((self.tree.get("keys") or {}).keys())
 
     def applies_to(self, platform: str | None, supervised: bool | None) -> tuple[bool, str | None]:
-        """Whether the command can go to a device of ``platform`` (our names) and supervision."""
+        """Whether the command can go to a device of ``platform`` (our names) and supervision.
+
+        Unknown facts (``None``: the device has not reported them yet) do not block a command.
+        """
         if platform and platform not in self.platforms:
             return False, f"{self.request_type} is not available on {platform}"
-        if platform and platform in self.supervised_required_on and not supervised:
+        if platform and platform in self.supervised_required_on and supervised is False:
             return False, f"{self.request_type} needs a supervised device on {platform}"
         return True, None
 

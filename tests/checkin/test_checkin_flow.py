@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import plistlib
 
-import pytest
 from sqlalchemy import select
 
 from mdmserver.admission import service as admission

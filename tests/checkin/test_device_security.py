@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from mdmserver.admission import service as admission
 from mdmserver.devices.models import Device
-from mdmserver.pki import x509
 from mdmserver.pki import service as pki
+from mdmserver.pki import x509
 from mdmserver.protocol.plist import dump_plist
 from mdmserver.simulator.device import FlaskTransport, Identity, SimulatedDevice
 

@@ -1,0 +1,63 @@
+"""Command serialisation and the enqueue body."""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from mdmserver.api.jsonapi import resource
+from mdmserver.commands import service
+from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
+from mdmserver.db import isoformat, utcnow
+from mdmserver.protocol.catalogue import public_parameters
+
+
+class EnqueueSchema(Schema):
+    """``{request_type, parameters, priority?, expires_at?}`` (as attributes or a plain object)."""
+
+    class Meta:
+        unknown = RAISE
+
+    request_type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    parameters = fields.Dict(load_default=None, allow_none=True)
+    priority = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=-100, max=100))
+    expires_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=None)
+
+
+def display_status(command: Command) -> str:
+    """The status as the API shows it (an active command past its expiry shows ``expired``)."""
+    if (
+        command.status in {s.value for s in ACTIVE_STATUSES}
+        and command.expires_at is not None
+        and command.expires_at <= utcnow()
+    ):
+        return CommandStatus.EXPIRED.value
+    return command.status
+
+
+def command_attributes(command: Command, *, with_result: bool = False) -> dict:
+    attributes = {
+        "uuid": command.uuid,
+        "device_id": command.device_id,
+        "request_type": command.request_type,
+        "parameters": public_parameters(service.command_parameters(command)),
+        "priority": command.priority,
+        "status": display_status(command),
+        "enqueued_by": command.enqueued_by,
+        "attempts": command.attempts,
+        "created_at": isoformat(command.created_at),
+        "sent_at": isoformat(command.sent_at),
+        "completed_at": isoformat(command.completed_at),
+        "expires_at": isoformat(command.expires_at),
+        "error_chain": command.error_chain,
+    }
+    if with_result:
+        attributes["result"] = service.public_result(command)
+    return attributes
+
+
+def command_resource(command: Command, *, with_result: bool = False) -> dict:
+    return resource(
+        "commands", command.uuid, command_attributes(command, with_result=with_result),
+        relationships={"device": {"data": {"type": "devices", "id": str(command.device_id)}}},
+        links={"self": f"/api/v1/commands/{command.uuid}"},
+    )

@@ -1,0 +1,114 @@
+"""Admin endpoints for commands: enqueue (JSON:API and commandment's compatible routes), read, cancel."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from marshmallow import ValidationError
+
+from mdmserver.api.auth import current_token, requires_scope
+from mdmserver.api.jsonapi import document, jsonapi_response, marshmallow_errors, request_json
+from mdmserver.audit.service import record_event
+from mdmserver.commands import service
+from mdmserver.commands.schemas import EnqueueSchema, command_resource
+from mdmserver.db import db
+from mdmserver.devices.service import get_device
+from mdmserver.errors import Conflict, UnprocessableEntity
+
+bp = Blueprint("commands", __name__)
+
+INVENTORY_SET = ("DeviceInformation", "SecurityInfo", "ProfileList", "InstalledApplicationList", "CertificateList")
+
+
+def _actor() -> str | None:
+    token = current_token()
+    return token.name if token is not None else None
+
+
+def _enqueue_body() -> tuple[dict, str]:
+    """Accept ``{"data": {"type": "commands", "attributes": {...}}}`` or a plain ``{request_type, …}``."""
+    body = request_json()
+    if not isinstance(body, dict):
+        raise UnprocessableEntity("the body must be a JSON object", pointer="")
+    if "data" in body:
+        data = body["data"]
+        if not isinstance(data, dict) or not isinstance(data.get("attributes", {}), dict):
+            raise UnprocessableEntity("data must be an object with attributes", pointer="/data")
+        if data.get("type") != "commands":
+            raise Conflict("data.type must be 'commands'", pointer="/data/type")
+        raw, base = data.get("attributes", {}), "/data/attributes"
+    else:
+        raw, base = body, ""
+    try:
+        return EnqueueSchema().load(raw), base
+    except ValidationError as exc:
+        raise UnprocessableEntity("invalid command", errors=marshmallow_errors(exc.messages, base)) from None
+
+
+def _created(commands: list, status: int = 201):
+    data = [command_resource(c) for c in commands]
+    headers = {"Location": f"/api/v1/commands/{commands[0].uuid}"} if len(commands) == 1 else None
+    return jsonapi_response(document(data[0] if len(data) == 1 else data), status=status, headers=headers)
+
+
+def _enqueue_one(device, request_type: str, parameters, *, priority=0, expires_at=None, base="/data/attributes"):
+    command = service.enqueue_for_device(
+        db.session, device, request_type, parameters, enqueued_by=_actor(), priority=priority,
+        expires_at=expires_at, pointer_base=base,
+    )
+    record_event(db.session, f"device:command:{request_type.lower()}", "devices", device.id,
+                 {"command_uuid": command.uuid, "request_type": request_type})
+    return command
+
+
+@bp.post("/api/v1/devices/<ident>/commands")
+@bp.post("/api/v1/devices/test/<ident>")
+def enqueue(ident: str):
+    device = get_device(db.session, ident)
+    body, base = _enqueue_body()
+    command = _enqueue_one(device, body["request_type"], body["parameters"], priority=body["priority"],
+                           expires_at=body["expires_at"], base=base)
+    db.session.commit()
+    return _created([command])
+
+
+@bp.route("/api/v1/devices/inventory/<ident>", methods=["GET", "POST"])
+@requires_scope("write")
+def inventory(ident: str):
+    """Commandment's inventory refresh: queue the inventory command set."""
+    device = get_device(db.session, ident)
+    commands = [_enqueue_one(device, request_type, None) for request_type in INVENTORY_SET
+                if _applicable(device, request_type)]
+    db.session.commit()
+    return _created(commands, status=202)
+
+
+def _applicable(device, request_type: str) -> bool:
+    from mdmserver.protocol.catalogue import get_spec
+
+    return get_spec(request_type).applies_to(device.platform, device.is_supervised)[0]
+
+
+@bp.route("/api/v1/devices/<ident>/clear_passcode", methods=["GET", "POST"])
+@requires_scope("write")
+def clear_passcode(ident: str):
+    device = get_device(db.session, ident)
+    command = _enqueue_one(device, "ClearPasscode", {})
+    db.session.commit()
+    return _created([command], status=202)
+
+
+@bp.get("/api/v1/commands/<command_uuid>")
+def show(command_uuid: str):
+    command = service.get_command(db.session, command_uuid)
+    return jsonapi_response(document(command_resource(command, with_result=True)))
+
+
+@bp.delete("/api/v1/commands/<command_uuid>")
+def cancel(command_uuid: str):
+    command = service.cancel_command(db.session, command_uuid)
+    record_event(db.session, "command:cancel", "commands", command.uuid,
+                 {"device_id": command.device_id, "request_type": command.request_type})
+    db.session.commit()
+    return jsonapi_response(document(command_resource(command)))
+
+

@@ -1,0 +1,183 @@
+"""Serialisers for devices and their inventory (shared by the device list of the admin API)."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+from mdmserver.db import isoformat
+
+
+class UTCField(fields.Field):
+    """ISO 8601 UTC with ``Z``."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return isoformat(value)
+
+
+class DeviceSchema(Schema):
+    udid = fields.String()
+    serial_number = fields.String()
+    platform = fields.String()
+    model = fields.String()
+    model_name = fields.String()
+    product_name = fields.String()
+    os_version = fields.String()
+    build_version = fields.String()
+    device_name = fields.String()
+    imei = fields.String()
+    meid = fields.String()
+    topic = fields.String()
+    admission_status = fields.String()
+    enrolled = fields.Boolean()
+    enrolled_at = UTCField()
+    unenrolled_at = UTCField()
+    last_seen_at = UTCField()
+    awaiting_configuration = fields.Boolean()
+    has_push_token = fields.Method("_has_push_token")
+    has_unlock_token = fields.Boolean()
+    has_bootstrap_token = fields.Method("_has_bootstrap_token")
+    token_updated_at = UTCField()
+    capacity_gb = fields.Float()
+    available_capacity_gb = fields.Float()
+    battery_level = fields.Float()
+    is_supervised = fields.Boolean()
+    wifi_mac = fields.String()
+    bluetooth_mac = fields.String()
+    activation_lock_enabled = fields.Boolean()
+    lost_mode_enabled = fields.Boolean()
+    find_my_enabled = fields.Boolean()
+    phone_number = fields.String()
+    iccid = fields.String()
+    hostname = fields.String()
+    local_hostname = fields.String()
+    inventory_updated_at = UTCField()
+    asset_tag = fields.String()
+    description = fields.String()
+    office = fields.String()
+    asset_owner = fields.String()
+    purchase_type = fields.String()
+    purchase_date = fields.Date()
+    purchase_price = fields.Decimal(as_string=True)
+    purchase_order_number = fields.String()
+    warranty_number = fields.String()
+    warranty_type = fields.String()
+    warranty_expiration = fields.Date()
+    created_at = UTCField()
+    updated_at = UTCField()
+
+    def _has_push_token(self, device) -> bool:
+        return device.push_token is not None
+
+    def _has_bootstrap_token(self, device) -> bool:
+        return device.bootstrap_token_encrypted is not None
+
+
+class DeviceDetailSchema(DeviceSchema):
+    """The detail view adds the full DeviceInformation answer."""
+
+    device_information = fields.Raw()
+
+
+class InstalledProfileSchema(Schema):
+    identifier = fields.String()
+    uuid = fields.String()
+    display_name = fields.String()
+    description = fields.String()
+    organization = fields.String()
+    version = fields.Integer()
+    is_managed = fields.Boolean()
+    is_encrypted = fields.Boolean()
+    removal_disallowed = fields.Boolean()
+    has_removal_passcode = fields.Boolean()
+    payloads = fields.Raw()
+    reported_at = UTCField()
+
+
+class InstalledApplicationSchema(Schema):
+    identifier = fields.String()
+    name = fields.String()
+    version = fields.String()
+    short_version = fields.String()
+    bundle_size = fields.Integer()
+    dynamic_size = fields.Integer()
+    external_version_identifier = fields.Integer()
+    is_validated = fields.Boolean()
+    installing = fields.Boolean()
+    app_store_vendable = fields.Boolean()
+    beta_app = fields.Boolean()
+    has_update_available = fields.Boolean()
+    managed_status = fields.String()
+    reported_at = UTCField()
+
+
+class DeviceCertificateSchema(Schema):
+    common_name = fields.String()
+    is_identity = fields.Boolean()
+    subject = fields.String()
+    issuer = fields.String()
+    serial_number = fields.String()
+    not_before = UTCField()
+    not_after = UTCField()
+    fingerprint_sha256 = fields.String()
+    parse_error = fields.String()
+    reported_at = UTCField()
+
+
+class DeviceLocationSchema(Schema):
+    latitude = fields.Float()
+    longitude = fields.Float()
+    horizontal_accuracy = fields.Float()
+    vertical_accuracy = fields.Float()
+    altitude = fields.Float()
+    speed = fields.Float()
+    course = fields.Float()
+    timestamp = UTCField()
+    received_at = UTCField()
+
+
+class SecurityInfoSchema(Schema):
+    passcode_present = fields.Boolean()
+    passcode_compliant = fields.Boolean()
+    passcode_compliant_with_profiles = fields.Boolean()
+    hardware_encryption_caps = fields.Integer()
+    fde_enabled = fields.Boolean()
+    fde_has_personal_recovery_key = fields.Boolean()
+    fde_has_institutional_recovery_key = fields.Boolean()
+    sip_enabled = fields.Boolean()
+    firewall_enabled = fields.Boolean()
+    enrolled_via_dep = fields.Boolean()
+    user_approved_enrollment = fields.Boolean()
+    is_user_enrollment = fields.Boolean()
+    recovery_lock_enabled = fields.Boolean()
+    details = fields.Raw()
+    updated_at = UTCField()
+
+
+class OSUpdateSchema(Schema):
+    product_key = fields.String()
+    human_readable_name = fields.String()
+    product_name = fields.String()
+    version = fields.String()
+    build = fields.String()
+    download_size = fields.Integer()
+    install_size = fields.Integer()
+    is_critical = fields.Boolean()
+    is_config_data_update = fields.Boolean()
+    is_firmware_update = fields.Boolean()
+    is_major_os_update = fields.Boolean()
+    restart_required = fields.Boolean()
+    allows_install_later = fields.Boolean()
+    reported_at = UTCField()
+
+
+device_schema = DeviceSchema()
+device_detail_schema = DeviceDetailSchema()
+
+
+def device_resource(device, *, detail: bool = False, fields_: set[str] | None = None) -> dict:
+    """The JSON:API resource object of a device (``type`` ``devices``, ``id`` the numeric id)."""
+    from mdmserver.api.jsonapi import resource
+
+    schema = device_detail_schema if detail else device_schema
+    return resource("devices", device.id, schema.dump(device),
+                    links={"self": f"/api/v1/devices/{device.id}"}, fields=fields_)

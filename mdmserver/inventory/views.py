@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from flask import Blueprint, request
 from marshmallow import ValidationError
+from sqlalchemy import ColumnElement
 
 from mdmserver.api.auth import current_token
 from mdmserver.api.jsonapi import (
@@ -46,6 +49,11 @@ def sparse_fields(requested: dict[str, set[str]]) -> set[str] | None:
 
 @bp.get("/devices")
 def list_devices():
+    return device_list_response()
+
+
+def device_list_response(extra_conditions: Sequence[ColumnElement[bool]] = ()):
+    """The device list document for this request's query, within ``extra_conditions`` (a group...)."""
     query = parse_list_query(
         request.args,
         filters=device_filters(db.session),
@@ -54,6 +62,7 @@ def list_devices():
         default_sort=[Device.id.asc()],
         extra_params=("facets",),
     )
+    query.filters.extend(extra_conditions)
     fields_ = sparse_fields(query.fields)
     facets = service.parse_facets(query.extra.get("facets"))
     page = service.list_devices(db.session, query)

@@ -1,0 +1,154 @@
+"""``/api/v1/device_groups``: nested static and smart groups, their members, and a device's groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+from marshmallow import ValidationError
+
+from mdmserver.api.jsonapi import (
+    document,
+    jsonapi_response,
+    list_document,
+    marshmallow_errors,
+    paginate,
+    parse_list_query,
+    parse_resource_body,
+    request_json,
+)
+from mdmserver.db import db
+from mdmserver.errors import Conflict, UnprocessableEntity
+from mdmserver.groups import service
+from mdmserver.groups.models import DeviceGroup, GroupKind
+from mdmserver.groups.schemas import GroupCreateSchema, GroupUpdateSchema, group_resource
+from mdmserver.inventory import service as inventory
+from mdmserver.inventory.filters import contains
+from mdmserver.inventory.views import device_list_response
+
+bp = Blueprint("groups", __name__, url_prefix="/api/v1")
+
+TYPE = "device_groups"
+MAX_LINKAGE = 10000
+
+
+def _parent_filter(value: str):
+    value = value.strip()
+    if value == "null":
+        return DeviceGroup.parent_id.is_(None)
+    if not value.isdigit():
+        raise ValueError("expected a group id or null")
+    return DeviceGroup.parent_id == int(value)
+
+
+def _kind_filter(value: str):
+    if value not in {k.value for k in GroupKind}:
+        raise ValueError("expected static or smart")
+    return DeviceGroup.kind == value
+
+
+@bp.get("/device_groups")
+def list_groups():
+    query = parse_list_query(
+        request.args,
+        filters={"name": lambda v: contains(DeviceGroup.name, v), "kind": _kind_filter, "parent": _parent_filter},
+        sorts={"id": DeviceGroup.id, "name": DeviceGroup.name, "created_at": DeviceGroup.created_at},
+        default_sort=[DeviceGroup.id.asc()],
+    )
+    page = paginate(db.session, service.groups_query(), query)
+    return jsonapi_response(list_document(page, [group_resource(g) for g in page.items]))
+
+
+def _load(schema, attributes: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return schema.load(attributes)
+    except ValidationError as exc:
+        raise UnprocessableEntity("invalid device group", errors=marshmallow_errors(exc.messages)) from None
+
+
+@bp.post("/device_groups")
+def create_group():
+    _, attributes = parse_resource_body(None, TYPE)
+    group = service.create_group(db.session, _load(GroupCreateSchema(), attributes))
+    db.session.commit()
+    return jsonapi_response(document(group_resource(group)), status=201,
+                            headers={"Location": f"/api/v1/device_groups/{group.id}"})
+
+
+@bp.get("/device_groups/<group_id>")
+def get_group(group_id: str):
+    return jsonapi_response(document(group_resource(service.get_group(db.session, group_id))))
+
+
+@bp.patch("/device_groups/<group_id>")
+def update_group(group_id: str):
+    group = service.get_group(db.session, group_id)
+    id_, attributes = parse_resource_body(None, TYPE)
+    if id_ is not None and id_ != str(group.id):
+        raise Conflict("data.id does not match the URL", pointer="/data/id")
+    group = service.update_group(db.session, group, _load(GroupUpdateSchema(), attributes))
+    db.session.commit()
+    return jsonapi_response(document(group_resource(group)))
+
+
+@bp.delete("/device_groups/<group_id>")
+def delete_group(group_id: str):
+    service.delete_group(db.session, service.get_group(db.session, group_id))
+    db.session.commit()
+    return jsonapi_response(None, status=204)
+
+
+@bp.get("/device_groups/<group_id>/devices")
+def group_devices(group_id: str):
+    """The group's members (subgroups included), with every device-list parameter."""
+    group = service.get_group(db.session, group_id)
+    return device_list_response([service.members_condition(db.session, group)])
+
+
+def _linkage() -> list[int]:
+    body = request_json()
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list) or not data:
+        raise UnprocessableEntity("data must be a non-empty array of device identifiers", pointer="/data")
+    if len(data) > MAX_LINKAGE:
+        raise UnprocessableEntity(f"at most {MAX_LINKAGE} devices per request", pointer="/data")
+    names, faults = [], []
+    for index, item in enumerate(data):
+        if not isinstance(item, dict) or item.get("type") != "devices" or not isinstance(item.get("id"), str | int) \
+                or isinstance(item.get("id"), bool):
+            faults.append({"detail": 'expected {"type": "devices", "id": …}', "pointer": f"/data/{index}"})
+        else:
+            names.append((index, str(item["id"])))
+    if faults:
+        raise UnprocessableEntity("invalid resource linkage", errors=faults)
+    resolved = inventory.resolve_devices(db.session, [name for _, name in names])
+    if resolved.missing:
+        missing = set(resolved.missing)
+        raise UnprocessableEntity("unknown devices; nothing was changed", errors=[
+            {"detail": f"no device {name!r}", "pointer": f"/data/{index}/id"} for index, name in names
+            if name in missing
+        ])
+    return resolved.ids
+
+
+@bp.post("/device_groups/<group_id>/relationships/devices")
+def add_members(group_id: str):
+    group = service.get_group(db.session, group_id)
+    added = service.add_members(db.session, group, _linkage())
+    db.session.commit()
+    return jsonapi_response(document(None, meta={"added": added}))
+
+
+@bp.delete("/device_groups/<group_id>/relationships/devices")
+def remove_members(group_id: str):
+    group = service.get_group(db.session, group_id)
+    removed = service.remove_members(db.session, group, _linkage())
+    db.session.commit()
+    return jsonapi_response(document(None, meta={"removed": removed}))
+
+
+@bp.get("/devices/<ident>/groups")
+def device_groups(ident: str):
+    device = inventory.get_device(db.session, ident)
+    groups = service.groups_of_device(db.session, device)
+    return jsonapi_response(document([group_resource(g) for g in groups], meta={"total": len(groups)}))

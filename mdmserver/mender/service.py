@@ -1,0 +1,210 @@
+"""Mender-compatible admission: listing auth sets, submitting, status transitions, decommission.
+
+Mender's rules for ``PUT /devices/<id>/status``: pending→accepted, pending→rejected, rejected→accepted
+and accepted→rejected are allowed; setting the status an auth set already has is a no-op; any other
+change (back to pending, to preauthorized, an unknown status) is refused with 400. A preauthorized
+auth set may be accepted or rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mdmserver.admission import service as admission
+from mdmserver.admission.models import AdmissionStatus, AuthSet, Preauthorization
+from mdmserver.audit.service import record_event
+from mdmserver.devices.models import Device
+from mdmserver.errors import BadRequest, NotFound
+
+STATUSES = ("pending", "accepted", "rejected", "preauthorized")
+TRANSITIONS = {
+    ("pending", "accepted"), ("pending", "rejected"), ("rejected", "accepted"), ("accepted", "rejected"),
+    ("preauthorized", "accepted"), ("preauthorized", "rejected"),
+}
+IDENTITY_KEYS = {"udid", "serial_number", "model"}
+MAX_PER_PAGE = 500
+
+
+@dataclass
+class AuthSetPage:
+    items: list[AuthSet]
+    has_next: bool
+
+
+def _visible():
+    """Auth sets of decommissioned devices are gone, as in Mender."""
+    return select(AuthSet).join(Device, Device.id == AuthSet.device_id).where(
+        Device.admission_status != AdmissionStatus.DECOMMISSIONED.value
+    )
+
+
+def list_auth_sets(
+    session: Session, *, status: str | None, device_id: str | None, page: int, per_page: int
+) -> AuthSetPage:
+    stmt = _visible()
+    if status is not None:
+        stmt = stmt.where(AuthSet.status == status)
+    if device_id is not None:
+        if not device_id.isdigit() or len(device_id) > 18:
+            return AuthSetPage([], False)
+        stmt = stmt.where(AuthSet.device_id == int(device_id))
+    rows = list(session.scalars(
+        stmt.order_by(AuthSet.created_at, AuthSet.id).limit(per_page + 1).offset((page - 1) * per_page)
+    ))
+    return AuthSetPage(rows[:per_page], len(rows) > per_page)
+
+
+def get_auth_set(session: Session, auth_set_id: str) -> AuthSet:
+    auth_set = session.scalar(_visible().where(AuthSet.id == auth_set_id))
+    if auth_set is None:
+        raise NotFound(f"device {auth_set_id} not found")
+    return auth_set
+
+
+def auth_set_document(auth_set: AuthSet) -> dict[str, Any]:
+    try:
+        attributes = json.loads(auth_set.identity_data)
+    except ValueError:
+        attributes = {}
+    return {
+        "id": auth_set.id,
+        "device_id": str(auth_set.device_id),
+        "device_identity": auth_set.identity_data,
+        "key": auth_set.pubkey,
+        "status": auth_set.status,
+        "attributes": attributes if isinstance(attributes, dict) else {},
+        "request_time": auth_set.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def set_status(session: Session, auth_set: AuthSet, status: Any) -> AuthSet:
+    if status not in STATUSES:
+        raise BadRequest(f"status must be one of accepted, rejected (not {status!r})")
+    if status == auth_set.status:
+        return auth_set
+    if (auth_set.status, status) not in TRANSITIONS:
+        raise BadRequest(f"invalid status transition from {auth_set.status} to {status}")
+    before = auth_set.status
+    admission.set_auth_set_status(session, auth_set, status)
+    verb = "accept" if status == "accepted" else "reject"
+    record_event(session, f"device:auth_set:{verb}", "auth_sets", auth_set.id,
+                 {"device_id": auth_set.device_id, "from": before, "to": status})
+    return auth_set
+
+
+def decommission(session: Session, auth_set: AuthSet) -> None:
+    device = session.get(Device, auth_set.device_id)
+    admission.decommission(session, device)
+    record_event(session, "device:decommission", "devices", device.id, {"auth_set": auth_set.id, "udid": device.udid})
+
+
+def parse_identity(raw: Any) -> dict[str, str]:
+    """Mender's ``device_identity``: a JSON string of an object; ours has udid, serial_number, model."""
+    if not isinstance(raw, str):
+        raise BadRequest("device_identity must be a JSON string")
+    try:
+        identity = json.loads(raw)
+    except ValueError:
+        raise BadRequest("device_identity is not valid JSON") from None
+    if not isinstance(identity, dict) or not identity:
+        raise BadRequest("device_identity must be a JSON object")
+    unknown = set(identity) - IDENTITY_KEYS
+    if unknown:
+        raise BadRequest(f"unknown identity attribute {sorted(unknown)[0]!r}; allowed: model, serial_number, udid")
+    for key, value in identity.items():
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 64):
+            raise BadRequest(f"identity attribute {key!r} must be a string of 1 to 64 characters")
+    return identity
+
+
+def parse_key(raw: Any) -> str:
+    """A PEM public key, normalised (SubjectPublicKeyInfo PEM)."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise BadRequest("key must be a PEM public key")
+    try:
+        key = serialization.load_pem_public_key(raw.strip().encode())
+    except (ValueError, TypeError):
+        raise BadRequest("key is not a valid PEM public key") from None
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def submit(session: Session, auth_set_id: str, body: Any) -> AuthSet:
+    """Submit an auth set (``PUT /devices/<id>``): a new one is pending; an existing one keeps its status.
+
+    The id must be the SHA-256 of identity data and key as the server computes it, and the identity must
+    name the device's UDID; a device not seen yet is created (it is pending until accepted).
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object with device_identity and key")
+    unknown = set(body) - {"device_identity", "key", "device_id"}
+    if unknown:
+        raise BadRequest(f"unknown field {sorted(unknown)[0]!r}")
+    identity = parse_identity(body.get("device_identity"))
+    if not identity.get("udid"):
+        raise BadRequest("device_identity must contain the udid")
+    pubkey = parse_key(body.get("key"))
+    device = session.scalar(select(Device).where(Device.udid == identity["udid"]))
+    if body.get("device_id") is not None and (device is None or str(body["device_id"]) != str(device.id)):
+        raise BadRequest("device_id does not match the device with this udid")
+    if device is not None and device.admission_status == AdmissionStatus.DECOMMISSIONED:
+        raise BadRequest("the device was decommissioned")
+    canonical = admission.identity_data(identity["udid"], identity.get("serial_number"), identity.get("model"))
+    expected = admission.auth_set_id(canonical, pubkey)
+    if auth_set_id != expected:
+        raise BadRequest(f"the id of this auth set is {expected} (SHA-256 of identity data and key)")
+    existing = session.get(AuthSet, expected)
+    if existing is not None:
+        return existing
+    if device is None:
+        device = Device(udid=identity["udid"], serial_number=identity.get("serial_number"),
+                        model=identity.get("model"), admission_status=AdmissionStatus.PENDING.value)
+        session.add(device)
+        session.flush()
+    auth_set = AuthSet(id=expected, device_id=device.id, identity_data=canonical, pubkey=pubkey,
+                       status=AdmissionStatus.PENDING.value)
+    session.add(auth_set)
+    session.flush()
+    record_event(session, "device:auth_set:submit", "auth_sets", auth_set.id, {"device_id": device.id})
+    return auth_set
+
+
+def preauthorize(session: Session, body: Any) -> list[Preauthorization]:
+    """``POST /devices``: preauthorize the serial number and/or UDID of ``device_identity``.
+
+    Apple devices get their key at enrollment, so a key, when given, is checked but not required.
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object with device_identity")
+    unknown = set(body) - {"device_identity", "key"}
+    if unknown:
+        raise BadRequest(f"unknown field {sorted(unknown)[0]!r}")
+    identity = parse_identity(body.get("device_identity"))
+    if body.get("key") is not None:
+        parse_key(body["key"])
+    kinds = [(kind, identity[kind]) for kind in ("udid", "serial_number") if identity.get(kind)]
+    if not kinds:
+        raise BadRequest("device_identity must contain a udid or a serial_number to preauthorize")
+    rows = [admission.preauthorize(session, kind, value) for kind, value in kinds]
+    record_event(session, "device:preauthorize", "preauthorizations", ",".join(str(r.id) for r in rows),
+                 {kind: value for kind, value in kinds})
+    return rows
+
+
+def list_preauthorizations(session: Session) -> list[Preauthorization]:
+    return list(session.scalars(select(Preauthorization).order_by(Preauthorization.id)))
+
+
+def delete_preauthorization(session: Session, preauth_id: str) -> None:
+    row = session.get(Preauthorization, int(preauth_id)) if preauth_id.isdigit() and len(preauth_id) < 12 else None
+    if row is None:
+        raise NotFound(f"preauthorization {preauth_id} not found")
+    record_event(session, "device:preauthorization:delete", "preauthorizations", row.id,
+                 {"kind": row.kind, "value": row.value})
+    session.delete(row)
+    session.flush()

@@ -1,0 +1,124 @@
+"""Mender's v1 admission management API at ``/api/management/v1/admission`` (Mender's shapes and errors)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, json, request
+
+from mdmserver.db import db
+from mdmserver.errors import BadRequest
+from mdmserver.mender import service
+
+bp = Blueprint("mender", __name__, url_prefix="/api/management/v1/admission")
+
+DEFAULT_PER_PAGE = 20
+
+
+def _json(body, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = Response(json.dumps(body), status=status, mimetype="application/json")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _body():
+    if (request.mimetype or "") != "application/json":
+        raise BadRequest("the body must be application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("the body is not valid JSON")
+    return body
+
+
+def _positive(name: str, default: int, high: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1 or (high is not None and int(raw) > high):
+        bound = f" and at most {high}" if high else ""
+        raise BadRequest(f"invalid {name} query: must be a positive integer{bound}")
+    return int(raw)
+
+
+def _link(page: int, per_page: int, rel: str) -> str:
+    params = [(k, v) for k, v in request.args.items(multi=True) if k not in ("page", "per_page")]
+    params += [("page", str(page)), ("per_page", str(per_page))]
+    return f'<{request.path}?{urlencode(params)}>; rel="{rel}"'
+
+
+@bp.get("/devices")
+def list_devices():
+    for name in request.args:
+        if name not in ("status", "device_id", "page", "per_page"):
+            raise BadRequest(f"unknown query parameter {name!r}")
+    page = _positive("page", 1)
+    per_page = _positive("per_page", DEFAULT_PER_PAGE, service.MAX_PER_PAGE)
+    status = request.args.get("status")
+    if status is not None and status not in service.STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(service.STATUSES)}")
+    result = service.list_auth_sets(db.session, status=status, device_id=request.args.get("device_id"),
+                                    page=page, per_page=per_page)
+    links = [_link(1, per_page, "first")]
+    if page > 1:
+        links.append(_link(page - 1, per_page, "prev"))
+    if result.has_next:
+        links.append(_link(page + 1, per_page, "next"))
+    return _json([service.auth_set_document(a) for a in result.items], headers={"Link": ", ".join(links)})
+
+
+@bp.post("/devices")
+def preauthorize():
+    rows = service.preauthorize(db.session, _body())
+    db.session.commit()
+    return _json([{"id": str(r.id), "kind": r.kind, "value": r.value} for r in rows], status=201,
+                 headers={"Location": f"{bp.url_prefix}/preauthorizations"})
+
+
+@bp.get("/devices/<auth_set_id>")
+def get_device(auth_set_id: str):
+    return _json(service.auth_set_document(service.get_auth_set(db.session, auth_set_id)))
+
+
+@bp.put("/devices/<auth_set_id>")
+def submit(auth_set_id: str):
+    service.submit(db.session, auth_set_id, _body())
+    db.session.commit()
+    return Response(status=204)
+
+
+@bp.delete("/devices/<auth_set_id>")
+def decommission(auth_set_id: str):
+    service.decommission(db.session, service.get_auth_set(db.session, auth_set_id))
+    db.session.commit()
+    return Response(status=204)
+
+
+@bp.get("/devices/<auth_set_id>/status")
+def get_status(auth_set_id: str):
+    return _json({"status": service.get_auth_set(db.session, auth_set_id).status})
+
+
+@bp.put("/devices/<auth_set_id>/status")
+def set_status(auth_set_id: str):
+    auth_set = service.get_auth_set(db.session, auth_set_id)
+    body = _body()
+    if not isinstance(body, dict) or set(body) != {"status"}:
+        raise BadRequest('the body must be {"status": "accepted" | "rejected"}')
+    service.set_status(db.session, auth_set, body["status"])
+    db.session.commit()
+    return _json({"status": auth_set.status})
+
+
+@bp.get("/preauthorizations")
+def list_preauthorizations():
+    rows = service.list_preauthorizations(db.session)
+    return _json([{"id": str(r.id), "kind": r.kind, "value": r.value,
+                   "created_ts": r.created_at.isoformat().replace("+00:00", "Z")} for r in rows])
+
+
+@bp.delete("/preauthorizations/<preauth_id>")
+def delete_preauthorization(preauth_id: str):
+    service.delete_preauthorization(db.session, preauth_id)
+    db.session.commit()
+    return Response(status=204)

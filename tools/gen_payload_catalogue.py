@@ -86,8 +86,12 @@ RESERVED = {
     "metadata", "registry", "plist_fields", "payload_class",
 }
 
-#: Keys whose values are secrets: write-only in the JSON:API representation.
-SECRET_KEYS = {"Password", "IncomingPassword", "OutgoingPassword", "Challenge"}
+#: Keys whose values are secrets: no column (sealed in ``extras``), write-only in JSON:API.
+#: Same list as ``mdmserver.profiles.plist.SECRET_KEYS`` (a test checks they agree).
+SECRET_KEYS = {
+    "Password", "UserPassword", "IncomingPassword", "OutgoingPassword", "AuthPassword", "SharedSecret",
+    "Challenge", "RemovalPassword", "PayloadCertificatePassword",
+}
 
 #: Keys every payload has; the base ``payloads`` table holds them.
 COMMON_KEYS = {
@@ -232,6 +236,7 @@ def render_models(catalogue: dict) -> str:
                 attr += "_"
             used.add(attr)
             kind = key["type"]
+            secret = key["key"] in SECRET_KEYS
             if kind in COLUMN_TYPES:
                 pytype, coltype = COLUMN_TYPES[kind]
                 if coltype == "UTCDateTime":
@@ -239,8 +244,8 @@ def render_models(catalogue: dict) -> str:
             else:
                 kind = {"array": "array", "dictionary": "dictionary"}.get(kind, "any")
                 pytype, coltype = "Any", "JSON"
-            lines.append(f"    {attr}: Mapped[{pytype} | None] = mapped_column({coltype})")
-            secret = key["key"] in SECRET_KEYS
+            if not secret:
+                lines.append(f"    {attr}: Mapped[{pytype} | None] = mapped_column({coltype})")
             extra = ", secret=True" if secret else ""
             fields.append(f'        PlistField("{key["key"]}", "{attr}", "{kind}"{extra}),')
         lines.append("")

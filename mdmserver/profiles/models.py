@@ -10,6 +10,8 @@ Typed payload subclasses (one joined table each) are generated into ``payload_mo
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NamedTuple
@@ -29,9 +31,36 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mdmserver.db import UTCDateTime, db, utcnow
-from mdmserver.profiles.plist import from_json, to_json
+from mdmserver.errors import ServiceUnavailable
+from mdmserver.profiles.plist import SECRET_KEYS, from_json, to_json
 
 _INT64 = (-(2**63), 2**63 - 1)
+_SEAL_CONTEXT = b"mdmserver.profiles.secret"
+
+
+class _BoxSealer:
+    """Seals secret values with the application's secret box (looked up when first needed)."""
+
+    def seal(self, value: Any) -> str:
+        from mdmserver.pki.service import secret_box
+
+        blob = secret_box().encrypt(json.dumps(value).encode(), associated_data=_SEAL_CONTEXT)
+        return base64.b64encode(blob).decode("ascii")
+
+    def unseal(self, token: str) -> Any:
+        from mdmserver.pki.secretbox import SecretBoxError
+        from mdmserver.pki.service import secret_box
+
+        try:
+            plain = secret_box().decrypt(base64.b64decode(token), associated_data=_SEAL_CONTEXT)
+        except (SecretBoxError, ValueError):
+            raise ServiceUnavailable(
+                "a profile secret cannot be decrypted with the configured secret key", code="secret_unreadable"
+            ) from None
+        return json.loads(plain)
+
+
+SEALER = _BoxSealer()
 
 
 class PlistField(NamedTuple):
@@ -68,7 +97,7 @@ def _to_column(kind: str, value: Any) -> Any:
     if kind == "date":
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value
     if kind in ("array", "dictionary", "any"):
-        return to_json(value)
+        return to_json(value, SEALER)
     return value
 
 
@@ -76,7 +105,7 @@ def _from_column(kind: str, value: Any) -> Any:
     if kind == "date":
         return value.astimezone(UTC).replace(tzinfo=None)
     if kind in ("array", "dictionary", "any"):
-        return from_json(value)
+        return from_json(value, sealer=SEALER)
     return value
 
 
@@ -86,6 +115,13 @@ class PlistMapped:
     plist_fields: ClassVar[tuple[PlistField, ...]] = ()
     #: Keys handled by the owner itself (a profile's PayloadContent), never stored as values.
     structural_keys: ClassVar[frozenset[str]] = frozenset()
+    #: Top-level keys whose values are secrets beyond ``SECRET_KEYS``, by PayloadType.
+    extra_secret_keys: ClassVar[dict[str, frozenset[str]]] = {}
+
+    @classmethod
+    def secret_keys(cls, payload_type: Any = None) -> frozenset[str]:
+        """Keys sealed at rest and hidden from JSON:API output (at the top level of this dict)."""
+        return SECRET_KEYS | cls.extra_secret_keys.get(payload_type, frozenset())
 
     extras: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     key_order: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -104,17 +140,24 @@ class PlistMapped:
         ``typed_keys`` are the keys the marshmallow schema accepted; others never go to a column.
         """
         fields = self.field_by_key()
+        secrets = self.secret_keys(values.get("PayloadType"))
         extras: dict[str, Any] = {}
         for f in self.plist_fields:
-            setattr(self, f.attr, None)
+            if not f.secret:
+                setattr(self, f.attr, None)
         for key, value in values.items():
             if key in self.structural_keys:
                 continue
             f = fields.get(key)
-            if f is not None and (typed_keys is None or key in typed_keys) and column_fits(f.kind, value):
+            if key in secrets:
+                extras[key] = {"$sealed": SEALER.seal(to_json(value))}
+            elif (
+                f is not None and not f.secret and (typed_keys is None or key in typed_keys)
+                and column_fits(f.kind, value)
+            ):
                 setattr(self, f.attr, _to_column(f.kind, value))
             else:
-                extras[key] = to_json(value)
+                extras[key] = to_json(value, SEALER)
         self.extras = extras
         self.key_order = list(values)
 
@@ -127,7 +170,7 @@ class PlistMapped:
             if key in self.structural_keys:
                 out[key] = None  # placeholder keeping the position; the owner fills it
             elif key in extras:
-                out[key] = from_json(extras[key])
+                out[key] = from_json(extras[key], sealer=SEALER)
             else:
                 f = fields[key]
                 out[key] = _from_column(f.kind, getattr(self, f.attr))
@@ -216,7 +259,8 @@ class ProfileVersion(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"), index=True)
     revision: Mapped[int] = mapped_column(Integer)
-    #: The whole profile of that revision in the lossless JSON form.
+    #: The whole profile of that revision in the lossless JSON form, sealed as one secret (it may
+    #: hold passwords and keys, and nothing queries it).
     content: Mapped[Any] = mapped_column(JSON)
     source_format: Mapped[str] = mapped_column(String(16))
     signer_subject: Mapped[str | None] = mapped_column(Text)
@@ -253,6 +297,8 @@ class Payload(PlistMapped, db.Model):
     __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "generic"}
 
     payload_types: ClassVar[tuple[str, ...]] = ()
+    #: A PKCS#12 payload's PayloadContent holds a private key.
+    extra_secret_keys = {"com.apple.security.pkcs12": frozenset({"PayloadContent"})}
     plist_fields = (
         PlistField("PayloadType", "payload_type", "string"),
         PlistField("PayloadIdentifier", "identifier", "string"),

@@ -16,7 +16,7 @@ import math
 import plistlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from xml.parsers.expat import ExpatError
 
 #: Deepest nesting of arrays and dictionaries accepted in a profile.
@@ -208,9 +208,25 @@ def dump_plist(value: dict[str, Any], fmt: str = "xml") -> bytes:
 # Strings, booleans, integers, finite reals, arrays and dictionaries map to their JSON selves (JSON
 # keeps the int/float distinction and dictionary order as Python's json reads and writes it). The rest
 # is tagged: {"$data": base64}, {"$date": ISO 8601 UTC}, {"$real": "inf"}; a dictionary whose only
-# key is one of the tags is escaped as {"$dict": {...}}.
+# key is one of the tags is escaped as {"$dict": {...}}. With a ``Sealer``, the value of every
+# dictionary key named in ``SECRET_KEYS`` (at any depth) is stored encrypted as {"$sealed": token}.
 
-_TAGS = frozenset({"$data", "$date", "$real", "$dict"})
+_TAGS = frozenset({"$data", "$date", "$real", "$dict", "$sealed"})
+
+#: Key names whose values are secrets wherever they appear in a profile: sealed at rest, left out of
+#: JSON:API output (the profile download still carries them, as the device needs them).
+SECRET_KEYS = frozenset({
+    "Password", "UserPassword", "IncomingPassword", "OutgoingPassword", "AuthPassword", "SharedSecret",
+    "Challenge", "RemovalPassword", "PayloadCertificatePassword",
+})
+
+
+class Sealer(Protocol):
+    """Encrypts and decrypts secret values of the JSON form."""
+
+    def seal(self, value: Any) -> str: ...
+
+    def unseal(self, token: str) -> Any: ...
 
 
 def date_to_iso(value: datetime) -> str:
@@ -238,7 +254,7 @@ def b64decode(text: Any) -> bytes:
         raise ValueError("not valid base64") from None
 
 
-def to_json(value: Any) -> Any:
+def to_json(value: Any, sealer: Sealer | None = None) -> Any:
     """Plist value → JSON-safe value, losslessly (see the module notes)."""
     if isinstance(value, bool | str | int):
         return value
@@ -249,17 +265,23 @@ def to_json(value: Any) -> Any:
     if isinstance(value, datetime):
         return {"$date": date_to_iso(value)}
     if isinstance(value, list):
-        return [to_json(v) for v in value]
+        return [to_json(v, sealer) for v in value]
     if isinstance(value, dict):
-        encoded = {k: to_json(v) for k, v in value.items()}
+        encoded = {
+            k: {"$sealed": sealer.seal(to_json(v))} if sealer is not None and k in SECRET_KEYS else to_json(v, sealer)
+            for k, v in value.items()
+        }
         if len(encoded) == 1 and next(iter(encoded)) in _TAGS:
             return {"$dict": encoded}
         return encoded
     raise TypeError(f"not a plist value: {type(value).__name__}")
 
 
-def from_json(value: Any, path: tuple = ()) -> Any:
-    """JSON form → plist value. Raises ProfileError (422, with a pointer relative to the value)."""
+def from_json(value: Any, path: tuple = (), sealer: Sealer | None = None) -> Any:
+    """JSON form → plist value. Raises ProfileError (422, with a pointer relative to the value).
+
+    ``{"$sealed": …}`` is only read with a ``sealer`` (from storage, never from API input).
+    """
     if value is None:
         raise ProfileError("null is not a plist value", pointer=pointer(*path), code="null_value")
     if isinstance(value, bool | str | int | float):
@@ -267,7 +289,7 @@ def from_json(value: Any, path: tuple = ()) -> Any:
             raise ProfileError("non-finite number", pointer=pointer(*path))
         return value
     if isinstance(value, list):
-        return [from_json(v, (*path, i)) for i, v in enumerate(value)]
+        return [from_json(v, (*path, i), sealer) for i, v in enumerate(value)]
     if isinstance(value, dict):
         if len(value) == 1:
             tag, inner = next(iter(value.items()))
@@ -283,9 +305,20 @@ def from_json(value: Any, path: tuple = ()) -> Any:
             if tag == "$dict":
                 if not isinstance(inner, dict):
                     raise ProfileError("$dict must hold an object", pointer=pointer(*path, tag))
-                return {k: from_json(v, (*path, k)) for k, v in inner.items()}
-        return {k: from_json(v, (*path, k)) for k, v in value.items()}
+                return {k: from_json(v, (*path, k), sealer) for k, v in inner.items()}
+            if tag == "$sealed" and sealer is not None and isinstance(inner, str):
+                return from_json(sealer.unseal(inner), path)
+        return {k: from_json(v, (*path, k), sealer) for k, v in value.items()}
     raise ProfileError(f"unsupported JSON value {type(value).__name__}", pointer=pointer(*path))
+
+
+def redact(value: Any) -> Any:
+    """The JSON form without the values of secret keys (for API output)."""
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items() if k not in SECRET_KEYS}
+    return value
 
 
 def strict_equal(a: Any, b: Any) -> bool:

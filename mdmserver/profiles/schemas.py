@@ -29,6 +29,7 @@ from mdmserver.profiles.plist import (
     from_json,
     iso_to_date,
     plist_type_name,
+    redact,
     to_json,
 )
 
@@ -259,15 +260,16 @@ def plist_to_json(model: type, values: dict[str, Any]) -> dict[str, Any]:
     """A plist dictionary → its JSON:API representation (Apple keys, secrets left out)."""
     known = model.field_by_key()
     schema = _schema(model, True)
+    secrets = model.secret_keys(values.get("PayloadType"))
     out: dict[str, Any] = {}
     for key, value in values.items():
         f = known.get(key)
-        if f is not None and f.secret:
+        if key in secrets or f is not None and f.secret:
             continue
         if f is not None and (column_fits(f.kind, value) or f.kind == "real" and type(value) is int):
-            out[key] = schema.fields[f.attr]._serialize(value, f.attr, None)
+            out[key] = redact(schema.fields[f.attr]._serialize(value, f.attr, None))
         else:
-            out[key] = to_json(value)
+            out[key] = redact(to_json(value))
     return out
 
 

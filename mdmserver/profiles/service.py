@@ -16,7 +16,7 @@ from mdmserver.audit.service import record_event
 from mdmserver.db import utcnow
 from mdmserver.pki import cms
 from mdmserver.profiles import catalogue
-from mdmserver.profiles.models import Payload, Profile, ProfileVersion, payload_class
+from mdmserver.profiles.models import SEALER, Payload, Profile, ProfileVersion, payload_class
 from mdmserver.profiles.plist import (
     DEFAULT_MAX_BYTES,
     ProfileError,
@@ -129,7 +129,7 @@ def _archive(session: Session, profile: Profile) -> None:
     session.add(ProfileVersion(
         profile_id=profile.id,
         revision=profile.revision,
-        content=to_json(profile.to_plist()),
+        content={"$sealed": SEALER.seal(to_json(profile.to_plist()))},
         source_format=profile.source_format,
         signer_subject=profile.signer_subject,
         created_at=profile.updated_at or profile.created_at,
@@ -412,7 +412,7 @@ def get_version(session: Session, profile: Profile, revision: int) -> dict[str, 
     ).scalar_one_or_none()
     if row is None:
         raise errors.NotFound(f"profile {profile.id} has no revision {revision}", parameter="revision")
-    return from_json(row.content)
+    return from_json(row.content, sealer=SEALER)
 
 
 def render(value: dict[str, Any], fmt: str) -> bytes:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import plistlib
 from datetime import datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from mdmserver.audit.models import AuditEvent
 from mdmserver.pki import cms
@@ -373,3 +374,43 @@ def test_values_no_column_can_hold_go_to_extras(client, rw, db_session):
     body = _round_trip(client, rw, integer_real)
     row = db_session.get(Profile, int(body["data"]["id"]))
     assert row.extras["DurationUntilRemoval"] == 86400 and row.duration_until_removal is None
+
+
+def test_secrets_are_sealed_at_rest_and_hidden_from_json(client, rw, db_session):
+    """Passwords, SCEP challenges and PKCS#12 key material: encrypted in the database, absent from
+    JSON:API, present in the profile download (the device needs them)."""
+    pkcs12_blob = b"PKCS12-PRIVATE-KEY-MATERIAL"
+    payloads = [
+        make_payload("com.apple.wifi.managed", SSID_STR="Office", Password="wifi-s3cret",
+                     EAPClientConfiguration={"UserName": "bob", "UserPassword": "eap-s3cret"}),
+        make_payload("com.apple.security.pkcs12", Password="p12-s3cret", PayloadContent=pkcs12_blob),
+        make_payload("com.apple.security.scep", PayloadContent={"URL": "https://ca", "Challenge": "scep-s3cret"}),
+        make_payload("com.vendor.app", Settings=[{"SharedSecret": "vendor-s3cret"}]),
+    ]
+    profile = make_profile(payloads, PayloadIdentifier="com.example.secrets")
+    body = _round_trip(client, rw, profile)
+    profile_id = body["data"]["id"]
+    replaced = upload(client, rw, dumps(profile), replace="true")  # the history is sealed too
+    assert replaced.status_code == 200
+
+    secrets = [b"wifi-s3cret", b"eap-s3cret", b"p12-s3cret", b"scep-s3cret", b"vendor-s3cret", pkcs12_blob]
+    dump = []
+    for table in ("profiles", "profile_versions", "payloads", "payloads_wifi", "payloads_certificate",
+                  "payloads_scep"):
+        for row in db_session.execute(text(f"SELECT * FROM {table}")):
+            dump.append(repr(tuple(row)).encode())
+    everything = b"\n".join(dump)
+    assert everything and not [s for s in secrets if s in everything or base64.b64encode(s) in everything]
+
+    listing = client.get(f"/api/v1/payloads?filter[profile]={profile_id}", headers=rw)
+    assert listing.status_code == 200
+    text_body = listing.get_data()
+    assert not [s for s in secrets if s in text_body or base64.b64encode(s) in text_body]
+    wifi = listing.get_json()["data"][0]["attributes"]
+    assert wifi["SSID_STR"] == "Office" and wifi["EAPClientConfiguration"] == {"UserName": "bob"}
+    assert "Password" not in wifi
+
+    plist = plistlib.loads(download(client, rw, profile_id).data)
+    assert_same_plist(profile, plist)
+    old = plistlib.loads(download(client, rw, profile_id, revision=1).data)
+    assert_same_plist(profile, old)

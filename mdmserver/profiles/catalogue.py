@@ -128,8 +128,7 @@ def schema_for(payload_type: str | None) -> Node:
     _build(payloads["CommonPayloadKeys"]["keys"], root)
     entry = payloads.get(payload_type) if payload_type else None
     if entry is None or entry.get("pseudo"):
-        root.lenient = True  # unknown PayloadType: opaque, only the common keys are checked
-        root.any_child = Node(type="any")
+        root.any_child = Node(type="any")  # unknown PayloadType: opaque, only the common keys are checked
         return root
     _build(entry["keys"], root)
     return root

@@ -133,18 +133,21 @@ def next_command(session: Session, device_id: int, *, after_idle: bool, now: dat
     )
 
 
-def expire_due(session: Session, device_id: int, now: datetime) -> None:
-    """Mark the device's active commands whose ``expires_at`` has passed as expired."""
-    session.execute(
+def expire_due(session: Session, now: datetime, device_id: int | None = None) -> int:
+    """Mark active commands whose ``expires_at`` has passed as expired (set-based; for the
+    retention job, or one device). The connect path never delivers them either way."""
+    stmt = (
         update(Command)
         .where(
-            Command.device_id == device_id,
             Command.status.in_(IDLE_CANDIDATES),
             Command.expires_at.is_not(None),
             Command.expires_at <= now,
         )
         .values(status=CommandStatus.EXPIRED.value, completed_at=now)
     )
+    if device_id is not None:
+        stmt = stmt.where(Command.device_id == device_id)
+    return session.execute(stmt).rowcount or 0
 
 
 def mark_sent(session: Session, command: Command, now: datetime) -> None:

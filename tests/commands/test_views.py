@@ -153,3 +153,19 @@ def test_priority_and_expiry(client, auth, sim, device_id) -> None:
     assert [u for u, _t, _s in handled] == [high, low]
     shown = client.get(f"/api/v1/commands/{gone}", headers=headers).json["data"]["attributes"]
     assert shown["status"] == "expired" and shown["sent_at"] is None
+
+
+def test_expire_due_rewrites_statuses(client, auth, sim, device_id, db_session) -> None:
+    from mdmserver.commands import service
+    from mdmserver.db import utcnow
+
+    headers = auth("read", "write")
+    gone = _post(client, f"/api/v1/devices/{device_id}/commands",
+                 {"request_type": "DeviceLock", "expires_at": "2000-01-01T00:00:00Z"}, headers,
+                 "application/json").json["data"]["id"]
+    kept = _post(client, f"/api/v1/devices/{device_id}/commands", {"request_type": "DeviceLock"}, headers,
+                 "application/json").json["data"]["id"]
+    assert service.expire_due(db_session, utcnow()) == 1
+    db_session.commit()
+    assert db_session.scalar(select(Command.status).where(Command.uuid == gone)) == "expired"
+    assert db_session.scalar(select(Command.status).where(Command.uuid == kept)) == "queued"

@@ -118,6 +118,11 @@ def set_auth_set_status(session: Session, auth_set: AuthSet, status: str) -> Aut
         if newest is None or newest.id == auth_set.id:
             device.admission_status = effective_status(status)
     session.flush()
+    if device is not None and device.admission_status == AdmissionStatus.ACCEPTED:
+        # commands queued while it was pending can now be delivered: wake it up
+        from mdmserver.commands.service import request_push_if_queued
+
+        request_push_if_queued(session, device.id, reason="admission")
     return auth_set
 
 

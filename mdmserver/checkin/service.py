@@ -162,6 +162,9 @@ def handle_checkin(
         if ours and message.topic and message.topic != ours:
             raise refuse("TokenUpdate from %s for topic %s, ours is %s", device.udid, message.topic, ours)
         devices.apply_token_update(session, device, message, settings.box)
+        if not message.is_user_channel:
+            session.flush()
+            commands.request_push_if_queued(session, device.id, reason="token_update")
         return None
     if isinstance(message, msgs.CheckOut):
         devices.apply_checkout(session, device, message.user_id)

@@ -17,6 +17,7 @@ from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.protocol import catalogue
 from mdmserver.protocol.plist import dump_plist, load_plist
 from mdmserver.protocol.results import CommandResult, ResultStatus
+from mdmserver.push import service as push_service
 
 log = logging.getLogger("mdmserver.commands")
 
@@ -87,7 +88,19 @@ def enqueue_commands(
     ]
     for start in range(0, len(rows), ENQUEUE_CHUNK):
         session.execute(insert(Command), rows[start : start + ENQUEUE_CHUNK])
+    # the wake-up push, in the same transaction (the push outbox coalesces per device)
+    push_service.request_push(session, [r["device_id"] for r in rows])
     return [{"device_id": r["device_id"], "uuid": r["uuid"]} for r in rows]
+
+
+def request_push_if_queued(session: Session, device_id: int, *, reason: str = "command") -> None:
+    """Owe a push to the device when it has commands waiting (after TokenUpdate or acceptance)."""
+    waiting = (
+        select(Command.device_id)
+        .where(Command.device_id == device_id, Command.status.in_(IDLE_CANDIDATES))
+        .limit(1)
+    )
+    push_service.request_push(session, waiting, reason=reason)
 
 
 def get_command(session: Session, command_uuid: str) -> Command:

@@ -1,0 +1,75 @@
+"""JSON:API shapes of the push certificate, push requests and device push status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields
+
+from mdmserver.api.jsonapi import resource
+from mdmserver.db import isoformat
+
+
+class UTCField(fields.Field):
+    """ISO 8601 UTC with ``Z``."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return isoformat(value)
+
+
+class PushCertificateSchema(Schema):
+    topic = fields.String()
+    subject = fields.String()
+    issuer = fields.String()
+    serial = fields.String()
+    fingerprint_sha256 = fields.String()
+    not_before = UTCField()
+    not_after = UTCField()
+    days_left = fields.Integer()
+    warning = fields.String(allow_none=True)
+    imported_at = UTCField()
+    stopped_at = UTCField(allow_none=True)
+    stop_reason = fields.String(allow_none=True)
+
+
+class PushRequestSchema(Schema):
+    device_id = fields.Integer()
+    status = fields.String()
+    reason = fields.String()
+    created_at = UTCField()
+    not_before = UTCField()
+    attempts = fields.Integer()
+    sent_at = UTCField(allow_none=True)
+    apns_id = fields.String(allow_none=True)
+    last_status = fields.Integer(allow_none=True)
+    last_reason = fields.String(allow_none=True)
+
+
+class DevicePushStatusSchema(Schema):
+    has_token = fields.Boolean()
+    token_valid = fields.Boolean()
+    pushable = fields.Boolean()
+    not_pushable_reason = fields.String(allow_none=True)
+    last_push_at = UTCField(allow_none=True)
+    last_status = fields.Integer(allow_none=True)
+    last_reason = fields.String(allow_none=True)
+    last_apns_id = fields.String(allow_none=True)
+    token_invalid_at = UTCField(allow_none=True)
+    pending_requests = fields.Integer()
+
+
+_certificate = PushCertificateSchema()
+_request = PushRequestSchema()
+_status = DevicePushStatusSchema()
+
+
+def certificate_resource(row_id: int, info: dict[str, Any]) -> dict[str, Any]:
+    return resource("push_certificates", row_id, _certificate.dump(info))
+
+
+def push_request_resource(row) -> dict[str, Any]:
+    return resource("push_requests", row.id, _request.dump(row))
+
+
+def push_status_resource(device_id: int, status: dict[str, Any]) -> dict[str, Any]:
+    return resource("device_push_status", device_id, _status.dump(status))

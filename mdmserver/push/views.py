@@ -1,0 +1,84 @@
+"""Push certificate (GET info, PUT import), push a device now, a device's push status."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+
+from mdmserver.api.auth import requires_scope
+from mdmserver.api.jsonapi import document, jsonapi_response
+from mdmserver.audit.service import record_event
+from mdmserver.db import db
+from mdmserver.devices.service import get_device
+from mdmserver.errors import BadRequest
+from mdmserver.ops import readiness
+from mdmserver.push import service
+from mdmserver.push.schemas import certificate_resource, push_request_resource, push_status_resource
+
+bp = Blueprint("push", __name__, url_prefix="/api/v1")
+
+#: Header carrying the PKCS#12 / key password when the certificate is sent as a raw body.
+PASSWORD_HEADER = "X-Certificate-Password"
+
+readiness.register_check("apns", service.push_readiness)
+
+
+@bp.get("/push_certificate")
+def show_push_certificate():
+    """The active push certificate: topic, subject, expiry, days left (a warning under 30 days)."""
+    row = service.require_active_certificate(db.session)
+    info = service.certificate_info(row)
+    meta = {"warning": info["warning"]} if info["warning"] else None
+    return jsonapi_response(document(certificate_resource(row.id, info), meta=meta))
+
+
+def _upload() -> tuple[bytes, bytes | None, bytes | None]:
+    """(certificate data, key data, password) from multipart fields or a raw body."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise BadRequest("the multipart field 'file' is missing", parameter="file")
+        key_part = request.files.get("key")
+        key = key_part.read() if key_part is not None else (request.form.get("key") or "").encode() or None
+        password = request.form.get("password")
+        return upload.read(), key, password.encode() if password else None
+    data = request.get_data(cache=False)
+    if not data:
+        raise BadRequest(
+            "send the certificate as multipart/form-data (fields file, key, password) or as the raw "
+            "PEM / PKCS#12 body"
+        )
+    password = request.headers.get(PASSWORD_HEADER)
+    return data, None, password.encode() if password else None
+
+
+@bp.put("/push_certificate")
+@requires_scope("admin")
+def import_push_certificate():
+    """Import (or replace) the APNs push certificate: PEM cert+key or PKCS#12; effective at once."""
+    data, key, password = _upload()
+    row = service.import_push_certificate(db.session, data, key, password)
+    record_event(
+        db.session, "push_certificate:import", "push_certificates", row.id,
+        {"topic": row.topic, "not_after": row.not_after.isoformat(), "fingerprint_sha256": row.fingerprint_sha256},
+    )
+    db.session.commit()
+    info = service.certificate_info(row)
+    meta = {"warning": info["warning"]} if info["warning"] else None
+    return jsonapi_response(document(certificate_resource(row.id, info), meta=meta))
+
+
+@bp.post("/devices/<ident>/push")
+def push_device(ident: str):
+    """Push the device now (202): it checks in and fetches its queued commands."""
+    device = get_device(db.session, ident)
+    row = service.push_now(db.session, device.id)
+    record_event(db.session, "device:push", "devices", device.id, {"push_request_id": row.id})
+    db.session.commit()
+    return jsonapi_response(document(push_request_resource(row)), status=202)
+
+
+@bp.get("/devices/<ident>/push")
+def device_push_status(ident: str):
+    """The device's push status: last push, its result, whether its token is valid."""
+    device = get_device(db.session, ident)
+    return jsonapi_response(document(push_status_resource(device.id, service.device_push_status(db.session, device.id))))

@@ -1,0 +1,430 @@
+"""The push worker: drains the outbox into APNs and records what APNs answered.
+
+One batch is three short transactions: *claim* (pick claimable requests — ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL so several workers share the work, SQLite's write lock serialises claims —
+and lease them to this worker), *send* (no transaction open while talking to APNs), *record*
+(results, device push state and counters). A worker killed between claim and record loses
+nothing: its lease expires and another worker (or the same one, restarted) sends those requests
+again. A duplicate MDM push is harmless (the device just checks in), a lost one is not.
+
+``mdmserver push-worker`` runs :func:`run_standalone`; ``mdmserver serve`` starts
+:func:`run_embedded_worker` in one child process beside the web workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.orm import Session
+
+from mdmserver.db import db, utcnow
+from mdmserver.push import service
+from mdmserver.push.apns import APNsClient, HttpxAPNsClient, PushIdentity, PushMessage, PushResult
+from mdmserver.push.models import DevicePushState, PushRequest, PushStatus
+
+log = logging.getLogger("mdmserver.push.worker")
+
+
+@dataclass
+class WorkerSettings:
+    batch_size: int = 500
+    lease: timedelta = timedelta(minutes=2)
+    max_attempts: int = 6
+    backoff_base: float = 10.0  # seconds before the first retry; doubles each attempt
+    backoff_max: float = 3600.0
+    poll_interval: float = 1.0
+    repush_after: timedelta = timedelta(hours=24)
+    repush_every: float = 300.0
+    retention: timedelta = timedelta(days=90)
+    purge_every: float = 3600.0
+
+    @classmethod
+    def from_config(cls, config: Any) -> WorkerSettings:
+        return cls(
+            repush_after=timedelta(hours=float(config.get("REPUSH_AFTER_HOURS", 24))),
+            retention=timedelta(days=float(config.get("RETENTION_DAYS", 90))),
+        )
+
+
+@dataclass
+class _Claimed:
+    request_id: int
+    device_id: int
+    attempts: int
+    message: PushMessage | None
+    skip_reason: str | None
+    fail_reason: str | None
+
+
+@dataclass
+class BatchReport:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+def backoff_delay(attempts: int, settings: WorkerSettings, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter: uniform in [base·2^(n-1) / 2, base·2^(n-1)], capped."""
+    rng = rng or random
+    ceiling = min(settings.backoff_max, settings.backoff_base * (2 ** max(attempts - 1, 0)))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+class PushWorker:
+    """Drains the outbox. Use :meth:`run_once` in tests, :meth:`run` in a process or thread."""
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        settings: WorkerSettings | None = None,
+        client_factory: Callable[[Callable[[str], PushIdentity | None]], APNsClient] | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings or WorkerSettings.from_config(app.config)
+        self.name = f"worker-{secrets.token_hex(4)}"
+        self._identity: PushIdentity | None = None
+        self._identity_key: tuple[int, str] | None = None
+        factory = client_factory or self._default_client
+        self.client = factory(self._identity_for)
+        self._loop = asyncio.new_event_loop()
+        self._last_repush = 0.0
+        self._last_purge = 0.0
+
+    def _default_client(self, identities: Callable[[str], PushIdentity | None]) -> APNsClient:
+        config = self.app.config
+        return HttpxAPNsClient(
+            config["APNS_URL"],
+            identities,
+            ca_file=config.get("APNS_CA_FILE"),
+            expiration_seconds=int(config.get("APNS_EXPIRATION_SECONDS", 7 * 24 * 3600)),
+        )
+
+    def _identity_for(self, topic: str) -> PushIdentity | None:
+        identity = self._identity
+        return identity if identity is not None and identity.topic == topic else None
+
+    def _refresh_identity(self, session: Session) -> PushIdentity | None:
+        """The usable certificate; decrypts the key only when the active certificate changed."""
+        row = service.get_active_certificate(session)
+        if row is None or row.stopped_at is not None:
+            self._identity, self._identity_key = None, None
+            return None
+        key = (row.id, row.fingerprint_sha256)
+        if key != self._identity_key:
+            self._identity = service.push_identity(session)
+            self._identity_key = key if self._identity is not None else None
+        return self._identity
+
+    # --- one batch ---------------------------------------------------------------------------
+
+    def run_once(self, now: datetime | None = None) -> BatchReport:
+        """Claim, send and record one batch. Returns what happened."""
+        with self.app.app_context():
+            session = db.session
+            try:
+                identity = self._refresh_identity(session)
+                if identity is None:
+                    session.rollback()
+                    return BatchReport()
+                claim, claimed = self._claim(session, identity, now or utcnow())
+                if not claimed:
+                    return BatchReport()
+                to_send = [c for c in claimed if c.message is not None]
+                results = (
+                    self._loop.run_until_complete(self.client.send_batch([c.message for c in to_send]))
+                    if to_send
+                    else []
+                )
+                return self._record(session, identity, claim, claimed, results)
+            finally:
+                db.session.remove()
+
+    def _claim(
+        self, session: Session, identity: PushIdentity, now: datetime
+    ) -> tuple[str, list[_Claimed]]:
+        from mdmserver.devices.models import Device
+
+        claimable = or_(
+            and_(
+                PushRequest.status.in_([PushStatus.PENDING.value, PushStatus.RETRY.value]),
+                PushRequest.not_before <= now,
+            ),
+            and_(PushRequest.status == PushStatus.SENDING.value, PushRequest.lease_until < now),
+        )
+        candidates = (
+            select(PushRequest.id).where(claimable).order_by(PushRequest.id).limit(self.settings.batch_size)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        ids = list(session.scalars(candidates))
+        if not ids:
+            session.commit()
+            return "", []
+        claim = f"{self.name}-{secrets.token_hex(4)}"
+        session.execute(
+            update(PushRequest)
+            .where(PushRequest.id.in_(ids))
+            .values(
+                status=PushStatus.SENDING.value,
+                claimed_by=claim,
+                lease_until=now + self.settings.lease,
+                attempts=PushRequest.attempts + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        rows = session.execute(
+            select(
+                PushRequest.id,
+                PushRequest.attempts,
+                Device.id,
+                Device.enrolled,
+                Device.admission_status,
+                Device.push_token,
+                Device.push_magic,
+                Device.topic,
+                Device.token_updated_at,
+                DevicePushState.token_invalid_at,
+            )
+            .join(Device, Device.id == PushRequest.device_id)
+            .outerjoin(DevicePushState, DevicePushState.device_id == Device.id)
+            .where(PushRequest.id.in_(ids))
+            .order_by(PushRequest.id)
+        ).all()
+        session.commit()
+        claimed = []
+        for (rid, attempts, device_id, enrolled, admission, token, magic, topic, updated, invalid) in rows:
+            skip = None
+            fail = None
+            if admission != "accepted":
+                skip = f"admission {admission}"
+            elif not enrolled:
+                skip = "not enrolled"
+            elif token is None or magic is None:
+                skip = "no push token"
+            elif invalid is not None and (updated is None or invalid >= updated):
+                skip = "token invalid"
+            elif topic is not None and topic != identity.topic:
+                fail = "TopicMismatch"
+            message = None
+            if skip is None and fail is None:
+                message = PushMessage(bytes(token).hex(), magic, identity.topic)
+            claimed.append(_Claimed(rid, device_id, attempts, message, skip, fail))
+        return claim, claimed
+
+    def _record(
+        self,
+        session: Session,
+        identity: PushIdentity,
+        claim: str,
+        claimed: list[_Claimed],
+        results: list[PushResult],
+    ) -> BatchReport:
+        now = utcnow()
+        report = BatchReport(claimed=len(claimed))
+        counts: Counter[str] = Counter()
+        updates: list[dict[str, Any]] = []
+        states: list[dict[str, Any]] = []
+        result_iter = iter(results)
+        certificate_refused: str | None = None
+
+        def row(c: _Claimed, status: str, **values: Any) -> dict[str, Any]:
+            base = {
+                "b_id": c.request_id,
+                "b_claim": claim,
+                "b_status": status,
+                "b_completed_at": None,
+                "b_sent_at": None,
+                "b_apns_id": None,
+                "b_last_status": None,
+                "b_last_reason": None,
+                "b_not_before": now,
+                "b_attempts": c.attempts,
+            }
+            base.update({f"b_{k}": v for k, v in values.items()})
+            return base
+
+        for c in claimed:
+            if c.message is None:
+                if c.skip_reason:
+                    updates.append(row(c, PushStatus.SKIPPED.value, completed_at=now, last_reason=c.skip_reason))
+                    report.skipped += 1
+                    counts["skipped"] += 1
+                else:
+                    updates.append(row(c, PushStatus.FAILED.value, completed_at=now, last_reason=c.fail_reason))
+                    report.failed += 1
+                    counts["failed"] += 1
+                continue
+            result = next(result_iter)
+            if result.status:
+                states.append({
+                    "device_id": c.device_id, "last_push_at": now, "last_status": result.status,
+                    "last_reason": result.reason, "last_apns_id": result.apns_id,
+                })
+            if result.ok:
+                updates.append(row(
+                    c, PushStatus.SENT.value, completed_at=now, sent_at=now, apns_id=result.apns_id,
+                    last_status=200,
+                ))
+                report.sent += 1
+                counts["sent"] += 1
+            elif result.token_invalid:
+                updates.append(row(
+                    c, PushStatus.FAILED.value, completed_at=now, apns_id=result.apns_id,
+                    last_status=result.status, last_reason=result.reason,
+                ))
+                states.append({"device_id": c.device_id, "token_invalid_at": now})
+                report.failed += 1
+                counts["unregistered" if result.status == 410 else "bad_token"] += 1
+            elif result.certificate_problem:
+                # Not the device's fault: keep the request (attempt not counted) for the next certificate.
+                certificate_refused = result.reason or str(result.status)
+                updates.append(row(
+                    c, PushStatus.RETRY.value, attempts=c.attempts - 1, last_status=result.status,
+                    last_reason=result.reason,
+                ))
+                report.retried += 1
+                counts["certificate_refused"] += 1
+            elif result.retryable:
+                counts[
+                    "throttled" if result.status == 429
+                    else "server_error" if result.status >= 500
+                    else "connection_error"
+                ] += 1
+                if c.attempts >= self.settings.max_attempts:
+                    updates.append(row(
+                        c, PushStatus.FAILED.value, completed_at=now, last_status=result.status,
+                        last_reason=result.reason,
+                    ))
+                    report.failed += 1
+                    counts["failed"] += 1
+                else:
+                    delay = backoff_delay(c.attempts, self.settings)
+                    updates.append(row(
+                        c, PushStatus.RETRY.value, not_before=now + timedelta(seconds=delay),
+                        last_status=result.status, last_reason=result.reason,
+                    ))
+                    report.retried += 1
+                    counts["retried"] += 1
+            else:
+                updates.append(row(
+                    c, PushStatus.FAILED.value, completed_at=now, apns_id=result.apns_id,
+                    last_status=result.status, last_reason=result.reason,
+                ))
+                report.failed += 1
+                counts["failed"] += 1
+
+        stmt = (
+            update(PushRequest)
+            .where(PushRequest.id == bindparam("b_id"), PushRequest.claimed_by == bindparam("b_claim"))
+            .values(
+                status=bindparam("b_status"),
+                completed_at=bindparam("b_completed_at"),
+                sent_at=bindparam("b_sent_at"),
+                apns_id=bindparam("b_apns_id"),
+                last_status=bindparam("b_last_status"),
+                last_reason=bindparam("b_last_reason"),
+                not_before=bindparam("b_not_before"),
+                attempts=bindparam("b_attempts"),
+                lease_until=None,
+                claimed_by=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if updates:
+            session.connection().execute(stmt, updates)
+        service.upsert_states(session, states)
+        service.bump_counters(session, counts)
+        if certificate_refused is not None:
+            service.stop_topic(session, identity.topic, identity.fingerprint, certificate_refused)
+        session.commit()
+        if report.failed or report.retried:
+            log.info(
+                "push batch: %d claimed, %d sent, %d retried, %d failed, %d skipped",
+                report.claimed, report.sent, report.retried, report.failed, report.skipped,
+            )
+        return report
+
+    # --- upkeep and loop ---------------------------------------------------------------------
+
+    def upkeep(self, *, force: bool = False) -> None:
+        """Re-push silent devices and purge old push records, each on its own period."""
+        clock = time.monotonic()
+        with self.app.app_context():
+            try:
+                if force or clock - self._last_repush >= self.settings.repush_every:
+                    self._last_repush = clock
+                    count = service.repush_stale(db.session, after=self.settings.repush_after)
+                    db.session.commit()
+                    if count:
+                        log.info("re-push: %d silent devices with queued commands", count)
+                if force or clock - self._last_purge >= self.settings.purge_every:
+                    self._last_purge = clock
+                    purged = service.purge_push_records(db.session, older_than=self.settings.retention)
+                    if purged:
+                        log.info("purged %d push records older than %s", purged, self.settings.retention)
+            finally:
+                db.session.remove()
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set; the batch in flight is always finished and recorded."""
+        log.info("push worker %s started", self.name)
+        try:
+            while not stop.is_set():
+                try:
+                    self.upkeep()
+                    report = self.run_once()
+                except Exception:  # noqa: BLE001 — keep the worker alive; the lease protects the batch
+                    log.exception("push worker batch failed; retrying shortly")
+                    stop.wait(min(30.0, self.settings.poll_interval * 5))
+                    continue
+                if report.claimed < self.settings.batch_size:
+                    stop.wait(self.settings.poll_interval)
+        finally:
+            self.close()
+            log.info("push worker %s stopped", self.name)
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._loop.run_until_complete(self.client.aclose())
+        self._loop.close()
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def handle(signum, _frame) -> None:
+        log.info("signal %s: finishing the current batch, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def run_standalone(app: Flask, *, stop: threading.Event | None = None) -> None:
+    """``mdmserver push-worker``: run until SIGTERM/SIGINT (graceful: the batch in flight finishes)."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        _install_signal_handlers(stop)
+    PushWorker(app).run(stop)
+
+
+def run_embedded_worker() -> None:
+    """Entry point of the push worker process that ``mdmserver serve`` starts beside gunicorn."""
+    from mdmserver.app import create_app
+
+    run_standalone(create_app())

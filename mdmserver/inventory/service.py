@@ -17,11 +17,11 @@ from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest
 from mdmserver.inventory.filters import ATTRIBUTE_NAME, CUSTOM_PREFIX, FACETS
+from mdmserver.inventory.sqlutil import in_values
 from mdmserver.protocol import catalogue
 from mdmserver.users.models import DeviceOwnership
 
 MAX_FACETS = 10
-LOOKUP_CHUNK = 5000
 
 
 def parse_facets(raw: str | None) -> list[str]:
@@ -95,21 +95,24 @@ class Resolved:
 
 
 def resolve_devices(session: Session, names: Sequence[Any]) -> Resolved:
-    """Look devices up by id, UDID or serial number, set-based (one query per 5,000 names).
+    """Look devices up by id, UDID or serial number in one statement, however many are named.
 
     Each device counts once however many ways it is named.
     """
     texts = [str(name).strip() for name in names]
+    unique = list(dict.fromkeys(texts))
+    numeric = [int(t) for t in unique if t.isdigit() and len(t) < 12]
     found_by_id: dict[int, int] = {}
     found_by_text: dict[str, int] = {}
-    unique = list(dict.fromkeys(texts))
-    for start in range(0, len(unique), LOOKUP_CHUNK):
-        chunk = unique[start : start + LOOKUP_CHUNK]
-        chunk_ids = [int(t) for t in chunk if t.isdigit() and len(t) < 12]
+    if unique:
         rows = session.execute(
             select(Device.id, Device.udid, Device.serial_number).where(
-                or_(Device.id.in_(chunk_ids), Device.udid.in_(chunk), Device.serial_number.in_(chunk))
-            )
+                or_(
+                    in_values(session, Device.id, numeric, integer=True),
+                    in_values(session, Device.udid, unique, integer=False),
+                    in_values(session, Device.serial_number, unique, integer=False),
+                )
+            ).order_by(Device.id)
         ).all()
         for row in rows:
             found_by_id[row.id] = row.id

@@ -1,0 +1,354 @@
+"""Per-device and bulk actions, set-based.
+
+Eligibility is one SQL ``CASE`` expression per action (the first reason a device is not eligible, or
+NULL), so a bulk action over 100,000 devices is a fixed handful of statements whatever the count:
+resolve the named devices (one SELECT), classify every targeted device (one SELECT), queue each
+command with ``INSERT … SELECT … RETURNING`` (one per command plan), then bookkeeping (retirement
+rows, the new name) and one audit event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    String,
+    and_,
+    case,
+    delete,
+    exists,
+    false,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from mdmserver.actions.catalogue import ACTIONS, Action, CommandPlan
+from mdmserver.actions.models import DeviceRetirement
+from mdmserver.api.jsonapi import marshmallow_errors
+from mdmserver.audit.service import record_event
+from mdmserver.commands.models import Command, CommandStatus
+from mdmserver.commands.service import validate_command
+from mdmserver.db import UTCDateTime, utcnow
+from mdmserver.devices.models import Device
+from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
+from mdmserver.groups.models import DeviceGroup
+from mdmserver.inventory.filters import conditions_from_mapping, group_condition
+from mdmserver.inventory.service import resolve_devices
+from mdmserver.inventory.sqlutil import in_values, uuid_expression
+from mdmserver.organization.service import get_organization
+from mdmserver.protocol import catalogue
+from mdmserver.protocol.plist import dump_plist
+
+MAX_NAMED_DEVICES = 200_000
+MAX_GROUPS = 100
+
+
+def get_action(name: str) -> Action:
+    action = ACTIONS.get(name)
+    if action is None:
+        raise NotFound(f"no action {name!r}; actions: {', '.join(ACTIONS)}")
+    return action
+
+
+# --- eligibility ----------------------------------------------------------------------------------
+
+
+def _retired() -> ColumnElement[bool]:
+    """A retirement was requested since the device last enrolled."""
+    return exists().where(
+        DeviceRetirement.device_id == Device.id,
+        or_(Device.enrolled_at.is_(None), DeviceRetirement.requested_at >= Device.enrolled_at),
+    )
+
+
+def not_applicable_reason(action: Action, params: dict[str, Any] | None = None) -> ColumnElement[str | None]:
+    """SQL for the first reason the action does not apply to a device (NULL when it applies)."""
+    whens: list[tuple[ColumnElement[bool], Any]] = [
+        (_retired(), literal("the device is retired (management removal was requested)")),
+        (Device.admission_status.in_(["rejected", "decommissioned"]),
+         literal("the device's admission status is ", String) + Device.admission_status),
+        (and_(Device.enrolled.is_(False), Device.unenrolled_at.is_not(None)),
+         literal("the device is no longer enrolled (it checked out)")),
+        (Device.platform.is_(None), literal("the device's platform is not known yet")),
+    ]
+    for request_type in action.request_types:
+        spec = catalogue.get_spec(request_type)
+        platforms, supervised_on = list(spec.platforms), list(spec.supervised_required_on)
+        if action.renames:
+            variant = spec.tree["keys"]["Settings"]["variants"]["DeviceName"]
+            platforms, supervised_on = variant.get("platforms") or [], variant.get("supervised_on") or []
+        whens.append((Device.platform.not_in(platforms),
+                      literal(f"{action.name} is not available on ", String) + Device.platform))
+        if supervised_on:
+            whens.append((and_(Device.platform.in_(supervised_on), Device.is_supervised.is_not(True)),
+                          literal(f"{action.name} needs a supervised device on ", String) + Device.platform))
+    if action.lost_mode is True:
+        whens.append((Device.lost_mode_enabled.is_not(True), literal("the device is not in lost mode")))
+    elif action.lost_mode is False:
+        whens.append((Device.lost_mode_enabled.is_(True), literal("the device is already in lost mode")))
+    if action.needs_unlock_token:
+        whens.append((Device.unlock_token_encrypted.is_(None),
+                      literal("no UnlockToken is stored for the device (needed to clear its passcode)")))
+    for platform, remark in action.param_limits(params or {}):
+        whens.append((Device.platform == platform, literal(remark)))
+    return case(*whens, else_=null()).label("reason")
+
+
+def device_actions(session: Session, device: Device) -> list[dict[str, Any]]:
+    """Every action with ``is_enabled`` and the reason when not: one SELECT for all of them."""
+    columns = [not_applicable_reason(action).label(f"a{i}") for i, action in enumerate(ACTIONS.values())]
+    row = session.execute(select(*columns).where(Device.id == device.id)).one()
+    return [
+        {"name": action.name, "title": action.title, "is_enabled": reason is None, "reason": reason,
+         "request_types": list(action.request_types),
+         "parameters": sorted(action.schema().fields) if action.schema else []}
+        for action, reason in zip(ACTIONS.values(), row, strict=True)
+    ]
+
+
+# --- parameters -----------------------------------------------------------------------------------
+
+
+def load_parameters(action: Action, raw: Any, *, pointer: str = "/parameters") -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UnprocessableEntity("parameters must be an object", pointer=pointer)
+    if action.schema is None:
+        if raw:
+            raise UnprocessableEntity(f"the {action.name} action takes no parameters", pointer=pointer)
+        return {}
+    try:
+        return action.schema().load(raw)
+    except ValidationError as exc:
+        raise UnprocessableEntity(f"invalid parameters for {action.name}",
+                                  errors=marshmallow_errors(exc.messages, base=pointer)) from None
+
+
+def _plans(session: Session, action: Action, params: dict[str, Any]) -> list[tuple[CommandPlan, dict[str, Any]]]:
+    prefix = get_organization(session).payload_prefix if action.retires else ""
+    return [(plan, validate_command(plan.request_type, plan.parameters)) for plan in action.plan(params, prefix)]
+
+
+# --- targets --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Targets:
+    condition: ColumnElement[bool]
+    missing: list[str] = field(default_factory=list)
+
+
+def targets_from_body(session: Session, body: Any) -> Targets:
+    """``{"devices": [id | UDID | serial…], "groups": [id…], "filter": {…}, "all_devices": true}``.
+
+    Unknown groups or a bad filter → 422 (nothing is done); unknown devices are reported back.
+    """
+    if not isinstance(body, dict):
+        raise UnprocessableEntity("the body must be a JSON object", pointer="")
+    unknown = set(body) - {"devices", "groups", "filter", "all_devices", "parameters"}
+    if unknown:
+        raise UnprocessableEntity(f"unknown member {sorted(unknown)[0]!r}", pointer=f"/{sorted(unknown)[0]}")
+    devices, groups, filter_ = body.get("devices"), body.get("groups"), body.get("filter")
+    all_devices = body.get("all_devices", False)
+    if not isinstance(all_devices, bool):
+        raise UnprocessableEntity("all_devices must be true or false", pointer="/all_devices")
+    if devices is None and groups is None and filter_ is None and not all_devices:
+        raise UnprocessableEntity("name the devices: devices, groups, filter or all_devices", pointer="")
+    return targets(session, devices=devices, groups=groups, filter_=filter_, all_devices=all_devices)
+
+
+def targets(
+    session: Session, *, devices: Any = None, groups: Any = None, filter_: Any = None, all_devices: bool = False
+) -> Targets:
+    clauses: list[ColumnElement[bool]] = []
+    missing: list[str] = []
+    if all_devices:
+        clauses.append(true())
+    if devices is not None:
+        if not isinstance(devices, list) or len(devices) > MAX_NAMED_DEVICES:
+            raise UnprocessableEntity(f"devices must be an array of at most {MAX_NAMED_DEVICES} ids, UDIDs or "
+                                      "serial numbers", pointer="/devices")
+        for index, item in enumerate(devices):
+            if isinstance(item, bool) or not isinstance(item, str | int) or not str(item).strip():
+                raise UnprocessableEntity("a device is named by its id, UDID or serial number",
+                                          pointer=f"/devices/{index}")
+        resolved = resolve_devices(session, devices)
+        missing = resolved.missing
+        clauses.append(in_values(session, Device.id, resolved.ids, integer=True) if resolved.ids else false())
+    if groups is not None:
+        if not isinstance(groups, list) or len(groups) > MAX_GROUPS:
+            raise UnprocessableEntity(f"groups must be an array of at most {MAX_GROUPS} group ids", pointer="/groups")
+        ids = []
+        for index, item in enumerate(groups):
+            text = str(item).strip() if isinstance(item, str | int) and not isinstance(item, bool) else ""
+            if not text.isdigit() or len(text) > 18:
+                raise UnprocessableEntity("a group is named by its id", pointer=f"/groups/{index}")
+            ids.append(int(text))
+        known = set(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(ids))))
+        absent = [(i, g) for i, g in enumerate(ids) if g not in known]
+        if absent:
+            raise UnprocessableEntity("unknown device groups; nothing was done", errors=[
+                {"detail": f"no device group {g}", "pointer": f"/groups/{i}"} for i, g in absent])
+        for group_id in dict.fromkeys(ids):
+            try:
+                clauses.append(group_condition(session, group_id))
+            except ValueError as exc:
+                raise UnprocessableEntity(str(exc), pointer="/groups") from None
+    if filter_ is not None:
+        if not isinstance(filter_, dict) or not filter_:
+            raise UnprocessableEntity("filter must be a non-empty object (use all_devices for every device)",
+                                      pointer="/filter")
+        try:
+            clauses.append(and_(true(), *conditions_from_mapping(session, filter_)))
+        except ValueError as exc:
+            raise UnprocessableEntity(str(exc), pointer="/filter") from None
+    return Targets(condition=or_(*clauses) if clauses else false(), missing=missing)
+
+
+# --- running an action ----------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    action: str
+    success: list[dict[str, Any]]
+    not_applicable: list[dict[str, Any]]
+
+    def as_result(self) -> dict[str, Any]:
+        """ManageEngine's bulk result shape."""
+        return {
+            "action": self.action,
+            "total_count": len(self.success) + len(self.not_applicable),
+            "success_count": len(self.success),
+            "not_applicable_count": len(self.not_applicable),
+            "success_list": self.success,
+            "na_list": self.not_applicable,
+        }
+
+
+def classify(session: Session, action: Action, target: Targets, params: dict[str, Any] | None) -> list[Any]:
+    """(id, udid, serial_number, name, reason) of every targeted device, in id order: one SELECT."""
+    return session.execute(
+        select(Device.id, Device.udid, Device.serial_number, Device.device_name,
+               not_applicable_reason(action, params))
+        .where(target.condition)
+        .order_by(Device.id)
+    ).all()
+
+
+def run_action(
+    session: Session, action: Action, target: Targets, raw_params: Any, *, actor: str | None
+) -> Outcome:
+    """Queue the action's commands for every eligible targeted device; report the others with a remark."""
+    params = load_parameters(action, raw_params)
+    plans = _plans(session, action, params)
+    rows = classify(session, action, target, params)
+    eligible = [row for row in rows if row.reason is None]
+    not_applicable = [{"device_id": str(row.id), "udid": row.udid, "serial_number": row.serial_number,
+                       "name": row.device_name, "remarks": row.reason} for row in rows if row.reason is not None]
+    not_applicable += [{"device_id": None, "device": name, "remarks": "no such device"} for name in target.missing]
+    commands: dict[int, list[str]] = {}
+    if eligible:
+        ids = [row.id for row in eligible]
+        now = utcnow()
+        for plan, apple_params in plans:
+            for device_id, uuid in _insert_commands(session, ids, plan, apple_params, actor, now):
+                commands.setdefault(device_id, []).append(uuid)
+        if action.retires:
+            _record_retirements(session, ids, actor, now)
+        if action.renames:
+            session.execute(update(Device).where(in_values(session, Device.id, ids, integer=True))
+                            .values(device_name=params["name"], updated_at=now))
+    success = [{"device_id": str(row.id), "udid": row.udid, "serial_number": row.serial_number,
+                "name": row.device_name, "command_uuids": commands.get(row.id, [])} for row in eligible]
+    record_event(session, f"device:command:{action.name}", "devices",
+                 success[0]["device_id"] if len(success) == 1 else "bulk",
+                 {"success_count": len(success), "not_applicable_count": len(not_applicable),
+                  "parameters": _public(params)})
+    return Outcome(action.name, success, not_applicable)
+
+
+def perform_on_device(session: Session, action: Action, device: Device, raw_params: Any, *, actor: str | None) -> list[str]:
+    """Queue the action for one device; 409 with the reason when it does not apply (nothing is written)."""
+    params = load_parameters(action, raw_params)
+    target = targets(session, devices=[device.id])
+    for row in classify(session, action, target, params):
+        if row.reason is not None:
+            raise Conflict(f"{action.name} does not apply to device {device.id}: {row.reason}", code="not_applicable")
+    outcome = run_action(session, action, target, raw_params, actor=actor)
+    return outcome.success[0]["command_uuids"]
+
+
+def _public(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("[redacted]" if k == "pin" else v) for k, v in params.items()}
+
+
+def _insert_commands(
+    session: Session, ids: Sequence[int], plan: CommandPlan, params: dict[str, Any], actor: str | None, now
+) -> list[tuple[int, str]]:
+    condition = in_values(session, Device.id, ids, integer=True)
+    if plan.only_platforms:
+        condition = and_(condition, Device.platform.in_(plan.only_platforms))
+    if plan.except_platforms:
+        condition = and_(condition, Device.platform.not_in(plan.except_platforms))
+    source = select(
+        uuid_expression(session),
+        Device.id,
+        literal(plan.request_type, String),
+        literal(dump_plist(params), LargeBinary),
+        literal(0),
+        literal(CommandStatus.QUEUED.value, String),
+        literal(actor, String),
+        literal(now, UTCDateTime),
+        literal(0),
+    ).where(condition)
+    stmt = insert(Command).from_select(
+        ["uuid", "device_id", "request_type", "parameters", "priority", "status", "enqueued_by", "created_at",
+         "attempts"],
+        source,
+    ).returning(Command.device_id, Command.uuid)
+    return [(device_id, uuid) for device_id, uuid in session.execute(stmt)]
+
+
+def _record_retirements(session: Session, ids: Sequence[int], actor: str | None, now) -> None:
+    """One retirement row per device, with the RemoveProfile command just queued (INSERT … SELECT)."""
+    session.execute(delete(DeviceRetirement).where(in_values(session, DeviceRetirement.device_id, ids, integer=True)))
+    command_uuid = (
+        select(Command.uuid)
+        .where(Command.device_id == Device.id, Command.created_at == literal(now, UTCDateTime),
+               Command.request_type == "RemoveProfile")
+        .limit(1)
+        .scalar_subquery()
+    )
+    session.execute(insert(DeviceRetirement).from_select(
+        ["device_id", "command_uuid", "requested_by", "requested_at"],
+        select(Device.id, command_uuid, literal(actor, String), literal(now, UTCDateTime))
+        .where(in_values(session, Device.id, ids, integer=True)),
+    ))
+
+
+def viability(session: Session, action: Action, target: Targets) -> dict[str, Any]:
+    """Ivanti's checkViability: which targeted devices would not be eligible, and why (nothing is queued)."""
+    rows = classify(session, action, target, None)
+    blocked = [{"device_id": str(r.id), "udid": r.udid, "serial_number": r.serial_number, "name": r.device_name,
+                "remarks": r.reason} for r in rows if r.reason is not None]
+    blocked += [{"device_id": None, "device": name, "remarks": "no such device"} for name in target.missing]
+    return {
+        "action": action.name,
+        "total_count": len(rows) + len(target.missing),
+        "eligible_count": sum(1 for r in rows if r.reason is None),
+        "not_eligible_count": len(blocked),
+        "not_eligible": blocked,
+    }

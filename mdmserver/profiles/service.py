@@ -94,13 +94,26 @@ def parse_upload(
     return ParsedProfile(loaded.value, loaded.format, signed, subject, trusted, warnings)
 
 
-def schema_findings(profile: dict[str, Any]) -> list[dict[str, str]]:
+def _load_payloads(content: list[dict[str, Any]]) -> list[tuple[type[Payload], dict[str, Any], dict[str, Any]]]:
+    """(model class, values the schema accepted, schema errors) of each payload, in order."""
+    loaded = []
+    for item in content:
+        cls = payload_class(item.get("PayloadType"))
+        typed, failed = load_typed(cls, item, json_mode=False)
+        loaded.append((cls, typed, failed))
+    return loaded
+
+
+def schema_findings(
+    profile: dict[str, Any], loaded: list[tuple[type[Payload], dict[str, Any], dict[str, Any]]] | None = None
+) -> list[dict[str, str]]:
     """Apple-schema findings (catalogue and typed-schema checks), deduplicated, each with a pointer."""
+    content = profile.get("PayloadContent") or []
+    if loaded is None:
+        loaded = _load_payloads(content)
     found = [f.as_dict() for f in catalogue.check_profile(profile)]
     seen = {f["pointer"] for f in found}
-    for index, item in enumerate(profile.get("PayloadContent") or []):
-        cls = payload_class(item.get("PayloadType"))
-        _, failed = load_typed(cls, item, json_mode=False)
+    for index, (_, _, failed) in enumerate(loaded):
         for key, messages in failed.items():
             where = pointer("PayloadContent", index, key)
             if where not in seen:
@@ -110,11 +123,11 @@ def schema_findings(profile: dict[str, Any]) -> list[dict[str, str]]:
     return found
 
 
-def _payload_rows(content: list[dict[str, Any]]) -> list[Payload]:
+def _payload_rows(
+    content: list[dict[str, Any]], loaded: list[tuple[type[Payload], dict[str, Any], dict[str, Any]]]
+) -> list[Payload]:
     rows = []
-    for position, item in enumerate(content):
-        cls = payload_class(item.get("PayloadType"))
-        typed, _ = load_typed(cls, item, json_mode=False)
+    for position, (item, (cls, typed, _)) in enumerate(zip(content, loaded, strict=True)):
         row = cls(position=position)
         row.assign_plist(item, typed_keys=set(typed))
         rows.append(row)
@@ -154,12 +167,15 @@ def store_profile(
         check_structure(value)
     except ProfileError as exc:
         raise app_error(exc) from None
-    warnings = parsed.warnings + schema_findings(value)
-    if strict and warnings:
+    content = value.get("PayloadContent") or []
+    loaded = _load_payloads(content)
+    warnings = parsed.warnings + schema_findings(value, loaded)
+    findings = [w for w in warnings if w["code"].startswith("schema.")]
+    if strict and findings:
         raise errors.UnprocessableEntity(
-            f"{len(warnings)} Apple-schema finding(s) and strict=true",
+            f"{len(findings)} Apple-schema finding(s) and strict=true",
             code="schema_violation",
-            errors=[{"detail": w["detail"], "pointer": w["pointer"], "code": w["code"]} for w in warnings],
+            errors=[{"detail": w["detail"], "pointer": w["pointer"], "code": w["code"]} for w in findings],
         )
     identifier = value.get("PayloadIdentifier")
     existing = current_by_identifier(session, identifier) if isinstance(identifier, str) else None
@@ -189,7 +205,7 @@ def store_profile(
     profile.signer_subject = parsed.signer_subject
     profile.signer_trusted = parsed.signer_trusted
     profile.updated_at = utcnow()
-    profile.payloads.extend(_payload_rows(value.get("PayloadContent") or []))
+    profile.payloads.extend(_payload_rows(content, loaded))
     session.flush()
     record_event(session, action, "profiles", profile.id, {
         "identifier": profile.identifier,

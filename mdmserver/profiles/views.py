@@ -44,11 +44,14 @@ def _only_params(*allowed: str) -> None:
 
 
 def _created(profile: Profile, warnings: list[dict], status: int = 201) -> Response:
+    """Commit, then answer with the stored profile (built before the commit expires the rows)."""
+    db.session.flush()
     doc = document(
         profile_resource(profile),
         meta={"warnings": warnings},
         included=[payload_resource(p) for p in profile.payloads],
     )
+    db.session.commit()
     return jsonapi_response(doc, status=status, headers={"Location": f"/api/v1/profiles/{profile.id}"})
 
 
@@ -70,9 +73,7 @@ def upload_profile():
         db.session, data, strict=strict, replace=replace, max_bytes=max_bytes,
         trust_roots=[get_ca_certificate(db.session)],
     )
-    status = 200 if profile.revision > 1 else 201
-    db.session.commit()
-    return _created(profile, warnings, status)
+    return _created(profile, warnings, 200 if profile.revision > 1 else 201)
 
 
 @bp.get("/download/profiles/<int:profile_id>")
@@ -144,7 +145,6 @@ def create_profile():
     strict = _flag("strict")
     _, attributes = parse_resource_body(request, "profiles")
     profile, warnings = service.create_profile_from_json(db.session, attributes, strict=strict)
-    db.session.commit()
     return _created(profile, warnings)
 
 
@@ -164,8 +164,9 @@ def patch_profile(profile_id: int):
     profile = service.get_profile(db.session, profile_id)
     _, attributes = parse_resource_body(request, "profiles", require_id=profile_id)
     service.update_profile(db.session, profile, attributes)
+    doc = document(profile_resource(profile))
     db.session.commit()
-    return jsonapi_response(document(profile_resource(profile)))
+    return jsonapi_response(doc)
 
 
 @bp.delete("/profiles/<int:profile_id>")
@@ -225,8 +226,9 @@ def create_payload():
         )
     profile = service.get_profile(db.session, int(rel["id"]))
     payload = service.add_payload(db.session, profile, attributes)
+    doc = document(payload_resource(payload))
     db.session.commit()
-    return jsonapi_response(document(payload_resource(payload)), status=201,
+    return jsonapi_response(doc, status=201,
                             headers={"Location": f"/api/v1/payloads/{payload.id}"})
 
 
@@ -240,8 +242,9 @@ def patch_payload(payload_id: int):
     payload = service.get_payload(db.session, payload_id)
     _, attributes = parse_resource_body(request, "payloads", require_id=payload_id)
     service.update_payload(db.session, payload, attributes)
+    doc = document(payload_resource(payload))
     db.session.commit()
-    return jsonapi_response(document(payload_resource(payload)))
+    return jsonapi_response(doc)
 
 
 @bp.delete("/payloads/<int:payload_id>")

@@ -454,3 +454,10 @@ def download_filename(profile: Profile) -> str:
     base = _UNSAFE.sub("-", profile.display_name or profile.identifier or "")
     base = re.sub(r"\.{2,}", ".", base).strip(".-")[:80]
     return f"{base or f'profile-{profile.id}'}.mobileconfig"
+
+
+def profile_bytes(session: Session, profile: Profile, *, signed: bool = True, fmt: str | None = None) -> bytes:
+    """The profile as a device receives it (InstallProfile's ``Payload``): rebuilt from the models, in
+    the uploaded format unless ``fmt`` says otherwise, CMS-signed by the server identity."""
+    body = render(profile.to_plist(), fmt or profile.source_format)
+    return sign(session, body) if signed else body

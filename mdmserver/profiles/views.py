@@ -80,6 +80,7 @@ def upload_profile():
 def download_profile(profile_id: int):
     """The profile rebuilt from the database; ``signed=true`` wraps it in the server's CMS signature."""
     _only_params("signed", "format", "revision")
+    signed = _flag("signed")
     profile = service.get_profile(db.session, profile_id)
     fmt = request.args.get("format", profile.source_format)
     if fmt not in ("xml", "binary"):
@@ -89,11 +90,11 @@ def download_profile(profile_id: int):
         if not revision.isdigit():
             raise BadRequest("revision must be a positive integer", parameter="revision")
         value = service.get_version(db.session, profile, int(revision))
+        body = service.render(value, fmt)
+        if signed:
+            body = service.sign(db.session, body)
     else:
-        value = profile.to_plist()
-    body = service.render(value, fmt)
-    if _flag("signed"):
-        body = service.sign(db.session, body)
+        body = service.profile_bytes(db.session, profile, signed=signed, fmt=fmt)
     response = Response(body, mimetype=ASPEN)
     response.headers["Content-Disposition"] = f'attachment; filename="{service.download_filename(profile)}"'
     return response

@@ -246,6 +246,7 @@ def _wrap(key: str, build: Callable[[], ColumnElement[bool]]) -> ColumnElement[b
 DEVICE_SORTS: dict[str, Any] = {
     "id": Device.id,
     "name": Device.device_name,
+    "device_name": Device.device_name,
     "serial_number": Device.serial_number,
     "udid": Device.udid,
     "platform": Device.platform,

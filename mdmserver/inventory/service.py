@@ -162,14 +162,13 @@ def update_device(
     meta: dict[str, Any] = {}
     before = {}
     for key, value in changes.items():
-        column = "device_name" if key == "name" else key
-        before[key] = _jsonable(getattr(device, column))
-        setattr(device, column, value)
-    if "name" in changes and before["name"] != changes["name"]:
+        before[key] = _jsonable(getattr(device, key))
+        setattr(device, key, value)
+    if "device_name" in changes and before["device_name"] != changes["device_name"]:
         ok, reason = rename_applicability(device.platform, device.is_supervised)
         if ok and device.enrolled:
             queued = enqueue_commands(
-                session, [device.id], "Settings", rename_parameters(changes["name"]), enqueued_by=actor
+                session, [device.id], "Settings", rename_parameters(changes["device_name"]), enqueued_by=actor
             )
             meta["rename_command"] = queued[0]["uuid"]
         else:

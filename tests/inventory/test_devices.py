@@ -75,13 +75,13 @@ def test_list_sort_paging_and_fields(client, auth, db_session):
     page = client.get("/api/v1/devices?page[size]=2&page[number]=2&sort=id", headers=h).get_json()
     assert [int(x["id"]) for x in page["data"]] == [d[2].id, d[3].id]
     assert page["meta"]["total"] == 4 and page["links"]["prev"] and page["links"]["next"] is None
-    body = client.get("/api/v1/devices?fields[devices]=name,platform,owner", headers=h).get_json()
+    body = client.get("/api/v1/devices?fields[devices]=device_name,platform,owner", headers=h).get_json()
     first = body["data"][0]
-    assert set(first["attributes"]) == {"name", "platform"}
+    assert set(first["attributes"]) == {"device_name", "platform"}
     assert first["relationships"]["owner"]["data"]["type"] == "users"
     full = client.get("/api/v1/devices", headers=h).get_json()["data"][0]["attributes"]
     assert "push_token" not in full and "unlock_token_encrypted" not in full
-    assert full["has_unlock_token"] is False and full["supervised"] is True
+    assert full["has_unlock_token"] is False and full["is_supervised"] is True
 
 
 def test_facets(client, auth, db_session):
@@ -130,14 +130,14 @@ def test_patch_name_queues_rename_where_allowed(client, auth, db_session):
     unsupervised = make_device(db_session, platform="ios", is_supervised=False)
     mac = make_device(db_session, platform="macos", is_supervised=False)
     h = auth("write")
-    body = _patch(client, h, supervised.id, {"name": "Front desk"}).get_json()
-    assert body["data"]["attributes"]["name"] == "Front desk"
+    body = _patch(client, h, supervised.id, {"device_name": "Front desk"}).get_json()
+    assert body["data"]["attributes"]["device_name"] == "Front desk"
     command = db_session.scalar(select(Command).where(Command.uuid == body["meta"]["rename_command"]))
     assert command.request_type == "Settings" and command.device_id == supervised.id
-    body = _patch(client, h, unsupervised.id, {"name": "Lobby"}).get_json()
+    body = _patch(client, h, unsupervised.id, {"device_name": "Lobby"}).get_json()
     assert "supervised" in body["meta"]["rename_not_sent"]
     assert db_session.get(Device, unsupervised.id).device_name == "Lobby"
-    body = _patch(client, h, mac.udid, {"name": "Build Mac"}).get_json()
+    body = _patch(client, h, mac.udid, {"device_name": "Build Mac"}).get_json()
     assert "rename_command" in body["meta"]
 
 
@@ -145,11 +145,11 @@ def test_patch_bad_input(client, auth, db_session):
     device = make_device(db_session)
     h = auth("write")
     bad = _patch(client, h, device.id, {"purchase_price": "-1", "purchase_date": "yesterday", "colour": "red",
-                                        "name": ""})
+                                        "device_name": ""})
     assert bad.status_code == 422
     pointers = {e["source"]["pointer"] for e in bad.get_json()["errors"]}
     assert pointers == {"/data/attributes/purchase_price", "/data/attributes/purchase_date",
-                        "/data/attributes/colour", "/data/attributes/name"}
+                        "/data/attributes/colour", "/data/attributes/device_name"}
     assert _patch(client, h, device.id, {"office": "x"}, type_="users").status_code == 409
     assert _patch(client, h, "nope", {"office": "x"}).status_code == 404
     response = client.patch(f"/api/v1/devices/{device.id}", data="{", headers={**h, "Content-Type": JSONAPI})

@@ -1,0 +1,120 @@
+"""Command history queries (the queue itself belongs to ``mdmserver.commands``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from mdmserver.commands import service as commands
+from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
+from mdmserver.db import utcnow
+from mdmserver.devices.models import Device
+from mdmserver.errors import NotFound
+from mdmserver.inventory.filters import group_condition, parse_bool, parse_datetime, split_list
+from mdmserver.inventory.service import resolve_devices
+
+STATUSES = tuple(s.value for s in CommandStatus)
+_ACTIVE = tuple(s.value for s in ACTIVE_STATUSES)
+
+_REMARKS = {
+    "queued": "waiting for the device to connect",
+    "sent": "sent to the device, no answer yet",
+    "acknowledged": "the device acknowledged the command",
+    "not_now": "the device answered NotNow; it will be offered again",
+    "cancelled": "cancelled before it was sent",
+    "expired": "expired before the device answered",
+    "command_format_error": "the device could not parse the command",
+    "error": "the device reported an error",
+}
+
+
+def remarks(command: Command, status: str) -> str:
+    """A one-line explanation, with the device's own words for an error (ManageEngine's remarks)."""
+    for item in command.error_chain or []:
+        text = item.get("localized_description") or item.get("us_english_description")
+        if text:
+            return f"{_REMARKS.get(status, status)}: {text}"
+    return _REMARKS.get(status, status)
+
+
+def status_condition(value: str) -> ColumnElement[bool]:
+    wanted = split_list(value)
+    for item in wanted:
+        if item not in STATUSES:
+            raise ValueError(f"unknown status {item!r}; allowed: {', '.join(STATUSES)}")
+    clauses: list[ColumnElement[bool]] = [Command.status.in_(wanted)]
+    if "expired" in wanted:  # active commands past their expiry show as expired
+        clauses.append(and_(Command.status.in_(_ACTIVE), Command.expires_at.is_not(None),
+                            Command.expires_at <= utcnow()))
+    return or_(*clauses)
+
+
+def latest_condition(value: str) -> ColumnElement[bool]:
+    if not parse_bool(value):
+        return Command.id.is_not(None)
+    return Command.id.in_(select(func.max(Command.id)).group_by(Command.device_id))
+
+
+def command_filters(session: Session) -> dict[str, Callable[[str], ColumnElement[bool]]]:
+    def device(value: str) -> ColumnElement[bool]:
+        resolved = resolve_devices(session, split_list(value))
+        if resolved.missing:
+            raise ValueError(f"no device {resolved.missing[0]!r}")
+        return Command.device_id.in_(resolved.ids)
+
+    def group(value: str) -> ColumnElement[bool]:
+        value = value.strip()
+        if not value.isdigit() or len(value) > 18:
+            raise ValueError(f"{value!r} is not a group id")
+        return Command.device_id.in_(select(Device.id).where(group_condition(session, int(value))))
+
+    return {
+        "status": status_condition,
+        "request_type": lambda v: Command.request_type.in_(split_list(v)),
+        "device": device,
+        "group": group,
+        "enqueued_by": lambda v: Command.enqueued_by == v.strip(),
+        "created_after": lambda v: Command.created_at >= parse_datetime(v),
+        "created_before": lambda v: Command.created_at < parse_datetime(v),
+        "completed_after": lambda v: Command.completed_at >= parse_datetime(v),
+        "completed_before": lambda v: Command.completed_at < parse_datetime(v),
+        "latest": latest_condition,
+    }
+
+
+COMMAND_SORTS: dict[str, Any] = {
+    "id": Command.id,
+    "created_at": Command.created_at,
+    "sent_at": Command.sent_at,
+    "completed_at": Command.completed_at,
+    "status": Command.status,
+    "request_type": Command.request_type,
+    "device_id": Command.device_id,
+}
+
+
+def commands_query(device_id: int | None = None) -> Select:
+    stmt = select(Command)
+    if device_id is not None:
+        stmt = stmt.where(Command.device_id == device_id)
+    return stmt
+
+
+def latest_for_device(session: Session, device: Device) -> Command:
+    command = session.scalar(
+        select(Command).where(Command.device_id == device.id).order_by(Command.id.desc()).limit(1)
+    )
+    if command is None:
+        raise NotFound(f"device {device.id} has no commands")
+    return command
+
+
+def cancel_for_device(session: Session, device: Device, command_uuid: str) -> Command:
+    """Cancel a queued command of this device (404 if it is another device's, 409 once sent)."""
+    command = commands.get_command(session, command_uuid)
+    if command.device_id != device.id:
+        raise NotFound(f"device {device.id} has no command {command_uuid}")
+    return commands.cancel_command(session, command_uuid)

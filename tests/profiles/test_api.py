@@ -319,3 +319,31 @@ def test_stored_rows_are_joined_table_subclasses(client, rw, db_session):
     assert type(firewall).__name__ == "FirewallPayload" and firewall.enable_firewall is True
     assert type(mdm).__name__ == "MDMPayload" and mdm.access_rights == 8191 and mdm.sign_message is True
     assert mdm.server_url == "https://mdm.example.com/connect"
+
+
+ROUTES = [
+    ("get", "/api/v1/profiles", "read"),
+    ("get", "/api/v1/profiles/1", "read"),
+    ("get", "/api/v1/profiles/1/versions", "read"),
+    ("get", "/api/v1/payloads", "read"),
+    ("get", "/api/v1/payloads/1", "read"),
+    ("get", "/api/v1/download/profiles/1", "read"),
+    ("post", "/api/v1/upload/profiles", "write"),
+    ("post", "/api/v1/profiles", "write"),
+    ("patch", "/api/v1/profiles/1", "write"),
+    ("delete", "/api/v1/profiles/1", "write"),
+    ("post", "/api/v1/payloads", "write"),
+    ("patch", "/api/v1/payloads/1", "write"),
+    ("delete", "/api/v1/payloads/1", "write"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ROUTES)
+def test_permission_table(client, auth, method, path, scope):
+    """No token → 401; a token without the scope → 403; with it the request passes authorization."""
+    call = getattr(client, method)
+    assert_error(call(path), 401)
+    other = "write" if scope == "read" else "read"
+    assert_error(call(path, headers=auth(other)), 403)
+    allowed = call(path, headers=auth(scope))
+    assert allowed.status_code not in (401, 403), allowed.get_json()

@@ -90,3 +90,17 @@ def test_corpus_truncated_variants_never_500(row, conformance_dir, client, auth)
         response = upload(client, headers, original[:cut])
         assert 400 <= response.status_code < 500, (cut, response.get_data(as_text=True)[:300])
         assert response.get_json()["meta"]["request_id"]
+
+
+@pytest.mark.parametrize("row", GOOD + STRIPPED + BAD, ids=_id)
+def test_corpus_byte_flipped_variants_never_500(row, conformance_dir, client, auth):
+    original = (conformance_dir / row["saved_path"]).read_bytes()
+    headers = auth("read", "write")
+    for fraction in (0.0, 0.1, 0.37, 0.5, 0.81, 0.99):
+        data = bytearray(original)
+        index = min(int(len(data) * fraction), len(data) - 1)
+        data[index] ^= 0xA5
+        response = upload(client, headers, bytes(data), replace="true")
+        assert response.status_code < 500, (index, response.get_data(as_text=True)[:300])
+        if response.status_code >= 400:
+            assert response.get_json()["meta"]["request_id"]

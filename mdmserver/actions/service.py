@@ -4,7 +4,7 @@ Eligibility is one SQL ``CASE`` expression per action (the first reason a device
 NULL), so a bulk action over 100,000 devices is a fixed handful of statements whatever the count:
 resolve the named devices (one SELECT), classify every targeted device (one SELECT), queue each
 command with ``INSERT … SELECT … RETURNING`` (one per command plan), then bookkeeping (retirement
-rows, the new name) and one audit event.
+rows, the new name), the push outbox (one INSERT … SELECT) and one audit event.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.organization.service import get_organization
 from mdmserver.protocol import catalogue
 from mdmserver.protocol.plist import dump_plist
+from mdmserver.push import service as push_service
 
 MAX_NAMED_DEVICES = 200_000
 MAX_GROUPS = 100
@@ -266,6 +267,8 @@ def run_action(
         for plan, apple_params in plans:
             for device_id, uuid in _insert_commands(session, ids, plan, apple_params, actor, now):
                 commands.setdefault(device_id, []).append(uuid)
+        # the transactional outbox: one wake-up push owed per device (coalesced), in this transaction
+        push_service.request_push(session, select(Device.id).where(in_values(session, Device.id, ids, integer=True)))
         if action.retires:
             _record_retirements(session, ids, actor, now)
         if action.renames:

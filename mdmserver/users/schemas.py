@@ -1,0 +1,39 @@
+"""User (device owner) resources and bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, fields, post_load, validate
+
+from mdmserver.api.jsonapi import resource
+from mdmserver.db import isoformat
+from mdmserver.users.models import User
+
+
+class UserCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    email = fields.Email(required=True, validate=validate.Length(max=255))
+    uid = fields.String(allow_none=True, validate=validate.Length(min=1, max=255))
+
+    @post_load
+    def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if "email" in data:
+            data["email"] = data["email"].strip().lower()
+        return data
+
+
+class UserUpdateSchema(UserCreateSchema):
+    name = fields.String(validate=validate.Length(min=1, max=255))
+    email = fields.Email(validate=validate.Length(max=255))
+
+
+def user_resource(user: User, device_count: int | None = None) -> dict[str, Any]:
+    attributes = {"name": user.name, "email": user.email, "uid": user.uid,
+                  "created_at": isoformat(user.created_at), "updated_at": isoformat(user.updated_at)}
+    return resource("users", user.id, attributes,
+                    relationships={"devices": {"links": {"related": f"/api/v1/users/{user.id}/devices"}}},
+                    links={"self": f"/api/v1/users/{user.id}"})

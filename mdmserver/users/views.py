@@ -1,0 +1,122 @@
+"""``/api/v1/users`` and ``/api/v1/devices/<id>/owner``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+from marshmallow import ValidationError
+from sqlalchemy import func, select
+
+from mdmserver.api.jsonapi import (
+    document,
+    jsonapi_response,
+    list_document,
+    marshmallow_errors,
+    paginate,
+    parse_list_query,
+    parse_resource_body,
+    request_json,
+)
+from mdmserver.db import db
+from mdmserver.errors import Conflict, UnprocessableEntity
+from mdmserver.inventory import service as inventory
+from mdmserver.inventory.filters import contains, split_list
+from mdmserver.inventory.views import device_list_response
+from mdmserver.users import service
+from mdmserver.users.models import User
+from mdmserver.users.schemas import UserCreateSchema, UserUpdateSchema, user_resource
+
+bp = Blueprint("users", __name__, url_prefix="/api/v1")
+
+TYPE = "users"
+
+
+def _load(schema, attributes: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return schema.load(attributes)
+    except ValidationError as exc:
+        raise UnprocessableEntity("invalid user", errors=marshmallow_errors(exc.messages)) from None
+
+
+@bp.get("/users")
+def list_users():
+    query = parse_list_query(
+        request.args,
+        filters={
+            "email": lambda v: func.lower(User.email).in_([e.lower() for e in split_list(v)]),
+            "name": lambda v: contains(User.name, v),
+            "uid": lambda v: User.uid.in_(split_list(v)),
+        },
+        sorts={"id": User.id, "name": User.name, "email": User.email, "created_at": User.created_at},
+        default_sort=[User.id.asc()],
+    )
+    page = paginate(db.session, select(User), query)
+    return jsonapi_response(list_document(page, [user_resource(u) for u in page.items]))
+
+
+@bp.post("/users")
+def create_user():
+    _, attributes = parse_resource_body(None, TYPE)
+    user = service.create_user(db.session, _load(UserCreateSchema(), attributes))
+    db.session.commit()
+    return jsonapi_response(document(user_resource(user)), status=201, headers={"Location": f"/api/v1/users/{user.id}"})
+
+
+@bp.get("/users/<user_id>")
+def get_user(user_id: str):
+    return jsonapi_response(document(user_resource(service.get_user(db.session, user_id))))
+
+
+@bp.patch("/users/<user_id>")
+def update_user(user_id: str):
+    user = service.get_user(db.session, user_id)
+    id_, attributes = parse_resource_body(None, TYPE)
+    if id_ is not None and id_ != str(user.id):
+        raise Conflict("data.id does not match the URL", pointer="/data/id")
+    user = service.update_user(db.session, user, _load(UserUpdateSchema(), attributes))
+    db.session.commit()
+    return jsonapi_response(document(user_resource(user)))
+
+
+@bp.delete("/users/<user_id>")
+def delete_user(user_id: str):
+    service.delete_user(db.session, service.get_user(db.session, user_id))
+    db.session.commit()
+    return jsonapi_response(None, status=204)
+
+
+@bp.get("/users/<user_id>/devices")
+def user_devices(user_id: str):
+    user = service.get_user(db.session, user_id)
+    return device_list_response([service.owned_by_condition(user)])
+
+
+@bp.get("/devices/<ident>/owner")
+def get_owner(ident: str):
+    device = inventory.get_device(db.session, ident)
+    owner = service.owner_of(db.session, device)
+    return jsonapi_response(document(user_resource(owner) if owner else None))
+
+
+@bp.put("/devices/<ident>/owner")
+def set_owner(ident: str):
+    """Assign the device to a user: ``{"data": {"type": "users", "id": "3"}}``, or ``{"data": null}``."""
+    device = inventory.get_device(db.session, ident)
+    body = request_json()
+    if not isinstance(body, dict) or "data" not in body:
+        raise UnprocessableEntity('the body is {"data": {"type": "users", "id": …}} or {"data": null}',
+                                  pointer="/data")
+    data = body["data"]
+    user = None
+    if data is not None:
+        if not isinstance(data, dict) or data.get("type") != TYPE or not isinstance(data.get("id"), str | int) \
+                or isinstance(data.get("id"), bool):
+            raise UnprocessableEntity('expected {"type": "users", "id": …}', pointer="/data")
+        user = db.session.get(User, int(data["id"])) if str(data["id"]).isdigit() and len(str(data["id"])) < 12 \
+            else None
+        if user is None:
+            raise UnprocessableEntity(f"no user {data['id']!r}", pointer="/data/id")
+    service.set_owner(db.session, device, user)
+    db.session.commit()
+    return jsonapi_response(document(user_resource(user) if user else None))

@@ -21,7 +21,10 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
-from mdmserver.profiles.models import Payload, PlistField, Profile, column_fits
+from mdmserver.api.jsonapi import resource
+from mdmserver.db import isoformat
+from mdmserver.errors import UnprocessableEntity
+from mdmserver.profiles.models import Payload, PlistField, Profile, column_fits, payload_class
 from mdmserver.profiles.plist import (
     ProfileError,
     b64decode,
@@ -29,6 +32,7 @@ from mdmserver.profiles.plist import (
     from_json,
     iso_to_date,
     plist_type_name,
+    pointer,
     redact,
     to_json,
 )
@@ -231,9 +235,6 @@ def load_typed(model: type, values: dict[str, Any], *, json_mode: bool) -> tuple
 
 def json_to_plist(model: type, attributes: dict[str, Any], base: tuple = ()) -> dict[str, Any]:
     """A JSON:API representation (Apple keys) → a plist dictionary; 422 faults carry pointers."""
-    from mdmserver.errors import UnprocessableEntity
-    from mdmserver.profiles.plist import pointer
-
     typed, errors = load_typed(model, attributes, json_mode=True)
     if errors:
         faults = []
@@ -274,8 +275,6 @@ def plist_to_json(model: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def payload_schema(payload_type: str | None) -> type[PlistSchema]:
-    from mdmserver.profiles.models import payload_class
-
     return schema_class(payload_class(payload_type))
 
 
@@ -287,8 +286,6 @@ GenericPayloadSchema = schema_class(Payload)
 
 
 def _iso(value: datetime | None) -> str | None:
-    from mdmserver.db import isoformat
-
     return isoformat(value)
 
 
@@ -297,8 +294,6 @@ def profile_resource(profile: Profile, refs: list[tuple[int, str | None, str]] |
 
     ``refs`` are the payloads' (id, PayloadType, kind) when the payload rows were not loaded.
     """
-    from mdmserver.api.jsonapi import resource
-
     values = profile.plist_values()
     values.pop("PayloadContent", None)
     attributes = plist_to_json(Profile, values)
@@ -324,8 +319,6 @@ def profile_resource(profile: Profile, refs: list[tuple[int, str | None, str]] |
 
 def payload_resource(payload: Payload) -> dict[str, Any]:
     """A payload: its kind and position, then its keys (Apple's names, JSON shape, secrets left out)."""
-    from mdmserver.api.jsonapi import resource
-
     attributes = {"kind": payload.kind, "position": payload.position}
     attributes.update(plist_to_json(type(payload), payload.to_plist()))
     return resource(
@@ -336,8 +329,6 @@ def payload_resource(payload: Payload) -> dict[str, Any]:
 
 
 def version_resource(profile: Profile, version) -> dict[str, Any]:
-    from mdmserver.api.jsonapi import resource
-
     return resource("profile_versions", f"{profile.id}.{version.revision}", {
         "revision": version.revision,
         "source_format": version.source_format,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,11 +238,9 @@ _BASE = ("data", "attributes")
 
 
 def _default_payload_keys(item: dict[str, Any], profile_identifier: str, index: int) -> dict[str, Any]:
-    import uuid as _uuid
-
     out = dict(item)
     out.setdefault("PayloadIdentifier", f"{profile_identifier}.{item['PayloadType']}.{index}")
-    out.setdefault("PayloadUUID", str(_uuid.uuid4()).upper())
+    out.setdefault("PayloadUUID", str(uuid.uuid4()).upper())
     out.setdefault("PayloadVersion", 1)
     return out
 
@@ -252,8 +251,6 @@ def plist_from_json(attributes: dict[str, Any]) -> dict[str, Any]:
     PayloadIdentifier is required; PayloadType, PayloadVersion and PayloadUUID get their usual
     values when left out, and so do each payload's identifier, UUID and version.
     """
-    import uuid as _uuid
-
     identifier = attributes.get("PayloadIdentifier")
     if not isinstance(identifier, str) or not identifier:
         raise errors.UnprocessableEntity(
@@ -266,7 +263,7 @@ def plist_from_json(attributes: dict[str, Any]) -> dict[str, Any]:
     profile = json_to_plist(Profile, top, _BASE)
     profile.setdefault("PayloadType", "Configuration")
     profile.setdefault("PayloadVersion", 1)
-    profile.setdefault("PayloadUUID", str(_uuid.uuid4()).upper())
+    profile.setdefault("PayloadUUID", str(uuid.uuid4()).upper())
     payloads = []
     for index, item in enumerate(content):
         where = (*_BASE, "PayloadContent", index)

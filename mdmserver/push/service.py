@@ -323,8 +323,7 @@ def request_push(
     ``device_ids`` is a list of ids or a ``select()`` of one column of device ids. A device that
     already has a pending request gets no second one (coalesced). Devices that cannot be pushed
     (pending or rejected admission, unenrolled, no token, token refused by APNs) are left out:
-    admission acceptance and TokenUpdate should call this again. Returns the number of new rows
-    (an estimate on drivers that do not report it).
+    admission acceptance and TokenUpdate should call this again. Returns the number of new rows.
     """
     Device = _devices()
     now = utcnow()
@@ -351,9 +350,9 @@ def request_push(
                 ["device_id", "status", "reason", "created_at", "not_before", "attempts"], source
             )
             .on_conflict_do_nothing()
+            .returning(PushRequest.id)
         )
-        result = session.execute(stmt)
-        inserted += max(result.rowcount or 0, 0)
+        inserted += len(session.execute(stmt).all())
     return inserted
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, request
 
 from mdmserver.api.auth import requires_scope
@@ -10,16 +12,44 @@ from mdmserver.audit.service import record_event
 from mdmserver.db import db
 from mdmserver.devices.service import get_device
 from mdmserver.errors import BadRequest
-from mdmserver.ops import readiness
+from mdmserver.ops import metrics, readiness
 from mdmserver.push import service
 from mdmserver.push.schemas import certificate_resource, push_request_resource, push_status_resource
 
 bp = Blueprint("push", __name__, url_prefix="/api/v1")
+log = logging.getLogger("mdmserver.push")
 
 #: Header carrying the PKCS#12 / key password when the certificate is sent as a raw body.
 PASSWORD_HEADER = "X-Certificate-Password"
 
 readiness.register_check("apns", service.push_readiness)
+
+
+class _PushMetrics:
+    """Renders the push counters, which live in the database because workers are separate processes."""
+
+    name = "mdmserver_push"
+
+    def render(self) -> list[str]:
+        try:
+            return service.metrics_lines(db.session)
+        except Exception:  # noqa: BLE001 — a metrics scrape must not fail because of one collector
+            db.session.rollback()
+            log.exception("push metrics unavailable")
+            return []
+
+
+def _register_metrics() -> None:
+    register = getattr(metrics, "register_collector", None)
+    if register is not None:
+        register(_PushMetrics())
+        return
+    # ops.metrics has no public hook for collectors yet: add ours beside its counters.
+    with metrics._registry_lock:
+        metrics._registry.setdefault(_PushMetrics.name, _PushMetrics())  # type: ignore[arg-type]
+
+
+_register_metrics()
 
 
 @bp.get("/push_certificate")

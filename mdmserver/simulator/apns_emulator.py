@@ -108,8 +108,10 @@ class APNsEmulator:
         max_concurrent_streams: int = 1000,
         record_limit: int | None = 100_000,
         on_push: Callable[[Push], None] | None = None,
+        max_tls_version: ssl.TLSVersion | None = None,
     ) -> None:
         self.host = host
+        self.max_tls_version = max_tls_version
         self.port = port
         self.max_concurrent_streams = max_concurrent_streams
         self.on_push = on_push
@@ -118,6 +120,7 @@ class APNsEmulator:
         self.pushes: collections.deque[Push] = collections.deque(maxlen=record_limit)
         self.counts: collections.Counter[int] = collections.Counter()
         self.total = 0
+        self.received = 0  # requests read completely, answered or not yet
         self.connections_made = 0
         self.delay = 0.0
         self.goaway_after: int | None = None
@@ -202,6 +205,8 @@ class APNsEmulator:
         (folder / "server.pem").write_text(px.cert_to_pem(cert) + px.key_to_pem(key))
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.max_tls_version is not None:
+            ctx.maximum_version = self.max_tls_version
         ctx.load_cert_chain(folder / "server.pem")
         (folder / "server.pem").unlink()
         ctx.verify_mode = ssl.CERT_REQUIRED
@@ -241,6 +246,7 @@ class APNsEmulator:
             self.pushes.clear()
             self.counts.clear()
             self.total = 0
+            self.received = 0
 
     def wait_for(self, count: int, timeout: float = 10.0) -> bool:
         """Block until at least ``count`` pushes were answered in total (True) or timeout (False)."""
@@ -433,6 +439,8 @@ class _APNsServerProtocol(asyncio.Protocol):
         self._flush()
 
     def _handle(self, stream_id: int, stream: _Stream) -> None:
+        with self.emu._lock:
+            self.emu.received += 1
         h = stream.headers
         apns_id = h.get(b"apns-id", b"").decode("latin-1") or str(uuid.uuid4()).upper()
         path = h.get(b":path", b"").decode("latin-1")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
+from mdmserver.api.auth import current_token
 from mdmserver.api.jsonapi import document, jsonapi_response, parse_resource_body, resource
+from mdmserver.assignments import service as assignments
 from mdmserver.attributes import service
 from mdmserver.attributes.schemas import attributes_resource, validate_values
 from mdmserver.db import db
@@ -15,6 +17,12 @@ from mdmserver.inventory.filters import ATTRIBUTE_NAME
 bp = Blueprint("attributes", __name__, url_prefix="/api/v1")
 
 TYPE = "custom_attributes"
+
+
+def _reconcile() -> None:
+    """Smart groups may filter on custom attributes: bring group-assigned profiles in line."""
+    token = current_token()
+    assignments.reconcile_all(db.session, actor=token.name if token else None, groups_only=True)
 
 
 def _names(raw: str | None, parameter: str = "names") -> list[str] | None:
@@ -48,6 +56,7 @@ def replace_attributes(ident: str):
     device = inventory.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
     values = service.replace_attributes(db.session, device, validate_values(values, allow_null=False))
+    _reconcile()
     db.session.commit()
     return jsonapi_response(document(attributes_resource(device.id, values)))
 
@@ -58,6 +67,7 @@ def merge_attributes(ident: str):
     device = inventory.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
     values = service.merge_attributes(db.session, device, validate_values(values, allow_null=True))
+    _reconcile()
     db.session.commit()
     return jsonapi_response(document(attributes_resource(device.id, values)))
 
@@ -67,6 +77,7 @@ def delete_attributes(ident: str):
     _only("names")
     device = inventory.get_device(db.session, ident)
     values = service.delete_attributes(db.session, device, _names(request.args.get("names")))
+    _reconcile()
     db.session.commit()
     return jsonapi_response(document(attributes_resource(device.id, values)))
 
@@ -96,5 +107,6 @@ def bulk_delete():
         resolved = inventory.resolve_devices(db.session, idents)
         device_ids, missing = resolved.ids, resolved.missing
     deleted = service.bulk_delete(db.session, names, device_ids)
+    _reconcile()
     db.session.commit()
     return jsonapi_response(document(None, meta={"deleted": deleted, "names": names, "not_found": missing}))

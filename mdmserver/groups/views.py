@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, request
 from marshmallow import ValidationError
 
+from mdmserver.api.auth import current_token
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
@@ -17,6 +18,7 @@ from mdmserver.api.jsonapi import (
     parse_resource_body,
     request_json,
 )
+from mdmserver.assignments import service as assignments
 from mdmserver.db import db
 from mdmserver.errors import Conflict, UnprocessableEntity
 from mdmserver.groups import service
@@ -30,6 +32,12 @@ bp = Blueprint("groups", __name__, url_prefix="/api/v1")
 
 TYPE = "device_groups"
 MAX_LINKAGE = 10000
+
+
+def _reconcile() -> dict[str, int]:
+    """Membership changed: bring the profiles assigned to groups in line (InstallProfile / RemoveProfile)."""
+    token = current_token()
+    return assignments.reconcile_all(db.session, actor=token.name if token else None, groups_only=True)
 
 
 def _parent_filter(value: str):
@@ -70,6 +78,7 @@ def _load(schema, attributes: dict[str, Any]) -> dict[str, Any]:
 def create_group():
     _, attributes = parse_resource_body(None, TYPE)
     group = service.create_group(db.session, _load(GroupCreateSchema(), attributes))
+    _reconcile()
     db.session.commit()
     return jsonapi_response(document(group_resource(group)), status=201,
                             headers={"Location": f"/api/v1/device_groups/{group.id}"})
@@ -87,6 +96,7 @@ def update_group(group_id: str):
     if id_ is not None and id_ != str(group.id):
         raise Conflict("data.id does not match the URL", pointer="/data/id")
     group = service.update_group(db.session, group, _load(GroupUpdateSchema(), attributes))
+    _reconcile()
     db.session.commit()
     return jsonapi_response(document(group_resource(group)))
 
@@ -94,6 +104,7 @@ def update_group(group_id: str):
 @bp.delete("/device_groups/<group_id>")
 def delete_group(group_id: str):
     service.delete_group(db.session, service.get_group(db.session, group_id))
+    _reconcile()
     db.session.commit()
     return jsonapi_response(None, status=204)
 
@@ -135,6 +146,7 @@ def _linkage() -> list[int]:
 def add_members(group_id: str):
     group = service.get_group(db.session, group_id)
     added = service.add_members(db.session, group, _linkage())
+    _reconcile()
     db.session.commit()
     return jsonapi_response(document(None, meta={"added": added}))
 
@@ -143,6 +155,7 @@ def add_members(group_id: str):
 def remove_members(group_id: str):
     group = service.get_group(db.session, group_id)
     removed = service.remove_members(db.session, group, _linkage())
+    _reconcile()
     db.session.commit()
     return jsonapi_response(document(None, meta={"removed": removed}))
 

@@ -17,6 +17,7 @@ from mdmserver.api.jsonapi import (
     parse_list_query,
     parse_resource_body,
 )
+from mdmserver.assignments import service as assignments
 from mdmserver.db import db
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, Conflict, UnprocessableEntity
@@ -85,6 +86,7 @@ def update_device(ident: str):
     except ValidationError as exc:
         raise UnprocessableEntity("invalid device attributes", errors=marshmallow_errors(exc.messages)) from None
     device, meta = service.update_device(db.session, device, changes, actor=actor())
+    assignments.reconcile_all(db.session, actor=actor(), groups_only=True)  # smart groups may match anew
     db.session.commit()
     owners = service.owners_of(db.session, [device.id])
     return jsonapi_response(document(device_resource(device, owner_id=owners.get(device.id)), meta=meta or None))

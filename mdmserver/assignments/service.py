@@ -1,0 +1,304 @@
+"""Profile assignment and reconciliation, set-based.
+
+A profile's *desired* devices are those assigned directly plus the members of its assigned groups
+(subgroups and smart groups included). ``reconcile`` compares them with each device's state and
+queues, with one ``INSERT … SELECT`` each, InstallProfile for devices that should have the current
+revision and do not, and RemoveProfile for devices that have it and should not. States follow the
+commands' results and the devices' ProfileList answers (``refresh_states``).
+
+Call ``reconcile`` after anything that can change membership or content: assignment changes (done
+here), group and custom-attribute changes (done by those views), a new profile revision and inventory
+updates (``reconcile_all`` for the profiles and protocol code, or ``POST …/assignments/reconcile``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    String,
+    and_,
+    delete,
+    exists,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.orm import Session, aliased
+
+from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState, ProfileAssignment
+from mdmserver.audit.service import record_event
+from mdmserver.commands.models import Command, CommandStatus
+from mdmserver.commands.service import validate_command
+from mdmserver.db import UTCDateTime, utcnow
+from mdmserver.devices.models import Device, InstalledProfile
+from mdmserver.errors import Conflict, UnprocessableEntity
+from mdmserver.groups.models import DeviceGroup
+from mdmserver.inventory.filters import group_condition
+from mdmserver.inventory.service import resolve_devices
+from mdmserver.inventory.sqlutil import in_values, uuid_expression
+from mdmserver.profiles.models import Profile
+from mdmserver.profiles.service import profile_bytes
+from mdmserver.protocol.plist import dump_plist
+from mdmserver.push import service as push_service
+
+HELD = (AssignmentStatus.SCHEDULED.value, AssignmentStatus.INSTALLED.value, AssignmentStatus.FAILED.value)
+
+
+# --- assignments ----------------------------------------------------------------------------------
+
+
+def list_assignments(session: Session, profile: Profile) -> list[ProfileAssignment]:
+    return list(session.scalars(
+        select(ProfileAssignment).where(ProfileAssignment.profile_id == profile.id).order_by(ProfileAssignment.id)
+    ))
+
+
+def _resolve_targets(session: Session, devices: Any, groups: Any) -> tuple[list[int], list[int]]:
+    """Device and group ids of a body; 422 (nothing done) for unknown ones or bad shapes."""
+    if devices is None and groups is None:
+        raise UnprocessableEntity("give devices and/or groups", pointer="")
+    device_ids: list[int] = []
+    group_ids: list[int] = []
+    if devices is not None:
+        if not isinstance(devices, list) or any(isinstance(d, bool) or not isinstance(d, str | int) for d in devices):
+            raise UnprocessableEntity("devices must be an array of ids, UDIDs or serial numbers", pointer="/devices")
+        resolved = resolve_devices(session, devices)
+        if resolved.missing:
+            raise UnprocessableEntity("unknown devices; nothing was changed", errors=[
+                {"detail": f"no device {name!r}", "pointer": f"/devices/{i}"}
+                for i, name in enumerate(str(d).strip() for d in devices) if name in resolved.missing])
+        device_ids = resolved.ids
+    if groups is not None:
+        if not isinstance(groups, list) or any(not str(g).isdigit() or isinstance(g, bool) for g in groups):
+            raise UnprocessableEntity("groups must be an array of group ids", pointer="/groups")
+        group_ids = list(dict.fromkeys(int(g) for g in groups))
+        known = set(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(group_ids))))
+        if len(known) != len(group_ids):
+            raise UnprocessableEntity("unknown device groups; nothing was changed", errors=[
+                {"detail": f"no device group {g}", "pointer": f"/groups/{i}"}
+                for i, g in enumerate(int(x) for x in groups) if g not in known])
+    return device_ids, group_ids
+
+
+def assign(
+    session: Session, profile: Profile, *, devices: Any = None, groups: Any = None, actor: str | None
+) -> dict[str, int]:
+    """Assign the profile to devices and groups (already assigned ones are skipped), then reconcile."""
+    device_ids, group_ids = _resolve_targets(session, devices, groups)
+    existing = session.execute(
+        select(ProfileAssignment.device_id, ProfileAssignment.group_id).where(ProfileAssignment.profile_id == profile.id)
+    ).all()
+    have_devices = {r.device_id for r in existing if r.device_id is not None}
+    have_groups = {r.group_id for r in existing if r.group_id is not None}
+    now = utcnow()
+    rows = [{"profile_id": profile.id, "device_id": d, "group_id": None, "created_by": actor, "created_at": now}
+            for d in device_ids if d not in have_devices]
+    rows += [{"profile_id": profile.id, "device_id": None, "group_id": g, "created_by": actor, "created_at": now}
+             for g in group_ids if g not in have_groups]
+    if rows:
+        session.execute(insert(ProfileAssignment), rows)
+    record_event(session, "profile:assign", "profiles", profile.id,
+                 {"devices": len(device_ids), "groups": group_ids, "new": len(rows)})
+    return {"assigned": len(rows), **reconcile(session, profile, actor=actor)}
+
+
+def unassign(
+    session: Session, profile: Profile, *, devices: Any = None, groups: Any = None, actor: str | None
+) -> dict[str, int]:
+    """Remove assignments, then reconcile (RemoveProfile where the profile is no longer wanted)."""
+    device_ids, group_ids = _resolve_targets(session, devices, groups)
+    clauses = []
+    if device_ids:
+        clauses.append(in_values(session, ProfileAssignment.device_id, device_ids, integer=True))
+    if group_ids:
+        clauses.append(ProfileAssignment.group_id.in_(group_ids))
+    removed = 0
+    if clauses:
+        removed = session.execute(
+            delete(ProfileAssignment).where(ProfileAssignment.profile_id == profile.id, or_(*clauses))
+        ).rowcount or 0
+    record_event(session, "profile:unassign", "profiles", profile.id,
+                 {"devices": len(device_ids), "groups": group_ids, "removed": removed})
+    return {"unassigned": removed, **reconcile(session, profile, actor=actor)}
+
+
+# --- reconciliation -------------------------------------------------------------------------------
+
+
+def desired_condition(session: Session, profile: Profile) -> ColumnElement[bool]:
+    """SQL on ``Device``: the profile should be on this device."""
+    group_ids = session.scalars(
+        select(ProfileAssignment.group_id)
+        .where(ProfileAssignment.profile_id == profile.id, ProfileAssignment.group_id.is_not(None))
+    ).all()
+    clauses: list[ColumnElement[bool]] = [Device.id.in_(
+        select(ProfileAssignment.device_id)
+        .where(ProfileAssignment.profile_id == profile.id, ProfileAssignment.device_id.is_not(None))
+    )]
+    for group_id in group_ids:
+        try:
+            clauses.append(group_condition(session, group_id))
+        except ValueError as exc:
+            raise Conflict(f"group {group_id} cannot be evaluated: {exc}") from None
+    return or_(*clauses)
+
+
+def _manageable() -> ColumnElement[bool]:
+    """Commands can still reach the device (not checked out, not refused)."""
+    return and_(
+        not_(and_(Device.enrolled.is_(False), Device.unenrolled_at.is_not(None))),
+        Device.admission_status.not_in(["rejected", "decommissioned"]),
+    )
+
+
+def refresh_states(session: Session, profile_ids: Sequence[int] | None = None) -> None:
+    """Bring states up to date from command results and ProfileList answers (a few UPDATEs)."""
+    state = DeviceProfileState
+    now = utcnow()
+
+    def command_in(statuses: Sequence[str]) -> ColumnElement[bool]:
+        return exists().where(Command.uuid == state.command_uuid, Command.status.in_(list(statuses)))
+
+    scope = state.profile_id.in_(list(profile_ids)) if profile_ids is not None else true()
+    failed = (CommandStatus.ERROR.value, CommandStatus.COMMAND_FORMAT_ERROR.value)
+    dropped = (CommandStatus.CANCELLED.value, CommandStatus.EXPIRED.value)
+    steps = [
+        (AssignmentStatus.SCHEDULED, [CommandStatus.ACKNOWLEDGED.value], AssignmentStatus.INSTALLED, None),
+        (AssignmentStatus.SCHEDULED, failed, AssignmentStatus.FAILED, "the device refused InstallProfile"),
+        (AssignmentStatus.SCHEDULED, dropped, AssignmentStatus.FAILED, "InstallProfile was cancelled or expired"),
+        (AssignmentStatus.REMOVAL_SCHEDULED, [CommandStatus.ACKNOWLEDGED.value], AssignmentStatus.REMOVED, None),
+        (AssignmentStatus.REMOVAL_SCHEDULED, failed + dropped, AssignmentStatus.FAILED,
+         "RemoveProfile failed, was cancelled or expired"),
+    ]
+    for before, command_statuses, after, detail in steps:
+        session.execute(
+            update(state)
+            .where(scope, state.status == before.value, command_in(command_statuses))
+            .values(status=after.value, detail=detail, updated_at=now)
+        )
+    # the device's own ProfileList says it is installed
+    reported = exists().where(
+        InstalledProfile.device_id == state.device_id,
+        Profile.id == state.profile_id,
+        InstalledProfile.identifier == Profile.identifier,
+        InstalledProfile.reported_at >= state.updated_at,
+    )
+    session.execute(
+        update(state)
+        .where(scope, state.status.in_([AssignmentStatus.SCHEDULED.value, AssignmentStatus.FAILED.value]), reported)
+        .values(status=AssignmentStatus.INSTALLED.value, detail="reported by ProfileList", updated_at=now)
+    )
+
+
+def _queue(session: Session, condition: ColumnElement[bool], request_type: str, params: dict[str, Any],
+           actor: str | None, now) -> list[tuple[int, str]]:
+    source = select(
+        uuid_expression(session), Device.id, literal(request_type, String),
+        literal(dump_plist(params), LargeBinary), literal(0), literal(CommandStatus.QUEUED.value, String),
+        literal(actor, String), literal(now, UTCDateTime), literal(0),
+    ).where(condition)
+    stmt = insert(Command).from_select(
+        ["uuid", "device_id", "request_type", "parameters", "priority", "status", "enqueued_by", "created_at",
+         "attempts"], source,
+    ).returning(Command.device_id, Command.uuid)
+    return [(device_id, uuid) for device_id, uuid in session.execute(stmt)]
+
+
+def reconcile(session: Session, profile: Profile, *, actor: str | None) -> dict[str, int]:
+    """Queue InstallProfile / RemoveProfile so the devices match the profile's assignments.
+
+    A failed install of the current revision is not retried automatically (a new revision, or
+    unassigning and assigning again, retries it).
+    """
+    refresh_states(session, [profile.id])
+    state = aliased(DeviceProfileState)
+    desired = desired_condition(session, profile)
+    holds_current = exists().where(
+        state.device_id == Device.id, state.profile_id == profile.id, state.status.in_(HELD),
+        state.revision >= profile.revision,
+    )
+    holds_any = exists().where(state.device_id == Device.id, state.profile_id == profile.id,
+                               state.status.in_(HELD))
+    now = utcnow()
+    install = validate_command("InstallProfile", {"Payload": profile_bytes(session, profile, signed=True)})
+    to_remove: list[tuple[int, str]] = []
+    installed = _queue(session, and_(desired, _manageable(), not_(holds_current)), "InstallProfile", install,
+                       actor, now)
+    if profile.identifier:
+        to_remove = _queue(session, and_(not_(desired), _manageable(), holds_any), "RemoveProfile",
+                           {"Identifier": profile.identifier}, actor, now)
+    # devices that left management keep no claim on the profile
+    session.execute(
+        update(DeviceProfileState)
+        .where(DeviceProfileState.profile_id == profile.id, DeviceProfileState.status.in_(HELD),
+               DeviceProfileState.device_id.in_(select(Device.id).where(not_(_manageable()))))
+        .values(status=AssignmentStatus.REMOVED.value, detail="the device left management", updated_at=now)
+    )
+    touched = [device_id for device_id, _ in installed + to_remove]
+    if touched:
+        session.execute(delete(DeviceProfileState).where(
+            DeviceProfileState.profile_id == profile.id,
+            in_values(session, DeviceProfileState.device_id, touched, integer=True),
+        ))
+        session.execute(insert(DeviceProfileState), [
+            {"device_id": d, "profile_id": profile.id, "status": AssignmentStatus.SCHEDULED.value,
+             "revision": profile.revision, "command_uuid": u, "detail": None, "updated_at": now}
+            for d, u in installed
+        ] + [
+            {"device_id": d, "profile_id": profile.id, "status": AssignmentStatus.REMOVAL_SCHEDULED.value,
+             "revision": profile.revision, "command_uuid": u, "detail": None, "updated_at": now}
+            for d, u in to_remove
+        ])
+        push_service.request_push(session, select(Device.id).where(
+            in_values(session, Device.id, touched, integer=True)))
+    if installed or to_remove:
+        record_event(session, "profile:reconcile", "profiles", profile.id,
+                     {"revision": profile.revision, "install_queued": len(installed),
+                      "removal_queued": len(to_remove)})
+    return {"install_queued": len(installed), "removal_queued": len(to_remove)}
+
+
+def reconcile_all(session: Session, *, actor: str | None, groups_only: bool = False) -> dict[str, int]:
+    """Reconcile every assigned profile (or those assigned to a group: after membership changes)."""
+    stmt = select(ProfileAssignment.profile_id).distinct()
+    if groups_only:
+        stmt = stmt.where(ProfileAssignment.group_id.is_not(None))
+    totals = {"profiles": 0, "install_queued": 0, "removal_queued": 0}
+    for profile_id in session.scalars(stmt.order_by(ProfileAssignment.profile_id)).all():
+        counts = reconcile(session, session.get(Profile, profile_id), actor=actor)
+        totals["profiles"] += 1
+        totals["install_queued"] += counts["install_queued"]
+        totals["removal_queued"] += counts["removal_queued"]
+    return totals
+
+
+def states_query(profile_id: int | None = None, device_id: int | None = None):
+    stmt = select(DeviceProfileState)
+    if profile_id is not None:
+        stmt = stmt.where(DeviceProfileState.profile_id == profile_id)
+    if device_id is not None:
+        stmt = stmt.where(DeviceProfileState.device_id == device_id)
+    return stmt
+
+
+def resolve_profiles(session: Session, profile_ids: Any) -> list[Profile]:
+    """``profile_ids`` of ManageEngine's device-profile calls; 422 for unknown ones."""
+    if not isinstance(profile_ids, list) or not profile_ids or any(
+            isinstance(p, bool) or not str(p).isdigit() for p in profile_ids):
+        raise UnprocessableEntity("profile_ids must be a non-empty array of profile ids", pointer="/profile_ids")
+    ids = list(dict.fromkeys(int(p) for p in profile_ids))
+    profiles = {p.id: p for p in session.scalars(select(Profile).where(Profile.id.in_(ids)))}
+    missing = [(i, p) for i, p in enumerate(ids) if p not in profiles]
+    if missing:
+        raise UnprocessableEntity("unknown profiles; nothing was changed", errors=[
+            {"detail": f"no profile {p}", "pointer": f"/profile_ids/{i}"} for i, p in missing])
+    return [profiles[i] for i in ids]
+

@@ -1,0 +1,159 @@
+"""``/api/v1/profiles/<id>/assignments`` and ManageEngine's ``/api/v1/devices/<id>/profiles``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, json, request
+from sqlalchemy import select
+
+from mdmserver.api.auth import current_token
+from mdmserver.api.jsonapi import (
+    document,
+    jsonapi_response,
+    list_document,
+    paginate,
+    parse_list_query,
+    request_json,
+)
+from mdmserver.assignments import service
+from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState
+from mdmserver.assignments.schemas import assignment_resource, state_resource
+from mdmserver.db import db
+from mdmserver.errors import NotFound, UnprocessableEntity
+from mdmserver.inventory import service as inventory
+from mdmserver.inventory.filters import split_list
+from mdmserver.profiles.models import Profile
+from mdmserver.profiles.service import get_profile
+
+bp = Blueprint("assignments", __name__, url_prefix="/api/v1")
+
+STATUSES = tuple(s.value for s in AssignmentStatus)
+
+
+def _actor() -> str | None:
+    token = current_token()
+    return token.name if token is not None else None
+
+
+def _profile(profile_id: str) -> Profile:
+    if not profile_id.isdigit() or len(profile_id) > 12:
+        raise NotFound(f"no profile with id {profile_id!r}")
+    return get_profile(db.session, int(profile_id))
+
+
+def _plain(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def _targets_body() -> dict[str, Any]:
+    body = request_json()
+    if not isinstance(body, dict) or set(body) - {"devices", "groups"}:
+        raise UnprocessableEntity('the body is {"devices": […], "groups": […]}', pointer="")
+    return body
+
+
+def _status_filter(value: str):
+    wanted = split_list(value)
+    for item in wanted:
+        if item not in STATUSES:
+            raise ValueError(f"unknown status {item!r}; allowed: {', '.join(STATUSES)}")
+    return DeviceProfileState.status.in_(wanted)
+
+
+@bp.get("/profiles/<profile_id>/assignments")
+def list_assignments(profile_id: str):
+    profile = _profile(profile_id)
+    rows = service.list_assignments(db.session, profile)
+    return jsonapi_response(document([assignment_resource(r) for r in rows], meta={"total": len(rows)}))
+
+
+@bp.post("/profiles/<profile_id>/assignments")
+def assign(profile_id: str):
+    """Assign to ``{"devices": […], "groups": […]}``; InstallProfile is queued for every new target."""
+    profile = _profile(profile_id)
+    body = _targets_body()
+    counts = service.assign(db.session, profile, devices=body.get("devices"), groups=body.get("groups"),
+                            actor=_actor())
+    db.session.commit()
+    return _plain({"profile_id": str(profile.id), **counts})
+
+
+@bp.delete("/profiles/<profile_id>/assignments")
+def unassign(profile_id: str):
+    profile = _profile(profile_id)
+    body = _targets_body()
+    counts = service.unassign(db.session, profile, devices=body.get("devices"), groups=body.get("groups"),
+                              actor=_actor())
+    db.session.commit()
+    return _plain({"profile_id": str(profile.id), **counts})
+
+
+@bp.post("/profiles/<profile_id>/assignments/reconcile")
+def reconcile(profile_id: str):
+    """Re-evaluate (smart) group membership and the profile's revision now."""
+    profile = _profile(profile_id)
+    counts = service.reconcile(db.session, profile, actor=_actor())
+    db.session.commit()
+    return _plain({"profile_id": str(profile.id), **counts})
+
+
+@bp.post("/assignments/reconcile")
+def reconcile_all():
+    counts = service.reconcile_all(db.session, actor=_actor())
+    db.session.commit()
+    return _plain(counts)
+
+
+def _states(profile: Profile | None, device_id: int | None):
+    service.refresh_states(db.session, [profile.id] if profile is not None else None)
+    db.session.commit()  # the refreshed states are a cache of command results, not an admin change
+    query = parse_list_query(request.args, filters={"status": _status_filter},
+                             sorts={"device_id": DeviceProfileState.device_id,
+                                    "profile_id": DeviceProfileState.profile_id,
+                                    "updated_at": DeviceProfileState.updated_at},
+                             default_sort=[DeviceProfileState.profile_id, DeviceProfileState.device_id])
+    page = paginate(db.session, service.states_query(profile.id if profile else None, device_id), query)
+    revisions = dict(db.session.execute(select(Profile.id, Profile.revision).where(
+        Profile.id.in_({row.profile_id for row in page.items}))).all())
+    return jsonapi_response(list_document(page, [state_resource(r, revisions.get(r.profile_id)) for r in page.items]))
+
+
+@bp.get("/profiles/<profile_id>/assignments/status")
+def profile_states(profile_id: str):
+    return _states(_profile(profile_id), None)
+
+
+@bp.get("/devices/<ident>/profiles")
+def device_profiles(ident: str):
+    """The assigned profiles' states on this device (what the device reports is ``installed_profiles``)."""
+    device = inventory.get_device(db.session, ident)
+    return _states(None, device.id)
+
+
+def _profile_ids() -> list[Profile]:
+    body = request_json()
+    if not isinstance(body, dict) or set(body) != {"profile_ids"}:
+        raise UnprocessableEntity('the body is {"profile_ids": […]}', pointer="")
+    return service.resolve_profiles(db.session, body["profile_ids"])
+
+
+@bp.post("/devices/<ident>/profiles")
+def device_assign(ident: str):
+    """ManageEngine's "associate profiles to a device": assign each profile to this device."""
+    device = inventory.get_device(db.session, ident)
+    results = [{"profile_id": str(p.id), **service.assign(db.session, p, devices=[device.id], actor=_actor())}
+               for p in _profile_ids()]
+    db.session.commit()
+    return _plain({"device_id": str(device.id), "profiles": results})
+
+
+@bp.delete("/devices/<ident>/profiles")
+def device_unassign(ident: str):
+    device = inventory.get_device(db.session, ident)
+    results = [{"profile_id": str(p.id), **service.unassign(db.session, p, devices=[device.id], actor=_actor())}
+               for p in _profile_ids()]
+    db.session.commit()
+    return _plain({"device_id": str(device.id), "profiles": results})
+
+

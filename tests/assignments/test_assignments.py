@@ -1,0 +1,190 @@
+"""Profile assignment to devices and groups: InstallProfile / RemoveProfile, reconciliation, states."""
+
+from __future__ import annotations
+
+import plistlib
+import uuid
+
+from sqlalchemy import event, func, select
+
+from mdmserver.assignments.models import DeviceProfileState
+from mdmserver.attributes.models import CustomAttribute
+from mdmserver.commands.models import Command
+from mdmserver.commands.service import command_parameters
+from mdmserver.db import utcnow
+from mdmserver.devices.models import InstalledProfile
+from mdmserver.groups.models import GroupMember
+from mdmserver.inventory.seed import make_device, seed_devices
+from mdmserver.pki.cms import unwrap_signed
+from mdmserver.profiles.service import upload_profile
+
+JSONAPI = "application/vnd.api+json"
+
+
+def _profile(db_session, identifier="com.example.wifi", ssid="Office", replace=False):
+    body = plistlib.dumps({
+        "PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": identifier,
+        "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadDisplayName": "Wi-Fi",
+        "PayloadContent": [{"PayloadType": "com.apple.wifi.managed", "PayloadVersion": 1,
+                            "PayloadIdentifier": f"{identifier}.p", "PayloadUUID": str(uuid.uuid4()).upper(),
+                            "SSID_STR": ssid, "EncryptionType": "None", "AutoJoin": True}],
+    })
+    profile, _ = upload_profile(db_session, body, replace=replace)
+    db_session.flush()
+    return profile
+
+
+def _commands(db_session, request_type):
+    return db_session.scalars(select(Command).where(Command.request_type == request_type).order_by(Command.id)).all()
+
+
+def _states(client, h, profile):
+    response = client.get(f"/api/v1/profiles/{profile.id}/assignments/status", headers=h)
+    assert response.status_code == 200, response.get_json()
+    return {d["attributes"]["device_id"]: d["attributes"]["status"] for d in response.get_json()["data"]}
+
+
+def _send(client, h, method, url, body):
+    return client.open(url, method=method, json=body, headers=h)
+
+
+def _group(client, h, **attributes):
+    response = client.post("/api/v1/device_groups", json={"data": {"type": "device_groups", "attributes": attributes}},
+                           headers={**h, "Content-Type": JSONAPI})
+    assert response.status_code == 201, response.get_json()
+    return int(response.get_json()["data"]["id"])
+
+
+def test_assign_to_devices_and_groups(client, auth, db_session):
+    h = auth("read", "write")
+    profile = _profile(db_session)
+    a, b, c = (make_device(db_session) for _ in range(3))
+    gone = make_device(db_session, enrolled=False, unenrolled_at=utcnow())
+    static = _group(client, h, name="Paris")
+    _send(client, h, "POST", f"/api/v1/device_groups/{static}/relationships/devices",
+          {"data": [{"type": "devices", "id": str(b.id)}, {"type": "devices", "id": str(gone.id)}]})
+    response = _send(client, h, "POST", f"/api/v1/profiles/{profile.id}/assignments",
+                     {"devices": [a.udid, b.id], "groups": [static]})
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"profile_id": str(profile.id), "assigned": 3, "install_queued": 2,
+                                   "removal_queued": 0}
+    installs = _commands(db_session, "InstallProfile")
+    assert sorted(cmd.device_id for cmd in installs) == sorted([a.id, b.id])  # b counted once; gone skipped
+    payload = command_parameters(installs[0])["Payload"]
+    assert plistlib.loads(unwrap_signed(payload).content)["PayloadIdentifier"] == "com.example.wifi"
+    assert _states(client, h, profile) == {a.id: "scheduled", b.id: "scheduled"}
+    listed = client.get(f"/api/v1/profiles/{profile.id}/assignments", headers=h).get_json()
+    assert [x["attributes"]["target_type"] for x in listed["data"]] == ["device", "device", "group"]
+    # assigning again changes nothing
+    again = _send(client, h, "POST", f"/api/v1/profiles/{profile.id}/assignments", {"devices": [a.id]}).get_json()
+    assert again["assigned"] == 0 and again["install_queued"] == 0
+    # results: a acknowledges, b fails
+    for cmd in installs:
+        cmd.status = "acknowledged" if cmd.device_id == a.id else "error"
+    db_session.flush()
+    assert _states(client, h, profile) == {a.id: "installed", b.id: "failed"}
+    # joining the group installs; leaving it removes (b is still assigned directly)
+    _send(client, h, "POST", f"/api/v1/device_groups/{static}/relationships/devices",
+          {"data": [{"type": "devices", "id": str(c.id)}]})
+    assert _states(client, h, profile)[c.id] == "scheduled"
+    _send(client, h, "DELETE", f"/api/v1/device_groups/{static}/relationships/devices",
+          {"data": [{"type": "devices", "id": str(c.id)}]})
+    assert _states(client, h, profile)[c.id] == "removal_scheduled"
+    removal = _commands(db_session, "RemoveProfile")[-1]
+    assert removal.device_id == c.id and command_parameters(removal) == {"Identifier": "com.example.wifi"}
+    removal.status = "acknowledged"
+    db_session.flush()
+    assert _states(client, h, profile)[c.id] == "removed"
+    # unassigning a device removes the profile from it
+    out = _send(client, h, "DELETE", f"/api/v1/profiles/{profile.id}/assignments", {"devices": [a.id]}).get_json()
+    assert out["unassigned"] == 1 and out["removal_queued"] == 1
+
+
+def test_smart_groups_revisions_and_profilelist(client, auth, db_session):
+    h = auth("read", "write")
+    profile = _profile(db_session)
+    it, sales = make_device(db_session), make_device(db_session)
+    smart = _group(client, h, name="IT", kind="smart", filter={"custom.dept": "IT"})
+    db_session.add(CustomAttribute(device_id=it.id, name="dept", value="IT"))
+    db_session.flush()
+    assert _send(client, h, "POST", f"/api/v1/profiles/{profile.id}/assignments",
+                 {"groups": [smart]}).get_json()["install_queued"] == 1
+    # a custom attribute change moves sales into the smart group: reconciled at once
+    response = client.patch(f"/api/v1/devices/{sales.id}/custom_attributes",
+                            json={"data": {"type": "custom_attributes", "attributes": {"dept": "IT"}}},
+                            headers={**h, "Content-Type": JSONAPI})
+    assert response.status_code == 200
+    assert _states(client, h, profile) == {it.id: "scheduled", sales.id: "scheduled"}
+    # the device's ProfileList reports it installed
+    db_session.add(InstalledProfile(device_id=it.id, identifier="com.example.wifi", reported_at=utcnow()))
+    db_session.flush()
+    assert _states(client, h, profile)[it.id] == "installed"
+    # a new revision of the profile re-installs where assigned
+    _profile(db_session, ssid="Office-2", replace=True)
+    db_session.refresh(profile)
+    assert profile.revision == 2
+    counts = _send(client, h, "POST", f"/api/v1/profiles/{profile.id}/assignments/reconcile", {}).get_json()
+    assert counts["install_queued"] == 2
+    states = client.get(f"/api/v1/devices/{it.id}/profiles", headers=h).get_json()["data"]
+    assert states[0]["attributes"]["revision"] == 2 and states[0]["attributes"]["current_revision"] == 2
+    assert client.post("/api/v1/assignments/reconcile", headers=h).get_json()["install_queued"] == 0
+
+
+def test_manageengine_device_profiles(client, auth, db_session):
+    h = auth("read", "write")
+    p1, p2 = _profile(db_session, "com.example.one"), _profile(db_session, "com.example.two")
+    device = make_device(db_session)
+    response = _send(client, h, "POST", f"/api/v1/devices/{device.serial_number}/profiles",
+                     {"profile_ids": [p1.id, str(p2.id)]})
+    assert response.status_code == 200
+    assert [p["install_queued"] for p in response.get_json()["profiles"]] == [1, 1]
+    states = client.get(f"/api/v1/devices/{device.id}/profiles", headers=h).get_json()
+    assert {s["attributes"]["profile_id"] for s in states["data"]} == {p1.id, p2.id}
+    response = _send(client, h, "DELETE", f"/api/v1/devices/{device.id}/profiles", {"profile_ids": [p2.id]})
+    assert response.get_json()["profiles"][0]["removal_queued"] == 1
+
+
+def test_bad_assignment_input(client, auth, db_session):
+    h = auth("read", "write")
+    profile = _profile(db_session)
+    device = make_device(db_session)
+    url = f"/api/v1/profiles/{profile.id}/assignments"
+    for body in ({}, {"devices": "all"}, {"devices": [device.id, "NOPE"]}, {"groups": [424242]},
+                 {"groups": ["x"]}, {"devices": [device.id], "extra": 1}, [device.id], {"devices": [True]}):
+        response = _send(client, h, "POST", url, body)
+        assert response.status_code == 422, body
+    assert db_session.scalar(select(func.count()).select_from(Command)) == 0
+    assert _send(client, h, "POST", "/api/v1/profiles/424242/assignments", {"devices": [device.id]}).status_code == 404
+    assert _send(client, h, "POST", "/api/v1/profiles/x/assignments", {"devices": [device.id]}).status_code == 404
+    dev = f"/api/v1/devices/{device.id}/profiles"
+    for body in ({}, {"profile_ids": []}, {"profile_ids": [424242]}, {"profile_ids": ["x"]}, {"ids": [1]}):
+        assert _send(client, h, "POST", dev, body).status_code == 422, body
+    assert client.get(f"{url}/status?filter[status]=lost", headers=h).status_code == 400
+    assert db_session.scalar(select(func.count()).select_from(DeviceProfileState)) == 0
+
+
+def test_assigning_to_a_large_group_is_constant_sql(client, auth, db_session):
+    h = auth("read", "write")
+    client.get("/api/v1/actions", headers=h)
+    counts = {}
+    for size in (10, 300):
+        profile = _profile(db_session, f"com.example.size{size}")
+        ids = seed_devices(db_session, size, start=size * 1000)
+        group = _group(client, h, name=f"g{size}")
+        db_session.add_all([GroupMember(group_id=group, device_id=i) for i in ids])
+        db_session.flush()
+        seen = []
+
+        def listener(conn, clause, *args, seen=seen):
+            if not str(clause).startswith(("SAVEPOINT", "RELEASE")):
+                seen.append(str(clause))
+
+        bind = db_session.get_bind()
+        event.listen(bind, "before_execute", listener)
+        try:
+            result = _send(client, h, "POST", f"/api/v1/profiles/{profile.id}/assignments", {"groups": [group]})
+        finally:
+            event.remove(bind, "before_execute", listener)
+        assert result.get_json()["install_queued"] == size
+        counts[size] = len(seen)
+    assert counts[10] == counts[300] <= 30, counts

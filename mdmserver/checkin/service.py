@@ -246,23 +246,38 @@ def _declarative(device: Device, message: msgs.DeclarativeManagement) -> bytes |
 def handle_connect(
     session: Session, result: CommandResult, raw: bytes, identity: DeviceIdentity, box: SecretBox
 ) -> bytes | None:
-    """Record a result (if any) and return the next command's plist, or ``None`` for an empty 200."""
-    device = bound_device(session, result.udid, identity)
+    """Record a result (if any) and return the next command's plist, or ``None`` for an empty 200.
+
+    One query reads the device and its next command; the statement count does not depend on the
+    queue length or the number of devices.
+    """
     now = utcnow()
-    devices.touch_last_seen(session, device, now)
-    if result.status is not ResultStatus.IDLE:
-        command = commands.record_result(session, device.id, result, raw)
-        if command is not None and command.status == CommandStatus.ACKNOWLEDGED:
-            devices.apply_inventory(session, device, command.request_type, result.raw)
-    if result.user_id is not None or device.admission_status != AdmissionStatus.ACCEPTED:
+    idle = result.status is ResultStatus.IDLE
+    state = commands.connect_state(session, result.udid, after_idle=idle, now=now)
+    if state is None:
+        raise refuse("unknown device %s (no Authenticate yet)", result.udid)
+    if state.identity_fingerprint != identity.fingerprint:
+        raise refuse("certificate %s is not the one bound to device %s", identity.fingerprint[:16], result.udid)
+    if state.admission_status in REFUSED:
+        raise refuse("device %s is %s", result.udid, state.admission_status)
+    devices.touch_last_seen(session, state, now)
+    if not idle:
+        answered = commands.record_result(session, state.id, result, raw)
+        if answered is not None and answered.status == CommandStatus.ACKNOWLEDGED:
+            devices.apply_inventory(session, state.id, answered.request_type, result.raw)
+        if answered is not None and answered.id == state.command_id:
+            # the device answered a command it was never offered: look again
+            session.flush()
+            state = commands.connect_state(session, result.udid, after_idle=False, now=now)
+    if result.user_id is not None or state.admission_status != AdmissionStatus.ACCEPTED:
         return None
-    command = commands.next_command(session, device.id, after_idle=result.status is ResultStatus.IDLE, now=now)
-    if command is None:
+    if state.command_id is None:
         return None
-    commands.mark_sent(session, command, now)
-    params = commands.command_parameters(command)
-    if command.request_type == "ClearPasscode":
-        token = devices.unlock_token(device, box)
+    commands.mark_sent(session, state.command_id, now)
+    params = commands.command_parameters(state.command_parameters)
+    if state.command_request_type == "ClearPasscode":
+        device = session.get(Device, state.id)
+        token = devices.unlock_token(device, box) if device is not None else None
         if token is not None:
             params["UnlockToken"] = token
-    return dump_plist(command_envelope(command.uuid, command.request_type, params))
+    return dump_plist(command_envelope(state.command_uuid, state.command_request_type, params))

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import uuid as uuidlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
-from mdmserver.db import utcnow
+from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.protocol import catalogue
 from mdmserver.protocol.plist import dump_plist, load_plist
@@ -131,19 +133,77 @@ def cancel_queue(session: Session, device_id: int) -> int:
     return result.rowcount or 0
 
 
-def next_command(session: Session, device_id: int, *, after_idle: bool, now: datetime) -> Command | None:
-    """The next command to offer: one query on the active-queue index (priority, then FIFO)."""
-    statuses = IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
-    return session.scalar(
-        select(Command)
+def _next_id(device_id_column, statuses: Sequence[str], now: datetime):
+    return (
+        select(Command.id)
         .where(
-            Command.device_id == device_id,
+            Command.device_id == device_id_column,
             Command.status.in_(statuses),
             or_(Command.expires_at.is_(None), Command.expires_at > now),
         )
         .order_by(Command.priority.desc(), Command.id)
         .limit(1)
     )
+
+
+def next_command(session: Session, device_id: int, *, after_idle: bool, now: datetime) -> Command | None:
+    """The next command to offer: one query on the active-queue index (priority, then FIFO)."""
+    statuses = IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
+    return session.scalar(select(Command).where(Command.id == _next_id(device_id, statuses, now).scalar_subquery()))
+
+
+@dataclass
+class ConnectState:
+    """What the connect path needs of a device and its next command, read in one statement."""
+
+    id: int
+    udid: str
+    identity_fingerprint: str | None
+    admission_status: str
+    last_seen_at: datetime | None
+    command_id: int | None
+    command_uuid: str | None
+    command_request_type: str | None
+    command_parameters: bytes | None
+
+
+@cache
+def _connect_statement(after_idle: bool):
+    """Built once per variant (statement construction costs more than running it)."""
+    from mdmserver.devices.models import Device
+
+    statuses = IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
+    next_id = (
+        select(Command.id)
+        .where(
+            Command.device_id == Device.id,
+            Command.status.in_(statuses),
+            or_(Command.expires_at.is_(None), Command.expires_at > bindparam("now", type_=UTCDateTime())),
+        )
+        .order_by(Command.priority.desc(), Command.id)
+        .limit(1)
+        .correlate(Device)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            Device.id, Device.udid, Device.identity_fingerprint, Device.admission_status, Device.last_seen_at,
+            Command.id, Command.uuid, Command.request_type, Command.parameters,
+        )
+        .select_from(Device)
+        .outerjoin(Command, Command.id == next_id)
+        .where(Device.udid == bindparam("udid"))
+    )
+
+
+def connect_state(session: Session, udid: str, *, after_idle: bool, now: datetime) -> ConnectState | None:
+    """The device named by ``udid`` and the command to offer next, in one indexed query.
+
+    After a result only commands not yet offered since the last Idle (``queued``) are candidates;
+    on Idle every active command is (NotNow'd and unanswered ones are offered again).
+    """
+    row = session.execute(_connect_statement(after_idle), {"udid": udid, "now": now}).first()
+    return ConnectState(*row) if row is not None else None
 
 
 def expire_due(session: Session, now: datetime, device_id: int | None = None) -> int:
@@ -163,14 +223,16 @@ def expire_due(session: Session, now: datetime, device_id: int | None = None) ->
     return session.execute(stmt).rowcount or 0
 
 
-def mark_sent(session: Session, command: Command, now: datetime) -> None:
-    command.status = CommandStatus.SENT.value
-    command.sent_at = now
-    command.attempts = (command.attempts or 0) + 1
+def mark_sent(session: Session, command_id: int, now: datetime) -> None:
+    session.execute(
+        update(Command)
+        .where(Command.id == command_id)
+        .values(status=CommandStatus.SENT.value, sent_at=now, attempts=Command.attempts + 1)
+    )
 
 
-def command_parameters(command: Command) -> dict[str, Any]:
-    value = load_plist(command.parameters)
+def command_parameters(command: Command | bytes) -> dict[str, Any]:
+    value = load_plist(command if isinstance(command, bytes) else command.parameters)
     return value if isinstance(value, dict) else {}
 
 

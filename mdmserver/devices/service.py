@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from mdmserver.commands.models import Command
 from mdmserver.db import utcnow
@@ -175,12 +176,18 @@ def bootstrap_token(device: Device, box: SecretBox) -> bytes | None:
     return box.decrypt(device.bootstrap_token_encrypted, associated_data=_aad(device, "bootstrap"))
 
 
-def touch_last_seen(session: Session, device: Device, now: datetime) -> None:
-    """Record that the device was seen, at most once a minute (one UPDATE, no ORM flush)."""
+def touch_last_seen(session: Session, device: Any, now: datetime) -> None:
+    """Record that the device was seen, at most once a minute (one UPDATE, no ORM flush).
+
+    ``device`` is a ``Device`` or anything with ``id`` and ``last_seen_at`` (the connect path's state).
+    """
     if device.last_seen_at is not None and now - device.last_seen_at < LAST_SEEN_RESOLUTION:
         return
     session.execute(update(Device).where(Device.id == device.id).values(last_seen_at=now))
-    device.last_seen_at = now
+    if isinstance(device, Device):
+        set_committed_value(device, "last_seen_at", now)
+    else:
+        device.last_seen_at = now
 
 
 # --- inventory -------------------------------------------------------------------------------------
@@ -192,7 +199,7 @@ def _replace(session: Session, model, device_id: int, rows: list[dict[str, Any]]
         session.execute(insert(model), [{**row, "device_id": device_id, "reported_at": now} for row in rows])
 
 
-def apply_inventory(session: Session, device: Device, request_type: str, answer: dict[str, Any]) -> bool:
+def apply_inventory(session: Session, device_id: int, request_type: str, answer: dict[str, Any]) -> bool:
     """Apply an acknowledged answer to the inventory; ``False`` when there is no handler.
 
     A malformed answer is logged and left out of the inventory (the raw result stays with the command).
@@ -200,7 +207,7 @@ def apply_inventory(session: Session, device: Device, request_type: str, answer:
     try:
         data = inventory.parse_inventory(request_type, answer)
     except ProtocolError as exc:
-        log.warning("device %s: %s answer not applied to inventory: %s", device.id, request_type, exc.message)
+        log.warning("device %s: %s answer not applied to inventory: %s", device_id, request_type, exc.message)
         return False
     if data is None:
         return False
@@ -212,29 +219,29 @@ def apply_inventory(session: Session, device: Device, request_type: str, answer:
             platform = platform_for(values.get("product_name"), values.get("model"), values.get("model_name"))
             if platform:
                 values["platform"] = platform
-        session.execute(update(Device).where(Device.id == device.id).values(**values))
+        session.execute(update(Device).where(Device.id == device_id).values(**values))
     elif request_type == "SecurityInfo":
-        session.execute(delete(DeviceSecurityInfo).where(DeviceSecurityInfo.device_id == device.id))
-        session.execute(insert(DeviceSecurityInfo).values(device_id=device.id, updated_at=now, **data))
+        session.execute(delete(DeviceSecurityInfo).where(DeviceSecurityInfo.device_id == device_id))
+        session.execute(insert(DeviceSecurityInfo).values(device_id=device_id, updated_at=now, **data))
     elif request_type == "ProfileList":
-        _replace(session, InstalledProfile, device.id, data, now)
+        _replace(session, InstalledProfile, device_id, data, now)
     elif request_type == "InstalledApplicationList":
-        _replace(session, InstalledApplication, device.id, data, now)
+        _replace(session, InstalledApplication, device_id, data, now)
     elif request_type == "ManagedApplicationList":
         for app in data:
             session.execute(
                 update(InstalledApplication)
-                .where(InstalledApplication.device_id == device.id,
+                .where(InstalledApplication.device_id == device_id,
                        InstalledApplication.identifier == app["identifier"])
                 .values(managed_status=app["status"])
             )
     elif request_type == "CertificateList":
         rows = [{**c, "not_before": _dt(c["not_before"]), "not_after": _dt(c["not_after"])} for c in data]
-        _replace(session, DeviceCertificate, device.id, rows, now)
+        _replace(session, DeviceCertificate, device_id, rows, now)
     elif request_type == "DeviceLocation":
-        session.execute(insert(DeviceLocation).values(device_id=device.id, received_at=now, **data))
+        session.execute(insert(DeviceLocation).values(device_id=device_id, received_at=now, **data))
     elif request_type == "AvailableOSUpdates":
-        _replace(session, AvailableOSUpdate, device.id, data, now)
+        _replace(session, AvailableOSUpdate, device_id, data, now)
     else:
         return False
     return True

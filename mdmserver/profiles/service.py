@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
 from sqlalchemy import Select, exists, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, noload, selectinload
 
 from mdmserver import errors
@@ -135,6 +137,24 @@ def _payload_rows(
     return rows
 
 
+@contextmanager
+def _unique_identifier(session: Session, identifier: Any) -> Iterator[None]:
+    """Run the changes in a savepoint and flush them: when a concurrent request stored the same
+    PayloadIdentifier first, the unique index refuses ours → 409 (not 500), and the session stays usable.
+
+    ``begin_nested`` flushes what is pending before the savepoint, so the changes must be made inside.
+    """
+    try:
+        with session.begin_nested():
+            yield
+            session.flush()
+    except IntegrityError:
+        raise errors.Conflict(
+            f"another profile with PayloadIdentifier {identifier!r} was stored at the same time; retry",
+            code="duplicate_identifier", pointer="/PayloadIdentifier",
+        ) from None
+
+
 def current_by_identifier(session: Session, identifier: str) -> Profile | None:
     return session.execute(select(Profile).where(Profile.identifier == identifier)).scalar_one_or_none()
 
@@ -188,26 +208,26 @@ def store_profile(
             pointer="/PayloadIdentifier",
             meta={"existing_id": str(existing.id), "existing": f"/api/v1/profiles/{existing.id}"},
         )
-    if existing is not None:
-        _archive(session, existing)
-        existing.payloads.clear()
-        session.flush()
-        profile = existing
-        profile.revision += 1
-        action = "profile:replace"
-    else:
-        profile = Profile(revision=1)
-        session.add(profile)
-        action = "profile:create"
-    typed, _ = load_typed(Profile, {k: v for k, v in value.items() if k != "PayloadContent"}, json_mode=False)
-    profile.assign_plist(value, typed_keys=set(typed))
-    profile.source_format = parsed.source_format
-    profile.signed = parsed.signed
-    profile.signer_subject = parsed.signer_subject
-    profile.signer_trusted = parsed.signer_trusted
-    profile.updated_at = utcnow()
-    profile.payloads.extend(_payload_rows(content, loaded))
-    session.flush()
+    with _unique_identifier(session, identifier):
+        if existing is not None:
+            _archive(session, existing)
+            existing.payloads.clear()
+            session.flush()
+            profile = existing
+            profile.revision += 1
+            action = "profile:replace"
+        else:
+            profile = Profile(revision=1)
+            session.add(profile)
+            action = "profile:create"
+        typed, _ = load_typed(Profile, {k: v for k, v in value.items() if k != "PayloadContent"}, json_mode=False)
+        profile.assign_plist(value, typed_keys=set(typed))
+        profile.source_format = parsed.source_format
+        profile.signed = parsed.signed
+        profile.signer_subject = parsed.signer_subject
+        profile.signer_trusted = parsed.signer_trusted
+        profile.updated_at = utcnow()
+        profile.payloads.extend(_payload_rows(content, loaded))
     record_event(session, action, "profiles", profile.id, {
         "identifier": profile.identifier,
         "revision": profile.revision,
@@ -308,9 +328,9 @@ def update_profile(session: Session, profile: Profile, attributes: dict[str, Any
                 pointer=pointer(*_BASE, "PayloadIdentifier"), meta={"existing_id": str(other.id)},
             )
     typed, _ = load_typed(Profile, {k: v for k, v in values.items() if k != "PayloadContent"}, json_mode=False)
-    profile.assign_plist(values, typed_keys=set(typed))
-    profile.updated_at = utcnow()
-    session.flush()
+    with _unique_identifier(session, new_identifier):
+        profile.assign_plist(values, typed_keys=set(typed))
+        profile.updated_at = utcnow()
     record_event(session, "profile:update", "profiles", profile.id, {"keys": sorted(attributes)})
     return profile
 

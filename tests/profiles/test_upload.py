@@ -414,3 +414,16 @@ def test_secrets_are_sealed_at_rest_and_hidden_from_json(client, rw, db_session)
     assert_same_plist(profile, plist)
     old = plistlib.loads(download(client, rw, profile_id, revision=1).data)
     assert_same_plist(profile, old)
+
+
+def test_concurrent_duplicate_is_409_not_500(client, rw, monkeypatch):
+    """Two uploads of one identifier racing past the existence check: the unique index decides."""
+    from mdmserver.profiles import service
+
+    profile = make_profile(PayloadIdentifier="com.example.race")
+    assert upload(client, rw, dumps(profile)).status_code == 201
+    monkeypatch.setattr(service, "current_by_identifier", lambda session, identifier: None)
+    body = assert_error(upload(client, rw, dumps(make_profile(PayloadIdentifier="com.example.race"))), 409)
+    assert body["errors"][0]["code"] == "duplicate_identifier"
+    assert client.get("/api/v1/profiles?filter[identifier]=com.example.race", headers=rw).get_json()["meta"][
+        "total"] == 1

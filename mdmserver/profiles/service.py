@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -33,6 +35,8 @@ from mdmserver.profiles.plist import (
     to_json,
 )
 from mdmserver.profiles.schemas import json_to_plist, load_typed
+
+log = logging.getLogger(__name__)
 
 _STATUS_ERRORS: dict[int, type[errors.AppError]] = {
     400: errors.BadRequest,
@@ -105,6 +109,19 @@ def _load_payloads(content: list[dict[str, Any]]) -> list[tuple[type[Payload], d
         typed, failed = load_typed(cls, item, json_mode=False)
         loaded.append((cls, typed, failed))
     return loaded
+
+
+def load_trust_file(path: str | None) -> list[x509.Certificate]:
+    """Extra trust roots for signed profiles: a PEM bundle (setting ``PROFILE_TRUST_FILE``), if set."""
+    if not path:
+        return []
+    try:
+        return x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except (OSError, ValueError):
+        log.error("profile trust file %s cannot be read as a PEM certificate bundle", path)
+        raise errors.ServiceUnavailable(
+            "the configured profile trust file cannot be read", code="trust_file_unreadable"
+        ) from None
 
 
 def schema_findings(

@@ -69,9 +69,9 @@ def upload_profile():
     strict, replace = _flag("strict"), _flag("replace")
     max_bytes = current_app.config.get("MAX_UPLOAD_BYTES", service.DEFAULT_MAX_BYTES)
     data = upload.stream.read(max_bytes + 1)
+    trust_roots = [get_ca_certificate(db.session), *service.load_trust_file(current_app.config.get("PROFILE_TRUST_FILE"))]
     profile, warnings = service.upload_profile(
-        db.session, data, strict=strict, replace=replace, max_bytes=max_bytes,
-        trust_roots=[get_ca_certificate(db.session)],
+        db.session, data, strict=strict, replace=replace, max_bytes=max_bytes, trust_roots=trust_roots
     )
     return _created(profile, warnings, 200 if profile.revision > 1 else 201)
 
@@ -212,7 +212,12 @@ def list_payloads():
         default_sort=(Payload.id.asc(),),
     )
     page = paginate(db.session, select(Payload), query)
-    return jsonapi_response(list_document(page, [payload_resource(p) for p in page.items]))
+    data = [payload_resource(p) for p in page.items]
+    fields = query.fields.get("payloads")
+    if fields is not None:
+        for item in data:
+            item["attributes"] = {k: v for k, v in item["attributes"].items() if k in fields}
+    return jsonapi_response(list_document(page, data))
 
 
 @bp.post("/payloads")

@@ -260,6 +260,9 @@ def test_list_filters_sort_paging_and_include(client, rw):
     assert [p["attributes"]["kind"] for p in payloads["data"]] == ["wifi", "generic", "passcode"]
     by_type = client.get("/api/v1/payloads?filter[payload_type]=com.vendor.1", headers=rw).get_json()
     assert by_type["meta"]["total"] >= 2
+    sparse = client.get(f"/api/v1/payloads?filter[profile]={ids[1]}&fields[payloads]=kind,SSID_STR", headers=rw)
+    assert [d["attributes"] for d in sparse.get_json()["data"]] == [
+        {"kind": "wifi", "SSID_STR": "n1"}, {"kind": "generic"}, {"kind": "passcode"}]
 
     assert_error(client.get("/api/v1/profiles?filter[colour]=red", headers=rw), 400)
     assert_error(client.get("/api/v1/profiles?sort=colour", headers=rw), 400)

@@ -168,6 +168,23 @@ def test_profile_signed_by_a_stranger_uploads_with_a_warning(client, rw):
     assert body["data"]["attributes"]["signer_trusted"] is False
     assert "Somebody Else" in body["data"]["attributes"]["signer_subject"]
     assert [w for w in body["meta"]["warnings"] if w["code"] == "signature.untrusted"]
+    # strict is about Apple-schema findings, not about who signed
+    again = upload(client, rw, cms.sign(dumps(make_profile([make_payload("com.example.a")]), "binary"), cert, key),
+                   strict="true")
+    assert again.status_code == 201, again.get_json()
+
+
+def test_configured_trust_file_makes_a_foreign_signer_trusted(app, client, rw, monkeypatch, tmp_path):
+    key = px.generate_private_key("ec")
+    ca, _ = px.create_ca("Partner Root", organization="Partner", key=key)
+    bundle = tmp_path / "trust.pem"
+    bundle.write_text(px.cert_to_pem(ca))
+    monkeypatch.setitem(app.config, "PROFILE_TRUST_FILE", str(bundle))
+    response = upload(client, rw, cms.sign(dumps(make_profile()), ca, key))
+    assert response.status_code == 201
+    assert response.get_json()["data"]["attributes"]["signer_trusted"] is True
+    bundle.write_text("not a certificate")
+    assert_error(upload(client, rw, cms.sign(dumps(make_profile()), ca, key)), 503)
 
 
 def test_broken_signature_is_422(client, rw, db_session):

@@ -75,3 +75,23 @@ def test_random_profiles_round_trip(client, auth, top, payloads, binary):
     got = download(client, headers, response.get_json()["data"]["id"])
     assert got.status_code == 200
     assert_same_plist(expected, plistlib.loads(got.data))
+
+
+@given(st.dictionaries(_text.filter(lambda k: k not in _RESERVED), _trees, max_size=5))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_random_payloads_created_by_json_api_round_trip(client, auth, keys):
+    """The JSON form is the API's shape for untyped values: what is POSTed is what the device gets."""
+    headers = {**auth("read", "write"), "Content-Type": "application/vnd.api+json"}
+    identifier = f"com.example.json.{uuid.uuid4().hex}"
+    payload = {"PayloadType": "com.example.generic", "PayloadIdentifier": f"{identifier}.p",
+               "PayloadUUID": "U", "PayloadVersion": 1, **keys}
+    document = {"data": {"type": "profiles", "attributes": {
+        "PayloadIdentifier": identifier, "PayloadUUID": "P", "PayloadType": "Configuration",
+        "PayloadVersion": 1, "PayloadContent": [to_json(payload)]}}}
+    response = client.post("/api/v1/profiles", json=document, headers=headers)
+    assert response.status_code == 201, response.get_data(as_text=True)[:500]
+    got = download(client, headers, response.get_json()["data"]["id"], format="binary")
+    assert got.status_code == 200
+    expected = {"PayloadIdentifier": identifier, "PayloadUUID": "P", "PayloadType": "Configuration",
+                "PayloadVersion": 1, "PayloadContent": [payload]}
+    assert_same_plist(expected, plistlib.loads(got.data))

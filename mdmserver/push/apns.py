@@ -148,6 +148,13 @@ class HttpxAPNsClient:
         self.max_in_flight = max_in_flight
         self.connection_retries = connection_retries
         self._clients: dict[str, tuple[str, httpx.AsyncClient]] = {}
+        self._closing: set[asyncio.Task] = set()
+
+    def _retire(self, client: httpx.AsyncClient) -> None:
+        """Close a replaced connection in the background (its in-flight streams finish first)."""
+        task = asyncio.get_running_loop().create_task(client.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _client_for(self, topic: str) -> httpx.AsyncClient | None:
         identity = self.identities(topic)
@@ -155,13 +162,13 @@ class HttpxAPNsClient:
         if identity is None:
             if current is not None:
                 self._clients.pop(topic)
-                asyncio.get_running_loop().create_task(current[1].aclose())
+                self._retire(current[1])
             return None
         if current is not None and current[0] == identity.fingerprint:
             return current[1]
         if current is not None:
             log.info("push certificate for %s changed: reconnecting", topic)
-            asyncio.get_running_loop().create_task(current[1].aclose())
+            self._retire(current[1])
         client = httpx.AsyncClient(
             http2=True,
             verify=build_ssl_context(identity, self.ca_file),
@@ -231,6 +238,8 @@ class HttpxAPNsClient:
         for _, client in clients.values():
             with contextlib.suppress(Exception):
                 await client.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 def _transport_reason(exc: BaseException) -> str:

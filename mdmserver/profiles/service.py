@@ -187,6 +187,13 @@ def _archive(session: Session, profile: Profile) -> None:
     ))
 
 
+def _new_revision(session: Session, profile: Profile) -> None:
+    """Keep the current content in the history and count a new revision (before any change)."""
+    _archive(session, profile)
+    profile.revision += 1
+    profile.updated_at = utcnow()
+
+
 def store_profile(
     session: Session,
     parsed: ParsedProfile,
@@ -324,8 +331,14 @@ def create_profile_from_json(
     return store_profile(session, parsed, strict=strict, source="api")
 
 
-def update_profile(session: Session, profile: Profile, attributes: dict[str, Any]) -> Profile:
-    """PATCH top-level keys (Apple keys; null removes a key). PayloadContent is edited via payloads."""
+def update_profile(
+    session: Session, profile: Profile, attributes: dict[str, Any]
+) -> tuple[Profile, list[dict[str, str]]]:
+    """PATCH top-level keys (Apple keys; null removes a key). PayloadContent is edited via payloads.
+
+    Every content change makes a new revision (the previous one is kept). Returns the Apple-schema
+    findings of the result as warnings.
+    """
     if "PayloadContent" in attributes:
         raise errors.UnprocessableEntity(
             "PayloadContent cannot be patched here: use /api/v1/payloads", pointer=pointer(*_BASE, "PayloadContent")
@@ -346,10 +359,21 @@ def update_profile(session: Session, profile: Profile, attributes: dict[str, Any
             )
     typed, _ = load_typed(Profile, {k: v for k, v in values.items() if k != "PayloadContent"}, json_mode=False)
     with _unique_identifier(session, new_identifier):
+        _new_revision(session, profile)
         profile.assign_plist(values, typed_keys=set(typed))
-        profile.updated_at = utcnow()
-    record_event(session, "profile:update", "profiles", profile.id, {"keys": sorted(attributes)})
-    return profile
+    record_event(session, "profile:update", "profiles", profile.id,
+                 {"keys": sorted(attributes), "revision": profile.revision})
+    return profile, _top_level_findings(profile.to_plist())
+
+
+def _top_level_findings(value: dict[str, Any]) -> list[dict[str, str]]:
+    top = {k: v for k, v in value.items() if k != "PayloadContent"}
+    return [f.as_dict() for f in catalogue.check_profile(top) if not f.pointer.startswith("/PayloadContent")]
+
+
+def _payload_findings(profile: Profile, payload: Payload, values: dict[str, Any]) -> list[dict[str, str]]:
+    index = next((i for i, p in enumerate(profile.payloads) if p is payload), payload.position)
+    return [f.as_dict() for f in catalogue.check_payload(values, ("PayloadContent", index))]
 
 
 def delete_profile(session: Session, profile: Profile) -> None:
@@ -361,7 +385,10 @@ def delete_profile(session: Session, profile: Profile) -> None:
 # --- payloads ------------------------------------------------------------------------------------
 
 
-def add_payload(session: Session, profile: Profile, attributes: dict[str, Any]) -> Payload:
+def add_payload(
+    session: Session, profile: Profile, attributes: dict[str, Any]
+) -> tuple[Payload, list[dict[str, str]]]:
+    """Append a payload (JSON shape, same schemas as uploads); a new revision of the profile."""
     payload_type = attributes.get("PayloadType")
     if not isinstance(payload_type, str) or not payload_type:
         raise errors.UnprocessableEntity("PayloadType is required", pointer=pointer(*_BASE, "PayloadType"))
@@ -370,20 +397,23 @@ def add_payload(session: Session, profile: Profile, attributes: dict[str, Any]) 
     position = max((p.position for p in profile.payloads), default=-1) + 1
     values = _default_payload_keys(values, profile.identifier or "payload", position)
     typed, _ = load_typed(cls, values, json_mode=False)
+    _new_revision(session, profile)
     row = cls(position=position)
     row.assign_plist(values, typed_keys=set(typed))
     profile.payloads.append(row)
     if "PayloadContent" not in (profile.key_order or []):
         profile.key_order = [*(profile.key_order or []), "PayloadContent"]
-    profile.updated_at = utcnow()
     session.flush()
-    record_event(session, "profile:payload:create", "payloads", row.id, {"profile_id": profile.id,
-                                                                        "payload_type": payload_type})
-    return row
+    record_event(session, "profile:payload:create", "payloads", row.id, {
+        "profile_id": profile.id, "payload_type": payload_type, "revision": profile.revision})
+    return row, _payload_findings(profile, row, values)
 
 
-def update_payload(session: Session, payload: Payload, attributes: dict[str, Any]) -> Payload:
-    """PATCH a payload's keys (Apple keys, JSON shape; null removes a key). PayloadType is fixed."""
+def update_payload(
+    session: Session, payload: Payload, attributes: dict[str, Any]
+) -> tuple[Payload, list[dict[str, str]]]:
+    """PATCH a payload's keys (Apple keys, JSON shape; null removes a key). PayloadType is fixed.
+    A new revision of its profile."""
     if "PayloadType" in attributes and attributes["PayloadType"] != payload.payload_type:
         raise errors.UnprocessableEntity(
             "PayloadType cannot change: delete this payload and add another", pointer=pointer(*_BASE, "PayloadType")
@@ -397,18 +427,21 @@ def update_payload(session: Session, payload: Payload, attributes: dict[str, Any
         values.pop(key, None)
     values.update(changes)
     typed, _ = load_typed(type(payload), values, json_mode=False)
+    _new_revision(session, payload.profile)
     payload.assign_plist(values, typed_keys=set(typed))
-    payload.profile.updated_at = utcnow()
     session.flush()
-    record_event(session, "profile:payload:update", "payloads", payload.id, {"keys": sorted(attributes)})
-    return payload
+    record_event(session, "profile:payload:update", "payloads", payload.id, {
+        "keys": sorted(attributes), "profile_id": payload.profile_id, "revision": payload.profile.revision})
+    return payload, _payload_findings(payload.profile, payload, values)
 
 
 def delete_payload(session: Session, payload: Payload) -> None:
-    record_event(session, "profile:payload:delete", "payloads", payload.id, {"profile_id": payload.profile_id})
+    """Remove a payload from its profile; a new revision of the profile."""
     profile = payload.profile
+    _new_revision(session, profile)
+    record_event(session, "profile:payload:delete", "payloads", payload.id, {
+        "profile_id": payload.profile_id, "payload_type": payload.payload_type, "revision": profile.revision})
     profile.payloads.remove(payload)
-    profile.updated_at = utcnow()
     session.flush()
 
 

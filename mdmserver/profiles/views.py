@@ -164,8 +164,8 @@ def get_profile(profile_id: int):
 def patch_profile(profile_id: int):
     profile = service.get_profile(db.session, profile_id)
     _, attributes = parse_resource_body(request, "profiles", require_id=profile_id)
-    service.update_profile(db.session, profile, attributes)
-    doc = document(profile_resource(profile))
+    _, warnings = service.update_profile(db.session, profile, attributes)
+    doc = document(profile_resource(profile), meta={"warnings": warnings})
     db.session.commit()
     return jsonapi_response(doc)
 
@@ -231,8 +231,8 @@ def create_payload():
             pointer="/data/relationships/profile",
         )
     profile = service.get_profile(db.session, int(rel["id"]))
-    payload = service.add_payload(db.session, profile, attributes)
-    doc = document(payload_resource(payload))
+    payload, warnings = service.add_payload(db.session, profile, attributes)
+    doc = document(payload_resource(payload), meta={"warnings": warnings})
     db.session.commit()
     return jsonapi_response(doc, status=201,
                             headers={"Location": f"/api/v1/payloads/{payload.id}"})
@@ -247,8 +247,8 @@ def get_payload(payload_id: int):
 def patch_payload(payload_id: int):
     payload = service.get_payload(db.session, payload_id)
     _, attributes = parse_resource_body(request, "payloads", require_id=payload_id)
-    service.update_payload(db.session, payload, attributes)
-    doc = document(payload_resource(payload))
+    _, warnings = service.update_payload(db.session, payload, attributes)
+    doc = document(payload_resource(payload), meta={"warnings": warnings})
     db.session.commit()
     return jsonapi_response(doc)
 

@@ -350,3 +350,27 @@ def test_permission_table(client, auth, method, path, scope):
     assert_error(call(path, headers=auth(other)), 403)
     allowed = call(path, headers=auth(scope))
     assert allowed.status_code not in (401, 403), allowed.get_json()
+
+
+def test_every_edit_is_a_new_revision_with_history(client, rw):
+    original = make_profile([make_payload("com.apple.wifi.managed", SSID_STR="A")])
+    profile_id = upload(client, rw, dumps(original)).get_json()["data"]["id"]
+    path = f"/api/v1/profiles/{profile_id}"
+    renamed = _patch(client, rw, path, {"type": "profiles", "id": profile_id,
+                                        "attributes": {"PayloadDisplayName": "B"}}).get_json()
+    assert renamed["data"]["attributes"]["revision"] == 2 and renamed["meta"]["warnings"] == []
+    payload_id = renamed["data"]["relationships"]["payloads"]["data"][0]["id"]
+    patched = _patch(client, rw, f"/api/v1/payloads/{payload_id}", {
+        "type": "payloads", "id": payload_id, "attributes": {"SSID_STR": "C", "NotAKey": 1}}).get_json()
+    assert patched["meta"]["warnings"] == [
+        {"code": "schema.unknown_key", "detail": "NotAKey is not a documented key here",
+         "pointer": "/PayloadContent/0/NotAKey"}]
+    assert client.delete(f"/api/v1/payloads/{payload_id}", headers=rw).status_code == 204
+    detail = client.get(path, headers=rw).get_json()["data"]
+    assert detail["attributes"]["revision"] == 4 and detail["relationships"]["payloads"]["data"] == []
+    versions = client.get(f"{path}/versions", headers=rw).get_json()["data"]
+    assert [v["attributes"]["revision"] for v in versions] == [1, 2, 3]
+    assert_same_plist(original, plistlib.loads(download(client, rw, profile_id, revision=1).data))
+    third = plistlib.loads(download(client, rw, profile_id, revision=3).data)
+    assert third["PayloadDisplayName"] == "B" and third["PayloadContent"][0]["SSID_STR"] == "C"
+    assert plistlib.loads(download(client, rw, profile_id).data)["PayloadContent"] == []

@@ -7,7 +7,7 @@ settings that verifies the same signature and parses the same plist (bench/conne
 Requests are signed before the timed part, so client-side signing does not count.
 
     .venv/bin/python bench/connect_bench.py [--devices 20] [--commands 40] [--idle 3000]
-        [--workers 2] [--threads 1] [--concurrency 8] [--database-url URL]
+        [--workers 2] [--threads 4] [--concurrency 8] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def main() -> int:
     parser.add_argument("--commands", type=int, default=40, help="commands per device for (b)")
     parser.add_argument("--idle", type=int, default=3000, help="Idle requests for (a)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=4, help="default: as `mdmserver serve`")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary folder")
     parser.add_argument("--postgres", default=None, metavar="URL",

@@ -236,27 +236,40 @@ def command_parameters(command: Command | bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def record_result(session: Session, device_id: int, result: CommandResult, raw: bytes) -> Command | None:
-    """Store a device's answer. Unknown or already finished UUIDs are logged and ignored (``None``)."""
-    command = session.scalar(
-        select(Command).where(Command.uuid == (result.command_uuid or "").upper(), Command.device_id == device_id)
-    )
-    if command is None:
-        log.warning("result %s for unknown command %s from device %s ignored",
+@dataclass(frozen=True)
+class RecordedResult:
+    id: int
+    request_type: str
+    status: str
+
+
+def record_result(session: Session, device_id: int, result: CommandResult, raw: bytes) -> RecordedResult | None:
+    """Store a device's answer with one ``UPDATE … RETURNING``. Answers for unknown or already
+    finished UUIDs change nothing: they are logged and ignored (``None``)."""
+    status = _RESULT_STATUS[result.status]
+    values: dict[str, Any] = {"status": status.value}
+    if status is not CommandStatus.NOT_NOW:
+        values.update(
+            completed_at=utcnow(),
+            result=raw,
+            error_chain=[item.as_dict() for item in result.error_chain] or None,
+        )
+    row = session.execute(
+        update(Command)
+        .where(
+            Command.uuid == (result.command_uuid or "").upper(),
+            Command.device_id == device_id,
+            Command.status.in_(IDLE_CANDIDATES),
+        )
+        .values(**values)
+        .returning(Command.id, Command.request_type, Command.status)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        log.warning("result %s for command %s from device %s ignored: unknown or already finished",
                     result.status.value, result.command_uuid, device_id)
         return None
-    if command.status not in IDLE_CANDIDATES:
-        log.info("result %s for command %s already %s ignored",
-                 result.status.value, command.uuid, command.status)
-        return None
-    status = _RESULT_STATUS[result.status]
-    command.status = status.value
-    if status is CommandStatus.NOT_NOW:
-        return command
-    command.completed_at = utcnow()
-    command.result = raw
-    command.error_chain = [item.as_dict() for item in result.error_chain] or None
-    return command
+    return RecordedResult(*row)
 
 
 def public_result(command: Command) -> dict[str, Any] | None:

@@ -67,8 +67,8 @@ def test_connect_statement_count_is_constant(client, db_session, topic, auto_adm
     large = _measure(client, db_session, queue=60, extra_devices=8)
     assert small == large, (small, large)
     print("connect statements:", small)
-    # device lookup + next command + mark sent
-    assert small["idle_deliver"] <= 3
-    # device + command lookup + result update + inventory (delete + insert) + next + mark sent
-    assert small["result_apply_and_deliver"] <= 7
-    assert small["idle_empty"] <= 2
+    # device and next command in one query + mark sent
+    assert small["idle_deliver"] == 2
+    # device and next command + result UPDATE … RETURNING + inventory (delete + insert) + mark sent
+    assert small["result_apply_and_deliver"] == 5
+    assert small["idle_empty"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 
+from mdmserver.api.auth import current_token
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
@@ -13,6 +14,7 @@ from mdmserver.api.jsonapi import (
     parse_list_query,
     parse_resource_body,
 )
+from mdmserver.assignments.service import reconcile
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, UnsupportedMediaType
 from mdmserver.pki.service import get_ca_certificate
@@ -43,12 +45,25 @@ def _only_params(*allowed: str) -> None:
             raise BadRequest(f"unknown query parameter {name!r}", parameter=name)
 
 
+def _actor() -> str | None:
+    token = current_token()
+    return token.name if token is not None else None
+
+
+def _reconcile(profile: Profile) -> dict[str, int]:
+    """A new revision is installed where the profile is assigned (InstallProfile queued, set-based)."""
+    return reconcile(db.session, profile, actor=_actor())
+
+
 def _created(profile: Profile, warnings: list[dict], status: int = 201) -> Response:
     """Commit, then answer with the stored profile (built before the commit expires the rows)."""
     db.session.flush()
+    meta: dict = {"warnings": warnings}
+    if profile.revision > 1:
+        meta["assignments"] = _reconcile(profile)
     doc = document(
         profile_resource(profile),
-        meta={"warnings": warnings},
+        meta=meta,
         included=[payload_resource(p) for p in profile.payloads],
     )
     db.session.commit()
@@ -165,7 +180,7 @@ def patch_profile(profile_id: int):
     profile = service.get_profile(db.session, profile_id)
     _, attributes = parse_resource_body(request, "profiles", require_id=profile_id)
     _, warnings = service.update_profile(db.session, profile, attributes)
-    doc = document(profile_resource(profile), meta={"warnings": warnings})
+    doc = document(profile_resource(profile), meta={"warnings": warnings, "assignments": _reconcile(profile)})
     db.session.commit()
     return jsonapi_response(doc)
 
@@ -232,7 +247,7 @@ def create_payload():
         )
     profile = service.get_profile(db.session, int(rel["id"]))
     payload, warnings = service.add_payload(db.session, profile, attributes)
-    doc = document(payload_resource(payload), meta={"warnings": warnings})
+    doc = document(payload_resource(payload), meta={"warnings": warnings, "assignments": _reconcile(profile)})
     db.session.commit()
     return jsonapi_response(doc, status=201,
                             headers={"Location": f"/api/v1/payloads/{payload.id}"})
@@ -248,13 +263,17 @@ def patch_payload(payload_id: int):
     payload = service.get_payload(db.session, payload_id)
     _, attributes = parse_resource_body(request, "payloads", require_id=payload_id)
     _, warnings = service.update_payload(db.session, payload, attributes)
-    doc = document(payload_resource(payload), meta={"warnings": warnings})
+    doc = document(payload_resource(payload),
+                   meta={"warnings": warnings, "assignments": _reconcile(payload.profile)})
     db.session.commit()
     return jsonapi_response(doc)
 
 
 @bp.delete("/payloads/<int:payload_id>")
 def delete_payload(payload_id: int):
-    service.delete_payload(db.session, service.get_payload(db.session, payload_id))
+    payload = service.get_payload(db.session, payload_id)
+    profile = payload.profile
+    service.delete_payload(db.session, payload)
+    _reconcile(profile)
     db.session.commit()
     return Response(status=204)

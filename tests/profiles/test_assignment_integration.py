@@ -1,0 +1,45 @@
+"""A new revision made through the profiles API is installed where the profile is assigned."""
+
+from __future__ import annotations
+
+import plistlib
+
+from sqlalchemy import select
+
+from mdmserver.commands.models import Command
+from mdmserver.commands.service import command_parameters
+from mdmserver.inventory.seed import make_device
+from mdmserver.pki.cms import unwrap_signed
+
+from .helpers import JSONAPI, dumps, make_payload, make_profile, upload
+
+
+def _installs(db_session, device_id):
+    return db_session.scalars(select(Command).where(
+        Command.request_type == "InstallProfile", Command.device_id == device_id).order_by(Command.id)).all()
+
+
+def test_revisions_are_installed_where_assigned(client, auth, db_session):
+    h = auth("read", "write")
+    profile = make_profile([make_payload("com.apple.wifi.managed", SSID_STR="One")],
+                           PayloadIdentifier="com.example.assigned")
+    profile_id = upload(client, h, dumps(profile)).get_json()["data"]["id"]
+    device = make_device(db_session)
+    assigned = client.post(f"/api/v1/profiles/{profile_id}/assignments", json={"devices": [device.id]}, headers=h)
+    assert assigned.status_code == 200, assigned.get_json()
+    assert len(_installs(db_session, device.id)) == 1
+
+    profile["PayloadContent"][0]["SSID_STR"] = "Two"
+    replaced = upload(client, h, dumps(profile), replace="true")
+    assert replaced.status_code == 200
+    assert replaced.get_json()["meta"]["assignments"]["install_queued"] == 1
+    installs = _installs(db_session, device.id)
+    assert len(installs) == 2
+    sent = plistlib.loads(unwrap_signed(command_parameters(installs[-1])["Payload"]).content)
+    assert sent["PayloadContent"][0]["SSID_STR"] == "Two"
+
+    patched = client.patch(f"/api/v1/profiles/{profile_id}", headers={**h, "Content-Type": JSONAPI},
+                           json={"data": {"type": "profiles", "id": profile_id,
+                                          "attributes": {"PayloadDisplayName": "Renamed"}}})
+    assert patched.get_json()["meta"]["assignments"]["install_queued"] == 1
+    assert len(_installs(db_session, device.id)) == 3

@@ -14,7 +14,7 @@ from mdmserver.api.jsonapi import (
     parse_list_query,
     parse_resource_body,
 )
-from mdmserver.assignments.service import reconcile
+from mdmserver.assignments.service import list_assignments, reconcile, unassign
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, UnsupportedMediaType
 from mdmserver.pki.service import get_ca_certificate
@@ -187,7 +187,16 @@ def patch_profile(profile_id: int):
 
 @bp.delete("/profiles/<int:profile_id>")
 def delete_profile(profile_id: int):
+    """Delete a profile; where it was assigned and installed, RemoveProfile is queued first."""
     profile = service.get_profile(db.session, profile_id)
+    assigned = list_assignments(db.session, profile)
+    if assigned:
+        unassign(
+            db.session, profile,
+            devices=[a.device_id for a in assigned if a.device_id is not None],
+            groups=[a.group_id for a in assigned if a.group_id is not None],
+            actor=_actor(),
+        )
     service.delete_profile(db.session, profile)
     db.session.commit()
     return Response(status=204)

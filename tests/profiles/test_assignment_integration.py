@@ -43,3 +43,20 @@ def test_revisions_are_installed_where_assigned(client, auth, db_session):
                                           "attributes": {"PayloadDisplayName": "Renamed"}}})
     assert patched.get_json()["meta"]["assignments"]["install_queued"] == 1
     assert len(_installs(db_session, device.id)) == 3
+
+
+def test_deleting_an_assigned_profile_removes_it_from_devices(client, auth, db_session):
+    h = auth("read", "write")
+    profile_id = upload(client, h, dumps(make_profile(PayloadIdentifier="com.example.doomed"))).get_json()["data"]["id"]
+    device = make_device(db_session)
+    group = client.post("/api/v1/device_groups", headers={**h, "Content-Type": JSONAPI},
+                        json={"data": {"type": "device_groups", "attributes": {"name": "Doomed"}}})
+    assert group.status_code == 201, group.get_json()
+    response = client.post(f"/api/v1/profiles/{profile_id}/assignments", headers=h,
+                           json={"devices": [device.id], "groups": [int(group.get_json()["data"]["id"])]})
+    assert response.status_code == 200, response.get_json()
+    assert client.delete(f"/api/v1/profiles/{profile_id}", headers=h).status_code == 204
+    removals = db_session.scalars(select(Command).where(
+        Command.request_type == "RemoveProfile", Command.device_id == device.id)).all()
+    assert [command_parameters(c)["Identifier"] for c in removals] == ["com.example.doomed"]
+    assert client.get(f"/api/v1/profiles/{profile_id}", headers=h).status_code == 404

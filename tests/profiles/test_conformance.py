@@ -43,6 +43,7 @@ def _expected(data: bytes, signed: bool) -> object:
 
 def test_corpus_index_is_complete(conformance_dir):
     assert len(ROWS) == 94, "INDEX.tsv should list 94 profiles"
+    assert len(TWINS) == 2
     assert len(GOOD) == 91 and len(BAD) == 2 and len(STRIPPED) == 1
 
 
@@ -104,3 +105,27 @@ def test_corpus_byte_flipped_variants_never_500(row, conformance_dir, client, au
         assert response.status_code < 500, (index, response.get_data(as_text=True)[:300])
         if response.status_code >= 400:
             assert response.get_json()["meta"]["request_id"]
+
+
+def _twin(row: dict[str, str]) -> Path:
+    signed = INDEX.parent.parent / row["saved_path"]
+    return signed.parent.parent / signed.name
+
+
+#: The README says two signed profiles have unsigned twins, identical once unwrapped.
+TWINS = [r for r in GOOD if r["signed"] == "yes" and _twin(r).is_file()]
+
+
+@pytest.mark.parametrize("row", TWINS, ids=_id)
+def test_signed_profile_and_its_unsigned_twin_store_the_same_profile(row, conformance_dir, client, auth):
+    signed_path = conformance_dir / row["saved_path"]
+    twin_path = _twin(row)
+    headers = auth("read", "write")
+    first = upload(client, headers, twin_path.read_bytes())
+    assert first.status_code == 201
+    second = upload(client, headers, signed_path.read_bytes(), replace="true")
+    assert second.status_code == 200 and second.get_json()["data"]["attributes"]["revision"] == 2
+    profile_id = first.get_json()["data"]["id"]
+    unsigned = plistlib.loads(download(client, headers, profile_id, revision=1).data)
+    resigned = plistlib.loads(download(client, headers, profile_id).data)
+    assert_same_plist(unsigned, resigned)

@@ -43,7 +43,7 @@ from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.groups.models import DeviceGroup
-from mdmserver.inventory.filters import conditions_from_mapping, group_condition
+from mdmserver.inventory.filters import conditions_from_mapping, group_condition, is_id
 from mdmserver.inventory.service import resolve_devices
 from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.organization.service import get_organization
@@ -194,7 +194,7 @@ def targets(
         ids = []
         for index, item in enumerate(groups):
             text = str(item).strip() if isinstance(item, str | int) and not isinstance(item, bool) else ""
-            if not text.isdigit() or len(text) > 18:
+            if not is_id(text):
                 raise UnprocessableEntity("a group is named by its id", pointer=f"/groups/{index}")
             ids.append(int(text))
         known = set(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(ids))))

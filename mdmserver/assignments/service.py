@@ -41,7 +41,7 @@ from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, UnprocessableEntity
 from mdmserver.groups.models import DeviceGroup
-from mdmserver.inventory.filters import group_condition
+from mdmserver.inventory.filters import group_condition, is_id
 from mdmserver.inventory.service import resolve_devices
 from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.profiles.models import Profile
@@ -77,7 +77,7 @@ def _resolve_targets(session: Session, devices: Any, groups: Any) -> tuple[list[
                 for i, name in enumerate(str(d).strip() for d in devices) if name in resolved.missing])
         device_ids = resolved.ids
     if groups is not None:
-        if not isinstance(groups, list) or any(not str(g).isdigit() or isinstance(g, bool) for g in groups):
+        if not isinstance(groups, list) or any(isinstance(g, bool) or not is_id(str(g)) for g in groups):
             raise UnprocessableEntity("groups must be an array of group ids", pointer="/groups")
         group_ids = list(dict.fromkeys(int(g) for g in groups))
         known = set(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(group_ids))))
@@ -292,7 +292,7 @@ def states_query(profile_id: int | None = None, device_id: int | None = None):
 def resolve_profiles(session: Session, profile_ids: Any) -> list[Profile]:
     """``profile_ids`` of ManageEngine's device-profile calls; 422 for unknown ones."""
     if not isinstance(profile_ids, list) or not profile_ids or any(
-            isinstance(p, bool) or not str(p).isdigit() for p in profile_ids):
+            isinstance(p, bool) or not is_id(str(p)) for p in profile_ids):
         raise UnprocessableEntity("profile_ids must be a non-empty array of profile ids", pointer="/profile_ids")
     ids = list(dict.fromkeys(int(p) for p in profile_ids))
     profiles = {p.id: p for p in session.scalars(select(Profile).where(Profile.id.in_(ids)))}

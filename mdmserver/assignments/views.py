@@ -22,7 +22,7 @@ from mdmserver.assignments.schemas import assignment_resource, state_resource
 from mdmserver.db import db
 from mdmserver.errors import NotFound, UnprocessableEntity
 from mdmserver.inventory import service as inventory
-from mdmserver.inventory.filters import split_list
+from mdmserver.inventory.filters import is_id, split_list
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import get_profile
 
@@ -37,7 +37,7 @@ def _actor() -> str | None:
 
 
 def _profile(profile_id: str) -> Profile:
-    if not profile_id.isdigit() or len(profile_id) > 12:
+    if not is_id(profile_id):
         raise NotFound(f"no profile with id {profile_id!r}")
     return get_profile(db.session, int(profile_id))
 

@@ -12,6 +12,7 @@ from mdmserver.attributes.models import CustomAttribute
 from mdmserver.audit.service import record_event
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
+from mdmserver.inventory.sqlutil import in_values
 
 
 def get_attributes(session: Session, device_id: int) -> dict[str, str]:
@@ -68,7 +69,7 @@ def bulk_delete(session: Session, names: Sequence[str], device_ids: Iterable[int
     stmt = delete(CustomAttribute).where(CustomAttribute.name.in_(list(names)))
     ids = None if device_ids is None else list(device_ids)
     if ids is not None:
-        stmt = stmt.where(CustomAttribute.device_id.in_(ids))
+        stmt = stmt.where(in_values(session, CustomAttribute.device_id, ids, integer=True))
     count = session.execute(stmt).rowcount or 0
     record_event(session, "custom_attributes:bulk_delete", "custom_attributes", ",".join(sorted(names)),
                  {"names": sorted(names), "devices": None if ids is None else len(ids), "deleted": count})

@@ -13,14 +13,15 @@ from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.groups.models import DeviceGroup, GroupKind, GroupMember
-from mdmserver.inventory.filters import conditions_from_mapping, group_condition
+from mdmserver.inventory.filters import conditions_from_mapping, group_condition, is_id
+from mdmserver.inventory.sqlutil import in_values
 
 POINTER = "/data/attributes"
 
 
 def get_group(session: Session, group_id: Any) -> DeviceGroup:
     text = str(group_id).strip()
-    group = session.get(DeviceGroup, int(text)) if text.isdigit() and len(text) < 12 else None
+    group = session.get(DeviceGroup, int(text)) if is_id(text) else None
     if group is None:
         raise NotFound(f"no device group {text!r}")
     return group
@@ -144,7 +145,8 @@ def add_members(session: Session, group: DeviceGroup, device_ids: Sequence[int])
     _require_static(group)
     wanted = list(dict.fromkeys(device_ids))
     present = set(session.scalars(
-        select(GroupMember.device_id).where(GroupMember.group_id == group.id, GroupMember.device_id.in_(wanted))
+        select(GroupMember.device_id).where(GroupMember.group_id == group.id,
+                                            in_values(session, GroupMember.device_id, wanted, integer=True))
     ))
     new = [device_id for device_id in wanted if device_id not in present]
     if new:
@@ -157,7 +159,8 @@ def add_members(session: Session, group: DeviceGroup, device_ids: Sequence[int])
 def remove_members(session: Session, group: DeviceGroup, device_ids: Sequence[int]) -> int:
     _require_static(group)
     count = session.execute(
-        delete(GroupMember).where(GroupMember.group_id == group.id, GroupMember.device_id.in_(list(device_ids)))
+        delete(GroupMember).where(GroupMember.group_id == group.id,
+                                  in_values(session, GroupMember.device_id, list(device_ids), integer=True))
     ).rowcount or 0
     record_event(session, "device_group:members:remove", "device_groups", group.id, {"removed": count})
     return count

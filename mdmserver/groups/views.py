@@ -25,7 +25,7 @@ from mdmserver.groups import service
 from mdmserver.groups.models import DeviceGroup, GroupKind
 from mdmserver.groups.schemas import GroupCreateSchema, GroupUpdateSchema, group_resource
 from mdmserver.inventory import service as inventory
-from mdmserver.inventory.filters import contains
+from mdmserver.inventory.filters import contains, is_id
 from mdmserver.inventory.views import device_list_response
 
 bp = Blueprint("groups", __name__, url_prefix="/api/v1")
@@ -44,7 +44,7 @@ def _parent_filter(value: str):
     value = value.strip()
     if value == "null":
         return DeviceGroup.parent_id.is_(None)
-    if not value.isdigit():
+    if not is_id(value):
         raise ValueError("expected a group id or null")
     return DeviceGroup.parent_id == int(value)
 

@@ -13,8 +13,15 @@ from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import NotFound
-from mdmserver.inventory.filters import group_condition, parse_bool, parse_datetime, split_list
+from mdmserver.inventory.filters import (
+    group_condition,
+    is_id,
+    parse_bool,
+    parse_datetime,
+    split_list,
+)
 from mdmserver.inventory.service import resolve_devices
+from mdmserver.inventory.sqlutil import in_values
 
 STATUSES = tuple(s.value for s in CommandStatus)
 _ACTIVE = tuple(s.value for s in ACTIVE_STATUSES)
@@ -63,11 +70,11 @@ def command_filters(session: Session) -> dict[str, Callable[[str], ColumnElement
         resolved = resolve_devices(session, split_list(value))
         if resolved.missing:
             raise ValueError(f"no device {resolved.missing[0]!r}")
-        return Command.device_id.in_(resolved.ids)
+        return in_values(session, Command.device_id, resolved.ids, integer=True)
 
     def group(value: str) -> ColumnElement[bool]:
         value = value.strip()
-        if not value.isdigit() or len(value) > 18:
+        if not is_id(value):
             raise ValueError(f"{value!r} is not a group id")
         return Command.device_id.in_(select(Device.id).where(group_condition(session, int(value))))
 

@@ -35,6 +35,14 @@ ADMISSION_VALUES = tuple(s.value for s in AdmissionStatus)
 PLATFORM_VALUES = tuple(p.value for p in Platform)
 
 
+MAX_ID = 2**31 - 1
+
+
+def is_id(text: str) -> bool:
+    """ASCII digits that fit an integer primary key (``²`` or 40 digits are not ids)."""
+    return text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= MAX_ID
+
+
 def parse_bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in _TRUE:
@@ -94,7 +102,7 @@ def _exact_or_prefix(column, value: str) -> ColumnElement[bool]:
 def _ids(value: str) -> list[int]:
     out = []
     for item in split_list(value):
-        if not item.isdigit() or len(item) > 18:
+        if not is_id(item):
             raise ValueError(f"{item!r} is not a device id")
         out.append(int(item))
     return out
@@ -172,7 +180,7 @@ def device_filters(session: Session, _seen: frozenset[int] = frozenset()) -> dic
 
     def group(value: str) -> ColumnElement[bool]:
         value = value.strip()
-        if not value.isdigit() or len(value) > 18:
+        if not is_id(value):
             raise ValueError(f"{value!r} is not a group id")
         return group_condition(session, int(value), _seen)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from mdmserver.devices import schemas as devices_schemas
 from mdmserver.devices.models import Device
@@ -36,6 +36,15 @@ def device_resource(
     return obj
 
 
+class _Money(fields.Decimal):
+    """A price: a number or a numeric string, never a boolean."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise ValidationError("Not a valid number.")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 def _text(max_len: int) -> fields.String:
     return fields.String(allow_none=True, validate=validate.Length(max=max_len))
 
@@ -53,7 +62,7 @@ class DeviceUpdateSchema(Schema):
     asset_owner = _text(255)
     purchase_type = _text(50)
     purchase_date = fields.Date(allow_none=True)
-    purchase_price = fields.Decimal(
+    purchase_price = _Money(
         allow_none=True, places=2, validate=validate.Range(min=0, max=Decimal("9999999999.99"))
     )
     purchase_order_number = _text(100)

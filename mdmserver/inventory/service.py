@@ -15,8 +15,8 @@ from mdmserver.audit.service import record_event
 from mdmserver.commands.service import enqueue_commands
 from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
-from mdmserver.errors import BadRequest
-from mdmserver.inventory.filters import ATTRIBUTE_NAME, CUSTOM_PREFIX, FACETS
+from mdmserver.errors import BadRequest, NotFound
+from mdmserver.inventory.filters import ATTRIBUTE_NAME, CUSTOM_PREFIX, FACETS, is_id
 from mdmserver.inventory.sqlutil import in_values
 from mdmserver.protocol import catalogue
 from mdmserver.users.models import DeviceOwnership
@@ -82,7 +82,15 @@ def owners_of(session: Session, device_ids: Iterable[int]) -> dict[int, int]:
 
 def get_device(session: Session, ident: str) -> Device:
     """A device by id, UDID or serial number (404 otherwise)."""
-    return devices.get_device(session, ident)
+    text = str(ident).strip()
+    if text.isdigit() and not is_id(text):
+        # non-ASCII digits ("²") or more than an integer key holds: only a UDID or serial could match
+        device = session.scalar(select(Device).where(or_(Device.udid == text, Device.serial_number == text))
+                                .order_by(Device.id.desc()).limit(1))
+        if device is None:
+            raise NotFound(f"no device {text!r} (looked up by id, UDID and serial number)")
+        return device
+    return devices.get_device(session, text)
 
 
 @dataclass
@@ -101,7 +109,7 @@ def resolve_devices(session: Session, names: Sequence[Any]) -> Resolved:
     """
     texts = [str(name).strip() for name in names]
     unique = list(dict.fromkeys(texts))
-    numeric = [int(t) for t in unique if t.isdigit() and len(t) < 12]
+    numeric = [int(t) for t in unique if is_id(t)]
     found_by_id: dict[int, int] = {}
     found_by_text: dict[str, int] = {}
     if unique:
@@ -123,7 +131,7 @@ def resolve_devices(session: Session, names: Sequence[Any]) -> Resolved:
     missing: list[str] = []
     for text in texts:
         device_id = None
-        if text.isdigit() and len(text) < 12:
+        if is_id(text):
             device_id = found_by_id.get(int(text))
         if device_id is None:
             device_id = found_by_text.get(text)

@@ -21,6 +21,7 @@ from mdmserver.admission.models import AdmissionStatus, AuthSet, Preauthorizatio
 from mdmserver.audit.service import record_event
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound
+from mdmserver.inventory.filters import is_id
 
 STATUSES = ("pending", "accepted", "rejected", "preauthorized")
 TRANSITIONS = {
@@ -51,7 +52,7 @@ def list_auth_sets(
     if status is not None:
         stmt = stmt.where(AuthSet.status == status)
     if device_id is not None:
-        if not device_id.isdigit() or len(device_id) > 18:
+        if not is_id(device_id):
             return AuthSetPage([], False)
         stmt = stmt.where(AuthSet.device_id == int(device_id))
     rows = list(session.scalars(
@@ -201,7 +202,7 @@ def list_preauthorizations(session: Session) -> list[Preauthorization]:
 
 
 def delete_preauthorization(session: Session, preauth_id: str) -> None:
-    row = session.get(Preauthorization, int(preauth_id)) if preauth_id.isdigit() and len(preauth_id) < 12 else None
+    row = session.get(Preauthorization, int(preauth_id)) if is_id(preauth_id) else None
     if row is None:
         raise NotFound(f"preauthorization {preauth_id} not found")
     record_event(session, "device:preauthorization:delete", "preauthorizations", row.id,

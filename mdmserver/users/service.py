@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from mdmserver.audit.service import record_event
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound
+from mdmserver.inventory.filters import is_id
 from mdmserver.users.models import DeviceOwnership, User
 
 POINTER = "/data/attributes"
@@ -17,7 +18,7 @@ POINTER = "/data/attributes"
 
 def get_user(session: Session, user_id: Any) -> User:
     text = str(user_id).strip()
-    user = session.get(User, int(text)) if text.isdigit() and len(text) < 12 else None
+    user = session.get(User, int(text)) if is_id(text) else None
     if user is None:
         raise NotFound(f"no user {text!r}")
     return user

@@ -21,7 +21,7 @@ from mdmserver.api.jsonapi import (
 from mdmserver.db import db
 from mdmserver.errors import Conflict, UnprocessableEntity
 from mdmserver.inventory import service as inventory
-from mdmserver.inventory.filters import contains, split_list
+from mdmserver.inventory.filters import contains, is_id, split_list
 from mdmserver.inventory.views import device_list_response
 from mdmserver.users import service
 from mdmserver.users.models import User
@@ -113,8 +113,7 @@ def set_owner(ident: str):
         if not isinstance(data, dict) or data.get("type") != TYPE or not isinstance(data.get("id"), str | int) \
                 or isinstance(data.get("id"), bool):
             raise UnprocessableEntity('expected {"type": "users", "id": …}', pointer="/data")
-        user = db.session.get(User, int(data["id"])) if str(data["id"]).isdigit() and len(str(data["id"])) < 12 \
-            else None
+        user = db.session.get(User, int(data["id"])) if is_id(str(data["id"])) else None
         if user is None:
             raise UnprocessableEntity(f"no user {data['id']!r}", pointer="/data/id")
     service.set_owner(db.session, device, user)

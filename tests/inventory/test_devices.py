@@ -150,6 +150,8 @@ def test_patch_bad_input(client, auth, db_session):
     pointers = {e["source"]["pointer"] for e in bad.get_json()["errors"]}
     assert pointers == {"/data/attributes/purchase_price", "/data/attributes/purchase_date",
                         "/data/attributes/colour", "/data/attributes/device_name"}
+    assert _patch(client, h, device.id, {"purchase_price": True}).status_code == 422
+    assert _patch(client, h, device.id, {"purchase_price": "NaN"}).status_code == 422
     assert _patch(client, h, device.id, {"office": "x"}, type_="users").status_code == 409
     assert _patch(client, h, "nope", {"office": "x"}).status_code == 404
     response = client.patch(f"/api/v1/devices/{device.id}", data="{", headers={**h, "Content-Type": JSONAPI})

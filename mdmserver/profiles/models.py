@@ -28,7 +28,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, orm_insert_sentinel, relationship
 
 from mdmserver.db import UTCDateTime, db, utcnow
 from mdmserver.errors import ServiceUnavailable
@@ -291,6 +291,9 @@ class Payload(PlistMapped, db.Model):
     display_name: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
     organization: Mapped[str | None] = mapped_column(Text)
+
+    #: Lets SQLite batch the INSERTs of many payloads (RETURNING order needs a sentinel there).
+    _sentinel: Mapped[int | None] = orm_insert_sentinel()
 
     profile: Mapped[Profile] = relationship(back_populates="payloads")
 

@@ -50,6 +50,7 @@ def upgrade() -> None:
     op.create_index(op.f('ix_profiles_display_name'), 'profiles', ['display_name'], unique=False)
     op.create_table('payloads',
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('_sentinel', sa.Integer(), nullable=True),
     sa.Column('profile_id', sa.Integer(), nullable=False),
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),

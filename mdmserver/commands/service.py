@@ -169,30 +169,33 @@ class ConnectState:
 
 @cache
 def _connect_statement(after_idle: bool):
-    """Built once per variant (statement construction costs more than running it)."""
+    """Built once per variant on the Core tables (statement construction and ORM compilation cost
+    more than running it)."""
     from mdmserver.devices.models import Device
 
+    devices, commands = Device.__table__, Command.__table__
     statuses = IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
+    now = bindparam("now", type_=UTCDateTime())
     next_id = (
-        select(Command.id)
+        select(commands.c.id)
         .where(
-            Command.device_id == Device.id,
-            Command.status.in_(statuses),
-            or_(Command.expires_at.is_(None), Command.expires_at > bindparam("now", type_=UTCDateTime())),
+            commands.c.device_id == devices.c.id,
+            commands.c.status.in_(statuses),
+            or_(commands.c.expires_at.is_(None), commands.c.expires_at > now),
         )
-        .order_by(Command.priority.desc(), Command.id)
+        .order_by(commands.c.priority.desc(), commands.c.id)
         .limit(1)
-        .correlate(Device)
+        .correlate(devices)
         .scalar_subquery()
     )
     return (
         select(
-            Device.id, Device.udid, Device.identity_fingerprint, Device.admission_status, Device.last_seen_at,
-            Command.id, Command.uuid, Command.request_type, Command.parameters,
+            devices.c.id, devices.c.udid, devices.c.identity_fingerprint, devices.c.admission_status,
+            devices.c.last_seen_at, commands.c.id, commands.c.uuid, commands.c.request_type,
+            commands.c.parameters,
         )
-        .select_from(Device)
-        .outerjoin(Command, Command.id == next_id)
-        .where(Device.udid == bindparam("udid"))
+        .select_from(devices.outerjoin(commands, commands.c.id == next_id))
+        .where(devices.c.udid == bindparam("udid"))
     )
 
 
@@ -223,12 +226,19 @@ def expire_due(session: Session, now: datetime, device_id: int | None = None) ->
     return session.execute(stmt).rowcount or 0
 
 
-def mark_sent(session: Session, command_id: int, now: datetime) -> None:
-    session.execute(
-        update(Command)
-        .where(Command.id == command_id)
-        .values(status=CommandStatus.SENT.value, sent_at=now, attempts=Command.attempts + 1)
+@cache
+def _mark_sent_statement():
+    table = Command.__table__
+    return (
+        update(table)
+        .where(table.c.id == bindparam("command_id"))
+        .values(status=CommandStatus.SENT.value, sent_at=bindparam("sent_now", type_=UTCDateTime()),
+                attempts=table.c.attempts + 1)
     )
+
+
+def mark_sent(session: Session, command_id: int, now: datetime) -> None:
+    session.execute(_mark_sent_statement(), {"command_id": command_id, "sent_now": now})
 
 
 def command_parameters(command: Command | bytes) -> dict[str, Any]:
@@ -243,28 +253,45 @@ class RecordedResult:
     status: str
 
 
+@cache
+def _record_statement(final: bool):
+    table = Command.__table__
+    values: dict[str, Any] = {"status": bindparam("new_status")}
+    if final:
+        values.update(
+            completed_at=bindparam("new_completed_at", type_=UTCDateTime()),
+            result=bindparam("new_result", type_=table.c.result.type),
+            error_chain=bindparam("new_error_chain", type_=table.c.error_chain.type),
+        )
+    return (
+        update(table)
+        .where(
+            table.c.uuid == bindparam("command_uuid"),
+            table.c.device_id == bindparam("for_device"),
+            table.c.status.in_(IDLE_CANDIDATES),
+        )
+        .values(**values)
+        .returning(table.c.id, table.c.request_type, table.c.status)
+    )
+
+
 def record_result(session: Session, device_id: int, result: CommandResult, raw: bytes) -> RecordedResult | None:
     """Store a device's answer with one ``UPDATE … RETURNING``. Answers for unknown or already
     finished UUIDs change nothing: they are logged and ignored (``None``)."""
     status = _RESULT_STATUS[result.status]
-    values: dict[str, Any] = {"status": status.value}
-    if status is not CommandStatus.NOT_NOW:
-        values.update(
-            completed_at=utcnow(),
-            result=raw,
-            error_chain=[item.as_dict() for item in result.error_chain] or None,
+    final = status is not CommandStatus.NOT_NOW
+    params: dict[str, Any] = {
+        "new_status": status.value,
+        "command_uuid": (result.command_uuid or "").upper(),
+        "for_device": device_id,
+    }
+    if final:
+        params.update(
+            new_completed_at=utcnow(),
+            new_result=raw,
+            new_error_chain=[item.as_dict() for item in result.error_chain] or None,
         )
-    row = session.execute(
-        update(Command)
-        .where(
-            Command.uuid == (result.command_uuid or "").upper(),
-            Command.device_id == device_id,
-            Command.status.in_(IDLE_CANDIDATES),
-        )
-        .values(**values)
-        .returning(Command.id, Command.request_type, Command.status)
-        .execution_options(synchronize_session=False)
-    ).first()
+    row = session.execute(_record_statement(final), params).first()
     if row is None:
         log.warning("result %s for command %s from device %s ignored: unknown or already finished",
                     result.status.value, result.command_uuid, device_id)

@@ -255,14 +255,14 @@ def run_action(
     """Queue the action's commands for every eligible targeted device; report the others with a remark."""
     params = load_parameters(action, raw_params)
     plans = _plans(session, action, params)
-    rows = classify(session, action, target, params)
-    eligible = [row for row in rows if row.reason is None]
-    not_applicable = [{"device_id": str(row.id), "udid": row.udid, "serial_number": row.serial_number,
-                       "name": row.device_name, "remarks": row.reason} for row in rows if row.reason is not None]
+    rows = [tuple(row) for row in classify(session, action, target, params)]  # (id, udid, serial, name, reason)
+    eligible = [row for row in rows if row[4] is None]
+    not_applicable = [{"device_id": str(i), "udid": u, "serial_number": s, "name": n, "remarks": r}
+                      for i, u, s, n, r in rows if r is not None]
     not_applicable += [{"device_id": None, "device": name, "remarks": "no such device"} for name in target.missing]
     commands: dict[int, list[str]] = {}
     if eligible:
-        ids = [row.id for row in eligible]
+        ids = [row[0] for row in eligible]
         now = utcnow()
         for plan, apple_params in plans:
             for device_id, uuid in _insert_commands(session, ids, plan, apple_params, actor, now):
@@ -274,8 +274,8 @@ def run_action(
         if action.renames:
             session.execute(update(Device).where(in_values(session, Device.id, ids, integer=True))
                             .values(device_name=params["name"], updated_at=now))
-    success = [{"device_id": str(row.id), "udid": row.udid, "serial_number": row.serial_number,
-                "name": row.device_name, "command_uuids": commands.get(row.id, [])} for row in eligible]
+    success = [{"device_id": str(i), "udid": u, "serial_number": s, "name": n, "command_uuids": commands.get(i, [])}
+               for i, u, s, n, _ in eligible]
     record_event(session, f"device:command:{action.name}", "devices",
                  success[0]["device_id"] if len(success) == 1 else "bulk",
                  {"success_count": len(success), "not_applicable_count": len(not_applicable),

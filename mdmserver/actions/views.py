@@ -34,6 +34,7 @@ def _plain(body: dict[str, Any], status: int = 200) -> Response:
 
 @bp.get("/actions")
 def list_actions():
+    """The action vocabulary with each action's commands and parameters."""
     data = [resource("actions", a.name, {"name": a.name, "title": a.title, "request_types": list(a.request_types),
                                          "parameters": sorted(a.schema().fields) if a.schema else []})
             for a in ACTIONS.values()]
@@ -42,6 +43,7 @@ def list_actions():
 
 @bp.get("/devices/<ident>/actions")
 def device_actions(ident: str):
+    """Every action for this device with is_enabled and the reason when not."""
     device = inventory.get_device(db.session, ident)
     data = [resource("device_actions", a["name"], a, links={"self": f"/api/v1/devices/{device.id}/actions/{a['name']}"})
             for a in service.device_actions(db.session, device)]

@@ -63,6 +63,7 @@ def _status_filter(value: str):
 
 @bp.get("/profiles/<profile_id>/assignments")
 def list_assignments(profile_id: str):
+    """The devices and groups a profile is assigned to."""
     profile = _profile(profile_id)
     rows = service.list_assignments(db.session, profile)
     return jsonapi_response(document([assignment_resource(r) for r in rows], meta={"total": len(rows)}))
@@ -81,6 +82,7 @@ def assign(profile_id: str):
 
 @bp.delete("/profiles/<profile_id>/assignments")
 def unassign(profile_id: str):
+    """Unassign devices and groups; RemoveProfile is queued where the profile is no longer wanted."""
     profile = _profile(profile_id)
     body = _targets_body()
     counts = service.unassign(db.session, profile, devices=body.get("devices"), groups=body.get("groups"),
@@ -100,6 +102,7 @@ def reconcile(profile_id: str):
 
 @bp.post("/assignments/reconcile")
 def reconcile_all():
+    """Reconcile every assigned profile now."""
     counts = service.reconcile_all(db.session, actor=_actor())
     db.session.commit()
     return _plain(counts)
@@ -121,6 +124,7 @@ def _states(profile: Profile | None, device_id: int | None):
 
 @bp.get("/profiles/<profile_id>/assignments/status")
 def profile_states(profile_id: str):
+    """Per-device state of a profile (scheduled, installed, failed, removal_scheduled, removed)."""
     return _states(_profile(profile_id), None)
 
 
@@ -150,6 +154,7 @@ def device_assign(ident: str):
 
 @bp.delete("/devices/<ident>/profiles")
 def device_unassign(ident: str):
+    """ManageEngine's disassociate profiles from a device ({"profile_ids": […]})."""
     device = inventory.get_device(db.session, ident)
     results = [{"profile_id": str(p.id), **service.unassign(db.session, p, devices=[device.id], actor=_actor())}
                for p in _profile_ids()]

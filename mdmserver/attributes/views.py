@@ -45,6 +45,7 @@ def _only(*allowed: str) -> None:
 
 @bp.get("/devices/<ident>/custom_attributes")
 def get_attributes(ident: str):
+    """The device's custom attributes."""
     _only()
     device = inventory.get_device(db.session, ident)
     return jsonapi_response(document(attributes_resource(device.id, service.get_attributes(db.session, device.id))))
@@ -52,6 +53,7 @@ def get_attributes(ident: str):
 
 @bp.post("/devices/<ident>/custom_attributes")
 def replace_attributes(ident: str):
+    """Replace all the device's custom attributes (Ivanti's add/replace)."""
     _only()
     device = inventory.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
@@ -63,6 +65,7 @@ def replace_attributes(ident: str):
 
 @bp.patch("/devices/<ident>/custom_attributes")
 def merge_attributes(ident: str):
+    """Merge custom attributes: keep the others, update and add these; null deletes one."""
     _only()
     device = inventory.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
@@ -74,6 +77,7 @@ def merge_attributes(ident: str):
 
 @bp.delete("/devices/<ident>/custom_attributes")
 def delete_attributes(ident: str):
+    """Delete all the device's custom attributes, or those in ?names=."""
     _only("names")
     device = inventory.get_device(db.session, ident)
     values = service.delete_attributes(db.session, device, _names(request.args.get("names")))
@@ -84,6 +88,7 @@ def delete_attributes(ident: str):
 
 @bp.get("/custom_attributes")
 def list_attribute_names():
+    """Every custom attribute name in use, with how many devices have it."""
     _only()
     data = [resource("custom_attribute_names", name, {"name": name, "device_count": count})
             for name, count in service.attribute_names(db.session)]

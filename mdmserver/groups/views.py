@@ -57,6 +57,7 @@ def _kind_filter(value: str):
 
 @bp.get("/device_groups")
 def list_groups():
+    """Device groups, filterable by name, kind and parent (filter[parent]=null for top-level groups)."""
     query = parse_list_query(
         request.args,
         filters={"name": lambda v: contains(DeviceGroup.name, v), "kind": _kind_filter, "parent": _parent_filter},
@@ -76,6 +77,7 @@ def _load(schema, attributes: dict[str, Any]) -> dict[str, Any]:
 
 @bp.post("/device_groups")
 def create_group():
+    """Create a static or smart group (smart: a device filter), optionally inside a parent group."""
     _, attributes = parse_resource_body(None, TYPE)
     group = service.create_group(db.session, _load(GroupCreateSchema(), attributes))
     _reconcile()
@@ -86,11 +88,13 @@ def create_group():
 
 @bp.get("/device_groups/<group_id>")
 def get_group(group_id: str):
+    """One device group."""
     return jsonapi_response(document(group_resource(service.get_group(db.session, group_id))))
 
 
 @bp.patch("/device_groups/<group_id>")
 def update_group(group_id: str):
+    """Rename, describe, move (parent_id) or change the filter of a group."""
     group = service.get_group(db.session, group_id)
     id_, attributes = parse_resource_body(None, TYPE)
     if id_ is not None and id_ != str(group.id):
@@ -103,6 +107,7 @@ def update_group(group_id: str):
 
 @bp.delete("/device_groups/<group_id>")
 def delete_group(group_id: str):
+    """Delete a group without subgroups that no smart group filters on."""
     service.delete_group(db.session, service.get_group(db.session, group_id))
     _reconcile()
     db.session.commit()
@@ -144,6 +149,7 @@ def _linkage() -> list[int]:
 
 @bp.post("/device_groups/<group_id>/relationships/devices")
 def add_members(group_id: str):
+    """Add static members (resource linkage of devices by id, UDID or serial number)."""
     group = service.get_group(db.session, group_id)
     added = service.add_members(db.session, group, _linkage())
     _reconcile()
@@ -153,6 +159,7 @@ def add_members(group_id: str):
 
 @bp.delete("/device_groups/<group_id>/relationships/devices")
 def remove_members(group_id: str):
+    """Remove static members."""
     group = service.get_group(db.session, group_id)
     removed = service.remove_members(db.session, group, _linkage())
     _reconcile()
@@ -162,6 +169,7 @@ def remove_members(group_id: str):
 
 @bp.get("/devices/<ident>/groups")
 def device_groups(ident: str):
+    """Every group the device belongs to (static, smart, and their parent groups)."""
     device = inventory.get_device(db.session, ident)
     groups = service.groups_of_device(db.session, device)
     return jsonapi_response(document([group_resource(g) for g in groups], meta={"total": len(groups)}))

@@ -42,16 +42,19 @@ def _history(device_id: int | None):
 
 @bp.get("/commands")
 def list_commands():
+    """Commands across devices: filter by status, request_type, device, group, time, latest per device."""
     return _history(None)
 
 
 @bp.get("/devices/<ident>/commands")
 def device_commands(ident: str):
+    """The device's command history with status life cycle, timestamps, who enqueued it and remarks."""
     return _history(inventory.get_device(db.session, ident).id)
 
 
 @bp.get("/devices/<ident>/commands/latest")
 def latest_command(ident: str):
+    """The device's most recent command, with its result."""
     device = inventory.get_device(db.session, ident)
     return jsonapi_response(document(history_resource(service.latest_for_device(db.session, device),
                                                       with_result=True)))
@@ -59,6 +62,7 @@ def latest_command(ident: str):
 
 @bp.delete("/devices/<ident>/commands/<command_uuid>")
 def cancel_command(ident: str, command_uuid: str):
+    """Cancel a queued command of this device (409 once sent)."""
     device = inventory.get_device(db.session, ident)
     command = service.cancel_for_device(db.session, device, command_uuid)
     record_event(db.session, "device:command:cancel", "commands", command.uuid, {"device_id": device.id})

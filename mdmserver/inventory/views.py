@@ -50,6 +50,7 @@ def sparse_fields(requested: dict[str, set[str]]) -> set[str] | None:
 
 @bp.get("/devices")
 def list_devices():
+    """The device inventory: filters (filter[platform], filter[custom.<name>], filter[q]…), sort, paging, fields[devices] and ?facets= counts."""
     return device_list_response()
 
 
@@ -77,6 +78,7 @@ def device_list_response(extra_conditions: Sequence[ColumnElement[bool]] = ()):
 
 @bp.patch("/devices/<ident>")
 def update_device(ident: str):
+    """Change a device's asset fields; a new device_name also queues the rename command where the platform allows."""
     device = service.get_device(db.session, ident)
     id_, attributes = parse_resource_body(None, "devices")
     if id_ is not None and id_ != str(device.id):
@@ -94,6 +96,7 @@ def update_device(ident: str):
 
 @bp.delete("/devices/<ident>")
 def delete_device(ident: str):
+    """Forget a device with its commands, inventory, attributes and memberships."""
     device = service.get_device(db.session, ident)
     service.delete_device(db.session, device)
     db.session.commit()

@@ -49,6 +49,7 @@ def _link(page: int, per_page: int, rel: str) -> str:
 
 @bp.get("/devices")
 def list_devices():
+    """Auth sets (Mender): status, device_id, page, per_page; Link headers."""
     for name in request.args:
         if name not in ("status", "device_id", "page", "per_page"):
             raise BadRequest(f"unknown query parameter {name!r}")
@@ -69,6 +70,7 @@ def list_devices():
 
 @bp.post("/devices")
 def preauthorize():
+    """Preauthorize a serial number and/or UDID (Mender's POST /devices)."""
     rows = service.preauthorize(db.session, _body())
     db.session.commit()
     return _json([{"id": str(r.id), "kind": r.kind, "value": r.value} for r in rows], status=201,
@@ -77,11 +79,13 @@ def preauthorize():
 
 @bp.get("/devices/<auth_set_id>")
 def get_device(auth_set_id: str):
+    """One auth set."""
     return _json(service.auth_set_document(service.get_auth_set(db.session, auth_set_id)))
 
 
 @bp.put("/devices/<auth_set_id>")
 def submit(auth_set_id: str):
+    """Submit an auth set (pending when new), 204."""
     service.submit(db.session, auth_set_id, _body())
     db.session.commit()
     return Response(status=204)
@@ -89,6 +93,7 @@ def submit(auth_set_id: str):
 
 @bp.delete("/devices/<auth_set_id>")
 def decommission(auth_set_id: str):
+    """Decommission the device: every request it makes is refused from now on."""
     service.decommission(db.session, service.get_auth_set(db.session, auth_set_id))
     db.session.commit()
     return Response(status=204)
@@ -96,11 +101,13 @@ def decommission(auth_set_id: str):
 
 @bp.get("/devices/<auth_set_id>/status")
 def get_status(auth_set_id: str):
+    """An auth set's status."""
     return _json({"status": service.get_auth_set(db.session, auth_set_id).status})
 
 
 @bp.put("/devices/<auth_set_id>/status")
 def set_status(auth_set_id: str):
+    """Accept or reject an auth set (Mender's transition rules)."""
     auth_set = service.get_auth_set(db.session, auth_set_id)
     body = _body()
     if not isinstance(body, dict) or set(body) != {"status"}:
@@ -112,6 +119,7 @@ def set_status(auth_set_id: str):
 
 @bp.get("/preauthorizations")
 def list_preauthorizations():
+    """Preauthorized serial numbers and UDIDs."""
     rows = service.list_preauthorizations(db.session)
     return _json([{"id": str(r.id), "kind": r.kind, "value": r.value,
                    "created_ts": r.created_at.isoformat().replace("+00:00", "Z")} for r in rows])
@@ -119,6 +127,7 @@ def list_preauthorizations():
 
 @bp.delete("/preauthorizations/<preauth_id>")
 def delete_preauthorization(preauth_id: str):
+    """Remove a preauthorization."""
     service.delete_preauthorization(db.session, preauth_id)
     db.session.commit()
     return Response(status=204)

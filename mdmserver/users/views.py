@@ -41,6 +41,7 @@ def _load(schema, attributes: dict[str, Any]) -> dict[str, Any]:
 
 @bp.get("/users")
 def list_users():
+    """Users (device owners), filterable by email, name and uid."""
     query = parse_list_query(
         request.args,
         filters={
@@ -57,6 +58,7 @@ def list_users():
 
 @bp.post("/users")
 def create_user():
+    """Create a user (name, email, uid)."""
     _, attributes = parse_resource_body(None, TYPE)
     user = service.create_user(db.session, _load(UserCreateSchema(), attributes))
     db.session.commit()
@@ -65,11 +67,13 @@ def create_user():
 
 @bp.get("/users/<user_id>")
 def get_user(user_id: str):
+    """One user."""
     return jsonapi_response(document(user_resource(service.get_user(db.session, user_id))))
 
 
 @bp.patch("/users/<user_id>")
 def update_user(user_id: str):
+    """Change a user's name, email or uid."""
     user = service.get_user(db.session, user_id)
     id_, attributes = parse_resource_body(None, TYPE)
     if id_ is not None and id_ != str(user.id):
@@ -81,6 +85,7 @@ def update_user(user_id: str):
 
 @bp.delete("/users/<user_id>")
 def delete_user(user_id: str):
+    """Delete a user; their devices are left without an owner."""
     service.delete_user(db.session, service.get_user(db.session, user_id))
     db.session.commit()
     return jsonapi_response(None, status=204)
@@ -88,12 +93,14 @@ def delete_user(user_id: str):
 
 @bp.get("/users/<user_id>/devices")
 def user_devices(user_id: str):
+    """The devices a user owns, with every device-list parameter."""
     user = service.get_user(db.session, user_id)
     return device_list_response([service.owned_by_condition(user)])
 
 
 @bp.get("/devices/<ident>/owner")
 def get_owner(ident: str):
+    """The device's owner (data is null when it has none)."""
     device = inventory.get_device(db.session, ident)
     owner = service.owner_of(db.session, device)
     return jsonapi_response(document(user_resource(owner) if owner else None))

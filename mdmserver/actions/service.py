@@ -21,7 +21,6 @@ from sqlalchemy import (
     and_,
     case,
     delete,
-    exists,
     false,
     insert,
     literal,
@@ -43,7 +42,12 @@ from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.groups.models import DeviceGroup
-from mdmserver.inventory.filters import conditions_from_mapping, group_condition, is_id
+from mdmserver.inventory.filters import (
+    conditions_from_mapping,
+    group_condition,
+    is_id,
+    retired_condition,
+)
 from mdmserver.inventory.service import resolve_devices
 from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.organization.service import get_organization
@@ -65,18 +69,10 @@ def get_action(name: str) -> Action:
 # --- eligibility ----------------------------------------------------------------------------------
 
 
-def _retired() -> ColumnElement[bool]:
-    """A retirement was requested since the device last enrolled."""
-    return exists().where(
-        DeviceRetirement.device_id == Device.id,
-        or_(Device.enrolled_at.is_(None), DeviceRetirement.requested_at >= Device.enrolled_at),
-    )
-
-
 def not_applicable_reason(action: Action, params: dict[str, Any] | None = None) -> ColumnElement[str | None]:
     """SQL for the first reason the action does not apply to a device (NULL when it applies)."""
     whens: list[tuple[ColumnElement[bool], Any]] = [
-        (_retired(), literal("the device is retired (management removal was requested)")),
+        (retired_condition(), literal("the device is retired (management removal was requested)")),
         (Device.admission_status.in_(["rejected", "decommissioned"]),
          literal("the device's admission status is ", String) + Device.admission_status),
         (and_(Device.enrolled.is_(False), Device.unenrolled_at.is_not(None)),

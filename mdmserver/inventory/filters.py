@@ -139,6 +139,14 @@ def free_text_condition(value: str) -> ColumnElement[bool]:
     return or_(*(contains(column, text) for column in columns))
 
 
+def retired_condition() -> ColumnElement[bool]:
+    """A retirement was requested since the device last enrolled (enrolling again un-retires it)."""
+    return exists().where(
+        DeviceRetirement.device_id == Device.id,
+        or_(Device.enrolled_at.is_(None), DeviceRetirement.requested_at >= Device.enrolled_at),
+    )
+
+
 def group_condition(session: Session, group_id: int, _seen: frozenset[int] = frozenset()) -> ColumnElement[bool]:
     """Membership of a group: its static members and smart matches, and those of every subgroup."""
     rows = session.execute(
@@ -206,8 +214,7 @@ def device_filters(session: Session, _seen: frozenset[int] = frozenset()) -> dic
         "asset_tag": lambda v: Device.asset_tag.in_(split_list(v)),
         "office": lambda v: Device.office == v.strip(),
         "purchase_type": lambda v: Device.purchase_type == v.strip(),
-        "retired": lambda v: (Device.id.in_(select(DeviceRetirement.device_id)) if parse_bool(v)
-                              else Device.id.not_in(select(DeviceRetirement.device_id))),
+        "retired": lambda v: retired_condition() if parse_bool(v) else ~retired_condition(),
         "q": free_text_condition,
     }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import event, func, select
 
 from mdmserver.actions.models import DeviceRetirement
@@ -116,6 +118,11 @@ def test_retire_marks_the_device(client, auth, db_session):
     assert _actions(client, h, phone)["scan"]["reason"].startswith("the device is retired")
     listed = client.get("/api/v1/devices?filter[retired]=true", headers=h).get_json()["data"]
     assert [int(d["id"]) for d in listed] == [phone.id]
+    # enrolling again afterwards makes it a managed device again
+    db_session.get(Device, phone.id).enrolled_at = retirement.requested_at + timedelta(minutes=5)
+    db_session.flush()
+    assert _actions(client, h, phone)["scan"]["is_enabled"]
+    assert client.get("/api/v1/devices?filter[retired]=true", headers=h).get_json()["data"] == []
 
 
 def _bulk(client, h, name, body):

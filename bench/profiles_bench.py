@@ -142,16 +142,19 @@ def make_app(tmp: Path):
     return app, ("postgresql" if pg else "sqlite"), drop
 
 
-def bench_upload_download(app, client, headers, repeat: int) -> dict:
+def _floor(data: bytes) -> float:
+    start = time.perf_counter()
+    plistlib.dumps(plistlib.loads(data), sort_keys=False)
+    return time.perf_counter() - start
+
+
+def bench_upload_download(engine, client, headers, repeat: int) -> dict:
+    """Floor samples are interleaved with the measured requests, so both see the same machine load."""
     variants = [hundred_payload_profile(f"com.example.bench.big.{i}") for i in range(repeat)]
     size = len(variants[0])
-    floor = []
+    floor, uploads, ids = [], [], []
     for data in variants:
-        start = time.perf_counter()
-        plistlib.dumps(plistlib.loads(data), sort_keys=False)
-        floor.append(time.perf_counter() - start)
-    uploads, ids = [], []
-    for data in variants:
+        floor.append(_floor(data))
         start = time.perf_counter()
         response = client.post("/api/v1/upload/profiles", headers=headers, content_type="multipart/form-data",
                                data={"file": (io.BytesIO(data), "bench.mobileconfig")})
@@ -160,15 +163,16 @@ def bench_upload_download(app, client, headers, repeat: int) -> dict:
         ids.append(response.get_json()["data"]["id"])
     downloads = []
     for profile_id, data in zip(ids, variants, strict=True):
+        floor.append(_floor(data))
         start = time.perf_counter()
         response = client.get(f"/api/v1/download/profiles/{profile_id}", headers=headers)
         downloads.append(time.perf_counter() - start)
         assert response.status_code == 200 and plistlib.loads(response.data) == plistlib.loads(data)
-    with statement_counter(db.engine) as statements:
+    with statement_counter(engine) as statements:
         client.post("/api/v1/upload/profiles", headers=headers, content_type="multipart/form-data",
                     data={"file": (io.BytesIO(hundred_payload_profile("com.example.bench.count")), "b.mobileconfig")})
     upload_statements = len(statements)
-    with statement_counter(db.engine) as statements:
+    with statement_counter(engine) as statements:
         client.get(f"/api/v1/download/profiles/{ids[0]}", headers=headers)
     download_statements = len(statements)
     base = statistics.median(floor)
@@ -197,20 +201,28 @@ def seed(app, count: int) -> float:
     return time.perf_counter() - start
 
 
-def bench_list(client, headers, repeat: int, total: int) -> dict:
+def bench_list(engine, client, headers, repeat: int, total: int) -> dict:
+    """Pages of 50; the baseline is the same page read with bare SQL (no ORM, no JSON), interleaved."""
     results = {}
     pages = {"first": 1, "middle": max(1, total // 100), "last": max(1, -(-total // 50))}
     for label, number in pages.items():
         url = f"/api/v1/profiles?page[size]=50&page[number]={number}"
-        samples = []
+        bare = sa.text("SELECT * FROM profiles ORDER BY id LIMIT 50 OFFSET :o").bindparams(o=(number - 1) * 50)
+        samples, floor = [], []
         for _ in range(repeat):
+            start = time.perf_counter()
+            with engine.connect() as conn:
+                conn.execute(bare).all()
+            floor.append(time.perf_counter() - start)
             start = time.perf_counter()
             response = client.get(url, headers=headers)
             samples.append(time.perf_counter() - start)
             assert response.status_code == 200 and response.get_json()["meta"]["total"] == total
-        with statement_counter(db.engine) as statements:
+        with statement_counter(engine) as statements:
             client.get(url, headers=headers)
         results[f"page_{label}_ms"] = median_ms(samples)
+        results[f"page_{label}_bare_sql_ms"] = median_ms(floor)
+        results[f"page_{label}_ratio_to_bare_sql"] = round(statistics.median(samples) / statistics.median(floor), 1)
         results[f"page_{label}_sql_statements"] = len(statements)
     samples = []
     url = "/api/v1/profiles?page[size]=50&sort=-id&include=payloads&filter[payload_type]=com.apple.wifi.managed"
@@ -218,7 +230,7 @@ def bench_list(client, headers, repeat: int, total: int) -> dict:
         start = time.perf_counter()
         client.get(url, headers=headers)
         samples.append(time.perf_counter() - start)
-    with statement_counter(db.engine) as statements:
+    with statement_counter(engine) as statements:
         client.get(url, headers=headers)
     results["page_include_payloads_filtered_ms"] = median_ms(samples)
     results["page_include_payloads_sql_statements"] = len(statements)
@@ -236,14 +248,14 @@ def main() -> int:
             with app.app_context():
                 _, token = create_token(db.session, "bench", ["read", "write"])
                 db.session.commit()
+                engine = db.engine
             headers = {"Authorization": f"Bearer {token}"}
+            # Requests run outside an app context, so each one gets (and closes) its own session.
             client = app.test_client()
-            with app.app_context():
-                big = bench_upload_download(app, client, headers, args.repeat)
+            big = bench_upload_download(engine, client, headers, args.repeat)
             stored = args.repeat + 1  # the 100-payload profiles uploaded above
             seconds = seed(app, args.profiles - stored)
-            with app.app_context():
-                listing = bench_list(client, headers, args.repeat, args.profiles)
+            listing = bench_list(engine, client, headers, args.repeat, args.profiles)
             report = {
                 "database": database,
                 "repeat": args.repeat,

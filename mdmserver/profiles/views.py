@@ -72,7 +72,13 @@ def _created(profile: Profile, warnings: list[dict], status: int = 201) -> Respo
 
 @bp.post("/upload/profiles")
 def upload_profile():
-    """Upload a .mobileconfig (multipart field ``file``): XML, binary or CMS-signed."""
+    """Upload a configuration profile (.mobileconfig).
+
+    multipart/form-data with the file in the field ``file``: an XML or binary property list, or a CMS
+    SignedData around one (its signature is verified; an untrusted signer is a warning). ``strict=true``
+    turns Apple-schema findings into a 422; ``replace=true`` makes a new revision of the profile with the
+    same PayloadIdentifier instead of a 409. Answers the profile with its payloads and ``meta.warnings``.
+    """
     _only_params("strict", "replace")
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -93,7 +99,11 @@ def upload_profile():
 
 @bp.get("/download/profiles/<int:profile_id>")
 def download_profile(profile_id: int):
-    """The profile rebuilt from the database; ``signed=true`` wraps it in the server's CMS signature."""
+    """Download a profile, rebuilt from the database (application/x-apple-aspen-config).
+
+    ``signed=true`` wraps it in the server's CMS signature; ``format=xml|binary`` overrides the uploaded
+    format; ``revision=N`` gives an earlier revision.
+    """
     _only_params("signed", "format", "revision")
     signed = _flag("signed")
     profile = service.get_profile(db.session, profile_id)
@@ -120,6 +130,11 @@ def download_profile(profile_id: int):
 
 @bp.get("/profiles")
 def list_profiles():
+    """List profiles.
+
+    Filters ``identifier``, ``display_name``, ``payload_type``, ``uuid``, ``signed``; ``include=payloads``;
+    sort and paging as every JSON:API list.
+    """
     query = parse_list_query(
         request.args,
         filters={
@@ -157,6 +172,7 @@ def list_profiles():
 
 @bp.post("/profiles")
 def create_profile():
+    """Create a profile from JSON:API attributes (Apple's keys; payloads in PayloadContent), no plist needed."""
     _only_params("strict")
     strict = _flag("strict")
     _, attributes = parse_resource_body(request, "profiles")
@@ -166,6 +182,7 @@ def create_profile():
 
 @bp.get("/profiles/<int:profile_id>")
 def get_profile(profile_id: int):
+    """One profile: its top-level keys and metadata; ``include=payloads`` adds the payloads."""
     _only_params("include")
     include = request.args.get("include")
     if include not in (None, "payloads"):
@@ -177,6 +194,7 @@ def get_profile(profile_id: int):
 
 @bp.patch("/profiles/<int:profile_id>")
 def patch_profile(profile_id: int):
+    """Change top-level keys (null removes one); a new revision, installed where the profile is assigned."""
     profile = service.get_profile(db.session, profile_id)
     _, attributes = parse_resource_body(request, "profiles", require_id=profile_id)
     _, warnings = service.update_profile(db.session, profile, attributes)
@@ -223,6 +241,7 @@ def _profile_id(value: str):
 
 @bp.get("/payloads")
 def list_payloads():
+    """List payloads with their typed attributes; filters ``payload_type``, ``profile``, ``kind``, ``identifier``."""
     query = parse_list_query(
         request.args,
         filters={
@@ -246,6 +265,7 @@ def list_payloads():
 
 @bp.post("/payloads")
 def create_payload():
+    """Add a payload to the profile named in ``relationships.profile``; a new revision of that profile."""
     body = request.get_json(silent=True) or {}
     _, attributes = parse_resource_body(request, "payloads")
     rel = (((body.get("data") or {}).get("relationships") or {}).get("profile") or {}).get("data") or {}
@@ -264,11 +284,13 @@ def create_payload():
 
 @bp.get("/payloads/<int:payload_id>")
 def get_payload(payload_id: int):
+    """One payload with its typed attributes (secrets left out)."""
     return jsonapi_response(document(payload_resource(service.get_payload(db.session, payload_id))))
 
 
 @bp.patch("/payloads/<int:payload_id>")
 def patch_payload(payload_id: int):
+    """Change a payload's keys (null removes one; PayloadType is fixed); a new revision of its profile."""
     payload = service.get_payload(db.session, payload_id)
     _, attributes = parse_resource_body(request, "payloads", require_id=payload_id)
     _, warnings = service.update_payload(db.session, payload, attributes)
@@ -280,6 +302,7 @@ def patch_payload(payload_id: int):
 
 @bp.delete("/payloads/<int:payload_id>")
 def delete_payload(payload_id: int):
+    """Remove a payload from its profile; a new revision of that profile."""
     payload = service.get_payload(db.session, payload_id)
     profile = payload.profile
     service.delete_payload(db.session, payload)

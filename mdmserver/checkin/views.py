@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import importlib
 import logging
 import threading
 import time
@@ -28,6 +27,7 @@ from mdmserver.pki import service as pki
 from mdmserver.protocol import checkin as msgs
 from mdmserver.protocol.plist import ProtocolError, load_dict
 from mdmserver.protocol.results import parse_result
+from mdmserver.push import service as push_service
 
 log = logging.getLogger("mdmserver.checkin")
 
@@ -38,12 +38,6 @@ CA_CACHE_SECONDS = 60.0
 
 def push_topic(session: Session) -> str | None:
     """The APNs topic of our push certificate (``None`` without one)."""
-    try:
-        push_service = importlib.import_module("mdmserver.push.service")
-    except ModuleNotFoundError as exc:  # the push feature is not installed in this tree
-        if exc.name == "mdmserver.push.service":
-            return None
-        raise
     return push_service.get_push_topic(session)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import uuid
 
 import pytest
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from mdmserver.pki import x509
+from mdmserver.push import service as push_service
 
 TOPIC = "com.apple.mgmt.External.5a0a7e2d-1111-4222-8333-944455556666"
 
@@ -34,19 +34,8 @@ def push_certificate_pem(topic: str = TOPIC) -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def install_push_topic(session, monkeypatch: pytest.MonkeyPatch, topic: str = TOPIC) -> str:
-    """Import a push certificate through the push service; while that service is not in the tree,
-    make the enrollment see ``topic`` (and say so loudly in the test output)."""
-    try:
-        push_service = importlib.import_module("mdmserver.push.service")
-    except ModuleNotFoundError:
-        import warnings
-
-        from mdmserver.checkin import views
-
-        warnings.warn("mdmserver.push.service missing: push topic patched for this test", stacklevel=2)
-        monkeypatch.setattr(views, "push_topic", lambda _session: topic)
-        return topic
+def install_push_topic(session, monkeypatch: pytest.MonkeyPatch | None = None, topic: str = TOPIC) -> str:
+    """Import a push certificate for ``topic`` through the push service and commit."""
     cert_pem, key_pem = push_certificate_pem(topic)
     push_service.import_push_certificate(session, cert_pem, key_pem, None)
     session.commit()

@@ -45,10 +45,7 @@ def test_enroll_profile_is_signed_and_complete(client, topic) -> None:
     assert p12s[0] != by_type["com.apple.security.pkcs12"]["PayloadContent"]
 
 
-def test_enroll_without_push_certificate_is_503(client, monkeypatch) -> None:
-    from mdmserver.checkin import views
-
-    monkeypatch.setattr(views, "push_topic", lambda _session: None)
+def test_enroll_without_push_certificate_is_503(client, db_session) -> None:
     response = client.get("/mdm/enroll")
     assert response.status_code == 503
     assert b"push-cert import" in response.data

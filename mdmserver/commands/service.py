@@ -6,11 +6,11 @@ import logging
 import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
@@ -349,3 +349,32 @@ def enqueue_for_device(
         expires_at=expires_at, validate=False,
     )
     return get_command(session, created[0]["uuid"])
+
+
+def purge_finished(
+    session: Session, *, retention_days: int, now: datetime | None = None, batch_size: int = 5000,
+    commit: bool = True,
+) -> int:
+    """Delete finished commands completed more than ``retention_days`` ago, in batches (each its own
+    transaction when ``commit``), so the queue table does not grow without bound. Active commands
+    past their expiry are marked expired first. Returns how many rows were deleted."""
+    now = now or utcnow()
+    expire_due(session, now)
+    cutoff = now - timedelta(days=retention_days)
+    final = [s.value for s in CommandStatus if s.value not in IDLE_CANDIDATES]
+    total = 0
+    while True:
+        batch = (
+            select(Command.id)
+            .where(Command.status.in_(final), Command.completed_at < cutoff)
+            .limit(batch_size)
+            .scalar_subquery()
+        )
+        deleted = session.execute(
+            delete(Command).where(Command.id.in_(batch)).execution_options(synchronize_session=False)
+        ).rowcount or 0
+        total += deleted
+        if commit:
+            session.commit()
+        if deleted < batch_size:
+            return total

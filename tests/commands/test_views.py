@@ -169,3 +169,22 @@ def test_expire_due_rewrites_statuses(client, auth, sim, device_id, db_session) 
     db_session.commit()
     assert db_session.scalar(select(Command.status).where(Command.uuid == gone)) == "expired"
     assert db_session.scalar(select(Command.status).where(Command.uuid == kept)) == "queued"
+
+
+def test_purge_finished(client, auth, sim, device_id, db_session) -> None:
+    from datetime import timedelta
+
+    from mdmserver.commands import service
+    from mdmserver.db import utcnow
+
+    headers = auth("read", "write")
+    done = _post(client, f"/api/v1/devices/{device_id}/commands", {"request_type": "ProfileList"}, headers,
+                 "application/json").json["data"]["id"]
+    sim.run_session()
+    waiting = _post(client, f"/api/v1/devices/{device_id}/commands", {"request_type": "DeviceLock"}, headers,
+                    "application/json").json["data"]["id"]
+    assert service.purge_finished(db_session, retention_days=90, batch_size=1) == 0
+    later = utcnow() + timedelta(days=91)
+    assert service.purge_finished(db_session, retention_days=90, now=later, batch_size=1) == 1
+    remaining = set(db_session.scalars(select(Command.uuid).where(Command.device_id == device_id)))
+    assert done not in remaining and waiting in remaining

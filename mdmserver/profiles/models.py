@@ -142,9 +142,10 @@ class PlistMapped:
         fields = self.field_by_key()
         secrets = self.secret_keys(values.get("PayloadType"))
         extras: dict[str, Any] = {}
-        for f in self.plist_fields:
-            if not f.secret:
-                setattr(self, f.attr, None)
+        if self.key_order is not None:  # values were assigned before: clear the old ones
+            for f in self.plist_fields:
+                if not f.secret and getattr(self, f.attr) is not None:
+                    setattr(self, f.attr, None)
         for key, value in values.items():
             if key in self.structural_keys:
                 continue

@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import BigInteger, delete, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -193,10 +193,30 @@ def touch_last_seen(session: Session, device: Any, now: datetime) -> None:
 # --- inventory -------------------------------------------------------------------------------------
 
 
+def _fit(model, row: dict[str, Any]) -> dict[str, Any]:
+    """Cut device-reported strings to their column's length (inventory is informational; a
+    device must not be able to make the write fail)."""
+    table = model.__table__
+    out = {}
+    for key, value in row.items():
+        column_type = table.c[key].type if key in table.c else None
+        length = getattr(column_type, "length", None)
+        if isinstance(value, str) and length and len(value) > length:
+            value = value[:length]
+        elif isinstance(value, int) and not isinstance(value, bool) and column_type is not None:
+            limit = 2**63 - 1 if isinstance(column_type, BigInteger) else 2**31 - 1
+            if not -limit <= value <= limit:
+                value = None
+        out[key] = value
+    return out
+
+
 def _replace(session: Session, model, device_id: int, rows: list[dict[str, Any]], now: datetime) -> None:
     session.execute(delete(model).where(model.device_id == device_id))
     if rows:
-        session.execute(insert(model), [{**row, "device_id": device_id, "reported_at": now} for row in rows])
+        session.execute(
+            insert(model), [_fit(model, {**row, "device_id": device_id, "reported_at": now}) for row in rows]
+        )
 
 
 def apply_inventory(session: Session, device_id: int, request_type: str, answer: dict[str, Any]) -> bool:
@@ -219,10 +239,10 @@ def apply_inventory(session: Session, device_id: int, request_type: str, answer:
             platform = platform_for(values.get("product_name"), values.get("model"), values.get("model_name"))
             if platform:
                 values["platform"] = platform
-        session.execute(update(Device).where(Device.id == device_id).values(**values))
+        session.execute(update(Device).where(Device.id == device_id).values(**_fit(Device, values)))
     elif request_type == "SecurityInfo":
         session.execute(delete(DeviceSecurityInfo).where(DeviceSecurityInfo.device_id == device_id))
-        session.execute(insert(DeviceSecurityInfo).values(device_id=device_id, updated_at=now, **data))
+        session.execute(insert(DeviceSecurityInfo).values(device_id=device_id, updated_at=now, **_fit(DeviceSecurityInfo, data)))
     elif request_type == "ProfileList":
         _replace(session, InstalledProfile, device_id, data, now)
     elif request_type == "InstalledApplicationList":
@@ -233,13 +253,13 @@ def apply_inventory(session: Session, device_id: int, request_type: str, answer:
                 update(InstalledApplication)
                 .where(InstalledApplication.device_id == device_id,
                        InstalledApplication.identifier == app["identifier"])
-                .values(managed_status=app["status"])
+                .values(**_fit(InstalledApplication, {"managed_status": app["status"]}))
             )
     elif request_type == "CertificateList":
         rows = [{**c, "not_before": _dt(c["not_before"]), "not_after": _dt(c["not_after"])} for c in data]
         _replace(session, DeviceCertificate, device_id, rows, now)
     elif request_type == "DeviceLocation":
-        session.execute(insert(DeviceLocation).values(device_id=device_id, received_at=now, **data))
+        session.execute(insert(DeviceLocation).values(device_id=device_id, received_at=now, **_fit(DeviceLocation, data)))
     elif request_type == "AvailableOSUpdates":
         _replace(session, AvailableOSUpdate, device_id, data, now)
     else:

@@ -45,10 +45,16 @@ class UnknownRequestType(KeyError):
         self.request_type = request_type
 
 
+_CONTROL = {chr(c) for c in range(32)} - {"\t", "\n", "\r"}
+PLIST_INT_MIN, PLIST_INT_MAX = -(2**63), 2**64 - 1
+
+
 class StrictString(fields.String):
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):
             raise ValidationError("Not a string.")
+        if any(ch in _CONTROL for ch in value):
+            raise ValidationError("Control characters are not allowed.")
         return value
 
 
@@ -56,6 +62,8 @@ class StrictInteger(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValidationError("Not an integer.")
+        if not PLIST_INT_MIN <= value <= PLIST_INT_MAX:
+            raise ValidationError("Integer out of the property-list range.")
         return value
 
 
@@ -314,9 +322,41 @@ def validate_parameters(request_type: str, parameters: Any) -> dict[str, Any]:
     if not isinstance(parameters, dict):
         raise ParameterError([{"detail": "parameters must be an object", "pointer": ""}])
     try:
-        return spec.schema.load(parameters)
+        loaded = spec.schema.load(parameters)
     except ValidationError as exc:
         raise ParameterError(_flatten(exc.messages)) from None
+    problem = _plist_problem(loaded, "")
+    if problem is not None:
+        raise ParameterError([problem])
+    return loaded
+
+
+def _plist_problem(value: Any, pointer: str) -> dict[str, str] | None:
+    """Free-form values (app configurations, manifests) must still fit in a property list."""
+    if isinstance(value, bool) or value is None or isinstance(value, float | bytes | datetime):
+        return None
+    if isinstance(value, int):
+        if not PLIST_INT_MIN <= value <= PLIST_INT_MAX:
+            return {"detail": "Integer out of the property-list range.", "pointer": pointer}
+        return None
+    if isinstance(value, str):
+        if any(ch in _CONTROL for ch in value):
+            return {"detail": "Control characters are not allowed.", "pointer": pointer}
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _plist_problem(str(key), f"{pointer}/{_escape(key)}") or _plist_problem(
+                item, f"{pointer}/{_escape(key)}")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = _plist_problem(item, f"{pointer}/{index}")
+            if problem:
+                return problem
+        return None
+    return {"detail": f"Unsupported value type {type(value).__name__}.", "pointer": pointer}
 
 
 def is_secret_key(name: str) -> bool:

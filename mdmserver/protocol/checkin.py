@@ -98,17 +98,24 @@ class DeclarativeManagement(CheckinMessage):
     data: bytes | None = field(default=None, repr=False)
 
 
+#: Longest value accepted for identifying fields (what the server stores).
+MAX_ID = 64
+MAX_NAME = 255
+MAX_SHORT = 32
+MAX_MODEL = 100
+
+
 def _common(d: dict[str, Any]) -> dict[str, Any]:
-    udid = opt_str(d, "UDID")
-    enrollment_id = opt_str(d, "EnrollmentID")
+    udid = opt_str(d, "UDID", MAX_ID)
+    enrollment_id = opt_str(d, "EnrollmentID", MAX_ID)
     identifier = udid or enrollment_id
     if identifier is None:
         raise ProtocolError("UDID (or EnrollmentID) is required")
     return {
         "message_type": d["MessageType"],
         "udid": identifier,
-        "topic": opt_str(d, "Topic"),
-        "user_id": opt_str(d, "UserID") or opt_str(d, "EnrollmentUserID"),
+        "topic": opt_str(d, "Topic", MAX_NAME),
+        "user_id": opt_str(d, "UserID", MAX_ID) or opt_str(d, "EnrollmentUserID", MAX_ID),
         "enrollment_id": enrollment_id,
         "raw": d,
     }
@@ -117,15 +124,15 @@ def _common(d: dict[str, Any]) -> dict[str, Any]:
 def _authenticate(d: dict[str, Any]) -> Authenticate:
     return Authenticate(
         **_common(d),
-        serial_number=opt_str(d, "SerialNumber"),
-        model=opt_str(d, "Model"),
-        model_name=opt_str(d, "ModelName"),
-        product_name=opt_str(d, "ProductName"),
-        os_version=opt_str(d, "OSVersion"),
-        build_version=opt_str(d, "BuildVersion"),
-        imei=opt_str(d, "IMEI"),
-        meid=opt_str(d, "MEID"),
-        device_name=opt_str(d, "DeviceName"),
+        serial_number=opt_str(d, "SerialNumber", MAX_ID),
+        model=opt_str(d, "Model", MAX_MODEL),
+        model_name=opt_str(d, "ModelName", MAX_MODEL),
+        product_name=opt_str(d, "ProductName", MAX_MODEL),
+        os_version=opt_str(d, "OSVersion", MAX_SHORT),
+        build_version=opt_str(d, "BuildVersion", MAX_SHORT),
+        imei=opt_str(d, "IMEI", MAX_SHORT),
+        meid=opt_str(d, "MEID", MAX_SHORT),
+        device_name=opt_str(d, "DeviceName", MAX_NAME),
         challenge=opt_bytes(d, "Challenge"),
     )
 
@@ -134,11 +141,11 @@ def _token_update(d: dict[str, Any]) -> TokenUpdate:
     return TokenUpdate(
         **_common(d),
         token=opt_bytes(d, "Token"),
-        push_magic=opt_str(d, "PushMagic"),
+        push_magic=opt_str(d, "PushMagic", MAX_NAME),
         unlock_token=opt_bytes(d, "UnlockToken"),
         awaiting_configuration=bool(opt_bool(d, "AwaitingConfiguration")),
-        user_long_name=opt_str(d, "UserLongName"),
-        user_short_name=opt_str(d, "UserShortName"),
+        user_long_name=opt_str(d, "UserLongName", MAX_NAME),
+        user_short_name=opt_str(d, "UserShortName", MAX_NAME),
         not_on_console=opt_bool(d, "NotOnConsole"),
     )
 
@@ -151,8 +158,8 @@ def _user_authenticate(d: dict[str, Any]) -> UserAuthenticate:
     return UserAuthenticate(
         **_common(d),
         digest_response=opt_str(d, "DigestResponse"),
-        user_long_name=opt_str(d, "UserLongName"),
-        user_short_name=opt_str(d, "UserShortName"),
+        user_long_name=opt_str(d, "UserLongName", MAX_NAME),
+        user_short_name=opt_str(d, "UserShortName", MAX_NAME),
     )
 
 

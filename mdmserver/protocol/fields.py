@@ -8,8 +8,9 @@ from typing import Any
 from .plist import ProtocolError
 
 
-def opt_str(d: dict[str, Any], key: str) -> str | None:
-    """A string value; missing or empty → ``None``; any other type → ``ProtocolError``."""
+def opt_str(d: dict[str, Any], key: str, max_len: int | None = None) -> str | None:
+    """A string value; missing or empty → ``None``; any other type, or longer than ``max_len``
+    characters → ``ProtocolError``."""
     value = d.get(key)
     if value is None or value == "":
         return None
@@ -17,11 +18,15 @@ def opt_str(d: dict[str, Any], key: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ProtocolError(f"{key} must be a string")
+    if max_len is not None and len(value) > max_len:
+        raise ProtocolError(f"{key} is longer than {max_len} characters")
+    if "\x00" in value:
+        raise ProtocolError(f"{key} contains a NUL character")
     return value
 
 
-def req_str(d: dict[str, Any], key: str) -> str:
-    value = opt_str(d, key)
+def req_str(d: dict[str, Any], key: str, max_len: int | None = None) -> str:
+    value = opt_str(d, key, max_len)
     if value is None:
         raise ProtocolError(f"{key} is required")
     return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,7 @@ _SECRET_KEYS = frozenset({"FDE_PersonalRecoveryKeyCMS", "FDE_PersonalRecoveryKey
 def jsonable(value: Any) -> Any:
     """bytes → base64 text, datetimes → ISO 8601 ``Z``, recursively; secret keys left out."""
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items() if k not in _SECRET_KEYS}
+        return {str(k).replace("\x00", ""): jsonable(v) for k, v in value.items() if k not in _SECRET_KEYS}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if isinstance(value, bytes):
@@ -33,6 +34,10 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         aware = value if value.tzinfo else value.replace(tzinfo=UTC)
         return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "")
     return value
 
 
@@ -40,7 +45,9 @@ def _typed(d: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     value = d.get(key)
     if isinstance(value, bool) and kind in (int, float, (int, float)):
         return None
-    return value if isinstance(value, kind) and value != "" else None
+    if not isinstance(value, kind) or value == "":
+        return None
+    return value.replace("\x00", "") if isinstance(value, str) else value
 
 
 def _s(d: dict[str, Any], key: str) -> str | None:
@@ -59,7 +66,8 @@ def _f(d: dict[str, Any], key: str) -> float | None:
     value = d.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _section(result: dict[str, Any], key: str, kind: type) -> Any:

@@ -71,7 +71,7 @@ def parse_result(d: dict[str, Any]) -> CommandResult:
         status = ResultStatus(raw_status)
     except ValueError:
         raise ProtocolError(f"unknown Status {raw_status!r}") from None
-    udid = opt_str(d, "UDID") or opt_str(d, "EnrollmentID")
+    udid = opt_str(d, "UDID", 64) or opt_str(d, "EnrollmentID", 64)
     if udid is None:
         raise ProtocolError("UDID (or EnrollmentID) is required")
     command_uuid = opt_str(d, "CommandUUID")
@@ -82,7 +82,7 @@ def parse_result(d: dict[str, Any]) -> CommandResult:
         status=status,
         command_uuid=command_uuid,
         request_type=opt_str(d, "RequestType"),
-        user_id=opt_str(d, "UserID") or opt_str(d, "EnrollmentUserID"),
+        user_id=opt_str(d, "UserID", 64) or opt_str(d, "EnrollmentUserID", 64),
         error_chain=_error_chain(d),
         raw=d,
     )

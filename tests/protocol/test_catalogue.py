@@ -82,6 +82,10 @@ def test_device_information_defaults() -> None:
         ("ScheduleOSUpdate", {"Updates": [{"InstallAction": "Now"}]}, "/Updates/0/InstallAction"),
         ("DeviceInformation", {"Queries": ["UDID", 3]}, "/Queries/1"),
         ("ClearPasscode", {"UnlockToken": "AAAA"}, "/UnlockToken"),
+        ("InstallApplication", {"iTunesStoreID": 2**70}, "/iTunesStoreID"),
+        ("DeviceLock", {"Message": "bell\x07"}, "/Message"),
+        ("InstallApplication", {"Identifier": "a.b", "Configuration": {"k": [1, 2**65]}}, "/Configuration/k/1"),
+        ("InstallApplication", {"Identifier": "a.b", "Configuration": {"k": "\x00"}}, "/Configuration/k"),
     ],
 )
 def test_invalid_parameters_have_pointers(request_type: str, params: dict, pointer: str) -> None:

@@ -64,7 +64,7 @@ def get_device(session: Session, ident: str | int) -> Device:
     """A device by id, UDID or serial number; 404 otherwise."""
     text = str(ident).strip()
     device = None
-    if text.isdigit() and len(text) < 12:
+    if text.isascii() and text.isdigit() and len(text) < 10:
         device = session.get(Device, int(text))
     if device is None and text:
         device = session.scalar(select(Device).where(Device.udid == text))
@@ -219,11 +219,20 @@ def _replace(session: Session, model, device_id: int, rows: list[dict[str, Any]]
         )
 
 
+LOST_MODE_STATE = {"EnableLostMode": True, "DisableLostMode": False}
+
+
 def apply_inventory(session: Session, device_id: int, request_type: str, answer: dict[str, Any]) -> bool:
     """Apply an acknowledged answer to the inventory; ``False`` when there is no handler.
 
     A malformed answer is logged and left out of the inventory (the raw result stays with the command).
     """
+    if request_type in LOST_MODE_STATE:
+        # these answers carry no data: the acknowledgement itself is the new state
+        session.execute(
+            update(Device).where(Device.id == device_id).values(lost_mode_enabled=LOST_MODE_STATE[request_type])
+        )
+        return True
     try:
         data = inventory.parse_inventory(request_type, answer)
     except ProtocolError as exc:

@@ -81,3 +81,22 @@ def test_security_404_before_report(client, auth, app, db_session, monkeypatch) 
     sim.authenticate()
     device_id = db_session.scalar(select(Device.id).where(Device.udid == sim.udid))
     assert client.get(f"/api/v1/devices/{device_id}/security", headers=auth("read")).status_code == 404
+
+
+@pytest.mark.parametrize("ident", ["\u00b2", "\u0661\u0662", "99999999999999999999", "12345678901"])
+def test_odd_numeric_identifiers_are_404(client, auth, ident) -> None:
+    response = client.get(f"/api/v1/devices/{ident}", headers=auth("read"))
+    assert response.status_code == 404
+    assert response.json["meta"]["request_id"] == response.headers["X-Request-ID"]
+
+
+def test_lost_mode_acknowledgements_update_the_device(db_session, scanned) -> None:
+    sim, device_id = scanned
+    device = db_session.get(Device, device_id)
+    for request_type, expected in (("EnableLostMode", True), ("DisableLostMode", False)):
+        parameters = {"Message": "Call IT"} if request_type == "EnableLostMode" else None
+        commands.enqueue_commands(db_session, [device_id], request_type, parameters, enqueued_by="t")
+        db_session.commit()
+        assert [s for _u, _t, s in sim.run_session()] == ["Acknowledged"]
+        db_session.refresh(device)
+        assert device.lost_mode_enabled is expected

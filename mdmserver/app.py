@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask, request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import IntegerConverter
 
 import mdmserver
 from mdmserver.api import auth, errors, requests
@@ -42,6 +43,7 @@ def import_all_models() -> None:
 
 def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Flask:
     app = Flask("mdmserver")
+    app.url_map.converters["int"] = DatabaseIdConverter
     app.config.update(load_config(environ=environ, overrides=overrides))
     app.json.sort_keys = False
     requests.configure_logging(app.config["LOG_LEVEL"])
@@ -61,6 +63,17 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
             if blueprint is not None:
                 app.register_blueprint(blueprint)
     return app
+
+
+class DatabaseIdConverter(IntegerConverter):
+    """``<int:…>`` in our routes: ASCII digits only, and within a 32-bit key, so an id no row can have
+    is a 404 rather than a database overflow error."""
+
+    regex = r"[0-9]+"
+
+    def __init__(self, map, *args, **kwargs) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def _limit_admin_bodies(app: Flask) -> None:

@@ -74,6 +74,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retention_days", 90, int, "How long finished commands and push records are kept."),
     Setting("repush_after_hours", 24, int, "Push again devices with queued commands silent this long."),
     Setting("secret_key_file", None, str, "Key encrypting secrets at rest; default <data_dir>/secret.key."),
+    Setting("profile_trust_file", None, str, "PEM bundle of extra trust roots for signed profile uploads."),
     Setting("log_level", "INFO", str, "Python logging level."),
     Setting("cors_origins", [], _str_list, "Origins allowed by CORS; empty turns CORS off."),
     Setting("organization_name", "mdmserver", str, "Organization name created by `mdmserver init`."),

@@ -112,7 +112,7 @@ def download_profile(profile_id: int):
         raise BadRequest("format must be xml or binary", parameter="format")
     revision = request.args.get("revision")
     if revision is not None:
-        if not revision.isdigit():
+        if not (revision.isascii() and revision.isdigit() and len(revision) <= 9):
             raise BadRequest("revision must be a positive integer", parameter="revision")
         value = service.get_version(db.session, profile, int(revision))
         body = service.render(value, fmt)
@@ -233,8 +233,12 @@ def list_versions(profile_id: int):
 # --- payloads --------------------------------------------------------------------------------------
 
 
+def _is_id(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 9
+
+
 def _profile_id(value: str):
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit() and len(value) <= 9):
         raise ValueError("profile must be a profile id")
     return Payload.profile_id == int(value)
 
@@ -269,7 +273,7 @@ def create_payload():
     body = request.get_json(silent=True) or {}
     _, attributes = parse_resource_body(request, "payloads")
     rel = (((body.get("data") or {}).get("relationships") or {}).get("profile") or {}).get("data") or {}
-    if not isinstance(rel, dict) or rel.get("type") != "profiles" or not str(rel.get("id", "")).isdigit():
+    if not isinstance(rel, dict) or rel.get("type") != "profiles" or not _is_id(str(rel.get("id", ""))):
         raise BadRequest(
             "relationships.profile.data must name a profile ({type: profiles, id})",
             pointer="/data/relationships/profile",

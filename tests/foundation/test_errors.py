@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mdmserver.app import create_app
@@ -89,3 +91,20 @@ def test_unexpected_exception_is_a_generic_500(tmp_path, caplog):
     assert "req-500" in error["detail"] or response.get_json()["meta"]["request_id"] == "req-500"
     assert any("unhandled error" in r.getMessage() and getattr(r, "request_id", None) == "req-500"
                for r in caplog.records)
+
+
+def test_ids_no_row_can_have_are_404_on_every_route(app, client, auth):
+    """Huge or non-ASCII numeric ids never reach the database as an overflow (500)."""
+    headers = auth("admin")
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if "<int:" not in rule.rule:
+            continue
+        for bad in ("99999999999999999999", "2147483648", "\u00b2"):
+            path = re.sub(r"<int:[^>]+>", bad, rule.rule)
+            path = re.sub(r"<(?:[^:>]+:)?[^>]+>", "x", path)
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                response = client.open(path, method=method, headers=headers)
+                assert response.status_code < 500, (method, path, response.status_code)
+                checked += 1
+    assert checked > 20

@@ -124,6 +124,9 @@ def _classify(status: int) -> bool:
 class HttpxAPNsClient:
     """One persistent HTTP/2 connection per topic, many streams in flight.
 
+    ``max_in_flight`` defaults to 100, httpcore's per-connection stream limit: more would only wait
+    in httpcore's pool queue, whose bookkeeping grows with its length.
+
     ``identities(topic)`` returns the current :class:`PushIdentity` for a topic (or None). It is
     asked on every batch, so importing a new push certificate takes effect at the next batch: a
     changed fingerprint closes the old connection and opens one with the new certificate.
@@ -137,7 +140,7 @@ class HttpxAPNsClient:
         ca_file: str | None = None,
         expiration_seconds: int = 7 * 24 * 3600,
         timeout: float = 15.0,
-        max_in_flight: int = 1000,
+        max_in_flight: int = 100,
         connection_retries: int = 2,
     ) -> None:
         self.base_url = base_url.rstrip("/")

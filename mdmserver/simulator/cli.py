@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import click
@@ -32,7 +33,7 @@ def simulate(url, count, iterations, concurrency, platform, secret, token, reque
         raise click.UsageError("--command needs --token")
     enroll_stats = Stats()
     started = time.perf_counter()
-    with click.progressbar(length=count, label="enrolling", file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(length=count, label="enrolling", file=sys.stderr) as bar:
         devices = enroll_devices(url, count, concurrency=concurrency, platform=platform, secret=secret,
                                  stats=enroll_stats, on_progress=bar.update)
     enroll_seconds = time.perf_counter() - started
@@ -42,7 +43,7 @@ def simulate(url, count, iterations, concurrency, platform, secret, token, reque
     stats = Stats()
     total_seconds = 0.0
     with click.progressbar(length=len(devices) * iterations, label="polling",
-                           file=click.get_text_stream("stderr")) as bar:
+                           file=sys.stderr) as bar:
         for _ in range(iterations):
             if api is not None and request_type:
                 for sim in devices:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.utils import CryptographyDeprecationWarning
 
 from mdmserver.pki.x509 import is_issued_by, subject_string, verify_signature_with_key
 
@@ -217,8 +219,11 @@ def _embedded_certificates(signed_data: acms.SignedData) -> list[tuple[object, x
             continue
         acert = choice.chosen
         try:
-            ccert = x509.load_der_x509_certificate(acert.dump())
-        except ValueError as exc:
+            with warnings.catch_warnings():
+                # e.g. a negative serial number: cryptography only warns today; refuse it now.
+                warnings.simplefilter("error", CryptographyDeprecationWarning)
+                ccert = x509.load_der_x509_certificate(acert.dump())
+        except (ValueError, CryptographyDeprecationWarning) as exc:
             raise CMSError("malformed certificate in CMS") from exc
         result.append((acert, ccert))
     return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import Blueprint, request
 from sqlalchemy import select
 
@@ -13,7 +15,7 @@ from mdmserver.api.jsonapi import (
     parse_list_query,
     resource,
 )
-from mdmserver.db import db
+from mdmserver.db import db, isoformat
 from mdmserver.devices import schemas
 from mdmserver.devices.models import (
     AvailableOSUpdate,
@@ -25,16 +27,25 @@ from mdmserver.devices.models import (
 )
 from mdmserver.devices.service import get_device
 from mdmserver.errors import NotFound
+from mdmserver.push.service import push_statuses
 
 bp = Blueprint("devices", __name__)
 
 
 @bp.get("/api/v1/devices/<ident>")
 def show(ident: str):
+    """One device by id, UDID or serial number, with its inventory and push status."""
     device = get_device(db.session, ident)
     fields_ = request.args.get("fields[devices]")
     chosen = {f.strip() for f in fields_.split(",") if f.strip()} if fields_ else None
-    return jsonapi_response(document(schemas.device_resource(device, detail=True, fields_=chosen)))
+    data = schemas.device_resource(device, detail=True, fields_=chosen)
+    push = push_statuses(db.session, [device.id]).get(device.id, {})
+    push_attributes = {name: isoformat(value) if isinstance(value, datetime) else value
+                       for name, value in push.items()}
+    data["attributes"].update(
+        {name: value for name, value in push_attributes.items() if chosen is None or name in chosen}
+    )
+    return jsonapi_response(document(data))
 
 
 def _inventory_list(ident: str, model, type_: str, schema, *, filters, sorts, default_sort):

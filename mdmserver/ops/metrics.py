@@ -82,6 +82,13 @@ _registry: dict[str, Counter | Histogram] = {}
 _registry_lock = threading.Lock()
 
 
+def register_collector(collector) -> None:
+    """Add an object with ``name`` and ``render() -> list[str]`` whose lines are rendered on each scrape
+    (for figures that live elsewhere, such as counters another process keeps in the database)."""
+    with _registry_lock:
+        _registry.setdefault(collector.name, collector)
+
+
 def counter(name: str, help_text: str) -> Counter:
     with _registry_lock:
         metric = _registry.get(name)

@@ -39,17 +39,7 @@ class _PushMetrics:
             return []
 
 
-def _register_metrics() -> None:
-    register = getattr(metrics, "register_collector", None)
-    if register is not None:
-        register(_PushMetrics())
-        return
-    # ops.metrics has no public hook for collectors yet: add ours beside its counters.
-    with metrics._registry_lock:
-        metrics._registry.setdefault(_PushMetrics.name, _PushMetrics())  # type: ignore[arg-type]
-
-
-_register_metrics()
+metrics.register_collector(_PushMetrics())
 
 
 @bp.get("/push_certificate")

@@ -40,6 +40,8 @@ def test_detail_by_id_udid_serial(client, auth, scanned) -> None:
     assert attrs["platform"] == "macos" and attrs["admission_status"] == "accepted" and attrs["enrolled"]
     assert attrs["capacity_gb"] == 119.2 and attrs["device_information"]["SerialNumber"] == sim.serial_number
     assert attrs["has_push_token"] and attrs["last_seen_at"].endswith("Z")
+    assert attrs["push_token_valid"] is True
+    assert set(attrs) >= {"last_push_at", "last_push_status", "last_push_reason"}
     assert "push_token" not in attrs and "unlock_token_encrypted" not in attrs
     assert client.get("/api/v1/devices/nope", headers=headers).status_code == 404
     assert client.get(f"/api/v1/devices/{device_id}").status_code == 401

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,33 +28,28 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
-def _push_worker_target() -> None:
-    from mdmserver.push.worker import run_embedded_worker
-
-    run_embedded_worker()
-
-
 def serve(config: Mapping[str, Any], *, bind: str, workers: int, threads: int, push_worker: bool) -> None:
-    """Serve the app; the gunicorn master also supervises one push worker process."""
-    worker_process: list[multiprocessing.Process] = []
+    """Serve the app; the gunicorn master also supervises exactly one push worker process.
+
+    The push worker is a separate ``mdmserver push-worker`` process (started once, by the master, whatever
+    the number of web workers), so web workers forked later inherit nothing of it.
+    """
+    children: list[subprocess.Popen] = []
 
     def when_ready(server) -> None:
         if not push_worker:
             return
-        try:
-            from mdmserver.push import worker  # noqa: F401
-        except ImportError:
-            log.warning("no push worker available in this build; devices are not woken by APNs")
-            return
-        process = multiprocessing.get_context("spawn").Process(target=_push_worker_target, name="push-worker")
-        process.start()
-        worker_process.append(process)
+        process = subprocess.Popen([sys.executable, "-m", "mdmserver", "push-worker"])
+        children.append(process)
         server.log.info("push worker started (pid %s)", process.pid)
 
     def on_exit(server) -> None:
-        for process in worker_process:
+        for process in children:
             process.terminate()
-            process.join(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
     options = {
         "bind": bind,

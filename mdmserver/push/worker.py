@@ -7,8 +7,8 @@ and lease them to this worker), *send* (no transaction open while talking to APN
 nothing: its lease expires and another worker (or the same one, restarted) sends those requests
 again. A duplicate MDM push is harmless (the device just checks in), a lost one is not.
 
-``mdmserver push-worker`` runs :func:`run_standalone`; ``mdmserver serve`` starts
-:func:`run_embedded_worker` in one child process beside the web workers.
+``mdmserver push-worker`` runs :func:`run_standalone`; ``mdmserver serve`` starts exactly one
+``mdmserver push-worker`` process beside the web workers (see ``mdmserver/server.py``).
 """
 
 from __future__ import annotations
@@ -421,10 +421,3 @@ def run_standalone(app: Flask, *, stop: threading.Event | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         _install_signal_handlers(stop)
     PushWorker(app).run(stop)
-
-
-def run_embedded_worker() -> None:
-    """Entry point of the push worker process that ``mdmserver serve`` starts beside gunicorn."""
-    from mdmserver.app import create_app
-
-    run_standalone(create_app())

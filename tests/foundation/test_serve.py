@@ -1,0 +1,74 @@
+"""`mdmserver serve` runs gunicorn and exactly one push worker, and stops both on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every descendant of ``pid`` (Linux /proc)."""
+    found = []
+    parents = {pid}
+    for _ in range(3):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid in parents and int(entry) not in {p for p, _ in found}:
+                found.append((int(entry), cmdline))
+        parents |= {p for p, _ in found}
+    return found
+
+
+def test_serve_runs_one_push_worker_beside_several_web_workers(tmp_path):
+    env = {**os.environ, "MDMSERVER_DATA_DIR": str(tmp_path / "var"), "MDMSERVER_LOG_LEVEL": "WARNING"}
+    env.pop("MDMSERVER_DATABASE_URL", None)
+    subprocess.run([sys.executable, "-m", "mdmserver", "init"], env=env, check=True, capture_output=True,
+                   timeout=120)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mdmserver", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "3"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.3)
+        time.sleep(1)
+        children = _children(server.pid)
+        push_workers = [c for c in children if "push-worker" in c[1]]
+        web_workers = [c for c in children if " serve " in c[1] + " "]
+        assert len(push_workers) == 1, children
+        assert len(web_workers) == 3, children
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    assert server.returncode == 0
+    time.sleep(0.5)
+    for pid, _ in push_workers:
+        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]

@@ -30,6 +30,7 @@ from flask import Flask
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
+from mdmserver.commands.service import purge_finished as purge_finished_commands
 from mdmserver.db import db, utcnow
 from mdmserver.push import service
 from mdmserver.push.apns import APNsClient, HttpxAPNsClient, PushIdentity, PushMessage, PushResult
@@ -50,12 +51,14 @@ class WorkerSettings:
     repush_every: float = 300.0
     retention: timedelta = timedelta(days=90)
     purge_every: float = 3600.0
+    retention_days: int = 90
 
     @classmethod
     def from_config(cls, config: Any) -> WorkerSettings:
         return cls(
             repush_after=timedelta(hours=float(config.get("REPUSH_AFTER_HOURS", 24))),
             retention=timedelta(days=float(config.get("RETENTION_DAYS", 90))),
+            retention_days=int(config.get("RETENTION_DAYS", 90)),
         )
 
 
@@ -363,7 +366,7 @@ class PushWorker:
     # --- upkeep and loop ---------------------------------------------------------------------
 
     def upkeep(self, *, force: bool = False) -> None:
-        """Re-push silent devices and purge old push records, each on its own period."""
+        """Re-push silent devices; purge old push records and finished commands; each on its own period."""
         clock = time.monotonic()
         with self.app.app_context():
             try:
@@ -378,6 +381,10 @@ class PushWorker:
                     purged = service.purge_push_records(db.session, older_than=self.settings.retention)
                     if purged:
                         log.info("purged %d push records older than %s", purged, self.settings.retention)
+                    deleted = purge_finished_commands(db.session, retention_days=self.settings.retention_days)
+                    if deleted:
+                        log.info("purged %d finished commands older than %d days", deleted,
+                                 self.settings.retention_days)
             finally:
                 db.session.remove()
 

@@ -373,3 +373,23 @@ def test_bulk_request_is_set_based(db_session, apns, worker):
     sent = sum(w.run_once().sent for _ in range(3))
     assert sent == 1200 and apns.counts[200] == 1200
     assert len(set(apns.tokens())) == 1200
+
+
+def test_upkeep_purges_finished_commands_past_retention(db_session, apns, worker):
+    from mdmserver.commands.models import Command
+    from mdmserver.commands.service import enqueue_commands
+
+    device = make_device(db_session)
+    enqueue_commands(db_session, [device.id], "DeviceInformation", None, enqueued_by="t")
+    enqueue_commands(db_session, [device.id], "SecurityInfo", None, enqueued_by="t")
+    enqueue_commands(db_session, [device.id], "ProfileList", None, enqueued_by="t")
+    db_session.commit()
+    uuids = db_session.scalars(select(Command.uuid).where(Command.device_id == device.id).order_by(Command.id)).all()
+    old, recent = utcnow() - dt.timedelta(days=91), utcnow() - dt.timedelta(days=1)
+    db_session.execute(update(Command).where(Command.uuid == uuids[0]).values(status="acknowledged", completed_at=old))
+    db_session.execute(update(Command).where(Command.uuid == uuids[1]).values(status="error", completed_at=recent))
+    db_session.commit()
+    worker(retention_days=90).upkeep(force=True)
+    db_session.expire_all()
+    left = db_session.scalars(select(Command.uuid).where(Command.device_id == device.id).order_by(Command.id)).all()
+    assert left == uuids[1:]  # the old finished one is gone; the recent one and the queued one stay

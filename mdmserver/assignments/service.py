@@ -28,6 +28,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    text,
     true,
     update,
 )
@@ -212,12 +213,30 @@ def _queue(session: Session, condition: ColumnElement[bool], request_type: str, 
     return [(device_id, uuid) for device_id, uuid in session.execute(stmt)]
 
 
+_RECONCILE_LOCK_NAMESPACE = 0x4D444D00  # "MDM\0": keeps our advisory keys apart from other users'
+
+
+def _serialize_reconciles(session: Session, profile_id: int) -> None:
+    """Let one reconcile of a profile run at a time, until its transaction ends.
+
+    Two concurrent reconciles would each see the other's devices as not yet scheduled and queue
+    InstallProfile twice. PostgreSQL gets a transaction-scoped advisory lock per profile; SQLite
+    transactions already hold the database write lock (``BEGIN IMMEDIATE``).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:namespace, :profile_id)"),
+            {"namespace": _RECONCILE_LOCK_NAMESPACE, "profile_id": profile_id},
+        )
+
+
 def reconcile(session: Session, profile: Profile, *, actor: str | None) -> dict[str, int]:
     """Queue InstallProfile / RemoveProfile so the devices match the profile's assignments.
 
     A failed install of the current revision is not retried automatically (a new revision, or
     unassigning and assigning again, retries it).
     """
+    _serialize_reconciles(session, profile.id)
     refresh_states(session, [profile.id])
     state = aliased(DeviceProfileState)
     desired = desired_condition(session, profile)

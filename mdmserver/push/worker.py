@@ -30,6 +30,7 @@ from flask import Flask
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
+from mdmserver.assignments.service import reconcile_all as reconcile_group_assignments
 from mdmserver.commands.service import purge_finished as purge_finished_commands
 from mdmserver.db import db, utcnow
 from mdmserver.push import service
@@ -52,6 +53,7 @@ class WorkerSettings:
     retention: timedelta = timedelta(days=90)
     purge_every: float = 3600.0
     retention_days: int = 90
+    reconcile_every: float = 900.0
 
     @classmethod
     def from_config(cls, config: Any) -> WorkerSettings:
@@ -108,6 +110,7 @@ class PushWorker:
         self._loop = asyncio.new_event_loop()
         self._last_repush = 0.0
         self._last_purge = 0.0
+        self._last_reconcile = 0.0
 
     def _default_client(self, identities: Callable[[str], PushIdentity | None]) -> APNsClient:
         config = self.app.config
@@ -366,7 +369,8 @@ class PushWorker:
     # --- upkeep and loop ---------------------------------------------------------------------
 
     def upkeep(self, *, force: bool = False) -> None:
-        """Re-push silent devices; purge old push records and finished commands; each on its own period."""
+        """Re-push silent devices; purge old push records and finished commands; reconcile profiles
+        assigned to groups (smart groups follow inventory the devices report); each on its own period."""
         clock = time.monotonic()
         with self.app.app_context():
             try:
@@ -385,6 +389,12 @@ class PushWorker:
                     if deleted:
                         log.info("purged %d finished commands older than %d days", deleted,
                                  self.settings.retention_days)
+                if force or clock - self._last_reconcile >= self.settings.reconcile_every:
+                    self._last_reconcile = clock
+                    counts = reconcile_group_assignments(db.session, actor="push-worker", groups_only=True)
+                    db.session.commit()
+                    if counts["install_queued"] or counts["removal_queued"]:
+                        log.info("group assignments reconciled: %s", counts)
             finally:
                 db.session.remove()
 

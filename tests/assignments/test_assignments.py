@@ -188,3 +188,31 @@ def test_assigning_to_a_large_group_is_constant_sql(client, auth, db_session):
         assert result.get_json()["install_queued"] == size
         counts[size] = len(seen)
     assert counts[10] == counts[300] <= 30, counts
+
+
+def test_push_worker_upkeep_reconciles_smart_groups_after_device_reported_changes(app, client, auth, db_session):
+    """Inventory a device reports (here its OS version) can move it into a smart group; the worker's
+    periodic upkeep queues the group's profiles for it, once."""
+    from mdmserver.devices.models import Device
+    from mdmserver.push.worker import PushWorker
+
+    h = auth("read", "write")
+    profile = _profile(db_session, identifier="com.example.upkeep")
+    old, updated = make_device(db_session, os_version="16.7"), make_device(db_session, os_version="16.7")
+    smart = _group(client, h, name="iOS 17", kind="smart", filter={"os_version": "17.*"})
+    assert _send(client, h, "POST", f"/api/v1/profiles/{profile.id}/assignments",
+                 {"groups": [smart]}).get_json()["install_queued"] == 0
+    db_session.get(Device, updated.id).os_version = "17.5.1"  # as a DeviceInformation answer would
+    db_session.commit()
+
+    worker = PushWorker(app)
+    try:
+        worker.upkeep(force=True)
+        worker.upkeep(force=True)  # a second pass has nothing left to do
+    finally:
+        worker.close()
+    installs = [c for c in _commands(db_session, "InstallProfile")
+                if command_parameters(c).get("Payload") is not None]
+    assert [c.device_id for c in installs] == [updated.id]
+    assert _states(client, h, profile) == {updated.id: "scheduled"}
+    assert old.id not in {c.device_id for c in installs}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from flask import Blueprint, request
 from sqlalchemy import select
 
@@ -15,7 +13,7 @@ from mdmserver.api.jsonapi import (
     parse_list_query,
     resource,
 )
-from mdmserver.db import db, isoformat
+from mdmserver.db import db
 from mdmserver.devices import schemas
 from mdmserver.devices.models import (
     AvailableOSUpdate,
@@ -27,7 +25,7 @@ from mdmserver.devices.models import (
 )
 from mdmserver.devices.service import get_device
 from mdmserver.errors import NotFound
-from mdmserver.push.service import push_statuses
+from mdmserver.push.service import push_attributes
 
 bp = Blueprint("devices", __name__)
 
@@ -39,12 +37,8 @@ def show(ident: str):
     fields_ = request.args.get("fields[devices]")
     chosen = {f.strip() for f in fields_.split(",") if f.strip()} if fields_ else None
     data = schemas.device_resource(device, detail=True, fields_=chosen)
-    push = push_statuses(db.session, [device.id]).get(device.id, {})
-    push_attributes = {name: isoformat(value) if isinstance(value, datetime) else value
-                       for name, value in push.items()}
-    data["attributes"].update(
-        {name: value for name, value in push_attributes.items() if chosen is None or name in chosen}
-    )
+    push = push_attributes(db.session, [device.id]).get(device.id, {})
+    data["attributes"].update({name: value for name, value in push.items() if chosen is None or name in chosen})
     return jsonapi_response(document(data))
 
 

@@ -24,6 +24,7 @@ from mdmserver.errors import BadRequest, Conflict, UnprocessableEntity
 from mdmserver.inventory import service
 from mdmserver.inventory.filters import DEVICE_SORTS, DYNAMIC_FILTERS, device_filters
 from mdmserver.inventory.schemas import DEVICE_ATTRIBUTES, DeviceUpdateSchema, device_resource
+from mdmserver.push.service import PUSH_ATTRIBUTES, push_attributes
 
 bp = Blueprint("inventory", __name__, url_prefix="/api/v1")
 
@@ -42,7 +43,7 @@ def sparse_fields(requested: dict[str, set[str]]) -> set[str] | None:
     wanted = requested.get("devices")
     if wanted is None:
         return None
-    unknown = wanted - set(DEVICE_ATTRIBUTES) - _RELATIONSHIPS
+    unknown = wanted - set(DEVICE_ATTRIBUTES) - set(PUSH_ATTRIBUTES) - _RELATIONSHIPS
     if unknown:
         raise BadRequest(f"devices have no field {sorted(unknown)[0]!r}", parameter="fields[devices]")
     return wanted
@@ -68,8 +69,13 @@ def device_list_response(extra_conditions: Sequence[ColumnElement[bool]] = ()):
     fields_ = sparse_fields(query.fields)
     facets = service.parse_facets(query.extra.get("facets"))
     page = service.list_devices(db.session, query)
-    owners = service.owners_of(db.session, (d.id for d in page.items))
+    ids = [d.id for d in page.items]
+    owners = service.owners_of(db.session, ids)
+    pushes = push_attributes(db.session, ids)
     data = [device_resource(d, owner_id=owners.get(d.id), fields_=fields_) for d in page.items]
+    for item in data:
+        push = pushes.get(int(item["id"]), {})
+        item["attributes"].update({k: v for k, v in push.items() if fields_ is None or k in fields_})
     meta = {}
     if facets:
         meta["facets"] = service.facet_counts(db.session, query.filters, facets)

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mdmserver.db import UTCDateTime, utcnow
+from mdmserver.db import UTCDateTime, isoformat, utcnow
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.pki import x509 as px
 from mdmserver.pki.secretbox import SecretBoxError
@@ -455,6 +455,18 @@ def push_statuses(session: Session, device_ids: Sequence[int]) -> dict[int, dict
             "push_token_valid": bool(has_token) and not refused,
         }
     return out
+
+
+PUSH_ATTRIBUTES = ("last_push_at", "last_push_status", "last_push_reason", "push_token_valid")
+
+
+def push_attributes(session: Session, device_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """``push_statuses`` as device-resource attributes (timestamps in ISO 8601 UTC)."""
+    return {
+        device_id: {name: isoformat(value) if isinstance(value, datetime) else value
+                    for name, value in status.items()}
+        for device_id, status in push_statuses(session, device_ids).items()
+    }
 
 
 # --- upkeep ----------------------------------------------------------------------------------------

@@ -82,6 +82,9 @@ def test_list_sort_paging_and_fields(client, auth, db_session):
     full = client.get("/api/v1/devices", headers=h).get_json()["data"][0]["attributes"]
     assert "push_token" not in full and "unlock_token_encrypted" not in full
     assert full["has_unlock_token"] is False and full["is_supervised"] is True
+    assert {"last_push_at", "last_push_status", "push_token_valid"} <= set(full)
+    push_only = client.get("/api/v1/devices?fields[devices]=push_token_valid", headers=h).get_json()["data"][0]
+    assert set(push_only["attributes"]) == {"push_token_valid"}
 
 
 def test_facets(client, auth, db_session):

@@ -228,7 +228,10 @@ def request_json(req: Request | None = None) -> Any:
 
 
 def parse_resource_body(req: Request | None, type_: str, *, require_id: Any = None) -> tuple[str | None, dict]:
-    """Return (id, attributes) of a JSON:API ``{"data": {"type", "id"?, "attributes"}}`` body."""
+    """Return (id, attributes) of a JSON:API ``{"data": {"type", "id"?, "attributes"}}`` body.
+
+    With ``require_id`` (the resource named by the URL), a ``data.id`` that is given must equal it (409).
+    """
     body = request_json(req)
     if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
         raise UnprocessableEntity("the body must be a JSON:API document with a data object", pointer="/data")
@@ -239,7 +242,7 @@ def parse_resource_body(req: Request | None, type_: str, *, require_id: Any = No
     if not isinstance(attributes, dict):
         raise UnprocessableEntity("attributes must be an object", pointer="/data/attributes")
     id_ = data.get("id")
-    if require_id is not None and str(id_) != str(require_id):
+    if require_id is not None and id_ is not None and str(id_) != str(require_id):
         raise Conflict("data.id does not match the URL", pointer="/data/id")
     return (None if id_ is None else str(id_)), attributes
 

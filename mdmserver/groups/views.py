@@ -20,7 +20,7 @@ from mdmserver.api.jsonapi import (
 )
 from mdmserver.assignments import service as assignments
 from mdmserver.db import db
-from mdmserver.errors import Conflict, UnprocessableEntity
+from mdmserver.errors import UnprocessableEntity
 from mdmserver.groups import service
 from mdmserver.groups.models import DeviceGroup, GroupKind
 from mdmserver.groups.schemas import GroupCreateSchema, GroupUpdateSchema, group_resource
@@ -96,9 +96,7 @@ def get_group(group_id: str):
 def update_group(group_id: str):
     """Rename, describe, move (parent_id) or change the filter of a group."""
     group = service.get_group(db.session, group_id)
-    id_, attributes = parse_resource_body(None, TYPE)
-    if id_ is not None and id_ != str(group.id):
-        raise Conflict("data.id does not match the URL", pointer="/data/id")
+    _, attributes = parse_resource_body(None, TYPE, require_id=group.id)
     group = service.update_group(db.session, group, _load(GroupUpdateSchema(), attributes))
     _reconcile()
     db.session.commit()

@@ -20,7 +20,7 @@ from mdmserver.api.jsonapi import (
 from mdmserver.assignments import service as assignments
 from mdmserver.db import db
 from mdmserver.devices.models import Device
-from mdmserver.errors import BadRequest, Conflict, UnprocessableEntity
+from mdmserver.errors import BadRequest, UnprocessableEntity
 from mdmserver.inventory import service
 from mdmserver.inventory.filters import DEVICE_SORTS, DYNAMIC_FILTERS, device_filters
 from mdmserver.inventory.schemas import DEVICE_ATTRIBUTES, DeviceUpdateSchema, device_resource
@@ -86,9 +86,7 @@ def device_list_response(extra_conditions: Sequence[ColumnElement[bool]] = ()):
 def update_device(ident: str):
     """Change a device's asset fields; a new device_name also queues the rename command where the platform allows."""
     device = service.get_device(db.session, ident)
-    id_, attributes = parse_resource_body(None, "devices")
-    if id_ is not None and id_ != str(device.id):
-        raise Conflict("data.id does not match the device", pointer="/data/id")
+    _, attributes = parse_resource_body(None, "devices", require_id=device.id)
     try:
         changes = DeviceUpdateSchema().load(attributes)
     except ValidationError as exc:

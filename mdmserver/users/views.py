@@ -19,7 +19,7 @@ from mdmserver.api.jsonapi import (
     request_json,
 )
 from mdmserver.db import db
-from mdmserver.errors import Conflict, UnprocessableEntity
+from mdmserver.errors import UnprocessableEntity
 from mdmserver.inventory import service as inventory
 from mdmserver.inventory.filters import contains, is_id, split_list
 from mdmserver.inventory.views import device_list_response
@@ -75,9 +75,7 @@ def get_user(user_id: str):
 def update_user(user_id: str):
     """Change a user's name, email or uid."""
     user = service.get_user(db.session, user_id)
-    id_, attributes = parse_resource_body(None, TYPE)
-    if id_ is not None and id_ != str(user.id):
-        raise Conflict("data.id does not match the URL", pointer="/data/id")
+    _, attributes = parse_resource_body(None, TYPE, require_id=user.id)
     user = service.update_user(db.session, user, _load(UserUpdateSchema(), attributes))
     db.session.commit()
     return jsonapi_response(document(user_resource(user)))

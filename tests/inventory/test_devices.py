@@ -175,3 +175,16 @@ def test_delete_device(client, auth, db_session):
     assert db_session.get(Device, device.id) is None
     assert db_session.scalar(select(CustomAttribute).where(CustomAttribute.device_id == device.id)) is None
     assert client.delete(f"/api/v1/devices/{device.udid}", headers=h).status_code == 404
+
+
+def test_patch_with_another_resources_id_is_409(client, auth, db_session):
+    device = make_device(db_session)
+    h = {**auth("write"), "Content-Type": "application/vnd.api+json"}
+    for data_id, status in ((str(device.id + 1000), 409), (str(device.id), 200), (None, 200)):
+        data = {"type": "devices", "attributes": {"asset_tag": "A-1"}}
+        if data_id is not None:
+            data["id"] = data_id
+        response = client.patch(f"/api/v1/devices/{device.id}", json={"data": data}, headers=h)
+        assert response.status_code == status, response.get_json()
+        if status == 409:
+            assert response.get_json()["errors"][0]["source"]["pointer"] == "/data/id"

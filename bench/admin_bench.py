@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import (  # noqa: E402
-    LargeBinary,
     String,
     create_engine,
     delete,
@@ -43,7 +42,8 @@ from sqlalchemy import (  # noqa: E402
 from mdmserver.app import create_app  # noqa: E402
 from mdmserver.assignments.models import DeviceProfileState, ProfileAssignment  # noqa: E402
 from mdmserver.bootstrap import initialize  # noqa: E402
-from mdmserver.commands.models import Command  # noqa: E402
+from mdmserver.commands.models import Command, CommandParameters  # noqa: E402
+from mdmserver.commands.service import store_parameters  # noqa: E402
 from mdmserver.db import UTCDateTime, db, utcnow  # noqa: E402
 from mdmserver.devices.models import Device  # noqa: E402
 from mdmserver.groups.models import DeviceGroup, GroupMember  # noqa: E402
@@ -207,20 +207,23 @@ def run(app, args) -> None:
         body = response.get_json()
         assert response.status_code == 200 and body["success_count"] == args.devices, body["total_count"]
 
-    def insert_baseline(request_type: str, blob: bytes):
+    def insert_baseline(request_type: str, params: dict):
+        parameters_id = store_parameters(session, params)  # stored once, outside the timed part
+        session.commit()
+
         def run_insert():
             session.execute(insert(Command).from_select(
-                ["uuid", "device_id", "request_type", "parameters", "priority", "status", "enqueued_by",
+                ["uuid", "device_id", "request_type", "parameters_id", "priority", "status", "enqueued_by",
                  "created_at", "attempts"],
                 select(uuid_expression(session), Device.id, literal(request_type, String),
-                       literal(blob, LargeBinary), literal(0), literal("queued", String), literal("bench", String),
+                       literal(parameters_id), literal(0), literal("queued", String), literal("bench", String),
                        literal(utcnow(), UTCDateTime), literal(0)),
             ))
             session.commit()
         return run_insert
 
     endpoint, statements = median_of(engine, bulk, args.repeat, reset=clear_commands)
-    baseline, _ = median_of(engine, insert_baseline("DeviceLock", plistlib.dumps({"Message": "bench"})),
+    baseline, _ = median_of(engine, insert_baseline("DeviceLock", {"Message": "bench"}),
                             args.repeat, reset=clear_commands)
     row(f"bulk lock on all {args.devices:,} devices", endpoint, baseline, statements,
         "(baseline: one bare INSERT … SELECT of the same commands)")
@@ -238,11 +241,16 @@ def run(app, args) -> None:
         assert response.status_code == 200 and body["install_queued"] == args.devices, body
 
     endpoint, statements = median_of(engine, assign, args.repeat, reset=clear_assignment)
-    blob = plistlib.dumps({"Payload": profile_bytes(session, session.get(type(profile), profile_id))})
+    install = {"Payload": profile_bytes(session, session.get(type(profile), profile_id), signed=True)}
+    blob = plistlib.dumps(install)
+    stored = session.execute(select(func.count(), func.coalesce(func.sum(func.length(CommandParameters.body)), 0))
+                             .select_from(CommandParameters)).one()
     session.rollback()
-    baseline, _ = median_of(engine, insert_baseline("InstallProfile", blob), args.repeat, reset=clear_assignment)
+    print(f"command parameters after the assignment: {stored[0]} rows, {stored[1]:,} bytes "
+          f"(one blob per command would be {args.devices * len(blob):,} bytes)")
+    baseline, _ = median_of(engine, insert_baseline("InstallProfile", install), args.repeat, reset=clear_assignment)
     row(f"assign a profile to a group of {args.devices:,}", endpoint, baseline, statements,
-        f"(InstallProfile parameters {len(blob):,} bytes per command)")
+        f"(InstallProfile parameters {len(blob):,} bytes, stored once)")
     clear_assignment()
     session.execute(text("SELECT 1"))
 

@@ -16,7 +16,6 @@ from typing import Any
 from marshmallow import ValidationError
 from sqlalchemy import (
     ColumnElement,
-    LargeBinary,
     String,
     and_,
     case,
@@ -37,7 +36,7 @@ from mdmserver.actions.models import DeviceRetirement
 from mdmserver.api.jsonapi import marshmallow_errors
 from mdmserver.audit.service import record_event
 from mdmserver.commands.models import Command, CommandStatus
-from mdmserver.commands.service import validate_command
+from mdmserver.commands.service import store_parameters_many, validate_command
 from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
@@ -52,7 +51,6 @@ from mdmserver.inventory.service import resolve_devices
 from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.organization.service import get_organization
 from mdmserver.protocol import catalogue
-from mdmserver.protocol.plist import dump_plist
 from mdmserver.push import service as push_service
 
 MAX_NAMED_DEVICES = 200_000
@@ -260,8 +258,10 @@ def run_action(
     if eligible:
         ids = [row[0] for row in eligible]
         now = utcnow()
-        for plan, apple_params in plans:
-            for device_id, uuid in _insert_commands(session, ids, plan, apple_params, actor, now):
+        # every plan's parameters stored (or found) at once: a constant statement count per action
+        parameter_ids = store_parameters_many(session, [apple_params for _, apple_params in plans])
+        for (plan, _), parameters_id in zip(plans, parameter_ids, strict=True):
+            for device_id, uuid in _insert_commands(session, ids, plan, parameters_id, actor, now):
                 commands.setdefault(device_id, []).append(uuid)
         # the transactional outbox: one wake-up push owed per device (coalesced), in this transaction
         push_service.request_push(session, select(Device.id).where(in_values(session, Device.id, ids, integer=True)))
@@ -295,7 +295,7 @@ def _public(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _insert_commands(
-    session: Session, ids: Sequence[int], plan: CommandPlan, params: dict[str, Any], actor: str | None, now
+    session: Session, ids: Sequence[int], plan: CommandPlan, parameters_id: int, actor: str | None, now
 ) -> list[tuple[int, str]]:
     condition = in_values(session, Device.id, ids, integer=True)
     if plan.only_platforms:
@@ -306,7 +306,7 @@ def _insert_commands(
         uuid_expression(session),
         Device.id,
         literal(plan.request_type, String),
-        literal(dump_plist(params), LargeBinary),
+        literal(parameters_id),
         literal(0),
         literal(CommandStatus.QUEUED.value, String),
         literal(actor, String),
@@ -314,7 +314,7 @@ def _insert_commands(
         literal(0),
     ).where(condition)
     stmt = insert(Command).from_select(
-        ["uuid", "device_id", "request_type", "parameters", "priority", "status", "enqueued_by", "created_at",
+        ["uuid", "device_id", "request_type", "parameters_id", "priority", "status", "enqueued_by", "created_at",
          "attempts"],
         source,
     ).returning(Command.device_id, Command.uuid)

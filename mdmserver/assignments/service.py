@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    LargeBinary,
     String,
     and_,
     delete,
@@ -37,7 +36,7 @@ from sqlalchemy.orm import Session, aliased
 from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState, ProfileAssignment
 from mdmserver.audit.service import record_event
 from mdmserver.commands.models import Command, CommandStatus
-from mdmserver.commands.service import validate_command
+from mdmserver.commands.service import store_parameters, validate_command
 from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, UnprocessableEntity
@@ -47,7 +46,6 @@ from mdmserver.inventory.service import resolve_devices
 from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import profile_bytes
-from mdmserver.protocol.plist import dump_plist
 from mdmserver.push import service as push_service
 
 HELD = (AssignmentStatus.SCHEDULED.value, AssignmentStatus.INSTALLED.value, AssignmentStatus.FAILED.value)
@@ -203,11 +201,11 @@ def _queue(session: Session, condition: ColumnElement[bool], request_type: str, 
            actor: str | None, now) -> list[tuple[int, str]]:
     source = select(
         uuid_expression(session), Device.id, literal(request_type, String),
-        literal(dump_plist(params), LargeBinary), literal(0), literal(CommandStatus.QUEUED.value, String),
+        literal(store_parameters(session, params)), literal(0), literal(CommandStatus.QUEUED.value, String),
         literal(actor, String), literal(now, UTCDateTime), literal(0),
     ).where(condition)
     stmt = insert(Command).from_select(
-        ["uuid", "device_id", "request_type", "parameters", "priority", "status", "enqueued_by", "created_at",
+        ["uuid", "device_id", "request_type", "parameters_id", "priority", "status", "enqueued_by", "created_at",
          "attempts"], source,
     ).returning(Command.device_id, Command.uuid)
     return [(device_id, uuid) for device_id, uuid in session.execute(stmt)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid as uuidlib
 from collections.abc import Iterable, Sequence
@@ -10,10 +11,12 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
+from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
 from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.protocol import catalogue
@@ -53,6 +56,53 @@ def validate_command(request_type: str, parameters: Any, *, pointer_prefix: str 
         ) from None
 
 
+def store_parameters(session: Session, params: dict[str, Any]) -> int:
+    """The id of the :class:`CommandParameters` row holding ``params``, inserted if absent."""
+    return store_parameters_many(session, [params])[0]
+
+
+def store_parameters_many(session: Session, bodies: Sequence[dict[str, Any]]) -> list[int]:
+    """The ids of the :class:`CommandParameters` rows holding ``bodies`` (as plists), in order,
+    inserting the absent ones.
+
+    One ``SELECT`` when every body is already stored (the common case: the same profile queued
+    again), else one more ``INSERT … ON CONFLICT DO NOTHING RETURNING`` (and a ``SELECT`` again
+    for bodies a concurrent transaction inserted first). On PostgreSQL the rows are held
+    ``FOR KEY SHARE`` until the transaction ends, so the retention purge cannot delete them before
+    the commands referencing them are committed; SQLite transactions hold the database write lock.
+    """
+    blobs: dict[str, bytes] = {}
+    digests = []
+    for params in bodies:
+        blob = dump_plist(params)
+        digest = hashlib.sha256(blob).hexdigest()
+        blobs[digest] = blob
+        digests.append(digest)
+    table = CommandParameters.__table__
+    dialect = session.get_bind().dialect.name
+    ids: dict[str, int] = {}
+    for _attempt in range(3):
+        missing = [d for d in blobs if d not in ids]
+        found = session.execute(
+            select(table.c.sha256, table.c.id).where(table.c.sha256.in_(missing))
+            .with_for_update(key_share=True, read=True)
+        )
+        ids.update({digest: id_ for digest, id_ in found})
+        missing = [d for d in blobs if d not in ids]
+        if not missing:
+            return [ids[d] for d in digests]
+        add = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        created = session.execute(
+            add.values([{"sha256": d, "body": blobs[d]} for d in missing])
+            .on_conflict_do_nothing(index_elements=["sha256"])
+            .returning(table.c.sha256, table.c.id)
+        )
+        ids.update({digest: id_ for digest, id_ in created})
+        if len(ids) == len(blobs):
+            return [ids[d] for d in digests]
+    raise RuntimeError("command parameters were inserted and deleted concurrently three times")
+
+
 def enqueue_commands(
     session: Session,
     device_ids: Iterable[int],
@@ -71,14 +121,14 @@ def enqueue_commands(
     Returns ``[{"device_id", "uuid"}]`` in the order of the distinct ids.
     """
     params = validate_command(request_type, parameters) if validate else dict(parameters or {})
-    blob = dump_plist(params)
+    parameters_id = store_parameters(session, params)
     now = utcnow()
     rows = [
         {
             "uuid": str(uuidlib.uuid4()).upper(),
             "device_id": device_id,
             "request_type": request_type,
-            "parameters": blob,
+            "parameters_id": parameters_id,
             "priority": priority,
             "status": CommandStatus.QUEUED.value,
             "enqueued_by": enqueued_by,
@@ -173,7 +223,7 @@ def _connect_statement(after_idle: bool):
     more than running it)."""
     from mdmserver.devices.models import Device
 
-    devices, commands = Device.__table__, Command.__table__
+    devices, commands, stored = Device.__table__, Command.__table__, CommandParameters.__table__
     statuses = IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
     now = bindparam("now", type_=UTCDateTime())
     next_id = (
@@ -192,9 +242,13 @@ def _connect_statement(after_idle: bool):
         select(
             devices.c.id, devices.c.udid, devices.c.identity_fingerprint, devices.c.admission_status,
             devices.c.last_seen_at, commands.c.id, commands.c.uuid, commands.c.request_type,
-            commands.c.parameters,
+            stored.c.body,
         )
-        .select_from(devices.outerjoin(commands, commands.c.id == next_id))
+        .select_from(
+            devices.outerjoin(commands, commands.c.id == next_id).outerjoin(
+                stored, stored.c.id == commands.c.parameters_id
+            )
+        )
         .where(devices.c.udid == bindparam("udid"))
     )
 
@@ -373,6 +427,36 @@ def purge_finished(
         deleted = session.execute(
             delete(Command).where(Command.id.in_(batch)).execution_options(synchronize_session=False)
         ).rowcount or 0
+        total += deleted
+        if commit:
+            session.commit()
+        if deleted < batch_size:
+            break
+    purge_unreferenced_parameters(session, batch_size=batch_size, commit=commit)
+    return total
+
+
+def purge_unreferenced_parameters(session: Session, *, batch_size: int = 5000, commit: bool = True) -> int:
+    """Delete parameter rows no command references, in batches; returns how many.
+
+    On PostgreSQL rows held by an enqueue still in flight (``FOR KEY SHARE``) are skipped; a row
+    that gains a reference between the check and the delete makes that batch's ``DELETE`` fail the
+    foreign key, which is rolled back to its savepoint and left for the next purge.
+    """
+    table = CommandParameters.__table__
+    unreferenced = ~exists().where(Command.__table__.c.parameters_id == table.c.id)
+    total = 0
+    while True:
+        batch = (
+            select(table.c.id).where(unreferenced).limit(batch_size)
+            .with_for_update(skip_locked=True).scalar_subquery()
+        )
+        try:
+            with session.begin_nested():
+                deleted = session.execute(delete(table).where(table.c.id.in_(batch))).rowcount or 0
+        except IntegrityError:
+            log.info("command parameters gained a reference while being purged; left for the next purge")
+            deleted = 0
         total += deleted
         if commit:
             session.commit()

@@ -218,6 +218,11 @@ def test_bulk_statement_count_does_not_grow_with_devices(client, auth, db_sessio
         db_session.add_all([GroupMember(group_id=group.id, device_id=i) for i in ids])
         groups[label] = group.id
     db_session.flush()
+    # the first use of a parameter body stores it (one INSERT more, once per distinct body): warm up
+    for action in ("scan", "retire", "rename"):
+        warm = _bulk(client, h, action, {"devices": sets["small"][:1],
+                                         **({"parameters": {"name": "x"}} if action == "rename" else {})})
+        assert warm.status_code == 200, warm.get_json()
     counts = {}
     for size in ("small", "large"):
         for shape, body in (("ids", {"devices": sets[size]}), ("group", {"groups": [groups[size]]}),
@@ -235,7 +240,9 @@ def test_bulk_statement_count_does_not_grow_with_devices(client, auth, db_sessio
     for shape in ("ids", "group", "filter"):
         for action in ("scan", "retire", "rename"):
             assert counts[("small", shape, action)] == counts[("large", shape, action)], (shape, action, counts)
-    assert max(counts.values()) <= 10, counts
+    print("bulk action statements:", counts)
+    # 10 before command parameters were stored once per body; + 1 SELECT of the stored bodies
+    assert max(counts.values()) <= 11, counts
 
 
 def test_viability(client, auth, db_session):

@@ -14,6 +14,7 @@ from werkzeug.routing import IntegerConverter
 
 import mdmserver
 from mdmserver.api import auth, errors, requests
+from mdmserver.api.jsonapi import MAX_ID
 from mdmserver.config import load_config
 from mdmserver.db import db
 from mdmserver.errors import PayloadTooLarge
@@ -72,7 +73,7 @@ class DatabaseIdConverter(IntegerConverter):
     regex = r"[0-9]+"
 
     def __init__(self, map, *args, **kwargs) -> None:
-        kwargs.setdefault("max", 2**31 - 1)
+        kwargs.setdefault("max", MAX_ID)
         super().__init__(map, *args, **kwargs)
 
 

@@ -10,9 +10,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Request, Response, json, request
+from marshmallow import fields as ma_fields
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
+from mdmserver.db import isoformat
 from mdmserver.errors import BadRequest, Conflict, UnprocessableEntity, UnsupportedMediaType
 
 JSONAPI = "application/vnd.api+json"
@@ -24,6 +26,32 @@ _PAGE_PARAM = re.compile(r"^page\[([a-z]+)\]$")
 _FIELDS_PARAM = re.compile(r"^fields\[([A-Za-z0-9_\-]+)\]$")
 
 FilterFn = Callable[[str], ColumnElement[bool]]
+
+MAX_ID = 2**31 - 1
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def is_id(text: str) -> bool:
+    """ASCII digits that fit an integer primary key (``²`` or 40 digits are not ids)."""
+    return text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= MAX_ID
+
+
+def parse_bool(value: str) -> bool:
+    """A boolean query value (true/false, 1/0, yes/no); ValueError otherwise."""
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, not {value!r}")
+
+
+class UTCField(ma_fields.Field):
+    """A marshmallow field that dumps a datetime as ISO 8601 UTC with ``Z``."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return isoformat(value)
 
 
 @dataclass

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
-from mdmserver.db import isoformat
-
-
-class UTCField(fields.Field):
-    """ISO 8601 UTC with ``Z``."""
-
-    def _serialize(self, value, attr, obj, **kwargs):
-        return isoformat(value)
+from mdmserver.api.jsonapi import UTCField, resource
 
 
 class DeviceSchema(Schema):
@@ -176,8 +169,6 @@ device_detail_schema = DeviceDetailSchema()
 
 def device_resource(device, *, detail: bool = False, fields_: set[str] | None = None) -> dict:
     """The JSON:API resource object of a device (``type`` ``devices``, ``id`` the numeric id)."""
-    from mdmserver.api.jsonapi import resource
-
     schema = device_detail_schema if detail else device_schema
     return resource("devices", device.id, schema.dump(device),
                     links={"self": f"/api/v1/devices/{device.id}"}, fields=fields_)

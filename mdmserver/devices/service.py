@@ -10,6 +10,7 @@ from sqlalchemy import BigInteger, delete, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from mdmserver.api.jsonapi import is_id
 from mdmserver.commands.models import Command
 from mdmserver.db import utcnow
 from mdmserver.devices.models import (
@@ -64,7 +65,7 @@ def get_device(session: Session, ident: str | int) -> Device:
     """A device by id, UDID or serial number; 404 otherwise."""
     text = str(ident).strip()
     device = None
-    if text.isascii() and text.isdigit() and len(text) < 10:
+    if is_id(text):
         device = session.get(Device, int(text))
     if device is None and text:
         device = session.scalar(select(Device).where(Device.udid == text))

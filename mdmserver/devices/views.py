@@ -10,6 +10,7 @@ from mdmserver.api.jsonapi import (
     jsonapi_response,
     list_document,
     paginate,
+    parse_bool,
     parse_list_query,
     resource,
 )
@@ -60,10 +61,7 @@ def _like(column):
 
 def _bool(column):
     def build(value: str):
-        lowered = value.lower()
-        if lowered not in ("true", "false"):
-            raise ValueError("must be true or false")
-        return column.is_(lowered == "true")
+        return column.is_(parse_bool(value))
 
     return build
 

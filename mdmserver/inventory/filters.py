@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver.actions.models import DeviceRetirement
 from mdmserver.admission.models import AdmissionStatus
+from mdmserver.api.jsonapi import MAX_ID, is_id, parse_bool  # noqa: F401 (re-exported)
 from mdmserver.attributes.models import CustomAttribute
 from mdmserver.devices.models import Device, Platform
 from mdmserver.groups.models import DeviceGroup, GroupKind, GroupMember
@@ -29,27 +30,8 @@ ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
 MAX_LIST_VALUES = 1000
 MAX_GROUP_DEPTH = 32
 
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no"}
 ADMISSION_VALUES = tuple(s.value for s in AdmissionStatus)
 PLATFORM_VALUES = tuple(p.value for p in Platform)
-
-
-MAX_ID = 2**31 - 1
-
-
-def is_id(text: str) -> bool:
-    """ASCII digits that fit an integer primary key (``²`` or 40 digits are not ids)."""
-    return text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= MAX_ID
-
-
-def parse_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"expected true or false, not {value!r}")
 
 
 def parse_datetime(value: str) -> datetime:

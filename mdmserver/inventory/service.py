@@ -15,7 +15,8 @@ from mdmserver.audit.service import record_event
 from mdmserver.commands.service import enqueue_commands
 from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
-from mdmserver.errors import BadRequest, NotFound
+from mdmserver.devices.service import get_device  # noqa: F401 (re-exported: the lookup every admin view uses)
+from mdmserver.errors import BadRequest
 from mdmserver.inventory.filters import ATTRIBUTE_NAME, CUSTOM_PREFIX, FACETS, is_id
 from mdmserver.inventory.sqlutil import in_values
 from mdmserver.protocol import catalogue
@@ -78,19 +79,6 @@ def owners_of(session: Session, device_ids: Iterable[int]) -> dict[int, int]:
         select(DeviceOwnership.device_id, DeviceOwnership.user_id).where(DeviceOwnership.device_id.in_(ids))
     )
     return {device_id: user_id for device_id, user_id in rows}
-
-
-def get_device(session: Session, ident: str) -> Device:
-    """A device by id, UDID or serial number (404 otherwise)."""
-    text = str(ident).strip()
-    if text.isdigit() and not is_id(text):
-        # non-ASCII digits ("²") or more than an integer key holds: only a UDID or serial could match
-        device = session.scalar(select(Device).where(or_(Device.udid == text, Device.serial_number == text))
-                                .order_by(Device.id.desc()).limit(1))
-        if device is None:
-            raise NotFound(f"no device {text!r} (looked up by id, UDID and serial number)")
-        return device
-    return devices.get_device(session, text)
 
 
 @dataclass

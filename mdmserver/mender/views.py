@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, json, request
 
+from mdmserver.api.jsonapi import is_id
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.mender import service
@@ -35,7 +36,7 @@ def _positive(name: str, default: int, high: int | None = None) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) < 1 or (high is not None and int(raw) > high):
+    if not is_id(raw) or int(raw) < 1 or (high is not None and int(raw) > high):
         bound = f" and at most {high}" if high else ""
         raise BadRequest(f"invalid {name} query: must be a positive integer{bound}")
     return int(raw)

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from mdmserver.api.auth import current_token
 from mdmserver.api.jsonapi import (
     document,
+    is_id,
     jsonapi_response,
     list_document,
     paginate,
@@ -112,7 +113,7 @@ def download_profile(profile_id: int):
         raise BadRequest("format must be xml or binary", parameter="format")
     revision = request.args.get("revision")
     if revision is not None:
-        if not (revision.isascii() and revision.isdigit() and len(revision) <= 9):
+        if not is_id(revision):
             raise BadRequest("revision must be a positive integer", parameter="revision")
         value = service.get_version(db.session, profile, int(revision))
         body = service.render(value, fmt)
@@ -233,12 +234,8 @@ def list_versions(profile_id: int):
 # --- payloads --------------------------------------------------------------------------------------
 
 
-def _is_id(value: str) -> bool:
-    return value.isascii() and value.isdigit() and len(value) <= 9
-
-
 def _profile_id(value: str):
-    if not (value.isascii() and value.isdigit() and len(value) <= 9):
+    if not is_id(value):
         raise ValueError("profile must be a profile id")
     return Payload.profile_id == int(value)
 
@@ -273,7 +270,7 @@ def create_payload():
     body = request.get_json(silent=True) or {}
     _, attributes = parse_resource_body(request, "payloads")
     rel = (((body.get("data") or {}).get("relationships") or {}).get("profile") or {}).get("data") or {}
-    if not isinstance(rel, dict) or rel.get("type") != "profiles" or not _is_id(str(rel.get("id", ""))):
+    if not isinstance(rel, dict) or rel.get("type") != "profiles" or not is_id(str(rel.get("id", ""))):
         raise BadRequest(
             "relationships.profile.data must name a profile ({type: profiles, id})",
             pointer="/data/relationships/profile",

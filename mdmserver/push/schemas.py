@@ -6,15 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
-from mdmserver.api.jsonapi import resource
-from mdmserver.db import isoformat
-
-
-class UTCField(fields.Field):
-    """ISO 8601 UTC with ``Z``."""
-
-    def _serialize(self, value, attr, obj, **kwargs):
-        return isoformat(value)
+from mdmserver.api.jsonapi import UTCField, resource
 
 
 class PushCertificateSchema(Schema):

@@ -26,7 +26,7 @@ from mdmserver.devices.models import (
 )
 from mdmserver.devices.service import get_device
 from mdmserver.errors import NotFound
-from mdmserver.push.service import push_attributes
+from mdmserver.push.service import add_push_attributes
 
 bp = Blueprint("devices", __name__)
 
@@ -38,8 +38,7 @@ def show(ident: str):
     fields_ = request.args.get("fields[devices]")
     chosen = {f.strip() for f in fields_.split(",") if f.strip()} if fields_ else None
     data = schemas.device_resource(device, detail=True, fields_=chosen)
-    push = push_attributes(db.session, [device.id]).get(device.id, {})
-    data["attributes"].update({name: value for name, value in push.items() if chosen is None or name in chosen})
+    add_push_attributes(db.session, [data], chosen)
     return jsonapi_response(document(data))
 
 

@@ -24,7 +24,7 @@ from mdmserver.errors import BadRequest, UnprocessableEntity
 from mdmserver.inventory import service
 from mdmserver.inventory.filters import DEVICE_SORTS, DYNAMIC_FILTERS, device_filters
 from mdmserver.inventory.schemas import DEVICE_ATTRIBUTES, DeviceUpdateSchema, device_resource
-from mdmserver.push.service import PUSH_ATTRIBUTES, push_attributes
+from mdmserver.push.service import PUSH_ATTRIBUTES, add_push_attributes
 
 bp = Blueprint("inventory", __name__, url_prefix="/api/v1")
 
@@ -71,11 +71,8 @@ def device_list_response(extra_conditions: Sequence[ColumnElement[bool]] = ()):
     page = service.list_devices(db.session, query)
     ids = [d.id for d in page.items]
     owners = service.owners_of(db.session, ids)
-    pushes = push_attributes(db.session, ids)
     data = [device_resource(d, owner_id=owners.get(d.id), fields_=fields_) for d in page.items]
-    for item in data:
-        push = pushes.get(int(item["id"]), {})
-        item["attributes"].update({k: v for k, v in push.items() if fields_ is None or k in fields_})
+    add_push_attributes(db.session, data, fields_)
     meta = {}
     if facets:
         meta["facets"] = service.facet_counts(db.session, query.filters, facets)

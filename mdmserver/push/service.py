@@ -460,13 +460,15 @@ def push_statuses(session: Session, device_ids: Sequence[int]) -> dict[int, dict
 PUSH_ATTRIBUTES = ("last_push_at", "last_push_status", "last_push_reason", "push_token_valid")
 
 
-def push_attributes(session: Session, device_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """``push_statuses`` as device-resource attributes (timestamps in ISO 8601 UTC)."""
-    return {
-        device_id: {name: isoformat(value) if isinstance(value, datetime) else value
-                    for name, value in status.items()}
-        for device_id, status in push_statuses(session, device_ids).items()
-    }
+def add_push_attributes(session: Session, resources: Sequence[dict[str, Any]],
+                        fields_: set[str] | None = None) -> None:
+    """Add each device resource's push status (timestamps in ISO 8601 UTC) to its attributes, in one
+    query; ``fields_`` is the request's sparse fieldset."""
+    statuses = push_statuses(session, [int(item["id"]) for item in resources])
+    for item in resources:
+        for name, value in statuses.get(int(item["id"]), {}).items():
+            if fields_ is None or name in fields_:
+                item["attributes"][name] = isoformat(value) if isinstance(value, datetime) else value
 
 
 # --- upkeep ----------------------------------------------------------------------------------------

@@ -113,10 +113,15 @@ def ensure_ca_and_identity(session: Session, organization_name: str) -> tuple[Ce
     return ca_row, server_row
 
 
-def _material(session: Session, purpose: str):
+def _required(session: Session, purpose: str) -> Certificate:
     row = _current(session, purpose)
     if row is None or row.private_key is None:
         raise ServiceUnavailable("the server is not initialised: run `mdmserver init`")
+    return row
+
+
+def _material(session: Session, purpose: str):
+    row = _required(session, purpose)
     return x509.cert_from_pem(row.pem_data), load_private_key(row.private_key)
 
 
@@ -126,10 +131,7 @@ def get_ca(session: Session):
 
 
 def get_ca_certificate(session: Session) -> cx509.Certificate:
-    row = _current(session, PURPOSE_CA)
-    if row is None:
-        raise ServiceUnavailable("the server is not initialised: run `mdmserver init`")
-    return x509.cert_from_pem(row.pem_data)
+    return x509.cert_from_pem(_required(session, PURPOSE_CA).pem_data)
 
 
 def get_server_identity(session: Session):

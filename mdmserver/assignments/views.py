@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, json, request
@@ -69,26 +70,26 @@ def list_assignments(profile_id: str):
     return jsonapi_response(document([assignment_resource(r) for r in rows], meta={"total": len(rows)}))
 
 
+def _change_targets(profile_id: str, change: Callable[..., dict[str, int]]) -> Response:
+    """``service.assign`` or ``unassign`` of the body's devices and groups; commit; answer the counts."""
+    profile = _profile(profile_id)
+    body = _targets_body()
+    counts = change(db.session, profile, devices=body.get("devices"), groups=body.get("groups"),
+                    actor=_actor())
+    db.session.commit()
+    return _plain({"profile_id": str(profile.id), **counts})
+
+
 @bp.post("/profiles/<profile_id>/assignments")
 def assign(profile_id: str):
     """Assign to ``{"devices": […], "groups": […]}``; InstallProfile is queued for every new target."""
-    profile = _profile(profile_id)
-    body = _targets_body()
-    counts = service.assign(db.session, profile, devices=body.get("devices"), groups=body.get("groups"),
-                            actor=_actor())
-    db.session.commit()
-    return _plain({"profile_id": str(profile.id), **counts})
+    return _change_targets(profile_id, service.assign)
 
 
 @bp.delete("/profiles/<profile_id>/assignments")
 def unassign(profile_id: str):
     """Unassign devices and groups; RemoveProfile is queued where the profile is no longer wanted."""
-    profile = _profile(profile_id)
-    body = _targets_body()
-    counts = service.unassign(db.session, profile, devices=body.get("devices"), groups=body.get("groups"),
-                              actor=_actor())
-    db.session.commit()
-    return _plain({"profile_id": str(profile.id), **counts})
+    return _change_targets(profile_id, service.unassign)
 
 
 @bp.post("/profiles/<profile_id>/assignments/reconcile")
@@ -142,23 +143,24 @@ def _profile_ids() -> list[Profile]:
     return service.resolve_profiles(db.session, body["profile_ids"])
 
 
-@bp.post("/devices/<ident>/profiles")
-def device_assign(ident: str):
-    """ManageEngine's "associate profiles to a device": assign each profile to this device."""
+def _change_device_profiles(ident: str, change: Callable[..., dict[str, int]]) -> Response:
+    """Run ``service.assign`` or ``service.unassign`` of each profile in the body for this device, commit."""
     device = inventory.get_device(db.session, ident)
-    results = [{"profile_id": str(p.id), **service.assign(db.session, p, devices=[device.id], actor=_actor())}
+    results = [{"profile_id": str(p.id), **change(db.session, p, devices=[device.id], actor=_actor())}
                for p in _profile_ids()]
     db.session.commit()
     return _plain({"device_id": str(device.id), "profiles": results})
+
+
+@bp.post("/devices/<ident>/profiles")
+def device_assign(ident: str):
+    """ManageEngine's "associate profiles to a device": assign each profile to this device."""
+    return _change_device_profiles(ident, service.assign)
 
 
 @bp.delete("/devices/<ident>/profiles")
 def device_unassign(ident: str):
     """ManageEngine's disassociate profiles from a device ({"profile_ids": […]})."""
-    device = inventory.get_device(db.session, ident)
-    results = [{"profile_id": str(p.id), **service.unassign(db.session, p, devices=[device.id], actor=_actor())}
-               for p in _profile_ids()]
-    db.session.commit()
-    return _plain({"device_id": str(device.id), "profiles": results})
+    return _change_device_profiles(ident, service.unassign)
 
 

@@ -25,6 +25,13 @@ def _reconcile() -> None:
     assignments.reconcile_all(db.session, actor=token.name if token else None, groups_only=True)
 
 
+def _changed(device_id: int, values: dict[str, str]):
+    """After a write: reconcile group assignments, commit, answer with the device's attributes."""
+    _reconcile()
+    db.session.commit()
+    return jsonapi_response(document(attributes_resource(device_id, values)))
+
+
 def _names(raw: str | None, parameter: str = "names") -> list[str] | None:
     if raw is None:
         return None
@@ -57,10 +64,8 @@ def replace_attributes(ident: str):
     _only()
     device = inventory.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
-    values = service.replace_attributes(db.session, device, validate_values(values, allow_null=False))
-    _reconcile()
-    db.session.commit()
-    return jsonapi_response(document(attributes_resource(device.id, values)))
+    values = validate_values(values, allow_null=False)
+    return _changed(device.id, service.replace_attributes(db.session, device, values))
 
 
 @bp.patch("/devices/<ident>/custom_attributes")
@@ -69,10 +74,8 @@ def merge_attributes(ident: str):
     _only()
     device = inventory.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
-    values = service.merge_attributes(db.session, device, validate_values(values, allow_null=True))
-    _reconcile()
-    db.session.commit()
-    return jsonapi_response(document(attributes_resource(device.id, values)))
+    values = validate_values(values, allow_null=True)
+    return _changed(device.id, service.merge_attributes(db.session, device, values))
 
 
 @bp.delete("/devices/<ident>/custom_attributes")
@@ -80,10 +83,8 @@ def delete_attributes(ident: str):
     """Delete all the device's custom attributes, or those in ?names=."""
     _only("names")
     device = inventory.get_device(db.session, ident)
-    values = service.delete_attributes(db.session, device, _names(request.args.get("names")))
-    _reconcile()
-    db.session.commit()
-    return jsonapi_response(document(attributes_resource(device.id, values)))
+    names = _names(request.args.get("names"))
+    return _changed(device.id, service.delete_attributes(db.session, device, names))
 
 
 @bp.get("/custom_attributes")

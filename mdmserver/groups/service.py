@@ -119,8 +119,7 @@ def update_group(session: Session, group: DeviceGroup, values: dict[str, Any]) -
     group.updated_at = utcnow()
     session.flush()
     _check_no_cycles(session)
-    record_event(session, "device_group:update", "device_groups", group.id,
-                 {k: v for k, v in values.items()})
+    record_event(session, "device_group:update", "device_groups", group.id, dict(values))
     return group
 
 
@@ -176,18 +175,17 @@ def groups_of_device(session: Session, device: Device) -> list[DeviceGroup]:
     direct = set(session.scalars(select(GroupMember.group_id).where(GroupMember.device_id == device.id)))
     smart = [g for g in groups if g.kind == GroupKind.SMART]
     if smart:
-        columns = []
+        checked, columns = [], []
         for g in smart:
             try:
                 condition = and_(true(), *conditions_from_mapping(session, g.filter or {}, _seen=frozenset({g.id})))
             except ValueError:
                 continue  # a broken filter matches nothing here; the group's own endpoints say why
+            checked.append(g.id)
             columns.append(select(literal(g.id)).where(Device.id == device.id, condition).exists().label(f"g{g.id}"))
         if columns:
             row = session.execute(select(*columns)).one()
-            for column, matched in zip(columns, row, strict=True):
-                if matched:
-                    direct.add(int(column.name[1:]))
+            direct.update(gid for gid, matched in zip(checked, row, strict=True) if matched)
     member_of = set()
     for gid in direct:
         current = by_id.get(gid)

@@ -24,7 +24,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
 from mdmserver.errors import UnprocessableEntity
-from mdmserver.profiles.models import Payload, PlistField, Profile, column_fits, payload_class
+from mdmserver.profiles.models import Payload, PlistField, Profile, column_fits
 from mdmserver.profiles.plist import (
     ProfileError,
     b64decode,
@@ -64,31 +64,27 @@ def _json_type_name(value: Any) -> str:
     return plist_type_name(value)
 
 
-class PlistString(_PlistField):
-    kind = "string"
+class _PlistExact(_PlistField):
+    """A scalar whose Python type must be exactly ``python_type`` (``True`` is not an integer)."""
+
+    python_type: type
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if type(value) is not str:
+        if type(value) is not self.python_type:
             raise self._wrong(value)
         return value
 
 
-class PlistInteger(_PlistField):
-    kind = "integer"
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if type(value) is not int:
-            raise self._wrong(value)
-        return value
+class PlistString(_PlistExact):
+    kind, python_type = "string", str
 
 
-class PlistBoolean(_PlistField):
-    kind = "boolean"
+class PlistInteger(_PlistExact):
+    kind, python_type = "integer", int
 
-    def _deserialize(self, value, attr, data, **kwargs):
-        if type(value) is not bool:
-            raise self._wrong(value)
-        return value
+
+class PlistBoolean(_PlistExact):
+    kind, python_type = "boolean", bool
 
 
 class PlistReal(_PlistField):
@@ -274,19 +270,7 @@ def plist_to_json(model: type, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def payload_schema(payload_type: str | None) -> type[PlistSchema]:
-    return schema_class(payload_class(payload_type))
-
-
-ProfileSchema = schema_class(Profile)
-GenericPayloadSchema = schema_class(Payload)
-
-
 # --- JSON:API resources ------------------------------------------------------------------------------
-
-
-def _iso(value: datetime | None) -> str | None:
-    return isoformat(value)
 
 
 def profile_resource(profile: Profile, refs: list[tuple[int, str | None, str]] | None = None) -> dict[str, Any]:
@@ -303,8 +287,8 @@ def profile_resource(profile: Profile, refs: list[tuple[int, str | None, str]] |
         "signed": profile.signed,
         "signer_subject": profile.signer_subject,
         "signer_trusted": profile.signer_trusted,
-        "created_at": _iso(profile.created_at),
-        "updated_at": _iso(profile.updated_at),
+        "created_at": isoformat(profile.created_at),
+        "updated_at": isoformat(profile.updated_at),
     })
     if refs is None:
         refs = [(p.id, p.payload_type, p.kind) for p in profile.payloads]
@@ -333,6 +317,6 @@ def version_resource(profile: Profile, version) -> dict[str, Any]:
         "revision": version.revision,
         "source_format": version.source_format,
         "signer_subject": version.signer_subject,
-        "created_at": _iso(version.created_at),
-        "replaced_at": _iso(version.replaced_at),
+        "created_at": isoformat(version.created_at),
+        "replaced_at": isoformat(version.replaced_at),
     }, links={"download": f"/api/v1/download/profiles/{profile.id}?revision={version.revision}"})

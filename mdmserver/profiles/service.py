@@ -154,6 +154,23 @@ def _payload_rows(
     return rows
 
 
+def _assign(row: Profile | Payload, values: dict[str, Any]) -> None:
+    """Store a plist dictionary on a row: typed columns for the keys its schema accepts, else extras."""
+    typed, _ = load_typed(type(row), {k: v for k, v in values.items() if k not in row.structural_keys},
+                          json_mode=False)
+    row.assign_plist(values, typed_keys=set(typed))
+
+
+def _patched(model: type, current: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
+    """Apply a PATCH to ``current`` (in place): JSON-shaped attributes replace or add keys, null removes."""
+    changes = json_to_plist(model, {k: v for k, v in attributes.items() if v is not None}, _BASE)
+    for key, value in attributes.items():
+        if value is None:
+            current.pop(key, None)
+    current.update(changes)
+    return current
+
+
 @contextmanager
 def _unique_identifier(session: Session, identifier: Any) -> Iterator[None]:
     """Run the changes in a savepoint and flush them: when a concurrent request stored the same
@@ -234,18 +251,16 @@ def store_profile(
         )
     with _unique_identifier(session, identifier):
         if existing is not None:
-            _archive(session, existing)
+            _new_revision(session, existing)
             existing.payloads.clear()
             session.flush()
             profile = existing
-            profile.revision += 1
             action = "profile:replace"
         else:
             profile = Profile(revision=1)
             session.add(profile)
             action = "profile:create"
-        typed, _ = load_typed(Profile, {k: v for k, v in value.items() if k != "PayloadContent"}, json_mode=False)
-        profile.assign_plist(value, typed_keys=set(typed))
+        _assign(profile, value)
         profile.source_format = parsed.source_format
         profile.signed = parsed.signed
         profile.signer_subject = parsed.signer_subject
@@ -343,12 +358,7 @@ def update_profile(
         raise errors.UnprocessableEntity(
             "PayloadContent cannot be patched here: use /api/v1/payloads", pointer=pointer(*_BASE, "PayloadContent")
         )
-    removed = [k for k, v in attributes.items() if v is None]
-    changes = json_to_plist(Profile, {k: v for k, v in attributes.items() if v is not None}, _BASE)
-    values = profile.plist_values()
-    for key in removed:
-        values.pop(key, None)
-    values.update(changes)
+    values = _patched(Profile, profile.plist_values(), attributes)
     new_identifier = values.get("PayloadIdentifier")
     if isinstance(new_identifier, str) and new_identifier != profile.identifier:
         other = current_by_identifier(session, new_identifier)
@@ -357,10 +367,9 @@ def update_profile(
                 f"profile {other.id} already has PayloadIdentifier {new_identifier!r}",
                 pointer=pointer(*_BASE, "PayloadIdentifier"), meta={"existing_id": str(other.id)},
             )
-    typed, _ = load_typed(Profile, {k: v for k, v in values.items() if k != "PayloadContent"}, json_mode=False)
     with _unique_identifier(session, new_identifier):
         _new_revision(session, profile)
-        profile.assign_plist(values, typed_keys=set(typed))
+        _assign(profile, values)
     record_event(session, "profile:update", "profiles", profile.id,
                  {"keys": sorted(attributes), "revision": profile.revision})
     return profile, _top_level_findings(profile.to_plist())
@@ -396,10 +405,9 @@ def add_payload(
     values = json_to_plist(cls, attributes, _BASE)
     position = max((p.position for p in profile.payloads), default=-1) + 1
     values = _default_payload_keys(values, profile.identifier or "payload", position)
-    typed, _ = load_typed(cls, values, json_mode=False)
     _new_revision(session, profile)
     row = cls(position=position)
-    row.assign_plist(values, typed_keys=set(typed))
+    _assign(row, values)
     profile.payloads.append(row)
     if "PayloadContent" not in (profile.key_order or []):
         profile.key_order = [*(profile.key_order or []), "PayloadContent"]
@@ -418,17 +426,11 @@ def update_payload(
         raise errors.UnprocessableEntity(
             "PayloadType cannot change: delete this payload and add another", pointer=pointer(*_BASE, "PayloadType")
         )
-    removed = [k for k, v in attributes.items() if v is None]
-    if "PayloadType" in removed:
+    if "PayloadType" in attributes and attributes["PayloadType"] is None:
         raise errors.UnprocessableEntity("PayloadType cannot be removed", pointer=pointer(*_BASE, "PayloadType"))
-    changes = json_to_plist(type(payload), {k: v for k, v in attributes.items() if v is not None}, _BASE)
-    values = payload.plist_values()
-    for key in removed:
-        values.pop(key, None)
-    values.update(changes)
-    typed, _ = load_typed(type(payload), values, json_mode=False)
+    values = _patched(type(payload), payload.plist_values(), attributes)
     _new_revision(session, payload.profile)
-    payload.assign_plist(values, typed_keys=set(typed))
+    _assign(payload, values)
     session.flush()
     record_event(session, "profile:payload:update", "payloads", payload.id, {
         "keys": sorted(attributes), "profile_id": payload.profile_id, "revision": payload.profile.revision})

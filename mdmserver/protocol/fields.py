@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -44,55 +45,36 @@ def opt_bytes(d: dict[str, Any], key: str) -> bytes | None:
     return value
 
 
-def opt_bool(d: dict[str, Any], key: str) -> bool | None:
+def _opt(d: dict[str, Any], key: str, fits: Callable[[Any], bool], expected: str) -> Any:
+    """The value of ``key``; missing or empty → ``None``; a value that does not fit → ``ProtocolError``."""
     value = d.get(key)
     if value is None or value == "":
         return None
-    if not isinstance(value, bool):
-        raise ProtocolError(f"{key} must be a boolean")
+    if not fits(value):
+        raise ProtocolError(f"{key} must be {expected}")
     return value
+
+
+def opt_bool(d: dict[str, Any], key: str) -> bool | None:
+    return _opt(d, key, lambda v: isinstance(v, bool), "a boolean")
 
 
 def opt_int(d: dict[str, Any], key: str) -> int | None:
-    value = d.get(key)
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(f"{key} must be an integer")
-    return value
+    return _opt(d, key, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
 
 
 def opt_real(d: dict[str, Any], key: str) -> float | None:
-    value = d.get(key)
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ProtocolError(f"{key} must be a number")
-    return float(value)
+    value = _opt(d, key, lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
+    return None if value is None else float(value)
 
 
 def opt_date(d: dict[str, Any], key: str) -> datetime | None:
-    value = d.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, datetime):
-        raise ProtocolError(f"{key} must be a date")
-    return value
+    return _opt(d, key, lambda v: isinstance(v, datetime), "a date")
 
 
 def opt_dict(d: dict[str, Any], key: str) -> dict[str, Any] | None:
-    value = d.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, dict):
-        raise ProtocolError(f"{key} must be a dictionary")
-    return value
+    return _opt(d, key, lambda v: isinstance(v, dict), "a dictionary")
 
 
 def opt_list(d: dict[str, Any], key: str) -> list[Any] | None:
-    value = d.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, list):
-        raise ProtocolError(f"{key} must be an array")
-    return value
+    return _opt(d, key, lambda v: isinstance(v, list), "an array")

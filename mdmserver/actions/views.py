@@ -8,18 +8,13 @@ from flask import Blueprint, Response, json, request
 
 from mdmserver.actions import service
 from mdmserver.actions.catalogue import ACTIONS
-from mdmserver.api.auth import current_token
+from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import document, jsonapi_response, request_json, resource
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, UnprocessableEntity
 from mdmserver.inventory import service as inventory
 
 bp = Blueprint("actions", __name__, url_prefix="/api/v1")
-
-
-def _actor() -> str | None:
-    token = current_token()
-    return token.name if token is not None else None
 
 
 def _optional_body() -> Any:
@@ -58,7 +53,7 @@ def perform_action(ident: str, name: str):
     body = _optional_body()
     if not isinstance(body, dict) or set(body) - {"parameters"}:
         raise UnprocessableEntity('the body is {"parameters": {…}} (or empty)', pointer="")
-    uuids = service.perform_on_device(db.session, action, device, body.get("parameters"), actor=_actor())
+    uuids = service.perform_on_device(db.session, action, device, body.get("parameters"), actor=current_actor())
     db.session.commit()
     data = [resource("commands", uuid, {"status": "queued"}, links={"self": f"/api/v1/commands/{uuid}"})
             for uuid in uuids]
@@ -71,7 +66,7 @@ def bulk_action(name: str):
     action = service.get_action(name)
     body = request_json()
     target = service.targets_from_body(db.session, body)
-    outcome = service.run_action(db.session, action, target, body.get("parameters"), actor=_actor())
+    outcome = service.run_action(db.session, action, target, body.get("parameters"), actor=current_actor())
     db.session.commit()
     return _plain(outcome.as_result())
 

@@ -42,6 +42,12 @@ def current_token() -> ApiToken | None:
     return getattr(g, "api_token", None)
 
 
+def current_actor() -> str | None:
+    """The name of the token behind this request (who enqueued a command, who changed a row)."""
+    token = current_token()
+    return token.name if token is not None else None
+
+
 def is_protected(path: str) -> bool:
     return (path == "/api" or path.startswith("/api/")) and path not in PUBLIC_API_PATHS
 

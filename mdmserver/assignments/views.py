@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, json, request
 from sqlalchemy import select
 
-from mdmserver.api.auth import current_token
+from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
@@ -30,11 +30,6 @@ from mdmserver.profiles.service import get_profile
 bp = Blueprint("assignments", __name__, url_prefix="/api/v1")
 
 STATUSES = tuple(s.value for s in AssignmentStatus)
-
-
-def _actor() -> str | None:
-    token = current_token()
-    return token.name if token is not None else None
 
 
 def _profile(profile_id: str) -> Profile:
@@ -75,7 +70,7 @@ def _change_targets(profile_id: str, change: Callable[..., dict[str, int]]) -> R
     profile = _profile(profile_id)
     body = _targets_body()
     counts = change(db.session, profile, devices=body.get("devices"), groups=body.get("groups"),
-                    actor=_actor())
+                    actor=current_actor())
     db.session.commit()
     return _plain({"profile_id": str(profile.id), **counts})
 
@@ -96,7 +91,7 @@ def unassign(profile_id: str):
 def reconcile(profile_id: str):
     """Re-evaluate (smart) group membership and the profile's revision now."""
     profile = _profile(profile_id)
-    counts = service.reconcile(db.session, profile, actor=_actor())
+    counts = service.reconcile(db.session, profile, actor=current_actor())
     db.session.commit()
     return _plain({"profile_id": str(profile.id), **counts})
 
@@ -104,7 +99,7 @@ def reconcile(profile_id: str):
 @bp.post("/assignments/reconcile")
 def reconcile_all():
     """Reconcile every assigned profile now."""
-    counts = service.reconcile_all(db.session, actor=_actor())
+    counts = service.reconcile_all(db.session, actor=current_actor())
     db.session.commit()
     return _plain(counts)
 
@@ -146,7 +141,7 @@ def _profile_ids() -> list[Profile]:
 def _change_device_profiles(ident: str, change: Callable[..., dict[str, int]]) -> Response:
     """Run ``service.assign`` or ``service.unassign`` of each profile in the body for this device, commit."""
     device = inventory.get_device(db.session, ident)
-    results = [{"profile_id": str(p.id), **change(db.session, p, devices=[device.id], actor=_actor())}
+    results = [{"profile_id": str(p.id), **change(db.session, p, devices=[device.id], actor=current_actor())}
                for p in _profile_ids()]
     db.session.commit()
     return _plain({"device_id": str(device.id), "profiles": results})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from mdmserver.api.auth import current_token
+from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import document, jsonapi_response, parse_resource_body, resource
 from mdmserver.assignments import service as assignments
 from mdmserver.attributes import service
@@ -21,8 +21,7 @@ TYPE = "custom_attributes"
 
 def _reconcile() -> None:
     """Smart groups may filter on custom attributes: bring group-assigned profiles in line."""
-    token = current_token()
-    assignments.reconcile_all(db.session, actor=token.name if token else None, groups_only=True)
+    assignments.reconcile_all(db.session, actor=current_actor(), groups_only=True)
 
 
 def _changed(device_id: int, values: dict[str, str]):

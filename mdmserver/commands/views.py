@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 from marshmallow import ValidationError
 
-from mdmserver.api.auth import current_token, requires_scope
+from mdmserver.api.auth import current_actor, requires_scope
 from mdmserver.api.jsonapi import document, jsonapi_response, marshmallow_errors, request_json
 from mdmserver.audit.service import record_event
 from mdmserver.commands import service
@@ -17,11 +17,6 @@ from mdmserver.errors import Conflict, UnprocessableEntity
 bp = Blueprint("commands", __name__)
 
 INVENTORY_SET = ("DeviceInformation", "SecurityInfo", "ProfileList", "InstalledApplicationList", "CertificateList")
-
-
-def _actor() -> str | None:
-    token = current_token()
-    return token.name if token is not None else None
 
 
 def _enqueue_body() -> tuple[dict, str]:
@@ -52,7 +47,7 @@ def _created(commands: list, status: int = 201):
 
 def _enqueue_one(device, request_type: str, parameters, *, priority=0, expires_at=None, base="/data/attributes"):
     command = service.enqueue_for_device(
-        db.session, device, request_type, parameters, enqueued_by=_actor(), priority=priority,
+        db.session, device, request_type, parameters, enqueued_by=current_actor(), priority=priority,
         expires_at=expires_at, pointer_base=base,
     )
     record_event(db.session, f"device:command:{request_type.lower()}", "devices", device.id,

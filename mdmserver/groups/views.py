@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, request
 from marshmallow import ValidationError
 
-from mdmserver.api.auth import current_token
+from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
@@ -36,8 +36,7 @@ MAX_LINKAGE = 10000
 
 def _reconcile() -> dict[str, int]:
     """Membership changed: bring the profiles assigned to groups in line (InstallProfile / RemoveProfile)."""
-    token = current_token()
-    return assignments.reconcile_all(db.session, actor=token.name if token else None, groups_only=True)
+    return assignments.reconcile_all(db.session, actor=current_actor(), groups_only=True)
 
 
 def _parent_filter(value: str):

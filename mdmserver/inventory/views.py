@@ -8,7 +8,7 @@ from flask import Blueprint, request
 from marshmallow import ValidationError
 from sqlalchemy import ColumnElement
 
-from mdmserver.api.auth import current_token
+from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
@@ -29,11 +29,6 @@ from mdmserver.push.service import PUSH_ATTRIBUTES, add_push_attributes
 bp = Blueprint("inventory", __name__, url_prefix="/api/v1")
 
 _RELATIONSHIPS = {"owner", "custom_attributes", "groups", "commands"}
-
-
-def actor() -> str | None:
-    token = current_token()
-    return token.name if token is not None else None
 
 
 def sparse_fields(requested: dict[str, set[str]]) -> set[str] | None:
@@ -88,8 +83,8 @@ def update_device(ident: str):
         changes = DeviceUpdateSchema().load(attributes)
     except ValidationError as exc:
         raise UnprocessableEntity("invalid device attributes", errors=marshmallow_errors(exc.messages)) from None
-    device, meta = service.update_device(db.session, device, changes, actor=actor())
-    assignments.reconcile_all(db.session, actor=actor(), groups_only=True)  # smart groups may match anew
+    device, meta = service.update_device(db.session, device, changes, actor=current_actor())
+    assignments.reconcile_all(db.session, actor=current_actor(), groups_only=True)  # smart groups may match anew
     db.session.commit()
     owners = service.owners_of(db.session, [device.id])
     return jsonapi_response(document(device_resource(device, owner_id=owners.get(device.id)), meta=meta or None))

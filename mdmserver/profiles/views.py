@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 
-from mdmserver.api.auth import current_token
+from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import (
     document,
     is_id,
@@ -46,14 +46,9 @@ def _only_params(*allowed: str) -> None:
             raise BadRequest(f"unknown query parameter {name!r}", parameter=name)
 
 
-def _actor() -> str | None:
-    token = current_token()
-    return token.name if token is not None else None
-
-
 def _reconcile(profile: Profile) -> dict[str, int]:
     """A new revision is installed where the profile is assigned (InstallProfile queued, set-based)."""
-    return reconcile(db.session, profile, actor=_actor())
+    return reconcile(db.session, profile, actor=current_actor())
 
 
 def _created(profile: Profile, warnings: list[dict], status: int = 201) -> Response:
@@ -214,7 +209,7 @@ def delete_profile(profile_id: int):
             db.session, profile,
             devices=[a.device_id for a in assigned if a.device_id is not None],
             groups=[a.group_id for a in assigned if a.group_id is not None],
-            actor=_actor(),
+            actor=current_actor(),
         )
     service.delete_profile(db.session, profile)
     db.session.commit()

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Request, Response, json, request
+from marshmallow import ValidationError
 from marshmallow import fields as ma_fields
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
@@ -273,6 +274,15 @@ def parse_resource_body(req: Request | None, type_: str, *, require_id: Any = No
     if require_id is not None and id_ is not None and str(id_) != str(require_id):
         raise Conflict("data.id does not match the URL", pointer="/data/id")
     return (None if id_ is None else str(id_)), attributes
+
+
+def load_attributes(schema: Any, attributes: Any, what: str, base: str = "/data/attributes") -> Any:
+    """``schema.load(attributes)``; a validation failure is one 422 ``invalid <what>`` listing every
+    fault with its JSON pointer under ``base``."""
+    try:
+        return schema.load(attributes)
+    except ValidationError as exc:
+        raise UnprocessableEntity(f"invalid {what}", errors=marshmallow_errors(exc.messages, base)) from None
 
 
 def marshmallow_errors(messages: Any, base: str = "/data/attributes") -> list[dict[str, str]]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from flask import Blueprint
-from marshmallow import ValidationError
 
 from mdmserver.api.auth import current_actor, requires_scope
-from mdmserver.api.jsonapi import document, jsonapi_response, marshmallow_errors, request_json
+from mdmserver.api.jsonapi import (
+    document,
+    jsonapi_response,
+    load_attributes,
+    request_json,
+)
 from mdmserver.audit.service import record_event
 from mdmserver.commands import service
 from mdmserver.commands.schemas import EnqueueSchema, command_resource
@@ -33,10 +37,7 @@ def _enqueue_body() -> tuple[dict, str]:
         raw, base = data.get("attributes", {}), "/data/attributes"
     else:
         raw, base = body, ""
-    try:
-        return EnqueueSchema().load(raw), base
-    except ValidationError as exc:
-        raise UnprocessableEntity("invalid command", errors=marshmallow_errors(exc.messages, base)) from None
+    return load_attributes(EnqueueSchema(), raw, "command", base), base
 
 
 def _created(commands: list, status: int = 201):

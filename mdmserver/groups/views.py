@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, request
-from marshmallow import ValidationError
 
 from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
     list_document,
-    marshmallow_errors,
+    load_attributes,
     paginate,
     parse_list_query,
     parse_resource_body,
@@ -67,18 +64,11 @@ def list_groups():
     return jsonapi_response(list_document(page, [group_resource(g) for g in page.items]))
 
 
-def _load(schema, attributes: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return schema.load(attributes)
-    except ValidationError as exc:
-        raise UnprocessableEntity("invalid device group", errors=marshmallow_errors(exc.messages)) from None
-
-
 @bp.post("/device_groups")
 def create_group():
     """Create a static or smart group (smart: a device filter), optionally inside a parent group."""
     _, attributes = parse_resource_body(None, TYPE)
-    group = service.create_group(db.session, _load(GroupCreateSchema(), attributes))
+    group = service.create_group(db.session, load_attributes(GroupCreateSchema(), attributes, "device group"))
     _reconcile()
     db.session.commit()
     return jsonapi_response(document(group_resource(group)), status=201,
@@ -96,7 +86,7 @@ def update_group(group_id: str):
     """Rename, describe, move (parent_id) or change the filter of a group."""
     group = service.get_group(db.session, group_id)
     _, attributes = parse_resource_body(None, TYPE, require_id=group.id)
-    group = service.update_group(db.session, group, _load(GroupUpdateSchema(), attributes))
+    group = service.update_group(db.session, group, load_attributes(GroupUpdateSchema(), attributes, "device group"))
     _reconcile()
     db.session.commit()
     return jsonapi_response(document(group_resource(group)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from flask import Blueprint, request
-from marshmallow import ValidationError
 from sqlalchemy import ColumnElement
 
 from mdmserver.api.auth import current_actor
@@ -13,14 +12,14 @@ from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
     list_document,
-    marshmallow_errors,
+    load_attributes,
     parse_list_query,
     parse_resource_body,
 )
 from mdmserver.assignments import service as assignments
 from mdmserver.db import db
 from mdmserver.devices.models import Device
-from mdmserver.errors import BadRequest, UnprocessableEntity
+from mdmserver.errors import BadRequest
 from mdmserver.inventory import service
 from mdmserver.inventory.filters import DEVICE_SORTS, DYNAMIC_FILTERS, device_filters
 from mdmserver.inventory.schemas import DEVICE_ATTRIBUTES, DeviceUpdateSchema, device_resource
@@ -79,10 +78,7 @@ def update_device(ident: str):
     """Change a device's asset fields; a new device_name also queues the rename command where the platform allows."""
     device = service.get_device(db.session, ident)
     _, attributes = parse_resource_body(None, "devices", require_id=device.id)
-    try:
-        changes = DeviceUpdateSchema().load(attributes)
-    except ValidationError as exc:
-        raise UnprocessableEntity("invalid device attributes", errors=marshmallow_errors(exc.messages)) from None
+    changes = load_attributes(DeviceUpdateSchema(), attributes, "device attributes")
     device, meta = service.update_device(db.session, device, changes, actor=current_actor())
     assignments.reconcile_all(db.session, actor=current_actor(), groups_only=True)  # smart groups may match anew
     db.session.commit()

@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 from flask import Blueprint
-from marshmallow import ValidationError
 
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
-    marshmallow_errors,
+    load_attributes,
     parse_resource_body,
 )
 from mdmserver.db import db
-from mdmserver.errors import UnprocessableEntity
 from mdmserver.organization import service
 from mdmserver.organization.schemas import OrganizationUpdateSchema, organization_resource
 
@@ -25,9 +23,6 @@ def get_organization():
 @bp.patch("/organization")
 def update_organization():
     _, attributes = parse_resource_body(None, "organizations")
-    try:
-        changes = OrganizationUpdateSchema().load(attributes)
-    except ValidationError as exc:
-        raise UnprocessableEntity("invalid organization", errors=marshmallow_errors(exc.messages)) from None
+    changes = load_attributes(OrganizationUpdateSchema(), attributes, "organization")
     row = service.update_organization(db.session, changes)
     return jsonapi_response(document(organization_resource(row)))

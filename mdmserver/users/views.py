@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Blueprint, request
-from marshmallow import ValidationError
 from sqlalchemy import func, select
 
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
     list_document,
-    marshmallow_errors,
+    load_attributes,
     paginate,
     parse_list_query,
     parse_resource_body,
@@ -30,13 +27,6 @@ from mdmserver.users.schemas import UserCreateSchema, UserUpdateSchema, user_res
 bp = Blueprint("users", __name__, url_prefix="/api/v1")
 
 TYPE = "users"
-
-
-def _load(schema, attributes: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return schema.load(attributes)
-    except ValidationError as exc:
-        raise UnprocessableEntity("invalid user", errors=marshmallow_errors(exc.messages)) from None
 
 
 @bp.get("/users")
@@ -60,7 +50,7 @@ def list_users():
 def create_user():
     """Create a user (name, email, uid)."""
     _, attributes = parse_resource_body(None, TYPE)
-    user = service.create_user(db.session, _load(UserCreateSchema(), attributes))
+    user = service.create_user(db.session, load_attributes(UserCreateSchema(), attributes, "user"))
     db.session.commit()
     return jsonapi_response(document(user_resource(user)), status=201, headers={"Location": f"/api/v1/users/{user.id}"})
 
@@ -76,7 +66,7 @@ def update_user(user_id: str):
     """Change a user's name, email or uid."""
     user = service.get_user(db.session, user_id)
     _, attributes = parse_resource_body(None, TYPE, require_id=user.id)
-    user = service.update_user(db.session, user, _load(UserUpdateSchema(), attributes))
+    user = service.update_user(db.session, user, load_attributes(UserUpdateSchema(), attributes, "user"))
     db.session.commit()
     return jsonapi_response(document(user_resource(user)))
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 from alembic import command
@@ -17,6 +20,11 @@ from mdmserver.tokens.models import ApiToken
 from mdmserver.tokens.service import create_token
 
 FIRST_TOKEN_NAME = "initial-admin"
+#: The server's processes create files readable by their owner only (secret key, database, tokens).
+PRIVATE_UMASK = 0o077
+_OPEN_BITS = stat.S_IRWXG | stat.S_IRWXO
+
+log = logging.getLogger("mdmserver.bootstrap")
 
 
 def upgrade_database(app: Flask, revision: str = "heads") -> None:
@@ -40,6 +48,7 @@ def initialize(app: Flask) -> Path | None:
     """
     data_dir = Path(app.config["DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secure_data_files(app.config)
     upgrade_database(app)
     with app.app_context():
         session = db.session
@@ -53,4 +62,59 @@ def initialize(app: Flask) -> Path | None:
             with os.fdopen(fd, "w") as handle:
                 handle.write(token + "\n")
         session.commit()
-        return token_file
+    secure_data_files(app.config, warn=False)
+    return token_file
+
+
+def _sqlite_path(database_url: str) -> Path | None:
+    prefix = "sqlite:///"
+    if not database_url.startswith(prefix) or ":memory:" in database_url:
+        return None
+    return Path(database_url[len(prefix):].split("?", 1)[0])
+
+
+def _secret_files(config) -> Iterable[Path]:
+    """The secret key and the SQLite database with its journal files, wherever they are."""
+    yield Path(config["SECRET_KEY_FILE"])
+    database = _sqlite_path(config["DATABASE_URL"])
+    if database is not None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            yield database.with_name(database.name + suffix)
+
+
+def secure_data_files(config, *, warn: bool = True) -> list[Path]:
+    """Take group and other permissions away from the data directory (0700) and from every file
+    directly in it (0600 for ours), and warn about each one that had them: the secret key, the
+    database and the admin token must not be readable by other users. The secret key or the
+    database kept outside the data directory is warned about, not changed. Returns what was open."""
+    data_dir = Path(config["DATA_DIR"]).resolve()
+    found: list[Path] = []
+    candidates = [data_dir]
+    if data_dir.is_dir():
+        candidates += sorted(data_dir.iterdir())
+    candidates += [p for p in _secret_files(config) if p.resolve().parent != data_dir]
+    for path in candidates:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode) or not info.st_mode & _OPEN_BITS:
+            continue
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+            continue
+        found.append(path)
+        mode = stat.S_IMODE(info.st_mode)
+        inside = path == data_dir or path.parent == data_dir
+        if inside:
+            try:
+                path.chmod(mode & ~_OPEN_BITS)
+            except OSError as exc:
+                log.warning("cannot restrict %s (mode %o) to its owner: %s", path, mode, exc)
+                continue
+        if warn:
+            if inside:
+                log.warning("%s was accessible by group or others (mode %o); restricted to %o",
+                            path, mode, mode & ~_OPEN_BITS)
+            else:
+                log.warning("%s is accessible by group or others (mode %o); run chmod 600 on it", path, mode)
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -9,7 +10,8 @@ from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from mdmserver.app import create_app, feature_modules
-from mdmserver.bootstrap import downgrade_database, initialize, upgrade_database
+from mdmserver.bootstrap import PRIVATE_UMASK, downgrade_database, initialize, upgrade_database
+from mdmserver.config import ConfigError
 from mdmserver.db import db, isoformat
 from mdmserver.errors import AppError
 from mdmserver.tokens import service as tokens
@@ -128,4 +130,11 @@ for _module in feature_modules("cli"):
 
 
 def main() -> None:
-    sys.exit(cli.main(prog_name="mdmserver"))
+    # Everything the server writes (secret key, SQLite database and its WAL, admin token) is for
+    # its own user only; gunicorn's workers and the push worker inherit the mask.
+    os.umask(PRIVATE_UMASK)
+    try:
+        sys.exit(cli.main(prog_name="mdmserver"))
+    except ConfigError as exc:
+        click.echo(f"mdmserver: configuration error: {exc.detail}", err=True)
+        sys.exit(2)

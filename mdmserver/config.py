@@ -7,6 +7,7 @@ name (``DATABASE_URL``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -48,6 +49,15 @@ def _str_list(value: Any) -> list[str]:
     return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
+def _networks(value: Any) -> list[str]:
+    """IP addresses or CIDR networks, normalised (``10.0.0.1`` → ``10.0.0.1/32``)."""
+    return [str(ipaddress.ip_network(part, strict=False)) for part in _str_list(value)]
+
+
+#: Device-auth modes that read the client certificate a TLS proxy forwards in a header.
+HEADER_AUTH_MODES = frozenset({"header", "both"})
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -67,8 +77,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("preauthorized", [], _str_list, "Serial numbers or UDIDs accepted on their first Authenticate."),
     Setting("device_auth", "signature", _choice("signature", "header", "both"), "How devices prove identity."),
     Setting("client_cert_header", None, str, "Header carrying the URL-escaped client PEM from a TLS proxy."),
-    Setting("enrollment_secret", None, str, "If set, /mdm/enroll requires it (query `secret` or basic auth)."),
-    Setting("enroll_rate_limit", 30, int, "Enrollment profiles per client address per minute."),
+    Setting("trusted_proxies", [], _networks,
+            "Proxy addresses/CIDRs whose client-certificate and X-Forwarded-For headers are believed."),
+    Setting("enrollment_secret", None, str, "If set, /mdm/enroll requires it as the HTTP Basic password."),
+    Setting("enroll_rate_limit", 30, int, "Enrollment requests per client address per minute (0: no limit)."),
     Setting("max_device_body_bytes", 10 * 1024 * 1024, int, "Largest device request body (413 above)."),
     Setting("max_upload_bytes", 20 * 1024 * 1024, int, "Largest admin request body (413 above)."),
     Setting("retention_days", 90, int, "How long finished commands and push records are kept."),
@@ -115,12 +127,27 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
     if not values["secret_key_file"]:
         values["secret_key_file"] = str(data_dir / "secret.key")
     values["public_url"] = str(values["public_url"]).rstrip("/")
+    _check_device_auth(values)
 
     config = {key.upper(): value for key, value in values.items()}
     config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
     config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(config["DATABASE_URL"])
     config["MAX_CONTENT_LENGTH"] = max(config["MAX_DEVICE_BODY_BYTES"], config["MAX_UPLOAD_BYTES"])
     return config
+
+
+def _check_device_auth(values: Mapping[str, Any]) -> None:
+    """Refuse to start when header device-auth could not be trusted (see docs/security.md)."""
+    mode = values["device_auth"]
+    if mode not in HEADER_AUTH_MODES:
+        return
+    if not values["client_cert_header"]:
+        raise ConfigError(f"device_auth = {mode!r} needs client_cert_header (the header your TLS proxy sets)")
+    if not values["trusted_proxies"]:
+        raise ConfigError(
+            f"device_auth = {mode!r} needs trusted_proxies: the client certificate header is believed only from "
+            "those addresses (anyone else could put a device's public certificate in it)"
+        )
 
 
 def _parse(name: str, value: Any, origin: str) -> Any:

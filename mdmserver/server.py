@@ -7,10 +7,48 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_plus
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 log = logging.getLogger("mdmserver.server")
+
+#: Query parameters whose values never reach the access log (matched as substrings of the name).
+SECRET_PARAMETER_WORDS = ("secret", "password", "token")
+REDACTED = "[redacted]"
+
+
+def redact_query(query: str) -> str:
+    """The query string with the values of secret-looking parameters replaced."""
+    parts = []
+    for part in query.split("&"):
+        name, sep, _value = part.partition("=")
+        if any(word in unquote_plus(name).lower() for word in SECRET_PARAMETER_WORDS):
+            part = f"{name}={REDACTED}"
+        parts.append(part)
+    return "&".join(parts)
+
+
+class AccessLogger(Logger):
+    """gunicorn's logger, with secret query parameters (``?secret=…``) redacted from the access log.
+
+    ``/mdm/enroll`` refuses a secret in the URL, but a client may still send one; it must not be
+    written to the log on its way to being refused.
+    """
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        query = environ.get("QUERY_STRING") or ""
+        safe = redact_query(query)
+        if safe != query:
+            uri = f"{environ.get('RAW_URI', '').split('?', 1)[0]}?{safe}"
+            atoms["r"] = f"{environ.get('REQUEST_METHOD')} {uri} {environ.get('SERVER_PROTOCOL')}"
+            atoms["q"] = safe
+            atoms["{query_string}e"] = safe
+            atoms["{raw_uri}e"] = uri
+            atoms["{request_uri}e"] = uri
+        return atoms
 
 
 class _Gunicorn(BaseApplication):
@@ -59,6 +97,7 @@ def serve(config: Mapping[str, Any], *, bind: str, workers: int, threads: int, p
         "timeout": 60,
         "graceful_timeout": 30,
         "accesslog": "-",
+        "logger_class": AccessLogger,
         "when_ready": when_ready,
         "on_exit": on_exit,
     }

@@ -4,6 +4,10 @@ Devices prove their enrollment identity with the ``Mdm-Signature`` header (base6
 detached, over the exact body) or, behind a TLS-terminating proxy, with the client certificate the
 proxy forwards in a header (URL-escaped PEM). Either way the certificate must have been issued by
 our CA. Binding the certificate to a UDID is checked later, once the body has been parsed.
+
+A certificate is public: putting one in the header proves nothing unless the header was set by the
+proxy that checked the TLS client's key. The caller says whether the request's peer is such a
+trusted proxy; from anyone else the header is refused, in ``header`` and in ``both`` mode alike.
 """
 
 from __future__ import annotations
@@ -75,16 +79,20 @@ def authenticate(
     cert_header_value: str | None,
     mode: str,
     ca_cert: cx509.Certificate,
+    header_trusted: bool,
 ) -> DeviceIdentity:
     """Check the request's proof of identity per ``mode``; raise ``DeviceAuthError`` otherwise.
 
-    ``both`` accepts either proof; when a signature is present it is the one checked.
+    ``both`` accepts either proof; when a signature is present it is the one checked. The header is
+    accepted only when ``header_trusted`` (the peer is a configured trusted proxy).
     """
     if mode not in MODES:
         raise DeviceAuthError(f"unknown device auth mode {mode!r}")
     if mode in ("signature", "both") and signature_header:
         cert = _from_signature(signature_header, body, ca_cert)
     elif mode in ("header", "both") and cert_header_value:
+        if not header_trusted:
+            raise DeviceAuthError("client certificate header from a peer that is not a trusted proxy")
         cert = _from_header(cert_header_value, ca_cert)
     elif mode == "signature":
         raise DeviceAuthError("no Mdm-Signature header")

@@ -57,7 +57,11 @@ class EnrollmentProfile:
 def build_enrollment_profile(
     session: Session, *, public_url: str, topic: str | None, organization: str, prefix: str
 ) -> EnrollmentProfile:
-    """Issue a fresh device identity and return the signed enrollment profile."""
+    """Issue a fresh device identity and return the signed enrollment profile.
+
+    Only the certificate is stored (to recognise it at ``Authenticate``); the device's private key
+    exists only inside the profile's PKCS#12; the server never needs it again.
+    """
     if not topic:
         raise ServiceUnavailable(
             "no APNs push certificate: import one with `mdmserver push-cert import FILE` "
@@ -71,7 +75,7 @@ def build_enrollment_profile(
         ca_cert, ca_key, common_name=f"mdmserver device {enrollment_id}", public_key=key.public_key(),
         days=365 * 2, usage="client", organization=organization,
     )
-    row = pki.store_certificate(session, cert, pki.PURPOSE_DEVICE, pki.store_private_key(session, key))
+    row = pki.store_certificate(session, cert, pki.PURPOSE_DEVICE)
     password = secrets.token_urlsafe(24)
     p12 = x509.build_pkcs12(cert, key, password=password.encode(), friendly_name=b"MDM identity")
     identity_uuid = str(uuidlib.uuid4()).upper()

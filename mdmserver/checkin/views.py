@@ -11,15 +11,13 @@ import base64
 import binascii
 import hmac
 import logging
-import threading
 import time
-from collections import deque
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.orm import Session
 
 from mdmserver.checkin import auth as device_auth
-from mdmserver.checkin import service
+from mdmserver.checkin import enrollment, peers, service
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, PayloadTooLarge, TooManyRequests
 from mdmserver.organization.service import get_organization
@@ -61,6 +59,10 @@ def _read_body() -> bytes:
     return data
 
 
+def _trusted_proxies() -> tuple[peers.Network, ...]:
+    return peers.trusted_networks(tuple(current_app.config.get("TRUSTED_PROXIES") or ()))
+
+
 def _identify(body: bytes) -> device_auth.DeviceIdentity:
     config = current_app.config
     header_name = config.get("CLIENT_CERT_HEADER")
@@ -71,6 +73,7 @@ def _identify(body: bytes) -> device_auth.DeviceIdentity:
             cert_header_value=request.headers.get(header_name) if header_name else None,
             mode=config["DEVICE_AUTH"],
             ca_cert=_ca_certificate(db.session),
+            header_trusted=peers.is_trusted(request.remote_addr, _trusted_proxies()),
         )
     except device_auth.DeviceAuthError as exc:
         raise service.refuse("%s %s: %s", request.method, request.path, exc.reason) from None
@@ -96,9 +99,13 @@ def _settings() -> service.CheckinSettings:
 
 
 def _respond(body: bytes | None, mimetype: str = "application/xml") -> Response:
+    """200 with the body; ``None`` is the protocol's empty 200 ("nothing for you"), sent with no body
+    and no ``Content-Type`` at all (as Go's net/http does for NanoMDM), never as ``text/html``."""
     db.session.commit()
     if body is None:
-        return Response(b"", status=200)
+        response = Response(b"", status=200)
+        del response.headers["Content-Type"]
+        return response
     if body[:1] in (b"{", b"["):
         mimetype = "application/json"
     return Response(body, status=200, mimetype=mimetype)
@@ -153,34 +160,13 @@ def dispatch() -> Response:
 # --- enrollment ------------------------------------------------------------------------------------
 
 
-class _RateLimiter:
-    """Per-address sliding window (per worker process)."""
-
-    def __init__(self) -> None:
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str, limit: int, window: float = 60.0) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - window:
-                hits.popleft()
-            if len(hits) >= limit:
-                return False
-            hits.append(now)
-            if len(self._hits) > 10000:
-                for stale in [k for k, v in self._hits.items() if not v]:
-                    del self._hits[stale]
-            return True
-
-
-_enroll_limiter = _RateLimiter()
+def _client_address() -> str:
+    """The client's address, looking through ``X-Forwarded-For`` only when the peer is a trusted proxy."""
+    return peers.client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"), _trusted_proxies())
 
 
 def _supplied_secret() -> str | None:
-    if "secret" in request.args:
-        return request.args.get("secret")
+    """The HTTP Basic password, if any (the user name is ignored)."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "basic" and value:
@@ -194,15 +180,30 @@ def _supplied_secret() -> str | None:
 
 @bp.get("/mdm/enroll")
 def enroll() -> Response:
+    """Issue an enrollment profile. Every attempt is counted against the client's limit first (a
+    wrong secret is a guess); then the secret, which only the ``Authorization`` header may carry."""
     config = current_app.config
+    client = _client_address()
+    limit = int(config.get("ENROLL_RATE_LIMIT") or 0)
+    if limit > 0:
+        allowed = enrollment.record_attempt(db.session, peers.limit_key(client), limit=limit)
+        db.session.commit()
+        if not allowed:
+            log.warning("enrollment from %s refused: more than %d attempts a minute", client, limit)
+            raise TooManyRequests(
+                "too many enrollment requests; try again in a minute", headers={"Retry-After": "60"}
+            )
+    if "secret" in request.args:
+        log.warning("enrollment from %s refused: enrollment secret sent in the URL", client)
+        raise BadRequest(
+            "the enrollment secret is not accepted in the URL (URLs end up in logs); "
+            "send it as the HTTP Basic password"
+        )
     secret = config.get("ENROLLMENT_SECRET")
     if secret:
         supplied = _supplied_secret()
         if supplied is None or not hmac.compare_digest(supplied.encode(), secret.encode()):
-            raise service.refuse("enrollment from %s with a missing or wrong secret", request.remote_addr)
-    limit = int(config.get("ENROLL_RATE_LIMIT") or 0)
-    if limit > 0 and not _enroll_limiter.allow(request.remote_addr or "?", limit):
-        raise TooManyRequests("too many enrollment requests; try again in a minute", headers={"Retry-After": "60"})
+            raise service.refuse("enrollment from %s with a missing or wrong secret", client)
     organization = get_organization(db.session)
     profile = service.build_enrollment_profile(
         db.session,
@@ -212,7 +213,7 @@ def enroll() -> Response:
         prefix=organization.payload_prefix,
     )
     db.session.commit()
-    log.info("enrollment profile issued to %s (identity certificate %s)", request.remote_addr, profile.certificate_id)
+    log.info("enrollment profile issued to %s (identity certificate %s)", client, profile.certificate_id)
     return Response(
         profile.signed,
         status=200,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from mdmserver.errors import NotFound, ServiceUnavailable
@@ -151,3 +152,31 @@ def get_private_key(session: Session, key_id: int) -> RSAPrivateKey:
     if row is None:
         raise NotFound(f"no private key with id {key_id}")
     return row
+
+
+def purge_device_certificates(
+    session: Session, *, issued_before: datetime, bound: Select, batch_size: int = 5000, commit: bool = True
+) -> int:
+    """Delete device identity certificates issued before ``issued_before`` whose fingerprint is not
+    in ``bound`` (a select of non-null fingerprints still in use), in batches (each committed when
+    ``commit``). A deleted certificate can no longer ``Authenticate``. Returns how many were deleted."""
+    total = 0
+    while True:
+        batch = (
+            select(Certificate.id)
+            .where(
+                Certificate.purpose == PURPOSE_DEVICE,
+                Certificate.created_at < issued_before,
+                Certificate.fingerprint_sha256.not_in(bound),
+            )
+            .limit(batch_size)
+            .scalar_subquery()
+        )
+        deleted = session.execute(
+            delete(Certificate).where(Certificate.id.in_(batch)).execution_options(synchronize_session=False)
+        ).rowcount or 0
+        total += deleted
+        if commit:
+            session.commit()
+        if deleted < batch_size:
+            return total

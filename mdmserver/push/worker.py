@@ -31,6 +31,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from mdmserver.assignments.service import reconcile_all as reconcile_group_assignments
+from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
 from mdmserver.commands.service import purge_finished as purge_finished_commands
 from mdmserver.db import db, utcnow
 from mdmserver.push import service
@@ -54,6 +55,7 @@ class WorkerSettings:
     purge_every: float = 3600.0
     retention_days: int = 90
     reconcile_every: float = 900.0
+    unused_identity_age: timedelta = UNUSED_IDENTITY_AGE
 
     @classmethod
     def from_config(cls, config: Any) -> WorkerSettings:
@@ -368,9 +370,10 @@ class PushWorker:
 
     # --- upkeep and loop ---------------------------------------------------------------------
 
-    def upkeep(self, *, force: bool = False) -> None:
-        """Re-push silent devices; purge old push records and finished commands; reconcile profiles
-        assigned to groups (smart groups follow inventory the devices report); each on its own period."""
+    def upkeep(self, *, force: bool = False, now: datetime | None = None) -> None:
+        """Re-push silent devices; purge old push records, finished commands and enrollment identities
+        never used; reconcile profiles assigned to groups (smart groups follow inventory the devices
+        report); each on its own period. ``now`` drives the purges' clock (tests)."""
         clock = time.monotonic()
         with self.app.app_context():
             try:
@@ -382,13 +385,21 @@ class PushWorker:
                         log.info("re-push: %d silent devices with queued commands", count)
                 if force or clock - self._last_purge >= self.settings.purge_every:
                     self._last_purge = clock
-                    purged = service.purge_push_records(db.session, older_than=self.settings.retention)
+                    purged = service.purge_push_records(db.session, older_than=self.settings.retention, now=now)
                     if purged:
                         log.info("purged %d push records older than %s", purged, self.settings.retention)
-                    deleted = purge_finished_commands(db.session, retention_days=self.settings.retention_days)
+                    deleted = purge_finished_commands(
+                        db.session, retention_days=self.settings.retention_days, now=now
+                    )
                     if deleted:
                         log.info("purged %d finished commands older than %d days", deleted,
                                  self.settings.retention_days)
+                    unused = purge_unused_identities(
+                        db.session, older_than=self.settings.unused_identity_age, now=now
+                    )
+                    if unused:
+                        log.info("purged %d enrollment identities not used within %s", unused,
+                                 self.settings.unused_identity_age)
                 if force or clock - self._last_reconcile >= self.settings.reconcile_every:
                     self._last_reconcile = clock
                     counts = reconcile_group_assignments(db.session, actor="push-worker", groups_only=True)

@@ -129,9 +129,12 @@ class SimulatedDevice:
     # --- enrollment --------------------------------------------------------------------------------
 
     def enroll(self, *, secret: str | None = None) -> dict[str, Any]:
-        """Fetch the enrollment profile, check its signature, load the PKCS#12 identity."""
-        path = "/mdm/enroll" + (f"?secret={secret}" if secret is not None else "")
-        status, _headers, body = self.transport.request("GET", path)
+        """Fetch the enrollment profile (the secret, if any, as the HTTP Basic password), check its
+        signature, load the PKCS#12 identity."""
+        headers = {}
+        if secret is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"device:{secret}".encode()).decode()
+        status, _headers, body = self.transport.request("GET", "/mdm/enroll", headers=headers)
         if status != 200:
             raise SimulatorError(f"enrollment failed with HTTP {status}: {body[:200]!r}")
         signed = cms.unwrap_signed(body)

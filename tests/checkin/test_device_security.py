@@ -161,6 +161,7 @@ def test_user_channel_and_ddm(pair) -> None:
 def test_proxy_header_auth(app, client, db_session, topic, auto_admission, monkeypatch) -> None:
     monkeypatch.setitem(app.config, "DEVICE_AUTH", "header")
     monkeypatch.setitem(app.config, "CLIENT_CERT_HEADER", "X-Client-Cert")
+    monkeypatch.setitem(app.config, "TRUSTED_PROXIES", ["127.0.0.1/32"])  # the test client's address
 
     def header(identity):
         return {"X-Client-Cert": quote(x509.cert_to_pem(identity.certificate))}

@@ -51,3 +51,20 @@ def test_example_file_documents_every_setting():
         assert setting.name in example, setting.name
     load_config(environ={"MDMSERVER_CONFIG": str(Path(__file__).resolve().parents[2] / "config" /
                                                     "mdmserver.example.toml")})
+
+
+@pytest.mark.parametrize("mode", ["header", "both"])
+def test_header_device_auth_needs_trusted_proxies(mode):
+    base = {"MDMSERVER_DEVICE_AUTH": mode, "MDMSERVER_CLIENT_CERT_HEADER": "X-Client-Cert"}
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        load_config(environ=base)
+    with pytest.raises(ConfigError, match="client_cert_header"):
+        load_config(environ={"MDMSERVER_DEVICE_AUTH": mode, "MDMSERVER_TRUSTED_PROXIES": "10.0.0.1"})
+    config = load_config(environ={**base, "MDMSERVER_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/24"})
+    assert config["TRUSTED_PROXIES"] == ["10.0.0.1/32", "192.168.0.0/24"]
+
+
+def test_trusted_proxies_must_be_addresses():
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        load_config(environ={"MDMSERVER_TRUSTED_PROXIES": "proxy.example.com"})
+    assert load_config(environ={})["TRUSTED_PROXIES"] == []

@@ -28,7 +28,6 @@ from mdmserver.inventory.views import device_list_response
 bp = Blueprint("groups", __name__, url_prefix="/api/v1")
 
 TYPE = "device_groups"
-MAX_LINKAGE = 10000
 
 
 def _reconcile() -> dict[str, int]:
@@ -113,8 +112,8 @@ def _linkage() -> list[int]:
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list) or not data:
         raise UnprocessableEntity("data must be a non-empty array of device identifiers", pointer="/data")
-    if len(data) > MAX_LINKAGE:
-        raise UnprocessableEntity(f"at most {MAX_LINKAGE} devices per request", pointer="/data")
+    if len(data) > inventory.MAX_NAMED_DEVICES:
+        raise UnprocessableEntity(f"at most {inventory.MAX_NAMED_DEVICES} devices per request", pointer="/data")
     names, faults = [], []
     for index, item in enumerate(data):
         if not isinstance(item, dict) or item.get("type") != "devices" or not isinstance(item.get("id"), str | int) \
@@ -124,7 +123,7 @@ def _linkage() -> list[int]:
             names.append((index, str(item["id"])))
     if faults:
         raise UnprocessableEntity("invalid resource linkage", errors=faults)
-    resolved = inventory.resolve_devices(db.session, [name for _, name in names])
+    resolved = inventory.resolve_devices(db.session, [name for _, name in names], pointer="/data")
     if resolved.missing:
         missing = set(resolved.missing)
         raise UnprocessableEntity("unknown devices; nothing was changed", errors=[

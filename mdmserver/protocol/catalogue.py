@@ -20,6 +20,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from mdmserver.protocol.plist import bounded_walk
+
 # Keys the server fills in at delivery time; an administrator must not (and need not) supply them.
 SERVER_FILLED_KEYS: dict[str, frozenset[str]] = {
     "ClearPasscode": frozenset({"UnlockToken"}),
@@ -364,6 +366,7 @@ def is_secret_key(name: str) -> bool:
     return lowered in SECRET_KEY_NAMES or any(part in lowered for part in SECRET_KEY_PARTS)
 
 
+@bounded_walk
 def public_parameters(parameters: Any) -> Any:
     """Parameters made safe for JSON: secrets redacted, bytes as base64, dates as ISO 8601 ``Z``."""
     if isinstance(parameters, dict):

@@ -17,12 +17,13 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from .plist import ProtocolError
+from .plist import ProtocolError, bounded_walk
 
 # Keys whose values are secrets or key material: never copied into inventory JSON.
 _SECRET_KEYS = frozenset({"FDE_PersonalRecoveryKeyCMS", "FDE_PersonalRecoveryKeyDeviceKey"})
 
 
+@bounded_walk
 def jsonable(value: Any) -> Any:
     """bytes → base64 text, datetimes → ISO 8601 ``Z``, recursively; secret keys left out."""
     if isinstance(value, dict):

@@ -13,6 +13,7 @@ from mdmserver.api.jsonapi import (
     paginate,
     parse_list_query,
     parse_resource_body,
+    refuse_query_params,
     request_json,
 )
 from mdmserver.assignments import service as assignments
@@ -156,6 +157,7 @@ def remove_members(group_id: str):
 @bp.get("/devices/<ident>/groups")
 def device_groups(ident: str):
     """Every group the device belongs to (static, smart, and their parent groups)."""
+    refuse_query_params(request.args)
     device = inventory.get_device(db.session, ident)
     groups = service.groups_of_device(db.session, device)
     return jsonapi_response(document([group_resource(g) for g in groups], meta={"total": len(groups)}))

@@ -113,7 +113,10 @@ class DateField(fields.Field):
                 raise ValidationError("Not an ISO 8601 date.") from None
         else:
             raise ValidationError("Not a date.")
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        try:
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except OverflowError:
+            raise ValidationError("The date is outside the years 1 to 9999 in UTC.") from None
 
 
 class AnyField(fields.Raw):

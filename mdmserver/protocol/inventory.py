@@ -259,8 +259,8 @@ def parse_device_location(result: dict[str, Any]) -> dict[str, Any]:
     elif isinstance(timestamp, str):
         try:
             when = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-            when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        except ValueError:
+            when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):
             when = None
     return {
         "latitude": latitude,

@@ -47,13 +47,12 @@ from mdmserver.inventory.filters import (
     is_id,
     retired_condition,
 )
-from mdmserver.inventory.service import resolve_devices
+from mdmserver.inventory.service import MAX_NAMED_DEVICES, resolve_devices
 from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.organization.service import get_organization
 from mdmserver.protocol import catalogue
 from mdmserver.push import service as push_service
 
-MAX_NAMED_DEVICES = 200_000
 MAX_GROUPS = 100
 
 
@@ -179,7 +178,7 @@ def targets(
             if isinstance(item, bool) or not isinstance(item, str | int) or not str(item).strip():
                 raise UnprocessableEntity("a device is named by its id, UDID or serial number",
                                           pointer=f"/devices/{index}")
-        resolved = resolve_devices(session, devices)
+        resolved = resolve_devices(session, devices, pointer="/devices")
         missing = resolved.missing
         clauses.append(in_values(session, Device.id, resolved.ids, integer=True) if resolved.ids else false())
     if groups is not None:

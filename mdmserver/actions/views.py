@@ -9,7 +9,13 @@ from flask import Blueprint, Response, json, request
 from mdmserver.actions import service
 from mdmserver.actions.catalogue import ACTIONS
 from mdmserver.api.auth import current_actor
-from mdmserver.api.jsonapi import document, jsonapi_response, request_json, resource
+from mdmserver.api.jsonapi import (
+    document,
+    jsonapi_response,
+    refuse_query_params,
+    request_json,
+    resource,
+)
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, UnprocessableEntity
 from mdmserver.inventory import service as inventory
@@ -30,6 +36,7 @@ def _plain(body: dict[str, Any], status: int = 200) -> Response:
 @bp.get("/actions")
 def list_actions():
     """The action vocabulary with each action's commands and parameters."""
+    refuse_query_params(request.args)
     data = [resource("actions", a.name, {"name": a.name, "title": a.title, "request_types": list(a.request_types),
                                          "parameters": sorted(a.schema().fields) if a.schema else []})
             for a in ACTIONS.values()]
@@ -39,6 +46,7 @@ def list_actions():
 @bp.get("/devices/<ident>/actions")
 def device_actions(ident: str):
     """Every action for this device with is_enabled and the reason when not."""
+    refuse_query_params(request.args)
     device = inventory.get_device(db.session, ident)
     data = [resource("device_actions", a["name"], a, links={"self": f"/api/v1/devices/{device.id}/actions/{a['name']}"})
             for a in service.device_actions(db.session, device)]

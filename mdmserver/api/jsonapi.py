@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver.db import isoformat
 from mdmserver.errors import BadRequest, Conflict, UnprocessableEntity, UnsupportedMediaType
+from mdmserver.protocol.plist import TreeError, check_tree
 
 JSONAPI = "application/vnd.api+json"
 DEFAULT_PAGE_SIZE = 50
@@ -29,6 +30,11 @@ _FIELDS_PARAM = re.compile(r"^fields\[([A-Za-z0-9_\-]+)\]$")
 FilterFn = Callable[[str], ColumnElement[bool]]
 
 MAX_ID = 2**31 - 1
+#: Highest ``page[number]``: with ``page[size]`` ≤ 500 the SQL OFFSET stays far inside a 64-bit integer
+#: (a 20-digit page number overflowed SQLite's INTEGER into a 500).
+MAX_PAGE_NUMBER = MAX_ID
+#: Deepest nesting of arrays and objects accepted in a JSON request body (deeper → 400).
+MAX_JSON_DEPTH = 64
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -136,7 +142,7 @@ def parse_list_query(
         elif match := _PAGE_PARAM.match(name):
             key = match.group(1)
             if key == "number":
-                query.number = _int_param(name, raw, 1)
+                query.number = _int_param(name, raw, 1, MAX_PAGE_NUMBER)
             elif key == "size":
                 query.size = _int_param(name, raw, 1, MAX_PAGE_SIZE)
             else:
@@ -165,6 +171,14 @@ def parse_list_query(
     if not query.order_by:
         query.order_by = list(default_sort)
     return query
+
+
+def refuse_query_params(args: Mapping[str, str], allowed: Sequence[str] = ()) -> None:
+    """400 for any query parameter not in ``allowed``: a list that has no paging or filters says so
+    rather than answering every row to ``page[number]=…`` or ``filter[…]=…``."""
+    for name in args:
+        if name not in allowed:
+            raise BadRequest(f"unknown query parameter {name!r}", parameter=name)
 
 
 def paginate(session: Session, stmt: Select, query: ListQuery, *, scalars: bool = True) -> Page:
@@ -250,9 +264,23 @@ def request_json(req: Request | None = None) -> Any:
         raise UnsupportedMediaType(
             f"expected a JSON body ({JSONAPI} or application/json), got {mimetype or 'no Content-Type'}"
         )
-    data = req.get_json(silent=True)
+    data = json_body(req)
     if data is None:
         raise BadRequest("the request body is not valid JSON", pointer="")
+    return data
+
+
+def json_body(req: Request) -> Any:
+    """The body parsed as JSON (None when it is not JSON); 400 when nested deeper than
+    ``MAX_JSON_DEPTH`` or larger than the walk budget, so no recursive code below ever sees it."""
+    try:
+        data = req.get_json(silent=True)
+    except RecursionError:  # the json module's own limit, which ``silent`` does not cover
+        raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels", pointer="") from None
+    try:
+        check_tree(data, max_depth=MAX_JSON_DEPTH)
+    except TreeError as exc:
+        raise BadRequest(f"the JSON body is refused: {exc.message}", pointer="") from None
     return data
 
 

@@ -69,11 +69,12 @@ def _resolve_targets(session: Session, devices: Any, groups: Any) -> tuple[list[
     if devices is not None:
         if not isinstance(devices, list) or any(isinstance(d, bool) or not isinstance(d, str | int) for d in devices):
             raise UnprocessableEntity("devices must be an array of ids, UDIDs or serial numbers", pointer="/devices")
-        resolved = resolve_devices(session, devices)
+        resolved = resolve_devices(session, devices, pointer="/devices")
         if resolved.missing:
+            missing = set(resolved.missing)
             raise UnprocessableEntity("unknown devices; nothing was changed", errors=[
                 {"detail": f"no device {name!r}", "pointer": f"/devices/{i}"}
-                for i, name in enumerate(str(d).strip() for d in devices) if name in resolved.missing])
+                for i, name in enumerate(str(d).strip() for d in devices) if name in missing])
         device_ids = resolved.ids
     if groups is not None:
         if not isinstance(groups, list) or any(isinstance(g, bool) or not is_id(str(g)) for g in groups):

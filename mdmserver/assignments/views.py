@@ -15,6 +15,7 @@ from mdmserver.api.jsonapi import (
     list_document,
     paginate,
     parse_list_query,
+    refuse_query_params,
     request_json,
 )
 from mdmserver.assignments import service
@@ -60,6 +61,7 @@ def _status_filter(value: str):
 @bp.get("/profiles/<profile_id>/assignments")
 def list_assignments(profile_id: str):
     """The devices and groups a profile is assigned to."""
+    refuse_query_params(request.args)
     profile = _profile(profile_id)
     rows = service.list_assignments(db.session, profile)
     return jsonapi_response(document([assignment_resource(r) for r in rows], meta={"total": len(rows)}))

@@ -109,7 +109,7 @@ def bulk_delete():
         idents = [p.strip() for p in raw_devices.split(",") if p.strip()]
         if not idents:
             raise BadRequest("devices must name at least one device", parameter="devices")
-        resolved = inventory.resolve_devices(db.session, idents)
+        resolved = inventory.resolve_devices(db.session, idents, parameter="devices")
         device_ids, missing = resolved.ids, resolved.missing
     deleted = service.bulk_delete(db.session, names, device_ids)
     _reconcile()

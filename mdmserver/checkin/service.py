@@ -229,7 +229,7 @@ def _declarative(device: Device, message: msgs.DeclarativeManagement) -> bytes |
         if message.data is not None:
             try:
                 json.loads(message.data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise BadRequest("DeclarativeManagement status Data is not JSON") from None
         log.info("device %s sent a declarative status report (not stored: no declarations managed)",
                  device.udid)

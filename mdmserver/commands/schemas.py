@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+from datetime import UTC, datetime
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
 from mdmserver.api.jsonapi import resource
 from mdmserver.commands import service
@@ -21,6 +23,15 @@ class EnqueueSchema(Schema):
     parameters = fields.Dict(load_default=None, allow_none=True)
     priority = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=-100, max=100))
     expires_at = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=None)
+
+    @validates("expires_at")
+    def _storable(self, value: datetime | None, **_kwargs) -> None:
+        """A time whose UTC value is outside the years 1 to 9999 cannot be stored (it was a 500)."""
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValidationError("expires_at is outside the years 1 to 9999 in UTC") from None
 
 
 def display_status(command: Command) -> str:

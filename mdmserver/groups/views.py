@@ -13,6 +13,7 @@ from mdmserver.api.jsonapi import (
     paginate,
     parse_list_query,
     parse_resource_body,
+    refuse_query_params,
     request_json,
 )
 from mdmserver.assignments import service as assignments
@@ -28,7 +29,6 @@ from mdmserver.inventory.views import device_list_response
 bp = Blueprint("groups", __name__, url_prefix="/api/v1")
 
 TYPE = "device_groups"
-MAX_LINKAGE = 10000
 
 
 def _reconcile() -> dict[str, int]:
@@ -113,8 +113,8 @@ def _linkage() -> list[int]:
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list) or not data:
         raise UnprocessableEntity("data must be a non-empty array of device identifiers", pointer="/data")
-    if len(data) > MAX_LINKAGE:
-        raise UnprocessableEntity(f"at most {MAX_LINKAGE} devices per request", pointer="/data")
+    if len(data) > inventory.MAX_NAMED_DEVICES:
+        raise UnprocessableEntity(f"at most {inventory.MAX_NAMED_DEVICES} devices per request", pointer="/data")
     names, faults = [], []
     for index, item in enumerate(data):
         if not isinstance(item, dict) or item.get("type") != "devices" or not isinstance(item.get("id"), str | int) \
@@ -124,7 +124,7 @@ def _linkage() -> list[int]:
             names.append((index, str(item["id"])))
     if faults:
         raise UnprocessableEntity("invalid resource linkage", errors=faults)
-    resolved = inventory.resolve_devices(db.session, [name for _, name in names])
+    resolved = inventory.resolve_devices(db.session, [name for _, name in names], pointer="/data")
     if resolved.missing:
         missing = set(resolved.missing)
         raise UnprocessableEntity("unknown devices; nothing was changed", errors=[
@@ -157,6 +157,7 @@ def remove_members(group_id: str):
 @bp.get("/devices/<ident>/groups")
 def device_groups(ident: str):
     """Every group the device belongs to (static, smart, and their parent groups)."""
+    refuse_query_params(request.args)
     device = inventory.get_device(db.session, ident)
     groups = service.groups_of_device(db.session, device)
     return jsonapi_response(document([group_resource(g) for g in groups], meta={"total": len(groups)}))

@@ -67,7 +67,7 @@ def latest_condition(value: str) -> ColumnElement[bool]:
 
 def command_filters(session: Session) -> dict[str, Callable[[str], ColumnElement[bool]]]:
     def device(value: str) -> ColumnElement[bool]:
-        resolved = resolve_devices(session, split_list(value))
+        resolved = resolve_devices(session, split_list(value), parameter="filter[device]")
         if resolved.missing:
             raise ValueError(f"no device {resolved.missing[0]!r}")
         return in_values(session, Command.device_id, resolved.ids, integer=True)

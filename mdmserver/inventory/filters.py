@@ -35,11 +35,16 @@ PLATFORM_VALUES = tuple(p.value for p in Platform)
 
 
 def parse_datetime(value: str) -> datetime:
+    """An ISO 8601 date or time as an aware UTC datetime (no zone means UTC). ValueError for anything
+    else, including times whose UTC value falls outside the years 1 to 9999 (``9999-12-31T23:00-05:00``),
+    which the database layer could not store or compare."""
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(f"expected an ISO 8601 date or time, not {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(f"{value!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def split_list(value: str) -> list[str]:

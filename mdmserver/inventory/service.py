@@ -16,13 +16,16 @@ from mdmserver.commands.service import enqueue_commands
 from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
 from mdmserver.devices.service import get_device  # noqa: F401 (re-exported: the lookup every admin view uses)
-from mdmserver.errors import BadRequest
+from mdmserver.errors import BadRequest, UnprocessableEntity
 from mdmserver.inventory.filters import ATTRIBUTE_NAME, CUSTOM_PREFIX, FACETS, is_id
 from mdmserver.inventory.sqlutil import in_values
 from mdmserver.protocol import catalogue
 from mdmserver.users.models import DeviceOwnership
 
 MAX_FACETS = 10
+#: Most devices one request may name one by one (ids, UDIDs or serial numbers). Larger sets are named
+#: by group, filter or ``all_devices``; a longer list is a 422 before any lookup (docs/security.md).
+MAX_NAMED_DEVICES = 10_000
 
 
 def parse_facets(raw: str | None) -> list[str]:
@@ -90,11 +93,19 @@ class Resolved:
     by_name: dict[str, int]
 
 
-def resolve_devices(session: Session, names: Sequence[Any]) -> Resolved:
+def resolve_devices(
+    session: Session, names: Sequence[Any], *, pointer: str | None = None, parameter: str | None = None
+) -> Resolved:
     """Look devices up by id, UDID or serial number in one statement, however many are named.
 
-    Each device counts once however many ways it is named.
+    Each device counts once however many ways it is named. More than ``MAX_NAMED_DEVICES`` names is a
+    422 whose source is ``pointer`` (body) or ``parameter`` (query string).
     """
+    if len(names) > MAX_NAMED_DEVICES:
+        raise UnprocessableEntity(
+            f"at most {MAX_NAMED_DEVICES} devices can be named in one request (name more by group or filter)",
+            code="too_many_devices", pointer=pointer, parameter=parameter,
+        )
     texts = [str(name).strip() for name in names]
     unique = list(dict.fromkeys(texts))
     numeric = [int(t) for t in unique if is_id(t)]
@@ -116,7 +127,7 @@ def resolve_devices(session: Session, names: Sequence[Any]) -> Resolved:
             if row.serial_number:
                 found_by_text.setdefault(row.serial_number, row.id)
     by_name: dict[str, int] = {}
-    missing: list[str] = []
+    missing: dict[str, None] = {}  # insertion-ordered set: names not found, each once
     for text in texts:
         device_id = None
         if is_id(text):
@@ -124,11 +135,10 @@ def resolve_devices(session: Session, names: Sequence[Any]) -> Resolved:
         if device_id is None:
             device_id = found_by_text.get(text)
         if device_id is None:
-            if text not in missing:
-                missing.append(text)
+            missing[text] = None
         else:
             by_name[text] = device_id
-    return Resolved(ids=list(dict.fromkeys(by_name.values())), missing=missing, by_name=by_name)
+    return Resolved(ids=list(dict.fromkeys(by_name.values())), missing=list(missing), by_name=by_name)
 
 
 def rename_applicability(platform: str | None, supervised: bool | None) -> tuple[bool, str | None]:

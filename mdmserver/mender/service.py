@@ -38,6 +38,12 @@ class AuthSetPage:
     has_next: bool
 
 
+@dataclass
+class PreauthorizationPage:
+    items: list[Preauthorization]
+    has_next: bool
+
+
 def _visible():
     """Auth sets of decommissioned devices are gone, as in Mender."""
     return select(AuthSet).join(Device, Device.id == AuthSet.device_id).where(
@@ -111,7 +117,7 @@ def parse_identity(raw: Any) -> dict[str, str]:
         raise BadRequest("device_identity must be a JSON string")
     try:
         identity = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest("device_identity is not valid JSON") from None
     if not isinstance(identity, dict) or not identity:
         raise BadRequest("device_identity must be a JSON object")
@@ -197,8 +203,14 @@ def preauthorize(session: Session, body: Any) -> list[Preauthorization]:
     return rows
 
 
-def list_preauthorizations(session: Session) -> list[Preauthorization]:
-    return list(session.scalars(select(Preauthorization).order_by(Preauthorization.id)))
+def list_preauthorizations(
+    session: Session, *, page: int = 1, per_page: int = MAX_PER_PAGE
+) -> PreauthorizationPage:
+    """One page of preauthorizations, oldest first."""
+    rows = list(session.scalars(
+        select(Preauthorization).order_by(Preauthorization.id).limit(per_page + 1).offset((page - 1) * per_page)
+    ))
+    return PreauthorizationPage(rows[:per_page], len(rows) > per_page)
 
 
 def delete_preauthorization(session: Session, preauth_id: str) -> None:

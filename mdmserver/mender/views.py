@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, json, request
 
-from mdmserver.api.jsonapi import is_id
+from mdmserver.api.jsonapi import is_id, json_body
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.mender import service
@@ -26,7 +26,7 @@ def _json(body, status: int = 200, headers: dict[str, str] | None = None) -> Res
 def _body():
     if (request.mimetype or "") != "application/json":
         raise BadRequest("the body must be application/json")
-    body = request.get_json(silent=True)
+    body = json_body(request)
     if body is None:
         raise BadRequest("the body is not valid JSON")
     return body
@@ -120,10 +120,21 @@ def set_status(auth_set_id: str):
 
 @bp.get("/preauthorizations")
 def list_preauthorizations():
-    """Preauthorized serial numbers and UDIDs."""
-    rows = service.list_preauthorizations(db.session)
+    """Preauthorized serial numbers and UDIDs: page, per_page; Link headers (like the auth set list)."""
+    for name in request.args:
+        if name not in ("page", "per_page"):
+            raise BadRequest(f"unknown query parameter {name!r}")
+    page = _positive("page", 1)
+    per_page = _positive("per_page", DEFAULT_PER_PAGE, service.MAX_PER_PAGE)
+    result = service.list_preauthorizations(db.session, page=page, per_page=per_page)
+    links = [_link(1, per_page, "first")]
+    if page > 1:
+        links.append(_link(page - 1, per_page, "prev"))
+    if result.has_next:
+        links.append(_link(page + 1, per_page, "next"))
     return _json([{"id": str(r.id), "kind": r.kind, "value": r.value,
-                   "created_ts": r.created_at.isoformat().replace("+00:00", "Z")} for r in rows])
+                   "created_ts": r.created_at.isoformat().replace("+00:00", "Z")} for r in result.items],
+                 headers={"Link": ", ".join(links)})
 
 
 @bp.delete("/preauthorizations/<preauth_id>")

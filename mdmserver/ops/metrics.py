@@ -105,6 +105,17 @@ def histogram(name: str, help_text: str) -> Histogram:
         return metric  # type: ignore[return-value]
 
 
+#: Methods labelled by name; any other method a client makes up is counted as ``other``, so a client
+#: cannot create one time series per invented method.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+
+
+def method_label(method: str) -> str:
+    """The metrics label of an HTTP method: its name when it is a standard one, else ``other``."""
+    return method if method in KNOWN_METHODS else OTHER_METHOD
+
+
 REQUESTS = counter("mdmserver_http_requests_total", "HTTP requests by method, route and status.")
 LATENCY = histogram("mdmserver_http_request_duration_seconds", "HTTP request latency by method and route.")
 
@@ -122,8 +133,9 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _count(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        REQUESTS.inc(method=request.method, route=route, status=str(response.status_code))
+        method = method_label(request.method)
+        REQUESTS.inc(method=method, route=route, status=str(response.status_code))
         started = getattr(g, "request_started", None)
         if started is not None:
-            LATENCY.observe(time.perf_counter() - started, method=request.method, route=route)
+            LATENCY.observe(time.perf_counter() - started, method=method, route=route)
         return response

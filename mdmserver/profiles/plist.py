@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from xml.parsers.expat import ExpatError
 
+from mdmserver.protocol.plist import MAX_NODES, TreeError, TreeFault, bounded_walk, walk_tree
+
 #: Deepest nesting of arrays and dictionaries accepted in a profile.
 MAX_DEPTH = 64
 #: Default size limit of an uploaded profile (the app passes its own setting).
@@ -99,39 +101,51 @@ def load_plist(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> LoadedPlis
         raise ProfileError(f"invalid property list content: {exc}", code="invalid_plist") from None
     except Exception as exc:  # noqa: BLE001 - plistlib's binary reader can raise anything on hostile input
         raise ProfileError(f"unreadable property list ({type(exc).__name__})", code="invalid_plist") from None
+    check_tree(value, max_scalar_bytes=max_bytes)  # one bounded walk before anything else looks at it
     return LoadedPlist(value=value, format=kind)
 
 
 _PLIST_SCALARS = (str, bool, int, float, bytes, datetime)
 
 
-def check_tree(value: Any, *, max_depth: int = MAX_DEPTH) -> None:
-    """Refuse what a plist writer cannot write back: non-string keys, null, UID, excessive depth.
+#: HTTP status and error code of each way a parsed plist can fail to be a bounded tree.
+_TREE_FAULTS = {
+    TreeFault.SHARED: (422, "shared_reference"),
+    TreeFault.TOO_DEEP: (422, "too_deep"),
+    TreeFault.TOO_MANY_NODES: (413, "too_large"),
+    TreeFault.TOO_LARGE: (413, "too_large"),
+}
+
+
+def check_tree(value: Any, *, max_depth: int = MAX_DEPTH, max_scalar_bytes: int | None = None) -> None:
+    """Refuse what a plist writer cannot write back: non-string keys, null, UID, excessive depth; and
+    what is not a bounded tree: an array or dictionary referenced twice (binary plists), too many values.
 
     Binary plists can hold all of these; XML ones cannot. The pointer names the first fault.
     """
-    stack: list[tuple[Any, tuple, int]] = [(value, (), 1)]
-    while stack:
-        item, path, depth = stack.pop()
-        if depth > max_depth:
-            raise ProfileError(f"nested deeper than {max_depth} levels", pointer=pointer(*path), code="too_deep")
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if not isinstance(key, str):
-                    raise ProfileError(
-                        f"dictionary key {key!r} is a {type(key).__name__}, keys must be strings",
-                        pointer=pointer(*path), code="non_string_key",
-                    )
-                stack.append((child, (*path, key), depth + 1))
-        elif isinstance(item, list):
-            for index, child in enumerate(item):
-                stack.append((child, (*path, index), depth + 1))
-        elif item is None:
-            raise ProfileError("null values are not allowed in a profile", pointer=pointer(*path), code="null_value")
-        elif isinstance(item, plistlib.UID):
-            raise ProfileError("UID values are not allowed in a profile", pointer=pointer(*path), code="uid_value")
-        elif not isinstance(item, _PLIST_SCALARS):
-            raise ProfileError(f"unsupported value type {type(item).__name__}", pointer=pointer(*path))
+    try:
+        for path, item in walk_tree(value, max_depth=max_depth, max_nodes=MAX_NODES,
+                                    max_scalar_bytes=max_scalar_bytes):
+            _check_node(item, path)
+    except TreeError as exc:
+        status, code = _TREE_FAULTS[exc.fault]
+        raise ProfileError(exc.message, status=status, pointer=pointer(*exc.path), code=code) from None
+
+
+def _check_node(item: Any, path: tuple) -> None:
+    if isinstance(item, dict):
+        for key in item:
+            if not isinstance(key, str):
+                raise ProfileError(
+                    f"dictionary key {key!r} is a {type(key).__name__}, keys must be strings",
+                    pointer=pointer(*path), code="non_string_key",
+                )
+    elif item is None:
+        raise ProfileError("null values are not allowed in a profile", pointer=pointer(*path), code="null_value")
+    elif isinstance(item, plistlib.UID):
+        raise ProfileError("UID values are not allowed in a profile", pointer=pointer(*path), code="uid_value")
+    elif not isinstance(item, (list, *_PLIST_SCALARS)):
+        raise ProfileError(f"unsupported value type {type(item).__name__}", pointer=pointer(*path))
 
 
 def check_structure(profile: Any) -> None:
@@ -254,6 +268,7 @@ def b64decode(text: Any) -> bytes:
         raise ValueError("not valid base64") from None
 
 
+@bounded_walk
 def to_json(value: Any, sealer: Sealer | None = None) -> Any:
     """Plist value → JSON-safe value, losslessly (see the module notes)."""
     if isinstance(value, bool | str | int):
@@ -312,6 +327,7 @@ def from_json(value: Any, path: tuple = (), sealer: Sealer | None = None) -> Any
     raise ProfileError(f"unsupported JSON value {type(value).__name__}", pointer=pointer(*path))
 
 
+@bounded_walk
 def redact(value: Any) -> Any:
     """The JSON form without the values of secret keys (for API output)."""
     if isinstance(value, list):
@@ -321,6 +337,7 @@ def redact(value: Any) -> Any:
     return value
 
 
+@bounded_walk
 def strict_equal(a: Any, b: Any) -> bool:
     """Deep equality that also compares types (``True != 1``, ``1 != 1.0``) and dictionary key order."""
     if type(a) is not type(b):
@@ -334,6 +351,7 @@ def strict_equal(a: Any, b: Any) -> bool:
     return a == b
 
 
+@bounded_walk
 def first_difference(a: Any, b: Any, path: tuple = ()) -> str | None:
     """Pointer and reason of the first difference ``strict_equal`` would find (for test messages)."""
     if type(a) is not type(b):

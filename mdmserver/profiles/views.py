@@ -262,8 +262,8 @@ def list_payloads():
 @bp.post("/payloads")
 def create_payload():
     """Add a payload to the profile named in ``relationships.profile``; a new revision of that profile."""
-    body = request.get_json(silent=True) or {}
     _, attributes = parse_resource_body(request, "payloads")
+    body = request.get_json()
     rel = (((body.get("data") or {}).get("relationships") or {}).get("profile") or {}).get("data") or {}
     if not isinstance(rel, dict) or rel.get("type") != "profiles" or not is_id(str(rel.get("id", ""))):
         raise BadRequest(

@@ -20,6 +20,8 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from mdmserver.protocol.plist import bounded_walk
+
 # Keys the server fills in at delivery time; an administrator must not (and need not) supply them.
 SERVER_FILLED_KEYS: dict[str, frozenset[str]] = {
     "ClearPasscode": frozenset({"UnlockToken"}),
@@ -111,7 +113,10 @@ class DateField(fields.Field):
                 raise ValidationError("Not an ISO 8601 date.") from None
         else:
             raise ValidationError("Not a date.")
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        try:
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except OverflowError:
+            raise ValidationError("The date is outside the years 1 to 9999 in UTC.") from None
 
 
 class AnyField(fields.Raw):
@@ -364,6 +369,7 @@ def is_secret_key(name: str) -> bool:
     return lowered in SECRET_KEY_NAMES or any(part in lowered for part in SECRET_KEY_PARTS)
 
 
+@bounded_walk
 def public_parameters(parameters: Any) -> Any:
     """Parameters made safe for JSON: secrets redacted, bytes as base64, dates as ISO 8601 ``Z``."""
     if isinstance(parameters, dict):

@@ -17,12 +17,13 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from .plist import ProtocolError
+from .plist import ProtocolError, bounded_walk
 
 # Keys whose values are secrets or key material: never copied into inventory JSON.
 _SECRET_KEYS = frozenset({"FDE_PersonalRecoveryKeyCMS", "FDE_PersonalRecoveryKeyDeviceKey"})
 
 
+@bounded_walk
 def jsonable(value: Any) -> Any:
     """bytes → base64 text, datetimes → ISO 8601 ``Z``, recursively; secret keys left out."""
     if isinstance(value, dict):
@@ -258,8 +259,8 @@ def parse_device_location(result: dict[str, Any]) -> dict[str, Any]:
     elif isinstance(timestamp, str):
         try:
             when = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-            when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        except ValueError:
+            when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):
             when = None
     return {
         "latitude": latitude,

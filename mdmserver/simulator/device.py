@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from cryptography import x509 as cx509
 
 from mdmserver.pki import cms, x509
-from mdmserver.protocol.plist import dump_plist, load_dict
+from mdmserver.protocol.plist import dump_plist, load_dict, load_plist
 from mdmserver.protocol.results import parse_command_envelope
 
 MISBEHAVIOURS = ("unsigned", "foreign_cert", "other_device_cert", "garbage", "tampered", "bad_signature")
@@ -138,7 +138,7 @@ class SimulatedDevice:
         if status != 200:
             raise SimulatorError(f"enrollment failed with HTTP {status}: {body[:200]!r}")
         signed = cms.unwrap_signed(body)
-        profile = plistlib.loads(signed.content)
+        profile = load_plist(signed.content)
         payloads = {p["PayloadType"]: p for p in profile["PayloadContent"]}
         p12 = payloads["com.apple.security.pkcs12"]
         cert, key, _extra = x509.load_pkcs12(p12["PayloadContent"], p12["Password"].encode())
@@ -327,7 +327,7 @@ class SimulatedDevice:
             data = params["Payload"]
             if data[:1] == b"0":
                 data = cms.unwrap_signed(data).content
-            profile = plistlib.loads(data)
+            profile = load_plist(data)
             identifier = profile["PayloadIdentifier"]
         except (KeyError, TypeError, ValueError, plistlib.InvalidFileException, cms.CMSError):
             return {"Status": "Error", "ErrorChain": [{

@@ -61,3 +61,17 @@ def test_docs_page(client):
     response = client.get("/api/docs")
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert "/api/v1/organization" in response.get_data(as_text=True)
+
+
+def test_metrics_bucket_made_up_methods_into_other(client):
+    """A client inventing HTTP methods must not create one time series per method (cardinality attack)."""
+    for n in range(5):
+        client.open("/healthz", method=f"BOGUS{n}")
+        client.open("/nowhere", method=f"XYZZY{n}")
+    client.open("/healthz", method="PATCH")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "BOGUS" not in text and "XYZZY" not in text
+    assert re.search(r'mdmserver_http_requests_total\{method="other",route="<unmatched>",status="405"\} \d+', text)
+    assert re.search(r'mdmserver_http_requests_total\{method="other",route="<unmatched>",status="404"\} \d+', text)
+    assert re.search(r'method="PATCH",route="<unmatched>",status="405"', text)
+    assert re.search(r'method="other",route="<unmatched>",le="\+Inf"', text)

@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, delete, insert, select, update
+from sqlalchemy import BigInteger, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -24,7 +24,7 @@ from mdmserver.devices.models import (
     InstalledProfile,
     Platform,
 )
-from mdmserver.errors import NotFound
+from mdmserver.errors import Conflict, NotFound
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol import inventory
 from mdmserver.protocol.checkin import Authenticate, SetBootstrapToken, TokenUpdate
@@ -61,21 +61,62 @@ def get_device_by_udid(session: Session, udid: str) -> Device | None:
     return session.scalar(select(Device).where(Device.udid == udid))
 
 
+#: how many devices one ambiguous identifier may name in a 409's detail
+_AMBIGUITY_SAMPLE = 10
+#: ``<key>:<value>`` names a device by that key alone (``id:12``, ``udid:…``, ``serial_number:…``)
+IDENT_KEYS = ("id", "udid", "serial_number")
+
+
 def get_device(session: Session, ident: str | int) -> Device:
-    """A device by id, UDID or serial number; 404 otherwise."""
+    """A device by id, UDID or serial number, in one query; 404 when none matches.
+
+    A device chooses its own UDID and serial number, so one identifier can name several devices
+    (one's UDID is another's serial number, a serial number that is another's id, two devices
+    claiming the same serial number). Guessing would send an administrator's lock or wipe to
+    whichever device sorts first, so that is a 409 naming the matching devices and keys; the
+    caller then names the device by one key, ``id:<id>`` (which no device can claim).
+    """
     text = str(ident).strip()
-    device = None
-    if is_id(text):
-        device = session.get(Device, int(text))
-    if device is None and text:
-        device = session.scalar(select(Device).where(Device.udid == text))
-    if device is None and text:
-        device = session.scalar(
-            select(Device).where(Device.serial_number == text).order_by(Device.id.desc()).limit(1)
-        )
-    if device is None:
-        raise NotFound(f"no device {text!r} (looked up by id, UDID and serial number)")
-    return device
+    key, sep, value = text.partition(":")
+    if sep and key in IDENT_KEYS:
+        keys, text = (key,), value.strip()
+    else:
+        keys = IDENT_KEYS
+    if not text:
+        raise NotFound("no device '' (looked up by id, UDID and serial number)")
+    clauses = []
+    if "id" in keys and is_id(text):
+        clauses.append(Device.id == int(text))
+    if "udid" in keys:
+        clauses.append(Device.udid == text)
+    if "serial_number" in keys:
+        clauses.append(Device.serial_number == text)
+    if not clauses:
+        raise NotFound(f"no device {text!r} ({text!r} is not a device id)")
+    rows = list(session.scalars(select(Device).where(or_(*clauses)).order_by(Device.id)
+                                .limit(_AMBIGUITY_SAMPLE + 1)))
+    if not rows:
+        looked_up = ", ".join(k.replace("_", " ") for k in keys)
+        raise NotFound(f"no device {text!r} (looked up by {looked_up})")
+    if len(rows) == 1:
+        return rows[0]
+    matches = [{"id": str(d.id), "keys": _matching_keys(d, text, keys)} for d in rows[:_AMBIGUITY_SAMPLE]]
+    named = "; ".join(f"device {m['id']} by {' and '.join(m['keys'])}" for m in matches)
+    raise Conflict(
+        f"{text!r} names more than one device ({named}); name it by one key, e.g. id:{rows[0].id}",
+        code="ambiguous_device", meta={"matches": matches},
+    )
+
+
+def _matching_keys(device: Device, text: str, keys: tuple[str, ...]) -> list[str]:
+    found = []
+    if "id" in keys and is_id(text) and device.id == int(text):
+        found.append("id")
+    if "udid" in keys and device.udid == text:
+        found.append("udid")
+    if "serial_number" in keys and device.serial_number == text:
+        found.append("serial_number")
+    return found
 
 
 def device_bound_to(session: Session, fingerprint: str) -> Device | None:

@@ -25,6 +25,7 @@ from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, Forbidden, Gone, ServiceUnavailable
+from mdmserver.organization.service import enrollment_profile_identifier
 from mdmserver.pki import cms, x509
 from mdmserver.pki import service as pki
 from mdmserver.pki.models import Certificate
@@ -77,7 +78,7 @@ def build_enrollment_profile(
     identity_uuid = str(uuidlib.uuid4()).upper()
     ca_uuid = str(uuidlib.uuid4()).upper()
     mdm_uuid = str(uuidlib.uuid4()).upper()
-    prefix = f"{prefix.rstrip('.')}.enroll"
+    prefix = enrollment_profile_identifier(prefix)
     profile = {
         "PayloadType": "Configuration",
         "PayloadVersion": 1,

@@ -15,6 +15,7 @@ groups filter on (the connect path), each in the transaction of the change.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +51,8 @@ from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import profile_bytes
 from mdmserver.push import service as push_service
+
+log = logging.getLogger("mdmserver.assignments")
 
 HELD = (AssignmentStatus.SCHEDULED.value, AssignmentStatus.INSTALLED.value, AssignmentStatus.FAILED.value)
 
@@ -334,7 +337,13 @@ def reconcile_devices(
         .order_by(ProfileAssignment.profile_id)
     ).all()
     for profile_id in profile_ids:
-        counts = reconcile(session, session.get(Profile, profile_id), actor=actor, device_ids=admitted)
+        try:
+            counts = reconcile(session, session.get(Profile, profile_id), actor=actor, device_ids=admitted)
+        except Conflict as exc:
+            # a group that cannot be evaluated must not break a device's check-in or an admission:
+            # the other profiles still follow, and the admin sees the error when reconciling this one
+            log.warning("profile %s not reconciled for devices %s: %s", profile_id, admitted[:10], exc.detail)
+            continue
         totals["profiles"] += 1
         totals["install_queued"] += counts["install_queued"]
         totals["removal_queued"] += counts["removal_queued"]

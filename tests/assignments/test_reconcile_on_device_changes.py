@@ -14,10 +14,12 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.sql import visitors
 
+from mdmserver.assignments.models import ProfileAssignment
 from mdmserver.commands.models import Command
 from mdmserver.db import db
 from mdmserver.devices.models import Device
 from mdmserver.devices.service import GROUP_FILTER_COLUMNS
+from mdmserver.groups.models import DeviceGroup
 from mdmserver.inventory.filters import device_filters
 from mdmserver.profiles.service import upload_profile
 from mdmserver.protocol.inventory import DEVICE_INFORMATION_COLUMNS
@@ -224,3 +226,26 @@ def test_group_filter_columns_cover_what_device_filters_read():
                 read.add(element.key)
     assert {"os_version", "platform", "device_name", "is_supervised"} <= read  # the walk sees columns
     assert read & reported <= GROUP_FILTER_COLUMNS, sorted((read & reported) - GROUP_FILTER_COLUMNS)
+
+
+def test_a_group_that_cannot_be_evaluated_does_not_break_enrollment(client, auth, db_session, topic, monkeypatch,
+                                                                    app):
+    monkeypatch.setitem(app.config, "ADMISSION_POLICY", "auto")
+    h = auth("read", "write")
+    good = _profile(db_session)
+    _assign_to_smart_group(client, h, good, {"platform": "ios"})
+    # a stored filter that no longer evaluates (written directly: the API refuses it)
+    broken = DeviceGroup(name="broken", kind="smart", filter={"colour": "red"})
+    db_session.add(broken)
+    db_session.flush()
+    body = plistlib.dumps({"PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": "com.example.b",
+                           "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadDisplayName": "B", "PayloadContent": []})
+    other, _ = upload_profile(db_session, body)
+    db_session.flush()
+    db_session.add(ProfileAssignment(profile_id=other.id, group_id=broken.id))
+    db_session.commit()
+    sim = SimulatedDevice(FlaskTransport(client), platform="ios", seed=950)
+    sim.enroll()
+    assert sim.authenticate() == 200 and sim.token_update() == 200
+    assert [(t, s) for _, t, s in sim.run_session()] == [("InstallProfile", "Acknowledged")]
+    assert IDENTIFIER in sim.profiles

@@ -274,8 +274,8 @@ def handle_connect(
         answered = commands.record_result(session, state.id, result, raw)
         queued_now = False
         if answered is not None and answered.status == CommandStatus.ACKNOWLEDGED:
-            update = devices.apply_inventory(session, state.id, answered.request_type, result.raw)
-            if update.group_fields_changed:
+            inventory_update = devices.apply_inventory(session, state.id, answered.request_type, result.raw)
+            if inventory_update.group_fields_changed:
                 # it may have entered or left a smart group: its assignments follow, for this device only
                 counts = assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR)
                 queued_now = bool(counts["install_queued"] or counts["removal_queued"])

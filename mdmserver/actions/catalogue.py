@@ -132,6 +132,7 @@ def _rename(params: dict[str, Any], _prefix: str) -> list[CommandPlan]:
 
 
 def _retire(params: dict[str, Any], mdm_profile_identifier: str) -> list[CommandPlan]:
+    """RemoveProfile of the device's MDM enrollment profile (``actions.service.mdm_profile_identifiers``)."""
     return [CommandPlan("RemoveProfile", {"Identifier": mdm_profile_identifier})]
 
 

@@ -17,9 +17,12 @@ from marshmallow import ValidationError
 from sqlalchemy import (
     ColumnElement,
     String,
+    Text,
     and_,
     case,
+    cast,
     delete,
+    exists,
     false,
     insert,
     literal,
@@ -35,10 +38,10 @@ from mdmserver.actions.catalogue import ACTIONS, Action, CommandPlan
 from mdmserver.actions.models import DeviceRetirement
 from mdmserver.api.jsonapi import marshmallow_errors
 from mdmserver.audit.service import record_event
-from mdmserver.commands.models import Command, CommandStatus
+from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.commands.service import store_parameters_many, validate_command
 from mdmserver.db import UTCDateTime, utcnow
-from mdmserver.devices.models import Device
+from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.groups.models import DeviceGroup
 from mdmserver.inventory.filters import (
@@ -49,11 +52,12 @@ from mdmserver.inventory.filters import (
 )
 from mdmserver.inventory.service import MAX_NAMED_DEVICES, resolve_devices
 from mdmserver.inventory.sqlutil import in_values, uuid_expression
-from mdmserver.organization.service import get_organization
+from mdmserver.organization.service import enrollment_profile_identifier, get_organization
 from mdmserver.protocol import catalogue
 from mdmserver.push import service as push_service
 
 MAX_GROUPS = 100
+MDM_PAYLOAD_TYPE = "com.apple.mdm"
 
 
 def get_action(name: str) -> Action:
@@ -91,6 +95,9 @@ def not_applicable_reason(action: Action, params: dict[str, Any] | None = None) 
         whens.append((Device.lost_mode_enabled.is_not(True), literal("the device is not in lost mode")))
     elif action.lost_mode is False:
         whens.append((Device.lost_mode_enabled.is_(True), literal("the device is already in lost mode")))
+    if action.retires:
+        whens.append((retirement_pending_condition(),
+                      literal("a retirement is already pending (the device has not answered its RemoveProfile)")))
     if action.needs_unlock_token:
         whens.append((Device.unlock_token_encrypted.is_(None),
                       literal("no UnlockToken is stored for the device (needed to clear its passcode)")))
@@ -130,9 +137,49 @@ def load_parameters(action: Action, raw: Any, *, pointer: str = "/parameters") -
                                   errors=marshmallow_errors(exc.messages, base=pointer)) from None
 
 
-def _plans(session: Session, action: Action, params: dict[str, Any]) -> list[tuple[CommandPlan, dict[str, Any]]]:
-    prefix = get_organization(session).payload_prefix if action.retires else ""
-    return [(plan, validate_command(plan.request_type, plan.parameters)) for plan in action.plan(params, prefix)]
+def _plans(action: Action, params: dict[str, Any], mdm_profile: str = "") -> list[tuple[CommandPlan, dict[str, Any]]]:
+    return [(plan, validate_command(plan.request_type, plan.parameters)) for plan in action.plan(params, mdm_profile)]
+
+
+Batch = tuple[list[int], list[tuple[CommandPlan, dict[str, Any]]]]
+
+
+def _batches(session: Session, action: Action, params: dict[str, Any], ids: list[int]) -> list[Batch]:
+    """The devices and their command plans: one batch, or for a retirement one per enrollment profile."""
+    if not action.retires:
+        return [(ids, _plans(action, params))]
+    by_identifier: dict[str, list[int]] = {}
+    for device_id, identifier in mdm_profile_identifiers(session, ids).items():
+        by_identifier.setdefault(identifier, []).append(device_id)
+    return [(device_ids, _plans(action, params, identifier)) for identifier, device_ids in sorted(by_identifier.items())]
+
+
+def mdm_profile_identifiers(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    """device id → the identifier of its MDM enrollment profile, for RemoveProfile (one SELECT).
+
+    The device's own ProfileList (reported since it last enrolled) names the installed profile that
+    carries the ``com.apple.mdm`` payload; that wins, so a device enrolled under an older payload
+    prefix is still unenrolled. Without one, the identifier this server gives enrollment profiles.
+    """
+    fallback = enrollment_profile_identifier(get_organization(session).payload_prefix)
+    found: dict[int, str] = {}
+    rows = session.execute(
+        select(InstalledProfile.device_id, InstalledProfile.identifier, InstalledProfile.payloads)
+        .join(Device, Device.id == InstalledProfile.device_id)
+        .where(
+            in_values(session, InstalledProfile.device_id, ids, integer=True),
+            InstalledProfile.identifier.is_not(None),
+            or_(Device.enrolled_at.is_(None), InstalledProfile.reported_at >= Device.enrolled_at),
+            cast(InstalledProfile.payloads, Text).like(f"%{MDM_PAYLOAD_TYPE}%"),
+        )
+        .order_by(InstalledProfile.device_id, InstalledProfile.id)
+    )
+    for device_id, identifier, payloads in rows:
+        carries_mdm = any(isinstance(p, dict) and p.get("type") == MDM_PAYLOAD_TYPE for p in payloads or [])
+        if carries_mdm and (device_id not in found or identifier == fallback):
+            found[device_id] = identifier
+    return {device_id: found.get(device_id, fallback) for device_id in ids}
+
 
 
 # --- targets --------------------------------------------------------------------------------------
@@ -247,7 +294,8 @@ def run_action(
 ) -> Outcome:
     """Queue the action's commands for every eligible targeted device; report the others with a remark."""
     params = load_parameters(action, raw_params)
-    plans = _plans(session, action, params)
+    if not action.retires:
+        _plans(action, params)  # invalid parameters: 422 before anything is looked at
     rows = [tuple(row) for row in classify(session, action, target, params)]  # (id, udid, serial, name, reason)
     eligible = [row for row in rows if row[4] is None]
     not_applicable = [{"device_id": str(i), "udid": u, "serial_number": s, "name": n, "remarks": r}
@@ -257,15 +305,18 @@ def run_action(
     if eligible:
         ids = [row[0] for row in eligible]
         now = utcnow()
+        batches = _batches(session, action, params, ids)
         # every plan's parameters stored (or found) at once: a constant statement count per action
-        parameter_ids = store_parameters_many(session, [apple_params for _, apple_params in plans])
-        for (plan, _), parameters_id in zip(plans, parameter_ids, strict=True):
-            for device_id, uuid in _insert_commands(session, ids, plan, parameters_id, actor, now):
-                commands.setdefault(device_id, []).append(uuid)
+        parameter_ids = iter(store_parameters_many(
+            session, [apple_params for _, plans in batches for _, apple_params in plans]))
+        for batch_ids, plans in batches:
+            for plan, _ in plans:
+                for device_id, uuid in _insert_commands(session, batch_ids, plan, next(parameter_ids), actor, now):
+                    commands.setdefault(device_id, []).append(uuid)
         # the transactional outbox: one wake-up push owed per device (coalesced), in this transaction
         push_service.request_push(session, select(Device.id).where(in_values(session, Device.id, ids, integer=True)))
         if action.retires:
-            _record_retirements(session, ids, actor, now)
+            _record_retirements(session, commands, actor, now)
         if action.renames:
             session.execute(update(Device).where(in_values(session, Device.id, ids, integer=True))
                             .values(device_name=params["name"], updated_at=now))
@@ -320,21 +371,58 @@ def _insert_commands(
     return [(device_id, uuid) for device_id, uuid in session.execute(stmt)]
 
 
-def _record_retirements(session: Session, ids: Sequence[int], actor: str | None, now) -> None:
-    """One retirement row per device, with the RemoveProfile command just queued (INSERT … SELECT)."""
+def _record_retirements(session: Session, commands: dict[int, list[str]], actor: str | None, now) -> None:
+    """One retirement row per device, naming the RemoveProfile just queued (the device counts as
+    retired once it acknowledges that command, see ``retired_condition``)."""
+    ids = list(commands)
     session.execute(delete(DeviceRetirement).where(in_values(session, DeviceRetirement.device_id, ids, integer=True)))
-    command_uuid = (
-        select(Command.uuid)
-        .where(Command.device_id == Device.id, Command.created_at == literal(now, UTCDateTime),
-               Command.request_type == "RemoveProfile")
-        .limit(1)
-        .scalar_subquery()
+    session.execute(insert(DeviceRetirement), [
+        {"device_id": device_id, "command_uuid": uuids[0], "requested_by": actor, "requested_at": now}
+        for device_id, uuids in commands.items()
+    ])
+
+
+def retirement_pending_condition() -> ColumnElement[bool]:
+    """SQL on ``Device``: its retirement's RemoveProfile is still waiting for the device's answer."""
+    return exists().where(
+        DeviceRetirement.device_id == Device.id,
+        Command.uuid == DeviceRetirement.command_uuid,
+        Command.status.in_([s.value for s in ACTIVE_STATUSES]),
     )
-    session.execute(insert(DeviceRetirement).from_select(
-        ["device_id", "command_uuid", "requested_by", "requested_at"],
-        select(Device.id, command_uuid, literal(actor, String), literal(now, UTCDateTime))
-        .where(in_values(session, Device.id, ids, integer=True)),
-    ))
+
+
+_RETIREMENT_STATES = {
+    CommandStatus.ACKNOWLEDGED.value: "completed",
+    CommandStatus.ERROR.value: "failed",
+    CommandStatus.COMMAND_FORMAT_ERROR.value: "failed",
+    CommandStatus.CANCELLED.value: "failed",
+    CommandStatus.EXPIRED.value: "failed",
+}
+
+
+def retirement_state(session: Session, device: Device) -> dict[str, Any] | None:
+    """The device's latest retirement: pending, completed or failed, and the device's reason when it
+    refused (its ErrorChain). ``None`` when it was never retired."""
+    row = session.execute(
+        select(DeviceRetirement, Command.status, Command.error_chain)
+        .outerjoin(Command, Command.uuid == DeviceRetirement.command_uuid)
+        .where(DeviceRetirement.device_id == device.id)
+    ).first()
+    if row is None:
+        return None
+    retirement, command_status, error_chain = row
+    state = _RETIREMENT_STATES.get(command_status or "", "pending")
+    checked_out = (not device.enrolled and device.unenrolled_at is not None
+                   and device.unenrolled_at >= retirement.requested_at)
+    if checked_out:
+        state = "completed"
+    detail = None
+    if state == "failed":
+        reasons = [item.get("localized_description") or item.get("us_english_description")
+                   for item in error_chain or [] if isinstance(item, dict)]
+        detail = "; ".join(r for r in reasons if r) or f"the RemoveProfile command is {command_status}"
+    return {"status": state, "requested_at": retirement.requested_at, "requested_by": retirement.requested_by,
+            "command_uuid": retirement.command_uuid, "command_status": command_status, "detail": detail}
 
 
 def viability(session: Session, action: Action, target: Targets) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from mdmserver.api.jsonapi import (
     request_json,
     resource,
 )
-from mdmserver.db import db
+from mdmserver.db import db, isoformat
 from mdmserver.errors import BadRequest, UnprocessableEntity
 from mdmserver.inventory import service as inventory
 
@@ -50,7 +50,10 @@ def device_actions(ident: str):
     device = inventory.get_device(db.session, ident)
     data = [resource("device_actions", a["name"], a, links={"self": f"/api/v1/devices/{device.id}/actions/{a['name']}"})
             for a in service.device_actions(db.session, device)]
-    return jsonapi_response(document(data, meta={"total": len(data)}))
+    retirement = service.retirement_state(db.session, device)
+    if retirement is not None:
+        retirement["requested_at"] = isoformat(retirement["requested_at"])
+    return jsonapi_response(document(data, meta={"total": len(data), "retirement": retirement}))
 
 
 @bp.post("/devices/<ident>/actions/<name>")

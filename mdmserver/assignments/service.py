@@ -7,12 +7,15 @@ revision and do not, and RemoveProfile for devices that have it and should not. 
 commands' results and the devices' ProfileList answers (``refresh_states``).
 
 Call ``reconcile`` after anything that can change membership or content: assignment changes (done
-here), group and custom-attribute changes (done by those views), a new profile revision and inventory
-updates (``reconcile_all`` for the profiles and protocol code, or ``POST …/assignments/reconcile``).
+here), group and custom-attribute changes (done by those views), a new profile revision. Changes of
+one device reconcile that device only (``reconcile_devices``): its enrollment (check-in's
+Authenticate), its admission (the Mender API's accept) and command results that change a field device
+groups filter on (the connect path), each in the transaction of the change.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
+from mdmserver.admission.models import AdmissionStatus
 from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState, ProfileAssignment
 from mdmserver.audit.service import record_event
 from mdmserver.commands.models import Command, CommandStatus
@@ -47,6 +51,8 @@ from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import profile_bytes
 from mdmserver.push import service as push_service
+
+log = logging.getLogger("mdmserver.assignments")
 
 HELD = (AssignmentStatus.SCHEDULED.value, AssignmentStatus.INSTALLED.value, AssignmentStatus.FAILED.value)
 
@@ -159,7 +165,9 @@ def _manageable() -> ColumnElement[bool]:
     )
 
 
-def refresh_states(session: Session, profile_ids: Sequence[int] | None = None) -> None:
+def refresh_states(
+    session: Session, profile_ids: Sequence[int] | None = None, device_ids: Sequence[int] | None = None
+) -> None:
     """Bring states up to date from command results and ProfileList answers (a few UPDATEs)."""
     state = DeviceProfileState
     now = utcnow()
@@ -168,6 +176,8 @@ def refresh_states(session: Session, profile_ids: Sequence[int] | None = None) -
         return exists().where(Command.uuid == state.command_uuid, Command.status.in_(list(statuses)))
 
     scope = state.profile_id.in_(list(profile_ids)) if profile_ids is not None else true()
+    if device_ids is not None:
+        scope = and_(scope, in_values(session, state.device_id, device_ids, integer=True))
     failed = (CommandStatus.ERROR.value, CommandStatus.COMMAND_FORMAT_ERROR.value)
     dropped = (CommandStatus.CANCELLED.value, CommandStatus.EXPIRED.value)
     steps = [
@@ -229,14 +239,19 @@ def _serialize_reconciles(session: Session, profile_id: int) -> None:
         )
 
 
-def reconcile(session: Session, profile: Profile, *, actor: str | None) -> dict[str, int]:
+def reconcile(
+    session: Session, profile: Profile, *, actor: str | None, device_ids: Sequence[int] | None = None
+) -> dict[str, int]:
     """Queue InstallProfile / RemoveProfile so the devices match the profile's assignments.
 
+    ``device_ids`` limits the work to those devices (one device's enrollment or inventory change):
+    the same statements, restricted, and the profile is only signed when one of them needs it.
     A failed install of the current revision is not retried automatically (a new revision, or
     unassigning and assigning again, retries it).
     """
     _serialize_reconciles(session, profile.id)
-    refresh_states(session, [profile.id])
+    refresh_states(session, [profile.id], device_ids)
+    scope = in_values(session, Device.id, device_ids, integer=True) if device_ids is not None else true()
     state = aliased(DeviceProfileState)
     desired = desired_condition(session, profile)
     holds_current = exists().where(
@@ -246,18 +261,20 @@ def reconcile(session: Session, profile: Profile, *, actor: str | None) -> dict[
     holds_any = exists().where(state.device_id == Device.id, state.profile_id == profile.id,
                                state.status.in_(HELD))
     now = utcnow()
-    install = validate_command("InstallProfile", {"Payload": profile_bytes(session, profile, signed=True)})
+    to_install = and_(scope, desired, _manageable(), not_(holds_current))
+    installed: list[tuple[int, str]] = []
     to_remove: list[tuple[int, str]] = []
-    installed = _queue(session, and_(desired, _manageable(), not_(holds_current)), "InstallProfile", install,
-                       actor, now)
+    if device_ids is None or session.scalar(select(Device.id).where(to_install).limit(1)) is not None:
+        install = validate_command("InstallProfile", {"Payload": profile_bytes(session, profile, signed=True)})
+        installed = _queue(session, to_install, "InstallProfile", install, actor, now)
     if profile.identifier:
-        to_remove = _queue(session, and_(not_(desired), _manageable(), holds_any), "RemoveProfile",
+        to_remove = _queue(session, and_(scope, not_(desired), _manageable(), holds_any), "RemoveProfile",
                            {"Identifier": profile.identifier}, actor, now)
     # devices that left management keep no claim on the profile
     session.execute(
         update(DeviceProfileState)
         .where(DeviceProfileState.profile_id == profile.id, DeviceProfileState.status.in_(HELD),
-               DeviceProfileState.device_id.in_(select(Device.id).where(not_(_manageable()))))
+               DeviceProfileState.device_id.in_(select(Device.id).where(scope, not_(_manageable()))))
         .values(status=AssignmentStatus.REMOVED.value, detail="the device left management", updated_at=now)
     )
     touched = [device_id for device_id, _ in installed + to_remove]
@@ -280,8 +297,58 @@ def reconcile(session: Session, profile: Profile, *, actor: str | None) -> dict[
     if installed or to_remove:
         record_event(session, "profile:reconcile", "profiles", profile.id,
                      {"revision": profile.revision, "install_queued": len(installed),
-                      "removal_queued": len(to_remove)})
+                      "removal_queued": len(to_remove), **({"devices": len(device_ids)} if device_ids else {})},
+                     actor=actor)
     return {"install_queued": len(installed), "removal_queued": len(to_remove)}
+
+
+def reconcile_devices(
+    session: Session, device_ids: Sequence[int], *, actor: str | None, new_enrollment: bool = False
+) -> dict[str, int]:
+    """Reconcile every assignment that can concern these devices, for these devices only.
+
+    Set-based over the devices (one reconcile per assigned profile, restricted to them), so
+    enrollment, admission and inventory changes of a few devices never walk the whole fleet. Only
+    admitted devices get commands here: a pending device receives its profiles when it is accepted
+    (no profile, with the secrets it may carry, waits in the queue of an unadmitted device).
+    ``new_enrollment``: the devices just enrolled (again), so what an earlier enrollment installed
+    is gone with it and is queued anew.
+    """
+    ids = list(dict.fromkeys(device_ids))
+    totals = {"profiles": 0, "install_queued": 0, "removal_queued": 0}
+    if not ids:
+        return totals
+    if new_enrollment:
+        session.execute(
+            update(DeviceProfileState)
+            .where(in_values(session, DeviceProfileState.device_id, ids, integer=True),
+                   DeviceProfileState.status != AssignmentStatus.REMOVED.value)
+            .values(status=AssignmentStatus.REMOVED.value, detail="the device enrolled again", updated_at=utcnow())
+        )
+    admitted = list(session.scalars(
+        select(Device.id).where(in_values(session, Device.id, ids, integer=True),
+                                Device.admission_status == AdmissionStatus.ACCEPTED.value)
+    ))
+    if not admitted:
+        return totals
+    profile_ids = session.scalars(
+        select(ProfileAssignment.profile_id).distinct()
+        .where(or_(ProfileAssignment.group_id.is_not(None),
+                   in_values(session, ProfileAssignment.device_id, admitted, integer=True)))
+        .order_by(ProfileAssignment.profile_id)
+    ).all()
+    for profile_id in profile_ids:
+        try:
+            counts = reconcile(session, session.get(Profile, profile_id), actor=actor, device_ids=admitted)
+        except Conflict as exc:
+            # a group that cannot be evaluated must not break a device's check-in or an admission:
+            # the other profiles still follow, and the admin sees the error when reconciling this one
+            log.warning("profile %s not reconciled for devices %s: %s", profile_id, admitted[:10], exc.detail)
+            continue
+        totals["profiles"] += 1
+        totals["install_queued"] += counts["install_queued"]
+        totals["removal_queued"] += counts["removal_queued"]
+    return totals
 
 
 def reconcile_all(session: Session, *, actor: str | None, groups_only: bool = False) -> dict[str, int]:

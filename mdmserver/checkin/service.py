@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver.admission import service as admission
 from mdmserver.admission.models import AdmissionStatus
+from mdmserver.assignments import service as assignments
 from mdmserver.checkin.auth import DeviceIdentity
 from mdmserver.commands import service as commands
 from mdmserver.commands.models import CommandStatus
@@ -25,6 +26,7 @@ from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, Forbidden, Gone, ServiceUnavailable
+from mdmserver.organization.service import enrollment_profile_identifier
 from mdmserver.pki import cms, x509
 from mdmserver.pki import service as pki
 from mdmserver.pki.models import Certificate
@@ -37,6 +39,8 @@ log = logging.getLogger("mdmserver.checkin")
 
 ACCESS_RIGHTS_ALL = 8191
 REFUSED = {AdmissionStatus.REJECTED.value, AdmissionStatus.DECOMMISSIONED.value}
+#: ``enqueued_by`` of the profile commands a device's own check-in causes
+RECONCILE_ACTOR = "assignments"
 
 
 def refuse(reason: str, *args) -> Forbidden:
@@ -81,7 +85,7 @@ def build_enrollment_profile(
     identity_uuid = str(uuidlib.uuid4()).upper()
     ca_uuid = str(uuidlib.uuid4()).upper()
     mdm_uuid = str(uuidlib.uuid4()).upper()
-    prefix = f"{prefix.rstrip('.')}.enroll"
+    prefix = enrollment_profile_identifier(prefix)
     profile = {
         "PayloadType": "Configuration",
         "PayloadVersion": 1,
@@ -217,6 +221,11 @@ def _authenticate(
     )
     if device.admission_status in REFUSED:
         raise refuse("device %s is %s", device.udid, device.admission_status)
+
+    # Issue 9 item 6: a new enrollment gets the profiles assigned to it (directly, by group or smart
+    # group) in this transaction; a pending device gets them when it is accepted.
+    assignments.reconcile_devices(session, [device.id], actor=RECONCILE_ACTOR, new_enrollment=True)
+
     log.info("device %s authenticated (admission %s)", device.udid, device.admission_status)
     return None
 
@@ -267,10 +276,16 @@ def handle_connect(
     devices.touch_last_seen(session, state, now)
     if not idle:
         answered = commands.record_result(session, state.id, result, raw)
+        queued_now = False
         if answered is not None and answered.status == CommandStatus.ACKNOWLEDGED:
-            devices.apply_inventory(session, state.id, answered.request_type, result.raw)
-        if answered is not None and answered.id == state.command_id:
-            # the device answered a command it was never offered: look again
+            inventory_update = devices.apply_inventory(session, state.id, answered.request_type, result.raw)
+            if inventory_update.group_fields_changed:
+                # it may have entered or left a smart group: its assignments follow, for this device only
+                counts = assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR)
+                queued_now = bool(counts["install_queued"] or counts["removal_queued"])
+        if answered is not None and (answered.id == state.command_id or queued_now):
+            # the device answered a command it was never offered, or a profile command was just
+            # queued for it: look again
             session.flush()
             state = commands.connect_state(session, result.udid, after_idle=False, now=now)
     if result.user_id is not None or state.admission_status != AdmissionStatus.ACCEPTED:

@@ -95,6 +95,9 @@ class Device(db.Model):
     local_hostname: Mapped[str | None] = mapped_column(String(255))
     device_information: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     inventory_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: when a device-reported field that device groups filter on last changed (see
+    #: ``devices.service.GROUP_FILTER_COLUMNS``): such a change reconciles the device's assignments
+    group_fields_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # asset fields (set by administrators)
     asset_tag: Mapped[str | None] = mapped_column(String(100))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, delete, insert, select, update
+from sqlalchemy import BigInteger, case, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -24,7 +25,7 @@ from mdmserver.devices.models import (
     InstalledProfile,
     Platform,
 )
-from mdmserver.errors import NotFound
+from mdmserver.errors import Conflict, NotFound
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol import inventory
 from mdmserver.protocol.checkin import Authenticate, SetBootstrapToken, TokenUpdate
@@ -61,21 +62,62 @@ def get_device_by_udid(session: Session, udid: str) -> Device | None:
     return session.scalar(select(Device).where(Device.udid == udid))
 
 
+#: how many devices one ambiguous identifier may name in a 409's detail
+_AMBIGUITY_SAMPLE = 10
+#: ``<key>:<value>`` names a device by that key alone (``id:12``, ``udid:…``, ``serial_number:…``)
+IDENT_KEYS = ("id", "udid", "serial_number")
+
+
 def get_device(session: Session, ident: str | int) -> Device:
-    """A device by id, UDID or serial number; 404 otherwise."""
+    """A device by id, UDID or serial number, in one query; 404 when none matches.
+
+    A device chooses its own UDID and serial number, so one identifier can name several devices
+    (one's UDID is another's serial number, a serial number that is another's id, two devices
+    claiming the same serial number). Guessing would send an administrator's lock or wipe to
+    whichever device sorts first, so that is a 409 naming the matching devices and keys; the
+    caller then names the device by one key, ``id:<id>`` (which no device can claim).
+    """
     text = str(ident).strip()
-    device = None
-    if is_id(text):
-        device = session.get(Device, int(text))
-    if device is None and text:
-        device = session.scalar(select(Device).where(Device.udid == text))
-    if device is None and text:
-        device = session.scalar(
-            select(Device).where(Device.serial_number == text).order_by(Device.id.desc()).limit(1)
-        )
-    if device is None:
-        raise NotFound(f"no device {text!r} (looked up by id, UDID and serial number)")
-    return device
+    key, sep, value = text.partition(":")
+    if sep and key in IDENT_KEYS:
+        keys, text = (key,), value.strip()
+    else:
+        keys = IDENT_KEYS
+    if not text:
+        raise NotFound("no device '' (looked up by id, UDID and serial number)")
+    clauses = []
+    if "id" in keys and is_id(text):
+        clauses.append(Device.id == int(text))
+    if "udid" in keys:
+        clauses.append(Device.udid == text)
+    if "serial_number" in keys:
+        clauses.append(Device.serial_number == text)
+    if not clauses:
+        raise NotFound(f"no device {text!r} ({text!r} is not a device id)")
+    rows = list(session.scalars(select(Device).where(or_(*clauses)).order_by(Device.id)
+                                .limit(_AMBIGUITY_SAMPLE + 1)))
+    if not rows:
+        looked_up = ", ".join(k.replace("_", " ") for k in keys)
+        raise NotFound(f"no device {text!r} (looked up by {looked_up})")
+    if len(rows) == 1:
+        return rows[0]
+    matches = [{"id": str(d.id), "keys": _matching_keys(d, text, keys)} for d in rows[:_AMBIGUITY_SAMPLE]]
+    named = "; ".join(f"device {m['id']} by {' and '.join(m['keys'])}" for m in matches)
+    raise Conflict(
+        f"{text!r} names more than one device ({named}); name it by one key, e.g. id:{rows[0].id}",
+        code="ambiguous_device", meta={"matches": matches},
+    )
+
+
+def _matching_keys(device: Device, text: str, keys: tuple[str, ...]) -> list[str]:
+    found = []
+    if "id" in keys and is_id(text) and device.id == int(text):
+        found.append("id")
+    if "udid" in keys and device.udid == text:
+        found.append("udid")
+    if "serial_number" in keys and device.serial_number == text:
+        found.append("serial_number")
+    return found
 
 
 def device_bound_to(session: Session, fingerprint: str) -> Device | None:
@@ -222,25 +264,45 @@ def _replace(session: Session, model, device_id: int, rows: list[dict[str, Any]]
 
 LOST_MODE_STATE = {"EnableLostMode": True, "DisableLostMode": False}
 
+#: device-reported columns that device filters (hence smart groups) read: a change of one of them can
+#: move the device into or out of a group (tests compare this with the filter language)
+GROUP_FILTER_COLUMNS = frozenset({
+    "device_name", "serial_number", "model", "model_name", "product_name", "os_version", "imei",
+    "is_supervised", "lost_mode_enabled", "hostname", "platform",
+})
 
-def apply_inventory(session: Session, device_id: int, request_type: str, answer: dict[str, Any]) -> bool:
-    """Apply an acknowledged answer to the inventory; ``False`` when there is no handler.
+
+@dataclass(frozen=True)
+class InventoryUpdate:
+    """What applying a command result did: ``applied`` (a handler took it), and whether a field in
+    ``GROUP_FILTER_COLUMNS`` changed (then group membership may have changed)."""
+
+    applied: bool
+    group_fields_changed: bool = False
+
+
+def apply_inventory(session: Session, device_id: int, request_type: str, answer: dict[str, Any]) -> InventoryUpdate:
+    """Apply an acknowledged answer to the inventory (``applied`` false when there is no handler).
 
     A malformed answer is logged and left out of the inventory (the raw result stays with the command).
+    Telling whether a group field changed costs no statement: the UPDATE compares old and new values
+    itself and returns the verdict.
     """
     if request_type in LOST_MODE_STATE:
         # these answers carry no data: the acknowledgement itself is the new state
-        session.execute(
-            update(Device).where(Device.id == device_id).values(lost_mode_enabled=LOST_MODE_STATE[request_type])
-        )
-        return True
+        state = LOST_MODE_STATE[request_type]
+        changed = session.execute(
+            update(Device).where(Device.id == device_id, Device.lost_mode_enabled.is_distinct_from(state))
+            .values(lost_mode_enabled=state).returning(Device.id)
+        ).first()
+        return InventoryUpdate(True, group_fields_changed=changed is not None)
     try:
         data = inventory.parse_inventory(request_type, answer)
     except ProtocolError as exc:
         log.warning("device %s: %s answer not applied to inventory: %s", device_id, request_type, exc.message)
-        return False
+        return InventoryUpdate(False)
     if data is None:
-        return False
+        return InventoryUpdate(False)
     now = utcnow()
     if request_type == "DeviceInformation":
         values = dict(data["columns"])
@@ -249,7 +311,18 @@ def apply_inventory(session: Session, device_id: int, request_type: str, answer:
             platform = platform_for(values.get("product_name"), values.get("model"), values.get("model_name"))
             if platform:
                 values["platform"] = platform
-        session.execute(update(Device).where(Device.id == device_id).values(**_fit(Device, values)))
+        values = _fit(Device, values)
+        # SET expressions read the row's old values: the CASE stamps the change time only when a
+        # group field differs, and RETURNING tells us (one statement, as before)
+        differs = [Device.__table__.c[name].is_distinct_from(values[name])
+                   for name in sorted(GROUP_FILTER_COLUMNS) if name in values]
+        stamp = case((or_(*differs), now), else_=Device.group_fields_changed_at) if differs \
+            else Device.group_fields_changed_at
+        stamped = session.execute(
+            update(Device).where(Device.id == device_id).values(**values, group_fields_changed_at=stamp)
+            .returning(Device.group_fields_changed_at)
+        ).scalar()
+        return InventoryUpdate(True, group_fields_changed=stamped == now)
     elif request_type == "SecurityInfo":
         session.execute(delete(DeviceSecurityInfo).where(DeviceSecurityInfo.device_id == device_id))
         session.execute(insert(DeviceSecurityInfo).values(device_id=device_id, updated_at=now, **_fit(DeviceSecurityInfo, data)))
@@ -273,8 +346,8 @@ def apply_inventory(session: Session, device_id: int, request_type: str, answer:
     elif request_type == "AvailableOSUpdates":
         _replace(session, AvailableOSUpdate, device_id, data, now)
     else:
-        return False
-    return True
+        return InventoryUpdate(False)
+    return InventoryUpdate(True)
 
 
 def _dt(value: str | None) -> datetime | None:

@@ -19,6 +19,7 @@ from mdmserver.actions.models import DeviceRetirement
 from mdmserver.admission.models import AdmissionStatus
 from mdmserver.api.jsonapi import MAX_ID, is_id, parse_bool  # noqa: F401 (re-exported)
 from mdmserver.attributes.models import CustomAttribute
+from mdmserver.commands.models import Command, CommandStatus
 from mdmserver.devices.models import Device, Platform
 from mdmserver.groups.models import DeviceGroup, GroupKind, GroupMember
 from mdmserver.users.models import DeviceOwnership, User
@@ -127,10 +128,18 @@ def free_text_condition(value: str) -> ColumnElement[bool]:
 
 
 def retired_condition() -> ColumnElement[bool]:
-    """A retirement was requested since the device last enrolled (enrolling again un-retires it)."""
+    """The device left management at an administrator's request, since it last enrolled (enrolling
+    again un-retires it): it acknowledged the RemoveProfile of its enrollment profile, or checked
+    out after the retirement was requested. A RemoveProfile still waiting for an answer, or refused,
+    does not retire it: the device is still managed and every action still applies."""
+    acknowledged = exists().where(
+        Command.uuid == DeviceRetirement.command_uuid, Command.status == CommandStatus.ACKNOWLEDGED.value
+    )
+    checked_out = and_(Device.enrolled.is_(False), Device.unenrolled_at >= DeviceRetirement.requested_at)
     return exists().where(
         DeviceRetirement.device_id == Device.id,
         or_(Device.enrolled_at.is_(None), DeviceRetirement.requested_at >= Device.enrolled_at),
+        or_(acknowledged, checked_out),
     )
 
 

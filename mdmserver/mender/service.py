@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver.admission import service as admission
 from mdmserver.admission.models import AdmissionStatus, AuthSet, Preauthorization
+from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound
@@ -90,7 +91,7 @@ def auth_set_document(auth_set: AuthSet) -> dict[str, Any]:
     }
 
 
-def set_status(session: Session, auth_set: AuthSet, status: Any) -> AuthSet:
+def set_status(session: Session, auth_set: AuthSet, status: Any, *, actor: str | None = None) -> AuthSet:
     if status not in STATUSES:
         raise BadRequest(f"status must be one of accepted, rejected (not {status!r})")
     if status == auth_set.status:
@@ -99,6 +100,8 @@ def set_status(session: Session, auth_set: AuthSet, status: Any) -> AuthSet:
         raise BadRequest(f"invalid status transition from {auth_set.status} to {status}")
     before = auth_set.status
     admission.set_auth_set_status(session, auth_set, status)
+    # an accepted device gets the profiles assigned to it, in this transaction (issue 9 item 6)
+    assignments.reconcile_devices(session, [auth_set.device_id], actor=actor)
     verb = "accept" if status == "accepted" else "reject"
     record_event(session, f"device:auth_set:{verb}", "auth_sets", auth_set.id,
                  {"device_id": auth_set.device_id, "from": before, "to": status})

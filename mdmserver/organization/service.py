@@ -16,6 +16,11 @@ def _default_prefix(name: str) -> str:
     return f"com.{slug}.mdm"
 
 
+def enrollment_profile_identifier(payload_prefix: str) -> str:
+    """The PayloadIdentifier of the enrollment profile issued under this payload prefix."""
+    return f"{payload_prefix.rstrip('.')}.enroll"
+
+
 def ensure_organization(session: Session, name: str) -> Organization:
     """Create the organization row on first run (idempotent)."""
     row = session.scalar(select(Organization).order_by(Organization.id).limit(1))

@@ -103,6 +103,10 @@ class SimulatedDevice:
     handled: list[tuple[str, str, str]] = field(default_factory=list)
     #: server-provided extra headers (e.g. a proxy client-certificate header) instead of signing
     header_auth: Callable[[Identity], dict[str, str]] | None = None
+    #: False once the MDM enrollment profile was removed (the device left management)
+    enrolled: bool = False
+    #: set by RemoveProfile of the MDM profile: the device leaves management after acknowledging
+    _leaving: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)
@@ -150,6 +154,7 @@ class SimulatedDevice:
         self.server_url, self.checkin_url = mdm["ServerURL"], mdm["CheckInURL"]
         self.enrollment_profile = profile
         self.profiles[profile["PayloadIdentifier"]] = profile
+        self.enrolled, self._leaving = True, False
         return profile
 
     # --- sending -------------------------------------------------------------------------------------
@@ -252,8 +257,24 @@ class SimulatedDevice:
             status, command = self._connect(answer)
             if status != 200:
                 raise SimulatorError(f"result for {request_type} answered HTTP {status}")
+            if self._leaving:
+                self._leave_management()
+                break
         self.handled.extend(handled)
         return handled
+
+    def _leave_management(self) -> None:
+        """What a device does once its MDM profile is gone: every profile installed through MDM goes
+        with it, it sends CheckOut when the profile asked for it, and it stops talking to the server
+        (a command offered with the acknowledgement's answer is never run)."""
+        mdm = next((p for p in self.enrollment_profile.get("PayloadContent", [])
+                    if p.get("PayloadType") == "com.apple.mdm"), {})
+        self.profiles.clear()
+        self._leaving, self.enrolled = False, False
+        if mdm.get("CheckOutWhenRemoved"):
+            status = self.checkout()
+            if status != 200:
+                raise SimulatorError(f"CheckOut answered HTTP {status}")
 
     # --- answers -------------------------------------------------------------------------------------
 
@@ -338,13 +359,18 @@ class SimulatedDevice:
         return {}
 
     def _answer_RemoveProfile(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Unknown identifier → Error 12013; the MDM enrollment profile → Acknowledged, then the device
+        leaves management (``_leave_management``), as a real device does."""
         identifier = params.get("Identifier")
         if identifier not in self.profiles:
             text = f"The profile “{identifier}” is not managed by MDM."
             return {"Status": "Error", "ErrorChain": [{
                 "ErrorCode": 12013, "ErrorDomain": "MCMDMErrorDomain",
                 "LocalizedDescription": text, "USEnglishDescription": text}]}
-        del self.profiles[identifier]
+        removed = self.profiles.pop(identifier)
+        if any(isinstance(p, dict) and p.get("PayloadType") == "com.apple.mdm"
+               for p in removed.get("PayloadContent", [])):
+            self._leaving = True
         return {}
 
     def _answer_InstalledApplicationList(self, params: dict[str, Any]) -> dict[str, Any]:

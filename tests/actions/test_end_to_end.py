@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import func, select
 
 from mdmserver.db import db
-from mdmserver.organization.service import get_organization
 from mdmserver.push.models import PushRequest
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
 from tests.checkin.devicekit import install_push_topic
@@ -113,18 +112,21 @@ def test_admin_api_with_simulated_devices(live):
               for s in api.get(f"/api/v1/profiles/{profile_id}/assignments/status").json()["data"]}
     assert states == {phone: "installed", tablet: "removed"}
 
-    # retire the Mac: RemoveProfile of the enrollment profile, the device checks out, it is retired
-    with live.app.app_context():
-        mdm_identifier = get_organization(db.session).payload_prefix
-    sims[2].profiles[mdm_identifier] = {"PayloadIdentifier": mdm_identifier}
+    # retire the Mac: RemoveProfile of the enrollment profile it really has (no planted data), the
+    # device acknowledges, leaves management and checks out; it is retired from the acknowledgement on
     retire = api.post(f"/api/v1/devices/{mac}/actions/retire")
     assert retire.status_code == 202
+    actions = {a["id"]: a["attributes"] for a in api.get(f"/api/v1/devices/{mac}/actions").json()["data"]}
+    assert actions["complete_wipe"]["is_enabled"] is True  # not retired before the device answered
+    assert actions["retire"]["reason"].startswith("a retirement is already pending")
     assert [(t, s) for _, t, s in sims[2].run_session()] == [("RemoveProfile", "Acknowledged")]
-    assert sims[2].checkout() == 200
+    assert sims[2].enrolled is False and sims[2].profiles == {}
     retired = api.get("/api/v1/devices?filter[retired]=true&filter[enrolled]=false").json()["data"]
     assert [int(d["id"]) for d in retired] == [mac]
-    actions = {a["id"]: a["attributes"] for a in api.get(f"/api/v1/devices/{mac}/actions").json()["data"]}
+    listing = api.get(f"/api/v1/devices/{mac}/actions").json()
+    actions = {a["id"]: a["attributes"] for a in listing["data"]}
     assert actions["scan"]["is_enabled"] is False
+    assert listing["meta"]["retirement"]["status"] == "completed"
 
     # decommission through Mender: the device is refused from then on
     assert api.delete(f"{ADM}/devices/{by_udid[sims[0].udid]['id']}").status_code == 204

@@ -16,6 +16,7 @@ import pytest
 
 from mdmserver.db import db
 from mdmserver.pki import service as pki
+from mdmserver.pki import x509
 from mdmserver.protocol.plist import load_dict
 from mdmserver.simulator.device import HttpxTransport, Identity, SimulatedDevice, fingerprint
 from tests.checkin.devicekit import install_push_topic
@@ -55,6 +56,12 @@ def _enrolled(live, **kw) -> SimulatedDevice:
     assert sim.authenticate() == 200
     assert sim.token_update() == 200
     return sim
+
+
+def _auth_set_of(api: httpx.Client, device_id: str, sim: SimulatedDevice) -> dict:
+    """The auth set of ``sim``'s enrollment certificate (found by its public key)."""
+    key = x509.public_key_pem(sim.identity.certificate)
+    return next(a for a in _auth_sets(api, device_id) if a["key"] == key)
 
 
 def _binary(message: dict) -> bytes:
@@ -110,11 +117,11 @@ def test_fresh_certificate_for_an_existing_udid_takes_nothing_over(live, api) ->
     device = _device(api, device_id)["attributes"]
     assert device["admission_status"] == "pending"
     assert not device["has_unlock_token"] and not device["has_bootstrap_token"]
-    sets = {a["certificate_fingerprint"]: a for a in _auth_sets(api, device_id)}
-    new = sets[fingerprint(attacker.identity)]
+    new = _auth_set_of(api, device_id, attacker)
     assert new["status"] == "pending" and new["rebinding"] is True
+    assert new["certificate_fingerprint"] == fingerprint(attacker.identity)
     assert new["previous_certificate_fingerprint"] == fingerprint(victim.identity)
-    assert sets[fingerprint(victim.identity)]["rebinding"] is False
+    assert _auth_set_of(api, device_id, victim)["rebinding"] is False
 
     # secret-bearing commands are cancelled, the others wait
     assert _command_status(api, clear) == "cancelled"
@@ -151,7 +158,8 @@ def test_returning_to_an_older_certificate_is_a_rebinding_too(live, api) -> None
     second.enroll()
     assert second.authenticate() == 200
     device_id = _device(api, first.udid)["id"]
-    new = next(a for a in _auth_sets(api, device_id) if a["certificate_fingerprint"] == fingerprint(second.identity))
+    new = _auth_set_of(api, device_id, second)
+    assert new["status"] == "pending"
     assert api.put(f"{ADM}/devices/{new['id']}/status", json={"status": "accepted"}).status_code == 200
     # the first certificate's auth set was accepted once: going back to it still waits for an admin
     assert first.authenticate() == 200
@@ -171,7 +179,7 @@ def test_rejected_device_does_not_come_back_by_enrolling_again(live, api) -> Non
     assert again.authenticate() == 403
     assert again.idle()[0] == 403 and again.token_update() == 403
     assert _device(api, device_id)["attributes"]["admission_status"] == "rejected"
-    new = next(a for a in _auth_sets(api, device_id) if a["certificate_fingerprint"] == fingerprint(again.identity))
+    new = _auth_set_of(api, device_id, again)
     assert new["status"] == "rejected" and new["rebinding"] is True
     assert new["previous_certificate_fingerprint"] == fingerprint(device.identity)
 

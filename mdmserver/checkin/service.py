@@ -203,8 +203,9 @@ def _authenticate(
 
     A UDID already bound to another certificate is a re-enrollment *or an impostor*: the secrets the
     previous enrollment gave are forgotten, commands that would hand over a secret are cancelled, and
-    the new auth set is flagged and held (pending while the previous certificate is still valid,
-    rejected when the device was rejected) for an administrator to decide.
+    the new auth set is flagged and held (pending while the previous binding is still valid: its
+    certificate is not expired or revoked and the device did not check out; rejected when the device
+    was rejected) for an administrator to decide.
     """
     if message.is_user_channel:
         raise BadRequest("Authenticate is a device-channel message")
@@ -219,7 +220,11 @@ def _authenticate(
         raise refuse("device %s is decommissioned", message.udid)
     previous = existing.identity_fingerprint if existing is not None else None
     rebinding = previous is not None and previous != identity.fingerprint
-    previous_valid = rebinding and pki.is_valid_device_certificate(session, previous, utcnow())
+    # the previous binding ended when its holder checked out (a request signed with its key)
+    checked_out = existing is not None and not existing.enrolled and existing.unenrolled_at is not None
+    previous_valid = (
+        rebinding and not checked_out and pki.is_valid_device_certificate(session, previous, utcnow())
+    )
     device = devices.apply_authenticate(session, message, identity.fingerprint)
     if rebinding:
         cancelled = commands.cancel_secret_bearing(session, device.id)

@@ -167,6 +167,21 @@ def test_returning_to_an_older_certificate_is_a_rebinding_too(live, api) -> None
     assert first.idle() == (200, None) and second.idle()[0] == 403
 
 
+def test_reenrolling_after_checkout_follows_the_policy_but_forgets_secrets(live, api) -> None:
+    device = _enrolled(live, seed=55)
+    device_id = _device(api, device.udid)["id"]
+    assert device.checkout() == 200
+    again = SimulatedDevice(HttpxTransport(live.url), udid=device.udid, seed=56)
+    again.enroll()
+    assert again.authenticate() == 200
+    attributes = _device(api, device_id)["attributes"]
+    assert attributes["admission_status"] == "accepted"  # auto policy: the old binding ended
+    assert not attributes["has_unlock_token"]
+    new = _auth_set_of(api, device_id, again)
+    assert new["rebinding"] is True and new["previous_certificate_fingerprint"] == fingerprint(device.identity)
+    assert device.idle()[0] == 403
+
+
 def test_rejected_device_does_not_come_back_by_enrolling_again(live, api) -> None:
     device = _enrolled(live, seed=61)
     device_id = _device(api, device.udid)["id"]

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver.admission import service as admission
 from mdmserver.admission.models import AdmissionStatus
+from mdmserver.audit.service import record_event
 from mdmserver.checkin.auth import DeviceIdentity
 from mdmserver.commands import service as commands
 from mdmserver.commands.models import CommandStatus
@@ -230,10 +231,15 @@ def _authenticate(
         cancelled = commands.cancel_secret_bearing(session, device.id)
         log.warning(
             "device %s re-bound from certificate %s (%s) to %s: UnlockToken and BootstrapToken "
-            "forgotten, %d secret-bearing commands cancelled; an administrator must accept it",
-            device.udid, previous[:16], "still valid" if previous_valid else "no longer valid",
-            identity.fingerprint[:16], len(cancelled),
+            "forgotten, %d secret-bearing commands cancelled",
+            device.udid, previous[:16], "still valid: held for an administrator" if previous_valid
+            else "no longer valid", identity.fingerprint[:16], len(cancelled),
         )
+        record_event(session, "device:auth_set:rebind", "devices", device.id, {
+            "udid": device.udid, "previous_certificate_fingerprint": previous,
+            "certificate_fingerprint": identity.fingerprint, "previous_binding_valid": previous_valid,
+            "cancelled_commands": cancelled,
+        }, actor=f"device:{device.udid}")
     admission.admit(
         session, device, identity.pubkey_pem,
         policy=settings.admission_policy, preauthorized=settings.preauthorized,

@@ -127,6 +127,10 @@ def test_fresh_certificate_for_an_existing_udid_takes_nothing_over(live, api) ->
     assert _command_status(api, clear) == "cancelled"
     assert _command_status(api, install) == "cancelled"
     assert _command_status(api, harmless) == "queued"
+    events = api.get("/api/v1/audit_events", params={"filter[action]": "device:auth_set:rebind",
+                                                      "filter[resource_id]": device_id}).json()["data"]
+    assert len(events) == 1 and sorted(events[0]["attributes"]["details"]["cancelled_commands"]) == sorted(
+        [clear, install])
 
     # even once an administrator accepts, the victim's secrets are gone for good
     assert api.put(f"{ADM}/devices/{new['id']}/status", json={"status": "accepted"}).status_code == 200
@@ -223,9 +227,9 @@ def test_deleted_device_certificate_is_revoked(live, api) -> None:
     assert device.authenticate() == 403
     assert device.idle()[0] == 403
     assert api.get(f"/api/v1/devices/{device.udid}").status_code == 404
-    with live.app.app_context():
-        row = pki.device_certificate(db.session, fingerprint(device.identity))
-    assert row is None  # revoked
+    (revoked,) = api.get("/api/v1/certificates",
+                         params={"filter[fingerprint_sha256]": fingerprint(device.identity)}).json()["data"]
+    assert revoked["attributes"]["revoked_at"]
     # a new enrollment goes through admission like any new device
     fresh = SimulatedDevice(HttpxTransport(live.url), udid=device.udid, seed=82)
     fresh.enroll()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mdmserver.db import UTCDateTime, db, utcnow
@@ -25,6 +25,9 @@ class AuthSet(db.Model):
 
     ``identity_data`` is the JSON string of ``{"model", "serial_number", "udid"}`` (keys sorted),
     ``pubkey`` the PEM public key of the identity certificate, ``id`` the SHA-256 hex of both.
+    ``fingerprint`` names that certificate (SHA-256 of its DER; unknown for auth sets submitted
+    through the Mender API). ``rebinding`` flags an enrollment that took the UDID over from
+    another, still valid certificate (``previous_fingerprint``): it waits for an administrator.
     """
 
     __tablename__ = "auth_sets"
@@ -34,6 +37,9 @@ class AuthSet(db.Model):
     identity_data: Mapped[str] = mapped_column(Text)
     pubkey: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), index=True)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    previous_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    rebinding: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -6,6 +6,12 @@ authenticated with), so the device-facing paths need no join:
 - ``accepted``: normal operation;
 - ``pending``: check-ins answered 200, but no commands are delivered and no pushes sent;
 - ``rejected`` / ``decommissioned``: every device request gets 403.
+
+Each auth set names the enrollment certificate it was created for (``fingerprint``), and only the
+auth set of the certificate bound to the device decides the device's status. A new certificate for a
+device that already had one is a *re-binding*: flagged on the auth set with the previous
+certificate, never accepted by the policy or a preauthorization while the previous certificate is
+still valid, and never lifting a rejection.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from mdmserver.admission.models import AdmissionStatus, AuthSet, Preauthorization
@@ -23,6 +29,8 @@ from mdmserver.devices.models import Device
 from mdmserver.errors import NotFound, UnprocessableEntity
 
 POLICIES = ("manual", "auto")
+#: Statuses that refuse every device request; a new certificate does not lift them.
+REFUSED = frozenset({AdmissionStatus.REJECTED.value, AdmissionStatus.DECOMMISSIONED.value})
 PREAUTH_KINDS = ("serial_number", "udid")
 
 
@@ -62,20 +70,31 @@ def admit(
     *,
     policy: str,
     preauthorized: Iterable[str] = (),
+    fingerprint: str | None = None,
+    previous_fingerprint: str | None = None,
+    previous_valid: bool = False,
 ) -> AuthSet:
     """Record (or find) the auth set for the device's current identity and update its status.
 
     A new identity (new enrollment key) creates a new auth set: accepted when the device is
     preauthorized or the policy is ``auto``, else pending. A decommissioned device stays so.
+
+    ``previous_fingerprint`` names the certificate the device was bound to before this one (a
+    re-binding): the auth set is flagged with it and, whether new or already known, is ``rejected``
+    when the device was rejected, else ``pending`` while the previous certificate is still valid
+    (``previous_valid``) whatever the policy or preauthorization says.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown admission policy {policy!r}")
     identity = identity_data(device.udid, device.serial_number, device.model)
     set_id = auth_set_id(identity, pubkey_pem)
     auth_set = session.get(AuthSet, set_id)
+    held = _held_status(device, previous_fingerprint, previous_valid)
     if auth_set is None:
         if device.admission_status == AdmissionStatus.DECOMMISSIONED:
             status = AdmissionStatus.DECOMMISSIONED
+        elif held is not None:
+            status = held
         elif policy == "auto" or is_preauthorized(session, device.udid, device.serial_number, preauthorized):
             status = AdmissionStatus.ACCEPTED
         else:
@@ -84,8 +103,27 @@ def admit(
             id=set_id, device_id=device.id, identity_data=identity, pubkey=pubkey_pem, status=status.value
         )
         session.add(auth_set)
+    elif held is not None:
+        auth_set.status = held.value
+        auth_set.updated_at = utcnow()
+    if fingerprint is not None:
+        auth_set.fingerprint = fingerprint
+    if previous_fingerprint is not None:
+        auth_set.rebinding = True
+        auth_set.previous_fingerprint = previous_fingerprint
     device.admission_status = effective_status(auth_set.status)
     return auth_set
+
+
+def _held_status(device: Device, previous_fingerprint: str | None, previous_valid: bool) -> AdmissionStatus | None:
+    """The status a re-binding is held at, whatever the policy (``None``: not held)."""
+    if previous_fingerprint is None:
+        return None
+    if device.admission_status == AdmissionStatus.REJECTED:
+        return AdmissionStatus.REJECTED
+    if previous_valid:
+        return AdmissionStatus.PENDING
+    return None
 
 
 def effective_status(auth_set_status: str) -> str:
@@ -96,12 +134,21 @@ def effective_status(auth_set_status: str) -> str:
 
 
 def current_auth_set(session: Session, device: Device) -> AuthSet | None:
-    return session.scalar(
-        select(AuthSet)
-        .where(AuthSet.device_id == device.id)
-        .order_by(AuthSet.updated_at.desc(), AuthSet.created_at.desc())
-        .limit(1)
-    )
+    """The auth set of the certificate bound to the device (else, for auth sets recorded without
+    their certificate, the most recently changed one)."""
+    order = [AuthSet.updated_at.desc(), AuthSet.created_at.desc()]
+    if device.identity_fingerprint is not None:
+        order.insert(0, case((AuthSet.fingerprint == device.identity_fingerprint, 0), else_=1))
+    return session.scalar(select(AuthSet).where(AuthSet.device_id == device.id).order_by(*order).limit(1))
+
+
+def certificate_fingerprints(session: Session, device_id: int) -> list[str]:
+    """The fingerprints of every enrollment certificate the device's auth sets were created for."""
+    return [
+        f for f in session.scalars(
+            select(AuthSet.fingerprint).where(AuthSet.device_id == device_id, AuthSet.fingerprint.is_not(None))
+        )
+    ]
 
 
 def set_auth_set_status(session: Session, auth_set: AuthSet, status: str) -> AuthSet:
@@ -114,8 +161,13 @@ def set_auth_set_status(session: Session, auth_set: AuthSet, status: str) -> Aut
     auth_set.updated_at = utcnow()
     device = session.get(Device, auth_set.device_id)
     if device is not None and device.identity_fingerprint is not None:
-        newest = current_auth_set(session, device)
-        if newest is None or newest.id == auth_set.id:
+        if auth_set.fingerprint is not None:
+            # only the bound certificate's auth set speaks for the device
+            bound = auth_set.fingerprint == device.identity_fingerprint
+        else:
+            newest = current_auth_set(session, device)
+            bound = newest is None or newest.id == auth_set.id
+        if bound:
             device.admission_status = effective_status(status)
     session.flush()
     if device is not None and device.admission_status == AdmissionStatus.ACCEPTED:

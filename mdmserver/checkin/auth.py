@@ -3,7 +3,9 @@
 Devices prove their enrollment identity with the ``Mdm-Signature`` header (base64 CMS SignedData,
 detached, over the exact body) or, behind a TLS-terminating proxy, with the client certificate the
 proxy forwards in a header (URL-escaped PEM). Either way the certificate must have been issued by
-our CA. Binding the certificate to a UDID is checked later, once the body has been parsed.
+our CA and be a device identity (an end-entity certificate for client authentication: neither the
+CA nor the server's signing identity). Binding the certificate to a UDID, and whether it was
+issued at an enrollment and not revoked, is checked later, once the body has been parsed.
 
 A certificate is public: putting one in the header proves nothing unless the header was set by the
 proxy that checked the TLS client's key. The caller says whether the request's peer is such a
@@ -100,4 +102,7 @@ def authenticate(
         raise DeviceAuthError("no client certificate header")
     else:
         raise DeviceAuthError("neither Mdm-Signature nor a client certificate header")
+    problem = x509.client_identity_problem(cert)
+    if problem is not None:
+        raise DeviceAuthError(f"not a device identity: {problem}")
     return DeviceIdentity(certificate=cert, fingerprint=x509.fingerprint_sha256(cert))

@@ -13,12 +13,12 @@ import uuid as uuidlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mdmserver.admission import service as admission
 from mdmserver.admission.models import AdmissionStatus
 from mdmserver.assignments import service as assignments
+from mdmserver.audit.service import record_event
 from mdmserver.checkin.auth import DeviceIdentity
 from mdmserver.commands import service as commands
 from mdmserver.commands.models import CommandStatus
@@ -29,7 +29,6 @@ from mdmserver.errors import BadRequest, Forbidden, Gone, ServiceUnavailable
 from mdmserver.organization.service import enrollment_profile_identifier
 from mdmserver.pki import cms, x509
 from mdmserver.pki import service as pki
-from mdmserver.pki.models import Certificate
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol import checkin as msgs
 from mdmserver.protocol.plist import dump_plist
@@ -38,14 +37,19 @@ from mdmserver.protocol.results import CommandResult, ResultStatus, command_enve
 log = logging.getLogger("mdmserver.checkin")
 
 ACCESS_RIGHTS_ALL = 8191
-REFUSED = {AdmissionStatus.REJECTED.value, AdmissionStatus.DECOMMISSIONED.value}
+REFUSED = admission.REFUSED
 #: ``enqueued_by`` of the profile commands a device's own check-in causes
 RECONCILE_ACTOR = "assignments"
 
 
-def refuse(reason: str, *args) -> Forbidden:
+class RecordedRefusal(Forbidden):
+    """A refusal that leaves a record an administrator must see (a rejected device's new
+    enrollment): the caller commits before answering 403."""
+
+
+def refuse(reason: str, *args, record: bool = False) -> Forbidden:
     log.warning("device request refused: " + reason, *args)
-    return Forbidden("forbidden")
+    return RecordedRefusal("forbidden") if record else Forbidden("forbidden")
 
 
 # --- enrollment ------------------------------------------------------------------------------------
@@ -144,6 +148,8 @@ def bound_device(session: Session, udid: str, identity: DeviceIdentity) -> Devic
         raise refuse("unknown device %s (no Authenticate yet)", udid)
     if device.identity_fingerprint != identity.fingerprint:
         raise refuse("certificate %s is not the one bound to device %s", identity.fingerprint[:16], udid)
+    if pki.device_certificate(session, identity.fingerprint) is None:
+        raise refuse("certificate %s of device %s is revoked", identity.fingerprint[:16], udid)
     if device.admission_status in REFUSED:
         raise refuse("device %s is %s", udid, device.admission_status)
     return device
@@ -186,6 +192,10 @@ def handle_checkin(
         devices.set_bootstrap_token(device, message, settings.box)
         return None
     if isinstance(message, msgs.GetBootstrapToken):
+        if device.admission_status != AdmissionStatus.ACCEPTED:
+            log.warning("GetBootstrapToken from %s answered without a token: the device is %s",
+                        device.udid, device.admission_status)
+            return dump_plist({})
         token = devices.bootstrap_token(device, settings.box)
         return dump_plist({"BootstrapToken": token} if token is not None else {})
     if isinstance(message, msgs.GetToken):
@@ -198,15 +208,18 @@ def handle_checkin(
 def _authenticate(
     session: Session, message: msgs.Authenticate, identity: DeviceIdentity, settings: CheckinSettings
 ) -> None:
+    """Bind the certificate to the UDID and admit the device.
+
+    A UDID already bound to another certificate is a re-enrollment *or an impostor*: the secrets the
+    previous enrollment gave are forgotten, commands that would hand over a secret are cancelled, and
+    the new auth set is flagged and held (pending while the previous binding is still valid: its
+    certificate is not expired or revoked and the device did not check out; rejected when the device
+    was rejected) for an administrator to decide.
+    """
     if message.is_user_channel:
         raise BadRequest("Authenticate is a device-channel message")
-    issued = session.scalar(
-        select(Certificate.id).where(
-            Certificate.fingerprint_sha256 == identity.fingerprint, Certificate.purpose == pki.PURPOSE_DEVICE
-        )
-    )
-    if issued is None:
-        raise refuse("Authenticate for %s with a certificate not issued at enrollment", message.udid)
+    if pki.device_certificate(session, identity.fingerprint) is None:
+        raise refuse("Authenticate for %s with a certificate not issued at enrollment, or revoked", message.udid)
     holder = devices.device_bound_to(session, identity.fingerprint)
     if holder is not None and holder.udid != message.udid:
         raise refuse("certificate %s is bound to device %s, not %s",
@@ -214,13 +227,35 @@ def _authenticate(
     existing = devices.get_device_by_udid(session, message.udid)
     if existing is not None and existing.admission_status == AdmissionStatus.DECOMMISSIONED:
         raise refuse("device %s is decommissioned", message.udid)
+    previous = existing.identity_fingerprint if existing is not None else None
+    rebinding = previous is not None and previous != identity.fingerprint
+    # the previous binding ended when its holder checked out (a request signed with its key)
+    checked_out = existing is not None and not existing.enrolled and existing.unenrolled_at is not None
+    previous_valid = (
+        rebinding and not checked_out and pki.is_valid_device_certificate(session, previous, utcnow())
+    )
     device = devices.apply_authenticate(session, message, identity.fingerprint)
+    if rebinding:
+        cancelled = commands.cancel_secret_bearing(session, device.id)
+        log.warning(
+            "device %s re-bound from certificate %s (%s) to %s: UnlockToken and BootstrapToken "
+            "forgotten, %d secret-bearing commands cancelled",
+            device.udid, previous[:16], "still valid: held for an administrator" if previous_valid
+            else "no longer valid", identity.fingerprint[:16], len(cancelled),
+        )
+        record_event(session, "device:auth_set:rebind", "devices", device.id, {
+            "udid": device.udid, "previous_certificate_fingerprint": previous,
+            "certificate_fingerprint": identity.fingerprint, "previous_binding_valid": previous_valid,
+            "cancelled_commands": cancelled,
+        }, actor=f"device:{device.udid}")
     admission.admit(
         session, device, identity.pubkey_pem,
         policy=settings.admission_policy, preauthorized=settings.preauthorized,
+        fingerprint=identity.fingerprint, previous_fingerprint=previous if rebinding else None,
+        previous_valid=previous_valid,
     )
     if device.admission_status in REFUSED:
-        raise refuse("device %s is %s", device.udid, device.admission_status)
+        raise refuse("device %s is %s", device.udid, device.admission_status, record=rebinding)
 
     # Issue 9 item 6: a new enrollment gets the profiles assigned to it (directly, by group or smart
     # group) in this transaction; a pending device gets them when it is accepted.
@@ -271,6 +306,8 @@ def handle_connect(
         raise refuse("unknown device %s (no Authenticate yet)", result.udid)
     if state.identity_fingerprint != identity.fingerprint:
         raise refuse("certificate %s is not the one bound to device %s", identity.fingerprint[:16], result.udid)
+    if state.identity_revoked_at is not None:
+        raise refuse("certificate %s of device %s is revoked", identity.fingerprint[:16], result.udid)
     if state.admission_status in REFUSED:
         raise refuse("device %s is %s", result.udid, state.admission_status)
     devices.touch_last_seen(session, state, now)

@@ -116,7 +116,12 @@ def _checkin(data: dict, identity: device_auth.DeviceIdentity) -> Response:
         message = msgs.parse_checkin(data)
     except ProtocolError as exc:
         raise BadRequest(exc.message) from None
-    return _respond(service.handle_checkin(db.session, message, identity, _settings()))
+    try:
+        body = service.handle_checkin(db.session, message, identity, _settings())
+    except service.RecordedRefusal:
+        db.session.commit()
+        raise
+    return _respond(body)
 
 
 def _connect(data: dict, body: bytes, identity: device_auth.DeviceIdentity) -> Response:

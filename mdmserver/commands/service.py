@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
 from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
+from mdmserver.pki.models import Certificate
 from mdmserver.protocol import catalogue
 from mdmserver.protocol.plist import dump_plist, load_plist
 from mdmserver.protocol.results import CommandResult, ResultStatus
@@ -183,6 +184,32 @@ def cancel_queue(session: Session, device_id: int) -> int:
     return result.rowcount or 0
 
 
+def cancel_secret_bearing(session: Session, device_id: int) -> list[str]:
+    """Cancel the device's active commands whose delivery would hand over a secret (see
+    :func:`catalogue.carries_secret`): one SELECT of its active queue, one UPDATE. Returns the
+    cancelled commands' UUIDs."""
+    rows = session.execute(
+        select(Command.id, Command.uuid, Command.request_type, CommandParameters.body)
+        .join(CommandParameters, CommandParameters.id == Command.parameters_id)
+        .where(Command.device_id == device_id, Command.status.in_(IDLE_CANDIDATES))
+    ).all()
+    chosen = {}
+    for command_id, command_uuid, request_type, body in rows:
+        try:
+            params = command_parameters(body)
+        except ValueError:
+            params = None  # unreadable parameters: treat as secret-bearing
+        if params is None or catalogue.carries_secret(request_type, params):
+            chosen[command_id] = command_uuid
+    if chosen:
+        session.execute(
+            update(Command)
+            .where(Command.id.in_(list(chosen)), Command.status.in_(IDLE_CANDIDATES))
+            .values(status=CommandStatus.CANCELLED.value, completed_at=utcnow())
+        )
+    return list(chosen.values())
+
+
 def _next_id(device_id_column, statuses: Sequence[str], now: datetime):
     return (
         select(Command.id)
@@ -215,6 +242,8 @@ class ConnectState:
     command_uuid: str | None
     command_request_type: str | None
     command_parameters: bytes | None
+    #: when the certificate bound to the device was revoked (``None``: not revoked)
+    identity_revoked_at: datetime | None = None
 
 
 @cache
@@ -224,6 +253,7 @@ def _connect_statement(after_idle: bool):
     from mdmserver.devices.models import Device
 
     devices, commands, stored = Device.__table__, Command.__table__, CommandParameters.__table__
+    certificates = Certificate.__table__
     statuses = IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
     now = bindparam("now", type_=UTCDateTime())
     next_id = (
@@ -242,12 +272,12 @@ def _connect_statement(after_idle: bool):
         select(
             devices.c.id, devices.c.udid, devices.c.identity_fingerprint, devices.c.admission_status,
             devices.c.last_seen_at, commands.c.id, commands.c.uuid, commands.c.request_type,
-            stored.c.body,
+            stored.c.body, certificates.c.revoked_at,
         )
         .select_from(
-            devices.outerjoin(commands, commands.c.id == next_id).outerjoin(
-                stored, stored.c.id == commands.c.parameters_id
-            )
+            devices.outerjoin(commands, commands.c.id == next_id)
+            .outerjoin(stored, stored.c.id == commands.c.parameters_id)
+            .outerjoin(certificates, certificates.c.fingerprint_sha256 == devices.c.identity_fingerprint)
         )
         .where(devices.c.udid == bindparam("udid"))
     )

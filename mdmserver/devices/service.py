@@ -125,7 +125,11 @@ def device_bound_to(session: Session, fingerprint: str) -> Device | None:
 
 
 def apply_authenticate(session: Session, message: Authenticate, fingerprint: str) -> Device:
-    """Create or update the device from Authenticate and bind the identity certificate to it."""
+    """Create or update the device from Authenticate and bind the identity certificate to it.
+
+    Binding a different certificate forgets the secrets the previous enrollment gave (UnlockToken,
+    BootstrapToken) and its user channels: they must never reach whoever holds the new one.
+    """
     device = get_device_by_udid(session, message.udid)
     now = utcnow()
     if device is None:
@@ -138,6 +142,8 @@ def apply_authenticate(session: Session, message: Authenticate, fingerprint: str
             setattr(device, attr, value)
     device.platform = platform_for(device.product_name, device.model, device.model_name) or device.platform
     if device.identity_fingerprint != fingerprint:
+        if device.identity_fingerprint is not None:
+            forget_enrollment_secrets(session, device)
         device.identity_fingerprint = fingerprint
     # A new Authenticate starts a new enrollment: old push details are no longer valid.
     device.push_token = None
@@ -147,6 +153,15 @@ def apply_authenticate(session: Session, message: Authenticate, fingerprint: str
     device.last_seen_at = now
     session.flush()
     return device
+
+
+def forget_enrollment_secrets(session: Session, device: Device) -> None:
+    """Drop what the device's enrollment entrusted to the server: UnlockToken, BootstrapToken and
+    the user channels (their push tokens)."""
+    device.unlock_token_encrypted = None
+    device.bootstrap_token_encrypted = None
+    if device.id is not None:
+        session.execute(delete(DeviceUser).where(DeviceUser.device_id == device.id))
 
 
 def apply_token_update(session: Session, device: Device, message: TokenUpdate, box: SecretBox) -> None:

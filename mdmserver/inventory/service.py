@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
+from mdmserver.admission import service as admission
 from mdmserver.api.jsonapi import ListQuery, Page, paginate
 from mdmserver.attributes.models import CustomAttribute
 from mdmserver.audit.service import record_event
@@ -19,6 +20,7 @@ from mdmserver.devices.service import get_device  # noqa: F401 (re-exported: the
 from mdmserver.errors import BadRequest, UnprocessableEntity
 from mdmserver.inventory.filters import ATTRIBUTE_NAME, CUSTOM_PREFIX, FACETS, is_id
 from mdmserver.inventory.sqlutil import in_values
+from mdmserver.pki import service as pki
 from mdmserver.protocol import catalogue
 from mdmserver.users.models import DeviceOwnership
 
@@ -194,8 +196,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def delete_device(session: Session, device: Device) -> None:
-    """Forget a device: its commands, inventory, attributes, memberships and auth sets go with it."""
+    """Forget a device: its commands, inventory, attributes, memberships and auth sets go with it.
+
+    Every enrollment certificate it used is revoked, so that it cannot re-create itself with an
+    ``Authenticate``; enrolling it again takes a new enrollment profile (and admission).
+    """
     details = {"udid": device.udid, "serial_number": device.serial_number}
     device_id = device.id
+    fingerprints = [device.identity_fingerprint, *admission.certificate_fingerprints(session, device_id)]
+    revoked = pki.revoke_certificates(session, fingerprints)
     devices.delete_device(session, device)
-    record_event(session, "device:delete", "devices", device_id, details)
+    record_event(session, "device:delete", "devices", device_id, {**details, "certificates_revoked": revoked})

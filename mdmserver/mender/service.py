@@ -88,6 +88,10 @@ def auth_set_document(auth_set: AuthSet) -> dict[str, Any]:
         "status": auth_set.status,
         "attributes": attributes if isinstance(attributes, dict) else {},
         "request_time": auth_set.created_at.isoformat().replace("+00:00", "Z"),
+        # which enrollment certificate this is, and whether it took the device over from another
+        "certificate_fingerprint": auth_set.fingerprint,
+        "rebinding": bool(auth_set.rebinding),
+        "previous_certificate_fingerprint": auth_set.previous_fingerprint,
     }
 
 

@@ -39,5 +39,7 @@ class Certificate(db.Model):
     is_ca: Mapped[bool] = mapped_column(default=False)
     private_key_id: Mapped[int | None] = mapped_column(ForeignKey("rsa_private_keys.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: set when the certificate may no longer prove anything (its device was deleted)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     private_key: Mapped[RSAPrivateKey | None] = relationship(lazy="joined")

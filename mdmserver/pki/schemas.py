@@ -24,6 +24,7 @@ def certificate_resource(row: Certificate) -> dict[str, Any]:
             "fingerprint_sha256": row.fingerprint_sha256,
             "is_ca": row.is_ca,
             "created_at": isoformat(row.created_at),
+            "revoked_at": isoformat(row.revoked_at),
         },
         relationships={
             "rsa_private_key": {

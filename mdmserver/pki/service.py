@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import current_app
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
+from mdmserver.db import utcnow
 from mdmserver.errors import NotFound, ServiceUnavailable
 from mdmserver.pki import x509
 from mdmserver.pki.models import Certificate, RSAPrivateKey
@@ -87,6 +89,40 @@ def store_certificate(
     session.add(row)
     session.flush()
     return row
+
+
+def device_certificate(session: Session, fingerprint: str) -> Certificate | None:
+    """The enrollment identity certificate with this fingerprint, unless it was revoked."""
+    return session.scalar(
+        select(Certificate).where(
+            Certificate.fingerprint_sha256 == fingerprint,
+            Certificate.purpose == PURPOSE_DEVICE,
+            Certificate.revoked_at.is_(None),
+        )
+    )
+
+
+def is_valid_device_certificate(session: Session, fingerprint: str, now: datetime) -> bool:
+    """True when the certificate is a device identity we issued, not revoked and not expired."""
+    row = device_certificate(session, fingerprint)
+    return row is not None and row.not_before <= now <= row.not_after
+
+
+def revoke_certificates(session: Session, fingerprints: Iterable[str | None]) -> int:
+    """Revoke device identity certificates (one UPDATE); returns how many were newly revoked."""
+    wanted = sorted({f for f in fingerprints if f})
+    if not wanted:
+        return 0
+    result = session.execute(
+        update(Certificate)
+        .where(
+            Certificate.fingerprint_sha256.in_(wanted),
+            Certificate.purpose == PURPOSE_DEVICE,
+            Certificate.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+    return result.rowcount or 0
 
 
 def _current(session: Session, purpose: str) -> Certificate | None:

@@ -28,6 +28,7 @@ __all__ = [
     "cert_from_pem",
     "cert_to_der",
     "cert_to_pem",
+    "client_identity_problem",
     "create_ca",
     "fingerprint_sha256",
     "generate_private_key",
@@ -370,6 +371,30 @@ def is_issued_by(cert: Certificate, ca_cert: Certificate, *, at: dt.datetime | N
             if not (c.not_valid_before_utc <= at <= c.not_valid_after_utc):
                 return False
     return True
+
+
+def client_identity_problem(cert: Certificate) -> str | None:
+    """Why ``cert`` cannot be a device's identity, or ``None`` when it can.
+
+    A device identity is an end-entity certificate (BasicConstraints present with ``ca=False``) for
+    TLS client authentication (the clientAuth extended key usage). This keeps the CA itself and the
+    server's signing identity, both issued by the same CA, from passing as a device.
+    """
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return "certificate has no BasicConstraints"
+    except ValueError:
+        return "certificate extensions are malformed"
+    if constraints.ca:
+        return "certificate is a CA certificate"
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return "certificate has no extended key usage"
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        return "certificate is not for client authentication"
+    return None
 
 
 def subject_string(cert: Certificate) -> str:

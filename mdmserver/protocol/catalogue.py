@@ -27,6 +27,10 @@ SERVER_FILLED_KEYS: dict[str, frozenset[str]] = {
     "ClearPasscode": frozenset({"UnlockToken"}),
 }
 
+# Request types whose parameters carry a whole configuration profile (where Wi-Fi, VPN and account
+# credentials and PKCS#12 identities live).
+PROFILE_CARRYING = frozenset({"InstallProfile"})
+
 # Parameter names whose values are secrets: never shown back in JSON.
 SECRET_KEY_PARTS = ("password", "unlocktoken", "bootstraptoken", "bypasscode", "recoverykey", "secret")
 SECRET_KEY_NAMES = frozenset({"pin", "newpin", "oldpin"})
@@ -367,6 +371,34 @@ def _plist_problem(value: Any, pointer: str) -> dict[str, str] | None:
 def is_secret_key(name: str) -> bool:
     lowered = name.lower()
     return lowered in SECRET_KEY_NAMES or any(part in lowered for part in SECRET_KEY_PARTS)
+
+
+def carries_secret(request_type: str, parameters: Any, *, budget: int = 100_000) -> bool:
+    """True when delivering this command hands over a secret: one the server fills in from the
+    device's stored secrets (ClearPasscode's UnlockToken), a configuration profile, or a parameter
+    whose name is a secret's at any depth. The walk visits each container once and at most
+    ``budget`` nodes; a larger tree counts as secret-bearing."""
+    if any(is_secret_key(key) for key in SERVER_FILLED_KEYS.get(request_type, ())):
+        return True
+    if request_type in PROFILE_CARRYING:
+        return True
+    stack, seen = [parameters], set()
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return True
+        value = stack.pop()
+        if isinstance(value, dict | list):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+        if isinstance(value, dict):
+            if any(is_secret_key(str(k)) for k in value):
+                return True
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 @bounded_walk

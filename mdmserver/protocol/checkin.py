@@ -7,10 +7,11 @@ identifier are ``ProtocolError`` (400); an unknown ``MessageType`` is ``UnknownM
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fields import opt_bool, opt_bytes, opt_dict, opt_str, req_str
+from .fields import opt_bool, opt_bytes, opt_dict, opt_ident, opt_line, opt_str, req_ident
 from .plist import ProtocolError
 
 
@@ -105,34 +106,63 @@ MAX_SHORT = 32
 MAX_MODEL = 100
 
 
+#: The UDID shapes Apple devices use: the classic 40 hex digits; the 8-16 form of newer iPhones,
+#: iPads and Apple silicon Macs (``00008030-001A2B3C4D5E802E``); an Intel Mac's hardware UUID.
+UDID_SHAPES = (
+    re.compile(r"[0-9A-Fa-f]{40}"),
+    re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{16}"),
+    re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"),
+)
+#: A User Enrollment's EnrollmentID has no documented shape: letters, digits, dots and dashes, and
+#: at least 16 characters, so that it can never be mistaken for a serial number (10 to 12 characters).
+ENROLLMENT_ID_SHAPE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.-]{15,63}")
+
+
+def is_udid(value: str) -> bool:
+    """True when ``value`` has one of the shapes of :data:`UDID_SHAPES`."""
+    return any(shape.fullmatch(value) for shape in UDID_SHAPES)
+
+
 def _common(d: dict[str, Any]) -> dict[str, Any]:
-    udid = opt_str(d, "UDID", MAX_ID)
-    enrollment_id = opt_str(d, "EnrollmentID", MAX_ID)
+    udid = opt_ident(d, "UDID", MAX_ID)
+    enrollment_id = opt_ident(d, "EnrollmentID", MAX_ID)
     identifier = udid or enrollment_id
     if identifier is None:
         raise ProtocolError("UDID (or EnrollmentID) is required")
     return {
         "message_type": d["MessageType"],
         "udid": identifier,
-        "topic": opt_str(d, "Topic", MAX_NAME),
-        "user_id": opt_str(d, "UserID", MAX_ID) or opt_str(d, "EnrollmentUserID", MAX_ID),
+        "topic": opt_ident(d, "Topic", MAX_NAME),
+        "user_id": opt_ident(d, "UserID", MAX_ID) or opt_ident(d, "EnrollmentUserID", MAX_ID),
         "enrollment_id": enrollment_id,
         "raw": d,
     }
 
 
+def _check_identifier_shape(d: dict[str, Any]) -> None:
+    """The device chooses its UDID: only Apple's shapes are accepted when it enrolls, so that a UDID
+    can never pose as another device's serial number or database id."""
+    if d.get("UDID"):
+        if not is_udid(d["UDID"]):
+            raise ProtocolError("UDID does not have the shape of an Apple device UDID")
+    elif not ENROLLMENT_ID_SHAPE.fullmatch(d["EnrollmentID"]):
+        raise ProtocolError("EnrollmentID does not have the shape of an enrollment identifier")
+
+
 def _authenticate(d: dict[str, Any]) -> Authenticate:
+    common = _common(d)
+    _check_identifier_shape(d)
     return Authenticate(
-        **_common(d),
-        serial_number=opt_str(d, "SerialNumber", MAX_ID),
-        model=opt_str(d, "Model", MAX_MODEL),
-        model_name=opt_str(d, "ModelName", MAX_MODEL),
-        product_name=opt_str(d, "ProductName", MAX_MODEL),
-        os_version=opt_str(d, "OSVersion", MAX_SHORT),
-        build_version=opt_str(d, "BuildVersion", MAX_SHORT),
-        imei=opt_str(d, "IMEI", MAX_SHORT),
-        meid=opt_str(d, "MEID", MAX_SHORT),
-        device_name=opt_str(d, "DeviceName", MAX_NAME),
+        **common,
+        serial_number=opt_ident(d, "SerialNumber", MAX_ID),
+        model=opt_ident(d, "Model", MAX_MODEL),
+        model_name=opt_line(d, "ModelName", MAX_MODEL),
+        product_name=opt_ident(d, "ProductName", MAX_MODEL),
+        os_version=opt_ident(d, "OSVersion", MAX_SHORT),
+        build_version=opt_ident(d, "BuildVersion", MAX_SHORT),
+        imei=opt_ident(d, "IMEI", MAX_SHORT),
+        meid=opt_ident(d, "MEID", MAX_SHORT),
+        device_name=opt_line(d, "DeviceName", MAX_NAME),
         challenge=opt_bytes(d, "Challenge"),
     )
 
@@ -141,11 +171,11 @@ def _token_update(d: dict[str, Any]) -> TokenUpdate:
     return TokenUpdate(
         **_common(d),
         token=opt_bytes(d, "Token"),
-        push_magic=opt_str(d, "PushMagic", MAX_NAME),
+        push_magic=opt_ident(d, "PushMagic", MAX_NAME),
         unlock_token=opt_bytes(d, "UnlockToken"),
         awaiting_configuration=bool(opt_bool(d, "AwaitingConfiguration")),
-        user_long_name=opt_str(d, "UserLongName", MAX_NAME),
-        user_short_name=opt_str(d, "UserShortName", MAX_NAME),
+        user_long_name=opt_line(d, "UserLongName", MAX_NAME),
+        user_short_name=opt_line(d, "UserShortName", MAX_NAME),
         not_on_console=opt_bool(d, "NotOnConsole"),
     )
 
@@ -158,8 +188,8 @@ def _user_authenticate(d: dict[str, Any]) -> UserAuthenticate:
     return UserAuthenticate(
         **_common(d),
         digest_response=opt_str(d, "DigestResponse"),
-        user_long_name=opt_str(d, "UserLongName", MAX_NAME),
-        user_short_name=opt_str(d, "UserShortName", MAX_NAME),
+        user_long_name=opt_line(d, "UserLongName", MAX_NAME),
+        user_short_name=opt_line(d, "UserShortName", MAX_NAME),
     )
 
 
@@ -180,14 +210,14 @@ def _get_bootstrap(d: dict[str, Any]) -> GetBootstrapToken:
 def _get_token(d: dict[str, Any]) -> GetToken:
     return GetToken(
         **_common(d),
-        token_service_type=opt_str(d, "TokenServiceType"),
+        token_service_type=opt_ident(d, "TokenServiceType", MAX_NAME),
         token_parameters=opt_dict(d, "TokenParameters"),
     )
 
 
 def _declarative(d: dict[str, Any]) -> DeclarativeManagement:
     return DeclarativeManagement(
-        **_common(d), endpoint=opt_str(d, "Endpoint"), data=opt_bytes(d, "Data")
+        **_common(d), endpoint=opt_ident(d, "Endpoint", MAX_NAME), data=opt_bytes(d, "Data")
     )
 
 
@@ -212,7 +242,7 @@ def is_checkin(d: dict[str, Any]) -> bool:
 
 def parse_checkin(d: dict[str, Any]) -> CheckinMessage:
     """Turn a loaded check-in dictionary into its dataclass."""
-    message_type = req_str(d, "MessageType")
+    message_type = req_ident(d, "MessageType", MAX_ID)
     parser = PARSERS.get(message_type)
     if parser is None:
         raise UnknownMessageType(message_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,39 @@ def opt_str(d: dict[str, Any], key: str, max_len: int | None = None) -> str | No
     if "\x00" in value:
         raise ProtocolError(f"{key} contains a NUL character")
     return value
+
+
+#: Unicode categories never found in an identifier: control, format (bidi overrides, zero-width),
+#: surrogate, private-use and unassigned characters, and the line and paragraph separators.
+_NOT_IN_IDENTIFIERS = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+#: Categories never found in a one-line name (device and user names): line breaks and controls.
+_NOT_IN_NAMES = frozenset({"Cc", "Zl", "Zp"})
+
+
+def _refuse_categories(key: str, value: str | None, refused: frozenset[str], what: str) -> str | None:
+    if value is not None and any(unicodedata.category(ch) in refused for ch in value):
+        raise ProtocolError(f"{key} contains {what}")
+    return value
+
+
+def opt_ident(d: dict[str, Any], key: str, max_len: int | None = None) -> str | None:
+    """An identifier (UDID, serial number, user id, topic, command UUID…): like :func:`opt_str`, and
+    any control, format or line-separator character is a ``ProtocolError`` (they would forge log
+    lines and lookups)."""
+    return _refuse_categories(key, opt_str(d, key, max_len), _NOT_IN_IDENTIFIERS, "a control character")
+
+
+def req_ident(d: dict[str, Any], key: str, max_len: int | None = None) -> str:
+    value = opt_ident(d, key, max_len)
+    if value is None:
+        raise ProtocolError(f"{key} is required")
+    return value
+
+
+def opt_line(d: dict[str, Any], key: str, max_len: int | None = None) -> str | None:
+    """A one-line name (device name, user name): like :func:`opt_str`, without line breaks or
+    control characters."""
+    return _refuse_categories(key, opt_str(d, key, max_len), _NOT_IN_NAMES, "a control character")
 
 
 def req_str(d: dict[str, Any], key: str, max_len: int | None = None) -> str:

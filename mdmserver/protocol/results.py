@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .fields import opt_int, opt_list, opt_str, req_str
+from .fields import opt_ident, opt_int, opt_list, opt_str, req_ident, req_str
 from .plist import ProtocolError
 
 
@@ -66,23 +66,23 @@ def _error_chain(d: dict[str, Any]) -> tuple[ErrorChainItem, ...]:
 
 def parse_result(d: dict[str, Any]) -> CommandResult:
     """Parse a command-channel message. Every status but ``Idle`` must carry a ``CommandUUID``."""
-    raw_status = req_str(d, "Status")
+    raw_status = req_ident(d, "Status", 64)
     try:
         status = ResultStatus(raw_status)
     except ValueError:
         raise ProtocolError(f"unknown Status {raw_status!r}") from None
-    udid = opt_str(d, "UDID", 64) or opt_str(d, "EnrollmentID", 64)
+    udid = opt_ident(d, "UDID", 64) or opt_ident(d, "EnrollmentID", 64)
     if udid is None:
         raise ProtocolError("UDID (or EnrollmentID) is required")
-    command_uuid = opt_str(d, "CommandUUID")
+    command_uuid = opt_ident(d, "CommandUUID", 64)
     if status is not ResultStatus.IDLE and command_uuid is None:
         raise ProtocolError(f"CommandUUID is required with Status {status.value}")
     return CommandResult(
         udid=udid,
         status=status,
         command_uuid=command_uuid,
-        request_type=opt_str(d, "RequestType"),
-        user_id=opt_str(d, "UserID", 64) or opt_str(d, "EnrollmentUserID", 64),
+        request_type=opt_ident(d, "RequestType", 64),
+        user_id=opt_ident(d, "UserID", 64) or opt_ident(d, "EnrollmentUserID", 64),
         error_chain=_error_chain(d),
         raw=d,
     )

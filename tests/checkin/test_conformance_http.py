@@ -13,6 +13,7 @@ from sqlalchemy import select
 from mdmserver.commands import service as commands
 from mdmserver.commands.models import Command
 from mdmserver.devices.models import Device
+from mdmserver.protocol.checkin import is_udid
 from mdmserver.protocol.inventory import detect_request_type
 from mdmserver.protocol.plist import dump_plist, load_dict
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
@@ -55,7 +56,15 @@ def test_checkins(conformance_dir, device_for, db_session, topic) -> None:
             if data.get("SerialNumber"):
                 assert device.serial_number == data["SerialNumber"]
             continue
-        sim = device_for(data.get("UDID") or "CONFORMANCE-NO-UDID")
+        if not is_udid(data.get("UDID") or ""):
+            # only synthetic messages (GetToken's UDID is "test") lack an Apple UDID shape; such a
+            # UDID cannot enroll, so the message is sent for a device that could
+            assert "inline/" in name, name
+            data = {**data, "UDID": "0000FACE-0123456789ABCDEF"}
+            path_bytes = dump_plist(data)
+        else:
+            path_bytes = path.read_bytes()
+        sim = device_for(data["UDID"])
         if message_type == "TokenUpdate":
             # the message is sent within our enrollment: our topic
             data = {**data, "Topic": topic}
@@ -65,13 +74,13 @@ def test_checkins(conformance_dir, device_for, db_session, topic) -> None:
             if "UserID" not in data:
                 assert device.enrolled and device.push_token == (data.get("Token") or None)
         elif message_type == "CheckOut":
-            status, body = sim.send("/mdm/checkin", path.read_bytes())
+            status, body = sim.send("/mdm/checkin", path_bytes)
             assert status == 200, (name, body)
         elif message_type == "GetToken":
-            status, body = sim.send("/mdm/checkin", path.read_bytes())
+            status, body = sim.send("/mdm/checkin", path_bytes)
             assert status == 400 and b"GetToken" in body
         else:
-            status, body = sim.send("/mdm/checkin", path.read_bytes())
+            status, body = sim.send("/mdm/checkin", path_bytes)
             assert 400 <= status < 500, (name, status)
     assert seen == 23
 
@@ -79,7 +88,7 @@ def test_checkins(conformance_dir, device_for, db_session, topic) -> None:
 def test_ddm_status_reports(conformance_dir, device_for) -> None:
     reports = sorted((conformance_dir / "device-messages/jessepeterson__kmfddm").rglob("*.json"))
     assert reports
-    sim = device_for("DDM-DEVICE-0001")
+    sim = device_for("00008030-0000DD0000000001")
     for report in reports:
         json.loads(report.read_bytes())
         message = {"MessageType": "DeclarativeManagement", "UDID": sim.udid, "Endpoint": "status",
@@ -91,7 +100,7 @@ def test_ddm_status_reports(conformance_dir, device_for) -> None:
 
 
 def test_command_results(conformance_dir, device_for, db_session) -> None:
-    sim = device_for("RESULTS-DEVICE-0001")
+    sim = device_for("00008030-0000AE5000000001")
     device = db_session.scalar(select(Device).where(Device.udid == sim.udid))
     handled = 0
     for path in _files(conformance_dir):

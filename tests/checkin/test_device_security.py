@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import quote
 
 import pytest
 from sqlalchemy import select
 
 from mdmserver.admission import service as admission
+from mdmserver.checkin import auth as device_auth
 from mdmserver.devices.models import Device
+from mdmserver.pki import cms, x509
 from mdmserver.pki import service as pki
-from mdmserver.pki import x509
 from mdmserver.protocol.plist import dump_plist
 from mdmserver.simulator.device import FlaskTransport, Identity, SimulatedDevice
 
@@ -186,3 +188,47 @@ def test_proxy_header_auth(app, client, db_session, topic, auto_admission, monke
     assert sim.idle() == (200, None)
     sim.header_auth = header
     assert sim.idle() == (200, None)
+
+
+# --- who may sign a device request (issue 9, item 12): only an end-entity client identity --------------
+
+
+@pytest.fixture(scope="module")
+def our_pki():
+    ca_cert, ca_key = x509.create_ca("Test MDM CA", organization="Test")
+    issued = {}
+    for usage in ("client", "signing", "server"):
+        key = x509.generate_private_key()
+        cert = x509.issue_certificate(ca_cert, ca_key, common_name=f"{usage} identity",
+                                      public_key=key.public_key(), usage=usage)
+        issued[usage] = (cert, key)
+    return {"ca": (ca_cert, ca_key), **issued}
+
+
+@pytest.mark.parametrize("signer", ["ca", "signing", "server"])
+@pytest.mark.parametrize("mode", ["signature", "header"])
+def test_ca_and_server_identities_are_not_device_identities(our_pki, signer, mode) -> None:
+    ca_cert = our_pki["ca"][0]
+    body = dump_plist({"UDID": "00008030-001A2B3C4D5E802E", "Status": "Idle"})
+
+    def attempt(cert, key):
+        if mode == "signature":
+            signature = base64.b64encode(cms.sign(body, cert, key, detached=True)).decode()
+            return device_auth.authenticate(body=body, signature_header=signature, cert_header_value=None,
+                                            mode="signature", ca_cert=ca_cert)
+        return device_auth.authenticate(body=body, signature_header=None, mode="header", ca_cert=ca_cert,
+                                        cert_header_value=quote(x509.cert_to_pem(cert)))
+
+    # a device identity our CA issued is accepted; the CA itself and the server's identities are not
+    assert attempt(*our_pki["client"]).fingerprint == x509.fingerprint_sha256(our_pki["client"][0])
+    with pytest.raises(device_auth.DeviceAuthError, match="not a device identity"):
+        attempt(*our_pki[signer])
+
+
+def test_enrollment_certificates_are_device_identities(client, db_session, topic) -> None:
+    sim = SimulatedDevice(FlaskTransport(client))
+    sim.enroll()
+    assert x509.client_identity_problem(sim.identity.certificate) is None
+    server_cert, _key = pki.get_server_identity(db_session)
+    assert x509.client_identity_problem(server_cert) == "certificate is not for client authentication"
+    assert x509.client_identity_problem(pki.get_ca_certificate(db_session)) == "certificate is a CA certificate"

@@ -12,6 +12,7 @@ import pytest
 from mdmserver.protocol.catalogue import (
     ParameterError,
     UnknownRequestType,
+    carries_secret,
     catalogue,
     get_spec,
     public_parameters,
@@ -108,3 +109,25 @@ def test_valid_parameters_load_to_plist_values() -> None:
 def test_public_parameters_redact_secrets() -> None:
     shown = public_parameters({"PIN": "123456", "Payload": b"foo", "NewPassword": "x", "Message": "m"})
     assert shown == {"PIN": "[redacted]", "Payload": "Zm9v", "NewPassword": "[redacted]", "Message": "m"}
+
+
+@pytest.mark.parametrize("request_type,parameters,expected", [
+    ("ClearPasscode", {}, True),  # the server adds the device's UnlockToken at delivery
+    ("InstallProfile", {"Payload": b"<plist/>"}, True),  # profiles hold credentials
+    ("DeviceLock", {"Message": "hi", "PIN": "123456"}, True),
+    ("SetFirmwarePassword", {"CurrentPassword": "", "NewPassword": "x"}, True),
+    ("Settings", {"Settings": [{"Item": "DeviceName", "DeviceName": "x"}]}, False),
+    ("Settings", {"Settings": [{"Item": "X", "Nested": {"SharedSecret": "s"}}]}, True),
+    ("DeviceInformation", {"Queries": ["UDID"]}, False),
+    ("DeviceLock", {"Message": "hi"}, False),
+])
+def test_carries_secret(request_type, parameters, expected) -> None:
+    assert carries_secret(request_type, parameters) is expected
+
+
+def test_carries_secret_walks_shared_trees_once() -> None:
+    node: list = []
+    for _ in range(200):
+        node = [node, node]  # 2^200 paths, 200 containers
+    assert carries_secret("Settings", {"Settings": node}) is False
+    assert carries_secret("Settings", {"Settings": [list(range(50))] * 5}, budget=10) is True

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mdmserver.admission.models import AuthSet
 from mdmserver.checkin.models import EnrollmentAttempt
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
@@ -77,8 +78,13 @@ def purge_unused_identities(
     commit: bool = True,
 ) -> int:
     """Delete device identity certificates issued more than ``older_than`` ago that no device is
-    bound to (never used for an ``Authenticate``, or no longer bound), in batches. Returns how many."""
-    bound = select(Device.identity_fingerprint).where(Device.identity_fingerprint.is_not(None))
+    bound to and no auth set names (never used for an ``Authenticate``), in batches. Returns how many."""
+    bound = union_all(
+        select(Device.identity_fingerprint).where(Device.identity_fingerprint.is_not(None)),
+        # an auth set shows an administrator both certificates of a re-binding: keep them
+        select(AuthSet.fingerprint).where(AuthSet.fingerprint.is_not(None)),
+        select(AuthSet.previous_fingerprint).where(AuthSet.previous_fingerprint.is_not(None)),
+    )
     return pki.purge_device_certificates(
         session, issued_before=(now or utcnow()) - older_than, bound=bound, commit=commit
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import current_app
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import CompoundSelect, Select, delete, select, update
 from sqlalchemy.orm import Session
 
 from mdmserver.db import utcnow
@@ -191,7 +191,7 @@ def get_private_key(session: Session, key_id: int) -> RSAPrivateKey:
 
 
 def purge_device_certificates(
-    session: Session, *, issued_before: datetime, bound: Select, batch_size: int = 5000, commit: bool = True
+    session: Session, *, issued_before: datetime, bound: Select | CompoundSelect, batch_size: int = 5000, commit: bool = True
 ) -> int:
     """Delete device identity certificates issued before ``issued_before`` whose fingerprint is not
     in ``bound`` (a select of non-null fingerprints still in use), in batches (each committed when

@@ -1,7 +1,7 @@
 """enrollment attempts counted per client and window; device private keys no longer kept
 
 Revision ID: 0010_enrollment_limits
-Revises: 0008_command_parameters
+Revises: 0009_device_trust
 
 The enrollment limit moves from each worker's memory to the ``enrollment_attempts`` table, shared
 by every worker and server. Device identity private keys were stored at enrollment although the
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0010_enrollment_limits'
-down_revision = '0008_command_parameters'
+down_revision = '0009_device_trust'
 branch_labels = None
 depends_on = None
 

@@ -18,6 +18,7 @@ from collections import deque
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.orm import Session
 
+from mdmserver.api.transactions import writes
 from mdmserver.checkin import auth as device_auth
 from mdmserver.checkin import service
 from mdmserver.db import db
@@ -193,6 +194,7 @@ def _supplied_secret() -> str | None:
 
 
 @bp.get("/mdm/enroll")
+@writes  # issues and stores a device identity
 def enroll() -> Response:
     config = current_app.config
     secret = config.get("ENROLLMENT_SECRET")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import datetime as dt
 import json
 import os
@@ -116,6 +117,13 @@ def _run(url: str, jobs: list[list[tuple[bytes, str]]], concurrency: int) -> dic
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    expected = sum(len(job) for job in jobs)
+    if errors or len(latencies) != expected:
+        # A ratio computed over error answers measures nothing: stop here, loudly.
+        raise SystemExit(
+            f"benchmark invalid: {url} answered {len(errors)} of {len(latencies)} requests with a status "
+            f"other than 200 ({dict(collections.Counter(errors))}); {expected} requests expected"
+        )
     ordered = sorted(latencies)
     return {
         "requests": len(latencies),
@@ -265,6 +273,9 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
     finally:
         mdm.stop()
 
+    if results["commands_not_acknowledged"]:
+        raise SystemExit(f"benchmark invalid: {results['commands_not_acknowledged']} commands were not "
+                         "acknowledged after the deliver-and-acknowledge cycles")
     ratios = {
         "idle_rps_ratio": results["mdm_idle"]["rps"] / results["baseline_idle"]["rps"],
         "cycles_rps_ratio": results["mdm_cycles"]["rps"] / results["baseline_cycles"]["rps"],

@@ -13,7 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
 import mdmserver
-from mdmserver.api import auth, errors, requests
+from mdmserver.api import auth, errors, requests, transactions
 from mdmserver.api.jsonapi import MAX_ID
 from mdmserver.config import load_config
 from mdmserver.db import db
@@ -55,6 +55,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     requests.init_app(app)
     metrics.init_app(app)
     errors.init_app(app)
+    transactions.init_app(app)  # before auth: the token lookup is the first statement
     auth.init_app(app)
     _limit_admin_bodies(app)
     _cors(app)

@@ -69,6 +69,8 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "./var", str, "Folder for the SQLite database, the secret key and generated material."),
     Setting("database_url", None, str, "SQLAlchemy URL; default sqlite:///<data_dir>/mdmserver.db."),
+    Setting("database_busy_timeout", 10.0, float,
+            "SQLite: seconds a writer waits for the write lock before the request answers 503."),
     Setting("public_url", "http://127.0.0.1:8080", str, "Base URL written into enrollment profiles."),
     Setting("apns_url", "https://api.push.apple.com", str, "APNs provider API base URL."),
     Setting("apns_ca_file", None, str, "Extra CA bundle to trust for the APNs endpoint."),
@@ -131,7 +133,7 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
 
     config = {key.upper(): value for key, value in values.items()}
     config["SQLALCHEMY_DATABASE_URI"] = config["DATABASE_URL"]
-    config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(config["DATABASE_URL"])
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(config["DATABASE_URL"], config["DATABASE_BUSY_TIMEOUT"])
     config["MAX_CONTENT_LENGTH"] = max(config["MAX_DEVICE_BODY_BYTES"], config["MAX_UPLOAD_BYTES"])
     return config
 
@@ -160,7 +162,8 @@ def _parse(name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: {name}: {exc}") from exc
 
 
-def _engine_options(url: str) -> dict[str, Any]:
+def _engine_options(url: str, busy_timeout: float) -> dict[str, Any]:
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 10, "check_same_thread": False}}
+        # The driver's timeout is SQLite's busy_timeout: how long a writer waits for the write lock.
+        return {"connect_args": {"timeout": float(busy_timeout), "check_same_thread": False}}
     return {"pool_pre_ping": True}

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+import weakref
 from datetime import UTC, datetime
+from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
+from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, scoped_session
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -24,7 +28,73 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+# --- SQLite transactions: writers start IMMEDIATE, read-only units DEFERRED -------------------------
+
+_BEGIN_OPTION = "mdmserver_sqlite_begin"
+_READ_ONLY_NEXT = "mdmserver_read_only_next"  # what the next transaction of a session will be
+_READ_ONLY_NOW = "mdmserver_read_only_now"  # what the session's current transaction is
+_deferred_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+# SQLite primary result codes that mean "another connection holds the lock", not "broken".
+_SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+class MdmSession(FlaskSession):
+    """``db.session``: on SQLite, a session declared read-only (:func:`set_read_only`) begins its
+    transactions ``DEFERRED``, so it never takes the database write lock; every other transaction
+    begins ``IMMEDIATE`` (see ``_sqlite_begin``). Other databases are untouched."""
+
+    def get_bind(self, mapper: Any = None, clause: Any = None, bind: Any = None, **kwargs: Any):
+        chosen = super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
+        if self.info.get(_READ_ONLY_NOW) and isinstance(chosen, Engine) and chosen.dialect.name == "sqlite":
+            return _deferred_engine(chosen)
+        return chosen
+
+
+def _deferred_engine(engine: Engine) -> Engine:
+    """The same engine (same pool) whose connections begin their transactions DEFERRED."""
+    deferred = _deferred_engines.get(engine)
+    if deferred is None:
+        deferred = _deferred_engines[engine] = engine.execution_options(**{_BEGIN_OPTION: "DEFERRED"})
+    return deferred
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _fix_transaction_mode(session: Session, transaction: SessionTransaction) -> None:
+    # The mode is taken when a root transaction starts, so changing it never splits a transaction
+    # over two connections; it applies from the next transaction on.
+    if transaction.parent is None:
+        session.info[_READ_ONLY_NOW] = session.info.get(_READ_ONLY_NEXT, False)
+
+
+def set_read_only(session: Session | scoped_session, read_only: bool = True) -> None:
+    """Declare whether the session's next transactions only read.
+
+    On SQLite a read-only transaction begins ``DEFERRED`` and never takes the write lock (under WAL
+    it reads a snapshot however long a writer holds the lock); a writing one begins ``IMMEDIATE``
+    and so waits for the lock up front instead of failing when it upgrades from reading to writing.
+    A read-only transaction that writes anyway works while nobody else writes, and fails at once
+    with "database is locked" otherwise. Takes effect at the next transaction the session begins.
+    """
+    target = session() if isinstance(session, scoped_session) else session
+    target.info[_READ_ONLY_NEXT] = read_only
+    if not target.in_transaction():
+        target.info[_READ_ONLY_NOW] = read_only
+
+
+def is_read_only(session: Session | scoped_session) -> bool:
+    return bool(session.info.get(_READ_ONLY_NEXT, False))
+
+
+def is_database_busy(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" (busy / locked): another connection held the lock
+    longer than the busy timeout. Decided on the driver's error code, never on the message."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlite_errorcode", None)
+    return isinstance(orig, sqlite3.OperationalError) and code is not None and (code & 0xFF) in _SQLITE_BUSY_CODES
+
+
+db = SQLAlchemy(model_class=Base, session_options={"class_": MdmSession})
 
 
 def utcnow() -> datetime:
@@ -75,18 +145,20 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        # busy_timeout comes from the driver's ``timeout`` (setting database_busy_timeout).
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
 
 @event.listens_for(Engine, "begin")
-def _sqlite_begin(connection) -> None:
-    """Start SQLite transactions as IMMEDIATE.
+def _sqlite_begin(connection: Connection) -> None:
+    """Start SQLite transactions IMMEDIATE, unless their session is read-only (then DEFERRED).
 
     A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when another
-    connection wrote in between; taking the write lock up front makes concurrent writers wait
-    (busy_timeout) instead, and makes SAVEPOINTs behave as on PostgreSQL.
+    connection holds or took the write lock meanwhile; taking the write lock up front makes
+    concurrent writers wait (busy_timeout) instead, and makes SAVEPOINTs behave as on PostgreSQL.
+    Read-only requests begin DEFERRED (:func:`set_read_only`), so a slow writer never blocks them.
     """
     if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        mode = connection.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")

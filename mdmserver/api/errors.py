@@ -9,14 +9,19 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, g, json, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from mdmserver import errors
 from mdmserver.api.requests import request_id
+from mdmserver.db import db, is_database_busy
 
 log = logging.getLogger("mdmserver.errors")
 
 JSONAPI = "application/vnd.api+json"
+
+# Seconds a client should wait after a 503 because the database was busy.
+BUSY_RETRY_AFTER = "1"
 
 _HTTP_TO_APP = {
     400: errors.BadRequest,
@@ -87,3 +92,16 @@ def init_app(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(errors.AppError("internal error; see the server log for this request id"))
+
+    @app.errorhandler(OperationalError)
+    def _database_error(exc: OperationalError) -> Response:
+        if not is_database_busy(exc):
+            return _unexpected(exc)
+        # SQLite's write lock was held by another connection for longer than the busy timeout:
+        # a temporary condition, not a fault of this request.
+        db.session.rollback()
+        log.warning("database busy on %s %s: answered 503", request.method, request.path)
+        return error_response(errors.ServiceUnavailable(
+            "the database is busy; retry shortly", code="database_busy",
+            headers={"Retry-After": BUSY_RETRY_AFTER},
+        ))

@@ -18,6 +18,7 @@ from mdmserver.api.jsonapi import (
     refuse_query_params,
     request_json,
 )
+from mdmserver.api.transactions import writes
 from mdmserver.assignments import service
 from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState
 from mdmserver.assignments.schemas import assignment_resource, state_resource
@@ -121,12 +122,14 @@ def _states(profile: Profile | None, device_id: int | None):
 
 
 @bp.get("/profiles/<profile_id>/assignments/status")
+@writes  # refreshes the states from command results
 def profile_states(profile_id: str):
     """Per-device state of a profile (scheduled, installed, failed, removal_scheduled, removed)."""
     return _states(_profile(profile_id), None)
 
 
 @bp.get("/devices/<ident>/profiles")
+@writes  # refreshes the states from command results
 def device_profiles(ident: str):
     """The assigned profiles' states on this device (what the device reports is ``installed_profiles``)."""
     device = inventory.get_device(db.session, ident)

@@ -16,6 +16,7 @@ import time
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.orm import Session
 
+from mdmserver.api.transactions import writes
 from mdmserver.checkin import auth as device_auth
 from mdmserver.checkin import enrollment, peers, service
 from mdmserver.db import db
@@ -184,6 +185,7 @@ def _supplied_secret() -> str | None:
 
 
 @bp.get("/mdm/enroll")
+@writes  # issues and stores a device identity
 def enroll() -> Response:
     """Issue an enrollment profile. Every attempt is counted against the client's limit first (a
     wrong secret is a guess); then the secret, which only the ``Authorization`` header may carry."""

@@ -11,6 +11,7 @@ from mdmserver.api.jsonapi import (
     load_attributes,
     request_json,
 )
+from mdmserver.api.transactions import writes
 from mdmserver.audit.service import record_event
 from mdmserver.commands import service
 from mdmserver.commands.schemas import EnqueueSchema, command_resource
@@ -69,6 +70,7 @@ def enqueue(ident: str):
 
 @bp.route("/api/v1/devices/inventory/<ident>", methods=["GET", "POST"])
 @requires_scope("write")
+@writes
 def inventory(ident: str):
     """Commandment's inventory refresh: queue the inventory command set."""
     device = get_device(db.session, ident)
@@ -86,6 +88,7 @@ def _applicable(device, request_type: str) -> bool:
 
 @bp.route("/api/v1/devices/<ident>/clear_passcode", methods=["GET", "POST"])
 @requires_scope("write")
+@writes
 def clear_passcode(ident: str):
     device = get_device(db.session, ident)
     command = _enqueue_one(device, "ClearPasscode", {})

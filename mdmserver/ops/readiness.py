@@ -11,6 +11,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from mdmserver.db import is_database_busy
+
+BUSY = "busy: another connection holds the database lock; retry shortly"
 # name -> function returning None when healthy, else a short problem description
 _checks: dict[str, Callable[[Session], str | None]] = {}
 
@@ -41,7 +44,7 @@ def run_checks(session: Session) -> dict[str, str]:
         results["database"] = "ok"
     except Exception as exc:  # any driver failure means not ready
         session.rollback()
-        results["database"] = f"unreachable: {type(exc).__name__}"
+        results["database"] = BUSY if is_database_busy(exc) else f"unreachable: {type(exc).__name__}"
         return results
     current = set(MigrationContext.configure(session.connection()).get_current_heads())
     expected = script_heads()
@@ -53,6 +56,6 @@ def run_checks(session: Session) -> dict[str, str]:
             problem = check(session)
         except Exception as exc:  # a failing check reports, it does not crash the probe
             session.rollback()
-            problem = f"check failed: {type(exc).__name__}"
+            problem = BUSY if is_database_busy(exc) else f"check failed: {type(exc).__name__}"
         results[name] = problem or "ok"
     return results

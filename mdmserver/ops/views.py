@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from mdmserver.db import db
 from mdmserver.ops import metrics
 from mdmserver.ops.openapi import build_openapi
-from mdmserver.ops.readiness import run_checks
+from mdmserver.ops.readiness import BUSY, run_checks
 
 bp = Blueprint("ops", __name__)
 
@@ -22,11 +22,16 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Readiness: the database answers and its migrations are current."""
+    """Readiness: the database answers and its migrations are current.
+
+    A database that is only busy (SQLite's lock held too long) says so, with ``Retry-After``: it is
+    reachable, unlike one that fails to answer."""
     checks = run_checks(db.session)
     ready = all(value == "ok" for value in checks.values())
     response = jsonify(status="ready" if ready else "not ready", checks=checks)
     response.status_code = 200 if ready else 503
+    if BUSY in checks.values():
+        response.headers["Retry-After"] = "1"
     return response
 
 

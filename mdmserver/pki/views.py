@@ -13,6 +13,7 @@ from mdmserver.api.jsonapi import (
     paginate,
     parse_list_query,
 )
+from mdmserver.api.transactions import writes
 from mdmserver.audit.service import record_event
 from mdmserver.db import db
 from mdmserver.errors import NotAcceptable
@@ -91,6 +92,7 @@ def get_private_key(key_id: int):
 
 @bp.get("/rsa_private_keys/<int:key_id>/download")
 @requires_scope("secrets")
+@writes  # audited
 def download_private_key(key_id: int):
     row = service.get_private_key(db.session, key_id)
     mimetype = _negotiate(KEY_TYPES)

@@ -223,7 +223,10 @@ class HttpxAPNsClient:
             except (httpx.TransportError, ssl.SSLError, OSError) as exc:
                 reason = _transport_reason(exc)
                 # A stream cut by GOAWAY or a dropped connection: try again at once on a fresh
-                # connection (a duplicate MDM push is harmless: the device just checks in).
+                # connection (a duplicate MDM push is harmless: the device just checks in). This can
+                # send a push twice: once the service closes the connection after a GOAWAY, httpcore
+                # raises the failed write on every stream still reading, even one whose 200 had
+                # arrived, so delivery is at least once (tests/push/test_apns_client.py).
                 if reason == "ConnectionError" and attempt < self.connection_retries:
                     attempt += 1
                     continue

@@ -28,12 +28,13 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from mdmserver.assignments.service import reconcile_all as reconcile_group_assignments
 from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
 from mdmserver.commands.service import purge_finished as purge_finished_commands
-from mdmserver.db import db, utcnow
+from mdmserver.db import db, is_database_busy, utcnow
 from mdmserver.push import service
 from mdmserver.push.apns import APNsClient, HttpxAPNsClient, PushIdentity, PushMessage, PushResult
 from mdmserver.push.models import DevicePushState, PushRequest, PushStatus
@@ -417,6 +418,16 @@ class PushWorker:
                 try:
                     self.upkeep()
                     report = self.run_once()
+                except OperationalError as exc:
+                    if not is_database_busy(exc):
+                        log.exception("push worker batch failed; retrying shortly")
+                        stop.wait(min(30.0, self.settings.poll_interval * 5))
+                        continue
+                    # SQLite's write lock held by someone else past the busy timeout: nothing is
+                    # lost (a claimed batch is leased), try again on the next tick.
+                    log.warning("push worker: database busy; retrying on the next tick")
+                    stop.wait(self.settings.poll_interval)
+                    continue
                 except Exception:  # noqa: BLE001 — keep the worker alive; the lease protects the batch
                     log.exception("push worker batch failed; retrying shortly")
                     stop.wait(min(30.0, self.settings.poll_interval * 5))

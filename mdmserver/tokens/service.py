@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from mdmserver.db import utcnow
+from mdmserver.db import is_database_busy, is_read_only, set_read_only, utcnow
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.tokens.models import SCOPES, ApiToken
 
 TOKEN_PREFIX = "mdm_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+log = logging.getLogger("mdmserver.tokens")
 
 
 def hash_token(token: str) -> str:
@@ -47,9 +51,31 @@ def authenticate(session: Session, token: str) -> ApiToken | None:
         return None
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
-        row.last_used_at = now
-        session.commit()
+        _record_use(session, row, now)
     return row
+
+
+def _record_use(session: Session, row: ApiToken, now: datetime) -> None:
+    """Write ``last_used_at`` in its own short transaction, so a read-only request stays a reader
+    (on SQLite it never holds the write lock). Bookkeeping: a busy database skips it, it never
+    fails the request."""
+    read_only, token_id, name = is_read_only(session), row.id, row.name
+    if read_only:
+        session.commit()  # end the read; the write below is a transaction of its own
+        set_read_only(session, False)
+    try:
+        session.execute(
+            update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        if not is_database_busy(exc):
+            raise
+        log.info("database busy: last use of token %r not recorded", name)
+    finally:
+        set_read_only(session, read_only)
 
 
 def list_tokens(session: Session) -> list[ApiToken]:

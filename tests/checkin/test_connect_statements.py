@@ -63,6 +63,9 @@ def _measure(client, db_session, *, queue: int, extra_devices: int) -> dict[str,
 
 
 def test_connect_statement_count_is_constant(client, db_session, topic, auto_admission) -> None:
+    # Counted: the statements of the request itself. Not counted: the transaction around it (the
+    # fixture began the test's transaction, requests only add SAVEPOINTs); in production each device
+    # request also runs SQLite's BEGIN IMMEDIATE (device requests write) and a COMMIT.
     small = _measure(client, db_session, queue=2, extra_devices=0)
     large = _measure(client, db_session, queue=60, extra_devices=8)
     assert small == large, (small, large)

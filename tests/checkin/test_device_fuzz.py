@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -60,7 +62,7 @@ def test_mutated_conformance_messages(device, conformance_dir: Path) -> None:
                 assert status < 500, (path.name, status)
 
 
-def test_hostile_inventory_answers_are_stored_safely(device, client, db_session) -> None:
+def test_hostile_inventory_answers_are_stored_safely(device, client, db_session, auth) -> None:
     import plistlib
 
     from sqlalchemy import select
@@ -90,3 +92,53 @@ def test_hostile_inventory_answers_are_stored_safely(device, client, db_session)
         body = plistlib.dumps({"UDID": device.udid, "Status": "Acknowledged",
                                "CommandUUID": command["CommandUUID"], **answer}, fmt=plistlib.FMT_BINARY)
         assert device.send("/mdm/connect", body)[0] == 200, request_type
+
+    # What was stored, read back through the admin API: NULs removed, non-finite numbers and values of
+    # the wrong type left out, over-long text cut to its column (a prefix of what the device sent).
+    headers = auth("read")
+
+    def get(suffix: str):
+        response = client.get(f"/api/v1/devices/{device_id}{suffix}", headers=headers)
+        assert response.status_code == 200, (suffix, response.status_code)
+        document = response.get_json()
+        assert "\\u0000" not in json.dumps(document), suffix  # no NUL anywhere, keys included
+        return document["data"]
+
+    def cut(stored: str | None, sent: str) -> None:
+        assert stored and sent.startswith(stored), (stored, sent)
+
+    detail = get("")["attributes"]
+    cut(detail["model"], "m" * 500)
+    cut(detail["device_name"], "n" + "x" * 999)
+    assert detail["capacity_gb"] is None and detail["battery_level"] is None  # NaN, inf
+    raw = detail["device_information"]
+    assert raw["DeviceName"] == "n" + "x" * 999 and raw["Model"] == "m" * 500
+    assert raw["DeviceCapacity"] is None and raw["BatteryLevel"] is None and raw["ExtraKey"] == [""]
+
+    [profile] = get("/installed_profiles")
+    cut(profile["attributes"]["identifier"], "p" * 999)
+    [payload] = profile["attributes"]["payloads"]
+    assert payload["type"] == "t" and payload["version"] == -2**40
+
+    [app] = get("/installed_applications")
+    cut(app["attributes"]["identifier"], "a" * 999)
+    assert app["attributes"]["name"] in ("", None) and app["attributes"]["bundle_size"] == 2**63 - 1
+
+    security = get("/security")["attributes"]
+    # "yes" is not a boolean: not taken as one; the raw answer is kept as it came
+    assert security["passcode_present"] is None
+    assert security["details"] == {"HardwareEncryptionCaps": 2**40, "PasscodePresent": "yes"}
+
+    [certificate] = get("/certificates")
+    attributes = certificate["attributes"]
+    cut(attributes["common_name"], "c" * 999)
+    assert attributes["is_identity"] is False and attributes["subject"] is None
+    assert attributes["fingerprint_sha256"] == hashlib.sha256(b"junk").hexdigest()
+    assert attributes["parse_error"]
+
+    assert get("/locations") == []  # a NaN latitude is no location
+
+    [update] = get("/os_updates")
+    cut(update["attributes"]["version"], "v" * 999)
+    assert update["attributes"]["download_size"] is None  # -2**63 bytes is no size
+

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 
 import pytest
+
+from mdmserver.app import import_all_models
+from mdmserver.db import db
 
 
 @pytest.fixture
@@ -57,8 +62,45 @@ def test_bad_scope_is_refused(run_cli):
     assert result.returncode == 2 and result.stdout == ""
 
 
+def _schema(db_file) -> dict[str, tuple]:
+    """Every table of the SQLite database: its columns (name, type, not null, pk) and index names."""
+    with contextlib.closing(sqlite3.connect(db_file)) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {
+            table: (
+                tuple((c[1], c[2], c[3], c[5]) for c in conn.execute(f'PRAGMA table_info("{table}")')),
+                tuple(sorted(i[1] for i in conn.execute(f'PRAGMA index_list("{table}")'))),
+            )
+            for table in tables
+        }
+
+
+def _versions(db_file) -> set[str]:
+    with contextlib.closing(sqlite3.connect(db_file)) as conn:
+        return {row[0] for row in conn.execute("SELECT version_num FROM alembic_version")}
+
+
 def test_db_downgrade_and_upgrade(run_cli):
     run_cli("init")
+    db_file = run_cli.data_dir / "mdmserver.db"
+    full = _schema(db_file)
+    import_all_models()
+    assert set(full) == set(db.metadata.tables) | {"alembic_version"}  # migrations build every model table
+    heads = _versions(db_file)
+    assert "0008_command_parameters" in heads and "0007_profile_assignments" in heads
+
+    # down to the first migration: only its five tables are left
+    run_cli("db", "downgrade", "0001_foundation")
+    assert set(_schema(db_file)) == {"alembic_version", "api_tokens", "audit_events", "organizations",
+                                     "rsa_private_keys", "certificates"}
+    assert _versions(db_file) == {"0001_foundation"}
+    assert {table: full[table] for table in _schema(db_file)} == _schema(db_file)
+
+    # down to nothing: no table but alembic's, which records no revision
     run_cli("db", "downgrade", "base")
+    assert set(_schema(db_file)) == {"alembic_version"} and _versions(db_file) == set()
+
+    # and up again: the very same schema as a fresh install (columns, types, indexes)
     run_cli("db", "upgrade")
+    assert _schema(db_file) == full and _versions(db_file) == heads
     run_cli("init")

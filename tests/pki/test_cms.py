@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import plistlib
-from pathlib import Path
 
 import pytest
 from asn1crypto import cms as acms
@@ -145,10 +144,8 @@ def test_several_cas_accepted(ca, foreign_ca, foreign_device):
     assert cms.verify_detached(sig, BODY, ca_certs=[ca.cert, foreign_ca.cert]) == foreign_device.cert
 
 
-def test_real_signed_profiles_unwrap():
-    folder = Path("/work/shared/conformance/profiles/paulmillr__encrypted-dns/signed")
-    if not folder.is_dir():
-        pytest.skip(f"SKIPPED LOUDLY: conformance data absent ({folder})")
+def test_real_signed_profiles_unwrap(conformance_dir):
+    folder = conformance_dir / "profiles" / "paulmillr__encrypted-dns" / "signed"
     files = sorted(folder.glob("*.mobileconfig"))
     assert files
     for path in files:

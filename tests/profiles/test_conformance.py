@@ -11,10 +11,13 @@ import pytest
 from mdmserver.pki import cms
 from mdmserver.pki.service import get_server_identity
 from mdmserver.profiles.plist import strip_leading
+from tests.conftest import CONFORMANCE_DIR
 
 from .helpers import ASPEN, assert_error, assert_same_plist, download, upload
 
-INDEX = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "profiles" / "INDEX.tsv"
+# Read at collection time (it parametrizes the tests), from the same place as the conformance_dir
+# fixture: when it is missing, test_corpus_index_is_complete skips loudly (fails in CI).
+INDEX = CONFORMANCE_DIR / "profiles" / "INDEX.tsv"
 
 
 def _rows() -> list[dict[str, str]]:

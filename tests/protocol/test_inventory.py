@@ -15,14 +15,10 @@ from mdmserver.protocol.inventory import (
 )
 from mdmserver.protocol.plist import ProtocolError, load_dict
 
-BASE = Path("/work/shared/conformance/device-messages")
-
 
 @pytest.fixture(scope="module")
-def base() -> Path:
-    if not BASE.is_dir():
-        pytest.skip(f"conformance data missing at {BASE}")
-    return BASE
+def base(conformance_dir: Path) -> Path:
+    return conformance_dir / "device-messages"
 
 
 def _load(base: Path, rel: str) -> dict:

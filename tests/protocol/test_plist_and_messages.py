@@ -24,20 +24,14 @@ from mdmserver.protocol.results import (
     parse_result,
 )
 
-CONFORMANCE = Path("/work/shared/conformance/device-messages")
 
-
-def _messages() -> list[Path]:
-    if not CONFORMANCE.is_dir():
-        return []
-    return sorted(p for p in CONFORMANCE.rglob("*") if p.suffix in (".xml", ".plist"))
+def _messages(messages_dir: Path) -> list[Path]:
+    return sorted(p for p in messages_dir.rglob("*") if p.suffix in (".xml", ".plist"))
 
 
 @pytest.fixture(scope="module")
-def messages_dir() -> Path:
-    if not CONFORMANCE.is_dir():
-        pytest.skip(f"conformance data missing at {CONFORMANCE}")
-    return CONFORMANCE
+def messages_dir(conformance_dir: Path) -> Path:
+    return conformance_dir / "device-messages"
 
 
 @pytest.mark.parametrize(
@@ -87,7 +81,7 @@ def test_dump_drops_none_and_keeps_order() -> None:
 
 def test_every_conformance_message_parses(messages_dir: Path) -> None:
     seen_checkins, seen_results = 0, 0
-    for path in _messages():
+    for path in _messages(messages_dir):
         d = load_dict(path.read_bytes())
         if is_checkin(d):
             if d["MessageType"] == "OldManYellsAtCloud.gif":
@@ -194,7 +188,7 @@ def test_truncated_and_flipped_messages_never_escape_protocol_error(messages_dir
     import random
 
     rng = random.Random(1234)
-    for path in _messages():
+    for path in _messages(messages_dir):
         original = path.read_bytes()
         variants = [original[: len(original) // 2], original[:-10]]
         for _ in range(15):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
 import pytest
@@ -134,14 +135,22 @@ def test_goaway_reconnects(emulator, identity):
     emulator.goaway_after = 50
     messages = [PushMessage(token(i), "m", TOPIC) for i in range(300)]
     results = send(emulator, {TOPIC: identity}, messages)
+    assert [r.token for r in results] == [m.token for m in messages]
     ok = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
-    # each connection answers 50 streams before its GOAWAY: several connections were needed
-    assert len(ok) >= 100 and emulator.connections_made >= 3
-    # Streams cut by GOAWAY are retried on a new connection; whatever still fails comes back as a
-    # retryable connection error, never as silent success.
-    assert all(r.status == 0 and r.retryable for r in failed)
-    assert len(ok) == emulator.counts[200]
+    answered = collections.Counter(emulator.tokens(200))
+    # each connection answers 50 streams before its GOAWAY: several connections were needed, and the
+    # pushes cut off by a GOAWAY went out again on the new ones
+    assert emulator.connections_made >= 3 and len(answered) >= 150
+    # never a silent success: every push reported sent was received and answered 200 by the service
+    assert ok and all(answered[r.token] >= 1 for r in ok)
+    # whatever still fails comes back as a retryable connection error (the worker sends it again later)
+    assert all(r.status == 0 and r.reason == "ConnectionError" and r.retryable for r in failed)
+    # Delivery is at least once, not exactly once: when the service closes the connection after its
+    # GOAWAY, httpcore fails every stream still reading on it with the write error, including streams
+    # whose 200 had already arrived; the client cannot tell them from unsent ones and sends them again
+    # (harmless for MDM: the device checks in once more). A push goes out at most once per attempt.
+    assert max(answered.values()) <= 1 + 2  # first try + connection_retries (2 by default)
 
 
 def test_connection_errors_without_retries(emulator, identity):

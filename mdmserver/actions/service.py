@@ -51,6 +51,7 @@ from mdmserver.inventory.service import resolve_devices
 from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.organization.service import get_organization
 from mdmserver.protocol import catalogue
+from mdmserver.protocol.secrets import redact
 from mdmserver.push import service as push_service
 
 MAX_NAMED_DEVICES = 200_000
@@ -259,7 +260,8 @@ def run_action(
         ids = [row[0] for row in eligible]
         now = utcnow()
         # every plan's parameters stored (or found) at once: a constant statement count per action
-        parameter_ids = store_parameters_many(session, [apple_params for _, apple_params in plans])
+        parameter_ids = store_parameters_many(session, [apple_params for _, apple_params in plans],
+                                              request_types=[plan.request_type for plan, _ in plans])
         for (plan, _), parameters_id in zip(plans, parameter_ids, strict=True):
             for device_id, uuid in _insert_commands(session, ids, plan, parameters_id, actor, now):
                 commands.setdefault(device_id, []).append(uuid)
@@ -291,7 +293,8 @@ def perform_on_device(session: Session, action: Action, device: Device, raw_para
 
 
 def _public(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: ("[redacted]" if k == "pin" else v) for k, v in params.items()}
+    """An action's own parameters for the audit log, secrets (the lock ``pin``...) redacted."""
+    return redact(params)
 
 
 def _insert_commands(

@@ -201,7 +201,7 @@ def _queue(session: Session, condition: ColumnElement[bool], request_type: str, 
            actor: str | None, now) -> list[tuple[int, str]]:
     source = select(
         uuid_expression(session), Device.id, literal(request_type, String),
-        literal(store_parameters(session, params)), literal(0), literal(CommandStatus.QUEUED.value, String),
+        literal(store_parameters(session, params, request_type=request_type)), literal(0), literal(CommandStatus.QUEUED.value, String),
         literal(actor, String), literal(now, UTCDateTime), literal(0),
     ).where(condition)
     stmt = insert(Command).from_select(

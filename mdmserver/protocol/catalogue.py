@@ -25,10 +25,6 @@ SERVER_FILLED_KEYS: dict[str, frozenset[str]] = {
     "ClearPasscode": frozenset({"UnlockToken"}),
 }
 
-# Parameter names whose values are secrets: never shown back in JSON.
-SECRET_KEY_PARTS = ("password", "unlocktoken", "bootstraptoken", "bypasscode", "recoverykey", "secret")
-SECRET_KEY_NAMES = frozenset({"pin", "newpin", "oldpin"})
-
 
 class ParameterError(ValueError):
     """Invalid command parameters; ``errors`` is a list of ``{"detail", "pointer"}`` with JSON pointers
@@ -359,18 +355,11 @@ def _plist_problem(value: Any, pointer: str) -> dict[str, str] | None:
     return {"detail": f"Unsupported value type {type(value).__name__}.", "pointer": pointer}
 
 
-def is_secret_key(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in SECRET_KEY_NAMES or any(part in lowered for part in SECRET_KEY_PARTS)
-
-
 def public_parameters(parameters: Any) -> Any:
-    """Parameters made safe for JSON: secrets redacted, bytes as base64, dates as ISO 8601 ``Z``."""
+    """Parameters (or a result) made JSON-safe: bytes as base64, dates as ISO 8601 ``Z``. Secrets are
+    the caller's business (``mdmserver.protocol.secrets.redact`` first)."""
     if isinstance(parameters, dict):
-        return {
-            k: ("[redacted]" if is_secret_key(str(k)) else public_parameters(v))
-            for k, v in parameters.items()
-        }
+        return {k: public_parameters(v) for k, v in parameters.items()}
     if isinstance(parameters, list):
         return [public_parameters(v) for v in parameters]
     if isinstance(parameters, bytes):

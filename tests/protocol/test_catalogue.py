@@ -17,6 +17,7 @@ from mdmserver.protocol.catalogue import (
     public_parameters,
     validate_parameters,
 )
+from mdmserver.protocol.secrets import redact
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = Path("/work/shared/conformance/apple-schema/summary.json")
@@ -105,6 +106,10 @@ def test_valid_parameters_load_to_plist_values() -> None:
     assert validate_parameters("DeviceLock", {"Message": "Call IT", "PIN": "123456"})["PIN"] == "123456"
 
 
-def test_public_parameters_redact_secrets() -> None:
-    shown = public_parameters({"PIN": "123456", "Payload": b"foo", "NewPassword": "x", "Message": "m"})
+def test_public_parameters_are_json_safe_after_the_secrets_policy_redacts() -> None:
+    params = {"PIN": "123456", "Payload": b"foo", "NewPassword": "x", "Message": "m"}
+    assert public_parameters(params) == {"PIN": "123456", "Payload": "Zm9v", "NewPassword": "x", "Message": "m"}
+    shown = public_parameters(redact(params, request_type="DeviceLock"))
     assert shown == {"PIN": "[redacted]", "Payload": "Zm9v", "NewPassword": "[redacted]", "Message": "m"}
+    shown = public_parameters(redact(params, request_type="InstallProfile"))
+    assert shown["Payload"] == "[redacted]"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -67,6 +67,7 @@ def words(name: str) -> list[str]:
     return [w.lower() for w in _WORDS.findall(name)]
 
 
+@lru_cache(maxsize=8192)
 def is_secret_name(name: str) -> bool:
     """The name rule: the key's last word is a secret noun, or its name holds a secret phrase."""
     parts = words(name)

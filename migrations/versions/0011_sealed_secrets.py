@@ -1,7 +1,7 @@
 """secrets sealed at rest everywhere: the schema-derived secrets policy for profiles, commands, results
 
 Revision ID: 0011_sealed_secrets
-Revises: 0008_command_parameters
+Revises: 0007_profile_assignments, 0008_command_parameters
 
 - Typed payload columns that hold secrets (Wi-Fi ``ProxyPassword``, Exchange ``Certificate`` and
   ``CertificatePassword``, login window ``AutologinPassword``) are dropped; their values move into
@@ -31,9 +31,10 @@ from mdmserver.pki.service import secret_box
 from mdmserver.protocol import secrets as policy
 
 revision = "0011_sealed_secrets"
-down_revision = "0008_command_parameters"
+# 0008 (command_parameters) and the profile tables (through 0007) must both exist first
+down_revision = ("0007_profile_assignments", "0008_command_parameters")
 branch_labels = None
-depends_on = "0007_profile_assignments"
+depends_on = None
 
 _PROFILE_CONTEXT = b"mdmserver.profiles.secret"
 _PARAMETERS_CONTEXT = b"mdmserver.commands.parameters"

@@ -23,6 +23,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mdmserver.protocol.secrets import is_secret  # noqa: E402
+
 DEFAULT_SOURCE = Path("/work/shared/conformance/apple-schema/summary.json")
 CATALOGUE_OUT = ROOT / "mdmserver" / "profiles" / "catalogue.json"
 MODELS_OUT = ROOT / "mdmserver" / "profiles" / "payload_models.py"
@@ -86,12 +90,8 @@ RESERVED = {
     "metadata", "registry", "plist_fields", "payload_class",
 }
 
-#: Keys whose values are secrets: no column (sealed in ``extras``), write-only in JSON:API.
-#: Same list as ``mdmserver.profiles.plist.SECRET_KEYS`` (a test checks they agree).
-SECRET_KEYS = {
-    "Password", "UserPassword", "IncomingPassword", "OutgoingPassword", "AuthPassword", "SharedSecret",
-    "Challenge", "RemovalPassword", "PayloadCertificatePassword",
-}
+#: Keys whose values are secrets get no column (sealed in ``extras``) and are write-only in JSON:API:
+#: the secrets policy (``mdmserver.protocol.secrets``, from the same schema) decides which.
 
 #: Keys every payload has; the base ``payloads`` table holds them.
 COMMON_KEYS = {
@@ -236,7 +236,7 @@ def render_models(catalogue: dict) -> str:
                 attr += "_"
             used.add(attr)
             kind = key["type"]
-            secret = key["key"] in SECRET_KEYS
+            secret = key["type"] != "boolean" and all(is_secret(key["key"], payload_type=t) for t in payload_types)
             if kind in COLUMN_TYPES:
                 pytype, coltype = COLUMN_TYPES[kind]
                 if coltype == "UTCDateTime":

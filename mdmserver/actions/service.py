@@ -54,6 +54,7 @@ from mdmserver.inventory.service import MAX_NAMED_DEVICES, resolve_devices
 from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.organization.service import enrollment_profile_identifier, get_organization
 from mdmserver.protocol import catalogue
+from mdmserver.protocol.secrets import redact
 from mdmserver.push import service as push_service
 
 MAX_GROUPS = 100
@@ -308,7 +309,8 @@ def run_action(
         batches = _batches(session, action, params, ids)
         # every plan's parameters stored (or found) at once: a constant statement count per action
         parameter_ids = iter(store_parameters_many(
-            session, [apple_params for _, plans in batches for _, apple_params in plans]))
+            session, [apple_params for _, plans in batches for _, apple_params in plans],
+            request_types=[plan.request_type for _, plans in batches for plan, _ in plans]))
         for batch_ids, plans in batches:
             for plan, _ in plans:
                 for device_id, uuid in _insert_commands(session, batch_ids, plan, next(parameter_ids), actor, now):
@@ -341,7 +343,8 @@ def perform_on_device(session: Session, action: Action, device: Device, raw_para
 
 
 def _public(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: ("[redacted]" if k == "pin" else v) for k, v in params.items()}
+    """An action's own parameters for the audit log, secrets (the lock ``pin``...) redacted."""
+    return redact(params)
 
 
 def _insert_commands(

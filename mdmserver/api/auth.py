@@ -48,6 +48,13 @@ def current_actor() -> str | None:
     return token.name if token is not None else None
 
 
+def may_read_secrets() -> bool:
+    """Whether this request's token has the ``secrets`` scope (``admin`` includes it): views that
+    show secret values to such tokens and ``[redacted]`` to others ask this."""
+    token = current_token()
+    return token is not None and token.allows("secrets")
+
+
 def is_protected(path: str) -> bool:
     return (path == "/api" or path.startswith("/api/")) and path not in PUBLIC_API_PATHS
 

@@ -210,9 +210,10 @@ def refresh_states(
 
 def _queue(session: Session, condition: ColumnElement[bool], request_type: str, params: dict[str, Any],
            actor: str | None, now) -> list[tuple[int, str]]:
+    parameters_id = store_parameters(session, params, request_type=request_type)
     source = select(
         uuid_expression(session), Device.id, literal(request_type, String),
-        literal(store_parameters(session, params)), literal(0), literal(CommandStatus.QUEUED.value, String),
+        literal(parameters_id), literal(0), literal(CommandStatus.QUEUED.value, String),
         literal(actor, String), literal(now, UTCDateTime), literal(0),
     ).where(condition)
     stmt = insert(Command).from_select(

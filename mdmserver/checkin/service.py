@@ -312,7 +312,7 @@ def handle_connect(
         raise refuse("device %s is %s", result.udid, state.admission_status)
     devices.touch_last_seen(session, state, now)
     if not idle:
-        answered = commands.record_result(session, state.id, result, raw)
+        answered = commands.record_result(session, state.id, result, raw, box)
         queued_now = False
         if answered is not None and answered.status == CommandStatus.ACKNOWLEDGED:
             inventory_update = devices.apply_inventory(session, state.id, answered.request_type, result.raw)
@@ -330,7 +330,7 @@ def handle_connect(
     if state.command_id is None:
         return None
     commands.mark_sent(session, state.command_id, now)
-    params = commands.command_parameters(state.command_parameters)
+    params = commands.command_parameters(state.command_parameters, box)  # unsealed for the wire
     if state.command_request_type == "ClearPasscode":
         device = session.get(Device, state.id)
         token = devices.unlock_token(device, box) if device is not None else None

@@ -10,7 +10,7 @@ from mdmserver.api.jsonapi import resource
 from mdmserver.commands import service
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.db import isoformat, utcnow
-from mdmserver.protocol.catalogue import public_parameters
+from mdmserver.pki.secretbox import SecretBox
 
 
 class EnqueueSchema(Schema):
@@ -45,12 +45,16 @@ def display_status(command: Command) -> str:
     return command.status
 
 
-def command_attributes(command: Command, *, with_result: bool = False) -> dict:
+def command_attributes(
+    command: Command, *, with_result: bool = False, reveal: bool = False, box: SecretBox | None = None
+) -> dict:
+    """The command's attributes; secret values of parameters and result are ``[redacted]`` unless
+    ``reveal`` (a token with the ``secrets`` scope reading one command)."""
     attributes = {
         "uuid": command.uuid,
         "device_id": command.device_id,
         "request_type": command.request_type,
-        "parameters": public_parameters(service.command_parameters(command)),
+        "parameters": service.public_parameters(command, reveal=reveal, box=box),
         "priority": command.priority,
         "status": display_status(command),
         "enqueued_by": command.enqueued_by,
@@ -62,13 +66,15 @@ def command_attributes(command: Command, *, with_result: bool = False) -> dict:
         "error_chain": command.error_chain,
     }
     if with_result:
-        attributes["result"] = service.public_result(command)
+        attributes["result"] = service.public_result(command, reveal=reveal, box=box)
     return attributes
 
 
-def command_resource(command: Command, *, with_result: bool = False) -> dict:
+def command_resource(
+    command: Command, *, with_result: bool = False, reveal: bool = False, box: SecretBox | None = None
+) -> dict:
     return resource(
-        "commands", command.uuid, command_attributes(command, with_result=with_result),
+        "commands", command.uuid, command_attributes(command, with_result=with_result, reveal=reveal, box=box),
         relationships={"device": {"data": {"type": "devices", "id": str(command.device_id)}}},
         links={"self": f"/api/v1/commands/{command.uuid}"},
     )

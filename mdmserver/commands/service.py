@@ -18,9 +18,12 @@ from sqlalchemy.orm import Session
 
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
 from mdmserver.db import UTCDateTime, utcnow
-from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
+from mdmserver.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
 from mdmserver.pki.models import Certificate
+from mdmserver.pki.secretbox import SecretBox, SecretBoxError
+from mdmserver.pki.service import secret_box
 from mdmserver.protocol import catalogue
+from mdmserver.protocol import secrets as secrets_policy
 from mdmserver.protocol.plist import dump_plist, load_plist
 from mdmserver.protocol.results import CommandResult, ResultStatus
 from mdmserver.push import service as push_service
@@ -41,6 +44,33 @@ AFTER_RESULT_CANDIDATES = (CommandStatus.QUEUED.value,)
 
 ENQUEUE_CHUNK = 5000
 
+#: Stored parameters and results that hold secrets (InstallProfile, lock PINs, firmware and
+#: recovery-lock passwords, bypass codes, FileVault keys) are this prefix + a secret-box blob.
+SEALED_PREFIX = b"mdmserver:sealed:1:"
+PARAMETERS_CONTEXT = b"mdmserver.commands.parameters"
+RESULT_CONTEXT = b"mdmserver.commands.result"
+
+
+def seal_blob(blob: bytes, box: SecretBox, context: bytes) -> bytes:
+    return SEALED_PREFIX + box.encrypt(blob, associated_data=context)
+
+
+def is_sealed(blob: bytes | None) -> bool:
+    return blob is not None and bytes(blob[: len(SEALED_PREFIX)]) == SEALED_PREFIX
+
+
+def open_blob(blob: bytes, box: SecretBox | None, context: bytes) -> bytes:
+    """The plaintext of a stored parameters or result blob (sealed or not)."""
+    if not is_sealed(blob):
+        return blob
+    try:
+        return (box or secret_box()).decrypt(bytes(blob[len(SEALED_PREFIX):]), associated_data=context)
+    except SecretBoxError:
+        log.error("a sealed command blob cannot be decrypted with the configured secret key")
+        raise ServiceUnavailable(
+            "a command secret cannot be decrypted with the configured secret key", code="secret_unreadable"
+        ) from None
+
 
 def validate_command(request_type: str, parameters: Any, *, pointer_prefix: str = "/parameters") -> dict:
     """Validate ``parameters`` for ``request_type`` with the catalogue; 422 with pointers otherwise."""
@@ -57,14 +87,30 @@ def validate_command(request_type: str, parameters: Any, *, pointer_prefix: str 
         ) from None
 
 
-def store_parameters(session: Session, params: dict[str, Any]) -> int:
+def store_parameters(
+    session: Session, params: dict[str, Any], *, request_type: str | None = None, box: SecretBox | None = None
+) -> int:
     """The id of the :class:`CommandParameters` row holding ``params``, inserted if absent."""
-    return store_parameters_many(session, [params])[0]
+    return store_parameters_many(session, [params], request_types=[request_type], box=box)[0]
 
 
-def store_parameters_many(session: Session, bodies: Sequence[dict[str, Any]]) -> list[int]:
+def _stored_form(params: dict[str, Any], request_type: str | None, box: SecretBox | None) -> tuple[str, bytes]:
+    """(digest, body) of parameters as stored: a plist addressed by its SHA-256, or, when it holds
+    secrets, sealed and addressed by a keyed digest (a plain hash of a PIN could be reversed)."""
+    blob = dump_plist(params)
+    if not secrets_policy.contains_secret(params, request_type=request_type):
+        return hashlib.sha256(blob).hexdigest(), blob
+    box = box or secret_box()
+    return box.digest(blob, context=PARAMETERS_CONTEXT), seal_blob(blob, box, PARAMETERS_CONTEXT)
+
+
+def store_parameters_many(
+    session: Session, bodies: Sequence[dict[str, Any]], *, request_types: Sequence[str | None] | None = None,
+    box: SecretBox | None = None,
+) -> list[int]:
     """The ids of the :class:`CommandParameters` rows holding ``bodies`` (as plists), in order,
-    inserting the absent ones.
+    inserting the absent ones. Bodies holding secrets (per request type, ``request_types``) are
+    sealed with the secret box (``box``, else the configured one).
 
     One ``SELECT`` when every body is already stored (the common case: the same profile queued
     again), else one more ``INSERT … ON CONFLICT DO NOTHING RETURNING`` (and a ``SELECT`` again
@@ -74,10 +120,10 @@ def store_parameters_many(session: Session, bodies: Sequence[dict[str, Any]]) ->
     """
     blobs: dict[str, bytes] = {}
     digests = []
-    for params in bodies:
-        blob = dump_plist(params)
-        digest = hashlib.sha256(blob).hexdigest()
-        blobs[digest] = blob
+    kinds = list(request_types) if request_types is not None else [None] * len(bodies)
+    for params, request_type in zip(bodies, kinds, strict=True):
+        digest, blob = _stored_form(params, request_type, box)
+        blobs.setdefault(digest, blob)
         digests.append(digest)
     table = CommandParameters.__table__
     dialect = session.get_bind().dialect.name
@@ -122,7 +168,7 @@ def enqueue_commands(
     Returns ``[{"device_id", "uuid"}]`` in the order of the distinct ids.
     """
     params = validate_command(request_type, parameters) if validate else dict(parameters or {})
-    parameters_id = store_parameters(session, params)
+    parameters_id = store_parameters(session, params, request_type=request_type)
     now = utcnow()
     rows = [
         {
@@ -195,6 +241,9 @@ def cancel_secret_bearing(session: Session, device_id: int) -> list[str]:
     ).all()
     chosen = {}
     for command_id, command_uuid, request_type, body in rows:
+        if is_sealed(body):  # sealed at rest because the secrets policy found a secret in it
+            chosen[command_id] = command_uuid
+            continue
         try:
             params = command_parameters(body)
         except ValueError:
@@ -325,8 +374,10 @@ def mark_sent(session: Session, command_id: int, now: datetime) -> None:
     session.execute(_mark_sent_statement(), {"command_id": command_id, "sent_now": now})
 
 
-def command_parameters(command: Command | bytes) -> dict[str, Any]:
-    value = load_plist(command if isinstance(command, bytes) else command.parameters)
+def command_parameters(command: Command | bytes, box: SecretBox | None = None) -> dict[str, Any]:
+    """The parameters as the device receives them (unsealed)."""
+    blob = command if isinstance(command, bytes) else command.parameters
+    value = load_plist(open_blob(blob, box, PARAMETERS_CONTEXT))
     return value if isinstance(value, dict) else {}
 
 
@@ -359,9 +410,12 @@ def _record_statement(final: bool):
     )
 
 
-def record_result(session: Session, device_id: int, result: CommandResult, raw: bytes) -> RecordedResult | None:
-    """Store a device's answer with one ``UPDATE … RETURNING``. Answers for unknown or already
-    finished UUIDs change nothing: they are logged and ignored (``None``)."""
+def record_result(
+    session: Session, device_id: int, result: CommandResult, raw: bytes, box: SecretBox
+) -> RecordedResult | None:
+    """Store a device's answer with one ``UPDATE … RETURNING``; an answer holding secrets (bypass
+    code, FileVault key...) is sealed. Answers for unknown or already finished UUIDs change
+    nothing: they are logged and ignored (``None``)."""
     status = _RESULT_STATUS[result.status]
     final = status is not CommandStatus.NOT_NOW
     params: dict[str, Any] = {
@@ -372,7 +426,7 @@ def record_result(session: Session, device_id: int, result: CommandResult, raw: 
     if final:
         params.update(
             new_completed_at=utcnow(),
-            new_result=raw,
+            new_result=seal_blob(raw, box, RESULT_CONTEXT) if secrets_policy.contains_secret(result.raw) else raw,
             new_error_chain=[item.as_dict() for item in result.error_chain] or None,
         )
     row = session.execute(_record_statement(final), params).first()
@@ -383,15 +437,30 @@ def record_result(session: Session, device_id: int, result: CommandResult, raw: 
     return RecordedResult(*row)
 
 
-def public_result(command: Command) -> dict[str, Any] | None:
-    """The stored answer as JSON-safe data, secrets redacted."""
+def result_value(command: Command, box: SecretBox | None = None) -> Any:
+    """The device's stored answer (unsealed), or None."""
     if command.result is None:
         return None
     try:
-        value = load_plist(command.result)
+        return load_plist(open_blob(command.result, box, RESULT_CONTEXT))
     except ValueError:
         return None
-    return catalogue.public_parameters(value)
+
+
+def public_result(command: Command, *, reveal: bool = False, box: SecretBox | None = None) -> dict[str, Any] | None:
+    """The stored answer as JSON-safe data; secrets redacted unless ``reveal``."""
+    value = result_value(command, box)
+    if value is None:
+        return None
+    return catalogue.public_parameters(value if reveal else secrets_policy.redact(value, request_type=None))
+
+
+def public_parameters(command: Command, *, reveal: bool = False, box: SecretBox | None = None) -> dict[str, Any]:
+    """The parameters as JSON-safe data; secrets redacted unless ``reveal``."""
+    params = command_parameters(command, box)
+    if not reveal:
+        params = secrets_policy.redact(params, request_type=command.request_type)
+    return catalogue.public_parameters(params)
 
 
 def list_for_devices(session: Session, device_ids: Sequence[int]) -> list[Command]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from mdmserver.api.auth import current_actor, requires_scope
+from mdmserver.api.auth import current_actor, may_read_secrets, requires_scope
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
@@ -18,6 +18,7 @@ from mdmserver.commands.schemas import EnqueueSchema, command_resource
 from mdmserver.db import db
 from mdmserver.devices.service import get_device
 from mdmserver.errors import Conflict, UnprocessableEntity
+from mdmserver.pki.service import secret_box
 
 bp = Blueprint("commands", __name__)
 
@@ -98,8 +99,16 @@ def clear_passcode(ident: str):
 
 @bp.get("/api/v1/commands/<command_uuid>")
 def show(command_uuid: str):
+    """One command with its result. Secret values of its parameters and result (InstallProfile's
+    profile, PINs, passwords, the Activation Lock bypass code, FileVault keys) are ``[redacted]``
+    unless the token has the ``secrets`` scope."""
     command = service.get_command(db.session, command_uuid)
-    return jsonapi_response(document(command_resource(command, with_result=True)))
+    reveal = may_read_secrets()
+    if reveal and (service.is_sealed(command.parameters) or service.is_sealed(command.result)):
+        record_event(db.session, "command:secrets:read", "commands", command.uuid,
+                     {"device_id": command.device_id, "request_type": command.request_type})
+        db.session.commit()
+    return jsonapi_response(document(command_resource(command, with_result=True, reveal=reveal, box=secret_box())))
 
 
 @bp.delete("/api/v1/commands/<command_uuid>")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -42,6 +44,7 @@ class SecretBox:
         if not isinstance(key, bytes | bytearray) or len(key) != _KEY_SIZE:
             raise SecretBoxError(f"the secret box key must be {_KEY_SIZE} bytes")
         self._aead = AESGCM(bytes(key))
+        self._mac_key = hmac.new(bytes(key), b"mdmserver.secretbox.digest", hashlib.sha256).digest()
 
     def __repr__(self) -> str:  # never show the key
         return "SecretBox(<key hidden>)"
@@ -53,6 +56,11 @@ class SecretBox:
     def encrypt(self, plaintext: bytes, *, associated_data: bytes | None = None) -> bytes:
         nonce = secrets.token_bytes(_NONCE_SIZE)
         return _VERSION + nonce + self._aead.encrypt(nonce, bytes(plaintext), associated_data)
+
+    def digest(self, data: bytes, *, context: bytes) -> str:
+        """Keyed SHA-256 (HMAC, hex) of ``data``: addresses a secret without revealing it, where a
+        plain hash of a low-entropy value (a 6-digit PIN) could be reversed by trying them all."""
+        return hmac.new(self._mac_key, context + b"\x00" + bytes(data), hashlib.sha256).hexdigest()
 
     def decrypt(self, blob: bytes, *, associated_data: bytes | None = None) -> bytes:
         if not isinstance(blob, bytes | bytearray | memoryview):

@@ -32,7 +32,8 @@ from sqlalchemy.orm import Mapped, mapped_column, orm_insert_sentinel, relations
 
 from mdmserver.db import UTCDateTime, db, utcnow
 from mdmserver.errors import ServiceUnavailable
-from mdmserver.profiles.plist import SECRET_KEYS, from_json, to_json
+from mdmserver.profiles.plist import from_json, to_json
+from mdmserver.protocol.secrets import is_secret
 
 _INT64 = (-(2**63), 2**63 - 1)
 _SEAL_CONTEXT = b"mdmserver.profiles.secret"
@@ -115,13 +116,11 @@ class PlistMapped:
     plist_fields: ClassVar[tuple[PlistField, ...]] = ()
     #: Keys handled by the owner itself (a profile's PayloadContent), never stored as values.
     structural_keys: ClassVar[frozenset[str]] = frozenset()
-    #: Top-level keys whose values are secrets beyond ``SECRET_KEYS``, by PayloadType.
-    extra_secret_keys: ClassVar[dict[str, frozenset[str]]] = {}
-
-    @classmethod
-    def secret_keys(cls, payload_type: Any = None) -> frozenset[str]:
-        """Keys sealed at rest and hidden from JSON:API output (at the top level of this dict)."""
-        return SECRET_KEYS | cls.extra_secret_keys.get(payload_type, frozenset())
+    @staticmethod
+    def is_secret_key(key: str, value: Any, payload_type: Any = None) -> bool:
+        """Whether a top-level key's value is sealed at rest and hidden from JSON:API output (the
+        secrets policy, with the payload type for keys secret only there: PKCS#12 content...)."""
+        return is_secret(key, value, payload_type=payload_type)
 
     extras: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     key_order: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -140,7 +139,7 @@ class PlistMapped:
         ``typed_keys`` are the keys the marshmallow schema accepted; others never go to a column.
         """
         fields = self.field_by_key()
-        secrets = self.secret_keys(values.get("PayloadType"))
+        payload_type = values.get("PayloadType")
         extras: dict[str, Any] = {}
         if self.key_order is not None:  # values were assigned before: clear the old ones
             for f in self.plist_fields:
@@ -150,7 +149,7 @@ class PlistMapped:
             if key in self.structural_keys:
                 continue
             f = fields.get(key)
-            if key in secrets:
+            if self.is_secret_key(key, value, payload_type):
                 extras[key] = {"$sealed": SEALER.seal(to_json(value))}
             elif (
                 f is not None and not f.secret and (typed_keys is None or key in typed_keys)
@@ -301,8 +300,6 @@ class Payload(PlistMapped, db.Model):
     __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "generic"}
 
     payload_types: ClassVar[tuple[str, ...]] = ()
-    #: A PKCS#12 payload's PayloadContent holds a private key.
-    extra_secret_keys = {"com.apple.security.pkcs12": frozenset({"PayloadContent"})}
     plist_fields = (
         PlistField("PayloadType", "payload_type", "string"),
         PlistField("PayloadIdentifier", "identifier", "string"),

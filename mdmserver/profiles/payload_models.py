@@ -111,7 +111,6 @@ class WiFiPayload(Payload):
     proxy_server: Mapped[str | None] = mapped_column(Text)
     proxy_server_port: Mapped[int | None] = mapped_column(BigInteger)
     proxy_username: Mapped[str | None] = mapped_column(Text)
-    proxy_password: Mapped[str | None] = mapped_column(Text)
     proxy_pacurl: Mapped[str | None] = mapped_column(Text)
     proxy_pac_fallback_allowed: Mapped[bool | None] = mapped_column(Boolean)
     disable_association_mac_randomization: Mapped[bool | None] = mapped_column(Boolean)
@@ -141,7 +140,7 @@ class WiFiPayload(Payload):
         PlistField("ProxyServer", "proxy_server", "string"),
         PlistField("ProxyServerPort", "proxy_server_port", "integer"),
         PlistField("ProxyUsername", "proxy_username", "string"),
-        PlistField("ProxyPassword", "proxy_password", "string"),
+        PlistField("ProxyPassword", "proxy_password", "string", secret=True),
         PlistField("ProxyPACURL", "proxy_pacurl", "string"),
         PlistField("ProxyPACFallbackAllowed", "proxy_pac_fallback_allowed", "boolean"),
         PlistField("DisableAssociationMACRandomization", "disable_association_mac_randomization", "boolean"),
@@ -707,9 +706,7 @@ class ExchangePayload(Payload):
     ssl: Mapped[bool | None] = mapped_column(Boolean)
     o_auth: Mapped[bool | None] = mapped_column(Boolean)
     user_name: Mapped[str | None] = mapped_column(Text)
-    certificate: Mapped[bytes | None] = mapped_column(LargeBinary)
     certificate_name: Mapped[str | None] = mapped_column(Text)
-    certificate_password: Mapped[str | None] = mapped_column(Text)
     prevent_move: Mapped[bool | None] = mapped_column(Boolean)
     prevent_app_sheet: Mapped[bool | None] = mapped_column(Boolean)
     payload_certificate_uuid: Mapped[str | None] = mapped_column(Text)
@@ -752,9 +749,9 @@ class ExchangePayload(Payload):
         PlistField("OAuth", "o_auth", "boolean"),
         PlistField("UserName", "user_name", "string"),
         PlistField("Password", "password", "string", secret=True),
-        PlistField("Certificate", "certificate", "data"),
+        PlistField("Certificate", "certificate", "data", secret=True),
         PlistField("CertificateName", "certificate_name", "string"),
-        PlistField("CertificatePassword", "certificate_password", "string"),
+        PlistField("CertificatePassword", "certificate_password", "string", secret=True),
         PlistField("PreventMove", "prevent_move", "boolean"),
         PlistField("PreventAppSheet", "prevent_app_sheet", "boolean"),
         PlistField("PayloadCertificateUUID", "payload_certificate_uuid", "string"),
@@ -1034,7 +1031,6 @@ class LoginWindowPayload(Payload):
     show_input_menu: Mapped[bool | None] = mapped_column(Boolean)
     disable_fde_auto_login: Mapped[bool | None] = mapped_column(Boolean)
     autologin_username: Mapped[str | None] = mapped_column(Text)
-    autologin_password: Mapped[str | None] = mapped_column(Text)
 
     plist_fields = Payload.plist_fields + (
         PlistField("SHOWFULLNAME", "showfullname", "boolean"),
@@ -1059,7 +1055,7 @@ class LoginWindowPayload(Payload):
         PlistField("showInputMenu", "show_input_menu", "boolean"),
         PlistField("DisableFDEAutoLogin", "disable_fde_auto_login", "boolean"),
         PlistField("AutologinUsername", "autologin_username", "string"),
-        PlistField("AutologinPassword", "autologin_password", "string"),
+        PlistField("AutologinPassword", "autologin_password", "string", secret=True),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from xml.parsers.expat import ExpatError
 
 from mdmserver.protocol.plist import MAX_NODES, TreeError, TreeFault, bounded_walk, walk_tree
+from mdmserver.protocol.secrets import is_secret
 
 #: Deepest nesting of arrays and dictionaries accepted in a profile.
 MAX_DEPTH = 64
@@ -223,17 +224,10 @@ def dump_plist(value: dict[str, Any], fmt: str = "xml") -> bytes:
 # keeps the int/float distinction and dictionary order as Python's json reads and writes it). The rest
 # is tagged: {"$data": base64}, {"$date": ISO 8601 UTC}, {"$real": "inf"}; a dictionary whose only
 # key is one of the tags is escaped as {"$dict": {...}}. With a ``Sealer``, the value of every
-# dictionary key named in ``SECRET_KEYS`` (at any depth) is stored encrypted as {"$sealed": token}.
+# dictionary key the secrets policy (``mdmserver.protocol.secrets``) names a secret, at any depth, is
+# stored encrypted as {"$sealed": token}.
 
 _TAGS = frozenset({"$data", "$date", "$real", "$dict", "$sealed"})
-
-#: Key names whose values are secrets wherever they appear in a profile: sealed at rest, left out of
-#: JSON:API output (the profile download still carries them, as the device needs them).
-SECRET_KEYS = frozenset({
-    "Password", "UserPassword", "IncomingPassword", "OutgoingPassword", "AuthPassword", "SharedSecret",
-    "Challenge", "RemovalPassword", "PayloadCertificatePassword",
-})
-
 
 class Sealer(Protocol):
     """Encrypts and decrypts secret values of the JSON form."""
@@ -283,7 +277,7 @@ def to_json(value: Any, sealer: Sealer | None = None) -> Any:
         return [to_json(v, sealer) for v in value]
     if isinstance(value, dict):
         encoded = {
-            k: {"$sealed": sealer.seal(to_json(v))} if sealer is not None and k in SECRET_KEYS else to_json(v, sealer)
+            k: {"$sealed": sealer.seal(to_json(v))} if sealer is not None and is_secret(k, v) else to_json(v, sealer)
             for k, v in value.items()
         }
         if len(encoded) == 1 and next(iter(encoded)) in _TAGS:
@@ -333,7 +327,7 @@ def redact(value: Any) -> Any:
     if isinstance(value, list):
         return [redact(v) for v in value]
     if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items() if k not in SECRET_KEYS}
+        return {k: redact(v) for k, v in value.items() if not is_secret(k, v)}
     return value
 
 

@@ -257,11 +257,11 @@ def plist_to_json(model: type, values: dict[str, Any]) -> dict[str, Any]:
     """A plist dictionary → its JSON:API representation (Apple keys, secrets left out)."""
     known = model.field_by_key()
     schema = _schema(model, True)
-    secrets = model.secret_keys(values.get("PayloadType"))
+    payload_type = values.get("PayloadType")
     out: dict[str, Any] = {}
     for key, value in values.items():
         f = known.get(key)
-        if key in secrets or f is not None and f.secret:
+        if model.is_secret_key(key, value, payload_type) or f is not None and f.secret:
             continue
         if f is not None and (column_fits(f.kind, value) or f.kind == "real" and type(value) is int):
             out[key] = redact(schema.fields[f.attr]._serialize(value, f.attr, None))

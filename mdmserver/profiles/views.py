@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 
-from mdmserver.api.auth import current_actor
+from mdmserver.api.auth import current_actor, requires_scope
 from mdmserver.api.jsonapi import (
     document,
     is_id,
@@ -94,8 +94,10 @@ def upload_profile():
 
 
 @bp.get("/download/profiles/<int:profile_id>")
+@requires_scope("secrets")
 def download_profile(profile_id: int):
-    """Download a profile, rebuilt from the database (application/x-apple-aspen-config).
+    """Download a profile, rebuilt from the database (application/x-apple-aspen-config). Scope
+    ``secrets``: the profile carries its passwords, shared secrets and PKCS#12 identities.
 
     ``signed=true`` wraps it in the server's CMS signature; ``format=xml|binary`` overrides the uploaded
     format; ``revision=N`` gives an earlier revision.

@@ -20,20 +20,13 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from mdmserver.protocol import secrets
 from mdmserver.protocol.plist import bounded_walk
 
 # Keys the server fills in at delivery time; an administrator must not (and need not) supply them.
 SERVER_FILLED_KEYS: dict[str, frozenset[str]] = {
     "ClearPasscode": frozenset({"UnlockToken"}),
 }
-
-# Request types whose parameters carry a whole configuration profile (where Wi-Fi, VPN and account
-# credentials and PKCS#12 identities live).
-PROFILE_CARRYING = frozenset({"InstallProfile"})
-
-# Parameter names whose values are secrets: never shown back in JSON.
-SECRET_KEY_PARTS = ("password", "unlocktoken", "bootstraptoken", "bypasscode", "recoverykey", "secret")
-SECRET_KEY_NAMES = frozenset({"pin", "newpin", "oldpin"})
 
 
 class ParameterError(ValueError):
@@ -368,47 +361,22 @@ def _plist_problem(value: Any, pointer: str) -> dict[str, str] | None:
     return {"detail": f"Unsupported value type {type(value).__name__}.", "pointer": pointer}
 
 
-def is_secret_key(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in SECRET_KEY_NAMES or any(part in lowered for part in SECRET_KEY_PARTS)
-
-
-def carries_secret(request_type: str, parameters: Any, *, budget: int = 100_000) -> bool:
+def carries_secret(request_type: str, parameters: Any, *, max_nodes: int = 100_000) -> bool:
     """True when delivering this command hands over a secret: one the server fills in from the
-    device's stored secrets (ClearPasscode's UnlockToken), a configuration profile, or a parameter
-    whose name is a secret's at any depth. The walk visits each container once and at most
-    ``budget`` nodes; a larger tree counts as secret-bearing."""
-    if any(is_secret_key(key) for key in SERVER_FILLED_KEYS.get(request_type, ())):
+    device's stored secrets (ClearPasscode's UnlockToken), or one in its parameters by the secrets
+    policy (a configuration profile, a PIN, a password at any depth). Shared containers are visited
+    once; a tree larger than ``max_nodes`` counts as secret-bearing."""
+    if any(secrets.is_secret(key) for key in SERVER_FILLED_KEYS.get(request_type, ())):
         return True
-    if request_type in PROFILE_CARRYING:
-        return True
-    stack, seen = [parameters], set()
-    while stack:
-        budget -= 1
-        if budget < 0:
-            return True
-        value = stack.pop()
-        if isinstance(value, dict | list):
-            if id(value) in seen:
-                continue
-            seen.add(id(value))
-        if isinstance(value, dict):
-            if any(is_secret_key(str(k)) for k in value):
-                return True
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return False
+    return secrets.contains_secret(parameters, request_type=request_type, max_nodes=max_nodes)
 
 
 @bounded_walk
 def public_parameters(parameters: Any) -> Any:
-    """Parameters made safe for JSON: secrets redacted, bytes as base64, dates as ISO 8601 ``Z``."""
+    """Parameters (or a result) made JSON-safe: bytes as base64, dates as ISO 8601 ``Z``. Secrets are
+    the caller's business (``mdmserver.protocol.secrets.redact`` first)."""
     if isinstance(parameters, dict):
-        return {
-            k: ("[redacted]" if is_secret_key(str(k)) else public_parameters(v))
-            for k, v in parameters.items()
-        }
+        return {k: public_parameters(v) for k, v in parameters.items()}
     if isinstance(parameters, list):
         return [public_parameters(v) for v in parameters]
     if isinstance(parameters, bytes):

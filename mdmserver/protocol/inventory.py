@@ -18,16 +18,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from .plist import ProtocolError, bounded_walk
-
-# Keys whose values are secrets or key material: never copied into inventory JSON.
-_SECRET_KEYS = frozenset({"FDE_PersonalRecoveryKeyCMS", "FDE_PersonalRecoveryKeyDeviceKey"})
+from .secrets import is_secret
 
 
 @bounded_walk
 def jsonable(value: Any) -> Any:
-    """bytes → base64 text, datetimes → ISO 8601 ``Z``, recursively; secret keys left out."""
+    """bytes → base64 text, datetimes → ISO 8601 ``Z``, recursively; secrets (the secrets policy:
+    FileVault recovery keys...) left out."""
     if isinstance(value, dict):
-        return {str(k).replace("\x00", ""): jsonable(v) for k, v in value.items() if k not in _SECRET_KEYS}
+        return {str(k).replace("\x00", ""): jsonable(v) for k, v in value.items() if not is_secret(k, v)}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if isinstance(value, bytes):

@@ -101,6 +101,12 @@ class SimulatedDevice:
     #: request type → "NotNow" / "Error" / "CommandFormatError" to answer instead of acknowledging
     answer_overrides: dict[str, str] = field(default_factory=dict)
     handled: list[tuple[str, str, str]] = field(default_factory=list)
+    #: every command as the device received it: (request type, parameters)
+    received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: what the device answers to ActivationLockBypassCode, and its escrowed FileVault personal
+    #: recovery key (SecurityInfo's FDE_PersonalRecoveryKeyCMS, macOS)
+    activation_lock_bypass_code: str = "PFHQ-XMRT-C4LK-8YQ4-J9W8-5RRP"
+    filevault_recovery_key_cms: bytes | None = None
     #: server-provided extra headers (e.g. a proxy client-certificate header) instead of signing
     header_auth: Callable[[Identity], dict[str, str]] | None = None
     #: False once the MDM enrollment profile was removed (the device left management)
@@ -280,6 +286,7 @@ class SimulatedDevice:
 
     def answer(self, command_uuid: str, request_type: str, params: dict[str, Any]) -> dict[str, Any]:
         base = {"UDID": self.udid, "CommandUUID": command_uuid}
+        self.received.append((request_type, params))
         override = self.answer_overrides.get(request_type)
         if override == "NotNow":
             return {**base, "Status": "NotNow"}
@@ -319,6 +326,9 @@ class SimulatedDevice:
                     "FirewallSettings": {"FirewallEnabled": True, "BlockAllIncoming": False, "StealthMode": False},
                     "ManagementStatus": {"EnrolledViaDEP": False, "UserApprovedEnrollment": True,
                                          "IsUserEnrollment": False}}
+            if self.filevault_recovery_key_cms is not None:
+                info["FDE_PersonalRecoveryKeyCMS"] = self.filevault_recovery_key_cms
+                info["FDE_PersonalRecoveryKeyDeviceKey"] = self.serial_number
         else:
             info = {"HardwareEncryptionCaps": 3, "PasscodeCompliant": True,
                     "PasscodeCompliantWithProfiles": True, "PasscodeLockGracePeriodEnforced": 0,
@@ -406,6 +416,9 @@ class SimulatedDevice:
             "IsCritical": False, "RestartRequired": True, "AllowsInstallLater": True,
             "IsConfigDataUpdate": False, "IsFirmwareUpdate": False, "IsMajorOSUpdate": False,
         }]}
+
+    def _answer_ActivationLockBypassCode(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ActivationLockBypassCode": self.activation_lock_bypass_code}
 
     def _answer_DeviceLock(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"MessageResult": "NoPasscodeSet"} if self.platform != "macos" else {}

@@ -1,7 +1,7 @@
 """devices.group_fields_changed_at: when a device-reported field that device groups filter on last changed
 
 Revision ID: 0012_retire_reconcile
-Revises: 0010_enrollment_limits
+Revises: 0011_sealed_secrets
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 import mdmserver.db
 
 revision = '0012_retire_reconcile'
-down_revision = '0010_enrollment_limits'
+down_revision = '0011_sealed_secrets'
 branch_labels = None
 depends_on = None
 

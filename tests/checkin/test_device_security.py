@@ -215,9 +215,9 @@ def test_ca_and_server_identities_are_not_device_identities(our_pki, signer, mod
         if mode == "signature":
             signature = base64.b64encode(cms.sign(body, cert, key, detached=True)).decode()
             return device_auth.authenticate(body=body, signature_header=signature, cert_header_value=None,
-                                            mode="signature", ca_cert=ca_cert)
+                                            mode="signature", ca_cert=ca_cert, header_trusted=False)
         return device_auth.authenticate(body=body, signature_header=None, mode="header", ca_cert=ca_cert,
-                                        cert_header_value=quote(x509.cert_to_pem(cert)))
+                                        cert_header_value=quote(x509.cert_to_pem(cert)), header_trusted=True)
 
     # a device identity our CA issued is accepted; the CA itself and the server's identities are not
     assert attempt(*our_pki["client"]).fingerprint == x509.fingerprint_sha256(our_pki["client"][0])

@@ -110,9 +110,7 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/profiles/<int:profile_id>/versions", "read"),
     ("POST", "/api/v1/upload/profiles", "write"),
     # DESIGN.md: downloading a profile returns its secrets (passwords, PKCS#12), so it needs `secrets`.
-    # In this tree the route still declares `read`; the item-3 branch raises it to `secrets`, and the
-    # lead sets this row to "secrets" when merging (the row is kept true to this tree on purpose).
-    ("GET", "/api/v1/download/profiles/<int:profile_id>", "read"),
+    ("GET", "/api/v1/download/profiles/<int:profile_id>", "secrets"),
     ("GET", "/api/v1/payloads", "read"),
     ("POST", "/api/v1/payloads", "write"),
     ("GET", "/api/v1/payloads/<int:payload_id>", "read"),

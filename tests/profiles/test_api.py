@@ -26,7 +26,8 @@ from .helpers import (
 
 @pytest.fixture
 def rw(auth):
-    return auth("read", "write")
+    # ``secrets``: the profile download carries the profile's passwords and identities
+    return auth("read", "write", "secrets")
 
 
 def _post(client, headers, path, data, **params):
@@ -330,7 +331,7 @@ ROUTES = [
     ("get", "/api/v1/profiles/1/versions", "read"),
     ("get", "/api/v1/payloads", "read"),
     ("get", "/api/v1/payloads/1", "read"),
-    ("get", "/api/v1/download/profiles/1", "read"),
+    ("get", "/api/v1/download/profiles/1", "secrets"),
     ("post", "/api/v1/upload/profiles", "write"),
     ("post", "/api/v1/profiles", "write"),
     ("patch", "/api/v1/profiles/1", "write"),

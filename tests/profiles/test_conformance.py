@@ -53,7 +53,7 @@ def test_corpus_index_is_complete(conformance_dir):
 @pytest.mark.parametrize("row", GOOD + STRIPPED, ids=_id)
 def test_corpus_profile_round_trips(row, conformance_dir, client, auth, db_session):
     original = (conformance_dir / row["saved_path"]).read_bytes()
-    headers = auth("read", "write")
+    headers = auth("read", "write", "secrets")
     response = upload(client, headers, original, filename=Path(row["saved_path"]).name)
     assert response.status_code == 201, response.get_data(as_text=True)[:800]
     body = response.get_json()
@@ -99,7 +99,7 @@ def test_corpus_truncated_variants_never_500(row, conformance_dir, client, auth)
 @pytest.mark.parametrize("row", GOOD + STRIPPED + BAD, ids=_id)
 def test_corpus_byte_flipped_variants_never_500(row, conformance_dir, client, auth):
     original = (conformance_dir / row["saved_path"]).read_bytes()
-    headers = auth("read", "write")
+    headers = auth("read", "write", "secrets")
     for fraction in (0.0, 0.1, 0.37, 0.5, 0.81, 0.99):
         data = bytearray(original)
         index = min(int(len(data) * fraction), len(data) - 1)
@@ -123,7 +123,7 @@ TWINS = [r for r in GOOD if r["signed"] == "yes" and _twin(r).is_file()]
 def test_signed_profile_and_its_unsigned_twin_store_the_same_profile(row, conformance_dir, client, auth):
     signed_path = conformance_dir / row["saved_path"]
     twin_path = _twin(row)
-    headers = auth("read", "write")
+    headers = auth("read", "write", "secrets")
     first = upload(client, headers, twin_path.read_bytes())
     assert first.status_code == 201
     second = upload(client, headers, signed_path.read_bytes(), replace="true")

@@ -13,7 +13,7 @@ from .helpers import ASPEN, assert_same_plist, dumps, make_payload, make_profile
 
 
 def test_upload_and_download_over_http(live_server):
-    headers = {"Authorization": f"Bearer {live_server.token('read', 'write')}"}
+    headers = {"Authorization": f"Bearer {live_server.token('read', 'write', 'secrets')}"}
     profile = make_profile([make_payload("com.apple.wifi.managed", SSID_STR="Live", AutoJoin=True)],
                            PayloadDisplayName="Live Wi-Fi")
     with httpx.Client(base_url=live_server.url, headers=headers, timeout=30) as http:

@@ -63,7 +63,7 @@ def _payloads(draw):
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_random_profiles_round_trip(client, auth, top, payloads, binary):
     """Random values under random and documented keys (so typed columns see every wrong type too)."""
-    headers = auth("read", "write")
+    headers = auth("read", "write", "secrets")
     profile = {"PayloadIdentifier": f"com.example.prop.{uuid.uuid4().hex}", **top, "PayloadContent": payloads}
     try:
         data = dumps(profile, "binary" if binary else "xml")
@@ -81,7 +81,7 @@ def test_random_profiles_round_trip(client, auth, top, payloads, binary):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_random_payloads_created_by_json_api_round_trip(client, auth, keys):
     """The JSON form is the API's shape for untyped values: what is POSTed is what the device gets."""
-    headers = {**auth("read", "write"), "Content-Type": "application/vnd.api+json"}
+    headers = {**auth("read", "write", "secrets"), "Content-Type": "application/vnd.api+json"}
     identifier = f"com.example.json.{uuid.uuid4().hex}"
     payload = {"PayloadType": "com.example.generic", "PayloadIdentifier": f"{identifier}.p",
                "PayloadUUID": "U", "PayloadVersion": 1, **keys}

@@ -14,7 +14,6 @@ from mdmserver.profiles import catalogue
 from mdmserver.profiles.models import Payload, Profile, column_fits
 from mdmserver.profiles.payload_models import PAYLOAD_CLASSES
 from mdmserver.profiles.plist import (
-    SECRET_KEYS,
     ProfileError,
     check_structure,
     first_difference,
@@ -28,6 +27,7 @@ from mdmserver.profiles.plist import (
     to_json,
 )
 from mdmserver.profiles.schemas import load_typed
+from mdmserver.protocol.secrets import is_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,7 +191,10 @@ def test_every_typed_model_is_registered_and_named_in_python_style():
         assert issubclass(cls, Payload) and payload_type in cls.payload_types
         for f in cls.plist_fields:
             assert f.attr == f.attr.lower() and " " not in f.attr
-            assert f.secret == (f.key in SECRET_KEYS), f
+            # a typed key without a column is one the secrets policy names secret in every payload
+            # type of the model (tests/protocol/test_secrets.py checks the policy against the schema)
+            assert f.secret == (f.kind != "boolean" and all(
+                is_secret(f.key, payload_type=t) for t in cls.payload_types)), f
     assert set(PAYLOAD_CLASSES) >= {
         "com.apple.mobiledevice.passwordpolicy", "com.apple.wifi.managed", "com.apple.vpn.managed",
         "com.apple.applicationaccess", "com.apple.security.root", "com.apple.security.pkcs1",

@@ -39,7 +39,8 @@ def _round_trip(client, headers, original: dict, fmt: str = "xml", **params) -> 
 
 @pytest.fixture
 def rw(auth):
-    return auth("read", "write")
+    # ``secrets``: the profile download carries the profile's passwords and identities
+    return auth("read", "write", "secrets")
 
 
 def test_binary_plist_round_trips_and_downloads_as_binary(client, rw):

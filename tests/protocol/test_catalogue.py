@@ -18,6 +18,7 @@ from mdmserver.protocol.catalogue import (
     public_parameters,
     validate_parameters,
 )
+from mdmserver.protocol.secrets import redact
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,9 +105,13 @@ def test_valid_parameters_load_to_plist_values() -> None:
     assert validate_parameters("DeviceLock", {"Message": "Call IT", "PIN": "123456"})["PIN"] == "123456"
 
 
-def test_public_parameters_redact_secrets() -> None:
-    shown = public_parameters({"PIN": "123456", "Payload": b"foo", "NewPassword": "x", "Message": "m"})
+def test_public_parameters_are_json_safe_after_the_secrets_policy_redacts() -> None:
+    params = {"PIN": "123456", "Payload": b"foo", "NewPassword": "x", "Message": "m"}
+    assert public_parameters(params) == {"PIN": "123456", "Payload": "Zm9v", "NewPassword": "x", "Message": "m"}
+    shown = public_parameters(redact(params, request_type="DeviceLock"))
     assert shown == {"PIN": "[redacted]", "Payload": "Zm9v", "NewPassword": "[redacted]", "Message": "m"}
+    shown = public_parameters(redact(params, request_type="InstallProfile"))
+    assert shown["Payload"] == "[redacted]"
 
 
 @pytest.mark.parametrize("request_type,parameters,expected", [
@@ -128,4 +133,4 @@ def test_carries_secret_walks_shared_trees_once() -> None:
     for _ in range(200):
         node = [node, node]  # 2^200 paths, 200 containers
     assert carries_secret("Settings", {"Settings": node}) is False
-    assert carries_secret("Settings", {"Settings": [list(range(50))] * 5}, budget=10) is True
+    assert carries_secret("Settings", {"Settings": [[n] for n in range(20)]}, max_nodes=10) is True

@@ -123,8 +123,11 @@ def test_auto_admitted_iphones_get_the_profile_at_enrollment(client, auth, db_se
         assert [(t, s) for _, t, s in sim.run_session()] == [("InstallProfile", "Acknowledged")]
     assert sorted(_states(client, h, profile_id).values()) == ["installed"] * 5
 
-    # enrolling again (a wiped device): what the old enrollment installed is gone, so it comes again
+    # enrolling again after leaving management (the MDM profile removed: CheckOut, then a new
+    # enrollment): what the old enrollment installed is gone, so it comes again. (A re-enrollment
+    # while the old certificate is still bound waits for an administrator: tests/checkin/test_takeover.py.)
     again = phones[0]
+    assert again.checkout() == 200
     again.profiles.clear()
     again.enroll()
     assert again.authenticate() == 200 and again.token_update() == 200

@@ -94,7 +94,12 @@ def test_db_downgrade_and_upgrade(run_cli):
     assert set(_schema(db_file)) == {"alembic_version", "api_tokens", "audit_events", "organizations",
                                      "rsa_private_keys", "certificates"}
     assert _versions(db_file) == {"0001_foundation"}
-    assert {table: full[table] for table in _schema(db_file)} == _schema(db_file)
+    # the tables 0001 made, as 0001 made them: later migrations only added these columns
+    added_later = {"certificates": {"revoked_at"}}
+    assert _schema(db_file) == {
+        table: (tuple(c for c in full[table][0] if c[0] not in added_later.get(table, ())), full[table][1])
+        for table in _schema(db_file)
+    }
 
     # down to nothing: no table but alembic's, which records no revision
     run_cli("db", "downgrade", "base")

@@ -17,7 +17,7 @@ from mdmserver.commands.service import enqueue_commands
 from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
 from mdmserver.devices.service import get_device  # noqa: F401 (re-exported: the lookup every admin view uses)
-from mdmserver.errors import BadRequest, UnprocessableEntity
+from mdmserver.errors import BadRequest, Conflict, UnprocessableEntity
 from mdmserver.inventory.filters import ATTRIBUTE_NAME, CUSTOM_PREFIX, FACETS, is_id
 from mdmserver.inventory.sqlutil import in_values
 from mdmserver.pki import service as pki
@@ -95,12 +95,20 @@ class Resolved:
     by_name: dict[str, int]
 
 
+def _one_key(text: str) -> tuple[str | None, str]:
+    """``id:12``, ``udid:…`` or ``serial_number:…`` names a device by that key alone."""
+    key, sep, value = text.partition(":")
+    return (key, value) if sep and key in devices.IDENT_KEYS else (None, text)
+
+
 def resolve_devices(
     session: Session, names: Sequence[Any], *, pointer: str | None = None, parameter: str | None = None
 ) -> Resolved:
     """Look devices up by id, UDID or serial number in one statement, however many are named.
 
-    Each device counts once however many ways it is named. More than ``MAX_NAMED_DEVICES`` names is a
+    Each device counts once however many ways it is named. A name that fits several devices (one's
+    serial number is another's UDID or id) is a 409: devices choose their serial numbers, so a
+    bulk action must never guess; ``id:``, ``udid:`` and ``serial_number:`` name one key. More than ``MAX_NAMED_DEVICES`` names is a
     422 whose source is ``pointer`` (body) or ``parameter`` (query string).
     """
     if len(names) > MAX_NAMED_DEVICES:
@@ -110,36 +118,52 @@ def resolve_devices(
         )
     texts = [str(name).strip() for name in names]
     unique = list(dict.fromkeys(texts))
-    numeric = [int(t) for t in unique if is_id(t)]
-    found_by_id: dict[int, int] = {}
-    found_by_text: dict[str, int] = {}
+    keyed = {text: _one_key(text) for text in unique}
+    values = list(dict.fromkeys(value for _, value in keyed.values()))
+    numeric = [int(v) for v in values if is_id(v)]
+    found_ids: set[int] = set()
+    by_key: dict[str, dict[str, set[int]]] = {"udid": {}, "serial_number": {}}
     if unique:
         rows = session.execute(
             select(Device.id, Device.udid, Device.serial_number).where(
                 or_(
                     in_values(session, Device.id, numeric, integer=True),
-                    in_values(session, Device.udid, unique, integer=False),
-                    in_values(session, Device.serial_number, unique, integer=False),
+                    in_values(session, Device.udid, values, integer=False),
+                    in_values(session, Device.serial_number, values, integer=False),
                 )
-            ).order_by(Device.id)
+            )
         ).all()
         for row in rows:
-            found_by_id[row.id] = row.id
-            found_by_text.setdefault(row.udid, row.id)
+            found_ids.add(row.id)
+            by_key["udid"].setdefault(row.udid, set()).add(row.id)
             if row.serial_number:
-                found_by_text.setdefault(row.serial_number, row.id)
+                by_key["serial_number"].setdefault(row.serial_number, set()).add(row.id)
     by_name: dict[str, int] = {}
     missing: dict[str, None] = {}  # insertion-ordered set: names not found, each once
+    ambiguous: dict[str, None] = {}
     for text in texts:
-        device_id = None
-        if is_id(text):
-            device_id = found_by_id.get(int(text))
-        if device_id is None:
-            device_id = found_by_text.get(text)
-        if device_id is None:
+        key, value = keyed[text]
+        matched: set[int] = set()
+        if key in (None, "id") and is_id(value) and int(value) in found_ids:
+            matched.add(int(value))
+        for column in ("udid", "serial_number"):
+            if key in (None, column):
+                matched |= by_key[column].get(value, set())
+        if not matched:
             missing[text] = None
+        elif len(matched) > 1:
+            ambiguous[text] = None
         else:
-            by_name[text] = device_id
+            by_name[text] = next(iter(matched))
+    if ambiguous:
+        # a device chooses its own serial number: a name that fits several devices must never pick one
+        shown = list(ambiguous)
+        raise Conflict(
+            f"{len(shown)} name(s) match several devices by different keys (id, UDID, serial number): "
+            f"{', '.join(shown[:10])}; name each of those devices by one key: id:<n>, udid:<text> or "
+            "serial_number:<text>",
+            code="ambiguous_device", pointer=pointer, parameter=parameter,
+        )
     return Resolved(ids=list(dict.fromkeys(by_name.values())), missing=list(missing), by_name=by_name)
 
 

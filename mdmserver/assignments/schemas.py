@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from marshmallow import RAISE, Schema, fields
+
+from mdmserver.api.apidoc import ApiDoc, Body, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.assignments.models import DeviceProfileState, ProfileAssignment
 from mdmserver.db import isoformat
@@ -31,3 +34,39 @@ def state_resource(row: DeviceProfileState, current_revision: int | None = None)
         relationships={"device": {"data": {"type": "devices", "id": str(row.device_id)}},
                        "profile": {"data": {"type": "profiles", "id": str(row.profile_id)}}},
     )
+
+class TargetsSchema(Schema):
+    """``{"devices": [id | UDID | serial…], "groups": [group id…]}``: whom a profile is (un)assigned to.
+    Documents the body; the view and ``service.assign``/``unassign`` check it."""
+
+    class Meta:
+        unknown = RAISE
+
+    devices = fields.List(fields.Raw(metadata={"oneOf": [{"type": "string"}, {"type": "integer"}]}))
+    groups = fields.List(fields.Raw(metadata={"oneOf": [{"type": "string"}, {"type": "integer"}]}))
+
+
+class ProfileIdsSchema(Schema):
+    """``{"profile_ids": [id…]}``: the profiles to (un)assign to one device. Documents the body; the view
+    and ``service.resolve_profiles`` check it."""
+
+    class Meta:
+        unknown = RAISE
+
+    profile_ids = fields.List(fields.Raw(metadata={"oneOf": [{"type": "string"}, {"type": "integer"}]}),
+                              required=True)
+
+
+_STATES = listing("device_profile_states", filters=("status",), sorts=("device_id", "profile_id", "updated_at"))
+
+OPENAPI: dict[str, ApiDoc] = {
+    "assignments.list_assignments": ApiDoc(type="profile_assignments", reply=Reply.COLLECTION),
+    "assignments.assign": ApiDoc(body=TargetsSchema, body_kind=Body.JSON, reply=Reply.JSON),
+    "assignments.unassign": ApiDoc(body=TargetsSchema, body_kind=Body.JSON, reply=Reply.JSON),
+    "assignments.reconcile": ApiDoc(body_kind=Body.NONE, reply=Reply.JSON),
+    "assignments.reconcile_all": ApiDoc(body_kind=Body.NONE, reply=Reply.JSON),
+    "assignments.profile_states": _STATES,
+    "assignments.device_profiles": _STATES,
+    "assignments.device_assign": ApiDoc(body=ProfileIdsSchema, body_kind=Body.JSON, reply=Reply.JSON),
+    "assignments.device_unassign": ApiDoc(body=ProfileIdsSchema, body_kind=Body.JSON, reply=Reply.JSON),
+}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mdmserver.api.apidoc import ApiDoc, Reply
 from mdmserver.api.jsonapi import resource
 from mdmserver.errors import UnprocessableEntity
 from mdmserver.inventory.filters import ATTRIBUTE_NAME
@@ -39,3 +40,20 @@ def attributes_resource(device_id: int, values: dict[str, str]) -> dict[str, Any
     return resource("custom_attributes", device_id, dict(sorted(values.items())),
                     relationships={"device": {"data": {"type": "devices", "id": str(device_id)}}},
                     links={"self": f"/api/v1/devices/{device_id}/custom_attributes"})
+
+#: The attributes of a ``custom_attributes`` body are the mapping itself: name → string value (``null``
+#: deletes one on PATCH); ``validate_values`` checks it.
+_VALUES = {"type": "object", "additionalProperties": {"type": "string", "nullable": True}}
+
+OPENAPI: dict[str, ApiDoc] = {
+    "attributes.get_attributes": ApiDoc(type="custom_attributes"),
+    "attributes.replace_attributes": ApiDoc(body=_VALUES, type="custom_attributes"),
+    "attributes.merge_attributes": ApiDoc(body=_VALUES, type="custom_attributes"),
+    "attributes.delete_attributes": ApiDoc(type="custom_attributes",
+                                           query={"names": "comma-separated attribute names (all when absent)"}),
+    "attributes.list_attribute_names": ApiDoc(type="custom_attribute_names", reply=Reply.COLLECTION),
+    "attributes.bulk_delete": ApiDoc(reply=Reply.META, query={
+        "names": "comma-separated attribute names to delete (required)",
+        "devices": "comma-separated device ids, UDIDs or serial numbers (all devices when absent)",
+    }),
+}

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
+from mdmserver.api.apidoc import ApiDoc, Body, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.commands import service
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
@@ -78,3 +79,22 @@ def command_resource(
         relationships={"device": {"data": {"type": "devices", "id": str(command.device_id)}}},
         links={"self": f"/api/v1/commands/{command.uuid}"},
     )
+
+_HISTORY = ("status", "request_type", "device", "group", "enqueued_by", "created_after", "created_before",
+            "completed_after", "completed_before", "latest")
+_SORTS = ("id", "created_at", "sent_at", "completed_at", "status", "request_type", "device_id")
+
+#: The command list and cancel views live in ``mdmserver.history`` today; their endpoints are declared here,
+#: beside the command resource they answer.
+OPENAPI: dict[str, ApiDoc] = {
+    "commands.enqueue": ApiDoc(body=EnqueueSchema, type="commands", status=201, errors=(409,)),
+    "commands.inventory": ApiDoc(body_kind=Body.NONE, type="commands", reply=Reply.COLLECTION, status=202),
+    "commands.clear_passcode": ApiDoc(body_kind=Body.NONE, type="commands", status=202, errors=(409,)),
+    "commands.show": ApiDoc(type="commands"),
+    "commands.cancel": ApiDoc(type="commands", errors=(409,)),
+    "history.list_commands": listing("commands", filters=_HISTORY, sorts=_SORTS),
+    "history.device_commands": listing("commands", filters=tuple(f for f in _HISTORY if f not in ("device", "group")),
+                                       sorts=_SORTS),
+    "history.latest_command": ApiDoc(type="commands"),
+    "history.cancel_command": ApiDoc(type="commands", errors=(409,)),
+}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
+from mdmserver.api.apidoc import ApiDoc, Reply, listing
 from mdmserver.api.jsonapi import UTCField, resource
 
 
@@ -172,3 +173,18 @@ def device_resource(device, *, detail: bool = False, fields_: set[str] | None = 
     schema = device_detail_schema if detail else device_schema
     return resource("devices", device.id, schema.dump(device),
                     links={"self": f"/api/v1/devices/{device.id}"}, fields=fields_)
+
+OPENAPI: dict[str, ApiDoc] = {
+    "devices.show": ApiDoc(type="devices", reply_schema=DeviceDetailSchema, fields=True),
+    "devices.installed_profiles": listing("installed_profiles", filters=("identifier", "is_managed"),
+                                          sorts=("identifier", "display_name"), reply_schema=InstalledProfileSchema),
+    "devices.installed_applications": listing("installed_applications", filters=("identifier", "name"),
+                                              sorts=("identifier", "name"), reply_schema=InstalledApplicationSchema),
+    "devices.certificates": listing("device_certificates", filters=("common_name", "is_identity"),
+                                    sorts=("common_name", "not_after"), reply_schema=DeviceCertificateSchema),
+    "devices.locations": listing("device_locations", sorts=("received_at", "timestamp"),
+                                 reply_schema=DeviceLocationSchema),
+    "devices.os_updates": listing("os_updates", filters=("is_critical",), sorts=("version", "product_key"),
+                                  reply_schema=OSUpdateSchema),
+    "devices.security": ApiDoc(type="security_info", reply=Reply.RESOURCE, reply_schema=SecurityInfoSchema),
+}

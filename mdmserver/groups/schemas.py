@@ -6,9 +6,11 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, validate
 
+from mdmserver.api.apidoc import ApiDoc, Body, LinkageSchema, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
 from mdmserver.groups.models import DeviceGroup, GroupKind
+from mdmserver.inventory.schemas import DEVICE_LIST
 
 
 class GroupCreateSchema(Schema):
@@ -48,3 +50,23 @@ def group_resource(group: DeviceGroup) -> dict[str, Any]:
         },
         links={"self": f"/api/v1/device_groups/{group.id}"},
     )
+
+class GroupMembersSchema(Schema):
+    """The body of adding or removing static members: a resource linkage of devices (id, UDID or serial
+    number in ``id``). Documents the body; ``views._linkage`` checks it, pointing at each bad item."""
+
+    data = fields.List(fields.Nested(LinkageSchema), required=True, validate=validate.Length(min=1, max=10_000))
+
+
+OPENAPI: dict[str, ApiDoc] = {
+    "groups.list_groups": listing("device_groups", filters=("name", "kind", "parent"),
+                                  sorts=("id", "name", "created_at")),
+    "groups.create_group": ApiDoc(body=GroupCreateSchema, type="device_groups", status=201),
+    "groups.get_group": ApiDoc(type="device_groups"),
+    "groups.update_group": ApiDoc(body=GroupUpdateSchema, type="device_groups"),
+    "groups.delete_group": ApiDoc(type="device_groups", reply=Reply.EMPTY, errors=(409,)),
+    "groups.group_devices": DEVICE_LIST,
+    "groups.add_members": ApiDoc(body=GroupMembersSchema, body_kind=Body.JSON, reply=Reply.META),
+    "groups.remove_members": ApiDoc(body=GroupMembersSchema, body_kind=Body.JSON, reply=Reply.META),
+    "groups.device_groups": ApiDoc(type="device_groups", reply=Reply.COLLECTION),
+}

@@ -7,6 +7,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from mdmserver.api.apidoc import ApiDoc, Reply, listing
 from mdmserver.devices import schemas as devices_schemas
 from mdmserver.devices.models import Device
 
@@ -69,3 +70,18 @@ class DeviceUpdateSchema(Schema):
     warranty_number = _text(100)
     warranty_type = _text(100)
     warranty_expiration = fields.Date(allow_none=True)
+
+#: Every device list (all devices, a group's members, a user's devices) takes the same parameters.
+DEVICE_LIST = listing(
+    "devices", open_filters=True, facets=True, fields=True,
+    sorts=("id", "name", "device_name", "serial_number", "udid", "platform", "model", "os_version",
+           "admission_status", "last_seen_at", "enrolled_at", "created_at", "updated_at", "asset_tag", "office"),
+    reply_schema=devices_schemas.DeviceSchema,
+)
+
+OPENAPI: dict[str, ApiDoc] = {
+    "inventory.list_devices": DEVICE_LIST,
+    "inventory.update_device": ApiDoc(body=DeviceUpdateSchema, type="devices",
+                                      reply_schema=devices_schemas.DeviceDetailSchema),
+    "inventory.delete_device": ApiDoc(type="devices", reply=Reply.EMPTY),
+}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import html
+import json
+from functools import cache
+from importlib import resources
 
 from flask import Blueprint, Response, current_app, jsonify
 
@@ -49,23 +51,18 @@ def openapi_json():
 
 @bp.get("/api/docs")
 def api_docs():
-    """A human-readable list of every route, its scope and purpose."""
-    spec = build_openapi(current_app._get_current_object())
-    rows = []
-    for path, item in spec["paths"].items():
-        for method, op in item.items():
-            rows.append(
-                f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
-                f"<td>{html.escape(op.get('x-required-scope', '-'))}</td><td>{html.escape(op['summary'])}</td></tr>"
-            )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>mdmserver API</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;border-bottom:1px solid #ddd;"
-        "text-align:left}</style></head><body><h1>mdmserver API</h1>"
-        "<p>Admin routes need <code>Authorization: Bearer &lt;token&gt;</code> with the scope shown. "
-        "The machine-readable description is at <a href='/api/openapi.json'>/api/openapi.json</a>.</p>"
-        "<table><tr><th>method</th><th>path</th><th>scope</th><th>summary</th></tr>"
-        + "".join(rows)
-        + "</table></body></html>"
-    )
+    """The OpenAPI document rendered for people: one self-contained page.
+
+    The renderer ships in the package (``mdmserver/ops/static``) and is inlined with the document, so the
+    page loads nothing from anywhere else."""
+    spec = json.dumps(build_openapi(current_app._get_current_object()))
+    # Inside <script>, "<", ">" and "&" as JSON escapes: no value can close the element.
+    spec = spec.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    html, css, script = (_asset(name) for name in ("docs.html", "docs.css", "docs.js"))
+    page = html.replace("/*CSS*/", css).replace("/*JS*/", script).replace("/*SPEC*/", spec)
     return Response(page, mimetype="text/html")
+
+
+@cache
+def _asset(name: str) -> str:
+    return resources.files("mdmserver.ops").joinpath("static", name).read_text(encoding="utf-8")

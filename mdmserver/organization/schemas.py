@@ -5,6 +5,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+from mdmserver.api.apidoc import ApiDoc
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
 from mdmserver.organization.models import Organization
@@ -50,3 +51,8 @@ def organization_resource(row: Organization) -> dict[str, Any]:
         },
         links={"self": "/api/v1/organization"},
     )
+
+OPENAPI: dict[str, ApiDoc] = {
+    "organization.get_organization": ApiDoc(type="organizations"),
+    "organization.update_organization": ApiDoc(body=OrganizationUpdateSchema, type="organizations"),
+}

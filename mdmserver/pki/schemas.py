@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mdmserver.api.apidoc import ApiDoc, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
 from mdmserver.pki.models import Certificate, RSAPrivateKey
@@ -47,3 +48,13 @@ def private_key_resource(row: RSAPrivateKey) -> dict[str, Any]:
         },
         links={"download": f"/api/v1/rsa_private_keys/{row.id}/download"},
     )
+
+OPENAPI: dict[str, ApiDoc] = {
+    "pki.list_certificates": listing("certificates", filters=("purpose", "x509_cn", "fingerprint_sha256"),
+                                     sorts=("id", "not_after", "x509_cn")),
+    "pki.get_certificate": ApiDoc(type="certificates"),
+    "pki.download_certificate": ApiDoc(reply=Reply.FILE, errors=(406,)),
+    "pki.list_private_keys": listing("rsa_private_keys", filters=("key_type",), sorts=("id", "created_at")),
+    "pki.get_private_key": ApiDoc(type="rsa_private_keys"),
+    "pki.download_private_key": ApiDoc(reply=Reply.FILE, errors=(406,)),
+}

@@ -21,6 +21,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
+from mdmserver.api.apidoc import ApiDoc, Body, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
 from mdmserver.errors import UnprocessableEntity
@@ -320,3 +321,40 @@ def version_resource(profile: Profile, version) -> dict[str, Any]:
         "created_at": isoformat(version.created_at),
         "replaced_at": isoformat(version.replaced_at),
     }, links={"download": f"/api/v1/download/profiles/{profile.id}?revision={version.revision}"})
+
+class ProfileUploadSchema(Schema):
+    """The upload form: the .mobileconfig in the field ``file``."""
+
+    file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
+
+
+#: A profile's or payload's attributes are Apple's keys (PayloadDisplayName, PayloadContent, …), typed
+#: per payload type by the catalogue and checked by ``load_typed``.
+_APPLE_KEYS = {"type": "object", "additionalProperties": True,
+               "description": "Apple's payload keys; payloads of a profile in PayloadContent"}
+
+OPENAPI: dict[str, ApiDoc] = {
+    "profiles.upload_profile": ApiDoc(body=ProfileUploadSchema, body_kind=Body.MULTIPART, type="profiles",
+                                      status=201, errors=(409, 415, 422), query={
+                                          "strict": "true: Apple-schema findings are a 422",
+                                          "replace": "true: a new revision of the profile with this identifier"}),
+    "profiles.download_profile": ApiDoc(reply=Reply.FILE, query={
+        "signed": "true: signed by the server's identity",
+        "format": "xml or binary",
+        "revision": "an earlier revision"}),
+    "profiles.list_profiles": listing("profiles", filters=("identifier", "display_name", "payload_type", "uuid", "signed"),
+                                      sorts=("id", "identifier", "display_name", "created_at", "updated_at"),
+                                      fields=True, query={"include": "payloads"}),
+    "profiles.create_profile": ApiDoc(body=_APPLE_KEYS, type="profiles", status=201,
+                                      query={"strict": "true: Apple-schema findings are a 422"}),
+    "profiles.get_profile": ApiDoc(type="profiles", query={"include": "payloads"}),
+    "profiles.patch_profile": ApiDoc(body=_APPLE_KEYS, type="profiles"),
+    "profiles.delete_profile": ApiDoc(type="profiles", reply=Reply.EMPTY, errors=(409,)),
+    "profiles.list_versions": ApiDoc(type="profile_versions", reply=Reply.COLLECTION),
+    "profiles.list_payloads": listing("payloads", filters=("payload_type", "type", "kind", "profile", "identifier"),
+                                      sorts=("id", "payload_type", "position"), fields=True),
+    "profiles.create_payload": ApiDoc(body=_APPLE_KEYS, type="payloads", status=201),
+    "profiles.get_payload": ApiDoc(type="payloads"),
+    "profiles.patch_payload": ApiDoc(body=_APPLE_KEYS, type="payloads"),
+    "profiles.delete_payload": ApiDoc(type="payloads", reply=Reply.EMPTY),
+}

@@ -6,6 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
+from mdmserver.api.apidoc import ApiDoc, Body
 from mdmserver.api.jsonapi import UTCField, resource
 
 
@@ -65,3 +66,22 @@ def push_request_resource(row) -> dict[str, Any]:
 
 def push_status_resource(device_id: int, status: dict[str, Any]) -> dict[str, Any]:
     return resource("device_push_status", device_id, _status.dump(status))
+
+class PushCertificateUploadSchema(Schema):
+    """The push certificate upload: a PEM or PKCS#12 file, its key and password (or the raw file as the
+    body, the password in ``X-Certificate-Password``)."""
+
+    file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
+    key = fields.Raw(metadata={"type": "string", "format": "binary"})
+    password = fields.String()
+
+
+OPENAPI: dict[str, ApiDoc] = {
+    "push.show_push_certificate": ApiDoc(type="push_certificates", reply_schema=PushCertificateSchema),
+    "push.import_push_certificate": ApiDoc(body=PushCertificateUploadSchema, body_kind=Body.MULTIPART,
+                                           type="push_certificates", reply_schema=PushCertificateSchema,
+                                           errors=(422,)),
+    "push.push_device": ApiDoc(body_kind=Body.NONE, type="push_requests", status=202, reply_schema=PushRequestSchema,
+                               errors=(409,)),
+    "push.device_push_status": ApiDoc(type="device_push_status", reply_schema=DevicePushStatusSchema),
+}

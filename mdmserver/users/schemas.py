@@ -6,8 +6,10 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
+from mdmserver.api.apidoc import ApiDoc, Body, LinkageSchema, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
+from mdmserver.inventory.schemas import DEVICE_LIST
 from mdmserver.users.models import User
 
 
@@ -37,3 +39,21 @@ def user_resource(user: User, device_count: int | None = None) -> dict[str, Any]
     return resource("users", user.id, attributes,
                     relationships={"devices": {"links": {"related": f"/api/v1/users/{user.id}/devices"}}},
                     links={"self": f"/api/v1/users/{user.id}"})
+
+class OwnerSchema(Schema):
+    """The body of setting a device's owner: ``{"data": {"type": "users", "id": …}}`` or ``{"data": null}``.
+    Documents the body; ``views.set_owner`` checks it."""
+
+    data = fields.Nested(LinkageSchema, required=True, allow_none=True)
+
+
+OPENAPI: dict[str, ApiDoc] = {
+    "users.list_users": listing("users", filters=("email", "name", "uid"), sorts=("id", "name", "email", "created_at")),
+    "users.create_user": ApiDoc(body=UserCreateSchema, type="users", status=201, errors=(409,)),
+    "users.get_user": ApiDoc(type="users"),
+    "users.update_user": ApiDoc(body=UserUpdateSchema, type="users"),
+    "users.delete_user": ApiDoc(type="users", reply=Reply.EMPTY),
+    "users.user_devices": DEVICE_LIST,
+    "users.get_owner": ApiDoc(type="users"),
+    "users.set_owner": ApiDoc(body=OwnerSchema, body_kind=Body.JSON, type="users"),
+}

@@ -87,7 +87,7 @@ _SORTS = ("id", "created_at", "sent_at", "completed_at", "status", "request_type
 #: The command list and cancel views live in ``mdmserver.history`` today; their endpoints are declared here,
 #: beside the command resource they answer.
 OPENAPI: dict[str, ApiDoc] = {
-    "commands.enqueue": ApiDoc(body=EnqueueSchema, type="commands", status=201, errors=(409,)),
+    "commands.enqueue": ApiDoc(body=EnqueueSchema, type="commands", plain_too=True, status=201, errors=(409,)),
     "commands.inventory": ApiDoc(body_kind=Body.NONE, type="commands", reply=Reply.COLLECTION, status=202),
     "commands.clear_passcode": ApiDoc(body_kind=Body.NONE, type="commands", status=202, errors=(409,)),
     "commands.show": ApiDoc(type="commands"),

@@ -177,11 +177,12 @@ def _request_body(doc: ApiDoc) -> dict[str, Any]:
     if doc.body_kind is Body.RESOURCE:
         data: dict[str, Any] = {"type": "object", "required": ["type"], "properties": {
             "type": {"type": "string", **({"enum": [doc.type]} if doc.type else {})},
-            "id": {"type": "string", "description": "required on PATCH: the id in the URL"},
+            "id": {"type": "string", "description": "optional; when given, the id in the URL"},
             "attributes": doc.body or {"type": "object"},
         }}
         schema: Any = {"type": "object", "required": ["data"], "properties": {"data": data}}
-        return {"required": True, "content": {JSONAPI: {"schema": schema}, "application/json": {"schema": schema}}}
+        plain = {"oneOf": [schema, doc.body]} if doc.plain_too and doc.body is not None else schema
+        return {"required": True, "content": {JSONAPI: {"schema": schema}, "application/json": {"schema": plain}}}
     if doc.body_kind is Body.JSON:
         schema = doc.body or {"type": "object"}
         return {"required": True, "content": {"application/json": {"schema": schema}, JSONAPI: {"schema": schema}}}

@@ -228,6 +228,10 @@ def test_documented_bodies_are_accepted_and_bad_ones_refused(client, auth, spec,
     assert response.status_code == 201, response.get_json()
     with pytest.raises(AssertionError):
         _check(spec, enqueue_path, "post", JSONAPI, {"data": {"type": "commands", "attributes": {"priority": 5}}})
+    plain = {"request_type": "SecurityInfo"}  # the enqueue body may also be the attributes alone
+    _check(spec, enqueue_path, "post", "application/json", plain)
+    response = client.post(enqueue_path.format(ident=device.id), json=plain, headers=auth("write"))
+    assert response.status_code == 201, response.get_json()
 
 
 class _Assets(HTMLParser):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, g, json, request
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from mdmserver import errors
@@ -92,6 +92,25 @@ def init_app(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(errors.AppError("internal error; see the server log for this request id"))
+
+    @app.before_request
+    def _refuse_nul() -> None:
+        # PostgreSQL text cannot hold NUL: a NUL in the path or the query would reach a WHERE clause
+        # and fail there (a 500); no identifier, filter or parameter of ours contains one.
+        if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.args.items(multi=True)):
+            raise errors.BadRequest("the URL contains a NUL character", code="nul_character")
+
+    @app.errorhandler(DataError)
+    def _data_error(exc: DataError) -> Response:
+        # The database refused a value this request carried (PostgreSQL: a NUL in a body string, a
+        # number or date out of its range): the request's fault, not the server's.
+        db.session.rollback()
+        log.warning("database refused a value on %s %s: %s", request.method, request.path,
+                    str(getattr(exc, "orig", exc)).splitlines()[0][:200])
+        return error_response(errors.BadRequest(
+            "a value in this request cannot be stored or compared (for example a NUL character)",
+            code="invalid_value",
+        ))
 
     @app.errorhandler(OperationalError)
     def _database_error(exc: OperationalError) -> Response:

@@ -229,8 +229,13 @@ def _authenticate(
         raise refuse("device %s is decommissioned", message.udid)
     previous = existing.identity_fingerprint if existing is not None else None
     rebinding = previous is not None and previous != identity.fingerprint
-    # the previous binding ended when its holder checked out (a request signed with its key)
-    checked_out = existing is not None and not existing.enrolled and existing.unenrolled_at is not None
+    # the previous binding ended when its holder checked out (a request signed with its key) while it
+    # was accepted: a CheckOut from a binding still held for an administrator (an impostor's pending
+    # re-binding) ends nothing, or the impostor's next identity would be admitted by the policy
+    checked_out = (
+        existing is not None and not existing.enrolled and existing.unenrolled_at is not None
+        and existing.admission_status == AdmissionStatus.ACCEPTED
+    )
     previous_valid = (
         rebinding and not checked_out and pki.is_valid_device_certificate(session, previous, utcnow())
     )

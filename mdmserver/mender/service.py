@@ -23,6 +23,7 @@ from mdmserver.audit.service import record_event
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound
 from mdmserver.inventory.filters import is_id
+from mdmserver.protocol.fields import has_identifier_forbidden_character
 
 STATUSES = ("pending", "accepted", "rejected", "preauthorized")
 TRANSITIONS = {
@@ -134,6 +135,8 @@ def parse_identity(raw: Any) -> dict[str, str]:
     for key, value in identity.items():
         if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 64):
             raise BadRequest(f"identity attribute {key!r} must be a string of 1 to 64 characters")
+        if value is not None and has_identifier_forbidden_character(value):
+            raise BadRequest(f"identity attribute {key!r} contains a control character")
     return identity
 
 

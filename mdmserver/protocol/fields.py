@@ -40,6 +40,11 @@ def _refuse_categories(key: str, value: str | None, refused: frozenset[str], wha
     return value
 
 
+def has_identifier_forbidden_character(value: str) -> bool:
+    """Whether ``value`` holds a character never found in an identifier (see ``_NOT_IN_IDENTIFIERS``)."""
+    return any(unicodedata.category(ch) in _NOT_IN_IDENTIFIERS for ch in value)
+
+
 def opt_ident(d: dict[str, Any], key: str, max_len: int | None = None) -> str | None:
     """An identifier (UDID, serial number, user id, topic, command UUID…): like :func:`opt_str`, and
     any control, format or line-separator character is a ``ProtocolError`` (they would forge log

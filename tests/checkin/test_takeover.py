@@ -320,3 +320,26 @@ def test_other_udid_shapes_are_400(live, udid) -> None:
     sim = SimulatedDevice(HttpxTransport(live.url), udid=udid)
     sim.enroll()
     assert sim.authenticate() == 400
+
+
+def test_impostor_checkout_does_not_end_the_victims_binding(live, api) -> None:
+    """Review of issue 9: an impostor's pending re-binding checks out (signed with its own key), then
+    enrolls once more: under ``auto`` that third identity must not be admitted as if the real device
+    had checked out, nor receive the administrator's next commands."""
+    victim = _enrolled(live, seed=911)
+    device_id = _device(api, victim.udid)["id"]
+    attacker = SimulatedDevice(HttpxTransport(live.url), udid=victim.udid, serial_number=victim.serial_number,
+                               seed=912)
+    attacker.enroll()
+    assert attacker.authenticate() == 200
+    assert attacker.token_update() == 200
+    attacker.checkout()
+    again = SimulatedDevice(HttpxTransport(live.url), udid=victim.udid, serial_number=victim.serial_number,
+                            seed=913)
+    again.enroll()
+    assert again.authenticate() == 200
+    assert again.token_update() == 200
+    assert _device(api, device_id)["attributes"]["admission_status"] == "pending"
+    assert _auth_set_of(api, device_id, again)["status"] == "pending"
+    _enqueue(api, device_id, "DeviceLock", {"PIN": "123456"})
+    assert again.idle() == (200, None)

@@ -35,6 +35,7 @@ test-postgres: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard mdmserver tests bench tools)
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	@for script in $(wildcard bench/*_bench.py); do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -259,25 +259,6 @@ def cancel_secret_bearing(session: Session, device_id: int) -> list[str]:
     return list(chosen.values())
 
 
-def _next_id(device_id_column, statuses: Sequence[str], now: datetime):
-    return (
-        select(Command.id)
-        .where(
-            Command.device_id == device_id_column,
-            Command.status.in_(statuses),
-            or_(Command.expires_at.is_(None), Command.expires_at > now),
-        )
-        .order_by(Command.priority.desc(), Command.id)
-        .limit(1)
-    )
-
-
-def next_command(session: Session, device_id: int, *, after_idle: bool, now: datetime) -> Command | None:
-    """The next command to offer: one query on the active-queue index (priority, then FIFO)."""
-    statuses = IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
-    return session.scalar(select(Command).where(Command.id == _next_id(device_id, statuses, now).scalar_subquery()))
-
-
 @dataclass
 class ConnectState:
     """What the connect path needs of a device and its next command, read in one statement."""
@@ -461,10 +442,6 @@ def public_parameters(command: Command, *, reveal: bool = False, box: SecretBox 
     if not reveal:
         params = secrets_policy.redact(params, request_type=command.request_type)
     return catalogue.public_parameters(params)
-
-
-def list_for_devices(session: Session, device_ids: Sequence[int]) -> list[Command]:
-    return list(session.scalars(select(Command).where(Command.device_id.in_(device_ids)).order_by(Command.id)))
 
 
 def enqueue_for_device(

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mdmserver.admission.models import REFUSED_STATUSES
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
 from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
@@ -464,7 +465,7 @@ def enqueue_for_device(
     except catalogue.UnknownRequestType:
         raise UnprocessableEntity(f"unknown request type {request_type!r}",
                                   pointer=f"{pointer_base}/request_type") from None
-    if device.admission_status in ("rejected", "decommissioned"):
+    if device.admission_status in REFUSED_STATUSES:
         raise Conflict(f"device {device.id} is {device.admission_status}")
     if device.unenrolled_at is not None and not device.enrolled:
         raise Conflict(f"device {device.id} is no longer enrolled (it checked out)")

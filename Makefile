@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 BIND   ?= 127.0.0.1:8080
 
 .PHONY: run test test-postgres lint bench clean install
@@ -35,8 +36,13 @@ test-postgres: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard mdmserver tests bench tools)
+	$(BIN)/lint-imports
 
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	@for script in $(wildcard bench/*_bench.py); do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:

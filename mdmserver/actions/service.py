@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver.actions.catalogue import ACTIONS, Action, CommandPlan
 from mdmserver.actions.models import DeviceRetirement
+from mdmserver.admission.models import REFUSED_STATUSES
 from mdmserver.api.jsonapi import marshmallow_errors
 from mdmserver.audit.service import record_event
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
@@ -75,7 +76,7 @@ def not_applicable_reason(action: Action, params: dict[str, Any] | None = None) 
     """SQL for the first reason the action does not apply to a device (NULL when it applies)."""
     whens: list[tuple[ColumnElement[bool], Any]] = [
         (retired_condition(), literal("the device is retired (management removal was requested)")),
-        (Device.admission_status.in_(["rejected", "decommissioned"]),
+        (Device.admission_status.in_(sorted(REFUSED_STATUSES)),
          literal("the device's admission status is ", String) + Device.admission_status),
         (and_(Device.enrolled.is_(False), Device.unenrolled_at.is_not(None)),
          literal("the device is no longer enrolled (it checked out)")),

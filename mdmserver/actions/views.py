@@ -16,6 +16,7 @@ from mdmserver.api.jsonapi import (
     request_json,
     resource,
 )
+from mdmserver.commands.models import CommandStatus
 from mdmserver.db import db, isoformat
 from mdmserver.errors import BadRequest, UnprocessableEntity
 from mdmserver.inventory import service as inventory
@@ -66,7 +67,8 @@ def perform_action(ident: str, name: str):
         raise UnprocessableEntity('the body is {"parameters": {…}} (or empty)', pointer="")
     uuids = service.perform_on_device(db.session, action, device, body.get("parameters"), actor=current_actor())
     db.session.commit()
-    data = [resource("commands", uuid, {"status": "queued"}, links={"self": f"/api/v1/commands/{uuid}"})
+    data = [resource("commands", uuid, {"status": CommandStatus.QUEUED.value},
+                     links={"self": f"/api/v1/commands/{uuid}"})
             for uuid in uuids]
     return jsonapi_response(document(data, meta={"action": name, "device_id": str(device.id)}), status=202)
 

@@ -20,6 +20,11 @@ class AdmissionStatus(StrEnum):
     DECOMMISSIONED = "decommissioned"
 
 
+#: Admission statuses that refuse every device request and every command (a new certificate does not
+#: lift them).
+REFUSED_STATUSES = frozenset({AdmissionStatus.REJECTED.value, AdmissionStatus.DECOMMISSIONED.value})
+
+
 class AuthSet(db.Model):
     """Mender's auth set for an Apple enrollment.
 

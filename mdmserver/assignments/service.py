@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from mdmserver.admission.models import AdmissionStatus
+from mdmserver.admission.models import REFUSED_STATUSES, AdmissionStatus
 from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState, ProfileAssignment
 from mdmserver.audit.service import record_event
 from mdmserver.commands.models import Command, CommandStatus
@@ -161,7 +161,7 @@ def _manageable() -> ColumnElement[bool]:
     """Commands can still reach the device (not checked out, not refused)."""
     return and_(
         not_(and_(Device.enrolled.is_(False), Device.unenrolled_at.is_not(None))),
-        Device.admission_status.not_in(["rejected", "decommissioned"]),
+        Device.admission_status.not_in(sorted(REFUSED_STATUSES)),
     )
 
 

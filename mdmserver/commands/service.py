@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mdmserver.admission.models import REFUSED_STATUSES
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
 from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
@@ -259,25 +260,6 @@ def cancel_secret_bearing(session: Session, device_id: int) -> list[str]:
     return list(chosen.values())
 
 
-def _next_id(device_id_column, statuses: Sequence[str], now: datetime):
-    return (
-        select(Command.id)
-        .where(
-            Command.device_id == device_id_column,
-            Command.status.in_(statuses),
-            or_(Command.expires_at.is_(None), Command.expires_at > now),
-        )
-        .order_by(Command.priority.desc(), Command.id)
-        .limit(1)
-    )
-
-
-def next_command(session: Session, device_id: int, *, after_idle: bool, now: datetime) -> Command | None:
-    """The next command to offer: one query on the active-queue index (priority, then FIFO)."""
-    statuses = IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
-    return session.scalar(select(Command).where(Command.id == _next_id(device_id, statuses, now).scalar_subquery()))
-
-
 @dataclass
 class ConnectState:
     """What the connect path needs of a device and its next command, read in one statement."""
@@ -463,10 +445,6 @@ def public_parameters(command: Command, *, reveal: bool = False, box: SecretBox 
     return catalogue.public_parameters(params)
 
 
-def list_for_devices(session: Session, device_ids: Sequence[int]) -> list[Command]:
-    return list(session.scalars(select(Command).where(Command.device_id.in_(device_ids)).order_by(Command.id)))
-
-
 def enqueue_for_device(
     session: Session,
     device,
@@ -487,7 +465,7 @@ def enqueue_for_device(
     except catalogue.UnknownRequestType:
         raise UnprocessableEntity(f"unknown request type {request_type!r}",
                                   pointer=f"{pointer_base}/request_type") from None
-    if device.admission_status in ("rejected", "decommissioned"):
+    if device.admission_status in REFUSED_STATUSES:
         raise Conflict(f"device {device.id} is {device.admission_status}")
     if device.unenrolled_at is not None and not device.enrolled:
         raise Conflict(f"device {device.id} is no longer enrolled (it checked out)")

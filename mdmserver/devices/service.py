@@ -11,6 +11,7 @@ from sqlalchemy import BigInteger, case, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from mdmserver.admission.models import AdmissionStatus
 from mdmserver.api.jsonapi import is_id
 from mdmserver.commands.models import Command
 from mdmserver.db import utcnow
@@ -133,7 +134,7 @@ def apply_authenticate(session: Session, message: Authenticate, fingerprint: str
     device = get_device_by_udid(session, message.udid)
     now = utcnow()
     if device is None:
-        device = Device(udid=message.udid, created_at=now, admission_status="pending")
+        device = Device(udid=message.udid, created_at=now, admission_status=AdmissionStatus.PENDING.value)
         session.add(device)
     for attr in ("serial_number", "model", "model_name", "product_name", "os_version", "build_version",
                  "imei", "meid", "device_name", "topic"):

@@ -53,7 +53,7 @@ def status_condition(value: str) -> ColumnElement[bool]:
         if item not in STATUSES:
             raise ValueError(f"unknown status {item!r}; allowed: {', '.join(STATUSES)}")
     clauses: list[ColumnElement[bool]] = [Command.status.in_(wanted)]
-    if "expired" in wanted:  # active commands past their expiry show as expired
+    if CommandStatus.EXPIRED in wanted:  # active commands past their expiry show as expired
         clauses.append(and_(Command.status.in_(_ACTIVE), Command.expires_at.is_not(None),
                             Command.expires_at <= utcnow()))
     return or_(*clauses)

@@ -7,7 +7,6 @@ they are inventory rows that behave like enrolled devices for the admin API.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -71,7 +70,3 @@ def make_device(session: Session, index: int = 0, **overrides: Any) -> Device:
     session.add(device)
     session.flush()
     return device
-
-
-def make_devices(session: Session, specs: Sequence[dict[str, Any]]) -> list[Device]:
-    return [make_device(session, i, **spec) for i, spec in enumerate(specs)]

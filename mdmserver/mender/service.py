@@ -25,10 +25,14 @@ from mdmserver.errors import BadRequest, NotFound
 from mdmserver.inventory.filters import is_id
 from mdmserver.protocol.fields import has_identifier_forbidden_character
 
-STATUSES = ("pending", "accepted", "rejected", "preauthorized")
+_PENDING, _ACCEPTED, _REJECTED, _PREAUTHORIZED = (
+    AdmissionStatus.PENDING, AdmissionStatus.ACCEPTED, AdmissionStatus.REJECTED, AdmissionStatus.PREAUTHORIZED
+)
+#: The auth set statuses Mender's API knows (``decommissioned`` is ours: it is never listed).
+STATUSES = tuple(s.value for s in (_PENDING, _ACCEPTED, _REJECTED, _PREAUTHORIZED))
 TRANSITIONS = {
-    ("pending", "accepted"), ("pending", "rejected"), ("rejected", "accepted"), ("accepted", "rejected"),
-    ("preauthorized", "accepted"), ("preauthorized", "rejected"),
+    (_PENDING, _ACCEPTED), (_PENDING, _REJECTED), (_REJECTED, _ACCEPTED), (_ACCEPTED, _REJECTED),
+    (_PREAUTHORIZED, _ACCEPTED), (_PREAUTHORIZED, _REJECTED),
 }
 IDENTITY_KEYS = {"udid", "serial_number", "model"}
 MAX_PER_PAGE = 500
@@ -107,7 +111,7 @@ def set_status(session: Session, auth_set: AuthSet, status: Any, *, actor: str |
     admission.set_auth_set_status(session, auth_set, status)
     # an accepted device gets the profiles assigned to it, in this transaction (issue 9 item 6)
     assignments.reconcile_devices(session, [auth_set.device_id], actor=actor)
-    verb = "accept" if status == "accepted" else "reject"
+    verb = "accept" if status == AdmissionStatus.ACCEPTED else "reject"
     record_event(session, f"device:auth_set:{verb}", "auth_sets", auth_set.id,
                  {"device_id": auth_set.device_id, "from": before, "to": status})
     return auth_set

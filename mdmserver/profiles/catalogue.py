@@ -48,10 +48,6 @@ def catalogue() -> dict[str, Any]:
     return json.loads(CATALOGUE_FILE.read_text(encoding="utf-8"))
 
 
-def known_payload_types() -> set[str]:
-    return {name for name, entry in catalogue()["payloads"].items() if not entry.get("pseudo")}
-
-
 def _parent_path(path: str, key: str) -> tuple[str, str]:
     """(parent path, role) where role is "child", "item" or "any"."""
     if path.endswith("]"):

@@ -222,9 +222,6 @@ class CommandSpec:
     def schema(self) -> Schema:
         return _schema(self.request_type)
 
-    def parameter_names(self) -> list[str]:
-        return list((self.tree.get("keys") or {}).keys())
-
     def applies_to(self, platform: str | None, supervised: bool | None) -> tuple[bool, str | None]:
         """Whether the command can go to a device of ``platform`` (our names) and supervision.
 

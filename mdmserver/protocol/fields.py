@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from .plist import ProtocolError
@@ -100,15 +99,6 @@ def opt_bool(d: dict[str, Any], key: str) -> bool | None:
 
 def opt_int(d: dict[str, Any], key: str) -> int | None:
     return _opt(d, key, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
-
-
-def opt_real(d: dict[str, Any], key: str) -> float | None:
-    value = _opt(d, key, lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
-    return None if value is None else float(value)
-
-
-def opt_date(d: dict[str, Any], key: str) -> datetime | None:
-    return _opt(d, key, lambda v: isinstance(v, datetime), "a date")
 
 
 def opt_dict(d: dict[str, Any], key: str) -> dict[str, Any] | None:

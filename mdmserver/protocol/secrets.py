@@ -137,11 +137,6 @@ def is_secret(name: Any, value: Any = None, *, payload_type: Any = None) -> bool
     return name in schema_secret_names() or is_secret_name(name)
 
 
-def payload_secret_keys(payload_type: Any) -> frozenset[str]:
-    """Top-level keys the schema marks secret only in this payload type (PKCS#12 content, EAS identity)."""
-    return _payload_secrets(payload_type) if isinstance(payload_type, str) else frozenset()
-
-
 def is_secret_parameter(request_type: str | None, name: Any, value: Any = None) -> bool:
     """Whether a top-level command parameter (or result key) is a secret."""
     if request_type is not None and name in SECRET_PARAMETERS.get(request_type, ()):

@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mdmserver.admission.models import AdmissionStatus
+from mdmserver.commands.models import ACTIVE_STATUSES
 from mdmserver.db import UTCDateTime, isoformat, utcnow
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.pki import x509 as px
@@ -48,7 +50,7 @@ EXPIRY_WARNING_DAYS = 30
 #: Largest ``IN (…)`` list sent in one statement.
 CHUNK = 5000
 #: Active command statuses that make a device worth waking up.
-_ACTIVE_COMMAND_STATUSES = ("queued", "sent", "not_now")
+_ACTIVE_COMMAND_STATUSES = tuple(s.value for s in ACTIVE_STATUSES)
 
 
 # --- push certificate ----------------------------------------------------------------------------
@@ -299,7 +301,7 @@ def pushable_condition() -> ColumnElement[bool]:
     )
     return and_(
         Device.enrolled.is_(True),
-        Device.admission_status == "accepted",
+        Device.admission_status == AdmissionStatus.ACCEPTED.value,
         Device.push_token.is_not(None),
         Device.push_magic.is_not(None),
         ~token_refused,
@@ -378,7 +380,7 @@ def push_now(session: Session, device_id: int) -> PushRequest:
 
 
 def _why_not_pushable(session: Session, device) -> str | None:
-    if device.admission_status != "accepted":
+    if device.admission_status != AdmissionStatus.ACCEPTED:
         return f"its admission status is {device.admission_status}"
     if not device.enrolled:
         return "it is not enrolled"

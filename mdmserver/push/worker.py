@@ -31,6 +31,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from mdmserver.admission.models import AdmissionStatus
 from mdmserver.assignments.service import reconcile_all as reconcile_group_assignments
 from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
 from mdmserver.commands.service import purge_finished as purge_finished_commands
@@ -220,7 +221,7 @@ class PushWorker:
         for (rid, attempts, device_id, enrolled, admission, token, magic, topic, updated, invalid) in rows:
             skip = None
             fail = None
-            if admission != "accepted":
+            if admission != AdmissionStatus.ACCEPTED:
                 skip = f"admission {admission}"
             elif not enrolled:
                 skip = "not enrolled"

@@ -33,7 +33,7 @@ class UserUpdateSchema(UserCreateSchema):
     email = fields.Email(validate=validate.Length(max=255))
 
 
-def user_resource(user: User, device_count: int | None = None) -> dict[str, Any]:
+def user_resource(user: User) -> dict[str, Any]:
     attributes = {"name": user.name, "email": user.email, "uid": user.uid,
                   "created_at": isoformat(user.created_at), "updated_at": isoformat(user.updated_at)}
     return resource("users", user.id, attributes,

@@ -13,9 +13,7 @@ from typing import Any
 from cryptography import x509 as cx509
 from cryptography.x509.oid import NameOID
 from sqlalchemy import (
-    ColumnElement,
     Select,
-    and_,
     delete,
     exists,
     func,
@@ -28,6 +26,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mdmserver.db import UTCDateTime, isoformat, utcnow
+from mdmserver.devices.conditions import pushable
+from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.pki import x509 as px
 from mdmserver.pki.secretbox import SecretBoxError
@@ -280,32 +280,6 @@ def push_readiness(session: Session) -> str | None:
 # --- outbox ----------------------------------------------------------------------------------------
 
 
-def _devices():
-    from mdmserver.devices.models import Device
-
-    return Device
-
-
-def pushable_condition() -> ColumnElement[bool]:
-    """SQL: the device can be pushed now (enrolled, accepted, with a token APNs has not refused).
-
-    Needs ``devices`` in the FROM clause; checks ``device_push_state`` with a correlated EXISTS.
-    """
-    Device = _devices()
-    token_refused = exists().where(
-        DevicePushState.device_id == Device.id,
-        DevicePushState.token_invalid_at.is_not(None),
-        or_(Device.token_updated_at.is_(None), DevicePushState.token_invalid_at >= Device.token_updated_at),
-    )
-    return and_(
-        Device.enrolled.is_(True),
-        Device.admission_status == "accepted",
-        Device.push_token.is_not(None),
-        Device.push_magic.is_not(None),
-        ~token_refused,
-    )
-
-
 def _insert(session: Session, table):
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -325,7 +299,6 @@ def request_push(
     (pending or rejected admission, unenrolled, no token, token refused by APNs) are left out:
     admission acceptance and TokenUpdate should call this again. Returns the number of new rows.
     """
-    Device = _devices()
     now = utcnow()
     if isinstance(device_ids, Select):
         conditions = [Device.id.in_(device_ids)]
@@ -343,7 +316,7 @@ def request_push(
             literal(now, UTCDateTime()),
             literal(now, UTCDateTime()),
             literal(0),
-        ).where(condition, pushable_condition())
+        ).where(condition, pushable())
         stmt = (
             _insert(session, PushRequest)
             .from_select(
@@ -358,7 +331,6 @@ def request_push(
 
 def push_now(session: Session, device_id: int) -> PushRequest:
     """``POST /devices/<id>/push``: a push request for one device; 409 when it cannot be pushed."""
-    Device = _devices()
     device = session.get(Device, device_id)
     if device is None:
         raise NotFound(f"no device with id {device_id}")
@@ -398,7 +370,6 @@ def _token_refused(state: DevicePushState | None, device) -> bool:
 
 def device_push_status(session: Session, device_id: int) -> dict[str, Any]:
     """Push status of one device for the API: last push, its result, token validity, pending work."""
-    Device = _devices()
     device = session.get(Device, device_id)
     if device is None:
         raise NotFound(f"no device with id {device_id}")
@@ -429,7 +400,6 @@ def device_push_status(session: Session, device_id: int) -> dict[str, Any]:
 
 def push_statuses(session: Session, device_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Last push and token validity for many devices in one query (for the device resource)."""
-    Device = _devices()
     if not device_ids:
         return {}
     rows = session.execute(
@@ -480,7 +450,6 @@ def repush_stale(
     """Push again devices with active commands that have been silent for ``after``, once per period."""
     from mdmserver.commands.models import Command
 
-    Device = _devices()
     now = now or utcnow()
     cutoff = now - after
     has_work = exists().where(
@@ -497,7 +466,7 @@ def repush_stale(
             .where(
                 has_work,
                 or_(Device.last_seen_at.is_(None), Device.last_seen_at < cutoff),
-                pushable_condition(),
+                pushable(),
                 ~recently_repushed,
             )
             .order_by(Device.id)

@@ -76,12 +76,23 @@ def token_refused() -> ColumnElement[bool]:
     )
 
 
+def push_requirements() -> list[tuple[str, ColumnElement[bool]]]:
+    """(code, condition) for each thing a device needs to be pushed now, in the order a missing one
+    is reported: accepted, enrolled, a push token and magic, a token APNs has not refused."""
+    return [
+        ("admission", Device.admission_status == AdmissionStatus.ACCEPTED.value),
+        ("not_enrolled", Device.enrolled.is_(True)),
+        ("no_token", and_(Device.push_token.is_not(None), Device.push_magic.is_not(None))),
+        ("token_refused", not_(token_refused())),
+    ]
+
+
 def pushable() -> ColumnElement[bool]:
-    """SQL: the device can be pushed now (enrolled, accepted, with a token APNs has not refused)."""
-    return and_(
-        Device.enrolled.is_(True),
-        Device.admission_status == AdmissionStatus.ACCEPTED.value,
-        Device.push_token.is_not(None),
-        Device.push_magic.is_not(None),
-        not_(token_refused()),
-    )
+    """SQL: the device can be pushed now (every one of :func:`push_requirements`)."""
+    return and_(*(condition for _, condition in push_requirements()))
+
+
+def push_blocker() -> ColumnElement[str | None]:
+    """SQL: the code of the first push requirement the device misses, or NULL when it is pushable."""
+    return case(*((not_(condition), literal(code, String)) for code, condition in push_requirements()),
+                else_=null())

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mdmserver.db import UTCDateTime, isoformat, utcnow
-from mdmserver.devices.conditions import pushable
+from mdmserver.devices.conditions import push_blocker, pushable
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.pki import x509 as px
@@ -349,17 +349,19 @@ def push_now(session: Session, device_id: int) -> PushRequest:
     return row
 
 
+_NOT_PUSHABLE = {
+    "not_enrolled": "it is not enrolled",
+    "no_token": "it has not sent a TokenUpdate yet",
+    "token_refused": "APNs reported its push token invalid; it is pushed again after its next TokenUpdate",
+}
+
+
 def _why_not_pushable(session: Session, device) -> str | None:
-    if device.admission_status != "accepted":
+    """Why :func:`pushable` is false for the device (one SELECT), or None."""
+    code = session.scalar(select(push_blocker()).where(Device.id == device.id))
+    if code == "admission":
         return f"its admission status is {device.admission_status}"
-    if not device.enrolled:
-        return "it is not enrolled"
-    if device.push_token is None or device.push_magic is None:
-        return "it has not sent a TokenUpdate yet"
-    state = session.get(DevicePushState, device.id)
-    if state is not None and _token_refused(state, device):
-        return "APNs reported its push token invalid; it is pushed again after its next TokenUpdate"
-    return None
+    return _NOT_PUSHABLE.get(code) if code else None
 
 
 def _token_refused(state: DevicePushState | None, device) -> bool:
@@ -374,6 +376,7 @@ def device_push_status(session: Session, device_id: int) -> dict[str, Any]:
     if device is None:
         raise NotFound(f"no device with id {device_id}")
     state = session.get(DevicePushState, device_id)
+    problem = _why_not_pushable(session, device)
     pending = session.scalar(
         select(func.count())
         .select_from(PushRequest)
@@ -387,8 +390,8 @@ def device_push_status(session: Session, device_id: int) -> dict[str, Any]:
     return {
         "has_token": device.push_token is not None,
         "token_valid": device.push_token is not None and not _token_refused(state, device),
-        "pushable": _why_not_pushable(session, device) is None,
-        "not_pushable_reason": _why_not_pushable(session, device),
+        "pushable": problem is None,
+        "not_pushable_reason": problem,
         "last_push_at": state.last_push_at if state else None,
         "last_status": state.last_status if state else None,
         "last_reason": state.last_reason if state else None,

@@ -36,12 +36,12 @@ from sqlalchemy.orm import Session
 
 from mdmserver.actions.catalogue import ACTIONS, Action, CommandPlan
 from mdmserver.actions.models import DeviceRetirement
-from mdmserver.admission.models import REFUSED_STATUSES
 from mdmserver.api.jsonapi import marshmallow_errors
 from mdmserver.audit.service import record_event
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
-from mdmserver.commands.service import store_parameters_many, validate_command
-from mdmserver.db import UTCDateTime, utcnow
+from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
+from mdmserver.db import utcnow
+from mdmserver.devices.conditions import unmanaged_whens
 from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.groups.models import DeviceGroup
@@ -49,14 +49,12 @@ from mdmserver.inventory.filters import (
     conditions_from_mapping,
     group_condition,
     is_id,
-    retired_condition,
 )
 from mdmserver.inventory.service import MAX_NAMED_DEVICES, resolve_devices
-from mdmserver.inventory.sqlutil import in_values, uuid_expression
+from mdmserver.inventory.sqlutil import in_values
 from mdmserver.organization.service import enrollment_profile_identifier, get_organization
 from mdmserver.protocol import catalogue
 from mdmserver.protocol.secrets import redact
-from mdmserver.push import service as push_service
 
 MAX_GROUPS = 100
 MDM_PAYLOAD_TYPE = "com.apple.mdm"
@@ -75,11 +73,7 @@ def get_action(name: str) -> Action:
 def not_applicable_reason(action: Action, params: dict[str, Any] | None = None) -> ColumnElement[str | None]:
     """SQL for the first reason the action does not apply to a device (NULL when it applies)."""
     whens: list[tuple[ColumnElement[bool], Any]] = [
-        (retired_condition(), literal("the device is retired (management removal was requested)")),
-        (Device.admission_status.in_(sorted(REFUSED_STATUSES)),
-         literal("the device's admission status is ", String) + Device.admission_status),
-        (and_(Device.enrolled.is_(False), Device.unenrolled_at.is_not(None)),
-         literal("the device is no longer enrolled (it checked out)")),
+        *unmanaged_whens(),
         (Device.platform.is_(None), literal("the device's platform is not known yet")),
     ]
     for request_type in action.request_types:
@@ -307,17 +301,16 @@ def run_action(
     if eligible:
         ids = [row[0] for row in eligible]
         now = utcnow()
-        batches = _batches(session, action, params, ids)
-        # every plan's parameters stored (or found) at once: a constant statement count per action
-        parameter_ids = iter(store_parameters_many(
-            session, [apple_params for _, plans in batches for _, apple_params in plans],
-            request_types=[plan.request_type for _, plans in batches for plan, _ in plans]))
-        for batch_ids, plans in batches:
-            for plan, _ in plans:
-                for device_id, uuid in _insert_commands(session, batch_ids, plan, next(parameter_ids), actor, now):
-                    commands.setdefault(device_id, []).append(uuid)
-        # the transactional outbox: one wake-up push owed per device (coalesced), in this transaction
-        push_service.request_push(session, select(Device.id).where(in_values(session, Device.id, ids, integer=True)))
+        # every plan's parameters stored (or found) at once, one INSERT … SELECT per plan and the push
+        # outbox: a constant statement count per action
+        plans = [
+            QueuePlan(plan.request_type, apple_params, condition=_plan_condition(session, batch_ids, plan))
+            for batch_ids, batch_plans in _batches(session, action, params, ids)
+            for plan, apple_params in batch_plans
+        ]
+        for queued in enqueue_where(session, true(), plans, actor=actor, now=now):
+            for device_id, uuid in queued:
+                commands.setdefault(device_id, []).append(uuid)
         if action.retires:
             _record_retirements(session, commands, actor, now)
         if action.renames:
@@ -348,31 +341,14 @@ def _public(params: dict[str, Any]) -> dict[str, Any]:
     return redact(params)
 
 
-def _insert_commands(
-    session: Session, ids: Sequence[int], plan: CommandPlan, parameters_id: int, actor: str | None, now
-) -> list[tuple[int, str]]:
+def _plan_condition(session: Session, ids: Sequence[int], plan: CommandPlan) -> ColumnElement[bool]:
+    """SQL on ``Device``: the devices of ``ids`` the plan is for (by platform)."""
     condition = in_values(session, Device.id, ids, integer=True)
     if plan.only_platforms:
         condition = and_(condition, Device.platform.in_(plan.only_platforms))
     if plan.except_platforms:
         condition = and_(condition, Device.platform.not_in(plan.except_platforms))
-    source = select(
-        uuid_expression(session),
-        Device.id,
-        literal(plan.request_type, String),
-        literal(parameters_id),
-        literal(0),
-        literal(CommandStatus.QUEUED.value, String),
-        literal(actor, String),
-        literal(now, UTCDateTime),
-        literal(0),
-    ).where(condition)
-    stmt = insert(Command).from_select(
-        ["uuid", "device_id", "request_type", "parameters_id", "priority", "status", "enqueued_by", "created_at",
-         "attempts"],
-        source,
-    ).returning(Command.device_id, Command.uuid)
-    return [(device_id, uuid) for device_id, uuid in session.execute(stmt)]
+    return condition
 
 
 def _record_retirements(session: Session, commands: dict[int, list[str]], actor: str | None, now) -> None:

@@ -21,12 +21,10 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    String,
     and_,
     delete,
     exists,
     insert,
-    literal,
     not_,
     or_,
     select,
@@ -36,21 +34,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from mdmserver.admission.models import REFUSED_STATUSES, AdmissionStatus
+from mdmserver.admission.models import AdmissionStatus
 from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState, ProfileAssignment
 from mdmserver.audit.service import record_event
 from mdmserver.commands.models import Command, CommandStatus
-from mdmserver.commands.service import store_parameters, validate_command
-from mdmserver.db import UTCDateTime, utcnow
+from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
+from mdmserver.db import utcnow
+from mdmserver.devices.conditions import manageable
 from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, UnprocessableEntity
 from mdmserver.groups.models import DeviceGroup
 from mdmserver.inventory.filters import group_condition, is_id
 from mdmserver.inventory.service import resolve_devices
-from mdmserver.inventory.sqlutil import in_values, uuid_expression
+from mdmserver.inventory.sqlutil import in_values
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import profile_bytes
-from mdmserver.push import service as push_service
 
 log = logging.getLogger("mdmserver.assignments")
 
@@ -157,14 +155,6 @@ def desired_condition(session: Session, profile: Profile) -> ColumnElement[bool]
     return or_(*clauses)
 
 
-def _manageable() -> ColumnElement[bool]:
-    """Commands can still reach the device (not checked out, not refused)."""
-    return and_(
-        not_(and_(Device.enrolled.is_(False), Device.unenrolled_at.is_not(None))),
-        Device.admission_status.not_in(sorted(REFUSED_STATUSES)),
-    )
-
-
 def refresh_states(
     session: Session, profile_ids: Sequence[int] | None = None, device_ids: Sequence[int] | None = None
 ) -> None:
@@ -208,21 +198,6 @@ def refresh_states(
     )
 
 
-def _queue(session: Session, condition: ColumnElement[bool], request_type: str, params: dict[str, Any],
-           actor: str | None, now) -> list[tuple[int, str]]:
-    parameters_id = store_parameters(session, params, request_type=request_type)
-    source = select(
-        uuid_expression(session), Device.id, literal(request_type, String),
-        literal(parameters_id), literal(0), literal(CommandStatus.QUEUED.value, String),
-        literal(actor, String), literal(now, UTCDateTime), literal(0),
-    ).where(condition)
-    stmt = insert(Command).from_select(
-        ["uuid", "device_id", "request_type", "parameters_id", "priority", "status", "enqueued_by", "created_at",
-         "attempts"], source,
-    ).returning(Command.device_id, Command.uuid)
-    return [(device_id, uuid) for device_id, uuid in session.execute(stmt)]
-
-
 _RECONCILE_LOCK_NAMESPACE = 0x4D444D00  # "MDM\0": keeps our advisory keys apart from other users'
 
 
@@ -262,20 +237,23 @@ def reconcile(
     holds_any = exists().where(state.device_id == Device.id, state.profile_id == profile.id,
                                state.status.in_(HELD))
     now = utcnow()
-    to_install = and_(scope, desired, _manageable(), not_(holds_current))
-    installed: list[tuple[int, str]] = []
-    to_remove: list[tuple[int, str]] = []
+    to_install = and_(scope, desired, manageable(), not_(holds_current))
+    plans: list[QueuePlan] = []
     if device_ids is None or session.scalar(select(Device.id).where(to_install).limit(1)) is not None:
         install = validate_command("InstallProfile", {"Payload": profile_bytes(session, profile, signed=True)})
-        installed = _queue(session, to_install, "InstallProfile", install, actor, now)
+        plans.append(QueuePlan("InstallProfile", install, condition=to_install))
     if profile.identifier:
-        to_remove = _queue(session, and_(scope, not_(desired), _manageable(), holds_any), "RemoveProfile",
-                           {"Identifier": profile.identifier}, actor, now)
+        plans.append(QueuePlan("RemoveProfile", {"Identifier": profile.identifier},
+                               condition=and_(scope, not_(desired), manageable(), holds_any)))
+    queued = dict(zip((plan.request_type for plan in plans), enqueue_where(session, true(), plans, actor=actor,
+                                                                         now=now), strict=True))
+    installed = queued.get("InstallProfile", [])
+    to_remove = queued.get("RemoveProfile", [])
     # devices that left management keep no claim on the profile
     session.execute(
         update(DeviceProfileState)
         .where(DeviceProfileState.profile_id == profile.id, DeviceProfileState.status.in_(HELD),
-               DeviceProfileState.device_id.in_(select(Device.id).where(scope, not_(_manageable()))))
+               DeviceProfileState.device_id.in_(select(Device.id).where(scope, not_(manageable()))))
         .values(status=AssignmentStatus.REMOVED.value, detail="the device left management", updated_at=now)
     )
     touched = [device_id for device_id, _ in installed + to_remove]
@@ -293,8 +271,6 @@ def reconcile(
              "revision": profile.revision, "command_uuid": u, "detail": None, "updated_at": now}
             for d, u in to_remove
         ])
-        push_service.request_push(session, select(Device.id).where(
-            in_values(session, Device.id, touched, integer=True)))
     if installed or to_remove:
         record_event(session, "profile:reconcile", "profiles", profile.id,
                      {"revision": profile.revision, "install_queued": len(installed),

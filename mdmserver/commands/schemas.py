@@ -84,17 +84,14 @@ _HISTORY = ("status", "request_type", "device", "group", "enqueued_by", "created
             "completed_after", "completed_before", "latest")
 _SORTS = ("id", "created_at", "sent_at", "completed_at", "status", "request_type", "device_id")
 
-#: The command list and cancel views live in ``mdmserver.history`` today; their endpoints are declared here,
-#: beside the command resource they answer.
 OPENAPI: dict[str, ApiDoc] = {
     "commands.enqueue": ApiDoc(body=EnqueueSchema, type="commands", plain_too=True, status=201, errors=(409,)),
     "commands.inventory": ApiDoc(body_kind=Body.NONE, type="commands", reply=Reply.COLLECTION, status=202),
     "commands.clear_passcode": ApiDoc(body_kind=Body.NONE, type="commands", status=202, errors=(409,)),
     "commands.show": ApiDoc(type="commands"),
     "commands.cancel": ApiDoc(type="commands", errors=(409,)),
-    "history.list_commands": listing("commands", filters=_HISTORY, sorts=_SORTS),
-    "history.device_commands": listing("commands", filters=tuple(f for f in _HISTORY if f not in ("device", "group")),
+    "commands.list_commands": listing("commands", filters=_HISTORY, sorts=_SORTS),
+    "commands.device_commands": listing("commands", filters=tuple(f for f in _HISTORY if f not in ("device", "group")),
                                        sorts=_SORTS),
-    "history.latest_command": ApiDoc(type="commands"),
-    "history.cancel_command": ApiDoc(type="commands", errors=(409,)),
+    "commands.latest_command": ApiDoc(type="commands"),
 }

@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mdmserver.admission.models import REFUSED_STATUSES
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
 from mdmserver.db import UTCDateTime, utcnow
+from mdmserver.devices.conditions import manageable, unmanaged_reason
+from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
+from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.pki.models import Certificate
 from mdmserver.pki.secretbox import SecretBox, SecretBoxError
 from mdmserver.pki.service import secret_box
@@ -42,8 +55,6 @@ _RESULT_STATUS = {
 IDLE_CANDIDATES = tuple(s.value for s in ACTIVE_STATUSES)
 #: Statuses offered right after a result: only commands not yet offered since the last Idle.
 AFTER_RESULT_CANDIDATES = (CommandStatus.QUEUED.value,)
-
-ENQUEUE_CHUNK = 5000
 
 #: Stored parameters and results that hold secrets (InstallProfile, lock PINs, firmware and
 #: recovery-lock passwords, bypass codes, FileVault keys) are this prefix + a secret-box blob.
@@ -151,6 +162,69 @@ def store_parameters_many(
     raise RuntimeError("command parameters were inserted and deleted concurrently three times")
 
 
+@dataclass(frozen=True)
+class QueuePlan:
+    """One command to queue for every device that meets the ``enqueue_where`` condition (and this
+    plan's own ``condition``, when given): parameters already validated."""
+
+    request_type: str
+    parameters: dict[str, Any]
+    condition: ColumnElement[bool] | None = None
+    priority: int = 0
+    expires_at: datetime | None = None
+
+
+def enqueue_where(
+    session: Session,
+    condition: ColumnElement[bool],
+    plans: Sequence[QueuePlan],
+    *,
+    actor: str | None,
+    now: datetime,
+    box: SecretBox | None = None,
+) -> list[list[tuple[int, str]]]:
+    """Queue each plan's command for every device meeting ``condition`` (SQL on ``Device``), and
+    owe those devices a push in the same transaction. The one writer of new ``commands`` rows.
+
+    A constant number of statements whatever the number of devices: the parameters of every plan
+    stored at once (:func:`store_parameters_many`, sealed when they hold secrets), one
+    ``INSERT … SELECT … RETURNING`` per plan, one ``INSERT … SELECT`` into the push outbox.
+    Returns, per plan, the ``(device_id, uuid)`` of the commands queued.
+    """
+    if not plans:
+        return []
+    parameter_ids = store_parameters_many(
+        session, [plan.parameters for plan in plans], request_types=[plan.request_type for plan in plans], box=box
+    )
+    queued = []
+    for plan, parameters_id in zip(plans, parameter_ids, strict=True):
+        where = condition if plan.condition is None else and_(condition, plan.condition)
+        source = select(
+            uuid_expression(session),
+            Device.id,
+            literal(plan.request_type, String),
+            literal(parameters_id),
+            literal(plan.priority),
+            literal(CommandStatus.QUEUED.value, String),
+            literal(actor, String),
+            literal(now, UTCDateTime),
+            literal(plan.expires_at, UTCDateTime),
+            literal(0),
+        ).where(where)
+        stmt = insert(Command).from_select(
+            ["uuid", "device_id", "request_type", "parameters_id", "priority", "status", "enqueued_by",
+             "created_at", "expires_at", "attempts"],
+            source,
+        ).returning(Command.device_id, Command.uuid)
+        queued.append([(device_id, uuid) for device_id, uuid in session.execute(stmt)])
+    touched = list(dict.fromkeys(device_id for rows in queued for device_id, _ in rows))
+    if touched:
+        # the wake-up push, in the same transaction (the push outbox coalesces per device)
+        push_service.request_push(session, select(Device.id).where(in_values(session, Device.id, touched,
+                                                                             integer=True)))
+    return queued
+
+
 def enqueue_commands(
     session: Session,
     device_ids: Iterable[int],
@@ -162,35 +236,22 @@ def enqueue_commands(
     expires_at: datetime | None = None,
     validate: bool = True,
 ) -> list[dict[str, Any]]:
-    """Queue one command per device, set-based (``executemany`` INSERTs in chunks).
+    """Queue one command per device with :func:`enqueue_where` (no eligibility check: callers
+    that need one use :func:`enqueue_for_device` or pass :func:`manageable` themselves).
 
-    ``device_ids`` must name existing devices (each is queued once). Parameters are validated
-    against the catalogue unless ``validate`` is false (already validated by the caller).
-    Returns ``[{"device_id", "uuid"}]`` in the order of the distinct ids.
+    Parameters are validated against the catalogue unless ``validate`` is false (already validated
+    by the caller). Returns ``[{"device_id", "uuid"}]`` in the order of the distinct ids (ids of
+    devices that do not exist are skipped).
     """
     params = validate_command(request_type, parameters) if validate else dict(parameters or {})
-    parameters_id = store_parameters(session, params, request_type=request_type)
-    now = utcnow()
-    rows = [
-        {
-            "uuid": str(uuidlib.uuid4()).upper(),
-            "device_id": device_id,
-            "request_type": request_type,
-            "parameters_id": parameters_id,
-            "priority": priority,
-            "status": CommandStatus.QUEUED.value,
-            "enqueued_by": enqueued_by,
-            "created_at": now,
-            "expires_at": expires_at,
-            "attempts": 0,
-        }
-        for device_id in dict.fromkeys(device_ids)
-    ]
-    for start in range(0, len(rows), ENQUEUE_CHUNK):
-        session.execute(insert(Command), rows[start : start + ENQUEUE_CHUNK])
-    # the wake-up push, in the same transaction (the push outbox coalesces per device)
-    push_service.request_push(session, [r["device_id"] for r in rows])
-    return [{"device_id": r["device_id"], "uuid": r["uuid"]} for r in rows]
+    ids = list(dict.fromkeys(device_ids))
+    if not ids:
+        return []
+    plan = QueuePlan(request_type, params, priority=priority, expires_at=expires_at)
+    (rows,) = enqueue_where(session, in_values(session, Device.id, ids, integer=True), [plan],
+                            actor=enqueued_by, now=utcnow())
+    by_device = dict(rows)
+    return [{"device_id": device_id, "uuid": by_device[device_id]} for device_id in ids if device_id in by_device]
 
 
 def request_push_if_queued(session: Session, device_id: int, *, reason: str = "command") -> None:
@@ -210,9 +271,12 @@ def get_command(session: Session, command_uuid: str) -> Command:
     return command
 
 
-def cancel_command(session: Session, command_uuid: str) -> Command:
-    """Cancel a queued command; 409 once it has been sent (or finished)."""
+def cancel_command(session: Session, command_uuid: str, *, device_id: int | None = None) -> Command:
+    """Cancel a queued command (of the device ``device_id``, when given: 404 if it is another
+    device's); 409 once it has been sent (or finished)."""
     command = get_command(session, command_uuid)
+    if device_id is not None and command.device_id != device_id:
+        raise NotFound(f"device {device_id} has no command {command_uuid}")
     if command.status != CommandStatus.QUEUED:
         raise Conflict(f"command {command.uuid} is {command.status} and can no longer be cancelled")
     command.status = CommandStatus.CANCELLED.value
@@ -281,8 +345,6 @@ class ConnectState:
 def _connect_statement(after_idle: bool):
     """Built once per variant on the Core tables (statement construction and ORM compilation cost
     more than running it)."""
-    from mdmserver.devices.models import Device
-
     devices, commands, stored = Device.__table__, Command.__table__, CommandParameters.__table__
     certificates = Certificate.__table__
     statuses = IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
@@ -458,28 +520,31 @@ def enqueue_for_device(
 ) -> Command:
     """Queue one command for one device after the checks an administrator expects:
     known request type, applicable to the device's platform and supervision, valid parameters,
-    device still enrolled and admitted, and for ClearPasscode a stored UnlockToken (409 otherwise).
+    device still managed (see :func:`manageable`), and for ClearPasscode a stored UnlockToken (409 otherwise).
     """
     try:
         spec = catalogue.get_spec(request_type)
     except catalogue.UnknownRequestType:
         raise UnprocessableEntity(f"unknown request type {request_type!r}",
                                   pointer=f"{pointer_base}/request_type") from None
-    if device.admission_status in REFUSED_STATUSES:
-        raise Conflict(f"device {device.id} is {device.admission_status}")
-    if device.unenrolled_at is not None and not device.enrolled:
-        raise Conflict(f"device {device.id} is no longer enrolled (it checked out)")
+    reason = session.scalar(select(unmanaged_reason()).where(Device.id == device.id))
+    if reason is not None:
+        raise Conflict(f"device {device.id} cannot receive commands: {reason}")
     applicable, reason = spec.applies_to(device.platform, device.is_supervised)
     if not applicable:
         raise UnprocessableEntity(reason, pointer=f"{pointer_base}/request_type")
     if request_type == "ClearPasscode" and device.unlock_token_encrypted is None:
         raise Conflict(f"device {device.id} has no UnlockToken; ClearPasscode cannot be sent")
     params = validate_command(request_type, parameters, pointer_prefix=f"{pointer_base}/parameters")
-    created = enqueue_commands(
-        session, [device.id], request_type, params, enqueued_by=enqueued_by, priority=priority,
-        expires_at=expires_at, validate=False,
-    )
-    return get_command(session, created[0]["uuid"])
+    plan = QueuePlan(request_type, params, priority=priority, expires_at=expires_at)
+    (created,) = enqueue_where(session, and_(Device.id == device.id, manageable()), [plan], actor=enqueued_by,
+                               now=utcnow())
+    return get_command(session, created[0][1])
+
+
+def delete_for_device(session: Session, device_id: int) -> None:
+    """Delete every command of a device (the device is being forgotten)."""
+    session.execute(delete(Command).where(Command.device_id == device_id))
 
 
 def purge_finished(

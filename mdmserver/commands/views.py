@@ -1,20 +1,27 @@
-"""Admin endpoints for commands: enqueue (JSON:API and commandment's compatible routes), read, cancel."""
+"""Admin endpoints for commands: enqueue (JSON:API and commandment's compatible routes), the history
+across devices and per device, one command, cancel (from either path)."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from typing import Any
+
+from flask import Blueprint, request
 
 from mdmserver.api.auth import current_actor, may_read_secrets, requires_scope
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
+    list_document,
     load_attributes,
+    paginate,
+    parse_list_query,
     request_json,
 )
 from mdmserver.api.transactions import writes
 from mdmserver.audit.service import record_event
-from mdmserver.commands import service
-from mdmserver.commands.schemas import EnqueueSchema, command_resource
+from mdmserver.commands import queries, service
+from mdmserver.commands.models import Command
+from mdmserver.commands.schemas import EnqueueSchema, command_resource, display_status
 from mdmserver.db import db
 from mdmserver.devices.service import get_device
 from mdmserver.errors import Conflict, UnprocessableEntity
@@ -112,11 +119,52 @@ def show(command_uuid: str):
 
 
 @bp.delete("/api/v1/commands/<command_uuid>")
-def cancel(command_uuid: str):
-    command = service.cancel_command(db.session, command_uuid)
+@bp.delete("/api/v1/devices/<ident>/commands/<command_uuid>")
+def cancel(command_uuid: str, ident: str | None = None):
+    """Cancel a queued command (from the device path: only that device's); 409 once sent."""
+    device_id = get_device(db.session, ident).id if ident is not None else None
+    command = service.cancel_command(db.session, command_uuid, device_id=device_id)
     record_event(db.session, "command:cancel", "commands", command.uuid,
                  {"device_id": command.device_id, "request_type": command.request_type})
     db.session.commit()
-    return jsonapi_response(document(command_resource(command)))
+    return jsonapi_response(document(history_resource(command)))
 
 
+# --- history --------------------------------------------------------------------------------------
+
+
+def history_resource(command: Command, *, with_result: bool = False) -> dict[str, Any]:
+    obj = command_resource(command, with_result=with_result)
+    obj["attributes"]["remarks"] = queries.remarks(command, display_status(command))
+    return obj
+
+
+def _history(device_id: int | None):
+    filters = queries.command_filters(db.session)
+    if device_id is not None:
+        filters.pop("device")
+        filters.pop("group")
+    query = parse_list_query(request.args, filters=filters, sorts=queries.COMMAND_SORTS,
+                             default_sort=[Command.id.desc()])
+    page = paginate(db.session, queries.commands_query(device_id), query)
+    return jsonapi_response(list_document(page, [history_resource(c) for c in page.items]))
+
+
+@bp.get("/api/v1/commands")
+def list_commands():
+    """Commands across devices: filter by status, request_type, device, group, time, latest per device."""
+    return _history(None)
+
+
+@bp.get("/api/v1/devices/<ident>/commands")
+def device_commands(ident: str):
+    """The device's command history with status life cycle, timestamps, who enqueued it and remarks."""
+    return _history(get_device(db.session, ident).id)
+
+
+@bp.get("/api/v1/devices/<ident>/commands/latest")
+def latest_command(ident: str):
+    """The device's most recent command, with its result."""
+    device = get_device(db.session, ident)
+    return jsonapi_response(document(history_resource(queries.latest_for_device(db.session, device),
+                                                      with_result=True)))

@@ -13,7 +13,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from mdmserver.admission.models import AdmissionStatus
 from mdmserver.api.jsonapi import is_id
-from mdmserver.commands.models import Command
+from mdmserver.commands import service as commands
 from mdmserver.db import utcnow
 from mdmserver.devices.models import (
     AvailableOSUpdate,
@@ -371,6 +371,6 @@ def _dt(value: str | None) -> datetime | None:
 
 
 def delete_device(session: Session, device: Device) -> None:
-    session.execute(delete(Command).where(Command.device_id == device.id))
+    commands.delete_for_device(session, device.id)
     session.delete(device)
     session.flush()

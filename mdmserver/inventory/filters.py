@@ -15,11 +15,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
 from sqlalchemy.orm import Session
 
-from mdmserver.actions.models import DeviceRetirement
 from mdmserver.admission.models import AdmissionStatus
 from mdmserver.api.jsonapi import MAX_ID, is_id, parse_bool  # noqa: F401 (re-exported)
 from mdmserver.attributes.models import CustomAttribute
-from mdmserver.commands.models import Command, CommandStatus
+from mdmserver.devices.conditions import retired as retired_condition
 from mdmserver.devices.models import Device, Platform
 from mdmserver.groups.models import DeviceGroup, GroupKind, GroupMember
 from mdmserver.users.models import DeviceOwnership, User
@@ -125,22 +124,6 @@ def free_text_condition(value: str) -> ColumnElement[bool]:
                Device.product_name, Device.asset_tag, Device.imei, Device.office, Device.asset_owner,
                Device.hostname)
     return or_(*(contains(column, text) for column in columns))
-
-
-def retired_condition() -> ColumnElement[bool]:
-    """The device left management at an administrator's request, since it last enrolled (enrolling
-    again un-retires it): it acknowledged the RemoveProfile of its enrollment profile, or checked
-    out after the retirement was requested. A RemoveProfile still waiting for an answer, or refused,
-    does not retire it: the device is still managed and every action still applies."""
-    acknowledged = exists().where(
-        Command.uuid == DeviceRetirement.command_uuid, Command.status == CommandStatus.ACKNOWLEDGED.value
-    )
-    checked_out = and_(Device.enrolled.is_(False), Device.unenrolled_at >= DeviceRetirement.requested_at)
-    return exists().where(
-        DeviceRetirement.device_id == Device.id,
-        or_(Device.enrolled_at.is_(None), DeviceRetirement.requested_at >= Device.enrolled_at),
-        or_(acknowledged, checked_out),
-    )
 
 
 def group_condition(session: Session, group_id: int, _seen: frozenset[int] = frozenset()) -> ColumnElement[bool]:

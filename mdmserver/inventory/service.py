@@ -6,15 +6,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from mdmserver.admission import service as admission
 from mdmserver.api.jsonapi import ListQuery, Page, paginate
 from mdmserver.attributes.models import CustomAttribute
 from mdmserver.audit.service import record_event
-from mdmserver.commands.service import enqueue_commands
+from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
+from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
+from mdmserver.devices.conditions import manageable
 from mdmserver.devices.models import Device
 from mdmserver.devices.service import get_device  # noqa: F401 (re-exported: the lookup every admin view uses)
 from mdmserver.errors import BadRequest, Conflict, UnprocessableEntity
@@ -199,10 +201,13 @@ def update_device(
     if "device_name" in changes and before["device_name"] != changes["device_name"]:
         ok, reason = rename_applicability(device.platform, device.is_supervised)
         if ok and device.enrolled:
-            queued = enqueue_commands(
-                session, [device.id], "Settings", rename_parameters(changes["device_name"]), enqueued_by=actor
-            )
-            meta["rename_command"] = queued[0]["uuid"]
+            plan = QueuePlan("Settings", validate_command("Settings", rename_parameters(changes["device_name"])))
+            (queued,) = enqueue_where(session, and_(Device.id == device.id, manageable()), [plan], actor=actor,
+                                      now=utcnow())
+            if queued:
+                meta["rename_command"] = queued[0][1]
+            else:
+                meta["rename_not_sent"] = "the device cannot receive commands (retired or refused)"
         else:
             meta["rename_not_sent"] = reason or "the device is not enrolled"
     session.flush()

@@ -13,9 +13,7 @@ from typing import Any
 from cryptography import x509 as cx509
 from cryptography.x509.oid import NameOID
 from sqlalchemy import (
-    ColumnElement,
     Select,
-    and_,
     delete,
     exists,
     func,
@@ -27,9 +25,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mdmserver.admission.models import AdmissionStatus
 from mdmserver.commands.models import ACTIVE_STATUSES
 from mdmserver.db import UTCDateTime, isoformat, utcnow
+from mdmserver.devices.conditions import push_blocker, pushable
+from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.pki import x509 as px
 from mdmserver.pki.secretbox import SecretBoxError
@@ -282,32 +281,6 @@ def push_readiness(session: Session) -> str | None:
 # --- outbox ----------------------------------------------------------------------------------------
 
 
-def _devices():
-    from mdmserver.devices.models import Device
-
-    return Device
-
-
-def pushable_condition() -> ColumnElement[bool]:
-    """SQL: the device can be pushed now (enrolled, accepted, with a token APNs has not refused).
-
-    Needs ``devices`` in the FROM clause; checks ``device_push_state`` with a correlated EXISTS.
-    """
-    Device = _devices()
-    token_refused = exists().where(
-        DevicePushState.device_id == Device.id,
-        DevicePushState.token_invalid_at.is_not(None),
-        or_(Device.token_updated_at.is_(None), DevicePushState.token_invalid_at >= Device.token_updated_at),
-    )
-    return and_(
-        Device.enrolled.is_(True),
-        Device.admission_status == AdmissionStatus.ACCEPTED.value,
-        Device.push_token.is_not(None),
-        Device.push_magic.is_not(None),
-        ~token_refused,
-    )
-
-
 def _insert(session: Session, table):
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -327,7 +300,6 @@ def request_push(
     (pending or rejected admission, unenrolled, no token, token refused by APNs) are left out:
     admission acceptance and TokenUpdate should call this again. Returns the number of new rows.
     """
-    Device = _devices()
     now = utcnow()
     if isinstance(device_ids, Select):
         conditions = [Device.id.in_(device_ids)]
@@ -345,7 +317,7 @@ def request_push(
             literal(now, UTCDateTime()),
             literal(now, UTCDateTime()),
             literal(0),
-        ).where(condition, pushable_condition())
+        ).where(condition, pushable())
         stmt = (
             _insert(session, PushRequest)
             .from_select(
@@ -360,7 +332,6 @@ def request_push(
 
 def push_now(session: Session, device_id: int) -> PushRequest:
     """``POST /devices/<id>/push``: a push request for one device; 409 when it cannot be pushed."""
-    Device = _devices()
     device = session.get(Device, device_id)
     if device is None:
         raise NotFound(f"no device with id {device_id}")
@@ -379,17 +350,19 @@ def push_now(session: Session, device_id: int) -> PushRequest:
     return row
 
 
+_NOT_PUSHABLE = {
+    "not_enrolled": "it is not enrolled",
+    "no_token": "it has not sent a TokenUpdate yet",
+    "token_refused": "APNs reported its push token invalid; it is pushed again after its next TokenUpdate",
+}
+
+
 def _why_not_pushable(session: Session, device) -> str | None:
-    if device.admission_status != AdmissionStatus.ACCEPTED:
+    """Why :func:`pushable` is false for the device (one SELECT), or None."""
+    code = session.scalar(select(push_blocker()).where(Device.id == device.id))
+    if code == "admission":
         return f"its admission status is {device.admission_status}"
-    if not device.enrolled:
-        return "it is not enrolled"
-    if device.push_token is None or device.push_magic is None:
-        return "it has not sent a TokenUpdate yet"
-    state = session.get(DevicePushState, device.id)
-    if state is not None and _token_refused(state, device):
-        return "APNs reported its push token invalid; it is pushed again after its next TokenUpdate"
-    return None
+    return _NOT_PUSHABLE.get(code) if code else None
 
 
 def _token_refused(state: DevicePushState | None, device) -> bool:
@@ -400,11 +373,11 @@ def _token_refused(state: DevicePushState | None, device) -> bool:
 
 def device_push_status(session: Session, device_id: int) -> dict[str, Any]:
     """Push status of one device for the API: last push, its result, token validity, pending work."""
-    Device = _devices()
     device = session.get(Device, device_id)
     if device is None:
         raise NotFound(f"no device with id {device_id}")
     state = session.get(DevicePushState, device_id)
+    problem = _why_not_pushable(session, device)
     pending = session.scalar(
         select(func.count())
         .select_from(PushRequest)
@@ -418,8 +391,8 @@ def device_push_status(session: Session, device_id: int) -> dict[str, Any]:
     return {
         "has_token": device.push_token is not None,
         "token_valid": device.push_token is not None and not _token_refused(state, device),
-        "pushable": _why_not_pushable(session, device) is None,
-        "not_pushable_reason": _why_not_pushable(session, device),
+        "pushable": problem is None,
+        "not_pushable_reason": problem,
         "last_push_at": state.last_push_at if state else None,
         "last_status": state.last_status if state else None,
         "last_reason": state.last_reason if state else None,
@@ -431,7 +404,6 @@ def device_push_status(session: Session, device_id: int) -> dict[str, Any]:
 
 def push_statuses(session: Session, device_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Last push and token validity for many devices in one query (for the device resource)."""
-    Device = _devices()
     if not device_ids:
         return {}
     rows = session.execute(
@@ -482,7 +454,6 @@ def repush_stale(
     """Push again devices with active commands that have been silent for ``after``, once per period."""
     from mdmserver.commands.models import Command
 
-    Device = _devices()
     now = now or utcnow()
     cutoff = now - after
     has_work = exists().where(
@@ -499,7 +470,7 @@ def repush_stale(
             .where(
                 has_work,
                 or_(Device.last_seen_at.is_(None), Device.last_seen_at < cutoff),
-                pushable_condition(),
+                pushable(),
                 ~recently_repushed,
             )
             .order_by(Device.id)

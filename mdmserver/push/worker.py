@@ -31,16 +31,20 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from mdmserver.admission.models import AdmissionStatus
 from mdmserver.assignments.service import reconcile_all as reconcile_group_assignments
 from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
 from mdmserver.commands.service import purge_finished as purge_finished_commands
 from mdmserver.db import db, is_database_busy, utcnow
+from mdmserver.devices.conditions import push_blocker
+from mdmserver.devices.models import Device
 from mdmserver.push import service
 from mdmserver.push.apns import APNsClient, HttpxAPNsClient, PushIdentity, PushMessage, PushResult
-from mdmserver.push.models import DevicePushState, PushRequest, PushStatus
+from mdmserver.push.models import PushRequest, PushStatus
 
 log = logging.getLogger("mdmserver.push.worker")
+
+#: why a claimed request is skipped, per missed push requirement (``devices.conditions.push_requirements``)
+_SKIP_REASONS = {"not_enrolled": "not enrolled", "no_token": "no push token", "token_refused": "token invalid"}
 
 
 @dataclass
@@ -168,8 +172,6 @@ class PushWorker:
     def _claim(
         self, session: Session, identity: PushIdentity, now: datetime
     ) -> tuple[str, list[_Claimed]]:
-        from mdmserver.devices.models import Device
-
         claimable = or_(
             and_(
                 PushRequest.status.in_([PushStatus.PENDING.value, PushStatus.RETRY.value]),
@@ -203,32 +205,25 @@ class PushWorker:
                 PushRequest.id,
                 PushRequest.attempts,
                 Device.id,
-                Device.enrolled,
+                push_blocker(),
                 Device.admission_status,
                 Device.push_token,
                 Device.push_magic,
                 Device.topic,
-                Device.token_updated_at,
-                DevicePushState.token_invalid_at,
             )
             .join(Device, Device.id == PushRequest.device_id)
-            .outerjoin(DevicePushState, DevicePushState.device_id == Device.id)
             .where(PushRequest.id.in_(ids))
             .order_by(PushRequest.id)
         ).all()
         session.commit()
         claimed = []
-        for (rid, attempts, device_id, enrolled, admission, token, magic, topic, updated, invalid) in rows:
+        for (rid, attempts, device_id, blocker, admission, token, magic, topic) in rows:
             skip = None
             fail = None
-            if admission != AdmissionStatus.ACCEPTED:
+            if blocker == "admission":
                 skip = f"admission {admission}"
-            elif not enrolled:
-                skip = "not enrolled"
-            elif token is None or magic is None:
-                skip = "no push token"
-            elif invalid is not None and (updated is None or invalid >= updated):
-                skip = "token invalid"
+            elif blocker is not None:
+                skip = _SKIP_REASONS[blocker]
             elif topic is not None and topic != identity.topic:
                 fail = "TopicMismatch"
             message = None

@@ -1,6 +1,6 @@
 """Which scope each admin-API route of this feature set needs (a permission table, Lemur style).
 
-Every route of the inventory, users, attributes, groups, assignments, actions, history and Mender
+Every route of the inventory, users, attributes, groups, assignments, actions, commands and Mender
 blueprints is listed; a test fails when a route is added without a row here.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-BLUEPRINTS = ("inventory", "users", "attributes", "groups", "assignments", "actions", "history", "mender")
+BLUEPRINTS = ("inventory", "users", "attributes", "groups", "assignments", "actions", "commands", "mender")
 ADM = "/api/management/v1/admission"
 
 TABLE = [
@@ -56,6 +56,14 @@ TABLE = [
     ("GET", "/api/v1/devices/<ident>/commands", "read"),
     ("GET", "/api/v1/devices/<ident>/commands/latest", "read"),
     ("DELETE", "/api/v1/devices/<ident>/commands/<command_uuid>", "write"),
+    ("POST", "/api/v1/devices/<ident>/commands", "write"),
+    ("POST", "/api/v1/devices/test/<ident>", "write"),
+    ("GET", "/api/v1/devices/inventory/<ident>", "write"),
+    ("POST", "/api/v1/devices/inventory/<ident>", "write"),
+    ("GET", "/api/v1/devices/<ident>/clear_passcode", "write"),
+    ("POST", "/api/v1/devices/<ident>/clear_passcode", "write"),
+    ("GET", "/api/v1/commands/<command_uuid>", "read"),
+    ("DELETE", "/api/v1/commands/<command_uuid>", "write"),
     ("GET", f"{ADM}/devices", "read"),
     ("POST", f"{ADM}/devices", "write"),
     ("GET", f"{ADM}/devices/<auth_set_id>", "read"),

@@ -1,4 +1,4 @@
-"""Command history per device and across devices, the latest command, cancel from the device path."""
+"""Command history per device and across devices, the latest command, cancel from either path."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from mdmserver.audit.models import AuditEvent
 from mdmserver.commands.models import Command
 from mdmserver.commands.service import enqueue_commands
 from mdmserver.db import utcnow
@@ -77,6 +78,15 @@ def test_cancel_from_the_device_path(client, auth, db_session):
     assert client.delete(f"/api/v1/devices/{phone.id}/commands/{other.uuid}", headers=h).status_code == 404
     assert client.delete(f"/api/v1/devices/{phone.id}/commands/nope", headers=h).status_code == 404
     assert db_session.get(Command, other.id).status == "queued"
+    # one cancel whichever path: the same resource (with remarks) and the same audit event
+    again = _queue(db_session, phone, "SecurityInfo")
+    response = client.delete(f"/api/v1/commands/{again.uuid}", headers=h)
+    assert response.status_code == 200
+    assert response.get_json()["data"]["attributes"]["remarks"] == "cancelled before it was sent"
+    events = db_session.scalars(select(AuditEvent).where(AuditEvent.resource_type == "commands")
+                                .order_by(AuditEvent.id)).all()
+    assert [(e.action, e.resource_id) for e in events] == [
+        ("command:cancel", queued.uuid), ("command:cancel", again.uuid)]
 
 
 def test_bad_history_queries(client, auth, db_session):

@@ -1,4 +1,5 @@
-"""Command history queries (the queue itself belongs to ``mdmserver.commands``)."""
+"""Command history queries: filters, sorts and remarks of ``/api/v1/commands`` and a device's commands
+(read-only; every write to the queue is in :mod:`mdmserver.commands.service`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from mdmserver.commands import service as commands
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
@@ -118,10 +118,3 @@ def latest_for_device(session: Session, device: Device) -> Command:
         raise NotFound(f"device {device.id} has no commands")
     return command
 
-
-def cancel_for_device(session: Session, device: Device, command_uuid: str) -> Command:
-    """Cancel a queued command of this device (404 if it is another device's, 409 once sent)."""
-    command = commands.get_command(session, command_uuid)
-    if command.device_id != device.id:
-        raise NotFound(f"device {device.id} has no command {command_uuid}")
-    return commands.cancel_command(session, command_uuid)

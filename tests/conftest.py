@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from flask import Flask
@@ -28,7 +29,9 @@ from werkzeug.serving import make_server
 from mdmserver.app import create_app
 from mdmserver.bootstrap import initialize
 from mdmserver.db import db
+from mdmserver.simulator.device import HttpxTransport
 from mdmserver.tokens.service import create_token
+from tests.checkin.devicekit import install_push_topic
 
 POSTGRES_URL = os.environ.get("MDMSERVER_TEST_POSTGRES_URL")
 CONFORMANCE_DIR = Path(
@@ -171,6 +174,33 @@ def live_server(tmp_path_factory) -> Iterator[LiveServer]:
         server.shutdown()
         thread.join(timeout=10)
         cleanup()
+
+
+@pytest.fixture
+def live(live_server: LiveServer, monkeypatch) -> LiveServer:
+    """The live server with auto admission, no enrollment rate limit and a push certificate: a device
+    the simulator enrolls is accepted and can receive commands. Modules that need other settings define
+    their own ``live``."""
+    monkeypatch.setitem(live_server.app.config, "ENROLL_RATE_LIMIT", 0)
+    monkeypatch.setitem(live_server.app.config, "ADMISSION_POLICY", "auto")
+    with live_server.app.app_context():
+        install_push_topic(db.session, monkeypatch)
+    return live_server
+
+
+@pytest.fixture
+def api(live: LiveServer) -> Iterator[httpx.Client]:
+    """An HTTP client of the live server's admin API with scopes read, write and admin."""
+    with httpx.Client(base_url=live.url, headers=live.auth("read", "write", "admin"), timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def transport(live: LiveServer) -> Iterator[HttpxTransport]:
+    """The device simulator's HTTP transport to the live server."""
+    device_transport = HttpxTransport(live.url)
+    yield device_transport
+    device_transport.close()
 
 
 @pytest.fixture(scope="session")

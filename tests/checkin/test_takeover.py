@@ -19,25 +19,9 @@ from mdmserver.pki import service as pki
 from mdmserver.pki import x509
 from mdmserver.protocol.plist import load_dict
 from mdmserver.simulator.device import HttpxTransport, Identity, SimulatedDevice, fingerprint
-from tests.checkin.devicekit import install_push_topic
 
 ADM = "/api/management/v1/admission"
 FORBIDDEN = (403, b"forbidden\n")
-
-
-@pytest.fixture
-def live(live_server, monkeypatch):
-    monkeypatch.setitem(live_server.app.config, "ENROLL_RATE_LIMIT", 0)
-    monkeypatch.setitem(live_server.app.config, "ADMISSION_POLICY", "auto")
-    with live_server.app.app_context():
-        install_push_topic(db.session, monkeypatch)
-    return live_server
-
-
-@pytest.fixture
-def api(live):
-    with httpx.Client(base_url=live.url, headers=live.auth("read", "write", "admin"), timeout=30) as client:
-        yield client
 
 
 def _device(api: httpx.Client, ident: str) -> dict:

@@ -5,38 +5,13 @@ before, the per-device enqueue and the rename queued commands for it anyway."""
 
 from __future__ import annotations
 
-import httpx
-import pytest
 from sqlalchemy import func, select
 
 from mdmserver.commands.models import Command
 from mdmserver.db import db
-from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
-from tests.checkin.devicekit import install_push_topic
+from mdmserver.simulator.device import SimulatedDevice
 
 JSONAPI = {"Content-Type": "application/vnd.api+json"}
-
-
-@pytest.fixture
-def live(live_server, monkeypatch):
-    monkeypatch.setitem(live_server.app.config, "ENROLL_RATE_LIMIT", 0)
-    monkeypatch.setitem(live_server.app.config, "ADMISSION_POLICY", "auto")
-    with live_server.app.app_context():
-        install_push_topic(db.session, monkeypatch)
-    return live_server
-
-
-@pytest.fixture
-def api(live):
-    with httpx.Client(base_url=live.url, headers=live.auth("read", "write", "admin"), timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def transport(live):
-    transport = HttpxTransport(live.url)
-    yield transport
-    transport.close()
 
 
 def _queued(live, device_id: int) -> int:

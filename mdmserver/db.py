@@ -9,7 +9,8 @@ from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import ColumnElement, DateTime, MetaData, delete, event, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, scoped_session
@@ -128,6 +129,33 @@ class UTCDateTime(TypeDecorator):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def upsert_insert(session, table):
+    """``INSERT`` of the session's dialect, which has ``on_conflict_do_update`` / ``do_nothing``
+    (SQLite and PostgreSQL spell the upsert the same way)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database dialect {dialect}")
+
+
+def delete_in_batches(session, model, condition: ColumnElement[bool], *, batch_size: int, commit: bool) -> int:
+    """Delete ``model`` rows matching ``condition``, ``batch_size`` at a time (each batch committed
+    when ``commit``), so a large purge never holds one long transaction. Returns how many."""
+    total = 0
+    while True:
+        batch = select(model.id).where(condition).limit(batch_size).scalar_subquery()
+        deleted = session.execute(
+            delete(model).where(model.id.in_(batch)).execution_options(synchronize_session=False)
+        ).rowcount or 0
+        total += deleted
+        if commit:
+            session.commit()
+        if deleted < batch_size:
+            return total
 
 
 def isoformat(value: datetime | None) -> str | None:

@@ -12,12 +12,11 @@ import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, union_all
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mdmserver.admission.models import AuthSet
 from mdmserver.checkin.models import EnrollmentAttempt
-from mdmserver.db import utcnow
+from mdmserver.db import upsert_insert, utcnow
 from mdmserver.devices.models import Device
 from mdmserver.pki import service as pki
 
@@ -26,15 +25,6 @@ log = logging.getLogger("mdmserver.checkin")
 WINDOW_SECONDS = 60
 #: An identity issued at enrollment and not bound by an ``Authenticate`` within this time is deleted.
 UNUSED_IDENTITY_AGE = timedelta(days=1)
-
-
-def _upsert(session: Session):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(EnrollmentAttempt)
-    if dialect == "sqlite":
-        return sqlite.insert(EnrollmentAttempt)
-    raise RuntimeError(f"unsupported database dialect {dialect}")
 
 
 def record_attempt(
@@ -51,7 +41,7 @@ def record_attempt(
     """
     moment = int((now or utcnow()).timestamp())
     start = moment - moment % window
-    insert = _upsert(session).values(client=client, window_start=start, attempts=1)
+    insert = upsert_insert(session, EnrollmentAttempt).values(client=client, window_start=start, attempts=1)
     count = session.execute(
         insert.on_conflict_do_update(
             index_elements=[EnrollmentAttempt.client, EnrollmentAttempt.window_start],

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
-from mdmserver.db import UTCDateTime, utcnow
+from mdmserver.db import UTCDateTime, delete_in_batches, utcnow
 from mdmserver.devices.conditions import manageable, unmanaged_reason
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
@@ -558,22 +558,8 @@ def purge_finished(
     expire_due(session, now)
     cutoff = now - timedelta(days=retention_days)
     final = [s.value for s in CommandStatus if s.value not in IDLE_CANDIDATES]
-    total = 0
-    while True:
-        batch = (
-            select(Command.id)
-            .where(Command.status.in_(final), Command.completed_at < cutoff)
-            .limit(batch_size)
-            .scalar_subquery()
-        )
-        deleted = session.execute(
-            delete(Command).where(Command.id.in_(batch)).execution_options(synchronize_session=False)
-        ).rowcount or 0
-        total += deleted
-        if commit:
-            session.commit()
-        if deleted < batch_size:
-            break
+    total = delete_in_batches(session, Command, and_(Command.status.in_(final), Command.completed_at < cutoff),
+                              batch_size=batch_size, commit=commit)
     purge_unreferenced_parameters(session, batch_size=batch_size, commit=commit)
     return total
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import current_app
-from sqlalchemy import CompoundSelect, Select, delete, select, update
+from sqlalchemy import CompoundSelect, Select, and_, select, update
 from sqlalchemy.orm import Session
 
-from mdmserver.db import utcnow
+from mdmserver.db import delete_in_batches, utcnow
 from mdmserver.errors import NotFound, ServiceUnavailable
 from mdmserver.pki import x509
 from mdmserver.pki.models import Certificate, RSAPrivateKey
@@ -196,23 +196,9 @@ def purge_device_certificates(
     """Delete device identity certificates issued before ``issued_before`` whose fingerprint is not
     in ``bound`` (a select of non-null fingerprints still in use), in batches (each committed when
     ``commit``). A deleted certificate can no longer ``Authenticate``. Returns how many were deleted."""
-    total = 0
-    while True:
-        batch = (
-            select(Certificate.id)
-            .where(
-                Certificate.purpose == PURPOSE_DEVICE,
-                Certificate.created_at < issued_before,
-                Certificate.fingerprint_sha256.not_in(bound),
-            )
-            .limit(batch_size)
-            .scalar_subquery()
-        )
-        deleted = session.execute(
-            delete(Certificate).where(Certificate.id.in_(batch)).execution_options(synchronize_session=False)
-        ).rowcount or 0
-        total += deleted
-        if commit:
-            session.commit()
-        if deleted < batch_size:
-            return total
+    return delete_in_batches(
+        session, Certificate,
+        and_(Certificate.purpose == PURPOSE_DEVICE, Certificate.created_at < issued_before,
+             Certificate.fingerprint_sha256.not_in(bound)),
+        batch_size=batch_size, commit=commit,
+    )

@@ -22,11 +22,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mdmserver.commands.models import ACTIVE_STATUSES
-from mdmserver.db import UTCDateTime, isoformat, utcnow
+from mdmserver.db import UTCDateTime, isoformat, upsert_insert, utcnow
 from mdmserver.devices.conditions import push_blocker, pushable
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
@@ -281,15 +280,6 @@ def push_readiness(session: Session) -> str | None:
 # --- outbox ----------------------------------------------------------------------------------------
 
 
-def _insert(session: Session, table):
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"unsupported database dialect {dialect}")
-
-
 def request_push(
     session: Session, device_ids: Select | Sequence[int], *, reason: str = "command"
 ) -> int:
@@ -319,7 +309,7 @@ def request_push(
             literal(0),
         ).where(condition, pushable())
         stmt = (
-            _insert(session, PushRequest)
+            upsert_insert(session, PushRequest)
             .from_select(
                 ["device_id", "status", "reason", "created_at", "not_before", "attempts"], source
             )
@@ -492,7 +482,7 @@ def upsert_states(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     for row in rows:
         by_columns.setdefault(tuple(sorted(row)), []).append(row)
     for columns, group in by_columns.items():
-        stmt = _insert(session, DevicePushState)
+        stmt = upsert_insert(session, DevicePushState)
         stmt = stmt.on_conflict_do_update(
             index_elements=[DevicePushState.device_id],
             set_={c: stmt.excluded[c] for c in columns if c != "device_id"},
@@ -533,7 +523,7 @@ def bump_counters(session: Session, counts: Mapping[str, int]) -> None:
     items = [{"outcome": k, "count": v} for k, v in counts.items() if v]
     if not items:
         return
-    stmt = _insert(session, PushCounter)
+    stmt = upsert_insert(session, PushCounter)
     stmt = stmt.on_conflict_do_update(
         index_elements=[PushCounter.outcome], set_={"count": PushCounter.count + stmt.excluded.count}
     )

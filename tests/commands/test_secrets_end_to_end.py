@@ -124,6 +124,8 @@ def _scan_database(app, needles: dict[bytes, str]) -> tuple[list[str], int]:
                 for row in connection.execute(sa.text(f'SELECT {quoted} FROM "{table}"')):
                     for column, value in zip(columns, row, strict=True):
                         data = _as_bytes(value)
+                        if re.fullmatch(rb"[0-9a-f]{64}", data):
+                            continue  # a SHA-256/HMAC hex digest holds no plaintext; a 6-digit PIN may occur in one by chance
                         unwrapped = re.sub(rb"\s+", b"", data)  # base64 in XML plists is wrapped
                         for needle, what in needles.items():
                             if needle in data or needle in unwrapped:

@@ -47,11 +47,11 @@ from mdmserver.commands.service import store_parameters  # noqa: E402
 from mdmserver.db import UTCDateTime, db, utcnow  # noqa: E402
 from mdmserver.devices.models import Device  # noqa: E402
 from mdmserver.groups.models import DeviceGroup, GroupMember  # noqa: E402
-from mdmserver.inventory.seed import seed_devices  # noqa: E402
-from mdmserver.inventory.sqlutil import uuid_expression  # noqa: E402
 from mdmserver.profiles.service import profile_bytes, upload_profile  # noqa: E402
 from mdmserver.push.models import PushRequest  # noqa: E402
+from mdmserver.selection.sql import uuid_expression  # noqa: E402
 from mdmserver.tokens.service import create_token  # noqa: E402
+from tests.factories import seed_devices  # noqa: E402
 
 
 class Counter:

@@ -24,8 +24,8 @@ from mdmserver.app import create_app  # noqa: E402
 from mdmserver.bootstrap import initialize  # noqa: E402
 from mdmserver.db import db  # noqa: E402
 from mdmserver.devices.models import Device  # noqa: E402
-from mdmserver.inventory.seed import seed_devices  # noqa: E402
-from mdmserver.inventory.service import MAX_NAMED_DEVICES, resolve_devices  # noqa: E402
+from mdmserver.selection.resolve import MAX_NAMED_DEVICES, resolve_devices  # noqa: E402
+from tests.factories import seed_devices  # noqa: E402
 
 
 def best(repeat: int, names: list[str]) -> float:

@@ -10,7 +10,7 @@ rows, the new name), the push outbox (one INSERT … SELECT) and one audit event
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import ValidationError
@@ -23,7 +23,6 @@ from sqlalchemy import (
     cast,
     delete,
     exists,
-    false,
     insert,
     literal,
     null,
@@ -41,22 +40,15 @@ from mdmserver.audit.service import record_event
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import utcnow
-from mdmserver.devices.conditions import unmanaged_whens
 from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
-from mdmserver.groups.models import DeviceGroup
-from mdmserver.inventory.filters import (
-    conditions_from_mapping,
-    group_condition,
-    is_id,
-)
-from mdmserver.inventory.service import MAX_NAMED_DEVICES, resolve_devices
-from mdmserver.inventory.sqlutil import in_values
 from mdmserver.organization.service import enrollment_profile_identifier, get_organization
 from mdmserver.protocol import catalogue
 from mdmserver.protocol.secrets import redact
+from mdmserver.selection.conditions import unmanaged_whens
+from mdmserver.selection.sql import in_values
+from mdmserver.selection.targets import Targets, select_targets
 
-MAX_GROUPS = 100
 MDM_PAYLOAD_TYPE = "com.apple.mdm"
 
 
@@ -181,12 +173,6 @@ def mdm_profile_identifiers(session: Session, ids: Sequence[int]) -> dict[int, s
 # --- targets --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Targets:
-    condition: ColumnElement[bool]
-    missing: list[str] = field(default_factory=list)
-
-
 def targets_from_body(session: Session, body: Any) -> Targets:
     """``{"devices": [id | UDID | serial…], "groups": [id…], "filter": {…}, "all_devices": true}``.
 
@@ -203,55 +189,7 @@ def targets_from_body(session: Session, body: Any) -> Targets:
         raise UnprocessableEntity("all_devices must be true or false", pointer="/all_devices")
     if devices is None and groups is None and filter_ is None and not all_devices:
         raise UnprocessableEntity("name the devices: devices, groups, filter or all_devices", pointer="")
-    return targets(session, devices=devices, groups=groups, filter_=filter_, all_devices=all_devices)
-
-
-def targets(
-    session: Session, *, devices: Any = None, groups: Any = None, filter_: Any = None, all_devices: bool = False
-) -> Targets:
-    clauses: list[ColumnElement[bool]] = []
-    missing: list[str] = []
-    if all_devices:
-        clauses.append(true())
-    if devices is not None:
-        if not isinstance(devices, list) or len(devices) > MAX_NAMED_DEVICES:
-            raise UnprocessableEntity(f"devices must be an array of at most {MAX_NAMED_DEVICES} ids, UDIDs or "
-                                      "serial numbers", pointer="/devices")
-        for index, item in enumerate(devices):
-            if isinstance(item, bool) or not isinstance(item, str | int) or not str(item).strip():
-                raise UnprocessableEntity("a device is named by its id, UDID or serial number",
-                                          pointer=f"/devices/{index}")
-        resolved = resolve_devices(session, devices, pointer="/devices")
-        missing = resolved.missing
-        clauses.append(in_values(session, Device.id, resolved.ids, integer=True) if resolved.ids else false())
-    if groups is not None:
-        if not isinstance(groups, list) or len(groups) > MAX_GROUPS:
-            raise UnprocessableEntity(f"groups must be an array of at most {MAX_GROUPS} group ids", pointer="/groups")
-        ids = []
-        for index, item in enumerate(groups):
-            text = str(item).strip() if isinstance(item, str | int) and not isinstance(item, bool) else ""
-            if not is_id(text):
-                raise UnprocessableEntity("a group is named by its id", pointer=f"/groups/{index}")
-            ids.append(int(text))
-        known = set(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(ids))))
-        absent = [(i, g) for i, g in enumerate(ids) if g not in known]
-        if absent:
-            raise UnprocessableEntity("unknown device groups; nothing was done", errors=[
-                {"detail": f"no device group {g}", "pointer": f"/groups/{i}"} for i, g in absent])
-        for group_id in dict.fromkeys(ids):
-            try:
-                clauses.append(group_condition(session, group_id))
-            except ValueError as exc:
-                raise UnprocessableEntity(str(exc), pointer="/groups") from None
-    if filter_ is not None:
-        if not isinstance(filter_, dict) or not filter_:
-            raise UnprocessableEntity("filter must be a non-empty object (use all_devices for every device)",
-                                      pointer="/filter")
-        try:
-            clauses.append(and_(true(), *conditions_from_mapping(session, filter_)))
-        except ValueError as exc:
-            raise UnprocessableEntity(str(exc), pointer="/filter") from None
-    return Targets(condition=or_(*clauses) if clauses else false(), missing=missing)
+    return select_targets(session, devices=devices, groups=groups, filter_=filter_, all_devices=all_devices)
 
 
 # --- running an action ----------------------------------------------------------------------------
@@ -328,7 +266,7 @@ def run_action(
 def perform_on_device(session: Session, action: Action, device: Device, raw_params: Any, *, actor: str | None) -> list[str]:
     """Queue the action for one device; 409 with the reason when it does not apply (nothing is written)."""
     params = load_parameters(action, raw_params)
-    target = targets(session, devices=[device.id])
+    target = select_targets(session, devices=[device.id])
     for row in classify(session, action, target, params):
         if row.reason is not None:
             raise Conflict(f"{action.name} does not apply to device {device.id}: {row.reason}", code="not_applicable")

@@ -19,7 +19,8 @@ from mdmserver.api.jsonapi import (
 from mdmserver.commands.models import CommandStatus
 from mdmserver.db import db, isoformat
 from mdmserver.errors import BadRequest, UnprocessableEntity
-from mdmserver.inventory import service as inventory
+from mdmserver.selection import resolve
+from mdmserver.selection.targets import select_targets
 
 bp = Blueprint("actions", __name__, url_prefix="/api/v1")
 
@@ -48,7 +49,7 @@ def list_actions():
 def device_actions(ident: str):
     """Every action for this device with is_enabled and the reason when not."""
     refuse_query_params(request.args)
-    device = inventory.get_device(db.session, ident)
+    device = resolve.get_device(db.session, ident)
     data = [resource("device_actions", a["name"], a, links={"self": f"/api/v1/devices/{device.id}/actions/{a['name']}"})
             for a in service.device_actions(db.session, device)]
     retirement = service.retirement_state(db.session, device)
@@ -60,7 +61,7 @@ def device_actions(ident: str):
 @bp.post("/devices/<ident>/actions/<name>")
 def perform_action(ident: str, name: str):
     """Perform one action on one device: 202 with the queued command(s); 409 when it does not apply."""
-    device = inventory.get_device(db.session, ident)
+    device = resolve.get_device(db.session, ident)
     action = service.get_action(name)
     body = _optional_body()
     if not isinstance(body, dict) or set(body) - {"parameters"}:
@@ -105,7 +106,7 @@ def viability(name: str):
     if ids is None and groups is None:
         raise BadRequest("give ids= or groups=", parameter="ids")
     try:
-        target = service.targets(db.session, devices=ids, groups=groups)
+        target = select_targets(db.session, devices=ids, groups=groups)
     except UnprocessableEntity as exc:
         raise BadRequest(exc.errors[0]["detail"] if exc.errors else exc.detail,
                          parameter="groups" if "group" in exc.detail else "ids") from None

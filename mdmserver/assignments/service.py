@@ -35,20 +35,21 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from mdmserver.admission.models import AdmissionStatus
+from mdmserver.api.jsonapi import is_id
 from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState, ProfileAssignment
 from mdmserver.audit.service import record_event
 from mdmserver.commands.models import Command, CommandStatus
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import utcnow
-from mdmserver.devices.conditions import manageable
 from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, UnprocessableEntity
 from mdmserver.groups.models import DeviceGroup
-from mdmserver.inventory.filters import group_condition, is_id
-from mdmserver.inventory.service import resolve_devices
-from mdmserver.inventory.sqlutil import in_values
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import profile_bytes
+from mdmserver.selection.conditions import manageable
+from mdmserver.selection.filters import group_condition
+from mdmserver.selection.resolve import resolve_devices
+from mdmserver.selection.sql import in_values
 
 log = logging.getLogger("mdmserver.assignments")
 

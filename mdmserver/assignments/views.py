@@ -11,6 +11,7 @@ from sqlalchemy import select
 from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import (
     document,
+    is_id,
     jsonapi_response,
     list_document,
     paginate,
@@ -24,10 +25,10 @@ from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState
 from mdmserver.assignments.schemas import assignment_resource, state_resource
 from mdmserver.db import db
 from mdmserver.errors import NotFound, UnprocessableEntity
-from mdmserver.inventory import service as inventory
-from mdmserver.inventory.filters import is_id, split_list
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import get_profile
+from mdmserver.selection import resolve
+from mdmserver.selection.filters import split_list
 
 bp = Blueprint("assignments", __name__, url_prefix="/api/v1")
 
@@ -132,7 +133,7 @@ def profile_states(profile_id: str):
 @writes  # refreshes the states from command results
 def device_profiles(ident: str):
     """The assigned profiles' states on this device (what the device reports is ``installed_profiles``)."""
-    device = inventory.get_device(db.session, ident)
+    device = resolve.get_device(db.session, ident)
     return _states(None, device.id)
 
 
@@ -145,7 +146,7 @@ def _profile_ids() -> list[Profile]:
 
 def _change_device_profiles(ident: str, change: Callable[..., dict[str, int]]) -> Response:
     """Run ``service.assign`` or ``service.unassign`` of each profile in the body for this device, commit."""
-    device = inventory.get_device(db.session, ident)
+    device = resolve.get_device(db.session, ident)
     results = [{"profile_id": str(p.id), **change(db.session, p, devices=[device.id], actor=current_actor())}
                for p in _profile_ids()]
     db.session.commit()

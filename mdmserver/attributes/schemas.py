@@ -7,7 +7,7 @@ from typing import Any
 from mdmserver.api.apidoc import ApiDoc, Reply
 from mdmserver.api.jsonapi import resource
 from mdmserver.errors import UnprocessableEntity
-from mdmserver.inventory.filters import ATTRIBUTE_NAME
+from mdmserver.selection.filters import ATTRIBUTE_NAME
 
 MAX_ATTRIBUTES = 200
 MAX_VALUE_LENGTH = 512

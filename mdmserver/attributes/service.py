@@ -12,7 +12,7 @@ from mdmserver.attributes.models import CustomAttribute
 from mdmserver.audit.service import record_event
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
-from mdmserver.inventory.sqlutil import in_values
+from mdmserver.selection.sql import in_values
 
 
 def get_attributes(session: Session, device_id: int) -> dict[str, str]:

@@ -11,8 +11,8 @@ from mdmserver.attributes import service
 from mdmserver.attributes.schemas import attributes_resource, validate_values
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
-from mdmserver.inventory import service as inventory
-from mdmserver.inventory.filters import ATTRIBUTE_NAME
+from mdmserver.selection import resolve
+from mdmserver.selection.filters import ATTRIBUTE_NAME
 
 bp = Blueprint("attributes", __name__, url_prefix="/api/v1")
 
@@ -53,7 +53,7 @@ def _only(*allowed: str) -> None:
 def get_attributes(ident: str):
     """The device's custom attributes."""
     _only()
-    device = inventory.get_device(db.session, ident)
+    device = resolve.get_device(db.session, ident)
     return jsonapi_response(document(attributes_resource(device.id, service.get_attributes(db.session, device.id))))
 
 
@@ -61,7 +61,7 @@ def get_attributes(ident: str):
 def replace_attributes(ident: str):
     """Replace all the device's custom attributes (Ivanti's add/replace)."""
     _only()
-    device = inventory.get_device(db.session, ident)
+    device = resolve.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
     values = validate_values(values, allow_null=False)
     return _changed(device.id, service.replace_attributes(db.session, device, values))
@@ -71,7 +71,7 @@ def replace_attributes(ident: str):
 def merge_attributes(ident: str):
     """Merge custom attributes: keep the others, update and add these; null deletes one."""
     _only()
-    device = inventory.get_device(db.session, ident)
+    device = resolve.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
     values = validate_values(values, allow_null=True)
     return _changed(device.id, service.merge_attributes(db.session, device, values))
@@ -81,7 +81,7 @@ def merge_attributes(ident: str):
 def delete_attributes(ident: str):
     """Delete all the device's custom attributes, or those in ?names=."""
     _only("names")
-    device = inventory.get_device(db.session, ident)
+    device = resolve.get_device(db.session, ident)
     names = _names(request.args.get("names"))
     return _changed(device.id, service.delete_attributes(db.session, device, names))
 
@@ -109,7 +109,7 @@ def bulk_delete():
         idents = [p.strip() for p in raw_devices.split(",") if p.strip()]
         if not idents:
             raise BadRequest("devices must name at least one device", parameter="devices")
-        resolved = inventory.resolve_devices(db.session, idents, parameter="devices")
+        resolved = resolve.resolve_devices(db.session, idents, parameter="devices")
         device_ids, missing = resolved.ids, resolved.missing
     deleted = service.bulk_delete(db.session, names, device_ids)
     _reconcile()

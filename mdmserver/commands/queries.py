@@ -9,19 +9,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from mdmserver.api.jsonapi import is_id, parse_bool
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import NotFound
-from mdmserver.inventory.filters import (
-    group_condition,
-    is_id,
-    parse_bool,
-    parse_datetime,
-    split_list,
-)
-from mdmserver.inventory.service import resolve_devices
-from mdmserver.inventory.sqlutil import in_values
+from mdmserver.selection.filters import group_condition, parse_datetime, split_list
+from mdmserver.selection.resolve import resolve_devices
+from mdmserver.selection.sql import in_values
 
 STATUSES = tuple(s.value for s in CommandStatus)
 _ACTIVE = tuple(s.value for s in ACTIVE_STATUSES)

@@ -29,10 +29,8 @@ from sqlalchemy.orm import Session
 
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
 from mdmserver.db import UTCDateTime, delete_in_batches, utcnow
-from mdmserver.devices.conditions import manageable, unmanaged_reason
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
-from mdmserver.inventory.sqlutil import in_values, uuid_expression
 from mdmserver.pki.models import Certificate
 from mdmserver.pki.secretbox import SecretBox, SecretBoxError
 from mdmserver.pki.service import secret_box
@@ -41,6 +39,8 @@ from mdmserver.protocol import secrets as secrets_policy
 from mdmserver.protocol.plist import dump_plist, load_plist
 from mdmserver.protocol.results import CommandResult, ResultStatus
 from mdmserver.push import service as push_service
+from mdmserver.selection.conditions import manageable, unmanaged_reason
+from mdmserver.selection.sql import in_values, uuid_expression
 
 log = logging.getLogger("mdmserver.commands")
 

@@ -23,9 +23,9 @@ from mdmserver.commands import queries, service
 from mdmserver.commands.models import Command
 from mdmserver.commands.schemas import EnqueueSchema, command_resource, display_status
 from mdmserver.db import db
-from mdmserver.devices.service import get_device
 from mdmserver.errors import Conflict, UnprocessableEntity
 from mdmserver.pki.service import secret_box
+from mdmserver.selection.resolve import get_device
 
 bp = Blueprint("commands", __name__)
 

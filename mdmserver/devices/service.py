@@ -1,19 +1,21 @@
-"""Devices: lookups, check-in state changes and inventory from command results."""
+"""Devices, the one writer of ``devices``: check-in state changes, inventory from command results,
+asset fields, the device list's facets and owners. Naming a device is :mod:`mdmserver.selection.resolve`."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, case, delete, insert, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from mdmserver.admission.models import AdmissionStatus
-from mdmserver.api.jsonapi import is_id
-from mdmserver.commands import service as commands
+from mdmserver.api.jsonapi import ListQuery, Page, paginate
+from mdmserver.attributes.models import CustomAttribute
 from mdmserver.db import utcnow
 from mdmserver.devices.models import (
     AvailableOSUpdate,
@@ -26,11 +28,13 @@ from mdmserver.devices.models import (
     InstalledProfile,
     Platform,
 )
-from mdmserver.errors import Conflict, NotFound
+from mdmserver.errors import BadRequest
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol import inventory
 from mdmserver.protocol.checkin import Authenticate, SetBootstrapToken, TokenUpdate
 from mdmserver.protocol.plist import ProtocolError
+from mdmserver.selection.filters import ATTRIBUTE_NAME, CUSTOM_PREFIX, FACETS
+from mdmserver.users.models import DeviceOwnership
 
 log = logging.getLogger("mdmserver.devices")
 
@@ -61,64 +65,6 @@ def platform_for(product_name: str | None, model: str | None = None, model_name:
 
 def get_device_by_udid(session: Session, udid: str) -> Device | None:
     return session.scalar(select(Device).where(Device.udid == udid))
-
-
-#: how many devices one ambiguous identifier may name in a 409's detail
-_AMBIGUITY_SAMPLE = 10
-#: ``<key>:<value>`` names a device by that key alone (``id:12``, ``udid:…``, ``serial_number:…``)
-IDENT_KEYS = ("id", "udid", "serial_number")
-
-
-def get_device(session: Session, ident: str | int) -> Device:
-    """A device by id, UDID or serial number, in one query; 404 when none matches.
-
-    A device chooses its own UDID and serial number, so one identifier can name several devices
-    (one's UDID is another's serial number, a serial number that is another's id, two devices
-    claiming the same serial number). Guessing would send an administrator's lock or wipe to
-    whichever device sorts first, so that is a 409 naming the matching devices and keys; the
-    caller then names the device by one key, ``id:<id>`` (which no device can claim).
-    """
-    text = str(ident).strip()
-    key, sep, value = text.partition(":")
-    if sep and key in IDENT_KEYS:
-        keys, text = (key,), value.strip()
-    else:
-        keys = IDENT_KEYS
-    if not text:
-        raise NotFound("no device '' (looked up by id, UDID and serial number)")
-    clauses = []
-    if "id" in keys and is_id(text):
-        clauses.append(Device.id == int(text))
-    if "udid" in keys:
-        clauses.append(Device.udid == text)
-    if "serial_number" in keys:
-        clauses.append(Device.serial_number == text)
-    if not clauses:
-        raise NotFound(f"no device {text!r} ({text!r} is not a device id)")
-    rows = list(session.scalars(select(Device).where(or_(*clauses)).order_by(Device.id)
-                                .limit(_AMBIGUITY_SAMPLE + 1)))
-    if not rows:
-        looked_up = ", ".join(k.replace("_", " ") for k in keys)
-        raise NotFound(f"no device {text!r} (looked up by {looked_up})")
-    if len(rows) == 1:
-        return rows[0]
-    matches = [{"id": str(d.id), "keys": _matching_keys(d, text, keys)} for d in rows[:_AMBIGUITY_SAMPLE]]
-    named = "; ".join(f"device {m['id']} by {' and '.join(m['keys'])}" for m in matches)
-    raise Conflict(
-        f"{text!r} names more than one device ({named}); name it by one key, e.g. id:{rows[0].id}",
-        code="ambiguous_device", meta={"matches": matches},
-    )
-
-
-def _matching_keys(device: Device, text: str, keys: tuple[str, ...]) -> list[str]:
-    found = []
-    if "id" in keys and is_id(text) and device.id == int(text):
-        found.append("id")
-    if "udid" in keys and device.udid == text:
-        found.append("udid")
-    if "serial_number" in keys and device.serial_number == text:
-        found.append("serial_number")
-    return found
 
 
 def device_bound_to(session: Session, fingerprint: str) -> Device | None:
@@ -370,7 +316,86 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
+# -- the device list: facets and owners (filters are mdmserver.selection.filters) --
+
+MAX_FACETS = 10
+
+
+def parse_facets(raw: str | None) -> list[str]:
+    """``platform,os_version,custom.dept`` → the facet names, validated (400 otherwise)."""
+    if raw is None:
+        return []
+    names = list(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
+    if len(names) > MAX_FACETS:
+        raise BadRequest(f"at most {MAX_FACETS} facets per request", parameter="facets")
+    for name in names:
+        if name in FACETS:
+            continue
+        if name.startswith(CUSTOM_PREFIX) and ATTRIBUTE_NAME.match(name[len(CUSTOM_PREFIX):]):
+            continue
+        allowed = ", ".join(sorted(FACETS))
+        raise BadRequest(f"unknown facet {name!r}; allowed: {allowed}, custom.<name>", parameter="facets")
+    return names
+
+
+def facet_counts(
+    session: Session, conditions: Sequence[ColumnElement[bool]], names: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Counts per value of each facet over the filtered devices: one GROUP BY query per facet."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        if name in FACETS:
+            column = FACETS[name]
+            stmt = select(column, func.count()).select_from(Device).where(*conditions).group_by(column)
+        else:
+            attr = name[len(CUSTOM_PREFIX):]
+            column = CustomAttribute.value
+            stmt = (
+                select(column, func.count())
+                .select_from(CustomAttribute)
+                .join(Device, Device.id == CustomAttribute.device_id)
+                .where(CustomAttribute.name == attr, *conditions)
+                .group_by(column)
+            )
+        rows = session.execute(stmt.order_by(func.count().desc(), column)).all()
+        out[name] = [{"value": value, "count": count} for value, count in rows]
+    return out
+
+
+def list_devices(session: Session, query: ListQuery) -> Page:
+    return paginate(session, select(Device), query)
+
+
+def owners_of(session: Session, device_ids: Iterable[int]) -> dict[int, int]:
+    """device id → owner user id, for one page of devices (one query)."""
+    ids = list(device_ids)
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(DeviceOwnership.device_id, DeviceOwnership.user_id).where(DeviceOwnership.device_id.in_(ids))
+    )
+    return {device_id: user_id for device_id, user_id in rows}
+
+
+def update_asset_fields(session: Session, device: Device, changes: dict[str, Any]) -> dict[str, Any]:
+    """Set the administrator-owned fields in ``changes``; returns ``{"before": …, "after": …}`` with
+    JSON-safe values (for the audit log)."""
+    change = {"before": {key: _jsonable(getattr(device, key)) for key in changes},
+              "after": {key: _jsonable(value) for key, value in changes.items()}}
+    for key, value in changes.items():
+        setattr(device, key, value)
+    session.flush()
+    return change
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
 def delete_device(session: Session, device: Device) -> None:
-    commands.delete_for_device(session, device.id)
+    """Delete the device row; its inventory, attributes, memberships and auth sets go with it (the
+    caller deletes its commands first: :func:`mdmserver.workflows.delete_device`)."""
     session.delete(device)
     session.flush()

@@ -10,7 +10,6 @@ from mdmserver.api.apidoc import ApiDoc, Body, LinkageSchema, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
 from mdmserver.groups.models import DeviceGroup, GroupKind
-from mdmserver.inventory.schemas import DEVICE_LIST
 
 
 class GroupCreateSchema(Schema):
@@ -65,7 +64,6 @@ OPENAPI: dict[str, ApiDoc] = {
     "groups.get_group": ApiDoc(type="device_groups"),
     "groups.update_group": ApiDoc(body=GroupUpdateSchema, type="device_groups"),
     "groups.delete_group": ApiDoc(type="device_groups", reply=Reply.EMPTY, errors=(409,)),
-    "groups.group_devices": DEVICE_LIST,
     "groups.add_members": ApiDoc(body=GroupMembersSchema, body_kind=Body.JSON, reply=Reply.META),
     "groups.remove_members": ApiDoc(body=GroupMembersSchema, body_kind=Body.JSON, reply=Reply.META),
     "groups.device_groups": ApiDoc(type="device_groups", reply=Reply.COLLECTION),

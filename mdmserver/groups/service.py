@@ -8,13 +8,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, delete, insert, literal, select, true
 from sqlalchemy.orm import Session
 
+from mdmserver.api.jsonapi import is_id
 from mdmserver.audit.service import record_event
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.groups.models import DeviceGroup, GroupKind, GroupMember
-from mdmserver.inventory.filters import conditions_from_mapping, group_condition, is_id
-from mdmserver.inventory.sqlutil import in_values
+from mdmserver.selection.filters import conditions_from_mapping, group_condition
+from mdmserver.selection.sql import in_values
 
 POINTER = "/data/attributes"
 

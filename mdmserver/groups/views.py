@@ -7,6 +7,7 @@ from flask import Blueprint, request
 from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import (
     document,
+    is_id,
     jsonapi_response,
     list_document,
     load_attributes,
@@ -22,9 +23,8 @@ from mdmserver.errors import UnprocessableEntity
 from mdmserver.groups import service
 from mdmserver.groups.models import DeviceGroup, GroupKind
 from mdmserver.groups.schemas import GroupCreateSchema, GroupUpdateSchema, group_resource
-from mdmserver.inventory import service as inventory
-from mdmserver.inventory.filters import contains, is_id
-from mdmserver.inventory.views import device_list_response
+from mdmserver.selection import resolve
+from mdmserver.selection.filters import contains
 
 bp = Blueprint("groups", __name__, url_prefix="/api/v1")
 
@@ -101,20 +101,13 @@ def delete_group(group_id: str):
     return jsonapi_response(None, status=204)
 
 
-@bp.get("/device_groups/<group_id>/devices")
-def group_devices(group_id: str):
-    """The group's members (subgroups included), with every device-list parameter."""
-    group = service.get_group(db.session, group_id)
-    return device_list_response([service.members_condition(db.session, group)])
-
-
 def _linkage() -> list[int]:
     body = request_json()
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list) or not data:
         raise UnprocessableEntity("data must be a non-empty array of device identifiers", pointer="/data")
-    if len(data) > inventory.MAX_NAMED_DEVICES:
-        raise UnprocessableEntity(f"at most {inventory.MAX_NAMED_DEVICES} devices per request", pointer="/data")
+    if len(data) > resolve.MAX_NAMED_DEVICES:
+        raise UnprocessableEntity(f"at most {resolve.MAX_NAMED_DEVICES} devices per request", pointer="/data")
     names, faults = [], []
     for index, item in enumerate(data):
         if not isinstance(item, dict) or item.get("type") != "devices" or not isinstance(item.get("id"), str | int) \
@@ -124,7 +117,7 @@ def _linkage() -> list[int]:
             names.append((index, str(item["id"])))
     if faults:
         raise UnprocessableEntity("invalid resource linkage", errors=faults)
-    resolved = inventory.resolve_devices(db.session, [name for _, name in names], pointer="/data")
+    resolved = resolve.resolve_devices(db.session, [name for _, name in names], pointer="/data")
     if resolved.missing:
         missing = set(resolved.missing)
         raise UnprocessableEntity("unknown devices; nothing was changed", errors=[
@@ -158,6 +151,6 @@ def remove_members(group_id: str):
 def device_groups(ident: str):
     """Every group the device belongs to (static, smart, and their parent groups)."""
     refuse_query_params(request.args)
-    device = inventory.get_device(db.session, ident)
+    device = resolve.get_device(db.session, ident)
     groups = service.groups_of_device(db.session, device)
     return jsonapi_response(document([group_resource(g) for g in groups], meta={"total": len(groups)}))

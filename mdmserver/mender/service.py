@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from mdmserver.admission import service as admission
 from mdmserver.admission.models import AdmissionStatus, AuthSet, Preauthorization
+from mdmserver.api.jsonapi import is_id
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound
-from mdmserver.inventory.filters import is_id
 from mdmserver.protocol.fields import has_identifier_forbidden_character
 
 _PENDING, _ACCEPTED, _REJECTED, _PREAUTHORIZED = (

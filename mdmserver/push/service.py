@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 
 from mdmserver.commands.models import ACTIVE_STATUSES
 from mdmserver.db import UTCDateTime, isoformat, upsert_insert, utcnow
-from mdmserver.devices.conditions import push_blocker, pushable
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.pki import x509 as px
@@ -40,6 +39,7 @@ from mdmserver.push.models import (
     PushRequest,
     PushStatus,
 )
+from mdmserver.selection.conditions import push_blocker, pushable
 
 log = logging.getLogger("mdmserver.push")
 

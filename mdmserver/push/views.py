@@ -10,11 +10,11 @@ from mdmserver.api.auth import requires_scope
 from mdmserver.api.jsonapi import document, jsonapi_response
 from mdmserver.audit.service import record_event
 from mdmserver.db import db
-from mdmserver.devices.service import get_device
 from mdmserver.errors import BadRequest
 from mdmserver.ops import metrics, readiness
 from mdmserver.push import service
 from mdmserver.push.schemas import certificate_resource, push_request_resource, push_status_resource
+from mdmserver.selection.resolve import get_device
 
 bp = Blueprint("push", __name__, url_prefix="/api/v1")
 log = logging.getLogger("mdmserver.push")

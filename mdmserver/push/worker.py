@@ -35,11 +35,11 @@ from mdmserver.assignments.service import reconcile_all as reconcile_group_assig
 from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
 from mdmserver.commands.service import purge_finished as purge_finished_commands
 from mdmserver.db import db, is_database_busy, utcnow
-from mdmserver.devices.conditions import push_blocker
 from mdmserver.devices.models import Device
 from mdmserver.push import service
 from mdmserver.push.apns import APNsClient, HttpxAPNsClient, PushIdentity, PushMessage, PushResult
 from mdmserver.push.models import PushRequest, PushStatus
+from mdmserver.selection.conditions import push_blocker
 
 log = logging.getLogger("mdmserver.push.worker")
 

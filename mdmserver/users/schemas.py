@@ -9,7 +9,6 @@ from marshmallow import RAISE, Schema, fields, post_load, validate
 from mdmserver.api.apidoc import ApiDoc, Body, LinkageSchema, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
-from mdmserver.inventory.schemas import DEVICE_LIST
 from mdmserver.users.models import User
 
 
@@ -53,7 +52,6 @@ OPENAPI: dict[str, ApiDoc] = {
     "users.get_user": ApiDoc(type="users"),
     "users.update_user": ApiDoc(body=UserUpdateSchema, type="users"),
     "users.delete_user": ApiDoc(type="users", reply=Reply.EMPTY),
-    "users.user_devices": DEVICE_LIST,
     "users.get_owner": ApiDoc(type="users"),
     "users.set_owner": ApiDoc(body=OwnerSchema, body_kind=Body.JSON, type="users"),
 }

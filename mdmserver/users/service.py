@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
+from mdmserver.api.jsonapi import is_id
 from mdmserver.audit.service import record_event
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound
-from mdmserver.inventory.filters import is_id
 from mdmserver.users.models import DeviceOwnership, User
 
 POINTER = "/data/attributes"

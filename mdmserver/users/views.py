@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from mdmserver.api.jsonapi import (
     document,
+    is_id,
     jsonapi_response,
     list_document,
     load_attributes,
@@ -17,9 +18,8 @@ from mdmserver.api.jsonapi import (
 )
 from mdmserver.db import db
 from mdmserver.errors import UnprocessableEntity
-from mdmserver.inventory import service as inventory
-from mdmserver.inventory.filters import contains, is_id, split_list
-from mdmserver.inventory.views import device_list_response
+from mdmserver.selection import resolve
+from mdmserver.selection.filters import contains, split_list
 from mdmserver.users import service
 from mdmserver.users.models import User
 from mdmserver.users.schemas import UserCreateSchema, UserUpdateSchema, user_resource
@@ -79,17 +79,10 @@ def delete_user(user_id: str):
     return jsonapi_response(None, status=204)
 
 
-@bp.get("/users/<user_id>/devices")
-def user_devices(user_id: str):
-    """The devices a user owns, with every device-list parameter."""
-    user = service.get_user(db.session, user_id)
-    return device_list_response([service.owned_by_condition(user)])
-
-
 @bp.get("/devices/<ident>/owner")
 def get_owner(ident: str):
     """The device's owner (data is null when it has none)."""
-    device = inventory.get_device(db.session, ident)
+    device = resolve.get_device(db.session, ident)
     owner = service.owner_of(db.session, device)
     return jsonapi_response(document(user_resource(owner) if owner else None))
 
@@ -97,7 +90,7 @@ def get_owner(ident: str):
 @bp.put("/devices/<ident>/owner")
 def set_owner(ident: str):
     """Assign the device to a user: ``{"data": {"type": "users", "id": "3"}}``, or ``{"data": null}``."""
-    device = inventory.get_device(db.session, ident)
+    device = resolve.get_device(db.session, ident)
     body = request_json()
     if not isinstance(body, dict) or "data" not in body:
         raise UnprocessableEntity('the body is {"data": {"type": "users", "id": …}} or {"data": null}',

@@ -12,8 +12,8 @@ from mdmserver.commands.models import Command
 from mdmserver.commands.service import command_parameters
 from mdmserver.devices.models import Device
 from mdmserver.groups.models import DeviceGroup, GroupMember
-from mdmserver.inventory.seed import make_device, seed_devices
 from mdmserver.organization.service import get_organization
+from tests.factories import make_device, seed_devices
 
 JSONAPI = "application/vnd.api+json"
 

@@ -14,9 +14,9 @@ from mdmserver.commands.service import command_parameters
 from mdmserver.db import utcnow
 from mdmserver.devices.models import InstalledProfile
 from mdmserver.groups.models import GroupMember
-from mdmserver.inventory.seed import make_device, seed_devices
 from mdmserver.pki.cms import unwrap_signed
 from mdmserver.profiles.service import upload_profile
+from tests.factories import make_device, seed_devices
 
 JSONAPI = "application/vnd.api+json"
 

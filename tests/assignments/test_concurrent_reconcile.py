@@ -11,10 +11,10 @@ from mdmserver.assignments.models import ProfileAssignment
 from mdmserver.assignments.service import reconcile
 from mdmserver.commands.models import Command
 from mdmserver.db import db
-from mdmserver.inventory.seed import make_device
 from mdmserver.profiles.models import Profile
 from tests.assignments.test_assignments import _profile
 from tests.conftest import make_app
+from tests.factories import make_device
 
 
 def test_concurrent_reconciles_do_not_double_queue(tmp_path):

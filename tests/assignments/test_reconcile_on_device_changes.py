@@ -20,9 +20,9 @@ from mdmserver.db import db
 from mdmserver.devices.models import Device
 from mdmserver.devices.service import GROUP_FILTER_COLUMNS
 from mdmserver.groups.models import DeviceGroup
-from mdmserver.inventory.filters import device_filters
 from mdmserver.profiles.service import upload_profile
 from mdmserver.protocol.inventory import DEVICE_INFORMATION_COLUMNS
+from mdmserver.selection.filters import device_filters
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 from tests.checkin.devicekit import install_push_topic
 

@@ -6,7 +6,7 @@ from sqlalchemy import event, func, select
 
 from mdmserver.attributes.models import CustomAttribute
 from mdmserver.db import utcnow
-from mdmserver.inventory.seed import make_device, seed_devices
+from tests.factories import make_device, seed_devices
 
 JSONAPI = "application/vnd.api+json"
 

@@ -11,7 +11,7 @@ from mdmserver.commands.models import Command
 from mdmserver.commands.service import enqueue_commands
 from mdmserver.db import utcnow
 from mdmserver.groups.models import DeviceGroup
-from mdmserver.inventory.seed import make_device
+from tests.factories import make_device
 
 
 def _queue(db_session, device, request_type, status="queued", **values):

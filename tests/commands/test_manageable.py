@@ -1,5 +1,5 @@
 """Issue 10 item 1: "can this device receive commands?" has one answer
-(``devices.conditions.manageable``) for every path that queues: the per-device enqueue, the rename
+(``selection.conditions.manageable``) for every path that queues: the per-device enqueue, the rename
 on PATCH and bulk actions. A retired device whose CheckOut never arrived still shows as enrolled;
 before, the per-device enqueue and the rename queued commands for it anyway."""
 

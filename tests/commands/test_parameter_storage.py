@@ -18,11 +18,11 @@ from mdmserver.bootstrap import upgrade_database
 from mdmserver.commands import service as commands
 from mdmserver.commands.models import Command, CommandParameters
 from mdmserver.db import db, utcnow
-from mdmserver.inventory.seed import make_device, seed_devices
 from mdmserver.ops.readiness import alembic_config
 from mdmserver.pki.cms import unwrap_signed
 from mdmserver.profiles.service import upload_profile
 from tests.conftest import make_app
+from tests.factories import make_device, seed_devices
 
 
 def _profile(db_session):

@@ -14,11 +14,11 @@ from mdmserver.bootstrap import upgrade_database
 from mdmserver.commands import service as commands
 from mdmserver.commands.models import Command
 from mdmserver.db import db
-from mdmserver.inventory.seed import make_device
 from mdmserver.ops.readiness import alembic_config
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import upload_profile
 from tests.conftest import make_app
+from tests.factories import make_device
 
 
 def _dump_everything(connection) -> bytes:

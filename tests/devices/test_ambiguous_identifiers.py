@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mdmserver.commands.models import Command
-from mdmserver.inventory.seed import make_device
+from tests.factories import make_device
 
 
 def _queued(db_session) -> int:

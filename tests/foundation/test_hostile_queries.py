@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mdmserver.inventory.seed import make_device
+from tests.factories import make_device
 
 HUGE = "99999999999999999999"  # past 2**64: SQLite's OFFSET overflowed into a 500
 JSONAPI = "application/vnd.api+json"

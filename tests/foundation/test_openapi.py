@@ -11,8 +11,8 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 from referencing import Registry, Resource
 
-from mdmserver.inventory.seed import make_device
 from mdmserver.ops.openapi import undocumented_endpoints
+from tests.factories import make_device
 
 JSONAPI = "application/vnd.api+json"
 METHODS = {"get", "post", "put", "patch", "delete"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mdmserver.attributes.models import CustomAttribute
-from mdmserver.inventory.seed import make_device
+from tests.factories import make_device
 
 JSONAPI = "application/vnd.api+json"
 

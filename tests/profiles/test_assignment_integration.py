@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from mdmserver.commands.models import Command
 from mdmserver.commands.service import command_parameters
-from mdmserver.inventory.seed import make_device
 from mdmserver.pki.cms import unwrap_signed
+from tests.factories import make_device
 
 from .helpers import JSONAPI, dumps, make_payload, make_profile, upload
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mdmserver.inventory.seed import make_device
+from tests.factories import make_device
 
 JSONAPI = "application/vnd.api+json"
 

@@ -16,11 +16,11 @@ from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, tr
 from sqlalchemy.orm import Session
 
 from mdmserver.admission.models import AdmissionStatus
-from mdmserver.api.jsonapi import MAX_ID, is_id, parse_bool  # noqa: F401 (re-exported)
+from mdmserver.api.jsonapi import is_id, parse_bool
 from mdmserver.attributes.models import CustomAttribute
-from mdmserver.devices.conditions import retired as retired_condition
 from mdmserver.devices.models import Device, Platform
 from mdmserver.groups.models import DeviceGroup, GroupKind, GroupMember
+from mdmserver.selection.conditions import retired as retired_condition
 from mdmserver.users.models import DeviceOwnership, User
 
 FilterFn = Callable[[str], ColumnElement[bool]]

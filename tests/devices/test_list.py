@@ -10,8 +10,8 @@ from mdmserver.attributes.models import CustomAttribute
 from mdmserver.audit.models import AuditEvent
 from mdmserver.commands.models import Command
 from mdmserver.devices.models import Device
-from mdmserver.inventory.seed import make_device
 from mdmserver.users.models import DeviceOwnership, User
+from tests.factories import make_device
 
 JSONAPI = "application/vnd.api+json"
 

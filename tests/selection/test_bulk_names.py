@@ -10,9 +10,9 @@ import plistlib
 import time
 import uuid
 
-from mdmserver.inventory.seed import make_device
-from mdmserver.inventory.service import resolve_devices
 from mdmserver.profiles.service import upload_profile
+from mdmserver.selection.resolve import resolve_devices
+from tests.factories import make_device
 
 CAP = 10_000
 JSONAPI = "application/vnd.api+json"

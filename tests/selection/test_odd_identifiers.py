@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mdmserver.inventory.seed import make_device
+from tests.factories import make_device
 
 ODD = ["²", "99999999999", "9" * 40, "١٢"]
 

@@ -1,6 +1,6 @@
 """Which scope each admin-API route of this feature set needs (a permission table, Lemur style).
 
-Every route of the inventory, users, attributes, groups, assignments, actions, commands and Mender
+Every route of the devices, users, attributes, groups, assignments, actions, commands and Mender
 blueprints is listed; a test fails when a route is added without a row here.
 """
 
@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import pytest
 
-BLUEPRINTS = ("inventory", "users", "attributes", "groups", "assignments", "actions", "commands", "mender")
+BLUEPRINTS = ("devices", "users", "attributes", "groups", "assignments", "actions", "commands", "mender")
 ADM = "/api/management/v1/admission"
 
 TABLE = [
     ("GET", "/api/v1/devices", "read"),
     ("PATCH", "/api/v1/devices/<ident>", "write"),
     ("DELETE", "/api/v1/devices/<ident>", "write"),
+    ("GET", "/api/v1/devices/<ident>", "read"),
+    ("GET", "/api/v1/devices/<ident>/installed_profiles", "read"),
+    ("GET", "/api/v1/devices/<ident>/installed_applications", "read"),
+    ("GET", "/api/v1/devices/<ident>/certificates", "read"),
+    ("GET", "/api/v1/devices/<ident>/locations", "read"),
+    ("GET", "/api/v1/devices/<ident>/os_updates", "read"),
+    ("GET", "/api/v1/devices/<ident>/security", "read"),
     ("GET", "/api/v1/devices/<ident>/custom_attributes", "read"),
     ("POST", "/api/v1/devices/<ident>/custom_attributes", "write"),
     ("PATCH", "/api/v1/devices/<ident>/custom_attributes", "write"),

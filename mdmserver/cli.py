@@ -14,6 +14,7 @@ from mdmserver.bootstrap import PRIVATE_UMASK, downgrade_database, initialize, u
 from mdmserver.config import ConfigError
 from mdmserver.db import db, isoformat
 from mdmserver.errors import AppError
+from mdmserver.jobs import run_standalone
 from mdmserver.tokens import service as tokens
 from mdmserver.tokens.models import SCOPES
 
@@ -54,6 +55,13 @@ def serve_command(bind: str, workers: int, threads: int, no_push_worker: bool) -
     from mdmserver.server import serve
 
     serve(current_app.config, bind=bind, workers=workers, threads=threads, push_worker=not no_push_worker)
+
+
+@cli.command("push-worker")
+@with_appcontext
+def push_worker_command() -> None:
+    """Run a standalone push worker, with the upkeep jobs (several may run against one PostgreSQL database)."""
+    run_standalone(current_app._get_current_object())
 
 
 @cli.group("tokens")

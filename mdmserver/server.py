@@ -67,7 +67,8 @@ class _Gunicorn(BaseApplication):
 
 
 def serve(config: Mapping[str, Any], *, bind: str, workers: int, threads: int, push_worker: bool) -> None:
-    """Serve the app; the gunicorn master also supervises exactly one push worker process.
+    """Serve the app; the gunicorn master also supervises exactly one push worker process (the outbox
+    and the upkeep jobs: :mod:`mdmserver.jobs`).
 
     The push worker is a separate ``mdmserver push-worker`` process (started once, by the master, whatever
     the number of web workers), so web workers forked later inherit nothing of it.

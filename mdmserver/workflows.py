@@ -13,6 +13,7 @@ from sqlalchemy import and_
 from sqlalchemy.orm import Session
 
 from mdmserver.admission import service as admission
+from mdmserver.admission.models import AdmissionStatus
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.commands import service as commands
@@ -21,6 +22,8 @@ from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
 from mdmserver.pki import service as pki
+from mdmserver.profiles import service as profiles
+from mdmserver.profiles.models import Profile
 from mdmserver.protocol import catalogue
 from mdmserver.selection.conditions import manageable
 
@@ -69,8 +72,8 @@ def update_device(
         session, "device:update", "devices", device.id,
         {**change, **meta},
     )
-    # smart groups may match the device anew: bring their profile assignments in line
-    assignments.reconcile_all(session, actor=actor, groups_only=True)
+    # smart groups may match the device anew
+    group_membership_changed(session, actor=actor)
     return device, meta
 
 
@@ -87,3 +90,60 @@ def delete_device(session: Session, device: Device) -> None:
     commands.delete_for_device(session, device_id)
     devices.delete_device(session, device)
     record_event(session, "device:delete", "devices", device_id, {**details, "certificates_revoked": revoked})
+
+
+# -- groups: which devices are in which group ------------------------------------------------------
+
+def group_membership_changed(session: Session, *, actor: str | None) -> dict[str, int]:
+    """Which devices are in which group may have changed: a group was created, changed (its filter,
+    its parent) or deleted, static members were added or removed, or something smart groups filter on
+    changed (custom attributes, asset fields, the inventory devices report). Bring the profiles assigned
+    to groups in line (InstallProfile / RemoveProfile queued, set-based); returns the reconcile counts."""
+    return assignments.reconcile_all(session, actor=actor, groups_only=True)
+
+
+def custom_attributes_changed(session: Session, *, actor: str | None) -> None:
+    """Devices' custom attributes were written or deleted: smart groups may filter on them."""
+    group_membership_changed(session, actor=actor)
+
+
+# -- profiles: a new revision, deletion ----------------------------------------------------------
+
+def profile_revised(session: Session, profile: Profile, *, actor: str | None) -> dict[str, int]:
+    """A new revision of the profile (its keys or payloads changed, or a replacing upload): install it
+    where the profile is assigned (InstallProfile queued, set-based). Returns the reconcile counts, which
+    the profile replies show as ``meta.assignments``."""
+    return assignments.reconcile(session, profile, actor=actor)
+
+
+def delete_profile(session: Session, profile: Profile, *, actor: str | None) -> None:
+    """Delete a profile; where it was assigned and installed, RemoveProfile is queued first."""
+    assigned = assignments.list_assignments(session, profile)
+    if assigned:
+        assignments.unassign(
+            session, profile,
+            devices=[a.device_id for a in assigned if a.device_id is not None],
+            groups=[a.group_id for a in assigned if a.group_id is not None],
+            actor=actor,
+        )
+    profiles.delete_profile(session, profile)
+
+
+# -- admission and push tokens: when a device can be woken -----------------------------------------
+
+def admission_decided(session: Session, device_id: int, *, actor: str | None) -> None:
+    """An admin accepted or rejected one of the device's auth sets (already written).
+
+    An accepted device is owed a push for the commands queued while it waited, and it gets the profiles
+    assigned to it, in this transaction. A rejected one is never pushed nor given profiles (the
+    reconcile only queues for admitted devices).
+    """
+    device = session.get(Device, device_id)
+    if device is not None and device.admission_status == AdmissionStatus.ACCEPTED:
+        commands.request_push_if_queued(session, device_id, reason="admission")
+    assignments.reconcile_devices(session, [device_id], actor=actor)
+
+
+def token_updated(session: Session, device_id: int) -> None:
+    """The device sent its (new) push token on the device channel: owe it a push if commands wait."""
+    commands.request_push_if_queued(session, device_id, reason="token_update")

@@ -153,7 +153,8 @@ def certificate_fingerprints(session: Session, device_id: int) -> list[str]:
 
 def set_auth_set_status(session: Session, auth_set: AuthSet, status: str) -> AuthSet:
     """Change an auth set's status (transition rules are the admission API's business) and, when it
-    is the device's current identity, the device's admission status with it."""
+    is the device's current identity, the device's admission status with it. What follows an admission
+    decision (push if queued, profiles) is ``workflows.admission_decided``."""
     valid = {s.value for s in AdmissionStatus} - {AdmissionStatus.DECOMMISSIONED.value}
     if status not in valid:
         raise UnprocessableEntity(f"unknown admission status {status!r}", pointer="/status")
@@ -170,11 +171,6 @@ def set_auth_set_status(session: Session, auth_set: AuthSet, status: str) -> Aut
         if bound:
             device.admission_status = effective_status(status)
     session.flush()
-    if device is not None and device.admission_status == AdmissionStatus.ACCEPTED:
-        # commands queued while it was pending can now be delivered: wake it up
-        from mdmserver.commands.service import request_push_if_queued
-
-        request_push_if_queued(session, device.id, reason="admission")
     return auth_set
 
 

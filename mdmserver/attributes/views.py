@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
+from mdmserver import workflows
 from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import document, jsonapi_response, parse_resource_body, resource
-from mdmserver.assignments import service as assignments
 from mdmserver.attributes import service
 from mdmserver.attributes.schemas import attributes_resource, validate_values
 from mdmserver.db import db
@@ -19,14 +19,9 @@ bp = Blueprint("attributes", __name__, url_prefix="/api/v1")
 TYPE = "custom_attributes"
 
 
-def _reconcile() -> None:
-    """Smart groups may filter on custom attributes: bring group-assigned profiles in line."""
-    assignments.reconcile_all(db.session, actor=current_actor(), groups_only=True)
-
-
 def _changed(device_id: int, values: dict[str, str]):
-    """After a write: reconcile group assignments, commit, answer with the device's attributes."""
-    _reconcile()
+    """After a write: react (smart groups), commit, answer with the device's attributes."""
+    workflows.custom_attributes_changed(db.session, actor=current_actor())
     db.session.commit()
     return jsonapi_response(document(attributes_resource(device_id, values)))
 
@@ -112,6 +107,6 @@ def bulk_delete():
         resolved = resolve.resolve_devices(db.session, idents, parameter="devices")
         device_ids, missing = resolved.ids, resolved.missing
     deleted = service.bulk_delete(db.session, names, device_ids)
-    _reconcile()
+    workflows.custom_attributes_changed(db.session, actor=current_actor())
     db.session.commit()
     return jsonapi_response(document(None, meta={"deleted": deleted, "names": names, "not_found": missing}))

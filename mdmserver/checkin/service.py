@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from mdmserver import workflows
 from mdmserver.admission import service as admission
 from mdmserver.admission.models import AdmissionStatus
 from mdmserver.assignments import service as assignments
@@ -178,7 +179,7 @@ def handle_checkin(
         devices.apply_token_update(session, device, message, settings.box)
         if not message.is_user_channel:
             session.flush()
-            commands.request_push_if_queued(session, device.id, reason="token_update")
+            workflows.token_updated(session, device.id)
         return None
     if isinstance(message, msgs.CheckOut):
         devices.apply_checkout(session, device, message.user_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
+from mdmserver import workflows
 from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import (
     document,
@@ -17,7 +18,6 @@ from mdmserver.api.jsonapi import (
     refuse_query_params,
     request_json,
 )
-from mdmserver.assignments import service as assignments
 from mdmserver.db import db
 from mdmserver.errors import UnprocessableEntity
 from mdmserver.groups import service
@@ -29,11 +29,6 @@ from mdmserver.selection.filters import contains
 bp = Blueprint("groups", __name__, url_prefix="/api/v1")
 
 TYPE = "device_groups"
-
-
-def _reconcile() -> dict[str, int]:
-    """Membership changed: bring the profiles assigned to groups in line (InstallProfile / RemoveProfile)."""
-    return assignments.reconcile_all(db.session, actor=current_actor(), groups_only=True)
 
 
 def _parent_filter(value: str):
@@ -69,7 +64,7 @@ def create_group():
     """Create a static or smart group (smart: a device filter), optionally inside a parent group."""
     _, attributes = parse_resource_body(None, TYPE)
     group = service.create_group(db.session, load_attributes(GroupCreateSchema(), attributes, "device group"))
-    _reconcile()
+    workflows.group_membership_changed(db.session, actor=current_actor())
     db.session.commit()
     return jsonapi_response(document(group_resource(group)), status=201,
                             headers={"Location": f"/api/v1/device_groups/{group.id}"})
@@ -87,7 +82,7 @@ def update_group(group_id: str):
     group = service.get_group(db.session, group_id)
     _, attributes = parse_resource_body(None, TYPE, require_id=group.id)
     group = service.update_group(db.session, group, load_attributes(GroupUpdateSchema(), attributes, "device group"))
-    _reconcile()
+    workflows.group_membership_changed(db.session, actor=current_actor())
     db.session.commit()
     return jsonapi_response(document(group_resource(group)))
 
@@ -96,7 +91,7 @@ def update_group(group_id: str):
 def delete_group(group_id: str):
     """Delete a group without subgroups that no smart group filters on."""
     service.delete_group(db.session, service.get_group(db.session, group_id))
-    _reconcile()
+    workflows.group_membership_changed(db.session, actor=current_actor())
     db.session.commit()
     return jsonapi_response(None, status=204)
 
@@ -132,7 +127,7 @@ def add_members(group_id: str):
     """Add static members (resource linkage of devices by id, UDID or serial number)."""
     group = service.get_group(db.session, group_id)
     added = service.add_members(db.session, group, _linkage())
-    _reconcile()
+    workflows.group_membership_changed(db.session, actor=current_actor())
     db.session.commit()
     return jsonapi_response(document(None, meta={"added": added}))
 
@@ -142,7 +137,7 @@ def remove_members(group_id: str):
     """Remove static members."""
     group = service.get_group(db.session, group_id)
     removed = service.remove_members(db.session, group, _linkage())
-    _reconcile()
+    workflows.group_membership_changed(db.session, actor=current_actor())
     db.session.commit()
     return jsonapi_response(document(None, meta={"removed": removed}))
 

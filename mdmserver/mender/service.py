@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mdmserver import workflows
 from mdmserver.admission import service as admission
 from mdmserver.admission.models import AdmissionStatus, AuthSet, Preauthorization
 from mdmserver.api.jsonapi import is_id
-from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound
@@ -109,8 +109,8 @@ def set_status(session: Session, auth_set: AuthSet, status: Any, *, actor: str |
         raise BadRequest(f"invalid status transition from {auth_set.status} to {status}")
     before = auth_set.status
     admission.set_auth_set_status(session, auth_set, status)
-    # an accepted device gets the profiles assigned to it, in this transaction (issue 9 item 6)
-    assignments.reconcile_devices(session, [auth_set.device_id], actor=actor)
+    # an accepted device is woken for its queued commands and gets its profiles, in this transaction
+    workflows.admission_decided(session, auth_set.device_id, actor=actor)
     verb = "accept" if status == AdmissionStatus.ACCEPTED else "reject"
     record_event(session, f"device:auth_set:{verb}", "auth_sets", auth_set.id,
                  {"device_id": auth_set.device_id, "from": before, "to": status})

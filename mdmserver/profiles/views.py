@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 
+from mdmserver import workflows
 from mdmserver.api.auth import current_actor, requires_scope
 from mdmserver.api.jsonapi import (
     document,
@@ -15,7 +16,6 @@ from mdmserver.api.jsonapi import (
     parse_list_query,
     parse_resource_body,
 )
-from mdmserver.assignments.service import list_assignments, reconcile, unassign
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, UnsupportedMediaType
 from mdmserver.pki.service import get_ca_certificate
@@ -46,9 +46,9 @@ def _only_params(*allowed: str) -> None:
             raise BadRequest(f"unknown query parameter {name!r}", parameter=name)
 
 
-def _reconcile(profile: Profile) -> dict[str, int]:
-    """A new revision is installed where the profile is assigned (InstallProfile queued, set-based)."""
-    return reconcile(db.session, profile, actor=current_actor())
+def _revised(profile: Profile) -> dict[str, int]:
+    """A new revision is installed where the profile is assigned; the counts are ``meta.assignments``."""
+    return workflows.profile_revised(db.session, profile, actor=current_actor())
 
 
 def _created(profile: Profile, warnings: list[dict], status: int = 201) -> Response:
@@ -56,7 +56,7 @@ def _created(profile: Profile, warnings: list[dict], status: int = 201) -> Respo
     db.session.flush()
     meta: dict = {"warnings": warnings}
     if profile.revision > 1:
-        meta["assignments"] = _reconcile(profile)
+        meta["assignments"] = _revised(profile)
     doc = document(
         profile_resource(profile),
         meta=meta,
@@ -196,7 +196,7 @@ def patch_profile(profile_id: int):
     profile = service.get_profile(db.session, profile_id)
     _, attributes = parse_resource_body(request, "profiles", require_id=profile_id)
     _, warnings = service.update_profile(db.session, profile, attributes)
-    doc = document(profile_resource(profile), meta={"warnings": warnings, "assignments": _reconcile(profile)})
+    doc = document(profile_resource(profile), meta={"warnings": warnings, "assignments": _revised(profile)})
     db.session.commit()
     return jsonapi_response(doc)
 
@@ -205,15 +205,7 @@ def patch_profile(profile_id: int):
 def delete_profile(profile_id: int):
     """Delete a profile; where it was assigned and installed, RemoveProfile is queued first."""
     profile = service.get_profile(db.session, profile_id)
-    assigned = list_assignments(db.session, profile)
-    if assigned:
-        unassign(
-            db.session, profile,
-            devices=[a.device_id for a in assigned if a.device_id is not None],
-            groups=[a.group_id for a in assigned if a.group_id is not None],
-            actor=current_actor(),
-        )
-    service.delete_profile(db.session, profile)
+    workflows.delete_profile(db.session, profile, actor=current_actor())
     db.session.commit()
     return Response(status=204)
 
@@ -274,7 +266,7 @@ def create_payload():
         )
     profile = service.get_profile(db.session, int(rel["id"]))
     payload, warnings = service.add_payload(db.session, profile, attributes)
-    doc = document(payload_resource(payload), meta={"warnings": warnings, "assignments": _reconcile(profile)})
+    doc = document(payload_resource(payload), meta={"warnings": warnings, "assignments": _revised(profile)})
     db.session.commit()
     return jsonapi_response(doc, status=201,
                             headers={"Location": f"/api/v1/payloads/{payload.id}"})
@@ -293,7 +285,7 @@ def patch_payload(payload_id: int):
     _, attributes = parse_resource_body(request, "payloads", require_id=payload_id)
     _, warnings = service.update_payload(db.session, payload, attributes)
     doc = document(payload_resource(payload),
-                   meta={"warnings": warnings, "assignments": _reconcile(payload.profile)})
+                   meta={"warnings": warnings, "assignments": _revised(payload.profile)})
     db.session.commit()
     return jsonapi_response(doc)
 
@@ -304,6 +296,6 @@ def delete_payload(payload_id: int):
     payload = service.get_payload(db.session, payload_id)
     profile = payload.profile
     service.delete_payload(db.session, payload)
-    _reconcile(profile)
+    _revised(profile)
     db.session.commit()
     return Response(status=204)

@@ -1,11 +1,11 @@
-"""``mdmserver push-cert import|show`` and ``mdmserver push-worker``."""
+"""``mdmserver push-cert import|show`` (``mdmserver push-worker`` is in ``mdmserver/cli.py``: it runs
+:mod:`mdmserver.jobs`, which is above push)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
-from flask import current_app
 from flask.cli import with_appcontext
 
 from mdmserver.db import db
@@ -65,13 +65,4 @@ def push_cert_show() -> None:
             click.echo(f"{key}: {info[key]}")
 
 
-@click.command("push-worker")
-@with_appcontext
-def push_worker_command() -> None:
-    """Run a standalone push worker (several may run against one PostgreSQL database)."""
-    from mdmserver.push.worker import run_standalone
-
-    run_standalone(current_app._get_current_object())
-
-
-commands = [push_cert_group, push_worker_command]
+commands = [push_cert_group]

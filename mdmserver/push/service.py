@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from mdmserver.commands.models import ACTIVE_STATUSES
+from mdmserver.commands.models import ACTIVE_STATUSES, Command
 from mdmserver.db import UTCDateTime, isoformat, upsert_insert, utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
@@ -442,8 +442,6 @@ def repush_stale(
     session: Session, *, after: timedelta, now: datetime | None = None, limit: int = 10_000
 ) -> int:
     """Push again devices with active commands that have been silent for ``after``, once per period."""
-    from mdmserver.commands.models import Command
-
     now = now or utcnow()
     cutoff = now - after
     has_work = exists().where(

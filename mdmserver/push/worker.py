@@ -7,8 +7,8 @@ and lease them to this worker), *send* (no transaction open while talking to APN
 nothing: its lease expires and another worker (or the same one, restarted) sends those requests
 again. A duplicate MDM push is harmless (the device just checks in), a lost one is not.
 
-``mdmserver push-worker`` runs :func:`run_standalone`; ``mdmserver serve`` starts exactly one
-``mdmserver push-worker`` process beside the web workers (see ``mdmserver/server.py``).
+This module drains; the process that runs it (``mdmserver push-worker``, with the periodic upkeep
+jobs beside it) is :mod:`mdmserver.jobs`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ import asyncio
 import logging
 import random
 import secrets
-import signal
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,13 +25,9 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import and_, bindparam, or_, select, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from mdmserver.assignments.service import reconcile_all as reconcile_group_assignments
-from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
-from mdmserver.commands.service import purge_finished as purge_finished_commands
-from mdmserver.db import db, is_database_busy, utcnow
+from mdmserver.db import db, utcnow
 from mdmserver.devices.models import Device
 from mdmserver.push import service
 from mdmserver.push.apns import APNsClient, HttpxAPNsClient, PushIdentity, PushMessage, PushResult
@@ -54,22 +47,7 @@ class WorkerSettings:
     max_attempts: int = 6
     backoff_base: float = 10.0  # seconds before the first retry; doubles each attempt
     backoff_max: float = 3600.0
-    poll_interval: float = 1.0
-    repush_after: timedelta = timedelta(hours=24)
-    repush_every: float = 300.0
-    retention: timedelta = timedelta(days=90)
-    purge_every: float = 3600.0
-    retention_days: int = 90
-    reconcile_every: float = 900.0
-    unused_identity_age: timedelta = UNUSED_IDENTITY_AGE
-
-    @classmethod
-    def from_config(cls, config: Any) -> WorkerSettings:
-        return cls(
-            repush_after=timedelta(hours=float(config.get("REPUSH_AFTER_HOURS", 24))),
-            retention=timedelta(days=float(config.get("RETENTION_DAYS", 90))),
-            retention_days=int(config.get("RETENTION_DAYS", 90)),
-        )
+    poll_interval: float = 1.0  # seconds the process waits after a batch that was not full
 
 
 @dataclass
@@ -99,7 +77,7 @@ def backoff_delay(attempts: int, settings: WorkerSettings, rng: random.Random | 
 
 
 class PushWorker:
-    """Drains the outbox. Use :meth:`run_once` in tests, :meth:`run` in a process or thread."""
+    """Drains the outbox, one batch per :meth:`run_once` (the loop around it: ``jobs.run_worker``)."""
 
     def __init__(
         self,
@@ -109,16 +87,13 @@ class PushWorker:
         client_factory: Callable[[Callable[[str], PushIdentity | None]], APNsClient] | None = None,
     ) -> None:
         self.app = app
-        self.settings = settings or WorkerSettings.from_config(app.config)
+        self.settings = settings or WorkerSettings()
         self.name = f"worker-{secrets.token_hex(4)}"
         self._identity: PushIdentity | None = None
         self._identity_key: tuple[int, str] | None = None
         factory = client_factory or self._default_client
         self.client = factory(self._identity_for)
         self._loop = asyncio.new_event_loop()
-        self._last_repush = 0.0
-        self._last_purge = 0.0
-        self._last_reconcile = 0.0
 
     def _default_client(self, identities: Callable[[str], PushIdentity | None]) -> APNsClient:
         config = self.app.config
@@ -365,94 +340,9 @@ class PushWorker:
             )
         return report
 
-    # --- upkeep and loop ---------------------------------------------------------------------
-
-    def upkeep(self, *, force: bool = False, now: datetime | None = None) -> None:
-        """Re-push silent devices; purge old push records, finished commands and enrollment identities
-        never used; reconcile profiles assigned to groups (smart groups follow inventory the devices
-        report); each on its own period. ``now`` drives the purges' clock (tests)."""
-        clock = time.monotonic()
-        with self.app.app_context():
-            try:
-                if force or clock - self._last_repush >= self.settings.repush_every:
-                    self._last_repush = clock
-                    count = service.repush_stale(db.session, after=self.settings.repush_after)
-                    db.session.commit()
-                    if count:
-                        log.info("re-push: %d silent devices with queued commands", count)
-                if force or clock - self._last_purge >= self.settings.purge_every:
-                    self._last_purge = clock
-                    purged = service.purge_push_records(db.session, older_than=self.settings.retention, now=now)
-                    if purged:
-                        log.info("purged %d push records older than %s", purged, self.settings.retention)
-                    deleted = purge_finished_commands(
-                        db.session, retention_days=self.settings.retention_days, now=now
-                    )
-                    if deleted:
-                        log.info("purged %d finished commands older than %d days", deleted,
-                                 self.settings.retention_days)
-                    unused = purge_unused_identities(
-                        db.session, older_than=self.settings.unused_identity_age, now=now
-                    )
-                    if unused:
-                        log.info("purged %d enrollment identities not used within %s", unused,
-                                 self.settings.unused_identity_age)
-                if force or clock - self._last_reconcile >= self.settings.reconcile_every:
-                    self._last_reconcile = clock
-                    counts = reconcile_group_assignments(db.session, actor="push-worker", groups_only=True)
-                    db.session.commit()
-                    if counts["install_queued"] or counts["removal_queued"]:
-                        log.info("group assignments reconciled: %s", counts)
-            finally:
-                db.session.remove()
-
-    def run(self, stop: threading.Event) -> None:
-        """Work until ``stop`` is set; the batch in flight is always finished and recorded."""
-        log.info("push worker %s started", self.name)
-        try:
-            while not stop.is_set():
-                try:
-                    self.upkeep()
-                    report = self.run_once()
-                except OperationalError as exc:
-                    if not is_database_busy(exc):
-                        log.exception("push worker batch failed; retrying shortly")
-                        stop.wait(min(30.0, self.settings.poll_interval * 5))
-                        continue
-                    # SQLite's write lock held by someone else past the busy timeout: nothing is
-                    # lost (a claimed batch is leased), try again on the next tick.
-                    log.warning("push worker: database busy; retrying on the next tick")
-                    stop.wait(self.settings.poll_interval)
-                    continue
-                except Exception:  # noqa: BLE001 — keep the worker alive; the lease protects the batch
-                    log.exception("push worker batch failed; retrying shortly")
-                    stop.wait(min(30.0, self.settings.poll_interval * 5))
-                    continue
-                if report.claimed < self.settings.batch_size:
-                    stop.wait(self.settings.poll_interval)
-        finally:
-            self.close()
-            log.info("push worker %s stopped", self.name)
-
     def close(self) -> None:
         if self._loop.is_closed():
             return
         self._loop.run_until_complete(self.client.aclose())
         self._loop.close()
 
-
-def _install_signal_handlers(stop: threading.Event) -> None:
-    def handle(signum, _frame) -> None:
-        log.info("signal %s: finishing the current batch, then stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
-
-
-def run_standalone(app: Flask, *, stop: threading.Event | None = None) -> None:
-    """``mdmserver push-worker``: run until SIGTERM/SIGINT (graceful: the batch in flight finishes)."""
-    stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        _install_signal_handlers(stop)
-    PushWorker(app).run(stop)

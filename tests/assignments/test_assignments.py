@@ -194,7 +194,7 @@ def test_push_worker_upkeep_reconciles_smart_groups_after_device_reported_change
     """Inventory a device reports (here its OS version) can move it into a smart group; the worker's
     periodic upkeep queues the group's profiles for it, once."""
     from mdmserver.devices.models import Device
-    from mdmserver.push.worker import PushWorker
+    from mdmserver.jobs import Upkeep
 
     h = auth("read", "write")
     profile = _profile(db_session, identifier="com.example.upkeep")
@@ -205,12 +205,9 @@ def test_push_worker_upkeep_reconciles_smart_groups_after_device_reported_change
     db_session.get(Device, updated.id).os_version = "17.5.1"  # as a DeviceInformation answer would
     db_session.commit()
 
-    worker = PushWorker(app)
-    try:
-        worker.upkeep(force=True)
-        worker.upkeep(force=True)  # a second pass has nothing left to do
-    finally:
-        worker.close()
+    upkeep = Upkeep(app)
+    upkeep.run(force=True)
+    upkeep.run(force=True)  # a second pass has nothing left to do
     installs = [c for c in _commands(db_session, "InstallProfile")
                 if command_parameters(c).get("Payload") is not None]
     assert [c.device_id for c in installs] == [updated.id]

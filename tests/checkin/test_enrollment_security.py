@@ -24,10 +24,10 @@ from mdmserver.checkin.enrollment import record_attempt
 from mdmserver.checkin.models import EnrollmentAttempt
 from mdmserver.db import db, utcnow
 from mdmserver.devices.models import Device
+from mdmserver.jobs import Upkeep
 from mdmserver.pki import x509
 from mdmserver.pki.models import Certificate, RSAPrivateKey
 from mdmserver.protocol.plist import dump_plist
-from mdmserver.push.worker import PushWorker
 from mdmserver.simulator.device import HttpxTransport, Identity, SimulatedDevice
 from tests.checkin.devicekit import install_push_topic
 
@@ -288,13 +288,10 @@ def test_identities_never_used_are_purged_after_a_day(live) -> None:
                 select(Certificate.fingerprint_sha256).where(Certificate.fingerprint_sha256.in_(fingerprints))
             ))
 
-    worker = PushWorker(live.app)
-    try:
-        worker.upkeep(force=True, now=utcnow() + timedelta(hours=23))
-        assert present() == set(fingerprints)
-        worker.upkeep(force=True, now=utcnow() + timedelta(hours=25))
-    finally:
-        worker.close()
+    upkeep = Upkeep(live.app)
+    upkeep.run(force=True, now=utcnow() + timedelta(hours=23))
+    assert present() == set(fingerprints)
+    upkeep.run(force=True, now=utcnow() + timedelta(hours=25))
     assert present() == {x509.fingerprint_sha256(used.identity.certificate)}
     # the purged identity can no longer enroll a device; the used one still works
     assert unused.authenticate() == 403

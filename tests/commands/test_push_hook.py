@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from mdmserver.admission import service as admission
 from mdmserver.commands import service as commands
 from mdmserver.devices.models import Device
+from mdmserver.mender import service as mender
 from mdmserver.push.models import PushRequest
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 from tests.checkin.devicekit import install_push_topic
@@ -28,7 +29,7 @@ def test_push_requests_follow_the_queue(app, client, db_session, monkeypatch) ->
     commands.enqueue_commands(db_session, [device.id], "ProfileList", {}, enqueued_by="t")
     db_session.commit()
     assert _pending_pushes(db_session, device.id) == 0  # pending devices are never pushed
-    admission.set_device_status(db_session, device, "accepted")
+    mender.set_status(db_session, admission.current_auth_set(db_session, device), "accepted")
     db_session.commit()
     assert _pending_pushes(db_session, device.id) == 1  # acceptance wakes it for the queued command
     commands.enqueue_commands(db_session, [device.id], "SecurityInfo", {}, enqueued_by="t")

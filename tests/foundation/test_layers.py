@@ -83,6 +83,18 @@ def test_contracts_hold_on_the_unmodified_tree(tmp_path: Path) -> None:
             "The APNs HTTP/2 client imports no feature package",
             "mdmserver.push.apns -> mdmserver.assignments",
         ),
+        (  # issue 10: the worker's upkeep lives in mdmserver.jobs, above push
+            "mdmserver.push.worker",
+            "import mdmserver.assignments  # noqa",
+            "Push is below the queue and the features",
+            "mdmserver.push.worker -> mdmserver.assignments",
+        ),
+        (
+            "mdmserver.push.service",
+            "import mdmserver.commands.service  # noqa",
+            "Push is below the queue and the features",
+            "mdmserver.push.service -> mdmserver.commands.service",
+        ),
         (
             "mdmserver.api.requests",
             "import mdmserver.devices.models  # noqa",

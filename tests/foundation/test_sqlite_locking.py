@@ -26,6 +26,7 @@ from werkzeug.serving import make_server
 from mdmserver.app import create_app
 from mdmserver.db import db
 from mdmserver.devices.models import Device
+from mdmserver.jobs import run_worker
 from mdmserver.push import service as push_service
 from mdmserver.push.models import PushRequest, PushStatus
 from mdmserver.push.worker import PushWorker, WorkerSettings
@@ -270,8 +271,8 @@ def test_push_worker_survives_a_busy_database(server: Server, caplog) -> None:
     server.emulator.reset()
     worker = PushWorker(app, settings=WorkerSettings(poll_interval=0.05))
     stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    caplog.set_level(logging.WARNING, logger="mdmserver.push.worker")
+    thread = threading.Thread(target=run_worker, args=(app, stop), kwargs={"worker": worker}, daemon=True)
+    caplog.set_level(logging.WARNING, logger="mdmserver.jobs")
     thread.start()
     try:
         with slow_write(server.db_path):

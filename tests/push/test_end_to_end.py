@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from mdmserver.db import db
+from mdmserver.jobs import run_worker
 from mdmserver.push import service
 from mdmserver.push.worker import PushWorker, WorkerSettings
 from mdmserver.simulator.apns_emulator import APNsEmulator, Push
@@ -31,7 +32,7 @@ def loop(live_server, monkeypatch):
             db.session.commit()
         worker = PushWorker(app, settings=WorkerSettings(poll_interval=0.1))
         stop = threading.Event()
-        thread = threading.Thread(target=worker.run, args=(stop,), name="push-worker")
+        thread = threading.Thread(target=run_worker, args=(app, stop), kwargs={"worker": worker}, name="push-worker")
         thread.start()
         try:
             yield live_server, emulator

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, update
 
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
+from mdmserver.jobs import Upkeep, UpkeepSettings
 from mdmserver.pki import x509 as px
 from mdmserver.push import service
 from mdmserver.push.apns import HttpxAPNsClient
@@ -375,7 +376,7 @@ def test_bulk_request_is_set_based(db_session, apns, worker):
     assert len(set(apns.tokens())) == 1200
 
 
-def test_upkeep_purges_finished_commands_past_retention(db_session, apns, worker):
+def test_upkeep_purges_finished_commands_past_retention(app, db_session):
     from mdmserver.commands.models import Command
     from mdmserver.commands.service import enqueue_commands
 
@@ -389,7 +390,7 @@ def test_upkeep_purges_finished_commands_past_retention(db_session, apns, worker
     db_session.execute(update(Command).where(Command.uuid == uuids[0]).values(status="acknowledged", completed_at=old))
     db_session.execute(update(Command).where(Command.uuid == uuids[1]).values(status="error", completed_at=recent))
     db_session.commit()
-    worker(retention_days=90).upkeep(force=True)
+    Upkeep(app, UpkeepSettings(retention_days=90)).run(force=True)
     db_session.expire_all()
     left = db_session.scalars(select(Command.uuid).where(Command.device_id == device.id).order_by(Command.id)).all()
     assert left == uuids[1:]  # the old finished one is gone; the recent one and the queued one stay

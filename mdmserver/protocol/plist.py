@@ -18,6 +18,8 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from xml.parsers.expat import ExpatError
 
+from mdmserver.errors import InputError
+
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 64
 #: Most values (arrays, dictionaries and scalars, dictionary keys not counted) one parsed plist may
@@ -25,16 +27,16 @@ MAX_DEPTH = 64
 MAX_NODES = 1_000_000
 
 
-class ProtocolError(ValueError):
+class ProtocolError(InputError):
     """Input from a device (or for a device) that does not follow the protocol.
 
-    ``status`` is the HTTP status the device endpoint should answer with.
+    ``status`` is the HTTP status the device endpoint should answer with (400, or 413 for a body past
+    its size limit); the API's error handler translates it (``mdmserver.api.errors``).
     """
 
     def __init__(self, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
+        super().__init__(message, status=status)
         self.message = message
-        self.status = status
 
 
 class TreeFault(StrEnum):

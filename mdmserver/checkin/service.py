@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from mdmserver.admission import service as admission
-from mdmserver.admission.models import AdmissionStatus
+from mdmserver.admission.models import REFUSED_STATUSES, AdmissionStatus
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.checkin.auth import DeviceIdentity
@@ -38,7 +38,6 @@ from mdmserver.protocol.results import CommandResult, ResultStatus, command_enve
 log = logging.getLogger("mdmserver.checkin")
 
 ACCESS_RIGHTS_ALL = 8191
-REFUSED = admission.REFUSED
 #: ``enqueued_by`` of the profile commands a device's own check-in causes
 RECONCILE_ACTOR = "assignments"
 
@@ -151,7 +150,7 @@ def bound_device(session: Session, udid: str, identity: DeviceIdentity) -> Devic
         raise refuse("certificate %s is not the one bound to device %s", identity.fingerprint[:16], udid)
     if pki.device_certificate(session, identity.fingerprint) is None:
         raise refuse("certificate %s of device %s is revoked", identity.fingerprint[:16], udid)
-    if device.admission_status in REFUSED:
+    if device.admission_status in REFUSED_STATUSES:
         raise refuse("device %s is %s", udid, device.admission_status)
     return device
 
@@ -279,7 +278,7 @@ def _authenticate(
         fingerprint=identity.fingerprint, previous_fingerprint=previous if rebinding else None,
         previous_valid=previous_valid,
     )
-    if device.admission_status in REFUSED:
+    if device.admission_status in REFUSED_STATUSES:
         raise refuse("device %s is %s", device.udid, device.admission_status, record=rebinding)
 
     # Issue 9 item 6: a new enrollment gets the profiles assigned to it (directly, by group or smart
@@ -347,7 +346,7 @@ def handle_connect(
         raise refuse("certificate %s is not the one bound to device %s", identity.fingerprint[:16], result.udid)
     if state.identity_revoked_at is not None:
         raise refuse("certificate %s of device %s is revoked", identity.fingerprint[:16], result.udid)
-    if state.admission_status in REFUSED:
+    if state.admission_status in REFUSED_STATUSES:
         raise refuse("device %s is %s", result.udid, state.admission_status)
     devices.touch_last_seen(session, state, now)
     if not idle:

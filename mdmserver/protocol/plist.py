@@ -186,6 +186,13 @@ def load_plist(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: in
     return value
 
 
+def load_stored(data: bytes) -> Any:
+    """A plist the server wrote itself or already accepted under its limits (command parameters, a
+    device's stored answer): its own length bounds it, so no later setting refuses what was stored;
+    the bounded walk still runs."""
+    return load_plist(data, max_bytes=max(len(data), DEFAULT_MAX_BYTES))
+
+
 def load_dict(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
     """Parse a property list whose top level must be a dictionary."""
     value = load_plist(data, max_bytes=max_bytes)

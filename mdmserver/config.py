@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mdmserver.errors import AppError
+from mdmserver.protocol.plist import DEFAULT_MAX_BYTES
 
 
 class ConfigError(AppError):
@@ -83,7 +84,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Proxy addresses/CIDRs whose client-certificate and X-Forwarded-For headers are believed."),
     Setting("enrollment_secret", None, str, "If set, /mdm/enroll requires it as the HTTP Basic password."),
     Setting("enroll_rate_limit", 30, int, "Enrollment requests per client address per minute (0: no limit)."),
-    Setting("max_device_body_bytes", 10 * 1024 * 1024, int, "Largest device request body (413 above)."),
+    Setting("max_device_body_bytes", DEFAULT_MAX_BYTES, int, "Largest device request body (413 above)."),
     Setting("max_upload_bytes", 20 * 1024 * 1024, int, "Largest admin request body (413 above)."),
     Setting("retention_days", 90, int, "How long finished commands and push records are kept."),
     Setting("repush_after_hours", 24, int, "Push again devices with queued commands silent this long."),

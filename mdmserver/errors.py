@@ -1,4 +1,5 @@
-"""The one error hierarchy. Services raise these; ``mdmserver.api.errors`` turns them into responses."""
+"""The one error hierarchy. Services raise ``AppError``; pure layers raise ``InputError``;
+``mdmserver.api.errors`` turns both into responses."""
 
 from __future__ import annotations
 
@@ -56,6 +57,22 @@ class AppError(Exception):
                 obj["source"] = source
             objects.append(obj)
         return objects
+
+
+class InputError(ValueError):
+    """Input refused by a pure layer (the device protocol, CMS, profile parsing), which knows no HTTP.
+
+    It carries what the answer needs: ``status`` (400, 413 or 422), ``detail``, and optionally ``code``
+    (``None``: the status's own code) and ``pointer``. ``mdmserver.api.errors`` translates every one
+    in one registered handler, so callers let it propagate and catch it only to add context.
+    """
+
+    def __init__(self, detail: str, *, status: int = 400, code: str | None = None, pointer: str | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+        self.code = code
+        self.pointer = pointer
 
 
 class BadRequest(AppError):

@@ -12,19 +12,18 @@ from urllib.parse import unquote_plus
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
+from mdmserver.protocol.secrets import REDACTED, is_secret_query_parameter
+
 log = logging.getLogger("mdmserver.server")
 
-#: Query parameters whose values never reach the access log (matched as substrings of the name).
-SECRET_PARAMETER_WORDS = ("secret", "password", "token")
-REDACTED = "[redacted]"
 
 
 def redact_query(query: str) -> str:
-    """The query string with the values of secret-looking parameters replaced."""
+    """The query string with the values of secret parameters (the secrets policy) replaced."""
     parts = []
     for part in query.split("&"):
         name, sep, _value = part.partition("=")
-        if any(word in unquote_plus(name).lower() for word in SECRET_PARAMETER_WORDS):
+        if is_secret_query_parameter(unquote_plus(name)):
             part = f"{name}={REDACTED}"
         parts.append(part)
     return "&".join(parts)

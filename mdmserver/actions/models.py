@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mdmserver.db import UTCDateTime, db, utcnow
+
+
+class RetirementState(StrEnum):
+    """Where a device's retirement stands (the ``retirement.status`` the API reports)."""
+
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
 
 
 class DeviceRetirement(db.Model):

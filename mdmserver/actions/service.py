@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from mdmserver.actions.catalogue import ACTIONS, Action, CommandPlan
-from mdmserver.actions.models import DeviceRetirement
+from mdmserver.actions.models import DeviceRetirement, RetirementState
 from mdmserver.api.jsonapi import marshmallow_errors
 from mdmserver.audit.service import record_event
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
@@ -309,12 +309,13 @@ def retirement_pending_condition() -> ColumnElement[bool]:
     )
 
 
+#: the RemoveProfile command's final status → the retirement's state (any other status: pending)
 _RETIREMENT_STATES = {
-    CommandStatus.ACKNOWLEDGED.value: "completed",
-    CommandStatus.ERROR.value: "failed",
-    CommandStatus.COMMAND_FORMAT_ERROR.value: "failed",
-    CommandStatus.CANCELLED.value: "failed",
-    CommandStatus.EXPIRED.value: "failed",
+    CommandStatus.ACKNOWLEDGED: RetirementState.COMPLETED,
+    CommandStatus.ERROR: RetirementState.FAILED,
+    CommandStatus.COMMAND_FORMAT_ERROR: RetirementState.FAILED,
+    CommandStatus.CANCELLED: RetirementState.FAILED,
+    CommandStatus.EXPIRED: RetirementState.FAILED,
 }
 
 
@@ -329,17 +330,17 @@ def retirement_state(session: Session, device: Device) -> dict[str, Any] | None:
     if row is None:
         return None
     retirement, command_status, error_chain = row
-    state = _RETIREMENT_STATES.get(command_status or "", "pending")
+    state = _RETIREMENT_STATES.get(command_status or "", RetirementState.PENDING)
     checked_out = (not device.enrolled and device.unenrolled_at is not None
                    and device.unenrolled_at >= retirement.requested_at)
     if checked_out:
-        state = "completed"
+        state = RetirementState.COMPLETED
     detail = None
-    if state == "failed":
+    if state is RetirementState.FAILED:
         reasons = [item.get("localized_description") or item.get("us_english_description")
                    for item in error_chain or [] if isinstance(item, dict)]
         detail = "; ".join(r for r in reasons if r) or f"the RemoveProfile command is {command_status}"
-    return {"status": state, "requested_at": retirement.requested_at, "requested_by": retirement.requested_by,
+    return {"status": state.value, "requested_at": retirement.requested_at, "requested_by": retirement.requested_by,
             "command_uuid": retirement.command_uuid, "command_status": command_status, "detail": detail}
 
 

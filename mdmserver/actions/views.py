@@ -95,6 +95,10 @@ def _list_param(name: str) -> list[str] | None:
     return items
 
 
+#: select_targets' body members → viability's query parameters
+_QUERY_PARAMETER_OF = {"devices": "ids", "groups": "groups"}
+
+
 @bp.get("/actions/<name>/viability")
 def viability(name: str):
     """Ivanti's checkViability: ``?ids=`` (ids, UDIDs, serial numbers) and/or ``?groups=``."""
@@ -108,6 +112,8 @@ def viability(name: str):
     try:
         target = select_targets(db.session, devices=ids, groups=groups)
     except UnprocessableEntity as exc:
-        raise BadRequest(exc.errors[0]["detail"] if exc.errors else exc.detail,
-                         parameter="groups" if "group" in exc.detail else "ids") from None
+        # select_targets names the body member at fault; here the same lists came as query parameters
+        fault = exc.errors[0] if exc.errors else {"detail": exc.detail, "pointer": exc.pointer}
+        member = (fault.get("pointer") or "")[1:].partition("/")[0]
+        raise BadRequest(fault["detail"], parameter=_QUERY_PARAMETER_OF.get(member, "ids")) from None
     return _plain(service.viability(db.session, action, target))

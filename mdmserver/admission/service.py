@@ -23,14 +23,12 @@ from collections.abc import Iterable
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
-from mdmserver.admission.models import REFUSED_STATUSES, AdmissionStatus, AuthSet, Preauthorization
+from mdmserver.admission.models import AdmissionStatus, AuthSet, Preauthorization
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import NotFound, UnprocessableEntity
 
 POLICIES = ("manual", "auto")
-#: Statuses that refuse every device request; a new certificate does not lift them.
-REFUSED = REFUSED_STATUSES
 PREAUTH_KINDS = ("serial_number", "udid")
 
 

@@ -48,6 +48,21 @@ def _is_mender_path() -> bool:
     return request.path.startswith("/api/management/")
 
 
+#: The answers a pure layer's ``InputError`` may ask for; any other status is answered 400.
+_INPUT_STATUSES: dict[int, type[errors.AppError]] = {
+    400: errors.BadRequest,
+    413: errors.PayloadTooLarge,
+    422: errors.UnprocessableEntity,
+}
+
+
+def input_error(exc: errors.InputError) -> errors.AppError:
+    """The ``AppError`` for input a pure layer refused (``ProtocolError``, ``CMSError``, ``ProfileError``):
+    its status, detail, code (the status's own when it names none) and JSON pointer."""
+    cls = _INPUT_STATUSES.get(exc.status, errors.BadRequest)
+    return cls(exc.detail, code=exc.code, pointer=exc.pointer)
+
+
 def error_response(exc: errors.AppError) -> Response:
     rid = request_id() or getattr(g, "request_id", None)
     if _is_device_path():
@@ -69,6 +84,10 @@ def init_app(app: Flask) -> None:
         if exc.status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.detail)
         return error_response(exc)
+
+    @app.errorhandler(errors.InputError)
+    def _input_error(exc: errors.InputError) -> Response:
+        return error_response(input_error(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -12,12 +12,13 @@ import secrets
 import uuid as uuidlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from mdmserver import workflows
 from mdmserver.admission import service as admission
-from mdmserver.admission.models import AdmissionStatus
+from mdmserver.admission.models import REFUSED_STATUSES, AdmissionStatus
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.checkin.auth import DeviceIdentity
@@ -38,7 +39,6 @@ from mdmserver.protocol.results import CommandResult, ResultStatus, command_enve
 log = logging.getLogger("mdmserver.checkin")
 
 ACCESS_RIGHTS_ALL = 8191
-REFUSED = admission.REFUSED
 #: ``enqueued_by`` of the profile commands a device's own check-in causes
 RECONCILE_ACTOR = "assignments"
 
@@ -151,7 +151,7 @@ def bound_device(session: Session, udid: str, identity: DeviceIdentity) -> Devic
         raise refuse("certificate %s is not the one bound to device %s", identity.fingerprint[:16], udid)
     if pki.device_certificate(session, identity.fingerprint) is None:
         raise refuse("certificate %s of device %s is revoked", identity.fingerprint[:16], udid)
-    if device.admission_status in REFUSED:
+    if device.admission_status in REFUSED_STATUSES:
         raise refuse("device %s is %s", udid, device.admission_status)
     return device
 
@@ -172,38 +172,57 @@ def handle_checkin(
         return _authenticate(session, message, identity, settings)
     device = bound_device(session, message.udid, identity)
     devices.touch_last_seen(session, device, utcnow())
-    if isinstance(message, msgs.TokenUpdate):
-        ours = settings.push_topic(session)
-        if ours and message.topic and message.topic != ours:
-            raise refuse("TokenUpdate from %s for topic %s, ours is %s", device.udid, message.topic, ours)
-        devices.apply_token_update(session, device, message, settings.box)
-        if not message.is_user_channel:
-            session.flush()
-            workflows.token_updated(session, device.id)
-        return None
-    if isinstance(message, msgs.CheckOut):
-        devices.apply_checkout(session, device, message.user_id)
-        if message.user_id is None:
-            cancelled = commands.cancel_queue(session, device.id)
-            log.info("device %s checked out; %d queued commands cancelled", device.udid, cancelled)
-        return None
-    if isinstance(message, msgs.UserAuthenticate):
-        raise Gone("user authentication is not supported")
-    if isinstance(message, msgs.SetBootstrapToken):
-        devices.set_bootstrap_token(device, message, settings.box)
-        return None
-    if isinstance(message, msgs.GetBootstrapToken):
-        if device.admission_status != AdmissionStatus.ACCEPTED:
-            log.warning("GetBootstrapToken from %s answered without a token: the device is %s",
-                        device.udid, device.admission_status)
-            return dump_plist({})
-        token = devices.bootstrap_token(device, settings.box)
-        return dump_plist({"BootstrapToken": token} if token is not None else {})
-    if isinstance(message, msgs.GetToken):
-        raise BadRequest(f"GetToken for {message.token_service_type or 'an unnamed service'} is not supported")
-    if isinstance(message, msgs.DeclarativeManagement):
-        return _declarative(device, message)
-    raise BadRequest(f"unsupported MessageType {message.message_type!r}")
+    handler = _BOUND_HANDLERS.get(message.message_type)
+    if handler is None:
+        raise BadRequest(f"unsupported MessageType {message.message_type!r}")
+    return handler(session, device, message, settings)
+
+
+def _token_update(session: Session, device: Device, message: msgs.TokenUpdate, settings: CheckinSettings) -> None:
+    ours = settings.push_topic(session)
+    if ours and message.topic and message.topic != ours:
+        raise refuse("TokenUpdate from %s for topic %s, ours is %s", device.udid, message.topic, ours)
+    devices.apply_token_update(session, device, message, settings.box)
+    if not message.is_user_channel:
+        session.flush()
+        workflows.token_updated(session, device.id)
+    return None
+
+
+def _checkout(session: Session, device: Device, message: msgs.CheckOut, settings: CheckinSettings) -> None:
+    devices.apply_checkout(session, device, message.user_id)
+    if message.user_id is None:
+        cancelled = commands.cancel_queue(session, device.id)
+        log.info("device %s checked out; %d queued commands cancelled", device.udid, cancelled)
+    return None
+
+
+def _user_authenticate(
+    session: Session, device: Device, message: msgs.UserAuthenticate, settings: CheckinSettings
+) -> None:
+    raise Gone("user authentication is not supported")
+
+
+def _set_bootstrap_token(
+    session: Session, device: Device, message: msgs.SetBootstrapToken, settings: CheckinSettings
+) -> None:
+    devices.set_bootstrap_token(device, message, settings.box)
+    return None
+
+
+def _get_bootstrap_token(
+    session: Session, device: Device, message: msgs.GetBootstrapToken, settings: CheckinSettings
+) -> bytes:
+    if device.admission_status != AdmissionStatus.ACCEPTED:
+        log.warning("GetBootstrapToken from %s answered without a token: the device is %s",
+                    device.udid, device.admission_status)
+        return dump_plist({})
+    token = devices.bootstrap_token(device, settings.box)
+    return dump_plist({"BootstrapToken": token} if token is not None else {})
+
+
+def _get_token(session: Session, device: Device, message: msgs.GetToken, settings: CheckinSettings) -> None:
+    raise BadRequest(f"GetToken for {message.token_service_type or 'an unnamed service'} is not supported")
 
 
 def _authenticate(
@@ -260,7 +279,7 @@ def _authenticate(
         fingerprint=identity.fingerprint, previous_fingerprint=previous if rebinding else None,
         previous_valid=previous_valid,
     )
-    if device.admission_status in REFUSED:
+    if device.admission_status in REFUSED_STATUSES:
         raise refuse("device %s is %s", device.udid, device.admission_status, record=rebinding)
 
     # Issue 9 item 6: a new enrollment gets the profiles assigned to it (directly, by group or smart
@@ -271,7 +290,9 @@ def _authenticate(
     return None
 
 
-def _declarative(device: Device, message: msgs.DeclarativeManagement) -> bytes | None:
+def _declarative(
+    session: Session, device: Device, message: msgs.DeclarativeManagement, settings: CheckinSettings
+) -> bytes | None:
     """Minimal declarative management: no declarations are managed by this server."""
     endpoint = message.endpoint or ""
     token = "mdmserver-no-declarations"
@@ -294,6 +315,18 @@ def _declarative(device: Device, message: msgs.DeclarativeManagement) -> bytes |
     return json.dumps(body).encode()
 
 
+#: MessageType → its handler, for every check-in message but Authenticate (which binds the device first)
+_BOUND_HANDLERS: dict[str, Callable[[Session, Device, Any, CheckinSettings], bytes | None]] = {
+    "TokenUpdate": _token_update,
+    "CheckOut": _checkout,
+    "UserAuthenticate": _user_authenticate,
+    "SetBootstrapToken": _set_bootstrap_token,
+    "GetBootstrapToken": _get_bootstrap_token,
+    "GetToken": _get_token,
+    "DeclarativeManagement": _declarative,
+}
+
+
 # --- command channel -------------------------------------------------------------------------------
 
 
@@ -314,7 +347,7 @@ def handle_connect(
         raise refuse("certificate %s is not the one bound to device %s", identity.fingerprint[:16], result.udid)
     if state.identity_revoked_at is not None:
         raise refuse("certificate %s of device %s is revoked", identity.fingerprint[:16], result.udid)
-    if state.admission_status in REFUSED:
+    if state.admission_status in REFUSED_STATUSES:
         raise refuse("device %s is %s", result.udid, state.admission_status)
     devices.touch_last_seen(session, state, now)
     if not idle:

@@ -24,7 +24,7 @@ from mdmserver.errors import BadRequest, PayloadTooLarge, TooManyRequests
 from mdmserver.organization.service import get_organization
 from mdmserver.pki import service as pki
 from mdmserver.protocol import checkin as msgs
-from mdmserver.protocol.plist import ProtocolError, load_dict
+from mdmserver.protocol.plist import load_dict
 from mdmserver.protocol.results import parse_result
 from mdmserver.push import service as push_service
 
@@ -81,12 +81,8 @@ def _identify(body: bytes) -> device_auth.DeviceIdentity:
 
 
 def _parse(body: bytes) -> dict:
-    try:
-        return load_dict(body, max_bytes=current_app.config["MAX_DEVICE_BODY_BYTES"])
-    except ProtocolError as exc:
-        if exc.status == 413:
-            raise PayloadTooLarge(exc.message) from None
-        raise BadRequest(exc.message) from None
+    """The body's plist (a ``ProtocolError`` is answered 400, or 413 past the size limit)."""
+    return load_dict(body, max_bytes=current_app.config["MAX_DEVICE_BODY_BYTES"])
 
 
 def _settings() -> service.CheckinSettings:
@@ -113,10 +109,7 @@ def _respond(body: bytes | None, mimetype: str = "application/xml") -> Response:
 
 
 def _checkin(data: dict, identity: device_auth.DeviceIdentity) -> Response:
-    try:
-        message = msgs.parse_checkin(data)
-    except ProtocolError as exc:
-        raise BadRequest(exc.message) from None
+    message = msgs.parse_checkin(data)
     try:
         body = service.handle_checkin(db.session, message, identity, _settings())
     except service.RecordedRefusal:
@@ -126,10 +119,7 @@ def _checkin(data: dict, identity: device_auth.DeviceIdentity) -> Response:
 
 
 def _connect(data: dict, body: bytes, identity: device_auth.DeviceIdentity) -> Response:
-    try:
-        result = parse_result(data)
-    except ProtocolError as exc:
-        raise BadRequest(exc.message) from None
+    result = parse_result(data)
     return _respond(service.handle_connect(db.session, result, body, identity, pki.secret_box()))
 
 

@@ -22,14 +22,14 @@ STATUSES = tuple(s.value for s in CommandStatus)
 _ACTIVE = tuple(s.value for s in ACTIVE_STATUSES)
 
 _REMARKS = {
-    "queued": "waiting for the device to connect",
-    "sent": "sent to the device, no answer yet",
-    "acknowledged": "the device acknowledged the command",
-    "not_now": "the device answered NotNow; it will be offered again",
-    "cancelled": "cancelled before it was sent",
-    "expired": "expired before the device answered",
-    "command_format_error": "the device could not parse the command",
-    "error": "the device reported an error",
+    CommandStatus.QUEUED: "waiting for the device to connect",
+    CommandStatus.SENT: "sent to the device, no answer yet",
+    CommandStatus.ACKNOWLEDGED: "the device acknowledged the command",
+    CommandStatus.NOT_NOW: "the device answered NotNow; it will be offered again",
+    CommandStatus.CANCELLED: "cancelled before it was sent",
+    CommandStatus.EXPIRED: "expired before the device answered",
+    CommandStatus.COMMAND_FORMAT_ERROR: "the device could not parse the command",
+    CommandStatus.ERROR: "the device reported an error",
 }
 
 

@@ -36,7 +36,7 @@ from mdmserver.pki.secretbox import SecretBox, SecretBoxError
 from mdmserver.pki.service import secret_box
 from mdmserver.protocol import catalogue
 from mdmserver.protocol import secrets as secrets_policy
-from mdmserver.protocol.plist import dump_plist, load_plist
+from mdmserver.protocol.plist import dump_plist, load_stored
 from mdmserver.protocol.results import CommandResult, ResultStatus
 from mdmserver.push import service as push_service
 from mdmserver.selection.conditions import manageable, unmanaged_reason
@@ -421,7 +421,7 @@ def mark_sent(session: Session, command_id: int, now: datetime) -> None:
 def command_parameters(command: Command | bytes, box: SecretBox | None = None) -> dict[str, Any]:
     """The parameters as the device receives them (unsealed)."""
     blob = command if isinstance(command, bytes) else command.parameters
-    value = load_plist(open_blob(blob, box, PARAMETERS_CONTEXT))
+    value = load_stored(open_blob(blob, box, PARAMETERS_CONTEXT))
     return value if isinstance(value, dict) else {}
 
 
@@ -486,7 +486,7 @@ def result_value(command: Command, box: SecretBox | None = None) -> Any:
     if command.result is None:
         return None
     try:
-        return load_plist(open_blob(command.result, box, RESULT_CONTEXT))
+        return load_stored(open_blob(command.result, box, RESULT_CONTEXT))
     except ValueError:
         return None
 

@@ -4,7 +4,7 @@ asset fields, the device list's facets and owners. Naming a device is :mod:`mdms
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -263,53 +263,82 @@ def apply_inventory(session: Session, device_id: int, request_type: str, answer:
     except ProtocolError as exc:
         log.warning("device %s: %s answer not applied to inventory: %s", device_id, request_type, exc.message)
         return InventoryUpdate(False)
-    if data is None:
+    handler = _INVENTORY_HANDLERS.get(request_type)
+    if data is None or handler is None:
         return InventoryUpdate(False)
-    now = utcnow()
-    if request_type == "DeviceInformation":
-        values = dict(data["columns"])
-        values.update(device_information=data["query_responses"], inventory_updated_at=now)
-        if "product_name" in values or "model" in values:
-            platform = platform_for(values.get("product_name"), values.get("model"), values.get("model_name"))
-            if platform:
-                values["platform"] = platform
-        values = _fit(Device, values)
-        # SET expressions read the row's old values: the CASE stamps the change time only when a
-        # group field differs, and RETURNING tells us (one statement, as before)
-        differs = [Device.__table__.c[name].is_distinct_from(values[name])
-                   for name in sorted(GROUP_FILTER_COLUMNS) if name in values]
-        stamp = case((or_(*differs), now), else_=Device.group_fields_changed_at) if differs \
-            else Device.group_fields_changed_at
-        stamped = session.execute(
-            update(Device).where(Device.id == device_id).values(**values, group_fields_changed_at=stamp)
-            .returning(Device.group_fields_changed_at)
-        ).scalar()
-        return InventoryUpdate(True, group_fields_changed=stamped == now)
-    elif request_type == "SecurityInfo":
-        session.execute(delete(DeviceSecurityInfo).where(DeviceSecurityInfo.device_id == device_id))
-        session.execute(insert(DeviceSecurityInfo).values(device_id=device_id, updated_at=now, **_fit(DeviceSecurityInfo, data)))
-    elif request_type == "ProfileList":
-        _replace(session, InstalledProfile, device_id, data, now)
-    elif request_type == "InstalledApplicationList":
-        _replace(session, InstalledApplication, device_id, data, now)
-    elif request_type == "ManagedApplicationList":
-        for app in data:
-            session.execute(
-                update(InstalledApplication)
-                .where(InstalledApplication.device_id == device_id,
-                       InstalledApplication.identifier == app["identifier"])
-                .values(**_fit(InstalledApplication, {"managed_status": app["status"]}))
-            )
-    elif request_type == "CertificateList":
-        rows = [{**c, "not_before": _dt(c["not_before"]), "not_after": _dt(c["not_after"])} for c in data]
-        _replace(session, DeviceCertificate, device_id, rows, now)
-    elif request_type == "DeviceLocation":
-        session.execute(insert(DeviceLocation).values(device_id=device_id, received_at=now, **_fit(DeviceLocation, data)))
-    elif request_type == "AvailableOSUpdates":
-        _replace(session, AvailableOSUpdate, device_id, data, now)
-    else:
-        return InventoryUpdate(False)
+    return handler(session, device_id, data, utcnow())
+
+
+def _device_information(session: Session, device_id: int, data: dict[str, Any], now: datetime) -> InventoryUpdate:
+    values = dict(data["columns"])
+    values.update(device_information=data["query_responses"], inventory_updated_at=now)
+    if "product_name" in values or "model" in values:
+        platform = platform_for(values.get("product_name"), values.get("model"), values.get("model_name"))
+        if platform:
+            values["platform"] = platform
+    values = _fit(Device, values)
+    # SET expressions read the row's old values: the CASE stamps the change time only when a
+    # group field differs, and RETURNING tells us (one statement, as before)
+    differs = [Device.__table__.c[name].is_distinct_from(values[name])
+               for name in sorted(GROUP_FILTER_COLUMNS) if name in values]
+    stamp = case((or_(*differs), now), else_=Device.group_fields_changed_at) if differs \
+        else Device.group_fields_changed_at
+    stamped = session.execute(
+        update(Device).where(Device.id == device_id).values(**values, group_fields_changed_at=stamp)
+        .returning(Device.group_fields_changed_at)
+    ).scalar()
+    return InventoryUpdate(True, group_fields_changed=stamped == now)
+
+
+def _security_info(session: Session, device_id: int, data: dict[str, Any], now: datetime) -> InventoryUpdate:
+    session.execute(delete(DeviceSecurityInfo).where(DeviceSecurityInfo.device_id == device_id))
+    session.execute(insert(DeviceSecurityInfo).values(device_id=device_id, updated_at=now, **_fit(DeviceSecurityInfo, data)))
     return InventoryUpdate(True)
+
+
+def _replacing(model) -> Callable[[Session, int, list[dict[str, Any]], datetime], InventoryUpdate]:
+    """A handler for an answer that lists the device's rows of ``model`` in full."""
+
+    def handler(session: Session, device_id: int, data: list[dict[str, Any]], now: datetime) -> InventoryUpdate:
+        _replace(session, model, device_id, data, now)
+        return InventoryUpdate(True)
+
+    return handler
+
+
+def _managed_applications(session: Session, device_id: int, data: list[dict[str, Any]], now: datetime) -> InventoryUpdate:
+    for app in data:
+        session.execute(
+            update(InstalledApplication)
+            .where(InstalledApplication.device_id == device_id,
+                   InstalledApplication.identifier == app["identifier"])
+            .values(**_fit(InstalledApplication, {"managed_status": app["status"]}))
+        )
+    return InventoryUpdate(True)
+
+
+def _certificates(session: Session, device_id: int, data: list[dict[str, Any]], now: datetime) -> InventoryUpdate:
+    rows = [{**c, "not_before": _dt(c["not_before"]), "not_after": _dt(c["not_after"])} for c in data]
+    _replace(session, DeviceCertificate, device_id, rows, now)
+    return InventoryUpdate(True)
+
+
+def _location(session: Session, device_id: int, data: dict[str, Any], now: datetime) -> InventoryUpdate:
+    session.execute(insert(DeviceLocation).values(device_id=device_id, received_at=now, **_fit(DeviceLocation, data)))
+    return InventoryUpdate(True)
+
+
+#: request type → what its parsed answer (``protocol.inventory.parse_inventory``) does to the inventory
+_INVENTORY_HANDLERS: dict[str, Callable[[Session, int, Any, datetime], InventoryUpdate]] = {
+    "DeviceInformation": _device_information,
+    "SecurityInfo": _security_info,
+    "ProfileList": _replacing(InstalledProfile),
+    "InstalledApplicationList": _replacing(InstalledApplication),
+    "ManagedApplicationList": _managed_applications,
+    "CertificateList": _certificates,
+    "DeviceLocation": _location,
+    "AvailableOSUpdates": _replacing(AvailableOSUpdate),
+}
 
 
 def _dt(value: str | None) -> datetime | None:

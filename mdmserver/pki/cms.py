@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.utils import CryptographyDeprecationWarning
 
+from mdmserver.errors import InputError
 from mdmserver.pki.x509 import is_issued_by, subject_string, verify_signature_with_key
 
 __all__ = [
@@ -62,11 +63,12 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 }
 
 
-class CMSError(ValueError):
-    """A CMS structure that is malformed, fails verification or is not trusted."""
+class CMSError(InputError):
+    """A CMS structure that is malformed, fails verification or is not trusted (422 ``bad_signature``
+    when it reaches the API's error handler; the device channel refuses it as an authentication failure)."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+        super().__init__(reason, status=422, code="bad_signature")
         self.reason = reason
 
 

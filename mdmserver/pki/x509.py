@@ -22,6 +22,7 @@ PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 __all__ = [
     "Certificate",
+    "IncompletePKCS12",
     "PKIError",
     "build_pkcs12",
     "cert_from_der",
@@ -50,6 +51,10 @@ _CLOCK_SKEW = dt.timedelta(minutes=5)
 
 class PKIError(ValueError):
     """Bad certificate/key input (unparseable, wrong password, unsupported key type)."""
+
+
+class IncompletePKCS12(PKIError):
+    """A PKCS#12 file that opened but lacks the certificate or its private key."""
 
 
 def _now() -> dt.datetime:
@@ -321,7 +326,7 @@ def load_pkcs12(
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise PKIError("not a readable PKCS#12 file (or wrong password)") from exc
     if cert is None or key is None:
-        raise PKIError("the PKCS#12 file must hold a certificate and its private key")
+        raise IncompletePKCS12("the PKCS#12 file must hold a certificate and its private key")
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise PKIError("only RSA and EC private keys are supported")
     return cert, key, list(extra)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from xml.parsers.expat import ExpatError
 
+from mdmserver.errors import InputError
 from mdmserver.protocol.plist import MAX_NODES, TreeError, TreeFault, bounded_walk, walk_tree
 from mdmserver.protocol.secrets import is_secret
 
@@ -31,15 +32,11 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 
 
-class ProfileError(ValueError):
-    """A profile that cannot be accepted; ``status`` is 400, 413 or 422."""
+class ProfileError(InputError):
+    """A profile that cannot be accepted; ``status`` is 400, 413 or 422 (translated by the API's handler)."""
 
     def __init__(self, detail: str, *, status: int = 422, pointer: str | None = None, code: str = "invalid_profile"):
-        super().__init__(detail)
-        self.detail = detail
-        self.status = status
-        self.pointer = pointer
-        self.code = code
+        super().__init__(detail, status=status, code=code, pointer=pointer)
 
 
 @dataclass

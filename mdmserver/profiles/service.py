@@ -24,7 +24,6 @@ from mdmserver.profiles import catalogue
 from mdmserver.profiles.models import SEALER, Payload, Profile, ProfileVersion, payload_class
 from mdmserver.profiles.plist import (
     DEFAULT_MAX_BYTES,
-    ProfileError,
     check_structure,
     dump_plist,
     from_json,
@@ -37,19 +36,6 @@ from mdmserver.profiles.plist import (
 from mdmserver.profiles.schemas import json_to_plist, load_typed
 
 log = logging.getLogger(__name__)
-
-_STATUS_ERRORS: dict[int, type[errors.AppError]] = {
-    400: errors.BadRequest,
-    413: errors.PayloadTooLarge,
-    422: errors.UnprocessableEntity,
-}
-
-
-def app_error(exc: ProfileError) -> errors.AppError:
-    """The API error for a pure-layer ProfileError."""
-    cls = _STATUS_ERRORS.get(exc.status, errors.UnprocessableEntity)
-    return cls(exc.detail, code=exc.code, pointer=exc.pointer)
-
 
 @dataclass
 class ParsedProfile:
@@ -93,11 +79,8 @@ def parse_upload(
                 "pointer": "",
             })
         body = unwrapped.content
-    try:
-        loaded = load_plist(body, max_bytes=max_bytes)
-        check_structure(loaded.value)
-    except ProfileError as exc:
-        raise app_error(exc) from None
+    loaded = load_plist(body, max_bytes=max_bytes)
+    check_structure(loaded.value)
     return ParsedProfile(loaded.value, loaded.format, signed, subject, trusted, warnings)
 
 
@@ -225,10 +208,7 @@ def store_profile(
     profile gets a new revision and the old one is kept in ``profile_versions``.
     """
     value = parsed.value
-    try:
-        check_structure(value)
-    except ProfileError as exc:
-        raise app_error(exc) from None
+    check_structure(value)
     content = value.get("PayloadContent") or []
     loaded = _load_payloads(content)
     warnings = parsed.warnings + schema_findings(value, loaded)
@@ -501,10 +481,7 @@ def get_version(session: Session, profile: Profile, revision: int) -> dict[str, 
 
 
 def render(value: dict[str, Any], fmt: str) -> bytes:
-    try:
-        return dump_plist(value, fmt)
-    except ProfileError as exc:
-        raise app_error(exc) from None
+    return dump_plist(value, fmt)
 
 
 def sign(session: Session, data: bytes) -> bytes:

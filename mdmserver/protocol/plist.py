@@ -18,6 +18,8 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from xml.parsers.expat import ExpatError
 
+from mdmserver.errors import InputError
+
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 64
 #: Most values (arrays, dictionaries and scalars, dictionary keys not counted) one parsed plist may
@@ -25,16 +27,16 @@ MAX_DEPTH = 64
 MAX_NODES = 1_000_000
 
 
-class ProtocolError(ValueError):
+class ProtocolError(InputError):
     """Input from a device (or for a device) that does not follow the protocol.
 
-    ``status`` is the HTTP status the device endpoint should answer with.
+    ``status`` is the HTTP status the device endpoint should answer with (400, or 413 for a body past
+    its size limit); the API's error handler translates it (``mdmserver.api.errors``).
     """
 
     def __init__(self, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
+        super().__init__(message, status=status)
         self.message = message
-        self.status = status
 
 
 class TreeFault(StrEnum):
@@ -182,6 +184,13 @@ def load_plist(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: in
         status = 413 if exc.fault in (TreeFault.TOO_LARGE, TreeFault.TOO_MANY_NODES) else 400
         raise ProtocolError(f"property list: {exc.message}", status=status) from None
     return value
+
+
+def load_stored(data: bytes) -> Any:
+    """A plist the server wrote itself or already accepted under its limits (command parameters, a
+    device's stored answer): its own length bounds it, so no later setting refuses what was stored;
+    the bounded walk still runs."""
+    return load_plist(data, max_bytes=max(len(data), DEFAULT_MAX_BYTES))
 
 
 def load_dict(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:

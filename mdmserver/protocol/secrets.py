@@ -191,3 +191,16 @@ def redact(value: Any, *, request_type: str | None = None, depth: int = 0) -> An
     if isinstance(value, list | tuple):
         return [redact(v, depth=depth + 1) for v in value]
     return value
+
+
+# --- URL query parameters (the access log) ----------------------------------------------------------
+
+#: Words that make a query parameter secret wherever they occur in its name (``?secret=``,
+#: ``?api_token=``): names in URLs are not plist keys, so this matches more loosely than the name rule.
+QUERY_SECRET_WORDS = ("secret", "password", "token")
+
+
+def is_secret_query_parameter(name: str) -> bool:
+    """A URL query parameter whose value must not be logged: the name rule, or a secret word anywhere."""
+    lowered = name.lower()
+    return is_secret_name(name) or any(word in lowered for word in QUERY_SECRET_WORDS)

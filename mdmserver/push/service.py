@@ -108,12 +108,11 @@ def _parse_upload(
             ) from None
     try:
         cert, private_key, _extra = px.load_pkcs12(data, password)
-    except px.PKIError as exc:
+    except px.IncompletePKCS12 as exc:
+        raise UnprocessableEntity(str(exc), pointer="/file") from None
+    except px.PKIError:
         raise UnprocessableEntity(
-            "not a PEM certificate or a PKCS#12 file, or the password is wrong"
-            if "certificate and its private key" not in str(exc)
-            else str(exc),
-            pointer="/file",
+            "not a PEM certificate or a PKCS#12 file, or the password is wrong", pointer="/file"
         ) from None
     return cert, private_key
 

@@ -25,6 +25,11 @@ from mdmserver.users.models import DeviceOwnership, User
 
 FilterFn = Callable[[str], ColumnElement[bool]]
 
+
+class FilterError(ValueError):
+    """A ``ValueError`` whose message already names the filter key at fault (``filter 'x': …``)."""
+
+
 CUSTOM_PREFIX = "custom."
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
 MAX_LIST_VALUES = 1000
@@ -214,7 +219,7 @@ def conditions_from_mapping(
     conditions = []
     for key, value in mapping.items():
         if not isinstance(value, str | int | bool) or isinstance(value, float):
-            raise ValueError(f"filter {key!r}: the value must be a string")
+            raise FilterError(f"filter {key!r}: the value must be a string")
         text = str(value).lower() if isinstance(value, bool) else str(value)
         build = builders.get(key)
         if build is None and key.startswith(CUSTOM_PREFIX) and len(key) > len(CUSTOM_PREFIX):
@@ -230,11 +235,10 @@ def conditions_from_mapping(
 def _wrap(key: str, build: Callable[[], ColumnElement[bool]]) -> ColumnElement[bool]:
     try:
         return build()
+    except FilterError:
+        raise  # a nested smart group's filter already named its key
     except ValueError as exc:
-        message = str(exc)
-        if message.startswith("filter "):
-            raise
-        raise ValueError(f"filter {key!r}: {message}") from None
+        raise FilterError(f"filter {key!r}: {exc}") from None
 
 
 DEVICE_SORTS: dict[str, Any] = {

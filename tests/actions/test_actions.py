@@ -13,6 +13,7 @@ from mdmserver.commands.service import command_parameters
 from mdmserver.devices.models import Device
 from mdmserver.groups.models import DeviceGroup, GroupMember
 from mdmserver.organization.service import get_organization
+from mdmserver.selection.resolve import MAX_NAMED_DEVICES
 from tests.factories import make_device, seed_devices
 
 JSONAPI = "application/vnd.api+json"
@@ -273,3 +274,24 @@ def test_viability(client, auth, db_session):
         assert client.get(f"/api/v1/actions/lock/viability{qs}", headers=h).status_code == status, qs
     assert client.get("/api/v1/actions/teleport/viability?ids=1", headers=h).status_code == 404
     assert len(client.get("/api/v1/actions", headers=h).get_json()["data"]) == 16
+
+
+def test_viability_names_the_query_parameter_at_fault(client, auth, db_session):
+    """The fault is told by which list it is in, never by the words of its message: a smart group whose
+    stored filter cannot be evaluated is a fault of ``groups`` although its message says "filter"."""
+    broken = DeviceGroup(name="Broken", kind="smart", filter={"platform": "amiga"})
+    db_session.add(broken)
+    db_session.flush()
+    h = auth("read")
+    cases = (
+        (f"?groups={broken.id}", "groups", "filter 'platform'"),
+        ("?groups=424242", "groups", "no device group 424242"),
+        ("?groups=abc", "groups", "a group is named by its id"),
+        ("?ids=" + ",".join(str(i) for i in range(MAX_NAMED_DEVICES + 1)), "ids", str(MAX_NAMED_DEVICES)),
+    )
+    for qs, parameter, words in cases:
+        response = client.get(f"/api/v1/actions/lock/viability{qs}", headers=h)
+        assert response.status_code == 400, qs
+        error = response.get_json()["errors"][0]
+        assert error["source"] == {"parameter": parameter}, qs
+        assert words in error["detail"], qs

@@ -8,10 +8,12 @@ from sqlalchemy import select
 
 from mdmserver.admission import service as admission
 from mdmserver.admission.models import AuthSet
+from mdmserver.checkin import service as checkin_service
 from mdmserver.commands import service as commands
 from mdmserver.commands.models import Command
 from mdmserver.devices.models import Device, DeviceUser
 from mdmserver.pki import cms
+from mdmserver.protocol import checkin as checkin_messages
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 
 
@@ -130,3 +132,9 @@ def test_enrollment_rate_limit(app, client, topic, monkeypatch) -> None:
     codes = [client.get("/mdm/enroll", environ_base={"REMOTE_ADDR": "10.9.8.7"}).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
     assert client.get("/mdm/enroll", environ_base={"REMOTE_ADDR": "10.9.8.6"}).status_code == 200
+
+
+def test_every_check_in_message_type_has_one_handler():
+    """Each MessageType the protocol parses is handled: Authenticate before the device is bound, every
+    other one by the dispatch table after it."""
+    assert set(checkin_service._BOUND_HANDLERS) == checkin_messages.MESSAGE_TYPES - {"Authenticate"}

@@ -7,6 +7,9 @@ import re
 import pytest
 
 from mdmserver.app import create_app
+from mdmserver.pki.cms import CMSError
+from mdmserver.profiles.plist import ProfileError
+from mdmserver.protocol.plist import ProtocolError, load_dict
 
 
 def _error(response, status: int) -> dict:
@@ -108,3 +111,74 @@ def test_ids_no_row_can_have_are_404_on_every_route(app, client, auth):
                 assert response.status_code < 500, (method, path, response.status_code)
                 checked += 1
     assert checked > 20
+
+
+# --- input refused by a pure layer: one translation in the error handler ------------------------------
+
+
+@pytest.fixture
+def raising_app(tmp_path):
+    """An app with one admin route and one device route that raise what the test gives them."""
+    app = create_app(overrides={"data_dir": str(tmp_path), "log_level": "WARNING"}, environ={})
+    raised: list[Exception] = []
+
+    def _raise():
+        raise raised[0]
+
+    app.add_url_rule("/raise", "raise_admin", _raise)
+    app.add_url_rule("/mdm/raise", "raise_device", _raise)
+    app.extensions["test.raised"] = raised
+    return app
+
+
+def _raising(app, exc: Exception, path: str, request_id: str = "req-input"):
+    app.extensions["test.raised"][:] = [exc]
+    return app.test_client().get(path, headers={"X-Request-ID": request_id})
+
+
+@pytest.mark.parametrize(
+    "exc,status,code,title,pointer",
+    [
+        (ProtocolError("not a property list: bad header"), 400, "bad_request", "Bad Request", None),
+        (ProtocolError("property list larger than 10 bytes", status=413), 413, "payload_too_large",
+         "Payload Too Large", None),
+        (ProfileError("shared references are not allowed", pointer="/PayloadContent/1", code="shared_reference"),
+         422, "shared_reference", "Unprocessable Entity", "/PayloadContent/1"),
+        (ProfileError("the profile is larger than 9 bytes", status=413, code="too_large"), 413, "too_large",
+         "Payload Too Large", None),
+        (CMSError("digest mismatch"), 422, "bad_signature", "Unprocessable Entity", None),
+    ],
+)
+def test_pure_layer_errors_become_one_jsonapi_error(raising_app, exc, status, code, title, pointer):
+    response = _raising(raising_app, exc, "/raise")
+    error = _error(response, status)
+    assert response.get_json()["meta"]["request_id"] == "req-input"
+    assert error["code"] == code
+    assert error["title"] == title
+    assert error["detail"] == exc.detail
+    assert error.get("source", {}).get("pointer") == pointer
+
+
+@pytest.mark.parametrize(
+    "exc,status",
+    [
+        (ProtocolError("unknown MessageType 'Nope'"), 400),
+        (ProtocolError("property list larger than 10 bytes", status=413), 413),
+        (CMSError("digest mismatch"), 422),
+    ],
+)
+def test_pure_layer_errors_on_the_device_channel_are_plain_statuses(raising_app, exc, status):
+    """Devices get the status and a one-line plain-text reason: no JSON:API document, never a 401."""
+    response = _raising(raising_app, exc, "/mdm/raise")
+    assert response.status_code == status
+    assert response.mimetype == "text/plain"
+    assert response.get_data(as_text=True) == exc.detail + "\n"
+
+
+def test_a_device_body_that_is_not_a_plist_is_400_plain_text(raising_app):
+    """The real loader on a device route: its ProtocolError reaches the handler unchanged."""
+    raising_app.add_url_rule("/mdm/parse", "parse_device", lambda: load_dict(b"<plist><dict><key>x</key>"))
+    response = raising_app.test_client().get("/mdm/parse")
+    assert response.status_code == 400
+    assert response.mimetype == "text/plain"
+    assert response.get_data(as_text=True).startswith("malformed XML property list")

@@ -11,6 +11,8 @@ import time
 
 import httpx
 
+from mdmserver.server import redact_query
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -72,3 +74,10 @@ def test_serve_runs_one_push_worker_beside_several_web_workers(tmp_path):
     time.sleep(0.5)
     for pid, _ in push_workers:
         assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+
+
+def test_access_log_redacts_the_query_parameters_the_secrets_policy_names():
+    query = "secret=s3&api_token=t0k&NewPIN=1234&new%5Fpassword=pw&page=2&ids=1,2"
+    assert redact_query(query) == (
+        "secret=[redacted]&api_token=[redacted]&NewPIN=[redacted]&new%5Fpassword=[redacted]&page=2&ids=1,2"
+    )

@@ -16,7 +16,14 @@ from mdmserver.protocol.checkin import (
     is_checkin,
     parse_checkin,
 )
-from mdmserver.protocol.plist import ProtocolError, dump_plist, load_dict, load_plist
+from mdmserver.protocol.plist import (
+    DEFAULT_MAX_BYTES,
+    ProtocolError,
+    dump_plist,
+    load_dict,
+    load_plist,
+    load_stored,
+)
 from mdmserver.protocol.results import (
     ResultStatus,
     command_envelope,
@@ -210,3 +217,14 @@ def test_truncated_and_flipped_messages_never_escape_protocol_error(messages_dir
                 parse_checkin(d) if is_checkin(d) else parse_result(d) if "Status" in d else None
             except ProtocolError:
                 pass
+
+
+def test_a_stored_plist_is_not_refused_by_the_device_body_limit():
+    """InstallProfile's parameters hold a whole profile (uploads may be larger than a device body): what the
+    server stored itself loads back whatever its size, while a device body that size is refused (413)."""
+    stored = dump_plist({"RequestType": "InstallProfile", "Payload": b"\x00" * (DEFAULT_MAX_BYTES * 3 // 4 + 4096)})
+    assert len(stored) > DEFAULT_MAX_BYTES
+    with pytest.raises(ProtocolError) as refused:
+        load_plist(stored)
+    assert refused.value.status == 413
+    assert len(load_stored(stored)["Payload"]) == DEFAULT_MAX_BYTES * 3 // 4 + 4096

@@ -8,10 +8,10 @@ command (request and response) and check-in message. Writes
 - ``names``: key names that are secret wherever the schema uses them;
 - ``payloads``: per payload type, its top-level keys the schema marks secret (names the schema also
   uses for non-secret values, such as ``PayloadContent`` of a PKCS#12 payload, are secret only there);
-- ``not_secret_names``: key names the schema knows (for a value other than a boolean, which is
-  never a secret) and never marks secret, although the broader name rule for unknown keys
+- ``not_secret_names``: key names the schema knows (of any type: a device may send a flag's key
+  with a string) and never marks secret, although the broader name rule for unknown keys
   (:func:`names_a_secret`: a secret word anywhere in the name) would take them for secrets
-  (``PasscodeLockGracePeriod``, ``TokenData``, the push ``Token``).
+  (``PasscodeLockGracePeriod``, ``PasscodePresent``, ``TokenData``, the push ``Token``).
 
 Usage: ``python tools/gen_secret_keys.py [path/to/summary.json]``. ``tests/protocol/test_secrets.py``
 checks the checked-in file matches.
@@ -35,11 +35,12 @@ OUT = ROOT / "mdmserver" / "protocol" / "secret_keys.json"
 def secret_table(summary: dict) -> dict:
     secret_names: set[str] = set()
     public_names: set[str] = set()
-    known_names: set[str] = set()  # of values that can be secrets: a boolean never is one
+    known_names: set[str] = set()
     payloads: dict[str, set[str]] = {}
 
     def visit(key: dict, owner: dict | None, top_level_of: str | None) -> None:
-        if key.get("key") != "ANY" and key.get("type") != "boolean":
+        if key.get("key") != "ANY":
+            # flags too: a device may send a flag's key with a string ("PasscodePresent": "yes")
             known_names.add(key["key"])
         if schema_says_secret(key, owner):
             secret_names.add(key["key"])

@@ -17,8 +17,9 @@ A key is secret when
    is one of the name's words anywhere (``MyOddSecretToken``, ``SecretValue``, ``PINCode``), unless
    a word after it says the key *describes* the secret (``PasswordHint``, ``PasscodeType``,
    ``OAuthTokenRequestURL``: :data:`DESCRIPTOR_WORDS`). Key names the schema knows and never marks
-   secret (``PasscodeLockGracePeriod``, ``TokenData``, the push ``Token``) are not secrets by
-   that broader rule: the generator lists those it would catch (``not_secret_names``).
+   secret (``PasscodeLockGracePeriod``, ``PasscodePresent``, ``TokenData``, the push ``Token``)
+   are not secrets by that broader rule: the generator lists those it would catch
+   (``not_secret_names``), of any type, since a device may send a flag's key with a string.
 
 A boolean is never a secret (``HasRemovalPasscode``, ``forcePIN``, ``PasswordVerified`` are flags).
 """

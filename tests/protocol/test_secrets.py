@@ -176,6 +176,16 @@ def test_names_the_schema_knows_as_public_are_not_secret(name, value, conformanc
     assert not contains_secret({"Settings": {name: value}})
 
 
+@pytest.mark.parametrize("name", ["PasscodePresent", "PasswordVerified", "HasSecureToken", "PINRequiredForDeviceLock",
+                                  "allowPasswordSharing", "PasswordChanged"])
+def test_schema_flags_sent_with_a_string_are_not_secret(name, conformance_dir):
+    """A device may send a flag's key with the wrong type ("PasscodePresent": "yes"); the schema
+    knows the key as a flag, so the value is not a secret whatever its type."""
+    summary = json.loads((conformance_dir / "apple-schema" / "summary.json").read_text())
+    assert {key["type"] for _owner, key in _all_schema_keys(summary) if key["key"] == name} == {"boolean"}
+    assert not is_secret(name, "yes")
+
+
 def _all_schema_keys(summary):
     yield from _schema_keys(summary)
     for entry in summary["checkin"]:

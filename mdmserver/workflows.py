@@ -7,13 +7,14 @@ Below it: the features' services, the command queue, the records.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_
 from sqlalchemy.orm import Session
 
 from mdmserver.admission import service as admission
-from mdmserver.admission.models import AdmissionStatus
+from mdmserver.admission.models import AdmissionStatus, AuthSet
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.commands import service as commands
@@ -21,6 +22,7 @@ from mdmserver.commands.service import QueuePlan, enqueue_where, validate_comman
 from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
+from mdmserver.errors import Conflict
 from mdmserver.pki import service as pki
 from mdmserver.profiles import service as profiles
 from mdmserver.profiles.models import Profile
@@ -131,17 +133,51 @@ def delete_profile(session: Session, profile: Profile, *, actor: str | None) -> 
 
 # -- admission and push tokens: when a device can be woken -----------------------------------------
 
-def admission_decided(session: Session, device_id: int, *, actor: str | None) -> None:
-    """An admin accepted or rejected one of the device's auth sets (already written).
+@dataclass
+class AdmissionDecision:
+    """What an admission decision did. ``moved_from``: the certificate the device was bound to before
+    accepting a held re-binding moved the binding (``None``: it did not move); ``cancelled``: the
+    secret-bearing commands cancelled then; ``rejected``: the device's other auth sets that were
+    admitted and are rejected now."""
 
-    An accepted device is owed a push for the commands queued while it waited, and it gets the profiles
-    assigned to it, in this transaction. A rejected one is never pushed nor given profiles (the
-    reconcile only queues for admitted devices).
+    auth_set: AuthSet
+    moved_from: str | None = None
+    cancelled: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+
+def decide_admission(session: Session, auth_set: AuthSet, status: str, *, actor: str | None) -> AdmissionDecision:
+    """An admin accepts or rejects an auth set (the transition was checked by the admission API).
+
+    1. Accepting a *held* re-binding (a new certificate claimed the device while its previous binding
+       was valid) moves the binding: the previous enrollment's secrets are forgotten, the held
+       enrollment's push token and UnlockToken take their place, queued commands whose delivery would
+       hand over a secret are cancelled (they were meant for the previous holder), and the device's
+       other admitted auth sets are rejected. Rejecting one leaves the device as it is.
+    2. The auth set's (and the device's) status changes.
+    3. An accepted device is owed a push for the commands queued while it waited, and it gets the
+       profiles assigned to it in this transaction; after a move, as a new enrollment.
     """
-    device = session.get(Device, device_id)
+    decision = AdmissionDecision(auth_set)
+    if admission.accepting_held_rebinding(session, auth_set, status):
+        device = session.get(Device, auth_set.device_id)
+        if not pki.is_valid_device_certificate(session, auth_set.fingerprint, utcnow()):
+            # moving the binding would cut the device off for a certificate that cannot sign any more
+            raise Conflict(f"the certificate of auth set {auth_set.id} expired or was revoked; "
+                           "the device has to enroll again")
+        bound = devices.device_bound_to(session, auth_set.fingerprint)
+        if bound is not None and bound.id != device.id:
+            raise Conflict(f"the certificate of auth set {auth_set.id} is bound to another device ({bound.id})")
+        decision.moved_from = devices.move_binding(session, device, auth_set)
+        decision.cancelled = commands.cancel_secret_bearing(session, device.id)
+        decision.rejected = admission.reject_other_admitted(session, auth_set)
+    admission.set_auth_set_status(session, auth_set, status)
+    device = session.get(Device, auth_set.device_id)
     if device is not None and device.admission_status == AdmissionStatus.ACCEPTED:
-        commands.request_push_if_queued(session, device_id, reason="admission")
-    assignments.reconcile_devices(session, [device_id], actor=actor)
+        commands.request_push_if_queued(session, device.id, reason="admission")
+    assignments.reconcile_devices(session, [auth_set.device_id], actor=actor,
+                                  new_enrollment=decision.moved_from is not None)
+    return decision
 
 
 def token_updated(session: Session, device_id: int) -> None:

@@ -7,7 +7,11 @@ command (request and response) and check-in message. Writes
 
 - ``names``: key names that are secret wherever the schema uses them;
 - ``payloads``: per payload type, its top-level keys the schema marks secret (names the schema also
-  uses for non-secret values, such as ``PayloadContent`` of a PKCS#12 payload, are secret only there).
+  uses for non-secret values, such as ``PayloadContent`` of a PKCS#12 payload, are secret only there);
+- ``not_secret_names``: key names the schema knows (of any type: a device may send a flag's key
+  with a string) and never marks secret, although the broader name rule for unknown keys
+  (:func:`names_a_secret`: a secret word anywhere in the name) would take them for secrets
+  (``PasscodeLockGracePeriod``, ``PasscodePresent``, ``TokenData``, the push ``Token``).
 
 Usage: ``python tools/gen_secret_keys.py [path/to/summary.json]``. ``tests/protocol/test_secrets.py``
 checks the checked-in file matches.
@@ -22,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mdmserver.protocol.secrets import schema_says_secret  # noqa: E402
+from mdmserver.protocol.secrets import names_a_secret, schema_says_secret  # noqa: E402
 
 DEFAULT_SOURCE = Path("/work/shared/conformance/apple-schema/summary.json")
 OUT = ROOT / "mdmserver" / "protocol" / "secret_keys.json"
@@ -31,9 +35,13 @@ OUT = ROOT / "mdmserver" / "protocol" / "secret_keys.json"
 def secret_table(summary: dict) -> dict:
     secret_names: set[str] = set()
     public_names: set[str] = set()
+    known_names: set[str] = set()
     payloads: dict[str, set[str]] = {}
 
     def visit(key: dict, owner: dict | None, top_level_of: str | None) -> None:
+        if key.get("key") != "ANY":
+            # flags too: a device may send a flag's key with a string ("PasscodePresent": "yes")
+            known_names.add(key["key"])
         if schema_says_secret(key, owner):
             secret_names.add(key["key"])
             if top_level_of is not None and key["path"] == key["key"]:
@@ -56,6 +64,7 @@ def secret_table(summary: dict) -> dict:
         "licence": "MIT, Copyright (c) 2022-2024 Apple Inc. (apple/device-management)",
         "names": sorted(secret_names - public_names),
         "payloads": {ptype: sorted(keys) for ptype, keys in sorted(payloads.items())},
+        "not_secret_names": sorted(n for n in known_names - secret_names if names_a_secret(n)),
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, false
+from sqlalchemy import Boolean, ForeignKey, LargeBinary, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mdmserver.db import UTCDateTime, db, utcnow
@@ -32,7 +32,12 @@ class AuthSet(db.Model):
     ``pubkey`` the PEM public key of the identity certificate, ``id`` the SHA-256 hex of both.
     ``fingerprint`` names that certificate (SHA-256 of its DER; unknown for auth sets submitted
     through the Mender API). ``rebinding`` flags an enrollment that took the UDID over from
-    another, still valid certificate (``previous_fingerprint``): it waits for an administrator.
+    another certificate (``previous_fingerprint``).
+
+    ``held``: this certificate authenticated for the device while the previous binding was still
+    valid, so the binding did not move; it moves when an administrator accepts this auth set. Until
+    then the enrollment's device-channel ``TokenUpdate`` is kept here (``held_*``: push token,
+    PushMagic, topic, the UnlockToken sealed as the device's would be) and has no effect on the device.
     """
 
     __tablename__ = "auth_sets"
@@ -45,6 +50,13 @@ class AuthSet(db.Model):
     fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     previous_fingerprint: Mapped[str | None] = mapped_column(String(64))
     rebinding: Mapped[bool] = mapped_column(default=False, server_default=false())
+    held: Mapped[bool] = mapped_column(default=False, server_default=false())
+    held_push_token: Mapped[bytes | None] = mapped_column(LargeBinary)
+    held_push_magic: Mapped[str | None] = mapped_column(String(255))
+    held_topic: Mapped[str | None] = mapped_column(String(255))
+    held_unlock_token_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    held_awaiting_configuration: Mapped[bool | None] = mapped_column(Boolean)
+    held_token_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

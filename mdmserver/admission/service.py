@@ -12,6 +12,11 @@ auth set of the certificate bound to the device decides the device's status. A n
 device that already had one is a *re-binding*: flagged on the auth set with the previous
 certificate, never accepted by the policy or a preauthorization while the previous certificate is
 still valid, and never lifting a rejection.
+
+While the previous binding is still valid a re-binding is *held* (:func:`hold`): the binding stays
+with the previous certificate, so the device keeps working, and the new certificate's auth set waits
+(pending, or rejected) with what its enrollment sent (:func:`hold_token_update`). Accepting a held
+auth set moves the binding (:func:`set_auth_set_status`); rejecting it changes nothing for the device.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from mdmserver.errors import NotFound, UnprocessableEntity
 
 POLICIES = ("manual", "auto")
 PREAUTH_KINDS = ("serial_number", "udid")
+#: Auth set statuses that let a device in; a device has one such auth set, the bound certificate's.
+ADMITTED = frozenset({AdmissionStatus.ACCEPTED.value, AdmissionStatus.PREAUTHORIZED.value})
 
 
 def identity_data(udid: str, serial_number: str | None, model: str | None) -> str:
@@ -70,24 +77,24 @@ def admit(
     preauthorized: Iterable[str] = (),
     fingerprint: str | None = None,
     previous_fingerprint: str | None = None,
-    previous_valid: bool = False,
 ) -> AuthSet:
-    """Record (or find) the auth set for the device's current identity and update its status.
+    """Record (or find) the auth set for the device's current identity, the certificate now bound
+    to it, and update the device's status from it.
 
     A new identity (new enrollment key) creates a new auth set: accepted when the device is
     preauthorized or the policy is ``auto``, else pending. A decommissioned device stays so.
 
     ``previous_fingerprint`` names the certificate the device was bound to before this one (a
-    re-binding): the auth set is flagged with it and, whether new or already known, is ``rejected``
-    when the device was rejected, else ``pending`` while the previous certificate is still valid
-    (``previous_valid``) whatever the policy or preauthorization says.
+    re-binding whose previous binding had ended: one still valid is held instead, :func:`hold`): the
+    auth set is flagged with it and, whether new or already known, is ``rejected`` when the device
+    was rejected.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown admission policy {policy!r}")
     identity = identity_data(device.udid, device.serial_number, device.model)
     set_id = auth_set_id(identity, pubkey_pem)
     auth_set = session.get(AuthSet, set_id)
-    held = _held_status(device, previous_fingerprint, previous_valid)
+    held = _refused_rebinding(device, previous_fingerprint)
     if auth_set is None:
         if device.admission_status == AdmissionStatus.DECOMMISSIONED:
             status = AdmissionStatus.DECOMMISSIONED
@@ -109,18 +116,107 @@ def admit(
     if previous_fingerprint is not None:
         auth_set.rebinding = True
         auth_set.previous_fingerprint = previous_fingerprint
+    release_hold(auth_set)  # its certificate is the bound one now: nothing is held any more
     device.admission_status = effective_status(auth_set.status)
     return auth_set
 
 
-def _held_status(device: Device, previous_fingerprint: str | None, previous_valid: bool) -> AdmissionStatus | None:
-    """The status a re-binding is held at, whatever the policy (``None``: not held)."""
-    if previous_fingerprint is None:
-        return None
-    if device.admission_status == AdmissionStatus.REJECTED:
+def certificate_claimed_elsewhere(session: Session, fingerprint: str, device_id: int) -> bool:
+    """The certificate already has an auth set for another device (one enrollment, one device)."""
+    return session.scalar(
+        select(AuthSet.id).where(AuthSet.fingerprint == fingerprint, AuthSet.device_id != device_id).limit(1)
+    ) is not None
+
+
+def hold(
+    session: Session,
+    device: Device,
+    pubkey_pem: str,
+    *,
+    fingerprint: str,
+    previous_fingerprint: str,
+    serial_number: str | None,
+    model: str | None,
+) -> AuthSet:
+    """Record a re-binding held for an administrator: the device keeps its binding, its status, its
+    secrets and its push token; the new certificate's auth set is flagged and ``held``.
+
+    Its status: ``rejected`` when the device is rejected or this auth set was rejected already (an
+    administrator's refusal is not lifted by authenticating again), else ``pending``, whatever the
+    policy or a preauthorization says. ``serial_number`` and ``model`` are what the new enrollment
+    claims (the auth set's identity data shows the administrator that claim). A new
+    ``Authenticate`` starts a new enrollment, so what an earlier one held is dropped.
+    """
+    identity = identity_data(device.udid, serial_number, model)
+    set_id = auth_set_id(identity, pubkey_pem)
+    auth_set = session.get(AuthSet, set_id)
+    refused = device.admission_status == AdmissionStatus.REJECTED or (
+        auth_set is not None and auth_set.status == AdmissionStatus.REJECTED
+    )
+    status = (AdmissionStatus.REJECTED if refused else AdmissionStatus.PENDING).value
+    if auth_set is None:
+        auth_set = AuthSet(id=set_id, device_id=device.id, identity_data=identity, pubkey=pubkey_pem, status=status)
+        session.add(auth_set)
+    else:
+        auth_set.status = status
+        auth_set.updated_at = utcnow()
+    auth_set.fingerprint = fingerprint
+    auth_set.rebinding = True
+    auth_set.previous_fingerprint = previous_fingerprint
+    release_hold(auth_set)
+    auth_set.held = True
+    session.flush()
+    return auth_set
+
+
+def held_auth_set(session: Session, device: Device, fingerprint: str) -> AuthSet | None:
+    """The auth set held for this device and certificate, if any (the most recent one)."""
+    return session.scalar(
+        select(AuthSet)
+        .where(AuthSet.device_id == device.id, AuthSet.fingerprint == fingerprint, AuthSet.held.is_(True))
+        .order_by(AuthSet.updated_at.desc(), AuthSet.created_at.desc())
+        .limit(1)
+    )
+
+
+def hold_token_update(
+    auth_set: AuthSet,
+    *,
+    token: bytes | None,
+    push_magic: str | None,
+    topic: str | None,
+    unlock_token_sealed: bytes | None,
+    awaiting_configuration: bool,
+) -> None:
+    """Keep a held enrollment's device-channel TokenUpdate on its auth set (not on the device)."""
+    if token is not None:
+        auth_set.held_push_token = token
+    if push_magic is not None:
+        auth_set.held_push_magic = push_magic
+    if topic is not None:
+        auth_set.held_topic = topic
+    if unlock_token_sealed is not None:
+        auth_set.held_unlock_token_encrypted = unlock_token_sealed
+    auth_set.held_awaiting_configuration = awaiting_configuration
+    auth_set.held_token_updated_at = utcnow()
+
+
+def release_hold(auth_set: AuthSet) -> None:
+    """The auth set holds nothing any more (its binding moved, or it was never held)."""
+    auth_set.held = False
+    auth_set.held_push_token = None
+    auth_set.held_push_magic = None
+    auth_set.held_topic = None
+    auth_set.held_unlock_token_encrypted = None
+    auth_set.held_awaiting_configuration = None
+    auth_set.held_token_updated_at = None
+
+
+def _refused_rebinding(device: Device, previous_fingerprint: str | None) -> AdmissionStatus | None:
+    """``rejected`` for a re-binding of a rejected device, whatever the policy (``None``: the
+    policy decides)."""
+    if previous_fingerprint is not None and device.admission_status == AdmissionStatus.REJECTED:
         return AdmissionStatus.REJECTED
-    if previous_valid:
-        return AdmissionStatus.PENDING
     return None
 
 
@@ -152,13 +248,13 @@ def certificate_fingerprints(session: Session, device_id: int) -> list[str]:
 def set_auth_set_status(session: Session, auth_set: AuthSet, status: str) -> AuthSet:
     """Change an auth set's status (transition rules are the admission API's business) and, when it
     is the device's current identity, the device's admission status with it. What follows an admission
-    decision (push if queued, profiles) is ``workflows.admission_decided``."""
+    decision (moving a held re-binding, push if queued, profiles) is ``workflows.decide_admission``."""
     valid = {s.value for s in AdmissionStatus} - {AdmissionStatus.DECOMMISSIONED.value}
     if status not in valid:
         raise UnprocessableEntity(f"unknown admission status {status!r}", pointer="/status")
+    device = session.get(Device, auth_set.device_id)
     auth_set.status = status
     auth_set.updated_at = utcnow()
-    device = session.get(Device, auth_set.device_id)
     if device is not None and device.identity_fingerprint is not None:
         if auth_set.fingerprint is not None:
             # only the bound certificate's auth set speaks for the device
@@ -170,6 +266,28 @@ def set_auth_set_status(session: Session, auth_set: AuthSet, status: str) -> Aut
             device.admission_status = effective_status(status)
     session.flush()
     return auth_set
+
+
+def accepting_held_rebinding(session: Session, auth_set: AuthSet, status: str) -> bool:
+    """Whether setting ``status`` accepts a held re-binding: the device's binding is to move to this
+    auth set's certificate (``workflows.decide_admission`` moves it)."""
+    device = session.get(Device, auth_set.device_id)
+    return (status in ADMITTED and auth_set.held and device is not None
+            and auth_set.fingerprint != device.identity_fingerprint)
+
+
+def reject_other_admitted(session: Session, auth_set: AuthSet) -> list[str]:
+    """Reject the device's other admitted auth sets (one accepted auth set per device, as Mender
+    does), after its binding moved to ``auth_set``'s certificate; returns their ids."""
+    others = list(session.scalars(
+        select(AuthSet).where(AuthSet.device_id == auth_set.device_id, AuthSet.id != auth_set.id,
+                              AuthSet.status.in_(ADMITTED))
+    ))
+    for other in others:
+        other.status = AdmissionStatus.REJECTED.value
+        other.updated_at = utcnow()
+    release_hold(auth_set)
+    return [other.id for other in others]
 
 
 def set_device_status(session: Session, device: Device, status: str) -> AuthSet:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver import workflows
 from mdmserver.admission import service as admission
-from mdmserver.admission.models import REFUSED_STATUSES, AdmissionStatus
+from mdmserver.admission.models import REFUSED_STATUSES, AdmissionStatus, AuthSet
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.checkin.auth import DeviceIdentity
@@ -142,9 +142,9 @@ def build_enrollment_profile(
 # --- check-in --------------------------------------------------------------------------------------
 
 
-def bound_device(session: Session, udid: str, identity: DeviceIdentity) -> Device:
-    """The device this UDID names, provided the request's certificate is the one bound to it."""
-    device = devices.get_device_by_udid(session, udid)
+def bound_device(session: Session, device: Device | None, udid: str, identity: DeviceIdentity) -> Device:
+    """The device this UDID names (``device``, looked up by the caller), provided the request's
+    certificate is the one bound to it."""
     if device is None:
         raise refuse("unknown device %s (no Authenticate yet)", udid)
     if device.identity_fingerprint != identity.fingerprint:
@@ -170,7 +170,12 @@ def handle_checkin(
     """Handle one check-in message; the return value is the response body (``None``: empty 200)."""
     if isinstance(message, msgs.Authenticate):
         return _authenticate(session, message, identity, settings)
-    device = bound_device(session, message.udid, identity)
+    device = devices.get_device_by_udid(session, message.udid)
+    if isinstance(message, msgs.TokenUpdate):
+        held = _held_enrollment(session, device, identity)
+        if held is not None:
+            return _held_token_update(session, device, held, message, settings)
+    device = bound_device(session, device, message.udid, identity)
     devices.touch_last_seen(session, device, utcnow())
     handler = _BOUND_HANDLERS.get(message.message_type)
     if handler is None:
@@ -179,9 +184,7 @@ def handle_checkin(
 
 
 def _token_update(session: Session, device: Device, message: msgs.TokenUpdate, settings: CheckinSettings) -> None:
-    ours = settings.push_topic(session)
-    if ours and message.topic and message.topic != ours:
-        raise refuse("TokenUpdate from %s for topic %s, ours is %s", device.udid, message.topic, ours)
+    _check_topic(session, device.udid, message, settings)
     devices.apply_token_update(session, device, message, settings.box)
     if not message.is_user_channel:
         session.flush()
@@ -225,16 +228,60 @@ def _get_token(session: Session, device: Device, message: msgs.GetToken, setting
     raise BadRequest(f"GetToken for {message.token_service_type or 'an unnamed service'} is not supported")
 
 
+def _check_topic(session: Session, udid: str, message: msgs.TokenUpdate, settings: CheckinSettings) -> None:
+    ours = settings.push_topic(session)
+    if ours and message.topic and message.topic != ours:
+        raise refuse("TokenUpdate from %s for topic %s, ours is %s", udid, message.topic, ours)
+
+
+def _held_enrollment(session: Session, device: Device | None, identity: DeviceIdentity) -> AuthSet | None:
+    """The held auth set when this certificate's re-binding of the device is held for an
+    administrator (the device is still bound to its previous certificate); else ``None``."""
+    if device is None or device.identity_fingerprint == identity.fingerprint:
+        return None
+    auth_set = admission.held_auth_set(session, device, identity.fingerprint)
+    if auth_set is None:
+        return None
+    if pki.device_certificate(session, identity.fingerprint) is None:
+        raise refuse("certificate %s of the held enrollment of %s is revoked", identity.fingerprint[:16], device.udid)
+    if device.admission_status == AdmissionStatus.DECOMMISSIONED:
+        raise refuse("device %s is decommissioned", device.udid)
+    if auth_set.status in REFUSED_STATUSES:
+        raise refuse("held enrollment of device %s is %s", device.udid, auth_set.status)
+    return auth_set
+
+
+def _held_token_update(
+    session: Session, device: Device, auth_set: AuthSet, message: msgs.TokenUpdate, settings: CheckinSettings
+) -> None:
+    """A held enrollment's TokenUpdate: answered 200 (a device aborts its enrollment otherwise), kept
+    on its auth set, no effect on the device. A user channel's is not kept (see docs/security.md)."""
+    _check_topic(session, device.udid, message, settings)
+    if message.is_user_channel:
+        log.info("user channel TokenUpdate of the held enrollment of %s ignored", device.udid)
+        return None
+    sealed = (devices.seal_unlock_token(device.udid, message.unlock_token, settings.box)
+              if message.unlock_token is not None else None)
+    admission.hold_token_update(
+        auth_set, token=message.token, push_magic=message.push_magic, topic=message.topic,
+        unlock_token_sealed=sealed, awaiting_configuration=message.awaiting_configuration,
+    )
+    log.info("TokenUpdate of the held enrollment of %s kept on auth set %s (not applied: awaiting an "
+             "administrator)", device.udid, auth_set.id[:16])
+    return None
+
+
 def _authenticate(
     session: Session, message: msgs.Authenticate, identity: DeviceIdentity, settings: CheckinSettings
 ) -> None:
     """Bind the certificate to the UDID and admit the device.
 
-    A UDID already bound to another certificate is a re-enrollment *or an impostor*: the secrets the
-    previous enrollment gave are forgotten, commands that would hand over a secret are cancelled, and
-    the new auth set is flagged and held (pending while the previous binding is still valid: its
-    certificate is not expired or revoked and the device did not check out; rejected when the device
-    was rejected) for an administrator to decide.
+    A UDID already bound to another certificate is a re-enrollment *or an impostor*. While the
+    previous binding is still valid (its certificate is not expired or revoked, and the device did
+    not check out while accepted) the re-binding is held (:func:`_hold_rebinding`): nothing changes
+    for the device until an administrator accepts it. Otherwise the binding moves now: the secrets
+    the previous enrollment gave are forgotten, commands that would hand over a secret are
+    cancelled, and the new auth set is flagged (rejected when the device was rejected).
     """
     if message.is_user_channel:
         raise BadRequest("Authenticate is a device-channel message")
@@ -250,8 +297,9 @@ def _authenticate(
     previous = existing.identity_fingerprint if existing is not None else None
     rebinding = previous is not None and previous != identity.fingerprint
     # the previous binding ended when its holder checked out (a request signed with its key) while it
-    # was accepted: a CheckOut from a binding still held for an administrator (an impostor's pending
-    # re-binding) ends nothing, or the impostor's next identity would be admitted by the policy
+    # was accepted: a CheckOut from a binding an administrator never admitted ends nothing, or an
+    # impostor that got a pending device could launder its next identity through the policy (a held
+    # re-binding cannot check out at all: only the bound certificate can)
     checked_out = (
         existing is not None and not existing.enrolled and existing.unenrolled_at is not None
         and existing.admission_status == AdmissionStatus.ACCEPTED
@@ -259,25 +307,21 @@ def _authenticate(
     previous_valid = (
         rebinding and not checked_out and pki.is_valid_device_certificate(session, previous, utcnow())
     )
+    if previous_valid:
+        return _hold_rebinding(session, existing, message, identity)
     device = devices.apply_authenticate(session, message, identity.fingerprint)
     if rebinding:
         cancelled = commands.cancel_secret_bearing(session, device.id)
         log.warning(
-            "device %s re-bound from certificate %s (%s) to %s: UnlockToken and BootstrapToken "
-            "forgotten, %d secret-bearing commands cancelled",
-            device.udid, previous[:16], "still valid: held for an administrator" if previous_valid
-            else "no longer valid", identity.fingerprint[:16], len(cancelled),
+            "device %s re-bound from certificate %s (no longer valid) to %s: UnlockToken and "
+            "BootstrapToken forgotten, %d secret-bearing commands cancelled",
+            device.udid, previous[:16], identity.fingerprint[:16], len(cancelled),
         )
-        record_event(session, "device:auth_set:rebind", "devices", device.id, {
-            "udid": device.udid, "previous_certificate_fingerprint": previous,
-            "certificate_fingerprint": identity.fingerprint, "previous_binding_valid": previous_valid,
-            "cancelled_commands": cancelled,
-        }, actor=f"device:{device.udid}")
+        _record_rebind(session, device, previous, identity, previous_valid=False, cancelled=cancelled)
     admission.admit(
         session, device, identity.pubkey_pem,
         policy=settings.admission_policy, preauthorized=settings.preauthorized,
         fingerprint=identity.fingerprint, previous_fingerprint=previous if rebinding else None,
-        previous_valid=previous_valid,
     )
     if device.admission_status in REFUSED_STATUSES:
         raise refuse("device %s is %s", device.udid, device.admission_status, record=rebinding)
@@ -288,6 +332,52 @@ def _authenticate(
 
     log.info("device %s authenticated (admission %s)", device.udid, device.admission_status)
     return None
+
+
+def _hold_rebinding(
+    session: Session, device: Device, message: msgs.Authenticate, identity: DeviceIdentity
+) -> None:
+    """A new certificate claims a device whose binding is still valid: hold it for an administrator.
+
+    The device keeps its binding, admission status, push token, UnlockToken, BootstrapToken and
+    queued commands: the real device (if it holds the previous certificate) goes on working, and an
+    impostor's one request costs it nothing. The new certificate's auth set is flagged and held
+    (``admission.hold``); its holder is answered 200 here and on TokenUpdate, 403 on everything else,
+    until an administrator accepts it (the binding moves then) or rejects it. Queued commands are
+    not cancelled: they go to the previous holder, who may still receive them; accepting the held
+    auth set cancels the secret-bearing ones.
+    """
+    if admission.certificate_claimed_elsewhere(session, identity.fingerprint, device.id):
+        raise refuse("certificate %s already enrolled another device; refused for %s",
+                     identity.fingerprint[:16], device.udid)
+    previous = device.identity_fingerprint
+    auth_set = admission.hold(
+        session, device, identity.pubkey_pem, fingerprint=identity.fingerprint, previous_fingerprint=previous,
+        serial_number=message.serial_number or device.serial_number, model=message.model or device.model,
+    )
+    log.warning(
+        "device %s: certificate %s authenticated while certificate %s is still bound and valid; held "
+        "for an administrator (auth set %s, %s), nothing changed for the device",
+        device.udid, identity.fingerprint[:16], previous[:16], auth_set.id[:16], auth_set.status,
+    )
+    _record_rebind(session, device, previous, identity, previous_valid=True, cancelled=[], held=auth_set.id)
+    if auth_set.status in REFUSED_STATUSES:
+        raise refuse("held enrollment of device %s is %s", device.udid, auth_set.status, record=True)
+    return None
+
+
+def _record_rebind(
+    session: Session, device: Device, previous: str, identity: DeviceIdentity, *, previous_valid: bool,
+    cancelled: list[str], held: str | None = None,
+) -> None:
+    details = {
+        "udid": device.udid, "previous_certificate_fingerprint": previous,
+        "certificate_fingerprint": identity.fingerprint, "previous_binding_valid": previous_valid,
+        "binding_moved": held is None, "cancelled_commands": cancelled,
+    }
+    if held is not None:
+        details["held_auth_set"] = held
+    record_event(session, "device:auth_set:rebind", "devices", device.id, details, actor=f"device:{device.udid}")
 
 
 def _declarative(

@@ -3,6 +3,7 @@ asset fields, the device list's facets and owners. Naming a device is :mod:`mdms
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from sqlalchemy import BigInteger, ColumnElement, case, delete, func, insert, or
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from mdmserver.admission.models import AdmissionStatus
+from mdmserver.admission.models import AdmissionStatus, AuthSet
 from mdmserver.api.jsonapi import ListQuery, Page, paginate
 from mdmserver.attributes.models import CustomAttribute
 from mdmserver.db import utcnow
@@ -134,7 +135,7 @@ def apply_token_update(session: Session, device: Device, message: TokenUpdate, b
     if message.push_magic is not None:
         device.push_magic = message.push_magic
     if message.unlock_token is not None:
-        device.unlock_token_encrypted = box.encrypt(message.unlock_token, associated_data=_aad(device, "unlock"))
+        device.unlock_token_encrypted = seal_unlock_token(device.udid, message.unlock_token, box)
     if message.topic is not None:
         device.topic = message.topic
     device.awaiting_configuration = message.awaiting_configuration
@@ -143,6 +144,46 @@ def apply_token_update(session: Session, device: Device, message: TokenUpdate, b
     device.unenrolled_at = None
     if first or device.enrolled_at is None:
         device.enrolled_at = now
+
+
+def move_binding(session: Session, device: Device, auth_set: AuthSet) -> str | None:
+    """Bind the certificate of a held auth set to the device (an administrator accepted it).
+
+    What the previous enrollment gave goes (UnlockToken, BootstrapToken, user channels, push token);
+    what the held enrollment sent takes its place: its push token, PushMagic and topic, its sealed
+    UnlockToken, and the serial number and model its auth set names. Without a held TokenUpdate the
+    device is not enrolled until the new holder sends one. Returns the previous fingerprint.
+    """
+    previous = device.identity_fingerprint
+    now = utcnow()
+    forget_enrollment_secrets(session, device)
+    device.identity_fingerprint = auth_set.fingerprint
+    device.unlock_token_encrypted = auth_set.held_unlock_token_encrypted
+    device.push_token = auth_set.held_push_token
+    device.push_magic = auth_set.held_push_magic
+    if auth_set.held_topic is not None:
+        device.topic = auth_set.held_topic
+    device.awaiting_configuration = bool(auth_set.held_awaiting_configuration)
+    held_token_update = auth_set.held_token_updated_at is not None
+    # the token became the device's now: an APNs refusal of the previous token does not stick to it
+    device.token_updated_at = now if held_token_update else None
+    device.enrolled = held_token_update
+    device.enrolled_at = auth_set.held_token_updated_at if held_token_update else device.enrolled_at
+    device.unenrolled_at = None
+    claimed = _claimed_identity(auth_set.identity_data)
+    for attr in ("serial_number", "model"):
+        if claimed.get(attr):
+            setattr(device, attr, claimed[attr])
+    session.flush()
+    return previous
+
+
+def _claimed_identity(identity_data: str) -> dict[str, Any]:
+    try:
+        claimed = json.loads(identity_data)
+    except ValueError:
+        return {}
+    return claimed if isinstance(claimed, dict) else {}
 
 
 def apply_checkout(session: Session, device: Device, user_id: str | None = None) -> None:
@@ -157,7 +198,17 @@ def apply_checkout(session: Session, device: Device, user_id: str | None = None)
 
 
 def _aad(device: Device, purpose: str) -> bytes:
-    return f"device:{device.udid}:{purpose}".encode()
+    return _udid_aad(device.udid, purpose)
+
+
+def _udid_aad(udid: str, purpose: str) -> bytes:
+    return f"device:{udid}:{purpose}".encode()
+
+
+def seal_unlock_token(udid: str, token: bytes, box: SecretBox) -> bytes:
+    """The UnlockToken as stored for the device ``udid`` (held enrollments seal theirs the same way,
+    so accepting one moves the sealed bytes as they are)."""
+    return box.encrypt(token, associated_data=_udid_aad(udid, "unlock"))
 
 
 def unlock_token(device: Device, box: SecretBox) -> bytes | None:

@@ -97,6 +97,8 @@ def auth_set_document(auth_set: AuthSet) -> dict[str, Any]:
         "certificate_fingerprint": auth_set.fingerprint,
         "rebinding": bool(auth_set.rebinding),
         "previous_certificate_fingerprint": auth_set.previous_fingerprint,
+        # a re-binding held while the previous binding is valid: accepting it moves the binding
+        "held": bool(auth_set.held),
     }
 
 
@@ -108,12 +110,15 @@ def set_status(session: Session, auth_set: AuthSet, status: Any, *, actor: str |
     if (auth_set.status, status) not in TRANSITIONS:
         raise BadRequest(f"invalid status transition from {auth_set.status} to {status}")
     before = auth_set.status
-    admission.set_auth_set_status(session, auth_set, status)
-    # an accepted device is woken for its queued commands and gets its profiles, in this transaction
-    workflows.admission_decided(session, auth_set.device_id, actor=actor)
+    change = workflows.decide_admission(session, auth_set, status, actor=actor)
+    moved = change.moved_from is not None
     verb = "accept" if status == AdmissionStatus.ACCEPTED else "reject"
-    record_event(session, f"device:auth_set:{verb}", "auth_sets", auth_set.id,
-                 {"device_id": auth_set.device_id, "from": before, "to": status})
+    details: dict[str, Any] = {"device_id": auth_set.device_id, "from": before, "to": status}
+    if moved:
+        details.update(binding_moved=True, previous_certificate_fingerprint=change.moved_from,
+                       certificate_fingerprint=auth_set.fingerprint, cancelled_commands=change.cancelled,
+                       rejected_auth_sets=change.rejected)
+    record_event(session, f"device:auth_set:{verb}", "auth_sets", auth_set.id, details)
     return auth_set
 
 

@@ -11,8 +11,15 @@ A key is secret when
    names that are secret wherever the schema uses them (a name the schema also uses for a
    non-secret string or data value, such as ``Certificate`` or ``PayloadContent``, is secret only
    in the payload types where the schema says so).
-2. Or its name says so (:func:`is_secret_name`), for keys the schema does not know (vendor keys,
-   newer keys, app configurations).
+2. Or its name says so, for keys the schema does not know (vendor keys, newer keys, app
+   configurations): :func:`is_secret_name` (the last word is a secret noun, or a secret phrase ends
+   the name; the schema rule uses it too) or, more broadly, :func:`names_a_secret`: a secret word
+   is one of the name's words anywhere (``MyOddSecretToken``, ``SecretValue``, ``PINCode``), unless
+   a word after it says the key *describes* the secret (``PasswordHint``, ``PasscodeType``,
+   ``OAuthTokenRequestURL``: :data:`DESCRIPTOR_WORDS`). Key names the schema knows and never marks
+   secret (``PasscodeLockGracePeriod``, ``PasscodePresent``, ``TokenData``, the push ``Token``)
+   are not secrets by that broader rule: the generator lists those it would catch
+   (``not_secret_names``), of any type, since a device may send a flag's key with a string.
 
 A boolean is never a secret (``HasRemovalPasscode``, ``forcePIN``, ``PasswordVerified`` are flags).
 """
@@ -52,6 +59,22 @@ SECRET_PARAMETERS: dict[str, frozenset[str]] = {
 
 PHRASE_SUFFIXES = frozenset({"cms", "data", "export", "blob", "device", "key"})
 
+#: Words that make a key secret wherever they stand in its name (:func:`names_a_secret`); ``key``
+#: alone is too common (``KeyType``, ``PayloadKey``, ``KeySize``): it counts only in a phrase.
+SECRET_WORDS = SECRET_LAST_WORDS | {"passwords", "passcodes", "pins", "secrets", "token", "tokens"}
+
+#: Words that, after the secret word, make the key describe the secret rather than hold it: a
+#: password hint is shown on the login screen by design, a URL names where a token is fetched.
+DESCRIPTOR_WORDS = frozenset({
+    "hint", "hints", "url", "urls", "uri", "policy", "policies", "regex", "format", "description", "type",
+    "types", "kind", "status", "length", "age", "history", "mode", "source", "encryption", "prompt",
+    "label", "title", "name", "names", "id", "uuid", "identifier", "required", "enabled", "allowed",
+})
+
+#: Word pairs that name something public though they hold a secret word: the APNs push token is an
+#: address, not a credential (the server stores it in clear and shows whether it has one).
+PUBLIC_PHRASES: tuple[tuple[str, ...], ...] = (("push", "token"),)
+
 _WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z]|[0-9]|\b|_|$)|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 
 # --- the schema rule (used by tools/gen_secret_keys.py) ---------------------------------------------
@@ -79,6 +102,38 @@ def is_secret_name(name: str) -> bool:
         n = len(phrase)
         for i in range(len(parts) - n + 1):
             if tuple(parts[i : i + n]) == phrase and all(w in PHRASE_SUFFIXES for w in parts[i + n :]):
+                return True
+    return False
+
+
+@lru_cache(maxsize=8192)
+def names_a_secret(name: str) -> bool:
+    """The broader name rule, for names the schema does not know: a secret word (or phrase) is one
+    of the name's words anywhere, and no word after the last one is a descriptor
+    (:data:`DESCRIPTOR_WORDS`): ``MyOddSecretToken``, ``SecretValue``, ``AdminPINCode`` and
+    ``PrivateKeyPEM`` are secrets; ``PasswordHint``, ``PasswordPolicyURL`` and ``PushToken`` are not.
+    """
+    parts = words(name)
+    last = None
+    for i, word in enumerate(parts):
+        if word in SECRET_WORDS and not _in_phrase(parts, i, PUBLIC_PHRASES):
+            last = i
+    for phrase in SECRET_PHRASES:
+        n = len(phrase)
+        for i in range(len(parts) - n + 1):
+            if tuple(parts[i : i + n]) == phrase and (last is None or i + n - 1 > last):
+                last = i + n - 1
+    if last is None:
+        return False
+    return not any(word in DESCRIPTOR_WORDS for word in parts[last + 1 :])
+
+
+def _in_phrase(parts: list[str], index: int, phrases: tuple[tuple[str, ...], ...]) -> bool:
+    """Whether the word at ``index`` belongs to one of ``phrases`` in ``parts``."""
+    for phrase in phrases:
+        n = len(phrase)
+        for start in range(max(0, index - n + 1), min(index, len(parts) - n) + 1):
+            if tuple(parts[start : start + n]) == phrase:
                 return True
     return False
 
@@ -124,6 +179,12 @@ def schema_secret_names() -> frozenset[str]:
 
 
 @cache
+def schema_public_names() -> frozenset[str]:
+    """Key names the schema knows and never marks secret although :func:`names_a_secret` would."""
+    return frozenset(_table()["not_secret_names"])
+
+
+@cache
 def _payload_secrets(payload_type: str) -> frozenset[str]:
     return frozenset(_table()["payloads"].get(payload_type, ()))
 
@@ -134,7 +195,9 @@ def is_secret(name: Any, value: Any = None, *, payload_type: Any = None) -> bool
         return False
     if isinstance(payload_type, str) and name in _payload_secrets(payload_type):
         return True
-    return name in schema_secret_names() or is_secret_name(name)
+    if name in schema_secret_names() or is_secret_name(name):
+        return True
+    return name not in schema_public_names() and names_a_secret(name)
 
 
 def is_secret_parameter(request_type: str | None, name: Any, value: Any = None) -> bool:

@@ -16,7 +16,7 @@ from mdmserver.devices.models import Device
 from mdmserver.protocol.checkin import is_udid
 from mdmserver.protocol.inventory import detect_request_type
 from mdmserver.protocol.plist import dump_plist, load_dict
-from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
+from mdmserver.simulator.device import FlaskTransport, SimulatedDevice, fingerprint
 
 
 def _files(conformance_dir: Path) -> list[Path]:
@@ -26,15 +26,22 @@ def _files(conformance_dir: Path) -> list[Path]:
 
 @pytest.fixture
 def device_for(client, topic, auto_admission):
-    """An enrolled, authenticated simulated device that uses a given UDID."""
+    """An enrolled, authenticated simulated device that uses a given UDID: the same one for every
+    message of a UDID (a second identity for a bound UDID is a held re-binding, refused but for
+    Authenticate and TokenUpdate). ``None``: a fresh identity, not yet bound."""
+    bound: dict[str, SimulatedDevice] = {}
 
     def make(udid: str | None) -> SimulatedDevice:
+        if udid is not None and udid in bound:
+            return bound[udid]
         sim = SimulatedDevice(FlaskTransport(client), udid=udid or "")
         sim.enroll()
         if udid is not None:
             assert sim.authenticate() == 200
+            bound[udid] = sim
         return sim
 
+    make.bound = bound
     return make
 
 
@@ -48,11 +55,13 @@ def test_checkins(conformance_dir, device_for, db_session, topic) -> None:
         name = path.relative_to(conformance_dir).as_posix()
         message_type = data["MessageType"]
         if message_type == "Authenticate":
-            sim = device_for(None)  # a fresh enrolled identity, not yet bound…
+            # a fresh enrolled identity, not yet bound (or the identity bound to this UDID already)…
+            sim = device_for.bound.get(data["UDID"]) or device_for(None)
             status, body = sim.send("/mdm/checkin", path.read_bytes())  # …sending the original bytes
             assert status == 200, (name, body)
+            device_for.bound[data["UDID"]] = sim
             device = db_session.scalar(select(Device).where(Device.udid == data["UDID"]))
-            assert device is not None and device.identity_fingerprint
+            assert device is not None and device.identity_fingerprint == fingerprint(sim.identity)
             if data.get("SerialNumber"):
                 assert device.serial_number == data["SerialNumber"]
             continue

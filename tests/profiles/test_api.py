@@ -375,3 +375,28 @@ def test_every_edit_is_a_new_revision_with_history(client, rw):
     third = plistlib.loads(download(client, rw, profile_id, revision=3).data)
     assert third["PayloadDisplayName"] == "B" and third["PayloadContent"][0]["SSID_STR"] == "C"
     assert plistlib.loads(download(client, rw, profile_id).data)["PayloadContent"] == []
+
+
+def test_vendor_keys_with_a_secret_word_anywhere_are_hidden_from_read(client, rw, auth):
+    """Review of issue 9 ("name rule gaps"): a vendor key whose secret word is not its last one was
+    shown to a ``read`` token. A secret word anywhere in the name makes it secret; a word after it
+    that describes the secret (a hint, a URL) does not."""
+    vendor = {"PayloadType": "com.vendor.agent", "MyOddSecretToken": "tok-3f9a", "SecretValue": "v-77c1",
+              "AdminPINCode": "4711", "PasswordHint": "the usual", "TokenRefreshURL": "https://vendor.example/t",
+              "ServerName": "agent.example"}
+    created = _post(client, rw, "/api/v1/profiles", {"type": "profiles", "attributes": {
+        "PayloadIdentifier": "com.example.vendor", "PayloadContent": [vendor]}})
+    assert created.status_code == 201, created.get_json()
+    payload_id = created.get_json()["included"][0]["id"]
+    shown = client.get(f"/api/v1/payloads/{payload_id}", headers=auth("read"))
+    assert shown.status_code == 200
+    text = shown.get_data(as_text=True)
+    for secret in ("tok-3f9a", "v-77c1", "4711"):
+        assert secret not in text
+    attributes = shown.get_json()["data"]["attributes"]
+    assert attributes["PasswordHint"] == "the usual" and attributes["TokenRefreshURL"] == "https://vendor.example/t"
+    assert attributes["ServerName"] == "agent.example"
+    # the profile itself still carries them, for a caller with ``secrets``
+    plist = plistlib.loads(download(client, rw, created.get_json()["data"]["id"]).data)
+    assert plist["PayloadContent"][0]["MyOddSecretToken"] == "tok-3f9a"
+    assert plist["PayloadContent"][0]["AdminPINCode"] == "4711"

@@ -132,6 +132,67 @@ def test_the_name_rule_does_not_catch_lookalikes(name):
     assert not is_secret(name, "value")
 
 
+@pytest.mark.parametrize("name", [
+    "MyOddSecretToken", "SecretValue", "SecretText", "AdminPINCode", "PasswordForAdmin", "PasscodeValue",
+    "ApiTokenValue", "vendor_token", "TokenValue", "PrivateKeyPEM", "RecoveryKeyString", "UserPasswords",
+    "CredentialBlob", "PSKValue", "secret", "wifi_password_value",
+])
+def test_a_secret_word_anywhere_in_an_unknown_name_is_secret(name):
+    """Review of issue 9, "name rule gaps": the secret word need not be the last one."""
+    assert is_secret(name, "marker")
+    assert contains_secret({"Settings": [{name: "marker"}]})
+    assert redact({"Settings": [{name: "marker"}]}) == {"Settings": [{name: REDACTED}]}
+
+
+@pytest.mark.parametrize("name", [
+    # decided: a password hint is shown on the login window by design, it is not the password
+    "PasswordHint", "PasswordHintText", "AdminPasswordHint",
+    # words after the secret word that say the key describes it
+    "TokenRefreshURL", "SecretName", "PasswordMinLength", "PasscodeType", "PINPolicy", "PasswordFormat",
+    "TokenEncryption", "CredentialSource", "PasswordPromptTitle", "SecretUUID",
+    # the APNs push token is an address, stored and shown in clear
+    "DevicePushToken", "PushTokenData",
+])
+def test_names_that_describe_a_secret_are_not_secret(name):
+    assert not is_secret(name, "value")
+
+
+#: keys Apple's schema knows for non-secret, non-boolean values although they hold a secret word
+#: (read from summary.json by hand: a grace period in seconds, the TokenUpdate push token, a
+#: CryptoTokenKit token's data, an integer action, a domain list)
+SCHEMA_KNOWN_PUBLIC = [
+    ("PasscodeLockGracePeriod", 300), ("PasscodeLockGracePeriodEnforced", 60), ("Token", b"apns"),
+    ("TokenData", b"ctk"), ("TokenParameters", {"x": 1}), ("tokenRemovalAction", 1), ("askForPasswordDelay", 5),
+    ("SafariPasswordAutoFillDomains", ["example.com"]), ("TokenToUserMapping", {"UPN": "x"}),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), SCHEMA_KNOWN_PUBLIC)
+def test_names_the_schema_knows_as_public_are_not_secret(name, value, conformance_dir):
+    summary = json.loads((conformance_dir / "apple-schema" / "summary.json").read_text())
+    documented = [key for _owner, key in _all_schema_keys(summary) if key["key"] == name]
+    assert documented and all(key["type"] != "boolean" for key in documented)  # the schema knows it
+    assert not is_secret(name, value)
+    assert not contains_secret({"Settings": {name: value}})
+
+
+@pytest.mark.parametrize("name", ["PasscodePresent", "PasswordVerified", "HasSecureToken", "PINRequiredForDeviceLock",
+                                  "allowPasswordSharing", "PasswordChanged"])
+def test_schema_flags_sent_with_a_string_are_not_secret(name, conformance_dir):
+    """A device may send a flag's key with the wrong type ("PasscodePresent": "yes"); the schema
+    knows the key as a flag, so the value is not a secret whatever its type."""
+    summary = json.loads((conformance_dir / "apple-schema" / "summary.json").read_text())
+    assert {key["type"] for _owner, key in _all_schema_keys(summary) if key["key"] == name} == {"boolean"}
+    assert not is_secret(name, "yes")
+
+
+def _all_schema_keys(summary):
+    yield from _schema_keys(summary)
+    for entry in summary["checkin"]:
+        for key in (entry.get("keys") or []) + (entry.get("response_keys") or []):
+            yield entry["message_type"], key
+
+
 def _schema_keys(summary):
     for entry in summary["payloads"]:
         for key in entry["keys"]:

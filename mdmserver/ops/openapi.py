@@ -23,7 +23,7 @@ from werkzeug.routing import Rule
 
 import mdmserver
 from mdmserver import __version__
-from mdmserver.api.apidoc import ApiDoc, Body, EmptyBodySchema, Reply
+from mdmserver.api.apidoc import ApiDoc, Body, EmptyBodySchema, Reply, query_parameters
 from mdmserver.api.auth import is_protected, required_scope
 from mdmserver.api.jsonapi import JSONAPI, MAX_ID, MAX_PAGE_NUMBER, MAX_PAGE_SIZE
 
@@ -167,8 +167,8 @@ def _query_parameters(doc: ApiDoc) -> list[dict[str, Any]]:
     if doc.fields and doc.type:
         params.append({"name": f"fields[{doc.type}]", "in": "query", "required": False,
                        "schema": {"type": "string"}, "description": "comma-separated attributes to return"})
-    for name, description in doc.query.items():
-        params.append({"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+    for name, description, required in query_parameters(doc):
+        params.append({"name": name, "in": "query", "required": required, "schema": {"type": "string"},
                        "description": description})
     return params
 

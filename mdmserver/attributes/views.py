@@ -5,10 +5,20 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from mdmserver.api.auth import current_actor
-from mdmserver.api.jsonapi import document, jsonapi_response, parse_resource_body, resource
+from mdmserver.api.jsonapi import (
+    document,
+    jsonapi_response,
+    load_attributes,
+    parse_resource_body,
+    resource,
+)
 from mdmserver.assignments import service as assignments
 from mdmserver.attributes import service
-from mdmserver.attributes.schemas import attributes_resource, validate_values
+from mdmserver.attributes.schemas import (
+    AttributeChangesSchema,
+    AttributeValuesSchema,
+    attributes_resource,
+)
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.selection import resolve
@@ -63,7 +73,7 @@ def replace_attributes(ident: str):
     _only()
     device = resolve.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
-    values = validate_values(values, allow_null=False)
+    values = load_attributes(AttributeValuesSchema(), values, "custom attributes")
     return _changed(device.id, service.replace_attributes(db.session, device, values))
 
 
@@ -73,7 +83,7 @@ def merge_attributes(ident: str):
     _only()
     device = resolve.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
-    values = validate_values(values, allow_null=True)
+    values = load_attributes(AttributeChangesSchema(), values, "custom attributes")
     return _changed(device.id, service.merge_attributes(db.session, device, values))
 
 

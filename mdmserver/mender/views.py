@@ -5,12 +5,14 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, json, request
+from marshmallow import Schema, ValidationError
 
 from mdmserver.api.auth import current_actor
-from mdmserver.api.jsonapi import is_id, json_body
+from mdmserver.api.jsonapi import is_id, json_body, marshmallow_errors
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.mender import service
+from mdmserver.mender.schemas import AuthSetSchema, AuthSetStatusSchema, PreauthorizationSchema
 
 bp = Blueprint("mender", __name__, url_prefix="/api/management/v1/admission")
 
@@ -24,13 +26,20 @@ def _json(body, status: int = 200, headers: dict[str, str] | None = None) -> Res
     return response
 
 
-def _body():
+def _body(schema: Schema) -> dict:
+    """The JSON body loaded by ``schema``; any fault is a 400 (Mender's error shape has one message)."""
     if (request.mimetype or "") != "application/json":
         raise BadRequest("the body must be application/json")
     body = json_body(request)
     if body is None:
         raise BadRequest("the body is not valid JSON")
-    return body
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    try:
+        return schema.load(body)
+    except ValidationError as exc:
+        faults = marshmallow_errors(exc.messages, base="")
+        raise BadRequest("; ".join(f"{f['pointer'].lstrip('/') or 'body'}: {f['detail']}" for f in faults)) from None
 
 
 def _positive(name: str, default: int, high: int | None = None) -> int:
@@ -73,7 +82,7 @@ def list_devices():
 @bp.post("/devices")
 def preauthorize():
     """Preauthorize a serial number and/or UDID (Mender's POST /devices)."""
-    rows = service.preauthorize(db.session, _body())
+    rows = service.preauthorize(db.session, _body(PreauthorizationSchema()))
     db.session.commit()
     return _json([{"id": str(r.id), "kind": r.kind, "value": r.value} for r in rows], status=201,
                  headers={"Location": f"{bp.url_prefix}/preauthorizations"})
@@ -88,7 +97,7 @@ def get_device(auth_set_id: str):
 @bp.put("/devices/<auth_set_id>")
 def submit(auth_set_id: str):
     """Submit an auth set (pending when new), 204."""
-    service.submit(db.session, auth_set_id, _body())
+    service.submit(db.session, auth_set_id, _body(AuthSetSchema()))
     db.session.commit()
     return Response(status=204)
 
@@ -111,9 +120,7 @@ def get_status(auth_set_id: str):
 def set_status(auth_set_id: str):
     """Accept or reject an auth set (Mender's transition rules)."""
     auth_set = service.get_auth_set(db.session, auth_set_id)
-    body = _body()
-    if not isinstance(body, dict) or set(body) != {"status"}:
-        raise BadRequest('the body must be {"status": "accepted" | "rejected"}')
+    body = _body(AuthSetStatusSchema())
     service.set_status(db.session, auth_set, body["status"], actor=current_actor())
     db.session.commit()
     return _json({"status": auth_set.status})

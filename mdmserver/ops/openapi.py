@@ -79,11 +79,12 @@ def undocumented_endpoints(app: Flask) -> list[str]:
 
 
 def build_openapi(app: Flask) -> dict[str, Any]:
+    plugin = MarshmallowPlugin()
     spec = APISpec(
         title="mdmserver",
         version=__version__,
         openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin()],
+        plugins=[plugin],
         info={"description": "Self-hosted Apple MDM server: device protocol and admin API. Admin routes "
                              "need `Authorization: Bearer <token>` with the scope each operation names."},
         servers=[{"url": app.config.get("PUBLIC_URL") or "/"}],
@@ -106,8 +107,15 @@ def build_openapi(app: Flask) -> dict[str, Any]:
             paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = operation
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
+    document = spec.to_dict()
+    # A schema whose Meta has ``openapi`` adds what marshmallow cannot say (the value type of an open
+    # mapping); its own fields still validate and document the rest.
+    for schema_key, name in plugin.converter.refs.items():
+        extra = getattr(getattr(schema_key[0], "Meta", None), "openapi", None)
+        if extra:
+            document["components"]["schemas"][name].update(extra)
     # Validators' bounds may be Decimals (a price): JSON numbers in the document, not strings.
-    return json.loads(json.dumps(spec.to_dict(), default=float))
+    return json.loads(json.dumps(document, default=float))
 
 
 def _operation(app: Flask, rule: Rule, method: str, doc: ApiDoc) -> dict[str, Any]:

@@ -30,7 +30,7 @@ class BulkActionSchema(Schema):
                           error_messages={"invalid": "devices must be an array of ids, UDIDs or serial numbers"})
     groups = fields.List(IdField(), metadata={"description": "group ids"},
                          error_messages={"invalid": "groups must be an array of group ids"})
-    filter = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={"description": "a device filter"},
+    filter = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={"description": "a device filter", "minProperties": 1},
                          validate=validate.Length(min=1, error="filter must be a non-empty object (use all_devices "
                                                                  "for every device)"))
     all_devices = StrictBoolean(load_default=False)

@@ -109,11 +109,16 @@ def build_openapi(app: Flask) -> dict[str, Any]:
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
     # A schema whose Meta has ``openapi`` adds what marshmallow cannot say (the value type of an open
-    # mapping); its own fields still validate and document the rest.
+    # mapping, a nullable reference in OpenAPI 3.0); its own fields still validate and document the rest.
     for schema_key, name in plugin.converter.refs.items():
         extra = getattr(getattr(schema_key[0], "Meta", None), "openapi", None)
         if extra:
-            document["components"]["schemas"][name].update(extra)
+            target = document["components"]["schemas"][name]
+            for key, value in extra.items():
+                if key == "properties":
+                    target.setdefault("properties", {}).update(value)
+                else:
+                    target[key] = value
     # Validators' bounds may be Decimals (a price): JSON numbers in the document, not strings.
     return json.loads(json.dumps(document, default=float))
 

@@ -52,6 +52,9 @@ class OwnerSchema(Schema):
 
     class Meta:
         unknown = RAISE
+        # OpenAPI 3.0 cannot mark a $ref nullable (apispec's anyOf would accept any object)
+        openapi = {"properties": {"data": {"oneOf": [{"$ref": "#/components/schemas/UserLinkage"},
+                                                     {"type": "object", "nullable": True, "enum": [None]}]}}}
 
     data = fields.Nested(UserLinkageSchema, required=True, allow_none=True)
 

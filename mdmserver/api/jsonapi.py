@@ -16,7 +16,13 @@ from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from mdmserver.db import isoformat
-from mdmserver.errors import BadRequest, Conflict, UnprocessableEntity, UnsupportedMediaType
+from mdmserver.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    UnprocessableEntity,
+    UnsupportedMediaType,
+)
 from mdmserver.protocol.plist import TreeError, check_tree
 
 JSONAPI = "application/vnd.api+json"
@@ -348,13 +354,16 @@ def _texts(node: Any) -> list[str]:
     return [text for item in node for text in _texts(item)]
 
 
-def load_attributes(schema: Any, attributes: Any, what: str, base: str = "/data/attributes") -> Any:
-    """``schema.load(attributes)``; a validation failure is one 422 ``invalid <what>`` listing every
-    fault with its JSON pointer under ``base``."""
+def load_attributes(
+    schema: Any, attributes: Any, what: str, base: str = "/data/attributes",
+    error: type[AppError] = UnprocessableEntity,
+) -> Any:
+    """``schema.load(attributes)``; a validation failure is one 422 (or ``error``) ``invalid <what>``
+    listing every fault with its JSON pointer under ``base``."""
     try:
         return schema.load(attributes)
     except ValidationError as exc:
-        raise UnprocessableEntity(f"invalid {what}", errors=marshmallow_errors(exc.messages, base)) from None
+        raise error(f"invalid {what}", errors=marshmallow_errors(exc.messages, base)) from None
 
 
 def marshmallow_errors(messages: Any, base: str = "/data/attributes") -> list[dict[str, str]]:

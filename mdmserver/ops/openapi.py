@@ -193,6 +193,9 @@ def _request_body(doc: ApiDoc) -> dict[str, Any]:
             "id": {"type": "string", "description": "optional; when given, the id in the URL"},
             "attributes": doc.body or {"type": "object"},
         }}
+        if doc.relationships is not None:
+            data["properties"]["relationships"] = doc.relationships
+            data["required"].append("relationships")
         schema: Any = {"type": "object", "required": ["data"], "properties": {"data": data}}
         plain = {"oneOf": [schema, doc.body]} if doc.plain_too and doc.body is not None else schema
         return {"required": True, "content": {JSONAPI: {"schema": schema}, "application/json": {"schema": plain}}}

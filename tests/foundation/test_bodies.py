@@ -3,9 +3,10 @@
 For each operation whose body the OpenAPI document describes with a marshmallow schema, a request with a
 body the schema accepts is made while ``Schema.load`` is watched: the documented schema must be the one
 loaded, and the answer is not a validation fault. A body the documented schema refuses is refused by the
-API too (422; 400 on Mender's routes, whose errors are Mender's). The bodies that were checked by hand in
-views and services before (group members, the owner, actions, assignment targets, profile ids, the
-enqueue envelope, custom attributes, Mender's) are all in the table.
+API too (422; 400 on Mender's routes, whose errors are Mender's, and for a payload's profile, as before).
+The bodies that were checked by hand in views and services before (group members, the owner, actions,
+assignment targets, profile ids, the enqueue envelope, custom attributes, a payload's profile, Mender's)
+are all in the table.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from referencing import Registry, Resource
 
 from mdmserver.admission import service as admission
 from mdmserver.admission.models import AuthSet
-from mdmserver.api.apidoc import Body
+from mdmserver.api.apidoc import ApiDoc, Body
 from mdmserver.groups.models import DeviceGroup
 from mdmserver.ops.openapi import documented_rules, endpoint_docs, openapi_path
 from mdmserver.pki import x509
@@ -65,6 +66,8 @@ def _cases(ids: dict[str, Any]) -> list[Case]:
     identity = json.dumps({"udid": "BODIES-UDID"})
     members = {"data": [{"type": "devices", "id": str(ids["device"])}]}
     not_members = {"data": [{"type": "users", "id": True}]}
+    policy = {"PayloadType": "com.apple.mobiledevice.passwordpolicy", "minLength": 8}
+    profile = {"profile": {"data": {"type": "profiles", "id": str(ids["profile_id"])}}}
     return [
         Case("groups.create_group", "post", "/api/v1/device_groups",
              _resource("device_groups", {"name": "bodies"}), _resource("device_groups", {"name": ""}), JSONAPI),
@@ -108,6 +111,10 @@ def _cases(ids: dict[str, Any]) -> list[Case]:
              JSONAPI),
         Case("organization.update_organization", "patch", "/api/v1/organization",
              _resource("organizations", {"name": "Example"}), _resource("organizations", {"name": 5}), JSONAPI),
+        Case("profiles.create_payload", "post", "/api/v1/payloads",
+             {"data": {"type": "payloads", "attributes": policy, "relationships": profile}},
+             {"data": {"type": "payloads", "attributes": policy, "relationships": {"profile": {"data": {
+                 "type": "users", "id": str(ids["profile_id"])}}}}}, JSONAPI, status=400),
         Case("mender.preauthorize", "post", f"{MENDER}/devices",
              {"device_identity": json.dumps({"serial_number": "BODIES-SERIAL"})}, {"device_identity": 5}, status=400),
         Case("mender.submit", "put", f"{MENDER}/devices/{{auth_set_id}}",
@@ -162,6 +169,14 @@ def _validator(spec: dict, path: str, method: str, media: str) -> OAS30Validator
     return OAS30Validator(schema, registry=Registry().with_resource("urn:openapi", Resource.opaque(spec)))
 
 
+def _documented(doc: ApiDoc) -> type[Schema] | None:
+    """The marshmallow schema the document shows for the body (a payload's attributes are Apple's keys,
+    checked per payload type by the catalogue: its relationships are the schema)."""
+    if isinstance(doc.body, type) and issubclass(doc.body, Schema):
+        return doc.body
+    return doc.relationships
+
+
 @pytest.fixture
 def loaded(monkeypatch) -> list[type[Schema]]:
     """The schema classes whose ``load`` ran, in order."""
@@ -180,8 +195,8 @@ def test_every_schema_body_is_in_the_table(app):
     """A new write operation with a schema body must be added to the table below."""
     docs = endpoint_docs()
     schema_bodies = {r.endpoint for r in documented_rules(app)
-                     if (doc := docs.get(r.endpoint)) is not None and isinstance(doc.body, type)
-                     and issubclass(doc.body, Schema) and doc.body_kind in (Body.RESOURCE, Body.JSON)}
+                     if (doc := docs.get(r.endpoint)) is not None and _documented(doc) is not None
+                     and doc.body_kind in (Body.RESOURCE, Body.JSON)}
     covered = {case.endpoint for case in _cases({"device": 1, "user_id": 1, "group_id": 1, "profile_id": 1})}
     assert schema_bodies == covered
 
@@ -194,7 +209,7 @@ def test_the_documented_schema_is_the_one_the_view_loads(client, auth, ids, load
     submitted = cases[-2].good
     ids["auth_set_id"] = _auth_set(ids["db_session"])
     for case in cases:
-        documented = docs[case.endpoint].body
+        documented = _documented(docs[case.endpoint])
         url_ids = dict(ids)
         if case.endpoint == "mender.submit":
             url_ids["auth_set_id"] = _auth_set(ids["db_session"], submitted["key"])

@@ -24,19 +24,17 @@ from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound
+from mdmserver.mender.schemas import MAX_PER_PAGE, STATUSES
 from mdmserver.protocol.fields import has_identifier_forbidden_character
 
 _PENDING, _ACCEPTED, _REJECTED, _PREAUTHORIZED = (
     AdmissionStatus.PENDING, AdmissionStatus.ACCEPTED, AdmissionStatus.REJECTED, AdmissionStatus.PREAUTHORIZED
 )
-#: The auth set statuses Mender's API knows (``decommissioned`` is ours: it is never listed).
-STATUSES = tuple(s.value for s in (_PENDING, _ACCEPTED, _REJECTED, _PREAUTHORIZED))
 TRANSITIONS = {
     (_PENDING, _ACCEPTED), (_PENDING, _REJECTED), (_REJECTED, _ACCEPTED), (_ACCEPTED, _REJECTED),
     (_PREAUTHORIZED, _ACCEPTED), (_PREAUTHORIZED, _REJECTED),
 }
 IDENTITY_KEYS = {"udid", "serial_number", "model"}
-MAX_PER_PAGE = 500
 
 
 @dataclass

@@ -8,16 +8,19 @@ from flask import Blueprint, Response, json, request
 from marshmallow import Schema, ValidationError
 
 from mdmserver.api.auth import current_actor
-from mdmserver.api.jsonapi import is_id, json_body, marshmallow_errors
+from mdmserver.api.jsonapi import json_body, marshmallow_errors
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.mender import service
-from mdmserver.mender.schemas import AuthSetSchema, AuthSetStatusSchema, PreauthorizationSchema
+from mdmserver.mender.schemas import (
+    AuthSetListQuerySchema,
+    AuthSetSchema,
+    AuthSetStatusSchema,
+    PagingQuerySchema,
+    PreauthorizationSchema,
+)
 
 bp = Blueprint("mender", __name__, url_prefix="/api/management/v1/admission")
-
-DEFAULT_PER_PAGE = 20
-
 
 def _json(body, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     response = Response(json.dumps(body), status=status, mimetype="application/json")
@@ -26,8 +29,17 @@ def _json(body, status: int = 200, headers: dict[str, str] | None = None) -> Res
     return response
 
 
+def _load(schema: Schema, data: dict) -> dict:
+    """``schema.load(data)``; any fault is a 400 (Mender's error shape has one message)."""
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        faults = marshmallow_errors(exc.messages, base="")
+        raise BadRequest("; ".join(f"{f['pointer'].lstrip('/') or 'body'}: {f['detail']}" for f in faults)) from None
+
+
 def _body(schema: Schema) -> dict:
-    """The JSON body loaded by ``schema``; any fault is a 400 (Mender's error shape has one message)."""
+    """The JSON body loaded by ``schema``."""
     if (request.mimetype or "") != "application/json":
         raise BadRequest("the body must be application/json")
     body = json_body(request)
@@ -35,21 +47,12 @@ def _body(schema: Schema) -> dict:
         raise BadRequest("the body is not valid JSON")
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
-    try:
-        return schema.load(body)
-    except ValidationError as exc:
-        faults = marshmallow_errors(exc.messages, base="")
-        raise BadRequest("; ".join(f"{f['pointer'].lstrip('/') or 'body'}: {f['detail']}" for f in faults)) from None
+    return _load(schema, body)
 
 
-def _positive(name: str, default: int, high: int | None = None) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not is_id(raw) or int(raw) < 1 or (high is not None and int(raw) > high):
-        bound = f" and at most {high}" if high else ""
-        raise BadRequest(f"invalid {name} query: must be a positive integer{bound}")
-    return int(raw)
+def _query(schema: Schema) -> dict:
+    """The query parameters loaded by ``schema`` (an unknown one is a 400)."""
+    return _load(schema, dict(request.args))
 
 
 def _link(page: int, per_page: int, rel: str) -> str:
@@ -61,15 +64,9 @@ def _link(page: int, per_page: int, rel: str) -> str:
 @bp.get("/devices")
 def list_devices():
     """Auth sets (Mender): status, device_id, page, per_page; Link headers."""
-    for name in request.args:
-        if name not in ("status", "device_id", "page", "per_page"):
-            raise BadRequest(f"unknown query parameter {name!r}")
-    page = _positive("page", 1)
-    per_page = _positive("per_page", DEFAULT_PER_PAGE, service.MAX_PER_PAGE)
-    status = request.args.get("status")
-    if status is not None and status not in service.STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(service.STATUSES)}")
-    result = service.list_auth_sets(db.session, status=status, device_id=request.args.get("device_id"),
+    query = _query(AuthSetListQuerySchema())
+    page, per_page = query["page"], query["per_page"]
+    result = service.list_auth_sets(db.session, status=query.get("status"), device_id=query.get("device_id"),
                                     page=page, per_page=per_page)
     links = [_link(1, per_page, "first")]
     if page > 1:
@@ -129,11 +126,8 @@ def set_status(auth_set_id: str):
 @bp.get("/preauthorizations")
 def list_preauthorizations():
     """Preauthorized serial numbers and UDIDs: page, per_page; Link headers (like the auth set list)."""
-    for name in request.args:
-        if name not in ("page", "per_page"):
-            raise BadRequest(f"unknown query parameter {name!r}")
-    page = _positive("page", 1)
-    per_page = _positive("per_page", DEFAULT_PER_PAGE, service.MAX_PER_PAGE)
+    query = _query(PagingQuerySchema())
+    page, per_page = query["page"], query["per_page"]
     result = service.list_preauthorizations(db.session, page=page, per_page=per_page)
     links = [_link(1, per_page, "first")]
     if page > 1:

@@ -246,7 +246,8 @@ def test_pointers_name_each_bad_member(client, auth, ids):
 
 
 def test_query_schemas_document_and_validate(client, auth, ids):
-    """The viability query is loaded by the schema that documents it: a 400 names the parameter."""
+    """The viability and Mender list queries are loaded by the schemas that document them: a 400 names the
+    parameter (Mender's: one message)."""
     spec = client.get("/api/openapi.json").get_json()
     names = {p["name"] for p in spec["paths"]["/api/v1/actions/{name}/viability"]["get"]["parameters"]
              if p["in"] == "query"}
@@ -257,6 +258,11 @@ def test_query_schemas_document_and_validate(client, auth, ids):
         assert response.status_code == 400, query
         assert response.get_json()["errors"][0]["source"]["parameter"] == parameter
     assert client.get(f"/api/v1/actions/lock/viability?ids={ids['device']}", headers=h).status_code == 200
+    mender = {p["name"]: p for p in spec["paths"][f"{MENDER}/devices"]["get"]["parameters"]}
+    assert set(mender) == {"page", "per_page", "status", "device_id"} and "500" in mender["per_page"]["description"]
+    for query in ("per_page=501", "page=0", "status=decommissioned", "colour=red"):
+        response = client.get(f"{MENDER}/devices?{query}", headers=h)
+        assert response.status_code == 400 and set(response.get_json()) == {"error", "request_id"}, query
 
 
 def test_every_documented_list_parameter_is_accepted(app, client, auth, ids):

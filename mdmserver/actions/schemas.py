@@ -1,13 +1,13 @@
-"""The bodies of device actions, for the OpenAPI document (``service.targets_from_body`` and the views
-check them, with the error pointers the tests pin)."""
+"""The bodies and query parameters of device actions: the views load them with these schemas, and the
+OpenAPI document shows the same ones."""
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields
+from typing import Any
 
-from mdmserver.api.apidoc import ApiDoc, Body, Reply
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-_NAME = {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+from mdmserver.api.apidoc import ApiDoc, Body, CommaList, IdField, NameField, Reply, StrictBoolean
 
 
 class PerformSchema(Schema):
@@ -16,21 +16,45 @@ class PerformSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    parameters = fields.Dict(allow_none=True)
+    parameters = fields.Dict(load_default=None, allow_none=True)
 
 
 class BulkActionSchema(Schema):
     """Which devices (any of ``devices``, ``groups``, ``filter``, ``all_devices``) and the action's
-    parameters."""
+    parameters. More devices than ``selection.resolve.MAX_NAMED_DEVICES`` is a 422 at ``/devices``."""
 
     class Meta:
         unknown = RAISE
 
-    devices = fields.List(fields.Raw(metadata=_NAME), metadata={"description": "ids, UDIDs or serial numbers"})
-    groups = fields.List(fields.Raw(metadata=_NAME), metadata={"description": "group ids"})
-    filter = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={"description": "a device filter"})
-    all_devices = fields.Boolean()
-    parameters = fields.Dict(allow_none=True)
+    devices = fields.List(NameField(), metadata={"description": "ids, UDIDs or serial numbers"},
+                          error_messages={"invalid": "devices must be an array of ids, UDIDs or serial numbers"})
+    groups = fields.List(IdField(), metadata={"description": "group ids"},
+                         error_messages={"invalid": "groups must be an array of group ids"})
+    filter = fields.Dict(keys=fields.String(), values=fields.Raw(), metadata={"description": "a device filter", "minProperties": 1},
+                         validate=validate.Length(min=1, error="filter must be a non-empty object (use all_devices "
+                                                                 "for every device)"))
+    all_devices = StrictBoolean(load_default=False)
+    parameters = fields.Dict(load_default=None, allow_none=True)
+
+    @validates_schema
+    def _names_devices(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if not data.get("all_devices") and all(data.get(k) is None for k in ("devices", "groups", "filter")):
+            raise ValidationError("name the devices: devices, groups, filter or all_devices")
+
+
+class ViabilityQuerySchema(Schema):
+    """``?ids=`` and/or ``?groups=``: the devices whose viability is asked."""
+
+    class Meta:
+        unknown = RAISE
+
+    ids = CommaList(NameField(), metadata={"description": "comma-separated device ids, UDIDs or serial numbers"})
+    groups = CommaList(IdField(), metadata={"description": "comma-separated group ids"})
+
+    @validates_schema
+    def _names_devices(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if "ids" not in data and "groups" not in data:
+            raise ValidationError("give ids= or groups=", field_name="ids")
 
 
 OPENAPI: dict[str, ApiDoc] = {
@@ -39,7 +63,5 @@ OPENAPI: dict[str, ApiDoc] = {
     "actions.perform_action": ApiDoc(body=PerformSchema, body_kind=Body.JSON, type="commands",
                                      reply=Reply.COLLECTION, status=202, errors=(409,)),
     "actions.bulk_action": ApiDoc(body=BulkActionSchema, body_kind=Body.JSON, reply=Reply.JSON),
-    "actions.viability": ApiDoc(reply=Reply.JSON, query={
-        "ids": "comma-separated device ids, UDIDs or serial numbers",
-        "groups": "comma-separated group ids"}),
+    "actions.viability": ApiDoc(reply=Reply.JSON, query=ViabilityQuerySchema),
 }

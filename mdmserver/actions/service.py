@@ -170,28 +170,6 @@ def mdm_profile_identifiers(session: Session, ids: Sequence[int]) -> dict[int, s
 
 
 
-# --- targets --------------------------------------------------------------------------------------
-
-
-def targets_from_body(session: Session, body: Any) -> Targets:
-    """``{"devices": [id | UDID | serial…], "groups": [id…], "filter": {…}, "all_devices": true}``.
-
-    Unknown groups or a bad filter → 422 (nothing is done); unknown devices are reported back.
-    """
-    if not isinstance(body, dict):
-        raise UnprocessableEntity("the body must be a JSON object", pointer="")
-    unknown = set(body) - {"devices", "groups", "filter", "all_devices", "parameters"}
-    if unknown:
-        raise UnprocessableEntity(f"unknown member {sorted(unknown)[0]!r}", pointer=f"/{sorted(unknown)[0]}")
-    devices, groups, filter_ = body.get("devices"), body.get("groups"), body.get("filter")
-    all_devices = body.get("all_devices", False)
-    if not isinstance(all_devices, bool):
-        raise UnprocessableEntity("all_devices must be true or false", pointer="/all_devices")
-    if devices is None and groups is None and filter_ is None and not all_devices:
-        raise UnprocessableEntity("name the devices: devices, groups, filter or all_devices", pointer="")
-    return select_targets(session, devices=devices, groups=groups, filter_=filter_, all_devices=all_devices)
-
-
 # --- running an action ----------------------------------------------------------------------------
 
 

@@ -8,12 +8,14 @@ from flask import Blueprint, Response, json, request
 
 from mdmserver.actions import service
 from mdmserver.actions.catalogue import ACTIONS
+from mdmserver.actions.schemas import BulkActionSchema, PerformSchema, ViabilityQuerySchema
 from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
+    load_body,
+    load_query,
     refuse_query_params,
-    request_json,
     resource,
 )
 from mdmserver.commands.models import CommandStatus
@@ -23,12 +25,6 @@ from mdmserver.selection import resolve
 from mdmserver.selection.targets import select_targets
 
 bp = Blueprint("actions", __name__, url_prefix="/api/v1")
-
-
-def _optional_body() -> Any:
-    if not request.get_data(cache=True):
-        return {}
-    return request_json()
 
 
 def _plain(body: dict[str, Any], status: int = 200) -> Response:
@@ -63,10 +59,8 @@ def perform_action(ident: str, name: str):
     """Perform one action on one device: 202 with the queued command(s); 409 when it does not apply."""
     device = resolve.get_device(db.session, ident)
     action = service.get_action(name)
-    body = _optional_body()
-    if not isinstance(body, dict) or set(body) - {"parameters"}:
-        raise UnprocessableEntity('the body is {"parameters": {…}} (or empty)', pointer="")
-    uuids = service.perform_on_device(db.session, action, device, body.get("parameters"), actor=current_actor())
+    body = load_body(PerformSchema(), "action", optional=True)
+    uuids = service.perform_on_device(db.session, action, device, body["parameters"], actor=current_actor())
     db.session.commit()
     data = [resource("commands", uuid, {"status": CommandStatus.QUEUED.value},
                      links={"self": f"/api/v1/commands/{uuid}"})
@@ -78,21 +72,12 @@ def perform_action(ident: str, name: str):
 def bulk_action(name: str):
     """ManageEngine's bulk action: success_list, na_list (each with remarks) and the counts."""
     action = service.get_action(name)
-    body = request_json()
-    target = service.targets_from_body(db.session, body)
-    outcome = service.run_action(db.session, action, target, body.get("parameters"), actor=current_actor())
+    body = load_body(BulkActionSchema(), "bulk action")
+    target = select_targets(db.session, devices=body.get("devices"), groups=body.get("groups"),
+                            filter_=body.get("filter"), all_devices=body["all_devices"])
+    outcome = service.run_action(db.session, action, target, body["parameters"], actor=current_actor())
     db.session.commit()
     return _plain(outcome.as_result())
-
-
-def _list_param(name: str) -> list[str] | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    items = [p.strip() for p in raw.split(",") if p.strip()]
-    if not items:
-        raise BadRequest(f"{name} must list at least one value", parameter=name)
-    return items
 
 
 #: select_targets' body members → viability's query parameters
@@ -103,14 +88,9 @@ _QUERY_PARAMETER_OF = {"devices": "ids", "groups": "groups"}
 def viability(name: str):
     """Ivanti's checkViability: ``?ids=`` (ids, UDIDs, serial numbers) and/or ``?groups=``."""
     action = service.get_action(name)
-    for param in request.args:
-        if param not in ("ids", "groups"):
-            raise BadRequest(f"unknown query parameter {param!r}", parameter=param)
-    ids, groups = _list_param("ids"), _list_param("groups")
-    if ids is None and groups is None:
-        raise BadRequest("give ids= or groups=", parameter="ids")
+    query = load_query(ViabilityQuerySchema(), request.args)
     try:
-        target = select_targets(db.session, devices=ids, groups=groups)
+        target = select_targets(db.session, devices=query.get("ids"), groups=query.get("groups"))
     except UnprocessableEntity as exc:
         # select_targets names the body member at fault; here the same lists came as query parameters
         fault = exc.errors[0] if exc.errors else {"detail": exc.detail, "pointer": exc.pointer}

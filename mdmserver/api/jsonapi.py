@@ -16,7 +16,13 @@ from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from mdmserver.db import isoformat
-from mdmserver.errors import BadRequest, Conflict, UnprocessableEntity, UnsupportedMediaType
+from mdmserver.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    UnprocessableEntity,
+    UnsupportedMediaType,
+)
 from mdmserver.protocol.plist import TreeError, check_tree
 
 JSONAPI = "application/vnd.api+json"
@@ -289,7 +295,21 @@ def parse_resource_body(req: Request | None, type_: str, *, require_id: Any = No
 
     With ``require_id`` (the resource named by the URL), a ``data.id`` that is given must equal it (409).
     """
+    return _resource_document(request_json(req), type_, require_id)
+
+
+def parse_attributes_body(req: Request | None, type_: str) -> tuple[dict, str]:
+    """(attributes, pointer base) of a JSON:API resource body, or of a plain JSON object (one without
+    ``data``) that is the attributes themselves (base ``""``)."""
     body = request_json(req)
+    if not isinstance(body, dict):
+        raise UnprocessableEntity("the body must be a JSON object", pointer="")
+    if "data" not in body:
+        return body, ""
+    return _resource_document(body, type_, None)[1], "/data/attributes"
+
+
+def _resource_document(body: Any, type_: str, require_id: Any) -> tuple[str | None, dict]:
     if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
         raise UnprocessableEntity("the body must be a JSON:API document with a data object", pointer="/data")
     data = body["data"]
@@ -304,13 +324,46 @@ def parse_resource_body(req: Request | None, type_: str, *, require_id: Any = No
     return (None if id_ is None else str(id_)), attributes
 
 
-def load_attributes(schema: Any, attributes: Any, what: str, base: str = "/data/attributes") -> Any:
-    """``schema.load(attributes)``; a validation failure is one 422 ``invalid <what>`` listing every
-    fault with its JSON pointer under ``base``."""
+def load_body(schema: Any, what: str, req: Request | None = None, *, optional: bool = False) -> Any:
+    """A plain JSON object body loaded by ``schema``: 415/400 as :func:`request_json`, 422 ``invalid
+    <what>`` listing every fault with its pointer from the body's root. ``optional``: an empty body is
+    ``{}``."""
+    req = req or request
+    body = {} if optional and not req.get_data(cache=True) else request_json(req)
+    if not isinstance(body, dict):
+        raise UnprocessableEntity("the body must be a JSON object", pointer="")
+    return load_attributes(schema, body, what, base="")
+
+
+def load_query(schema: Any, args: Mapping[str, str], what: str = "query parameters") -> Any:
+    """Query parameters loaded by ``schema`` (unknown ones refused): 400 listing every fault with its
+    parameter."""
+    try:
+        return schema.load(dict(args))
+    except ValidationError as exc:
+        faults = [{"detail": "; ".join(_texts(messages)), "parameter": name}
+                  for name, messages in exc.messages.items()]
+        raise BadRequest(f"invalid {what}", errors=faults) from None
+
+
+def _texts(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [text for value in node.values() for text in _texts(value)]
+    return [text for item in node for text in _texts(item)]
+
+
+def load_attributes(
+    schema: Any, attributes: Any, what: str, base: str = "/data/attributes",
+    error: type[AppError] = UnprocessableEntity,
+) -> Any:
+    """``schema.load(attributes)``; a validation failure is one 422 (or ``error``) ``invalid <what>``
+    listing every fault with its JSON pointer under ``base``."""
     try:
         return schema.load(attributes)
     except ValidationError as exc:
-        raise UnprocessableEntity(f"invalid {what}", errors=marshmallow_errors(exc.messages, base)) from None
+        raise error(f"invalid {what}", errors=marshmallow_errors(exc.messages, base)) from None
 
 
 def marshmallow_errors(messages: Any, base: str = "/data/attributes") -> list[dict[str, str]]:
@@ -320,7 +373,8 @@ def marshmallow_errors(messages: Any, base: str = "/data/attributes") -> list[di
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                walk(value, f"{path}/{key}")
+                # ``_schema``: a fault of the object itself (not a dict, or a rule over several members)
+                walk(value, path if key == "_schema" else f"{path}/{_escape(str(key))}")
         elif isinstance(node, list) and all(isinstance(item, str) for item in node):
             for item in node:
                 faults.append({"detail": item, "pointer": path})
@@ -332,3 +386,8 @@ def marshmallow_errors(messages: Any, base: str = "/data/attributes") -> list[di
 
     walk(messages, base)
     return faults
+
+
+def _escape(token: str) -> str:
+    """One JSON pointer reference token (RFC 6901): ``~`` and ``/`` escaped."""
+    return token.replace("~", "~0").replace("/", "~1")

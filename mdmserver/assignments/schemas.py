@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from mdmserver.api.apidoc import ApiDoc, Body, Reply, listing
+from mdmserver.api.apidoc import ApiDoc, Body, IdField, NameField, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.assignments.models import DeviceProfileState, ProfileAssignment
 from mdmserver.db import isoformat
@@ -37,24 +37,29 @@ def state_resource(row: DeviceProfileState, current_revision: int | None = None)
 
 class TargetsSchema(Schema):
     """``{"devices": [id | UDID | serial…], "groups": [group id…]}``: whom a profile is (un)assigned to.
-    Documents the body; the view and ``service.assign``/``unassign`` check it."""
+    More devices than ``selection.resolve.MAX_NAMED_DEVICES`` is a 422 at ``/devices``."""
 
     class Meta:
         unknown = RAISE
 
-    devices = fields.List(fields.Raw(metadata={"oneOf": [{"type": "string"}, {"type": "integer"}]}))
-    groups = fields.List(fields.Raw(metadata={"oneOf": [{"type": "string"}, {"type": "integer"}]}))
+    devices = fields.List(NameField(), error_messages={
+        "invalid": "devices must be an array of ids, UDIDs or serial numbers"})
+    groups = fields.List(IdField(), error_messages={"invalid": "groups must be an array of group ids"})
+
+    @validates_schema
+    def _names_targets(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if data.get("devices") is None and data.get("groups") is None:
+            raise ValidationError("give devices and/or groups")
 
 
 class ProfileIdsSchema(Schema):
-    """``{"profile_ids": [id…]}``: the profiles to (un)assign to one device. Documents the body; the view
-    and ``service.resolve_profiles`` check it."""
+    """``{"profile_ids": [id…]}``: the profiles to (un)assign to one device."""
 
     class Meta:
         unknown = RAISE
 
-    profile_ids = fields.List(fields.Raw(metadata={"oneOf": [{"type": "string"}, {"type": "integer"}]}),
-                              required=True)
+    profile_ids = fields.List(IdField(), required=True, validate=validate.Length(
+        min=1, error="profile_ids must be a non-empty array of profile ids"))
 
 
 _STATES = listing("device_profile_states", filters=("status",), sorts=("device_id", "profile_id", "updated_at"))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -35,7 +34,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from mdmserver.admission.models import AdmissionStatus
-from mdmserver.api.jsonapi import is_id
 from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState, ProfileAssignment
 from mdmserver.audit.service import record_event
 from mdmserver.commands.models import Command, CommandStatus
@@ -65,15 +63,14 @@ def list_assignments(session: Session, profile: Profile) -> list[ProfileAssignme
     ))
 
 
-def _resolve_targets(session: Session, devices: Any, groups: Any) -> tuple[list[int], list[int]]:
-    """Device and group ids of a body; 422 (nothing done) for unknown ones or bad shapes."""
-    if devices is None and groups is None:
-        raise UnprocessableEntity("give devices and/or groups", pointer="")
+def _resolve_targets(
+    session: Session, devices: Sequence[str | int] | None, groups: Sequence[int] | None
+) -> tuple[list[int], list[int]]:
+    """Device and group ids of a body (shaped by ``schemas.TargetsSchema``); 422 (nothing done) for
+    unknown ones."""
     device_ids: list[int] = []
     group_ids: list[int] = []
     if devices is not None:
-        if not isinstance(devices, list) or any(isinstance(d, bool) or not isinstance(d, str | int) for d in devices):
-            raise UnprocessableEntity("devices must be an array of ids, UDIDs or serial numbers", pointer="/devices")
         resolved = resolve_devices(session, devices, pointer="/devices")
         if resolved.missing:
             missing = set(resolved.missing)
@@ -82,19 +79,18 @@ def _resolve_targets(session: Session, devices: Any, groups: Any) -> tuple[list[
                 for i, name in enumerate(str(d).strip() for d in devices) if name in missing])
         device_ids = resolved.ids
     if groups is not None:
-        if not isinstance(groups, list) or any(isinstance(g, bool) or not is_id(str(g)) for g in groups):
-            raise UnprocessableEntity("groups must be an array of group ids", pointer="/groups")
-        group_ids = list(dict.fromkeys(int(g) for g in groups))
+        group_ids = list(dict.fromkeys(groups))
         known = set(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(group_ids))))
         if len(known) != len(group_ids):
             raise UnprocessableEntity("unknown device groups; nothing was changed", errors=[
                 {"detail": f"no device group {g}", "pointer": f"/groups/{i}"}
-                for i, g in enumerate(int(x) for x in groups) if g not in known])
+                for i, g in enumerate(groups) if g not in known])
     return device_ids, group_ids
 
 
 def assign(
-    session: Session, profile: Profile, *, devices: Any = None, groups: Any = None, actor: str | None
+    session: Session, profile: Profile, *, devices: Sequence[str | int] | None = None,
+    groups: Sequence[int] | None = None, actor: str | None
 ) -> dict[str, int]:
     """Assign the profile to devices and groups (already assigned ones are skipped), then reconcile."""
     device_ids, group_ids = _resolve_targets(session, devices, groups)
@@ -116,7 +112,8 @@ def assign(
 
 
 def unassign(
-    session: Session, profile: Profile, *, devices: Any = None, groups: Any = None, actor: str | None
+    session: Session, profile: Profile, *, devices: Sequence[str | int] | None = None,
+    groups: Sequence[int] | None = None, actor: str | None
 ) -> dict[str, int]:
     """Remove assignments, then reconcile (RemoveProfile where the profile is no longer wanted)."""
     device_ids, group_ids = _resolve_targets(session, devices, groups)
@@ -352,12 +349,10 @@ def states_query(profile_id: int | None = None, device_id: int | None = None):
     return stmt
 
 
-def resolve_profiles(session: Session, profile_ids: Any) -> list[Profile]:
-    """``profile_ids`` of ManageEngine's device-profile calls; 422 for unknown ones."""
-    if not isinstance(profile_ids, list) or not profile_ids or any(
-            isinstance(p, bool) or not is_id(str(p)) for p in profile_ids):
-        raise UnprocessableEntity("profile_ids must be a non-empty array of profile ids", pointer="/profile_ids")
-    ids = list(dict.fromkeys(int(p) for p in profile_ids))
+def resolve_profiles(session: Session, profile_ids: Sequence[int]) -> list[Profile]:
+    """``profile_ids`` of ManageEngine's device-profile calls (``schemas.ProfileIdsSchema``); 422 for
+    unknown ones."""
+    ids = list(dict.fromkeys(profile_ids))
     profiles = {p.id: p for p in session.scalars(select(Profile).where(Profile.id.in_(ids)))}
     missing = [(i, p) for i, p in enumerate(ids) if p not in profiles]
     if missing:

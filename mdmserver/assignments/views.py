@@ -14,17 +14,22 @@ from mdmserver.api.jsonapi import (
     is_id,
     jsonapi_response,
     list_document,
+    load_body,
     paginate,
     parse_list_query,
     refuse_query_params,
-    request_json,
 )
 from mdmserver.api.transactions import writes
 from mdmserver.assignments import service
 from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState
-from mdmserver.assignments.schemas import assignment_resource, state_resource
+from mdmserver.assignments.schemas import (
+    ProfileIdsSchema,
+    TargetsSchema,
+    assignment_resource,
+    state_resource,
+)
 from mdmserver.db import db
-from mdmserver.errors import NotFound, UnprocessableEntity
+from mdmserver.errors import NotFound
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import get_profile
 from mdmserver.selection import resolve
@@ -43,13 +48,6 @@ def _profile(profile_id: str) -> Profile:
 
 def _plain(body: dict[str, Any], status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
-
-
-def _targets_body() -> dict[str, Any]:
-    body = request_json()
-    if not isinstance(body, dict) or set(body) - {"devices", "groups"}:
-        raise UnprocessableEntity('the body is {"devices": […], "groups": […]}', pointer="")
-    return body
 
 
 def _status_filter(value: str):
@@ -72,7 +70,7 @@ def list_assignments(profile_id: str):
 def _change_targets(profile_id: str, change: Callable[..., dict[str, int]]) -> Response:
     """``service.assign`` or ``unassign`` of the body's devices and groups; commit; answer the counts."""
     profile = _profile(profile_id)
-    body = _targets_body()
+    body = load_body(TargetsSchema(), "targets")
     counts = change(db.session, profile, devices=body.get("devices"), groups=body.get("groups"),
                     actor=current_actor())
     db.session.commit()
@@ -138,10 +136,7 @@ def device_profiles(ident: str):
 
 
 def _profile_ids() -> list[Profile]:
-    body = request_json()
-    if not isinstance(body, dict) or set(body) != {"profile_ids"}:
-        raise UnprocessableEntity('the body is {"profile_ids": […]}', pointer="")
-    return service.resolve_profiles(db.session, body["profile_ids"])
+    return service.resolve_profiles(db.session, load_body(ProfileIdsSchema(), "profile ids")["profile_ids"])
 
 
 def _change_device_profiles(ident: str, change: Callable[..., dict[str, int]]) -> Response:

@@ -6,13 +6,25 @@ from flask import Blueprint, request
 
 from mdmserver import workflows
 from mdmserver.api.auth import current_actor
-from mdmserver.api.jsonapi import document, jsonapi_response, parse_resource_body, resource
+from mdmserver.api.jsonapi import (
+    document,
+    jsonapi_response,
+    load_attributes,
+    load_query,
+    parse_resource_body,
+    resource,
+)
 from mdmserver.attributes import service
-from mdmserver.attributes.schemas import attributes_resource, validate_values
+from mdmserver.attributes.schemas import (
+    AttributeChangesSchema,
+    AttributeNamesQuerySchema,
+    AttributeValuesSchema,
+    BulkDeleteQuerySchema,
+    attributes_resource,
+)
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.selection import resolve
-from mdmserver.selection.filters import ATTRIBUTE_NAME
 
 bp = Blueprint("attributes", __name__, url_prefix="/api/v1")
 
@@ -24,18 +36,6 @@ def _changed(device_id: int, values: dict[str, str]):
     workflows.custom_attributes_changed(db.session, actor=current_actor())
     db.session.commit()
     return jsonapi_response(document(attributes_resource(device_id, values)))
-
-
-def _names(raw: str | None, parameter: str = "names") -> list[str] | None:
-    if raw is None:
-        return None
-    names = list(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
-    if not names:
-        raise BadRequest("give at least one attribute name", parameter=parameter)
-    for name in names:
-        if not ATTRIBUTE_NAME.match(name):
-            raise BadRequest(f"{name!r} is not a valid custom attribute name", parameter=parameter)
-    return names
 
 
 def _only(*allowed: str) -> None:
@@ -58,7 +58,7 @@ def replace_attributes(ident: str):
     _only()
     device = resolve.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
-    values = validate_values(values, allow_null=False)
+    values = load_attributes(AttributeValuesSchema(), values, "custom attributes")
     return _changed(device.id, service.replace_attributes(db.session, device, values))
 
 
@@ -68,16 +68,16 @@ def merge_attributes(ident: str):
     _only()
     device = resolve.get_device(db.session, ident)
     _, values = parse_resource_body(None, TYPE)
-    values = validate_values(values, allow_null=True)
+    values = load_attributes(AttributeChangesSchema(), values, "custom attributes")
     return _changed(device.id, service.merge_attributes(db.session, device, values))
 
 
 @bp.delete("/devices/<ident>/custom_attributes")
 def delete_attributes(ident: str):
     """Delete all the device's custom attributes, or those in ?names=."""
-    _only("names")
+    query = load_query(AttributeNamesQuerySchema(), request.args)
     device = resolve.get_device(db.session, ident)
-    names = _names(request.args.get("names"))
+    names = list(dict.fromkeys(query["names"])) if "names" in query else None
     return _changed(device.id, service.delete_attributes(db.session, device, names))
 
 
@@ -94,17 +94,11 @@ def list_attribute_names():
 def bulk_delete():
     """Delete the named attributes (``?names=a,b``) from the devices given (``&devices=id,UDID,serial``),
     or from every device. Devices that do not exist are listed in ``meta.not_found``; the rest proceed."""
-    _only("names", "devices")
-    names = _names(request.args.get("names"))
-    if names is None:
-        raise BadRequest("names is required (the attribute names to delete)", parameter="names")
+    query = load_query(BulkDeleteQuerySchema(), request.args)
+    names = list(dict.fromkeys(query["names"]))
     device_ids, missing = None, []
-    raw_devices = request.args.get("devices")
-    if raw_devices is not None:
-        idents = [p.strip() for p in raw_devices.split(",") if p.strip()]
-        if not idents:
-            raise BadRequest("devices must name at least one device", parameter="devices")
-        resolved = resolve.resolve_devices(db.session, idents, parameter="devices")
+    if "devices" in query:
+        resolved = resolve.resolve_devices(db.session, query["devices"], parameter="devices")
         device_ids, missing = resolved.ids, resolved.missing
     deleted = service.bulk_delete(db.session, names, device_ids)
     workflows.custom_attributes_changed(db.session, actor=current_actor())

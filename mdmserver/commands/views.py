@@ -14,8 +14,8 @@ from mdmserver.api.jsonapi import (
     list_document,
     load_attributes,
     paginate,
+    parse_attributes_body,
     parse_list_query,
-    request_json,
 )
 from mdmserver.api.transactions import writes
 from mdmserver.audit.service import record_event
@@ -23,7 +23,6 @@ from mdmserver.commands import queries, service
 from mdmserver.commands.models import Command
 from mdmserver.commands.schemas import EnqueueSchema, command_resource, display_status
 from mdmserver.db import db
-from mdmserver.errors import Conflict, UnprocessableEntity
 from mdmserver.pki.service import secret_box
 from mdmserver.selection.resolve import get_device
 
@@ -34,19 +33,8 @@ INVENTORY_SET = ("DeviceInformation", "SecurityInfo", "ProfileList", "InstalledA
 
 def _enqueue_body() -> tuple[dict, str]:
     """Accept ``{"data": {"type": "commands", "attributes": {...}}}`` or a plain ``{request_type, …}``."""
-    body = request_json()
-    if not isinstance(body, dict):
-        raise UnprocessableEntity("the body must be a JSON object", pointer="")
-    if "data" in body:
-        data = body["data"]
-        if not isinstance(data, dict) or not isinstance(data.get("attributes", {}), dict):
-            raise UnprocessableEntity("data must be an object with attributes", pointer="/data")
-        if data.get("type") != "commands":
-            raise Conflict("data.type must be 'commands'", pointer="/data/type")
-        raw, base = data.get("attributes", {}), "/data/attributes"
-    else:
-        raw, base = body, ""
-    return load_attributes(EnqueueSchema(), raw, "command", base), base
+    attributes, base = parse_attributes_body(None, "commands")
+    return load_attributes(EnqueueSchema(), attributes, "command", base), base
 
 
 def _created(commands: list, status: int = 201):

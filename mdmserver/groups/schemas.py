@@ -50,11 +50,22 @@ def group_resource(group: DeviceGroup) -> dict[str, Any]:
         links={"self": f"/api/v1/device_groups/{group.id}"},
     )
 
+class DeviceLinkageSchema(LinkageSchema):
+    """A device in a resource linkage: ``{"type": "devices", "id": <id, UDID or serial number>}``."""
+
+    type = fields.String(required=True, validate=validate.Equal("devices", error="type must be 'devices'"),
+                         metadata={"enum": ["devices"]})
+
+
 class GroupMembersSchema(Schema):
     """The body of adding or removing static members: a resource linkage of devices (id, UDID or serial
-    number in ``id``). Documents the body; ``views._linkage`` checks it, pointing at each bad item."""
+    number in ``id``). More devices than ``selection.resolve.MAX_NAMED_DEVICES`` is a 422 at ``/data``."""
 
-    data = fields.List(fields.Nested(LinkageSchema), required=True, validate=validate.Length(min=1, max=10_000))
+    class Meta:
+        unknown = RAISE
+
+    data = fields.List(fields.Nested(DeviceLinkageSchema), required=True,
+                       validate=validate.Length(min=1, error="data must be a non-empty array of device identifiers"))
 
 
 OPENAPI: dict[str, ApiDoc] = {

@@ -12,17 +12,22 @@ from mdmserver.api.jsonapi import (
     jsonapi_response,
     list_document,
     load_attributes,
+    load_body,
     paginate,
     parse_list_query,
     parse_resource_body,
     refuse_query_params,
-    request_json,
 )
 from mdmserver.db import db
 from mdmserver.errors import UnprocessableEntity
 from mdmserver.groups import service
 from mdmserver.groups.models import DeviceGroup, GroupKind
-from mdmserver.groups.schemas import GroupCreateSchema, GroupUpdateSchema, group_resource
+from mdmserver.groups.schemas import (
+    GroupCreateSchema,
+    GroupMembersSchema,
+    GroupUpdateSchema,
+    group_resource,
+)
 from mdmserver.selection import resolve
 from mdmserver.selection.filters import contains
 
@@ -97,21 +102,8 @@ def delete_group(group_id: str):
 
 
 def _linkage() -> list[int]:
-    body = request_json()
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, list) or not data:
-        raise UnprocessableEntity("data must be a non-empty array of device identifiers", pointer="/data")
-    if len(data) > resolve.MAX_NAMED_DEVICES:
-        raise UnprocessableEntity(f"at most {resolve.MAX_NAMED_DEVICES} devices per request", pointer="/data")
-    names, faults = [], []
-    for index, item in enumerate(data):
-        if not isinstance(item, dict) or item.get("type") != "devices" or not isinstance(item.get("id"), str | int) \
-                or isinstance(item.get("id"), bool):
-            faults.append({"detail": 'expected {"type": "devices", "id": …}', "pointer": f"/data/{index}"})
-        else:
-            names.append((index, str(item["id"])))
-    if faults:
-        raise UnprocessableEntity("invalid resource linkage", errors=faults)
+    linkage = load_body(GroupMembersSchema(), "resource linkage")
+    names = [(index, str(item["id"])) for index, item in enumerate(linkage["data"])]
     resolved = resolve.resolve_devices(db.session, [name for _, name in names], pointer="/data")
     if resolved.missing:
         missing = set(resolved.missing)

@@ -9,6 +9,7 @@ auth set may be accepted or rejected.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,19 +24,17 @@ from mdmserver.api.jsonapi import is_id
 from mdmserver.audit.service import record_event
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound
+from mdmserver.mender.schemas import MAX_PER_PAGE, STATUSES
 from mdmserver.protocol.fields import has_identifier_forbidden_character
 
 _PENDING, _ACCEPTED, _REJECTED, _PREAUTHORIZED = (
     AdmissionStatus.PENDING, AdmissionStatus.ACCEPTED, AdmissionStatus.REJECTED, AdmissionStatus.PREAUTHORIZED
 )
-#: The auth set statuses Mender's API knows (``decommissioned`` is ours: it is never listed).
-STATUSES = tuple(s.value for s in (_PENDING, _ACCEPTED, _REJECTED, _PREAUTHORIZED))
 TRANSITIONS = {
     (_PENDING, _ACCEPTED), (_PENDING, _REJECTED), (_REJECTED, _ACCEPTED), (_ACCEPTED, _REJECTED),
     (_PREAUTHORIZED, _ACCEPTED), (_PREAUTHORIZED, _REJECTED),
 }
 IDENTITY_KEYS = {"udid", "serial_number", "model"}
-MAX_PER_PAGE = 500
 
 
 @dataclass
@@ -160,17 +159,13 @@ def parse_key(raw: Any) -> str:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
-def submit(session: Session, auth_set_id: str, body: Any) -> AuthSet:
-    """Submit an auth set (``PUT /devices/<id>``): a new one is pending; an existing one keeps its status.
+def submit(session: Session, auth_set_id: str, body: Mapping[str, Any]) -> AuthSet:
+    """Submit an auth set (``PUT /devices/<id>``, ``schemas.AuthSetSchema``): a new one is pending; an
+    existing one keeps its status.
 
     The id must be the SHA-256 of identity data and key as the server computes it, and the identity must
     name the device's UDID; a device not seen yet is created (it is pending until accepted).
     """
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object with device_identity and key")
-    unknown = set(body) - {"device_identity", "key", "device_id"}
-    if unknown:
-        raise BadRequest(f"unknown field {sorted(unknown)[0]!r}")
     identity = parse_identity(body.get("device_identity"))
     if not identity.get("udid"):
         raise BadRequest("device_identity must contain the udid")
@@ -200,16 +195,12 @@ def submit(session: Session, auth_set_id: str, body: Any) -> AuthSet:
     return auth_set
 
 
-def preauthorize(session: Session, body: Any) -> list[Preauthorization]:
-    """``POST /devices``: preauthorize the serial number and/or UDID of ``device_identity``.
+def preauthorize(session: Session, body: Mapping[str, Any]) -> list[Preauthorization]:
+    """``POST /devices`` (``schemas.PreauthorizationSchema``): preauthorize the serial number and/or UDID
+    of ``device_identity``.
 
     Apple devices get their key at enrollment, so a key, when given, is checked but not required.
     """
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object with device_identity")
-    unknown = set(body) - {"device_identity", "key"}
-    if unknown:
-        raise BadRequest(f"unknown field {sorted(unknown)[0]!r}")
     identity = parse_identity(body.get("device_identity"))
     if body.get("key") is not None:
         parse_key(body["key"])

@@ -5,17 +5,22 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, json, request
+from marshmallow import Schema, ValidationError
 
 from mdmserver.api.auth import current_actor
-from mdmserver.api.jsonapi import is_id, json_body
+from mdmserver.api.jsonapi import json_body, marshmallow_errors
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.mender import service
+from mdmserver.mender.schemas import (
+    AuthSetListQuerySchema,
+    AuthSetSchema,
+    AuthSetStatusSchema,
+    PagingQuerySchema,
+    PreauthorizationSchema,
+)
 
 bp = Blueprint("mender", __name__, url_prefix="/api/management/v1/admission")
-
-DEFAULT_PER_PAGE = 20
-
 
 def _json(body, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     response = Response(json.dumps(body), status=status, mimetype="application/json")
@@ -24,23 +29,30 @@ def _json(body, status: int = 200, headers: dict[str, str] | None = None) -> Res
     return response
 
 
-def _body():
+def _load(schema: Schema, data: dict) -> dict:
+    """``schema.load(data)``; any fault is a 400 (Mender's error shape has one message)."""
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        faults = marshmallow_errors(exc.messages, base="")
+        raise BadRequest("; ".join(f"{f['pointer'].lstrip('/') or 'body'}: {f['detail']}" for f in faults)) from None
+
+
+def _body(schema: Schema) -> dict:
+    """The JSON body loaded by ``schema``."""
     if (request.mimetype or "") != "application/json":
         raise BadRequest("the body must be application/json")
     body = json_body(request)
     if body is None:
         raise BadRequest("the body is not valid JSON")
-    return body
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return _load(schema, body)
 
 
-def _positive(name: str, default: int, high: int | None = None) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not is_id(raw) or int(raw) < 1 or (high is not None and int(raw) > high):
-        bound = f" and at most {high}" if high else ""
-        raise BadRequest(f"invalid {name} query: must be a positive integer{bound}")
-    return int(raw)
+def _query(schema: Schema) -> dict:
+    """The query parameters loaded by ``schema`` (an unknown one is a 400)."""
+    return _load(schema, dict(request.args))
 
 
 def _link(page: int, per_page: int, rel: str) -> str:
@@ -52,15 +64,9 @@ def _link(page: int, per_page: int, rel: str) -> str:
 @bp.get("/devices")
 def list_devices():
     """Auth sets (Mender): status, device_id, page, per_page; Link headers."""
-    for name in request.args:
-        if name not in ("status", "device_id", "page", "per_page"):
-            raise BadRequest(f"unknown query parameter {name!r}")
-    page = _positive("page", 1)
-    per_page = _positive("per_page", DEFAULT_PER_PAGE, service.MAX_PER_PAGE)
-    status = request.args.get("status")
-    if status is not None and status not in service.STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(service.STATUSES)}")
-    result = service.list_auth_sets(db.session, status=status, device_id=request.args.get("device_id"),
+    query = _query(AuthSetListQuerySchema())
+    page, per_page = query["page"], query["per_page"]
+    result = service.list_auth_sets(db.session, status=query.get("status"), device_id=query.get("device_id"),
                                     page=page, per_page=per_page)
     links = [_link(1, per_page, "first")]
     if page > 1:
@@ -73,7 +79,7 @@ def list_devices():
 @bp.post("/devices")
 def preauthorize():
     """Preauthorize a serial number and/or UDID (Mender's POST /devices)."""
-    rows = service.preauthorize(db.session, _body())
+    rows = service.preauthorize(db.session, _body(PreauthorizationSchema()))
     db.session.commit()
     return _json([{"id": str(r.id), "kind": r.kind, "value": r.value} for r in rows], status=201,
                  headers={"Location": f"{bp.url_prefix}/preauthorizations"})
@@ -88,7 +94,7 @@ def get_device(auth_set_id: str):
 @bp.put("/devices/<auth_set_id>")
 def submit(auth_set_id: str):
     """Submit an auth set (pending when new), 204."""
-    service.submit(db.session, auth_set_id, _body())
+    service.submit(db.session, auth_set_id, _body(AuthSetSchema()))
     db.session.commit()
     return Response(status=204)
 
@@ -111,9 +117,7 @@ def get_status(auth_set_id: str):
 def set_status(auth_set_id: str):
     """Accept or reject an auth set (Mender's transition rules)."""
     auth_set = service.get_auth_set(db.session, auth_set_id)
-    body = _body()
-    if not isinstance(body, dict) or set(body) != {"status"}:
-        raise BadRequest('the body must be {"status": "accepted" | "rejected"}')
+    body = _body(AuthSetStatusSchema())
     service.set_status(db.session, auth_set, body["status"], actor=current_actor())
     db.session.commit()
     return _json({"status": auth_set.status})
@@ -122,11 +126,8 @@ def set_status(auth_set_id: str):
 @bp.get("/preauthorizations")
 def list_preauthorizations():
     """Preauthorized serial numbers and UDIDs: page, per_page; Link headers (like the auth set list)."""
-    for name in request.args:
-        if name not in ("page", "per_page"):
-            raise BadRequest(f"unknown query parameter {name!r}")
-    page = _positive("page", 1)
-    per_page = _positive("per_page", DEFAULT_PER_PAGE, service.MAX_PER_PAGE)
+    query = _query(PagingQuerySchema())
+    page, per_page = query["page"], query["per_page"]
     result = service.list_preauthorizations(db.session, page=page, per_page=per_page)
     links = [_link(1, per_page, "first")]
     if page > 1:

@@ -23,7 +23,7 @@ from werkzeug.routing import Rule
 
 import mdmserver
 from mdmserver import __version__
-from mdmserver.api.apidoc import ApiDoc, Body, EmptyBodySchema, Reply
+from mdmserver.api.apidoc import ApiDoc, Body, EmptyBodySchema, Reply, query_parameters
 from mdmserver.api.auth import is_protected, required_scope
 from mdmserver.api.jsonapi import JSONAPI, MAX_ID, MAX_PAGE_NUMBER, MAX_PAGE_SIZE
 
@@ -79,11 +79,12 @@ def undocumented_endpoints(app: Flask) -> list[str]:
 
 
 def build_openapi(app: Flask) -> dict[str, Any]:
+    plugin = MarshmallowPlugin()
     spec = APISpec(
         title="mdmserver",
         version=__version__,
         openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin()],
+        plugins=[plugin],
         info={"description": "Self-hosted Apple MDM server: device protocol and admin API. Admin routes "
                              "need `Authorization: Bearer <token>` with the scope each operation names."},
         servers=[{"url": app.config.get("PUBLIC_URL") or "/"}],
@@ -106,8 +107,20 @@ def build_openapi(app: Flask) -> dict[str, Any]:
             paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = operation
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
+    document = spec.to_dict()
+    # A schema whose Meta has ``openapi`` adds what marshmallow cannot say (the value type of an open
+    # mapping, a nullable reference in OpenAPI 3.0); its own fields still validate and document the rest.
+    for schema_key, name in plugin.converter.refs.items():
+        extra = getattr(getattr(schema_key[0], "Meta", None), "openapi", None)
+        if extra:
+            target = document["components"]["schemas"][name]
+            for key, value in extra.items():
+                if key == "properties":
+                    target.setdefault("properties", {}).update(value)
+                else:
+                    target[key] = value
     # Validators' bounds may be Decimals (a price): JSON numbers in the document, not strings.
-    return json.loads(json.dumps(spec.to_dict(), default=float))
+    return json.loads(json.dumps(document, default=float))
 
 
 def _operation(app: Flask, rule: Rule, method: str, doc: ApiDoc) -> dict[str, Any]:
@@ -167,8 +180,8 @@ def _query_parameters(doc: ApiDoc) -> list[dict[str, Any]]:
     if doc.fields and doc.type:
         params.append({"name": f"fields[{doc.type}]", "in": "query", "required": False,
                        "schema": {"type": "string"}, "description": "comma-separated attributes to return"})
-    for name, description in doc.query.items():
-        params.append({"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+    for name, description, required in query_parameters(doc):
+        params.append({"name": name, "in": "query", "required": required, "schema": {"type": "string"},
                        "description": description})
     return params
 
@@ -180,6 +193,9 @@ def _request_body(doc: ApiDoc) -> dict[str, Any]:
             "id": {"type": "string", "description": "optional; when given, the id in the URL"},
             "attributes": doc.body or {"type": "object"},
         }}
+        if doc.relationships is not None:
+            data["properties"]["relationships"] = doc.relationships
+            data["required"].append("relationships")
         schema: Any = {"type": "object", "required": ["data"], "properties": {"data": data}}
         plain = {"oneOf": [schema, doc.body]} if doc.plain_too and doc.body is not None else schema
         return {"required": True, "content": {JSONAPI: {"schema": schema}, "application/json": {"schema": plain}}}

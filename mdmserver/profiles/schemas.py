@@ -19,9 +19,9 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
-from mdmserver.api.apidoc import ApiDoc, Body, Reply, listing
+from mdmserver.api.apidoc import ApiDoc, Body, IdField, LinkageSchema, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
 from mdmserver.errors import UnprocessableEntity
@@ -328,6 +328,30 @@ class ProfileUploadSchema(Schema):
     file = fields.Raw(required=True, metadata={"type": "string", "format": "binary"})
 
 
+class ProfileLinkageSchema(LinkageSchema):
+    """The profile a payload belongs to: ``{"type": "profiles", "id": …}``."""
+
+    type = fields.String(required=True, validate=validate.Equal("profiles", error="type must be 'profiles'"),
+                         metadata={"enum": ["profiles"]})
+    id = IdField(required=True)
+
+
+class ProfileRelationshipSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    data = fields.Nested(ProfileLinkageSchema, required=True)
+
+
+class PayloadRelationshipsSchema(Schema):
+    """A new payload's ``relationships``: the profile it is added to."""
+
+    class Meta:
+        unknown = RAISE
+
+    profile = fields.Nested(ProfileRelationshipSchema, required=True)
+
+
 #: A profile's or payload's attributes are Apple's keys (PayloadDisplayName, PayloadContent, …), typed
 #: per payload type by the catalogue and checked by ``load_typed``.
 _APPLE_KEYS = {"type": "object", "additionalProperties": True,
@@ -353,7 +377,8 @@ OPENAPI: dict[str, ApiDoc] = {
     "profiles.list_versions": ApiDoc(type="profile_versions", reply=Reply.COLLECTION),
     "profiles.list_payloads": listing("payloads", filters=("payload_type", "type", "kind", "profile", "identifier"),
                                       sorts=("id", "payload_type", "position"), fields=True),
-    "profiles.create_payload": ApiDoc(body=_APPLE_KEYS, type="payloads", status=201),
+    "profiles.create_payload": ApiDoc(body=_APPLE_KEYS, type="payloads", relationships=PayloadRelationshipsSchema,
+                                      status=201),
     "profiles.get_payload": ApiDoc(type="payloads"),
     "profiles.patch_payload": ApiDoc(body=_APPLE_KEYS, type="payloads"),
     "profiles.delete_payload": ApiDoc(type="payloads", reply=Reply.EMPTY),

@@ -12,16 +12,23 @@ from mdmserver.api.jsonapi import (
     is_id,
     jsonapi_response,
     list_document,
+    load_attributes,
     paginate,
     parse_list_query,
     parse_resource_body,
+    request_json,
 )
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, UnsupportedMediaType
 from mdmserver.pki.service import get_ca_certificate
 from mdmserver.profiles import service
 from mdmserver.profiles.models import Payload, Profile
-from mdmserver.profiles.schemas import payload_resource, profile_resource, version_resource
+from mdmserver.profiles.schemas import (
+    PayloadRelationshipsSchema,
+    payload_resource,
+    profile_resource,
+    version_resource,
+)
 
 bp = Blueprint("profiles", __name__, url_prefix="/api/v1")
 
@@ -257,14 +264,10 @@ def list_payloads():
 def create_payload():
     """Add a payload to the profile named in ``relationships.profile``; a new revision of that profile."""
     _, attributes = parse_resource_body(request, "payloads")
-    body = request.get_json()
-    rel = (((body.get("data") or {}).get("relationships") or {}).get("profile") or {}).get("data") or {}
-    if not isinstance(rel, dict) or rel.get("type") != "profiles" or not is_id(str(rel.get("id", ""))):
-        raise BadRequest(
-            "relationships.profile.data must name a profile ({type: profiles, id})",
-            pointer="/data/relationships/profile",
-        )
-    profile = service.get_profile(db.session, int(rel["id"]))
+    # a 400, as before the schema: the payload names no profile to be added to
+    relationships = load_attributes(PayloadRelationshipsSchema(), request_json()["data"].get("relationships", {}),
+                                    "relationships", base="/data/relationships", error=BadRequest)
+    profile = service.get_profile(db.session, relationships["profile"]["data"]["id"])
     payload, warnings = service.add_payload(db.session, profile, attributes)
     doc = document(payload_resource(payload), meta={"warnings": warnings, "assignments": _revised(profile)})
     db.session.commit()

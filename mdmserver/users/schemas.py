@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, post_load, validate
 
-from mdmserver.api.apidoc import ApiDoc, Body, LinkageSchema, Reply, listing
+from mdmserver.api.apidoc import ApiDoc, Body, IdField, LinkageSchema, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
 from mdmserver.users.models import User
@@ -39,11 +39,24 @@ def user_resource(user: User) -> dict[str, Any]:
                     relationships={"devices": {"links": {"related": f"/api/v1/users/{user.id}/devices"}}},
                     links={"self": f"/api/v1/users/{user.id}"})
 
-class OwnerSchema(Schema):
-    """The body of setting a device's owner: ``{"data": {"type": "users", "id": …}}`` or ``{"data": null}``.
-    Documents the body; ``views.set_owner`` checks it."""
+class UserLinkageSchema(LinkageSchema):
+    """A user in a resource linkage: ``{"type": "users", "id": …}``."""
 
-    data = fields.Nested(LinkageSchema, required=True, allow_none=True)
+    type = fields.String(required=True, validate=validate.Equal("users", error="type must be 'users'"),
+                         metadata={"enum": ["users"]})
+    id = IdField(required=True)
+
+
+class OwnerSchema(Schema):
+    """The body of setting a device's owner: ``{"data": {"type": "users", "id": …}}`` or ``{"data": null}``."""
+
+    class Meta:
+        unknown = RAISE
+        # OpenAPI 3.0 cannot mark a $ref nullable (apispec's anyOf would accept any object)
+        openapi = {"properties": {"data": {"oneOf": [{"$ref": "#/components/schemas/UserLinkage"},
+                                                     {"type": "object", "nullable": True, "enum": [None]}]}}}
+
+    data = fields.Nested(UserLinkageSchema, required=True, allow_none=True)
 
 
 OPENAPI: dict[str, ApiDoc] = {

@@ -7,14 +7,13 @@ from sqlalchemy import func, select
 
 from mdmserver.api.jsonapi import (
     document,
-    is_id,
     jsonapi_response,
     list_document,
     load_attributes,
+    load_body,
     paginate,
     parse_list_query,
     parse_resource_body,
-    request_json,
 )
 from mdmserver.db import db
 from mdmserver.errors import UnprocessableEntity
@@ -22,7 +21,7 @@ from mdmserver.selection import resolve
 from mdmserver.selection.filters import contains, split_list
 from mdmserver.users import service
 from mdmserver.users.models import User
-from mdmserver.users.schemas import UserCreateSchema, UserUpdateSchema, user_resource
+from mdmserver.users.schemas import OwnerSchema, UserCreateSchema, UserUpdateSchema, user_resource
 
 bp = Blueprint("users", __name__, url_prefix="/api/v1")
 
@@ -91,19 +90,12 @@ def get_owner(ident: str):
 def set_owner(ident: str):
     """Assign the device to a user: ``{"data": {"type": "users", "id": "3"}}``, or ``{"data": null}``."""
     device = resolve.get_device(db.session, ident)
-    body = request_json()
-    if not isinstance(body, dict) or "data" not in body:
-        raise UnprocessableEntity('the body is {"data": {"type": "users", "id": …}} or {"data": null}',
-                                  pointer="/data")
-    data = body["data"]
+    linkage = load_body(OwnerSchema(), "owner")["data"]
     user = None
-    if data is not None:
-        if not isinstance(data, dict) or data.get("type") != TYPE or not isinstance(data.get("id"), str | int) \
-                or isinstance(data.get("id"), bool):
-            raise UnprocessableEntity('expected {"type": "users", "id": …}', pointer="/data")
-        user = db.session.get(User, int(data["id"])) if is_id(str(data["id"])) else None
+    if linkage is not None:
+        user = db.session.get(User, linkage["id"])
         if user is None:
-            raise UnprocessableEntity(f"no user {data['id']!r}", pointer="/data/id")
+            raise UnprocessableEntity(f"no user {str(linkage['id'])!r}", pointer="/data/id")
     service.set_owner(db.session, device, user)
     db.session.commit()
     return jsonapi_response(document(user_resource(user) if user else None))

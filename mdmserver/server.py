@@ -12,6 +12,8 @@ from urllib.parse import unquote_plus
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
+from mdmserver.app import create_app
+
 log = logging.getLogger("mdmserver.server")
 
 #: Query parameters whose values never reach the access log (matched as substrings of the name).
@@ -61,8 +63,6 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from mdmserver.app import create_app
-
         return create_app()
 
 

@@ -21,6 +21,7 @@ from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
 from mdmserver.pki import service as pki
+from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol import catalogue
 from mdmserver.selection.conditions import manageable
 
@@ -44,7 +45,7 @@ def rename_parameters(name: str) -> dict[str, Any]:
 
 
 def update_device(
-    session: Session, device: Device, changes: dict[str, Any], *, actor: str | None
+    session: Session, device: Device, changes: dict[str, Any], *, actor: str | None, box: SecretBox
 ) -> tuple[Device, dict[str, Any]]:
     """Apply asset-field changes; a new name also queues the rename command where the platform allows.
 
@@ -57,7 +58,7 @@ def update_device(
         if ok and device.enrolled:
             plan = QueuePlan("Settings", validate_command("Settings", rename_parameters(changes["device_name"])))
             (queued,) = enqueue_where(session, and_(Device.id == device.id, manageable()), [plan], actor=actor,
-                                      now=utcnow())
+                                      now=utcnow(), box=box)
             if queued:
                 meta["rename_command"] = queued[0][1]
             else:
@@ -70,7 +71,7 @@ def update_device(
         {**change, **meta},
     )
     # smart groups may match the device anew: bring their profile assignments in line
-    assignments.reconcile_all(session, actor=actor, groups_only=True)
+    assignments.reconcile_all(session, actor=actor, box=box, groups_only=True)
     return device, meta
 
 

@@ -16,6 +16,7 @@ from mdmserver.api.jsonapi import (
     request_json,
     resource,
 )
+from mdmserver.collaborators import secret_box
 from mdmserver.commands.models import CommandStatus
 from mdmserver.db import db, isoformat
 from mdmserver.errors import BadRequest, UnprocessableEntity
@@ -66,7 +67,8 @@ def perform_action(ident: str, name: str):
     body = _optional_body()
     if not isinstance(body, dict) or set(body) - {"parameters"}:
         raise UnprocessableEntity('the body is {"parameters": {…}} (or empty)', pointer="")
-    uuids = service.perform_on_device(db.session, action, device, body.get("parameters"), actor=current_actor())
+    uuids = service.perform_on_device(db.session, action, device, body.get("parameters"), actor=current_actor(),
+                                     box=secret_box())
     db.session.commit()
     data = [resource("commands", uuid, {"status": CommandStatus.QUEUED.value},
                      links={"self": f"/api/v1/commands/{uuid}"})
@@ -80,7 +82,8 @@ def bulk_action(name: str):
     action = service.get_action(name)
     body = request_json()
     target = service.targets_from_body(db.session, body)
-    outcome = service.run_action(db.session, action, target, body.get("parameters"), actor=current_actor())
+    outcome = service.run_action(db.session, action, target, body.get("parameters"), actor=current_actor(),
+                                 box=secret_box())
     db.session.commit()
     return _plain(outcome.as_result())
 

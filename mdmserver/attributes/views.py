@@ -9,6 +9,7 @@ from mdmserver.api.jsonapi import document, jsonapi_response, parse_resource_bod
 from mdmserver.assignments import service as assignments
 from mdmserver.attributes import service
 from mdmserver.attributes.schemas import attributes_resource, validate_values
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.selection import resolve
@@ -21,7 +22,7 @@ TYPE = "custom_attributes"
 
 def _reconcile() -> None:
     """Smart groups may filter on custom attributes: bring group-assigned profiles in line."""
-    assignments.reconcile_all(db.session, actor=current_actor(), groups_only=True)
+    assignments.reconcile_all(db.session, actor=current_actor(), box=secret_box(), groups_only=True)
 
 
 def _changed(device_id: int, values: dict[str, str]):

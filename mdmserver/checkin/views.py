@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from mdmserver.api.transactions import writes
 from mdmserver.checkin import auth as device_auth
 from mdmserver.checkin import enrollment, peers, service
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, PayloadTooLarge, TooManyRequests
 from mdmserver.organization.service import get_organization
@@ -95,7 +96,7 @@ def _settings() -> service.CheckinSettings:
         admission_policy=config["ADMISSION_POLICY"],
         preauthorized=tuple(config.get("PREAUTHORIZED") or ()),
         push_topic=push_topic,
-        box=pki.secret_box(),
+        box=secret_box(),
     )
 
 
@@ -130,7 +131,7 @@ def _connect(data: dict, body: bytes, identity: device_auth.DeviceIdentity) -> R
         result = parse_result(data)
     except ProtocolError as exc:
         raise BadRequest(exc.message) from None
-    return _respond(service.handle_connect(db.session, result, body, identity, pki.secret_box()))
+    return _respond(service.handle_connect(db.session, result, body, identity, secret_box()))
 
 
 @bp.put("/mdm/checkin")
@@ -218,6 +219,7 @@ def enroll() -> Response:
         topic=push_topic(db.session),
         organization=organization.name,
         prefix=organization.payload_prefix,
+        box=secret_box(),
     )
     db.session.commit()
     log.info("enrollment profile issued to %s (identity certificate %s)", client, profile.certificate_id)

@@ -18,6 +18,7 @@ from mdmserver.api.jsonapi import (
     request_json,
 )
 from mdmserver.assignments import service as assignments
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import UnprocessableEntity
 from mdmserver.groups import service
@@ -33,7 +34,7 @@ TYPE = "device_groups"
 
 def _reconcile() -> dict[str, int]:
     """Membership changed: bring the profiles assigned to groups in line (InstallProfile / RemoveProfile)."""
-    return assignments.reconcile_all(db.session, actor=current_actor(), groups_only=True)
+    return assignments.reconcile_all(db.session, actor=current_actor(), box=secret_box(), groups_only=True)
 
 
 def _parent_filter(value: str):

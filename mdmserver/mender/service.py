@@ -23,6 +23,7 @@ from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound
+from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol.fields import has_identifier_forbidden_character
 
 _PENDING, _ACCEPTED, _REJECTED, _PREAUTHORIZED = (
@@ -100,7 +101,9 @@ def auth_set_document(auth_set: AuthSet) -> dict[str, Any]:
     }
 
 
-def set_status(session: Session, auth_set: AuthSet, status: Any, *, actor: str | None = None) -> AuthSet:
+def set_status(
+    session: Session, auth_set: AuthSet, status: Any, *, actor: str | None = None, box: SecretBox
+) -> AuthSet:
     if status not in STATUSES:
         raise BadRequest(f"status must be one of accepted, rejected (not {status!r})")
     if status == auth_set.status:
@@ -110,7 +113,7 @@ def set_status(session: Session, auth_set: AuthSet, status: Any, *, actor: str |
     before = auth_set.status
     admission.set_auth_set_status(session, auth_set, status)
     # an accepted device gets the profiles assigned to it, in this transaction (issue 9 item 6)
-    assignments.reconcile_devices(session, [auth_set.device_id], actor=actor)
+    assignments.reconcile_devices(session, [auth_set.device_id], actor=actor, box=box)
     verb = "accept" if status == AdmissionStatus.ACCEPTED else "reject"
     record_event(session, f"device:auth_set:{verb}", "auth_sets", auth_set.id,
                  {"device_id": auth_set.device_id, "from": before, "to": status})

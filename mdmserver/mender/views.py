@@ -8,6 +8,7 @@ from flask import Blueprint, Response, json, request
 
 from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import is_id, json_body
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.mender import service
@@ -114,7 +115,7 @@ def set_status(auth_set_id: str):
     body = _body()
     if not isinstance(body, dict) or set(body) != {"status"}:
         raise BadRequest('the body must be {"status": "accepted" | "rejected"}')
-    service.set_status(db.session, auth_set, body["status"], actor=current_actor())
+    service.set_status(db.session, auth_set, body["status"], actor=current_actor(), box=secret_box())
     db.session.commit()
     return _json({"status": auth_set.status})
 

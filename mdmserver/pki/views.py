@@ -15,6 +15,7 @@ from mdmserver.api.jsonapi import (
 )
 from mdmserver.api.transactions import writes
 from mdmserver.audit.service import record_event
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import NotAcceptable
 from mdmserver.pki import service, x509
@@ -97,9 +98,9 @@ def download_private_key(key_id: int):
     row = service.get_private_key(db.session, key_id)
     mimetype = _negotiate(KEY_TYPES)
     if mimetype == "application/pkcs8":
-        body, extension = x509.key_to_pkcs8_der(service.load_private_key(row)), "p8"
+        body, extension = x509.key_to_pkcs8_der(service.load_private_key(row, secret_box())), "p8"
     else:
-        body, extension = service.private_key_pem(row), "pem"
+        body, extension = service.private_key_pem(row, secret_box()), "pem"
     record_event(db.session, "rsa_private_key:download", "rsa_private_keys", row.id, {"format": mimetype})
     db.session.commit()
     response = Response(body, mimetype=mimetype)

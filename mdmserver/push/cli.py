@@ -8,8 +8,12 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from mdmserver.audit.service import record_event
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import AppError
+from mdmserver.push import service
+from mdmserver.push.worker import run_standalone
 
 
 @click.group("push-cert")
@@ -25,15 +29,13 @@ def push_cert_group() -> None:
 @with_appcontext
 def push_cert_import(file: Path, key_file: Path | None, password: str | None) -> None:
     """Import FILE (PEM certificate [+ key] or PKCS#12); the topic is read from its UID."""
-    from mdmserver.audit.service import record_event
-    from mdmserver.push import service
-
     try:
         row = service.import_push_certificate(
             db.session,
             file.read_bytes(),
             key_file.read_bytes() if key_file else None,
             password.encode() if password else None,
+            box=secret_box(),
         )
         record_event(
             db.session, "push_certificate:import", "push_certificates", row.id,
@@ -54,8 +56,6 @@ def push_cert_import(file: Path, key_file: Path | None, password: str | None) ->
 @with_appcontext
 def push_cert_show() -> None:
     """Show the active push certificate."""
-    from mdmserver.push import service
-
     row = service.get_active_certificate(db.session)
     if row is None:
         raise click.ClickException("no push certificate imported")
@@ -69,8 +69,6 @@ def push_cert_show() -> None:
 @with_appcontext
 def push_worker_command() -> None:
     """Run a standalone push worker (several may run against one PostgreSQL database)."""
-    from mdmserver.push.worker import run_standalone
-
     run_standalone(current_app._get_current_object())
 
 

@@ -36,6 +36,7 @@ from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_ident
 from mdmserver.commands.service import purge_finished as purge_finished_commands
 from mdmserver.db import db, is_database_busy, utcnow
 from mdmserver.devices.models import Device
+from mdmserver.pki.service import load_secret_box
 from mdmserver.push import service
 from mdmserver.push.apns import APNsClient, HttpxAPNsClient, PushIdentity, PushMessage, PushResult
 from mdmserver.push.models import PushRequest, PushStatus
@@ -141,7 +142,7 @@ class PushWorker:
             return None
         key = (row.id, row.fingerprint_sha256)
         if key != self._identity_key:
-            self._identity = service.push_identity(session)
+            self._identity = service.push_identity(session, box=load_secret_box(self.app.config["SECRET_KEY_FILE"]))
             self._identity_key = key if self._identity is not None else None
         return self._identity
 
@@ -399,7 +400,10 @@ class PushWorker:
                                  self.settings.unused_identity_age)
                 if force or clock - self._last_reconcile >= self.settings.reconcile_every:
                     self._last_reconcile = clock
-                    counts = reconcile_group_assignments(db.session, actor="push-worker", groups_only=True)
+                    counts = reconcile_group_assignments(
+                        db.session, actor="push-worker", box=load_secret_box(self.app.config["SECRET_KEY_FILE"]),
+                        groups_only=True,
+                    )
                     db.session.commit()
                     if counts["install_queued"] or counts["removal_queued"]:
                         log.info("group assignments reconciled: %s", counts)

@@ -11,8 +11,6 @@ from typing import TypeVar
 
 from flask import Flask, current_app, g, request
 
-from mdmserver.api.requests import request_id
-from mdmserver.audit.service import AuditContext, set_audit_context
 from mdmserver.db import db
 from mdmserver.errors import Forbidden, Unauthorized
 from mdmserver.tokens import service as tokens
@@ -84,12 +82,3 @@ def init_app(app: Flask) -> None:
         scope = required_scope(view, request.method)
         if not token.allows(scope):
             raise Forbidden(f"this token lacks the {scope!r} scope", code="insufficient_scope")
-
-    @app.before_request
-    def _bind_audit_context() -> None:
-        # Services record audit events with the session's context, never reading ``g`` themselves.
-        set_audit_context(db.session, AuditContext(token=current_token(), request_id=request_id()))
-
-    @app.teardown_request
-    def _unbind_audit_context(_exc: BaseException | None) -> None:
-        set_audit_context(db.session, None)

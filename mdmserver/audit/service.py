@@ -57,7 +57,7 @@ def record_event(
 
     The actor defaults to the API token of the session's :class:`AuditContext` (``cli`` outside a
     request); the request id is the context's. Nothing here reads Flask's request globals: the
-    request setup binds the context to the session (``mdmserver.api.auth``).
+    request setup binds the context to the session (``mdmserver.collaborators.init_app``).
     """
     context = audit_context(session)
     token = context.token

@@ -42,6 +42,7 @@ from sqlalchemy import (  # noqa: E402
 from mdmserver.app import create_app  # noqa: E402
 from mdmserver.assignments.models import DeviceProfileState, ProfileAssignment  # noqa: E402
 from mdmserver.bootstrap import initialize  # noqa: E402
+from mdmserver.collaborators import secret_box  # noqa: E402
 from mdmserver.commands.models import Command, CommandParameters  # noqa: E402
 from mdmserver.commands.service import store_parameters  # noqa: E402
 from mdmserver.db import UTCDateTime, db, utcnow  # noqa: E402
@@ -146,7 +147,7 @@ def run(app, args) -> None:
                             "PayloadIdentifier": "com.example.bench.wifi", "PayloadUUID": str(uuid.uuid4()).upper(),
                             "SSID_STR": "Office", "EncryptionType": "None"}],
     })
-    profile, _ = upload_profile(session, profile_body)
+    profile, _ = upload_profile(session, profile_body, box=secret_box())
     _, token = create_token(session, "bench", ["read", "write"])
     session.commit()
     group_id, profile_id = group.id, profile.id
@@ -208,7 +209,7 @@ def run(app, args) -> None:
         assert response.status_code == 200 and body["success_count"] == args.devices, body["total_count"]
 
     def insert_baseline(request_type: str, params: dict):
-        parameters_id = store_parameters(session, params)  # stored once, outside the timed part
+        parameters_id = store_parameters(session, params, box=secret_box())  # stored once, outside the timed part
         session.commit()
 
         def run_insert():
@@ -241,7 +242,7 @@ def run(app, args) -> None:
         assert response.status_code == 200 and body["install_queued"] == args.devices, body
 
     endpoint, statements = median_of(engine, assign, args.repeat, reset=clear_assignment)
-    install = {"Payload": profile_bytes(session, session.get(type(profile), profile_id), signed=True)}
+    install = {"Payload": profile_bytes(session, session.get(type(profile), profile_id), secret_box(), signed=True)}
     blob = plistlib.dumps(install)
     stored = session.execute(select(func.count(), func.coalesce(func.sum(func.length(CommandParameters.body)), 0))
                              .select_from(CommandParameters)).one()

@@ -36,6 +36,7 @@ from cryptography.x509.oid import NameOID
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mdmserver.collaborators import secret_box  # noqa: E402
 from mdmserver.pki import cms, x509  # noqa: E402
 from mdmserver.protocol.plist import dump_plist  # noqa: E402
 
@@ -155,7 +156,7 @@ def _queue_cycles(app, devices, count: int, signed) -> list[list[tuple[bytes, st
     with app.app_context():
         for sim in devices:
             device = get_device_by_udid(db.session, sim.udid)
-            queued = [enqueue_commands(db.session, [device.id], "DeviceLock", {}, enqueued_by="bench")[0]["uuid"]
+            queued = [enqueue_commands(db.session, [device.id], "DeviceLock", {}, enqueued_by="bench", box=secret_box())[0]["uuid"]
                       for _ in range(count)]
             db.session.commit()
             job = [signed(sim, {"UDID": sim.udid, "Status": "Idle"})]
@@ -220,7 +221,7 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
     initialize(app)
     with app.app_context():
         cert_pem, key_pem = _push_cert(f"com.apple.mgmt.External.{uuid.uuid4()}")
-        push_service.import_push_certificate(db.session, cert_pem, key_pem, None)
+        push_service.import_push_certificate(db.session, cert_pem, key_pem, None, box=secret_box())
         db.session.commit()
         (tmp / "ca.pem").write_text(x509.cert_to_pem(pki.get_ca_certificate(db.session)))
 

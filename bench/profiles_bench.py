@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mdmserver.app import create_app  # noqa: E402
 from mdmserver.bootstrap import initialize  # noqa: E402
+from mdmserver.collaborators import secret_box  # noqa: E402
 from mdmserver.db import db  # noqa: E402
 from mdmserver.profiles import service  # noqa: E402
 from mdmserver.tokens.service import create_token  # noqa: E402
@@ -194,7 +195,7 @@ def seed(app, count: int) -> float:
     with app.app_context():
         session = db.session
         for index in range(count):
-            service.store_profile(session, service.ParsedProfile(small_profile(index), "xml"), source="bench")
+            service.store_profile(session, service.ParsedProfile(small_profile(index), "xml"), source="bench", box=secret_box())
             if index % 500 == 499:
                 session.commit()
         session.commit()

@@ -51,6 +51,7 @@ def prepare(folder: Path, url: str, emulator_dir: Path, count: int, database_url
     """A fresh server database with a push certificate and ``count`` devices each owed a push."""
     from mdmserver.app import create_app
     from mdmserver.bootstrap import initialize
+    from mdmserver.collaborators import secret_box
     from mdmserver.db import db
     from mdmserver.push import service
 
@@ -74,6 +75,7 @@ def prepare(folder: Path, url: str, emulator_dir: Path, count: int, database_url
             db.session,
             (emulator_dir / "push-cert.pem").read_bytes(),
             (emulator_dir / "push-key.pem").read_bytes(),
+            box=secret_box(),
         )
         started = time.perf_counter()
         ids = make_devices(db.session, count, topic=TOPIC)

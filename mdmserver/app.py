@@ -13,6 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
 import mdmserver
+from mdmserver import collaborators
 from mdmserver.api import auth, errors, requests, transactions
 from mdmserver.api.jsonapi import MAX_ID
 from mdmserver.config import load_config
@@ -57,6 +58,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     errors.init_app(app)
     transactions.init_app(app)  # before auth: the token lookup is the first statement
     auth.init_app(app)
+    collaborators.init_app(app)  # after auth: the audit context names the checked token
     _limit_admin_bodies(app)
     _cors(app)
 

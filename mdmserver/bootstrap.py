@@ -15,7 +15,7 @@ from sqlalchemy import select
 from mdmserver.db import db
 from mdmserver.ops.readiness import alembic_config
 from mdmserver.organization.service import ensure_organization
-from mdmserver.pki.service import ensure_ca_and_identity
+from mdmserver.pki.service import ensure_ca_and_identity, load_secret_box
 from mdmserver.tokens.models import ApiToken
 from mdmserver.tokens.service import create_token
 
@@ -53,7 +53,7 @@ def initialize(app: Flask) -> Path | None:
     with app.app_context():
         session = db.session
         organization = ensure_organization(session, app.config["ORGANIZATION_NAME"])
-        ensure_ca_and_identity(session, organization.name)
+        ensure_ca_and_identity(session, organization.name, load_secret_box(app.config["SECRET_KEY_FILE"]))
         token_file = None
         if session.scalar(select(ApiToken.id).limit(1)) is None:
             _, token = create_token(session, FIRST_TOKEN_NAME, ["admin"])

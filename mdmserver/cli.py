@@ -10,11 +10,13 @@ from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from mdmserver.app import create_app, feature_modules
+from mdmserver.audit.service import record_event
 from mdmserver.bootstrap import PRIVATE_UMASK, downgrade_database, initialize, upgrade_database
 from mdmserver.config import ConfigError
 from mdmserver.db import db, isoformat
 from mdmserver.errors import AppError
 from mdmserver.jobs import run_standalone
+from mdmserver.server import serve
 from mdmserver.tokens import service as tokens
 from mdmserver.tokens.models import SCOPES
 
@@ -52,8 +54,6 @@ def init_command() -> None:
 @with_appcontext
 def serve_command(bind: str, workers: int, threads: int, no_push_worker: bool) -> None:
     """Serve with gunicorn (and, in the embedded setup, exactly one push worker)."""
-    from mdmserver.server import serve
-
     serve(current_app.config, bind=bind, workers=workers, threads=threads, push_worker=not no_push_worker)
 
 
@@ -75,8 +75,6 @@ def tokens_group() -> None:
 @with_appcontext
 def tokens_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a token and print it (the only line on stdout; it is not shown again)."""
-    from mdmserver.audit.service import record_event
-
     try:
         row, token = tokens.create_token(db.session, name, scopes)
         record_event(db.session, "token:create", "api_tokens", row.id, {"name": name, "scopes": sorted(scopes)})
@@ -100,8 +98,6 @@ def tokens_list() -> None:
 @with_appcontext
 def tokens_revoke(name: str) -> None:
     """Revoke a token by name."""
-    from mdmserver.audit.service import record_event
-
     try:
         row = tokens.revoke_token(db.session, name)
         record_event(db.session, "token:revoke", "api_tokens", row.id, {"name": name})

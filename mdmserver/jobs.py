@@ -33,6 +33,7 @@ from mdmserver import workflows
 from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
 from mdmserver.commands.service import purge_finished as purge_finished_commands
 from mdmserver.db import db, is_database_busy
+from mdmserver.pki.service import load_secret_box
 from mdmserver.push import service as push
 from mdmserver.push.worker import PushWorker
 
@@ -108,7 +109,8 @@ class Upkeep:
             log.info("purged %d enrollment identities not used within %s", unused, settings.unused_identity_age)
 
     def _reconcile(self) -> None:
-        counts = workflows.group_membership_changed(db.session, actor=UPKEEP_ACTOR)
+        box = load_secret_box(self.app.config["SECRET_KEY_FILE"])
+        counts = workflows.group_membership_changed(db.session, actor=UPKEEP_ACTOR, box=box)
         db.session.commit()
         if counts["install_queued"] or counts["removal_queued"]:
             log.info("group assignments reconciled: %s", counts)

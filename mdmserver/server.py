@@ -12,6 +12,7 @@ from urllib.parse import unquote_plus
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
+from mdmserver.app import create_app
 from mdmserver.protocol.secrets import REDACTED, is_secret_query_parameter
 
 log = logging.getLogger("mdmserver.server")
@@ -60,8 +61,6 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from mdmserver.app import create_app
-
         return create_app()
 
 

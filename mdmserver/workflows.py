@@ -24,6 +24,7 @@ from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict
 from mdmserver.pki import service as pki
+from mdmserver.pki.secretbox import SecretBox
 from mdmserver.profiles import service as profiles
 from mdmserver.profiles.models import Profile
 from mdmserver.protocol import catalogue
@@ -49,7 +50,7 @@ def rename_parameters(name: str) -> dict[str, Any]:
 
 
 def update_device(
-    session: Session, device: Device, changes: dict[str, Any], *, actor: str | None
+    session: Session, device: Device, changes: dict[str, Any], *, actor: str | None, box: SecretBox
 ) -> tuple[Device, dict[str, Any]]:
     """Apply asset-field changes; a new name also queues the rename command where the platform allows.
 
@@ -62,7 +63,7 @@ def update_device(
         if ok and device.enrolled:
             plan = QueuePlan("Settings", validate_command("Settings", rename_parameters(changes["device_name"])))
             (queued,) = enqueue_where(session, and_(Device.id == device.id, manageable()), [plan], actor=actor,
-                                      now=utcnow())
+                                      now=utcnow(), box=box)
             if queued:
                 meta["rename_command"] = queued[0][1]
             else:
@@ -75,7 +76,7 @@ def update_device(
         {**change, **meta},
     )
     # smart groups may match the device anew
-    group_membership_changed(session, actor=actor)
+    group_membership_changed(session, actor=actor, box=box)
     return device, meta
 
 
@@ -96,29 +97,29 @@ def delete_device(session: Session, device: Device) -> None:
 
 # -- groups: which devices are in which group ------------------------------------------------------
 
-def group_membership_changed(session: Session, *, actor: str | None) -> dict[str, int]:
+def group_membership_changed(session: Session, *, actor: str | None, box: SecretBox) -> dict[str, int]:
     """Which devices are in which group may have changed: a group was created, changed (its filter,
     its parent) or deleted, static members were added or removed, or something smart groups filter on
     changed (custom attributes, asset fields, the inventory devices report). Bring the profiles assigned
     to groups in line (InstallProfile / RemoveProfile queued, set-based); returns the reconcile counts."""
-    return assignments.reconcile_all(session, actor=actor, groups_only=True)
+    return assignments.reconcile_all(session, actor=actor, box=box, groups_only=True)
 
 
-def custom_attributes_changed(session: Session, *, actor: str | None) -> None:
+def custom_attributes_changed(session: Session, *, actor: str | None, box: SecretBox) -> None:
     """Devices' custom attributes were written or deleted: smart groups may filter on them."""
-    group_membership_changed(session, actor=actor)
+    group_membership_changed(session, actor=actor, box=box)
 
 
 # -- profiles: a new revision, deletion ----------------------------------------------------------
 
-def profile_revised(session: Session, profile: Profile, *, actor: str | None) -> dict[str, int]:
+def profile_revised(session: Session, profile: Profile, *, actor: str | None, box: SecretBox) -> dict[str, int]:
     """A new revision of the profile (its keys or payloads changed, or a replacing upload): install it
     where the profile is assigned (InstallProfile queued, set-based). Returns the reconcile counts, which
     the profile replies show as ``meta.assignments``."""
-    return assignments.reconcile(session, profile, actor=actor)
+    return assignments.reconcile(session, profile, actor=actor, box=box)
 
 
-def delete_profile(session: Session, profile: Profile, *, actor: str | None) -> None:
+def delete_profile(session: Session, profile: Profile, *, actor: str | None, box: SecretBox) -> None:
     """Delete a profile; where it was assigned and installed, RemoveProfile is queued first."""
     assigned = assignments.list_assignments(session, profile)
     if assigned:
@@ -126,7 +127,7 @@ def delete_profile(session: Session, profile: Profile, *, actor: str | None) -> 
             session, profile,
             devices=[a.device_id for a in assigned if a.device_id is not None],
             groups=[a.group_id for a in assigned if a.group_id is not None],
-            actor=actor,
+            actor=actor, box=box,
         )
     profiles.delete_profile(session, profile)
 
@@ -146,7 +147,9 @@ class AdmissionDecision:
     rejected: list[str] = field(default_factory=list)
 
 
-def decide_admission(session: Session, auth_set: AuthSet, status: str, *, actor: str | None) -> AdmissionDecision:
+def decide_admission(
+    session: Session, auth_set: AuthSet, status: str, *, actor: str | None, box: SecretBox
+) -> AdmissionDecision:
     """An admin accepts or rejects an auth set (the transition was checked by the admission API).
 
     1. Accepting a *held* re-binding (a new certificate claimed the device while its previous binding
@@ -169,13 +172,13 @@ def decide_admission(session: Session, auth_set: AuthSet, status: str, *, actor:
         if bound is not None and bound.id != device.id:
             raise Conflict(f"the certificate of auth set {auth_set.id} is bound to another device ({bound.id})")
         decision.moved_from = devices.move_binding(session, device, auth_set)
-        decision.cancelled = commands.cancel_secret_bearing(session, device.id)
+        decision.cancelled = commands.cancel_secret_bearing(session, device.id, box=box)
         decision.rejected = admission.reject_other_admitted(session, auth_set)
     admission.set_auth_set_status(session, auth_set, status)
     device = session.get(Device, auth_set.device_id)
     if device is not None and device.admission_status == AdmissionStatus.ACCEPTED:
         commands.request_push_if_queued(session, device.id, reason="admission")
-    assignments.reconcile_devices(session, [auth_set.device_id], actor=actor,
+    assignments.reconcile_devices(session, [auth_set.device_id], actor=actor, box=box,
                                   new_enrollment=decision.moved_from is not None)
     return decision
 

@@ -43,6 +43,7 @@ from mdmserver.db import utcnow
 from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.organization.service import enrollment_profile_identifier, get_organization
+from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol import catalogue
 from mdmserver.protocol.secrets import redact
 from mdmserver.selection.conditions import unmanaged_whens
@@ -202,7 +203,7 @@ def classify(session: Session, action: Action, target: Targets, params: dict[str
 
 
 def run_action(
-    session: Session, action: Action, target: Targets, raw_params: Any, *, actor: str | None
+    session: Session, action: Action, target: Targets, raw_params: Any, *, actor: str | None, box: SecretBox
 ) -> Outcome:
     """Queue the action's commands for every eligible targeted device; report the others with a remark."""
     params = load_parameters(action, raw_params)
@@ -224,7 +225,7 @@ def run_action(
             for batch_ids, batch_plans in _batches(session, action, params, ids)
             for plan, apple_params in batch_plans
         ]
-        for queued in enqueue_where(session, true(), plans, actor=actor, now=now):
+        for queued in enqueue_where(session, true(), plans, actor=actor, now=now, box=box):
             for device_id, uuid in queued:
                 commands.setdefault(device_id, []).append(uuid)
         if action.retires:
@@ -241,14 +242,16 @@ def run_action(
     return Outcome(action.name, success, not_applicable)
 
 
-def perform_on_device(session: Session, action: Action, device: Device, raw_params: Any, *, actor: str | None) -> list[str]:
+def perform_on_device(
+    session: Session, action: Action, device: Device, raw_params: Any, *, actor: str | None, box: SecretBox
+) -> list[str]:
     """Queue the action for one device; 409 with the reason when it does not apply (nothing is written)."""
     params = load_parameters(action, raw_params)
     target = select_targets(session, devices=[device.id])
     for row in classify(session, action, target, params):
         if row.reason is not None:
             raise Conflict(f"{action.name} does not apply to device {device.id}: {row.reason}", code="not_applicable")
-    outcome = run_action(session, action, target, raw_params, actor=actor)
+    outcome = run_action(session, action, target, raw_params, actor=actor, box=box)
     return outcome.success[0]["command_uuids"]
 
 

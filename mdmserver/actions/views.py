@@ -18,6 +18,7 @@ from mdmserver.api.jsonapi import (
     refuse_query_params,
     resource,
 )
+from mdmserver.collaborators import secret_box
 from mdmserver.commands.models import CommandStatus
 from mdmserver.db import db, isoformat
 from mdmserver.errors import BadRequest, UnprocessableEntity
@@ -60,7 +61,8 @@ def perform_action(ident: str, name: str):
     device = resolve.get_device(db.session, ident)
     action = service.get_action(name)
     body = load_body(PerformSchema(), "action", optional=True)
-    uuids = service.perform_on_device(db.session, action, device, body["parameters"], actor=current_actor())
+    uuids = service.perform_on_device(db.session, action, device, body["parameters"], actor=current_actor(),
+                                      box=secret_box())
     db.session.commit()
     data = [resource("commands", uuid, {"status": CommandStatus.QUEUED.value},
                      links={"self": f"/api/v1/commands/{uuid}"})
@@ -75,7 +77,8 @@ def bulk_action(name: str):
     body = load_body(BulkActionSchema(), "bulk action")
     target = select_targets(db.session, devices=body.get("devices"), groups=body.get("groups"),
                             filter_=body.get("filter"), all_devices=body["all_devices"])
-    outcome = service.run_action(db.session, action, target, body["parameters"], actor=current_actor())
+    outcome = service.run_action(db.session, action, target, body["parameters"], actor=current_actor(),
+                                 box=secret_box())
     db.session.commit()
     return _plain(outcome.as_result())
 

@@ -42,6 +42,7 @@ from mdmserver.db import utcnow
 from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, UnprocessableEntity
 from mdmserver.groups.models import DeviceGroup
+from mdmserver.pki.secretbox import SecretBox
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import profile_bytes
 from mdmserver.selection.conditions import manageable
@@ -90,7 +91,7 @@ def _resolve_targets(
 
 def assign(
     session: Session, profile: Profile, *, devices: Sequence[str | int] | None = None,
-    groups: Sequence[int] | None = None, actor: str | None
+    groups: Sequence[int] | None = None, actor: str | None, box: SecretBox,
 ) -> dict[str, int]:
     """Assign the profile to devices and groups (already assigned ones are skipped), then reconcile."""
     device_ids, group_ids = _resolve_targets(session, devices, groups)
@@ -108,12 +109,12 @@ def assign(
         session.execute(insert(ProfileAssignment), rows)
     record_event(session, "profile:assign", "profiles", profile.id,
                  {"devices": len(device_ids), "groups": group_ids, "new": len(rows)})
-    return {"assigned": len(rows), **reconcile(session, profile, actor=actor)}
+    return {"assigned": len(rows), **reconcile(session, profile, actor=actor, box=box)}
 
 
 def unassign(
     session: Session, profile: Profile, *, devices: Sequence[str | int] | None = None,
-    groups: Sequence[int] | None = None, actor: str | None
+    groups: Sequence[int] | None = None, actor: str | None, box: SecretBox,
 ) -> dict[str, int]:
     """Remove assignments, then reconcile (RemoveProfile where the profile is no longer wanted)."""
     device_ids, group_ids = _resolve_targets(session, devices, groups)
@@ -129,7 +130,7 @@ def unassign(
         ).rowcount or 0
     record_event(session, "profile:unassign", "profiles", profile.id,
                  {"devices": len(device_ids), "groups": group_ids, "removed": removed})
-    return {"unassigned": removed, **reconcile(session, profile, actor=actor)}
+    return {"unassigned": removed, **reconcile(session, profile, actor=actor, box=box)}
 
 
 # --- reconciliation -------------------------------------------------------------------------------
@@ -214,12 +215,14 @@ def _serialize_reconciles(session: Session, profile_id: int) -> None:
 
 
 def reconcile(
-    session: Session, profile: Profile, *, actor: str | None, device_ids: Sequence[int] | None = None
+    session: Session, profile: Profile, *, actor: str | None, box: SecretBox,
+    device_ids: Sequence[int] | None = None,
 ) -> dict[str, int]:
     """Queue InstallProfile / RemoveProfile so the devices match the profile's assignments.
 
     ``device_ids`` limits the work to those devices (one device's enrollment or inventory change):
     the same statements, restricted, and the profile is only signed when one of them needs it.
+    ``box`` opens the profile's sealed secrets and the signing key, and seals the queued command.
     A failed install of the current revision is not retried automatically (a new revision, or
     unassigning and assigning again, retries it).
     """
@@ -238,13 +241,13 @@ def reconcile(
     to_install = and_(scope, desired, manageable(), not_(holds_current))
     plans: list[QueuePlan] = []
     if device_ids is None or session.scalar(select(Device.id).where(to_install).limit(1)) is not None:
-        install = validate_command("InstallProfile", {"Payload": profile_bytes(session, profile, signed=True)})
+        install = validate_command("InstallProfile", {"Payload": profile_bytes(session, profile, box, signed=True)})
         plans.append(QueuePlan("InstallProfile", install, condition=to_install))
     if profile.identifier:
         plans.append(QueuePlan("RemoveProfile", {"Identifier": profile.identifier},
                                condition=and_(scope, not_(desired), manageable(), holds_any)))
     queued = dict(zip((plan.request_type for plan in plans), enqueue_where(session, true(), plans, actor=actor,
-                                                                         now=now), strict=True))
+                                                                         now=now, box=box), strict=True))
     installed = queued.get("InstallProfile", [])
     to_remove = queued.get("RemoveProfile", [])
     # devices that left management keep no claim on the profile
@@ -278,7 +281,8 @@ def reconcile(
 
 
 def reconcile_devices(
-    session: Session, device_ids: Sequence[int], *, actor: str | None, new_enrollment: bool = False
+    session: Session, device_ids: Sequence[int], *, actor: str | None, box: SecretBox,
+    new_enrollment: bool = False,
 ) -> dict[str, int]:
     """Reconcile every assignment that can concern these devices, for these devices only.
 
@@ -314,7 +318,7 @@ def reconcile_devices(
     ).all()
     for profile_id in profile_ids:
         try:
-            counts = reconcile(session, session.get(Profile, profile_id), actor=actor, device_ids=admitted)
+            counts = reconcile(session, session.get(Profile, profile_id), actor=actor, box=box, device_ids=admitted)
         except Conflict as exc:
             # a group that cannot be evaluated must not break a device's check-in or an admission:
             # the other profiles still follow, and the admin sees the error when reconciling this one
@@ -326,14 +330,16 @@ def reconcile_devices(
     return totals
 
 
-def reconcile_all(session: Session, *, actor: str | None, groups_only: bool = False) -> dict[str, int]:
+def reconcile_all(
+    session: Session, *, actor: str | None, box: SecretBox, groups_only: bool = False
+) -> dict[str, int]:
     """Reconcile every assigned profile (or those assigned to a group: after membership changes)."""
     stmt = select(ProfileAssignment.profile_id).distinct()
     if groups_only:
         stmt = stmt.where(ProfileAssignment.group_id.is_not(None))
     totals = {"profiles": 0, "install_queued": 0, "removal_queued": 0}
     for profile_id in session.scalars(stmt.order_by(ProfileAssignment.profile_id)).all():
-        counts = reconcile(session, session.get(Profile, profile_id), actor=actor)
+        counts = reconcile(session, session.get(Profile, profile_id), actor=actor, box=box)
         totals["profiles"] += 1
         totals["install_queued"] += counts["install_queued"]
         totals["removal_queued"] += counts["removal_queued"]

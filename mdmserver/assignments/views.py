@@ -28,6 +28,7 @@ from mdmserver.assignments.schemas import (
     assignment_resource,
     state_resource,
 )
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import NotFound
 from mdmserver.profiles.models import Profile
@@ -72,7 +73,7 @@ def _change_targets(profile_id: str, change: Callable[..., dict[str, int]]) -> R
     profile = _profile(profile_id)
     body = load_body(TargetsSchema(), "targets")
     counts = change(db.session, profile, devices=body.get("devices"), groups=body.get("groups"),
-                    actor=current_actor())
+                    actor=current_actor(), box=secret_box())
     db.session.commit()
     return _plain({"profile_id": str(profile.id), **counts})
 
@@ -93,7 +94,7 @@ def unassign(profile_id: str):
 def reconcile(profile_id: str):
     """Re-evaluate (smart) group membership and the profile's revision now."""
     profile = _profile(profile_id)
-    counts = service.reconcile(db.session, profile, actor=current_actor())
+    counts = service.reconcile(db.session, profile, actor=current_actor(), box=secret_box())
     db.session.commit()
     return _plain({"profile_id": str(profile.id), **counts})
 
@@ -101,7 +102,7 @@ def reconcile(profile_id: str):
 @bp.post("/assignments/reconcile")
 def reconcile_all():
     """Reconcile every assigned profile now."""
-    counts = service.reconcile_all(db.session, actor=current_actor())
+    counts = service.reconcile_all(db.session, actor=current_actor(), box=secret_box())
     db.session.commit()
     return _plain(counts)
 
@@ -142,7 +143,8 @@ def _profile_ids() -> list[Profile]:
 def _change_device_profiles(ident: str, change: Callable[..., dict[str, int]]) -> Response:
     """Run ``service.assign`` or ``service.unassign`` of each profile in the body for this device, commit."""
     device = resolve.get_device(db.session, ident)
-    results = [{"profile_id": str(p.id), **change(db.session, p, devices=[device.id], actor=current_actor())}
+    box = secret_box()
+    results = [{"profile_id": str(p.id), **change(db.session, p, devices=[device.id], actor=current_actor(), box=box)}
                for p in _profile_ids()]
     db.session.commit()
     return _plain({"device_id": str(device.id), "profiles": results})

@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from flask import g, has_request_context
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from mdmserver.audit.models import AuditEvent
+from mdmserver.tokens.models import ApiToken
+
+_CONTEXT = "mdmserver.audit_context"
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Who is acting and in which request: the API token behind it (None for a device or a command
+    line; its name is read only when an event is recorded, so binding costs no statement) and the
+    request id (None outside a request)."""
+
+    token: ApiToken | None = None
+    request_id: str | None = None
+
+
+#: Outside a request (command line, worker, tests calling services directly).
+NO_REQUEST = AuditContext()
+
+
+def set_audit_context(session: Session | scoped_session, context: AuditContext | None) -> None:
+    """Bind the acting token and request id to the session's unit of work (the request setup does
+    this, as it declares the transaction mode with :func:`mdmserver.db.set_read_only`); ``None``
+    unbinds it at the end of the request."""
+    target = session() if isinstance(session, scoped_session) else session
+    if context is None:
+        target.info.pop(_CONTEXT, None)
+    else:
+        target.info[_CONTEXT] = context
+
+
+def audit_context(session: Session | scoped_session) -> AuditContext:
+    """The context bound to this session, or :data:`NO_REQUEST`."""
+    target = session() if isinstance(session, scoped_session) else session
+    return target.info.get(_CONTEXT, NO_REQUEST)
 
 
 def record_event(
@@ -21,19 +55,18 @@ def record_event(
 ) -> AuditEvent:
     """Add an audit event; ``action`` is a ``subject:verb`` tag such as ``organization:update``.
 
-    The actor defaults to the current API token's name (``cli`` outside a request).
+    The actor defaults to the API token of the session's :class:`AuditContext` (``cli`` outside a
+    request); the request id is the context's. Nothing here reads Flask's request globals: the
+    request setup binds the context to the session (``mdmserver.collaborators.init_app``).
     """
-    request_id = None
-    if has_request_context():
-        token = getattr(g, "api_token", None)
-        actor = actor or (token.name if token is not None else None)
-        request_id = getattr(g, "request_id", None)
+    context = audit_context(session)
+    token = context.token
     event = AuditEvent(
-        actor=actor or "cli",
+        actor=actor or (token.name if token is not None else None) or "cli",
         action=action,
         resource_type=resource_type,
         resource_id=str(resource_id),
-        request_id=request_id,
+        request_id=context.request_id,
         details=details,
     )
     session.add(event)

@@ -64,7 +64,7 @@ class EnrollmentProfile:
 
 
 def build_enrollment_profile(
-    session: Session, *, public_url: str, topic: str | None, organization: str, prefix: str
+    session: Session, *, public_url: str, topic: str | None, organization: str, prefix: str, box: SecretBox
 ) -> EnrollmentProfile:
     """Issue a fresh device identity and return the signed enrollment profile.
 
@@ -76,8 +76,8 @@ def build_enrollment_profile(
             "no APNs push certificate: import one with `mdmserver push-cert import FILE` "
             "or PUT /api/v1/push_certificate before enrolling devices"
         )
-    ca_cert, ca_key = pki.get_ca(session)
-    server_cert, server_key = pki.get_server_identity(session)
+    ca_cert, ca_key = pki.get_ca(session, box)
+    server_cert, server_key = pki.get_server_identity(session, box)
     key = x509.generate_private_key()
     enrollment_id = str(uuidlib.uuid4()).upper()
     cert = x509.issue_certificate(
@@ -311,7 +311,7 @@ def _authenticate(
         return _hold_rebinding(session, existing, message, identity)
     device = devices.apply_authenticate(session, message, identity.fingerprint)
     if rebinding:
-        cancelled = commands.cancel_secret_bearing(session, device.id)
+        cancelled = commands.cancel_secret_bearing(session, device.id, settings.box)
         log.warning(
             "device %s re-bound from certificate %s (no longer valid) to %s: UnlockToken and "
             "BootstrapToken forgotten, %d secret-bearing commands cancelled",
@@ -328,7 +328,8 @@ def _authenticate(
 
     # Issue 9 item 6: a new enrollment gets the profiles assigned to it (directly, by group or smart
     # group) in this transaction; a pending device gets them when it is accepted.
-    assignments.reconcile_devices(session, [device.id], actor=RECONCILE_ACTOR, new_enrollment=True)
+    assignments.reconcile_devices(session, [device.id], actor=RECONCILE_ACTOR, box=settings.box,
+                                 new_enrollment=True)
 
     log.info("device %s authenticated (admission %s)", device.udid, device.admission_status)
     return None
@@ -447,7 +448,7 @@ def handle_connect(
             inventory_update = devices.apply_inventory(session, state.id, answered.request_type, result.raw)
             if inventory_update.group_fields_changed:
                 # it may have entered or left a smart group: its assignments follow, for this device only
-                counts = assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR)
+                counts = assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box)
                 queued_now = bool(counts["install_queued"] or counts["removal_queued"])
         if answered is not None and (answered.id == state.command_id or queued_now):
             # the device answered a command it was never offered, or a profile command was just

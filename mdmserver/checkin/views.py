@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from mdmserver.api.transactions import writes
 from mdmserver.checkin import auth as device_auth
 from mdmserver.checkin import enrollment, peers, service
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, PayloadTooLarge, TooManyRequests
 from mdmserver.organization.service import get_organization
@@ -91,7 +92,7 @@ def _settings() -> service.CheckinSettings:
         admission_policy=config["ADMISSION_POLICY"],
         preauthorized=tuple(config.get("PREAUTHORIZED") or ()),
         push_topic=push_topic,
-        box=pki.secret_box(),
+        box=secret_box(),
     )
 
 
@@ -120,7 +121,7 @@ def _checkin(data: dict, identity: device_auth.DeviceIdentity) -> Response:
 
 def _connect(data: dict, body: bytes, identity: device_auth.DeviceIdentity) -> Response:
     result = parse_result(data)
-    return _respond(service.handle_connect(db.session, result, body, identity, pki.secret_box()))
+    return _respond(service.handle_connect(db.session, result, body, identity, secret_box()))
 
 
 @bp.put("/mdm/checkin")
@@ -208,6 +209,7 @@ def enroll() -> Response:
         topic=push_topic(db.session),
         organization=organization.name,
         prefix=organization.payload_prefix,
+        box=secret_box(),
     )
     db.session.commit()
     log.info("enrollment profile issued to %s (identity certificate %s)", client, profile.certificate_id)

@@ -47,7 +47,7 @@ def display_status(command: Command) -> str:
 
 
 def command_attributes(
-    command: Command, *, with_result: bool = False, reveal: bool = False, box: SecretBox | None = None
+    command: Command, *, with_result: bool = False, reveal: bool = False, box: SecretBox
 ) -> dict:
     """The command's attributes; secret values of parameters and result are ``[redacted]`` unless
     ``reveal`` (a token with the ``secrets`` scope reading one command)."""
@@ -72,7 +72,7 @@ def command_attributes(
 
 
 def command_resource(
-    command: Command, *, with_result: bool = False, reveal: bool = False, box: SecretBox | None = None
+    command: Command, *, with_result: bool = False, reveal: bool = False, box: SecretBox
 ) -> dict:
     return resource(
         "commands", command.uuid, command_attributes(command, with_result=with_result, reveal=reveal, box=box),

@@ -33,7 +33,6 @@ from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
 from mdmserver.pki.models import Certificate
 from mdmserver.pki.secretbox import SecretBox, SecretBoxError
-from mdmserver.pki.service import secret_box
 from mdmserver.protocol import catalogue
 from mdmserver.protocol import secrets as secrets_policy
 from mdmserver.protocol.plist import dump_plist, load_stored
@@ -71,12 +70,12 @@ def is_sealed(blob: bytes | None) -> bool:
     return blob is not None and bytes(blob[: len(SEALED_PREFIX)]) == SEALED_PREFIX
 
 
-def open_blob(blob: bytes, box: SecretBox | None, context: bytes) -> bytes:
+def open_blob(blob: bytes, box: SecretBox, context: bytes) -> bytes:
     """The plaintext of a stored parameters or result blob (sealed or not)."""
     if not is_sealed(blob):
         return blob
     try:
-        return (box or secret_box()).decrypt(bytes(blob[len(SEALED_PREFIX):]), associated_data=context)
+        return box.decrypt(bytes(blob[len(SEALED_PREFIX):]), associated_data=context)
     except SecretBoxError:
         log.error("a sealed command blob cannot be decrypted with the configured secret key")
         raise ServiceUnavailable(
@@ -100,29 +99,28 @@ def validate_command(request_type: str, parameters: Any, *, pointer_prefix: str 
 
 
 def store_parameters(
-    session: Session, params: dict[str, Any], *, request_type: str | None = None, box: SecretBox | None = None
+    session: Session, params: dict[str, Any], *, request_type: str | None = None, box: SecretBox
 ) -> int:
     """The id of the :class:`CommandParameters` row holding ``params``, inserted if absent."""
     return store_parameters_many(session, [params], request_types=[request_type], box=box)[0]
 
 
-def _stored_form(params: dict[str, Any], request_type: str | None, box: SecretBox | None) -> tuple[str, bytes]:
+def _stored_form(params: dict[str, Any], request_type: str | None, box: SecretBox) -> tuple[str, bytes]:
     """(digest, body) of parameters as stored: a plist addressed by its SHA-256, or, when it holds
     secrets, sealed and addressed by a keyed digest (a plain hash of a PIN could be reversed)."""
     blob = dump_plist(params)
     if not secrets_policy.contains_secret(params, request_type=request_type):
         return hashlib.sha256(blob).hexdigest(), blob
-    box = box or secret_box()
     return box.digest(blob, context=PARAMETERS_CONTEXT), seal_blob(blob, box, PARAMETERS_CONTEXT)
 
 
 def store_parameters_many(
     session: Session, bodies: Sequence[dict[str, Any]], *, request_types: Sequence[str | None] | None = None,
-    box: SecretBox | None = None,
+    box: SecretBox,
 ) -> list[int]:
     """The ids of the :class:`CommandParameters` rows holding ``bodies`` (as plists), in order,
     inserting the absent ones. Bodies holding secrets (per request type, ``request_types``) are
-    sealed with the secret box (``box``, else the configured one).
+    sealed with the secret box ``box``.
 
     One ``SELECT`` when every body is already stored (the common case: the same profile queued
     again), else one more ``INSERT … ON CONFLICT DO NOTHING RETURNING`` (and a ``SELECT`` again
@@ -181,7 +179,7 @@ def enqueue_where(
     *,
     actor: str | None,
     now: datetime,
-    box: SecretBox | None = None,
+    box: SecretBox,
 ) -> list[list[tuple[int, str]]]:
     """Queue each plan's command for every device meeting ``condition`` (SQL on ``Device``), and
     owe those devices a push in the same transaction. The one writer of new ``commands`` rows.
@@ -235,6 +233,7 @@ def enqueue_commands(
     priority: int = 0,
     expires_at: datetime | None = None,
     validate: bool = True,
+    box: SecretBox,
 ) -> list[dict[str, Any]]:
     """Queue one command per device with :func:`enqueue_where` (no eligibility check: callers
     that need one use :func:`enqueue_for_device` or pass :func:`manageable` themselves).
@@ -249,7 +248,7 @@ def enqueue_commands(
         return []
     plan = QueuePlan(request_type, params, priority=priority, expires_at=expires_at)
     (rows,) = enqueue_where(session, in_values(session, Device.id, ids, integer=True), [plan],
-                            actor=enqueued_by, now=utcnow())
+                            actor=enqueued_by, now=utcnow(), box=box)
     by_device = dict(rows)
     return [{"device_id": device_id, "uuid": by_device[device_id]} for device_id in ids if device_id in by_device]
 
@@ -295,7 +294,7 @@ def cancel_queue(session: Session, device_id: int) -> int:
     return result.rowcount or 0
 
 
-def cancel_secret_bearing(session: Session, device_id: int) -> list[str]:
+def cancel_secret_bearing(session: Session, device_id: int, box: SecretBox) -> list[str]:
     """Cancel the device's active commands whose delivery would hand over a secret (see
     :func:`catalogue.carries_secret`): one SELECT of its active queue, one UPDATE. Returns the
     cancelled commands' UUIDs."""
@@ -310,7 +309,7 @@ def cancel_secret_bearing(session: Session, device_id: int) -> list[str]:
             chosen[command_id] = command_uuid
             continue
         try:
-            params = command_parameters(body)
+            params = command_parameters(body, box)
         except ValueError:
             params = None  # unreadable parameters: treat as secret-bearing
         if params is None or catalogue.carries_secret(request_type, params):
@@ -418,7 +417,7 @@ def mark_sent(session: Session, command_id: int, now: datetime) -> None:
     session.execute(_mark_sent_statement(), {"command_id": command_id, "sent_now": now})
 
 
-def command_parameters(command: Command | bytes, box: SecretBox | None = None) -> dict[str, Any]:
+def command_parameters(command: Command | bytes, box: SecretBox) -> dict[str, Any]:
     """The parameters as the device receives them (unsealed)."""
     blob = command if isinstance(command, bytes) else command.parameters
     value = load_stored(open_blob(blob, box, PARAMETERS_CONTEXT))
@@ -481,7 +480,7 @@ def record_result(
     return RecordedResult(*row)
 
 
-def result_value(command: Command, box: SecretBox | None = None) -> Any:
+def result_value(command: Command, box: SecretBox) -> Any:
     """The device's stored answer (unsealed), or None."""
     if command.result is None:
         return None
@@ -491,7 +490,7 @@ def result_value(command: Command, box: SecretBox | None = None) -> Any:
         return None
 
 
-def public_result(command: Command, *, reveal: bool = False, box: SecretBox | None = None) -> dict[str, Any] | None:
+def public_result(command: Command, *, reveal: bool = False, box: SecretBox) -> dict[str, Any] | None:
     """The stored answer as JSON-safe data; secrets redacted unless ``reveal``."""
     value = result_value(command, box)
     if value is None:
@@ -499,7 +498,7 @@ def public_result(command: Command, *, reveal: bool = False, box: SecretBox | No
     return catalogue.public_parameters(value if reveal else secrets_policy.redact(value, request_type=None))
 
 
-def public_parameters(command: Command, *, reveal: bool = False, box: SecretBox | None = None) -> dict[str, Any]:
+def public_parameters(command: Command, *, reveal: bool = False, box: SecretBox) -> dict[str, Any]:
     """The parameters as JSON-safe data; secrets redacted unless ``reveal``."""
     params = command_parameters(command, box)
     if not reveal:
@@ -517,6 +516,7 @@ def enqueue_for_device(
     priority: int = 0,
     expires_at: datetime | None = None,
     pointer_base: str = "/data/attributes",
+    box: SecretBox,
 ) -> Command:
     """Queue one command for one device after the checks an administrator expects:
     known request type, applicable to the device's platform and supervision, valid parameters,
@@ -538,7 +538,7 @@ def enqueue_for_device(
     params = validate_command(request_type, parameters, pointer_prefix=f"{pointer_base}/parameters")
     plan = QueuePlan(request_type, params, priority=priority, expires_at=expires_at)
     (created,) = enqueue_where(session, and_(Device.id == device.id, manageable()), [plan], actor=enqueued_by,
-                               now=utcnow())
+                               now=utcnow(), box=box)
     return get_command(session, created[0][1])
 
 

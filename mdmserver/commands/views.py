@@ -19,11 +19,12 @@ from mdmserver.api.jsonapi import (
 )
 from mdmserver.api.transactions import writes
 from mdmserver.audit.service import record_event
+from mdmserver.collaborators import secret_box
 from mdmserver.commands import queries, service
 from mdmserver.commands.models import Command
 from mdmserver.commands.schemas import EnqueueSchema, command_resource, display_status
 from mdmserver.db import db
-from mdmserver.pki.service import secret_box
+from mdmserver.protocol.catalogue import get_spec
 from mdmserver.selection.resolve import get_device
 
 bp = Blueprint("commands", __name__)
@@ -38,7 +39,8 @@ def _enqueue_body() -> tuple[dict, str]:
 
 
 def _created(commands: list, status: int = 201):
-    data = [command_resource(c) for c in commands]
+    box = secret_box()
+    data = [command_resource(c, box=box) for c in commands]
     headers = {"Location": f"/api/v1/commands/{commands[0].uuid}"} if len(commands) == 1 else None
     return jsonapi_response(document(data[0] if len(data) == 1 else data), status=status, headers=headers)
 
@@ -46,7 +48,7 @@ def _created(commands: list, status: int = 201):
 def _enqueue_one(device, request_type: str, parameters, *, priority=0, expires_at=None, base="/data/attributes"):
     command = service.enqueue_for_device(
         db.session, device, request_type, parameters, enqueued_by=current_actor(), priority=priority,
-        expires_at=expires_at, pointer_base=base,
+        expires_at=expires_at, pointer_base=base, box=secret_box(),
     )
     record_event(db.session, f"device:command:{request_type.lower()}", "devices", device.id,
                  {"command_uuid": command.uuid, "request_type": request_type})
@@ -77,8 +79,6 @@ def inventory(ident: str):
 
 
 def _applicable(device, request_type: str) -> bool:
-    from mdmserver.protocol.catalogue import get_spec
-
     return get_spec(request_type).applies_to(device.platform, device.is_supervised)[0]
 
 
@@ -122,7 +122,7 @@ def cancel(command_uuid: str, ident: str | None = None):
 
 
 def history_resource(command: Command, *, with_result: bool = False) -> dict[str, Any]:
-    obj = command_resource(command, with_result=with_result)
+    obj = command_resource(command, with_result=with_result, box=secret_box())
     obj["attributes"]["remarks"] = queries.remarks(command, display_status(command))
     return obj
 

@@ -18,6 +18,7 @@ from mdmserver.api.jsonapi import (
     parse_resource_body,
     refuse_query_params,
 )
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import UnprocessableEntity
 from mdmserver.groups import service
@@ -69,7 +70,7 @@ def create_group():
     """Create a static or smart group (smart: a device filter), optionally inside a parent group."""
     _, attributes = parse_resource_body(None, TYPE)
     group = service.create_group(db.session, load_attributes(GroupCreateSchema(), attributes, "device group"))
-    workflows.group_membership_changed(db.session, actor=current_actor())
+    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
     db.session.commit()
     return jsonapi_response(document(group_resource(group)), status=201,
                             headers={"Location": f"/api/v1/device_groups/{group.id}"})
@@ -87,7 +88,7 @@ def update_group(group_id: str):
     group = service.get_group(db.session, group_id)
     _, attributes = parse_resource_body(None, TYPE, require_id=group.id)
     group = service.update_group(db.session, group, load_attributes(GroupUpdateSchema(), attributes, "device group"))
-    workflows.group_membership_changed(db.session, actor=current_actor())
+    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
     db.session.commit()
     return jsonapi_response(document(group_resource(group)))
 
@@ -96,7 +97,7 @@ def update_group(group_id: str):
 def delete_group(group_id: str):
     """Delete a group without subgroups that no smart group filters on."""
     service.delete_group(db.session, service.get_group(db.session, group_id))
-    workflows.group_membership_changed(db.session, actor=current_actor())
+    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
     db.session.commit()
     return jsonapi_response(None, status=204)
 
@@ -119,7 +120,7 @@ def add_members(group_id: str):
     """Add static members (resource linkage of devices by id, UDID or serial number)."""
     group = service.get_group(db.session, group_id)
     added = service.add_members(db.session, group, _linkage())
-    workflows.group_membership_changed(db.session, actor=current_actor())
+    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
     db.session.commit()
     return jsonapi_response(document(None, meta={"added": added}))
 
@@ -129,7 +130,7 @@ def remove_members(group_id: str):
     """Remove static members."""
     group = service.get_group(db.session, group_id)
     removed = service.remove_members(db.session, group, _linkage())
-    workflows.group_membership_changed(db.session, actor=current_actor())
+    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
     db.session.commit()
     return jsonapi_response(document(None, meta={"removed": removed}))
 

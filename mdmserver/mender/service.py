@@ -25,6 +25,7 @@ from mdmserver.audit.service import record_event
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound
 from mdmserver.mender.schemas import MAX_PER_PAGE, STATUSES
+from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol.fields import has_identifier_forbidden_character
 
 _PENDING, _ACCEPTED, _REJECTED, _PREAUTHORIZED = (
@@ -101,7 +102,9 @@ def auth_set_document(auth_set: AuthSet) -> dict[str, Any]:
     }
 
 
-def set_status(session: Session, auth_set: AuthSet, status: Any, *, actor: str | None = None) -> AuthSet:
+def set_status(
+    session: Session, auth_set: AuthSet, status: Any, *, actor: str | None = None, box: SecretBox
+) -> AuthSet:
     if status not in STATUSES:
         raise BadRequest(f"status must be one of accepted, rejected (not {status!r})")
     if status == auth_set.status:
@@ -109,7 +112,7 @@ def set_status(session: Session, auth_set: AuthSet, status: Any, *, actor: str |
     if (auth_set.status, status) not in TRANSITIONS:
         raise BadRequest(f"invalid status transition from {auth_set.status} to {status}")
     before = auth_set.status
-    change = workflows.decide_admission(session, auth_set, status, actor=actor)
+    change = workflows.decide_admission(session, auth_set, status, actor=actor, box=box)
     moved = change.moved_from is not None
     verb = "accept" if status == AdmissionStatus.ACCEPTED else "reject"
     details: dict[str, Any] = {"device_id": auth_set.device_id, "from": before, "to": status}

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from flask import current_app
 from sqlalchemy import CompoundSelect, Select, and_, select, update
 from sqlalchemy.orm import Session
 
@@ -25,16 +24,15 @@ PURPOSE_DEVICE = "device_identity"
 
 
 @functools.cache
-def _box_for(path: str) -> SecretBox:
+def load_secret_box(path: str) -> SecretBox:
+    """The secret box keyed by this key file (created on first use, mode 0600), one per path.
+
+    Only the entry floor calls this (``mdmserver.collaborators.secret_box``, the CLI, ``init``); the
+    services below receive the box as an argument."""
     return SecretBox.load_or_create(Path(path))
 
 
-def secret_box() -> SecretBox:
-    """The secret box keyed by the configured key file (created on first use, mode 0600)."""
-    return _box_for(current_app.config["SECRET_KEY_FILE"])
-
-
-def store_private_key(session: Session, key) -> RSAPrivateKey:
+def store_private_key(session: Session, key, box: SecretBox) -> RSAPrivateKey:
     """Encrypt and store a private key."""
     if isinstance(key, rsa.RSAPrivateKey):
         key_type, size = "rsa", key.key_size
@@ -45,7 +43,7 @@ def store_private_key(session: Session, key) -> RSAPrivateKey:
     row = RSAPrivateKey(
         key_type=key_type,
         key_size=size,
-        encrypted_pem=secret_box().encrypt(x509.key_to_pem(key).encode()),
+        encrypted_pem=box.encrypt(x509.key_to_pem(key).encode()),
         public_key_pem=x509.public_key_pem(key),
     )
     session.add(row)
@@ -53,12 +51,12 @@ def store_private_key(session: Session, key) -> RSAPrivateKey:
     return row
 
 
-def load_private_key(row: RSAPrivateKey):
-    return x509.key_from_pem(secret_box().decrypt(row.encrypted_pem))
+def load_private_key(row: RSAPrivateKey, box: SecretBox):
+    return x509.key_from_pem(box.decrypt(row.encrypted_pem))
 
 
-def private_key_pem(row: RSAPrivateKey) -> bytes:
-    return secret_box().decrypt(row.encrypted_pem)
+def private_key_pem(row: RSAPrivateKey, box: SecretBox) -> bytes:
+    return box.decrypt(row.encrypted_pem)
 
 
 def store_certificate(
@@ -131,22 +129,24 @@ def _current(session: Session, purpose: str) -> Certificate | None:
     )
 
 
-def ensure_ca_and_identity(session: Session, organization_name: str) -> tuple[Certificate, Certificate]:
+def ensure_ca_and_identity(
+    session: Session, organization_name: str, box: SecretBox
+) -> tuple[Certificate, Certificate]:
     """Create the CA and the server identity if missing (idempotent); return both rows."""
     ca_row = _current(session, PURPOSE_CA)
     if ca_row is None:
         ca_cert, ca_key = x509.create_ca(f"{organization_name} MDM CA", organization=organization_name)
-        ca_row = store_certificate(session, ca_cert, PURPOSE_CA, store_private_key(session, ca_key))
+        ca_row = store_certificate(session, ca_cert, PURPOSE_CA, store_private_key(session, ca_key, box))
     server_row = _current(session, PURPOSE_SERVER)
     if server_row is None:
         ca_cert = x509.cert_from_pem(ca_row.pem_data)
-        ca_key = load_private_key(ca_row.private_key)
+        ca_key = load_private_key(ca_row.private_key, box)
         key = x509.generate_private_key()
         cert = x509.issue_certificate(
             ca_cert, ca_key, common_name=f"{organization_name} MDM Server", public_key=key.public_key(),
             days=3 * 365, usage="signing", organization=organization_name,
         )
-        server_row = store_certificate(session, cert, PURPOSE_SERVER, store_private_key(session, key))
+        server_row = store_certificate(session, cert, PURPOSE_SERVER, store_private_key(session, key, box))
     return ca_row, server_row
 
 
@@ -157,23 +157,23 @@ def _required(session: Session, purpose: str) -> Certificate:
     return row
 
 
-def _material(session: Session, purpose: str):
+def _material(session: Session, purpose: str, box: SecretBox):
     row = _required(session, purpose)
-    return x509.cert_from_pem(row.pem_data), load_private_key(row.private_key)
+    return x509.cert_from_pem(row.pem_data), load_private_key(row.private_key, box)
 
 
-def get_ca(session: Session):
+def get_ca(session: Session, box: SecretBox):
     """(CA certificate, CA private key)."""
-    return _material(session, PURPOSE_CA)
+    return _material(session, PURPOSE_CA, box)
 
 
 def get_ca_certificate(session: Session) -> cx509.Certificate:
     return x509.cert_from_pem(_required(session, PURPOSE_CA).pem_data)
 
 
-def get_server_identity(session: Session):
+def get_server_identity(session: Session, box: SecretBox):
     """(server signing certificate, its private key) used to sign enrollment and configuration profiles."""
-    return _material(session, PURPOSE_SERVER)
+    return _material(session, PURPOSE_SERVER, box)
 
 
 def get_certificate(session: Session, certificate_id: int) -> Certificate:

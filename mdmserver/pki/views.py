@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from sqlalchemy import select
 
 from mdmserver.api.auth import requires_scope
@@ -90,6 +90,14 @@ def get_private_key(key_id: int):
     return jsonapi_response(document(private_key_resource(service.get_private_key(db.session, key_id))))
 
 
+
+def _secret_box():
+    """The app's secret box, as :func:`mdmserver.collaborators.secret_box` gives it to other views (pki
+    cannot import ``collaborators``, which imports ``pki.service``: the two packages would import each
+    other)."""
+    return service.load_secret_box(current_app.config["SECRET_KEY_FILE"])
+
+
 @bp.get("/rsa_private_keys/<int:key_id>/download")
 @requires_scope("secrets")
 @writes  # audited
@@ -97,9 +105,9 @@ def download_private_key(key_id: int):
     row = service.get_private_key(db.session, key_id)
     mimetype = _negotiate(KEY_TYPES)
     if mimetype == "application/pkcs8":
-        body, extension = x509.key_to_pkcs8_der(service.load_private_key(row)), "p8"
+        body, extension = x509.key_to_pkcs8_der(service.load_private_key(row, _secret_box())), "p8"
     else:
-        body, extension = service.private_key_pem(row), "pem"
+        body, extension = service.private_key_pem(row, _secret_box()), "pem"
     record_event(db.session, "rsa_private_key:download", "rsa_private_keys", row.id, {"format": mimetype})
     db.session.commit()
     response = Response(body, mimetype=mimetype)

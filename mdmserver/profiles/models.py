@@ -32,36 +32,35 @@ from sqlalchemy.orm import Mapped, mapped_column, orm_insert_sentinel, relations
 
 from mdmserver.db import UTCDateTime, db, utcnow
 from mdmserver.errors import ServiceUnavailable
-from mdmserver.profiles.plist import from_json, to_json
+from mdmserver.pki.secretbox import SecretBox, SecretBoxError
+from mdmserver.profiles.plist import Sealer, from_json, to_json
 from mdmserver.protocol.secrets import is_secret
 
 _INT64 = (-(2**63), 2**63 - 1)
 _SEAL_CONTEXT = b"mdmserver.profiles.secret"
 
 
-class _BoxSealer:
-    """Seals secret values with the application's secret box (looked up when first needed)."""
+class BoxSealer:
+    """Seals the secret values of profiles and payloads with a secret box.
+
+    The models never find the box themselves: whoever stores or reads a profile's values (the
+    profiles service, the JSON:API schemas) passes ``BoxSealer(box)`` with the box it was given."""
+
+    def __init__(self, box: SecretBox) -> None:
+        self.box = box
 
     def seal(self, value: Any) -> str:
-        from mdmserver.pki.service import secret_box
-
-        blob = secret_box().encrypt(json.dumps(value).encode(), associated_data=_SEAL_CONTEXT)
+        blob = self.box.encrypt(json.dumps(value).encode(), associated_data=_SEAL_CONTEXT)
         return base64.b64encode(blob).decode("ascii")
 
     def unseal(self, token: str) -> Any:
-        from mdmserver.pki.secretbox import SecretBoxError
-        from mdmserver.pki.service import secret_box
-
         try:
-            plain = secret_box().decrypt(base64.b64decode(token), associated_data=_SEAL_CONTEXT)
+            plain = self.box.decrypt(base64.b64decode(token), associated_data=_SEAL_CONTEXT)
         except (SecretBoxError, ValueError):
             raise ServiceUnavailable(
                 "a profile secret cannot be decrypted with the configured secret key", code="secret_unreadable"
             ) from None
         return json.loads(plain)
-
-
-SEALER = _BoxSealer()
 
 
 class PlistField(NamedTuple):
@@ -94,19 +93,19 @@ def column_fits(kind: str, value: Any) -> bool:
     return kind == "any"
 
 
-def _to_column(kind: str, value: Any) -> Any:
+def _to_column(kind: str, value: Any, sealer: Sealer) -> Any:
     if kind == "date":
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value
     if kind in ("array", "dictionary", "any"):
-        return to_json(value, SEALER)
+        return to_json(value, sealer)
     return value
 
 
-def _from_column(kind: str, value: Any) -> Any:
+def _from_column(kind: str, value: Any, sealer: Sealer) -> Any:
     if kind == "date":
         return value.astimezone(UTC).replace(tzinfo=None)
     if kind in ("array", "dictionary", "any"):
-        return from_json(value, sealer=SEALER)
+        return from_json(value, sealer=sealer)
     return value
 
 
@@ -133,10 +132,11 @@ class PlistMapped:
             cls._field_by_key = cached
         return cached
 
-    def assign_plist(self, values: dict[str, Any], typed_keys: set[str] | None = None) -> None:
+    def assign_plist(self, values: dict[str, Any], sealer: Sealer, typed_keys: set[str] | None = None) -> None:
         """Store a plist dictionary: typed columns where the value fits, ``extras`` for the rest.
 
         ``typed_keys`` are the keys the marshmallow schema accepted; others never go to a column.
+        Secret values are sealed with ``sealer``.
         """
         fields = self.field_by_key()
         payload_type = values.get("PayloadType")
@@ -150,19 +150,20 @@ class PlistMapped:
                 continue
             f = fields.get(key)
             if self.is_secret_key(key, value, payload_type):
-                extras[key] = {"$sealed": SEALER.seal(to_json(value))}
+                extras[key] = {"$sealed": sealer.seal(to_json(value))}
             elif (
                 f is not None and not f.secret and (typed_keys is None or key in typed_keys)
                 and column_fits(f.kind, value)
             ):
-                setattr(self, f.attr, _to_column(f.kind, value))
+                setattr(self, f.attr, _to_column(f.kind, value, sealer))
             else:
-                extras[key] = to_json(value, SEALER)
+                extras[key] = to_json(value, sealer)
         self.extras = extras
         self.key_order = list(values)
 
-    def plist_values(self) -> dict[str, Any]:
-        """The stored keys and values in the author's order (structural keys left to the owner)."""
+    def plist_values(self, sealer: Sealer) -> dict[str, Any]:
+        """The stored keys and values in the author's order (structural keys left to the owner);
+        sealed secrets opened with ``sealer``."""
         fields = self.field_by_key()
         extras = self.extras or {}
         out: dict[str, Any] = {}
@@ -170,10 +171,10 @@ class PlistMapped:
             if key in self.structural_keys:
                 out[key] = None  # placeholder keeping the position; the owner fills it
             elif key in extras:
-                out[key] = from_json(extras[key], sealer=SEALER)
+                out[key] = from_json(extras[key], sealer=sealer)
             else:
                 f = fields[key]
-                out[key] = _from_column(f.kind, getattr(self, f.attr))
+                out[key] = _from_column(f.kind, getattr(self, f.attr), sealer)
         return out
 
 
@@ -242,11 +243,11 @@ class Profile(PlistMapped, db.Model):
         PlistField("ConsentText", "consent_text", "dictionary"),
     )
 
-    def to_plist(self) -> dict[str, Any]:
+    def to_plist(self, sealer: Sealer) -> dict[str, Any]:
         """The profile as a plist dictionary, rebuilt from the columns and the payload rows."""
-        values = self.plist_values()
+        values = self.plist_values(sealer)
         if "PayloadContent" in values:
-            values["PayloadContent"] = [payload.to_plist() for payload in self.payloads]
+            values["PayloadContent"] = [payload.to_plist(sealer) for payload in self.payloads]
         return values
 
 
@@ -310,15 +311,8 @@ class Payload(PlistMapped, db.Model):
         PlistField("PayloadOrganization", "organization", "string"),
     )
 
-    def to_plist(self) -> dict[str, Any]:
-        return self.plist_values()
-
-
-def payload_class(payload_type: str | None) -> type[Payload]:
-    """The model storing a PayloadType: a typed subclass, else the generic payload."""
-    from mdmserver.profiles.payload_models import PAYLOAD_CLASSES
-
-    return PAYLOAD_CLASSES.get(payload_type or "", Payload)
+    def to_plist(self, sealer: Sealer) -> dict[str, Any]:
+        return self.plist_values(sealer)
 
 
 # Register the generated typed payload tables with the metadata (after Payload exists).

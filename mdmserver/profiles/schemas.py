@@ -25,7 +25,8 @@ from mdmserver.api.apidoc import ApiDoc, Body, IdField, LinkageSchema, Reply, li
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
 from mdmserver.errors import UnprocessableEntity
-from mdmserver.profiles.models import Payload, PlistField, Profile, column_fits
+from mdmserver.pki.secretbox import SecretBox
+from mdmserver.profiles.models import BoxSealer, Payload, PlistField, Profile, column_fits
 from mdmserver.profiles.plist import (
     ProfileError,
     b64decode,
@@ -274,12 +275,15 @@ def plist_to_json(model: type, values: dict[str, Any]) -> dict[str, Any]:
 # --- JSON:API resources ------------------------------------------------------------------------------
 
 
-def profile_resource(profile: Profile, refs: list[tuple[int, str | None, str]] | None = None) -> dict[str, Any]:
+def profile_resource(
+    profile: Profile, refs: list[tuple[int, str | None, str]] | None = None, *, box: SecretBox
+) -> dict[str, Any]:
     """A profile: its top-level keys (Apple's names, JSON shape) plus server metadata.
 
-    ``refs`` are the payloads' (id, PayloadType, kind) when the payload rows were not loaded.
+    ``refs`` are the payloads' (id, PayloadType, kind) when the payload rows were not loaded; ``box``
+    opens the sealed values (secrets themselves are left out).
     """
-    values = profile.plist_values()
+    values = profile.plist_values(BoxSealer(box))
     values.pop("PayloadContent", None)
     attributes = plist_to_json(Profile, values)
     attributes.update({
@@ -302,10 +306,10 @@ def profile_resource(profile: Profile, refs: list[tuple[int, str | None, str]] |
     )
 
 
-def payload_resource(payload: Payload) -> dict[str, Any]:
+def payload_resource(payload: Payload, *, box: SecretBox) -> dict[str, Any]:
     """A payload: its kind and position, then its keys (Apple's names, JSON shape, secrets left out)."""
     attributes = {"kind": payload.kind, "position": payload.position}
-    attributes.update(plist_to_json(type(payload), payload.to_plist()))
+    attributes.update(plist_to_json(type(payload), payload.to_plist(BoxSealer(box))))
     return resource(
         "payloads", payload.id, attributes,
         relationships={"profile": {"data": {"type": "profiles", "id": str(payload.profile_id)}}},

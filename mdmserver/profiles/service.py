@@ -20,10 +20,14 @@ from mdmserver import errors
 from mdmserver.audit.service import record_event
 from mdmserver.db import utcnow
 from mdmserver.pki import cms
+from mdmserver.pki.secretbox import SecretBox
+from mdmserver.pki.service import get_server_identity
 from mdmserver.profiles import catalogue
-from mdmserver.profiles.models import SEALER, Payload, Profile, ProfileVersion, payload_class
+from mdmserver.profiles.models import BoxSealer, Payload, Profile, ProfileVersion
+from mdmserver.profiles.payload_models import PAYLOAD_CLASSES
 from mdmserver.profiles.plist import (
     DEFAULT_MAX_BYTES,
+    Sealer,
     check_structure,
     dump_plist,
     from_json,
@@ -126,22 +130,28 @@ def schema_findings(
     return found
 
 
+def payload_class(payload_type: str | None) -> type[Payload]:
+    """The model storing a PayloadType: a typed subclass, else the generic payload."""
+    return PAYLOAD_CLASSES.get(payload_type or "", Payload)
+
+
 def _payload_rows(
-    content: list[dict[str, Any]], loaded: list[tuple[type[Payload], dict[str, Any], dict[str, Any]]]
+    content: list[dict[str, Any]], loaded: list[tuple[type[Payload], dict[str, Any], dict[str, Any]]],
+    sealer: Sealer,
 ) -> list[Payload]:
     rows = []
     for position, (item, (cls, typed, _)) in enumerate(zip(content, loaded, strict=True)):
         row = cls(position=position)
-        row.assign_plist(item, typed_keys=set(typed))
+        row.assign_plist(item, sealer, typed_keys=set(typed))
         rows.append(row)
     return rows
 
 
-def _assign(row: Profile | Payload, values: dict[str, Any]) -> None:
+def _assign(row: Profile | Payload, values: dict[str, Any], sealer: Sealer) -> None:
     """Store a plist dictionary on a row: typed columns for the keys its schema accepts, else extras."""
     typed, _ = load_typed(type(row), {k: v for k, v in values.items() if k not in row.structural_keys},
                           json_mode=False)
-    row.assign_plist(values, typed_keys=set(typed))
+    row.assign_plist(values, sealer, typed_keys=set(typed))
 
 
 def _patched(model: type, current: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
@@ -176,20 +186,20 @@ def current_by_identifier(session: Session, identifier: str) -> Profile | None:
     return session.execute(select(Profile).where(Profile.identifier == identifier)).scalar_one_or_none()
 
 
-def _archive(session: Session, profile: Profile) -> None:
+def _archive(session: Session, profile: Profile, sealer: Sealer) -> None:
     session.add(ProfileVersion(
         profile_id=profile.id,
         revision=profile.revision,
-        content={"$sealed": SEALER.seal(to_json(profile.to_plist()))},
+        content={"$sealed": sealer.seal(to_json(profile.to_plist(sealer)))},
         source_format=profile.source_format,
         signer_subject=profile.signer_subject,
         created_at=profile.updated_at or profile.created_at,
     ))
 
 
-def _new_revision(session: Session, profile: Profile) -> None:
+def _new_revision(session: Session, profile: Profile, sealer: Sealer) -> None:
     """Keep the current content in the history and count a new revision (before any change)."""
-    _archive(session, profile)
+    _archive(session, profile, sealer)
     profile.revision += 1
     profile.updated_at = utcnow()
 
@@ -198,11 +208,12 @@ def store_profile(
     session: Session,
     parsed: ParsedProfile,
     *,
+    box: SecretBox,
     strict: bool = False,
     replace: bool = False,
     source: str = "upload",
 ) -> tuple[Profile, list[dict[str, str]]]:
-    """Validate and store a parsed profile; returns (profile, warnings).
+    """Validate and store a parsed profile (its secrets sealed with ``box``); returns (profile, warnings).
 
     Same PayloadIdentifier as an existing profile → 409, unless ``replace``: then the existing
     profile gets a new revision and the old one is kept in ``profile_versions``.
@@ -229,9 +240,10 @@ def store_profile(
             pointer="/PayloadIdentifier",
             meta={"existing_id": str(existing.id), "existing": f"/api/v1/profiles/{existing.id}"},
         )
+    sealer = BoxSealer(box)
     with _unique_identifier(session, identifier):
         if existing is not None:
-            _new_revision(session, existing)
+            _new_revision(session, existing, sealer)
             existing.payloads.clear()
             session.flush()
             profile = existing
@@ -240,13 +252,13 @@ def store_profile(
             profile = Profile(revision=1)
             session.add(profile)
             action = "profile:create"
-        _assign(profile, value)
+        _assign(profile, value, sealer)
         profile.source_format = parsed.source_format
         profile.signed = parsed.signed
         profile.signer_subject = parsed.signer_subject
         profile.signer_trusted = parsed.signer_trusted
         profile.updated_at = utcnow()
-        profile.payloads.extend(_payload_rows(content, loaded))
+        profile.payloads.extend(_payload_rows(content, loaded, sealer))
     record_event(session, action, "profiles", profile.id, {
         "identifier": profile.identifier,
         "revision": profile.revision,
@@ -262,13 +274,14 @@ def upload_profile(
     session: Session,
     data: bytes,
     *,
+    box: SecretBox,
     strict: bool = False,
     replace: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
     trust_roots: Sequence[x509.Certificate] = (),
 ) -> tuple[Profile, list[dict[str, str]]]:
     parsed = parse_upload(data, max_bytes=max_bytes, trust_roots=trust_roots)
-    return store_profile(session, parsed, strict=strict, replace=replace)
+    return store_profile(session, parsed, box=box, strict=strict, replace=replace)
 
 
 # --- building profiles from JSON:API documents ------------------------------------------------------
@@ -320,14 +333,14 @@ def plist_from_json(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_profile_from_json(
-    session: Session, attributes: dict[str, Any], *, strict: bool = False
+    session: Session, attributes: dict[str, Any], *, box: SecretBox, strict: bool = False
 ) -> tuple[Profile, list[dict[str, str]]]:
     parsed = ParsedProfile(plist_from_json(attributes), "xml")
-    return store_profile(session, parsed, strict=strict, source="api")
+    return store_profile(session, parsed, box=box, strict=strict, source="api")
 
 
 def update_profile(
-    session: Session, profile: Profile, attributes: dict[str, Any]
+    session: Session, profile: Profile, attributes: dict[str, Any], *, box: SecretBox
 ) -> tuple[Profile, list[dict[str, str]]]:
     """PATCH top-level keys (Apple keys; null removes a key). PayloadContent is edited via payloads.
 
@@ -338,7 +351,8 @@ def update_profile(
         raise errors.UnprocessableEntity(
             "PayloadContent cannot be patched here: use /api/v1/payloads", pointer=pointer(*_BASE, "PayloadContent")
         )
-    values = _patched(Profile, profile.plist_values(), attributes)
+    sealer = BoxSealer(box)
+    values = _patched(Profile, profile.plist_values(sealer), attributes)
     new_identifier = values.get("PayloadIdentifier")
     if isinstance(new_identifier, str) and new_identifier != profile.identifier:
         other = current_by_identifier(session, new_identifier)
@@ -348,11 +362,11 @@ def update_profile(
                 pointer=pointer(*_BASE, "PayloadIdentifier"), meta={"existing_id": str(other.id)},
             )
     with _unique_identifier(session, new_identifier):
-        _new_revision(session, profile)
-        _assign(profile, values)
+        _new_revision(session, profile, sealer)
+        _assign(profile, values, sealer)
     record_event(session, "profile:update", "profiles", profile.id,
                  {"keys": sorted(attributes), "revision": profile.revision})
-    return profile, _top_level_findings(profile.to_plist())
+    return profile, _top_level_findings(profile.to_plist(sealer))
 
 
 def _top_level_findings(value: dict[str, Any]) -> list[dict[str, str]]:
@@ -375,7 +389,7 @@ def delete_profile(session: Session, profile: Profile) -> None:
 
 
 def add_payload(
-    session: Session, profile: Profile, attributes: dict[str, Any]
+    session: Session, profile: Profile, attributes: dict[str, Any], *, box: SecretBox
 ) -> tuple[Payload, list[dict[str, str]]]:
     """Append a payload (JSON shape, same schemas as uploads); a new revision of the profile."""
     payload_type = attributes.get("PayloadType")
@@ -385,9 +399,10 @@ def add_payload(
     values = json_to_plist(cls, attributes, _BASE)
     position = max((p.position for p in profile.payloads), default=-1) + 1
     values = _default_payload_keys(values, profile.identifier or "payload", position)
-    _new_revision(session, profile)
+    sealer = BoxSealer(box)
+    _new_revision(session, profile, sealer)
     row = cls(position=position)
-    _assign(row, values)
+    _assign(row, values, sealer)
     profile.payloads.append(row)
     if "PayloadContent" not in (profile.key_order or []):
         profile.key_order = [*(profile.key_order or []), "PayloadContent"]
@@ -398,7 +413,7 @@ def add_payload(
 
 
 def update_payload(
-    session: Session, payload: Payload, attributes: dict[str, Any]
+    session: Session, payload: Payload, attributes: dict[str, Any], *, box: SecretBox
 ) -> tuple[Payload, list[dict[str, str]]]:
     """PATCH a payload's keys (Apple keys, JSON shape; null removes a key). PayloadType is fixed.
     A new revision of its profile."""
@@ -408,19 +423,20 @@ def update_payload(
         )
     if "PayloadType" in attributes and attributes["PayloadType"] is None:
         raise errors.UnprocessableEntity("PayloadType cannot be removed", pointer=pointer(*_BASE, "PayloadType"))
-    values = _patched(type(payload), payload.plist_values(), attributes)
-    _new_revision(session, payload.profile)
-    _assign(payload, values)
+    sealer = BoxSealer(box)
+    values = _patched(type(payload), payload.plist_values(sealer), attributes)
+    _new_revision(session, payload.profile, sealer)
+    _assign(payload, values, sealer)
     session.flush()
     record_event(session, "profile:payload:update", "payloads", payload.id, {
         "keys": sorted(attributes), "profile_id": payload.profile_id, "revision": payload.profile.revision})
     return payload, _payload_findings(payload.profile, payload, values)
 
 
-def delete_payload(session: Session, payload: Payload) -> None:
+def delete_payload(session: Session, payload: Payload, *, box: SecretBox) -> None:
     """Remove a payload from its profile; a new revision of the profile."""
     profile = payload.profile
-    _new_revision(session, profile)
+    _new_revision(session, profile, BoxSealer(box))
     record_event(session, "profile:payload:delete", "payloads", payload.id, {
         "profile_id": payload.profile_id, "payload_type": payload.payload_type, "revision": profile.revision})
     profile.payloads.remove(payload)
@@ -468,27 +484,26 @@ def has_payload_type(value: str):
     return exists().where(Payload.profile_id == Profile.id, Payload.payload_type == value)
 
 
-def get_version(session: Session, profile: Profile, revision: int) -> dict[str, Any]:
+def get_version(session: Session, profile: Profile, revision: int, box: SecretBox) -> dict[str, Any]:
     """The plist of one revision: the current one from the models, an earlier one from history."""
     if revision == profile.revision:
-        return profile.to_plist()
+        return profile.to_plist(BoxSealer(box))
     row = session.execute(
         select(ProfileVersion).where(ProfileVersion.profile_id == profile.id, ProfileVersion.revision == revision)
     ).scalar_one_or_none()
     if row is None:
         raise errors.NotFound(f"profile {profile.id} has no revision {revision}", parameter="revision")
-    return from_json(row.content, sealer=SEALER)
+    return from_json(row.content, sealer=BoxSealer(box))
 
 
 def render(value: dict[str, Any], fmt: str) -> bytes:
     return dump_plist(value, fmt)
 
 
-def sign(session: Session, data: bytes) -> bytes:
-    """CMS SignedData of ``data`` by the server identity (what devices see as a verified profile)."""
-    from mdmserver.pki.service import get_server_identity
-
-    cert, key = get_server_identity(session)
+def sign(session: Session, data: bytes, box: SecretBox) -> bytes:
+    """CMS SignedData of ``data`` by the server identity (what devices see as a verified profile);
+    its private key is opened with ``box``."""
+    cert, key = get_server_identity(session, box)
     return cms.sign(data, cert, key)
 
 
@@ -502,8 +517,11 @@ def download_filename(profile: Profile) -> str:
     return f"{base or f'profile-{profile.id}'}.mobileconfig"
 
 
-def profile_bytes(session: Session, profile: Profile, *, signed: bool = True, fmt: str | None = None) -> bytes:
-    """The profile as a device receives it (InstallProfile's ``Payload``): rebuilt from the models, in
-    the uploaded format unless ``fmt`` says otherwise, CMS-signed by the server identity."""
-    body = render(profile.to_plist(), fmt or profile.source_format)
-    return sign(session, body) if signed else body
+def profile_bytes(
+    session: Session, profile: Profile, box: SecretBox, *, signed: bool = True, fmt: str | None = None
+) -> bytes:
+    """The profile as a device receives it (InstallProfile's ``Payload``): rebuilt from the models
+    (secrets opened with ``box``), in the uploaded format unless ``fmt`` says otherwise, CMS-signed by
+    the server identity."""
+    body = render(profile.to_plist(BoxSealer(box)), fmt or profile.source_format)
+    return sign(session, body, box) if signed else body

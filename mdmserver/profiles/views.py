@@ -18,6 +18,7 @@ from mdmserver.api.jsonapi import (
     parse_resource_body,
     request_json,
 )
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, UnsupportedMediaType
 from mdmserver.pki.service import get_ca_certificate
@@ -55,7 +56,7 @@ def _only_params(*allowed: str) -> None:
 
 def _revised(profile: Profile) -> dict[str, int]:
     """A new revision is installed where the profile is assigned; the counts are ``meta.assignments``."""
-    return workflows.profile_revised(db.session, profile, actor=current_actor())
+    return workflows.profile_revised(db.session, profile, actor=current_actor(), box=secret_box())
 
 
 def _created(profile: Profile, warnings: list[dict], status: int = 201) -> Response:
@@ -64,10 +65,11 @@ def _created(profile: Profile, warnings: list[dict], status: int = 201) -> Respo
     meta: dict = {"warnings": warnings}
     if profile.revision > 1:
         meta["assignments"] = _revised(profile)
+    box = secret_box()
     doc = document(
-        profile_resource(profile),
+        profile_resource(profile, box=box),
         meta=meta,
-        included=[payload_resource(p) for p in profile.payloads],
+        included=[payload_resource(p, box=box) for p in profile.payloads],
     )
     db.session.commit()
     return jsonapi_response(doc, status=status, headers={"Location": f"/api/v1/profiles/{profile.id}"})
@@ -95,7 +97,8 @@ def upload_profile():
     data = upload.stream.read(max_bytes + 1)
     trust_roots = [get_ca_certificate(db.session), *service.load_trust_file(current_app.config.get("PROFILE_TRUST_FILE"))]
     profile, warnings = service.upload_profile(
-        db.session, data, strict=strict, replace=replace, max_bytes=max_bytes, trust_roots=trust_roots
+        db.session, data, box=secret_box(), strict=strict, replace=replace, max_bytes=max_bytes,
+        trust_roots=trust_roots,
     )
     return _created(profile, warnings, 200 if profile.revision > 1 else 201)
 
@@ -119,12 +122,12 @@ def download_profile(profile_id: int):
     if revision is not None:
         if not is_id(revision):
             raise BadRequest("revision must be a positive integer", parameter="revision")
-        value = service.get_version(db.session, profile, int(revision))
+        value = service.get_version(db.session, profile, int(revision), secret_box())
         body = service.render(value, fmt)
         if signed:
-            body = service.sign(db.session, body)
+            body = service.sign(db.session, body, secret_box())
     else:
-        body = service.profile_bytes(db.session, profile, signed=signed, fmt=fmt)
+        body = service.profile_bytes(db.session, profile, secret_box(), signed=signed, fmt=fmt)
     response = Response(body, mimetype=ASPEN)
     response.headers["Content-Disposition"] = f'attachment; filename="{service.download_filename(profile)}"'
     return response
@@ -161,13 +164,14 @@ def list_profiles():
     )
     include = "payloads" in query.include
     page = paginate(db.session, service.profiles_query(include), query)
+    box = secret_box()
     if include:
-        included = [payload_resource(p) for profile in page.items for p in profile.payloads]
-        data = [profile_resource(p) for p in page.items]
+        included = [payload_resource(p, box=box) for profile in page.items for p in profile.payloads]
+        data = [profile_resource(p, box=box) for p in page.items]
     else:
         included = None
         refs = service.payload_refs(db.session, [p.id for p in page.items])
-        data = [profile_resource(p, refs[p.id]) for p in page.items]
+        data = [profile_resource(p, refs[p.id], box=box) for p in page.items]
     fields = query.fields.get("profiles")
     if fields is not None:
         for item in data:
@@ -181,7 +185,7 @@ def create_profile():
     _only_params("strict")
     strict = _flag("strict")
     _, attributes = parse_resource_body(request, "profiles")
-    profile, warnings = service.create_profile_from_json(db.session, attributes, strict=strict)
+    profile, warnings = service.create_profile_from_json(db.session, attributes, box=secret_box(), strict=strict)
     return _created(profile, warnings)
 
 
@@ -193,8 +197,9 @@ def get_profile(profile_id: int):
     if include not in (None, "payloads"):
         raise BadRequest("include must be payloads", parameter="include")
     profile = service.get_profile(db.session, profile_id)
-    included = [payload_resource(p) for p in profile.payloads] if include else None
-    return jsonapi_response(document(profile_resource(profile), included=included))
+    box = secret_box()
+    included = [payload_resource(p, box=box) for p in profile.payloads] if include else None
+    return jsonapi_response(document(profile_resource(profile, box=box), included=included))
 
 
 @bp.patch("/profiles/<int:profile_id>")
@@ -202,8 +207,8 @@ def patch_profile(profile_id: int):
     """Change top-level keys (null removes one); a new revision, installed where the profile is assigned."""
     profile = service.get_profile(db.session, profile_id)
     _, attributes = parse_resource_body(request, "profiles", require_id=profile_id)
-    _, warnings = service.update_profile(db.session, profile, attributes)
-    doc = document(profile_resource(profile), meta={"warnings": warnings, "assignments": _revised(profile)})
+    _, warnings = service.update_profile(db.session, profile, attributes, box=secret_box())
+    doc = document(profile_resource(profile, box=secret_box()), meta={"warnings": warnings, "assignments": _revised(profile)})
     db.session.commit()
     return jsonapi_response(doc)
 
@@ -212,7 +217,7 @@ def patch_profile(profile_id: int):
 def delete_profile(profile_id: int):
     """Delete a profile; where it was assigned and installed, RemoveProfile is queued first."""
     profile = service.get_profile(db.session, profile_id)
-    workflows.delete_profile(db.session, profile, actor=current_actor())
+    workflows.delete_profile(db.session, profile, actor=current_actor(), box=secret_box())
     db.session.commit()
     return Response(status=204)
 
@@ -252,7 +257,8 @@ def list_payloads():
         default_sort=(Payload.id.asc(),),
     )
     page = paginate(db.session, select(Payload), query)
-    data = [payload_resource(p) for p in page.items]
+    box = secret_box()
+    data = [payload_resource(p, box=box) for p in page.items]
     fields = query.fields.get("payloads")
     if fields is not None:
         for item in data:
@@ -268,8 +274,8 @@ def create_payload():
     relationships = load_attributes(PayloadRelationshipsSchema(), request_json()["data"].get("relationships", {}),
                                     "relationships", base="/data/relationships", error=BadRequest)
     profile = service.get_profile(db.session, relationships["profile"]["data"]["id"])
-    payload, warnings = service.add_payload(db.session, profile, attributes)
-    doc = document(payload_resource(payload), meta={"warnings": warnings, "assignments": _revised(profile)})
+    payload, warnings = service.add_payload(db.session, profile, attributes, box=secret_box())
+    doc = document(payload_resource(payload, box=secret_box()), meta={"warnings": warnings, "assignments": _revised(profile)})
     db.session.commit()
     return jsonapi_response(doc, status=201,
                             headers={"Location": f"/api/v1/payloads/{payload.id}"})
@@ -278,7 +284,7 @@ def create_payload():
 @bp.get("/payloads/<int:payload_id>")
 def get_payload(payload_id: int):
     """One payload with its typed attributes (secrets left out)."""
-    return jsonapi_response(document(payload_resource(service.get_payload(db.session, payload_id))))
+    return jsonapi_response(document(payload_resource(service.get_payload(db.session, payload_id), box=secret_box())))
 
 
 @bp.patch("/payloads/<int:payload_id>")
@@ -286,8 +292,8 @@ def patch_payload(payload_id: int):
     """Change a payload's keys (null removes one; PayloadType is fixed); a new revision of its profile."""
     payload = service.get_payload(db.session, payload_id)
     _, attributes = parse_resource_body(request, "payloads", require_id=payload_id)
-    _, warnings = service.update_payload(db.session, payload, attributes)
-    doc = document(payload_resource(payload),
+    _, warnings = service.update_payload(db.session, payload, attributes, box=secret_box())
+    doc = document(payload_resource(payload, box=secret_box()),
                    meta={"warnings": warnings, "assignments": _revised(payload.profile)})
     db.session.commit()
     return jsonapi_response(doc)
@@ -298,7 +304,7 @@ def delete_payload(payload_id: int):
     """Remove a payload from its profile; a new revision of that profile."""
     payload = service.get_payload(db.session, payload_id)
     profile = payload.profile
-    service.delete_payload(db.session, payload)
+    service.delete_payload(db.session, payload, box=secret_box())
     _revised(profile)
     db.session.commit()
     return Response(status=204)

@@ -8,8 +8,11 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
+from mdmserver.audit.service import record_event
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import AppError
+from mdmserver.push import service
 
 
 @click.group("push-cert")
@@ -25,15 +28,13 @@ def push_cert_group() -> None:
 @with_appcontext
 def push_cert_import(file: Path, key_file: Path | None, password: str | None) -> None:
     """Import FILE (PEM certificate [+ key] or PKCS#12); the topic is read from its UID."""
-    from mdmserver.audit.service import record_event
-    from mdmserver.push import service
-
     try:
         row = service.import_push_certificate(
             db.session,
             file.read_bytes(),
             key_file.read_bytes() if key_file else None,
             password.encode() if password else None,
+            box=secret_box(),
         )
         record_event(
             db.session, "push_certificate:import", "push_certificates", row.id,
@@ -54,8 +55,6 @@ def push_cert_import(file: Path, key_file: Path | None, password: str | None) ->
 @with_appcontext
 def push_cert_show() -> None:
     """Show the active push certificate."""
-    from mdmserver.push import service
-
     row = service.get_active_certificate(db.session)
     if row is None:
         raise click.ClickException("no push certificate imported")

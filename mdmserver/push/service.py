@@ -29,7 +29,7 @@ from mdmserver.db import UTCDateTime, isoformat, upsert_insert, utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.pki import x509 as px
-from mdmserver.pki.secretbox import SecretBoxError
+from mdmserver.pki.secretbox import SecretBox, SecretBoxError
 from mdmserver.push.apns import PushIdentity
 from mdmserver.push.models import (
     FINISHED_STATUSES,
@@ -118,15 +118,14 @@ def _parse_upload(
 
 
 def import_push_certificate(
-    session: Session, data: bytes, key: bytes | None = None, password: bytes | None = None
+    session: Session, data: bytes, key: bytes | None = None, password: bytes | None = None, *, box: SecretBox
 ) -> PushCertificate:
     """Store the APNs MDM push certificate and make it the active one (no restart needed).
 
     Accepts PEM (certificate and key in one file, or the key in ``key``; the key may be encrypted
     with ``password``) or PKCS#12 (with ``password``). The topic is the certificate subject's UID.
+    The private key is stored encrypted with ``box``.
     """
-    from mdmserver.pki.service import secret_box
-
     cert, private_key = _parse_upload(data, key, password)
     if px.public_key_pem(cert) != px.public_key_pem(private_key):
         raise UnprocessableEntity("the private key does not belong to the certificate", pointer="/key")
@@ -155,7 +154,7 @@ def import_push_certificate(
         serial=format(cert.serial_number, "x"),
         fingerprint_sha256=fingerprint,
         certificate_pem=px.cert_to_pem(cert),
-        encrypted_key=secret_box().encrypt(
+        encrypted_key=box.encrypt(
             px.key_to_pem(private_key).encode(), associated_data=_aad(fingerprint)
         ),
         not_before=cert.not_valid_before_utc,
@@ -225,15 +224,14 @@ def certificate_info(row: PushCertificate, now: datetime | None = None) -> dict[
     }
 
 
-def push_identity(session: Session, topic: str | None = None) -> PushIdentity | None:
-    """The active certificate with its decrypted key, unless it is stopped (or for another topic)."""
-    from mdmserver.pki.service import secret_box
-
+def push_identity(session: Session, topic: str | None = None, *, box: SecretBox) -> PushIdentity | None:
+    """The active certificate with its key decrypted by ``box``, unless it is stopped (or for another
+    topic)."""
     row = get_active_certificate(session)
     if row is None or row.stopped_at is not None or (topic is not None and row.topic != topic):
         return None
     try:
-        key_pem = secret_box().decrypt(row.encrypted_key, associated_data=_aad(row.fingerprint_sha256))
+        key_pem = box.decrypt(row.encrypted_key, associated_data=_aad(row.fingerprint_sha256))
     except SecretBoxError:
         log.error("the push certificate key cannot be decrypted (secret key file changed?)")
         return None

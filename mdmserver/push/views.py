@@ -9,6 +9,7 @@ from flask import Blueprint, request
 from mdmserver.api.auth import requires_scope
 from mdmserver.api.jsonapi import document, jsonapi_response
 from mdmserver.audit.service import record_event
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.ops import metrics, readiness
@@ -76,7 +77,7 @@ def _upload() -> tuple[bytes, bytes | None, bytes | None]:
 def import_push_certificate():
     """Import (or replace) the APNs push certificate: PEM cert+key or PKCS#12; effective at once."""
     data, key, password = _upload()
-    row = service.import_push_certificate(db.session, data, key, password)
+    row = service.import_push_certificate(db.session, data, key, password, box=secret_box())
     record_event(
         db.session, "push_certificate:import", "push_certificates", row.id,
         {"topic": row.topic, "not_after": row.not_after.isoformat(), "fingerprint_sha256": row.fingerprint_sha256},

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver.db import db, utcnow
 from mdmserver.devices.models import Device
+from mdmserver.pki.service import load_secret_box
 from mdmserver.push import service
 from mdmserver.push.apns import APNsClient, HttpxAPNsClient, PushIdentity, PushMessage, PushResult
 from mdmserver.push.models import PushRequest, PushStatus
@@ -116,7 +117,7 @@ class PushWorker:
             return None
         key = (row.id, row.fingerprint_sha256)
         if key != self._identity_key:
-            self._identity = service.push_identity(session)
+            self._identity = service.push_identity(session, box=load_secret_box(self.app.config["SECRET_KEY_FILE"]))
             self._identity_key = key if self._identity is not None else None
         return self._identity
 

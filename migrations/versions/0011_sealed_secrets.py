@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from mdmserver.pki.service import secret_box
+from mdmserver.collaborators import secret_box
 from mdmserver.protocol import secrets as policy
 
 revision = "0011_sealed_secrets"

@@ -8,6 +8,7 @@ from sqlalchemy import event, func, select
 
 from mdmserver.actions.models import DeviceRetirement
 from mdmserver.audit.models import AuditEvent
+from mdmserver.collaborators import secret_box
 from mdmserver.commands.models import Command
 from mdmserver.commands.service import command_parameters
 from mdmserver.devices.models import Device
@@ -71,13 +72,13 @@ def test_perform_action(client, auth, db_session):
     uuid = response.get_json()["data"][0]["id"]
     command = db_session.scalar(select(Command).where(Command.uuid == uuid))
     assert command.request_type == "DeviceLock" and command.device_id == phone.id
-    assert command_parameters(command) == {"Message": "Call IT", "PhoneNumber": "+33 1 23"}
+    assert command_parameters(command, secret_box()) == {"Message": "Call IT", "PhoneNumber": "+33 1 23"}
     assert command.enqueued_by.startswith("test-")
     # a Mac gets the PIN, and needs it
     assert post(mac.id, "lock").status_code == 409
     response = post(mac.id, "lock", {"parameters": {"pin": "123456"}})
     command = db_session.scalar(select(Command).where(Command.uuid == response.get_json()["data"][0]["id"]))
-    assert command_parameters(command) == {"PIN": "123456"}
+    assert command_parameters(command, secret_box()) == {"PIN": "123456"}
     scan = post(phone.id, "scan")
     assert scan.status_code == 202 and len(scan.get_json()["data"]) == 5
     rename = post(phone.id, "rename", {"parameters": {"name": "Kiosk 1"}})
@@ -86,7 +87,7 @@ def test_perform_action(client, auth, db_session):
     assert wipe.status_code == 202
     update = post(phone.id, "update_os", {"parameters": {"install_action": "InstallASAP"}})
     command = db_session.scalar(select(Command).where(Command.uuid == update.get_json()["data"][0]["id"]))
-    assert command_parameters(command) == {"Updates": [{"InstallAction": "InstallASAP"}]}
+    assert command_parameters(command, secret_box()) == {"Updates": [{"InstallAction": "InstallASAP"}]}
     event = db_session.scalar(select(AuditEvent).where(AuditEvent.action == "device:command:lock"))
     assert event is not None and event.resource_id == str(phone.id)
     before = db_session.scalar(select(func.count()).select_from(Command))
@@ -114,7 +115,7 @@ def test_retire_marks_the_device_once_the_removal_is_acknowledged(client, auth, 
     command = db_session.scalar(select(Command).where(Command.uuid == response.get_json()["data"][0]["id"]))
     assert command.request_type == "RemoveProfile"
     # no ProfileList reported: the identifier this server gives enrollment profiles
-    assert command_parameters(command) == {"Identifier": get_organization(db_session).payload_prefix + ".enroll"}
+    assert command_parameters(command, secret_box()) == {"Identifier": get_organization(db_session).payload_prefix + ".enroll"}
     retirement = db_session.get(DeviceRetirement, phone.id)
     assert retirement.command_uuid == command.uuid
     # queued: not retired yet, still manageable; a second retirement is refused while one is pending
@@ -164,7 +165,7 @@ def test_bulk_action_result_shape(client, auth, db_session):
                        "NOPE": "no such device"}
     queued = db_session.scalars(select(Command).where(Command.request_type == "EnableLostMode")).all()
     assert sorted(c.device_id for c in queued) == [p.id for p in phones]
-    assert all(command_parameters(c) == {"Message": "Found? Call IT"} for c in queued)
+    assert all(command_parameters(c, secret_box()) == {"Message": "Found? Call IT"} for c in queued)
     assert all(len(c.uuid) == 36 and c.uuid == c.uuid.upper() and c.status == "queued" for c in queued)
     # by filter, and everything
     by_filter = _bulk(client, h, "scan", {"filter": {"platform": "macos"}}).get_json()

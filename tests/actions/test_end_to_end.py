@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.push.models import PushRequest
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
@@ -96,7 +97,7 @@ def test_admin_api_with_simulated_devices(live):
         body = plistlib.dumps({"PayloadType": "Configuration", "PayloadVersion": 1,
                                "PayloadIdentifier": "com.example.e2e", "PayloadUUID": str(uuid.uuid4()).upper(),
                                "PayloadDisplayName": "E2E", "PayloadContent": []})
-        profile, _ = upload_profile(db.session, body)
+        profile, _ = upload_profile(db.session, body, box=secret_box())
         db.session.commit()
         profile_id = profile.id
     assigned = api.post(f"/api/v1/profiles/{profile_id}/assignments", json={"groups": [int(smart)]}).json()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from mdmserver.collaborators import secret_box
 from mdmserver.commands.models import Command
 from mdmserver.commands.service import command_parameters
 from mdmserver.db import db
@@ -34,7 +35,7 @@ def _retired_ids(api) -> list[int]:
 def _identifier(live, command_uuid: str) -> str:
     with live.app.app_context():
         command = db.session.scalar(select(Command).where(Command.uuid == command_uuid))
-        return command_parameters(command)["Identifier"]
+        return command_parameters(command, secret_box())["Identifier"]
 
 
 def test_retire_removes_the_installed_enrollment_profile_and_retires_after_the_ack(live, api, transport):

@@ -9,6 +9,7 @@ from sqlalchemy import event, func, select
 
 from mdmserver.assignments.models import DeviceProfileState
 from mdmserver.attributes.models import CustomAttribute
+from mdmserver.collaborators import secret_box
 from mdmserver.commands.models import Command
 from mdmserver.commands.service import command_parameters
 from mdmserver.db import utcnow
@@ -29,7 +30,7 @@ def _profile(db_session, identifier="com.example.wifi", ssid="Office", replace=F
                             "PayloadIdentifier": f"{identifier}.p", "PayloadUUID": str(uuid.uuid4()).upper(),
                             "SSID_STR": ssid, "EncryptionType": "None", "AutoJoin": True}],
     })
-    profile, _ = upload_profile(db_session, body, replace=replace)
+    profile, _ = upload_profile(db_session, body, replace=replace, box=secret_box())
     db_session.flush()
     return profile
 
@@ -70,7 +71,7 @@ def test_assign_to_devices_and_groups(client, auth, db_session):
                                    "removal_queued": 0}
     installs = _commands(db_session, "InstallProfile")
     assert sorted(cmd.device_id for cmd in installs) == sorted([a.id, b.id])  # b counted once; gone skipped
-    payload = command_parameters(installs[0])["Payload"]
+    payload = command_parameters(installs[0], secret_box())["Payload"]
     assert plistlib.loads(unwrap_signed(payload).content)["PayloadIdentifier"] == "com.example.wifi"
     assert _states(client, h, profile) == {a.id: "scheduled", b.id: "scheduled"}
     listed = client.get(f"/api/v1/profiles/{profile.id}/assignments", headers=h).get_json()
@@ -91,7 +92,7 @@ def test_assign_to_devices_and_groups(client, auth, db_session):
           {"data": [{"type": "devices", "id": str(c.id)}]})
     assert _states(client, h, profile)[c.id] == "removal_scheduled"
     removal = _commands(db_session, "RemoveProfile")[-1]
-    assert removal.device_id == c.id and command_parameters(removal) == {"Identifier": "com.example.wifi"}
+    assert removal.device_id == c.id and command_parameters(removal, secret_box()) == {"Identifier": "com.example.wifi"}
     removal.status = "acknowledged"
     db_session.flush()
     assert _states(client, h, profile)[c.id] == "removed"
@@ -209,7 +210,7 @@ def test_push_worker_upkeep_reconciles_smart_groups_after_device_reported_change
     upkeep.run(force=True)
     upkeep.run(force=True)  # a second pass has nothing left to do
     installs = [c for c in _commands(db_session, "InstallProfile")
-                if command_parameters(c).get("Payload") is not None]
+                if command_parameters(c, secret_box()).get("Payload") is not None]
     assert [c.device_id for c in installs] == [updated.id]
     assert _states(client, h, profile) == {updated.id: "scheduled"}
     assert old.id not in {c.device_id for c in installs}

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver.assignments.models import ProfileAssignment
 from mdmserver.assignments.service import reconcile
+from mdmserver.collaborators import secret_box
 from mdmserver.commands.models import Command
 from mdmserver.db import db
 from mdmserver.profiles.models import Profile
@@ -36,7 +37,7 @@ def test_concurrent_reconciles_do_not_double_queue(tmp_path):
             with app.app_context(), Session(engine) as own:
                 try:
                     barrier.wait(timeout=30)
-                    reconcile(own, own.get(Profile, profile_id), actor="race")
+                    reconcile(own, own.get(Profile, profile_id), actor="race", box=secret_box())
                     own.commit()
                 except BaseException as exc:  # collected and asserted below
                     errors.append(exc)

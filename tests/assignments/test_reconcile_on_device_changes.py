@@ -15,6 +15,7 @@ from sqlalchemy import event, select
 from sqlalchemy.sql import visitors
 
 from mdmserver.assignments.models import ProfileAssignment
+from mdmserver.collaborators import secret_box
 from mdmserver.commands.models import Command
 from mdmserver.db import db
 from mdmserver.devices.models import Device
@@ -45,7 +46,7 @@ def _profile(db_session) -> int:
                             "PayloadIdentifier": f"{IDENTIFIER}.p", "PayloadUUID": str(uuid.uuid4()).upper(),
                             "SSID_STR": "Office", "EncryptionType": "None", "AutoJoin": True}],
     })
-    profile, _ = upload_profile(db_session, body)
+    profile, _ = upload_profile(db_session, body, box=secret_box())
     db_session.commit()
     return profile.id
 
@@ -243,7 +244,7 @@ def test_a_group_that_cannot_be_evaluated_does_not_break_enrollment(client, auth
     db_session.flush()
     body = plistlib.dumps({"PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": "com.example.b",
                            "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadDisplayName": "B", "PayloadContent": []})
-    other, _ = upload_profile(db_session, body)
+    other, _ = upload_profile(db_session, body, box=secret_box())
     db_session.flush()
     db_session.add(ProfileAssignment(profile_id=other.id, group_id=broken.id))
     db_session.commit()

@@ -10,6 +10,7 @@ from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from mdmserver.collaborators import secret_box
 from mdmserver.pki import x509
 from mdmserver.push import service as push_service
 
@@ -37,7 +38,7 @@ def push_certificate_pem(topic: str = TOPIC) -> tuple[bytes, bytes]:
 def install_push_topic(session, monkeypatch: pytest.MonkeyPatch | None = None, topic: str = TOPIC) -> str:
     """Import a push certificate for ``topic`` through the push service and commit."""
     cert_pem, key_pem = push_certificate_pem(topic)
-    push_service.import_push_certificate(session, cert_pem, key_pem, None)
+    push_service.import_push_certificate(session, cert_pem, key_pem, None, box=secret_box())
     session.commit()
     assert push_service.get_push_topic(session) == topic
     return topic

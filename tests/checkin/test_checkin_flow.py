@@ -9,6 +9,7 @@ from sqlalchemy import select
 from mdmserver.admission import service as admission
 from mdmserver.admission.models import AuthSet
 from mdmserver.checkin import service as checkin_service
+from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
 from mdmserver.commands.models import Command
 from mdmserver.devices.models import Device, DeviceUser
@@ -80,7 +81,7 @@ def test_full_flow_manual_admission(client, db_session, topic) -> None:
     assert device.enrolled and device.push_token == sim.push_token and device.unlock_token_encrypted
     assert sim.unlock_token not in device.unlock_token_encrypted
 
-    queued = commands.enqueue_commands(db_session, [device.id], "DeviceInformation", None, enqueued_by="test")
+    queued = commands.enqueue_commands(db_session, [device.id], "DeviceInformation", None, enqueued_by="test", box=secret_box())
     db_session.commit()
     # pending: 200 but no command
     assert sim.idle() == (200, None)
@@ -114,8 +115,8 @@ def test_not_now_rules(client, db_session, topic, auto_admission) -> None:
     sim.authenticate()
     sim.token_update()
     device = _row(db_session, sim)
-    first = commands.enqueue_commands(db_session, [device.id], "SecurityInfo", {}, enqueued_by="t")[0]["uuid"]
-    second = commands.enqueue_commands(db_session, [device.id], "ProfileList", {}, enqueued_by="t")[0]["uuid"]
+    first = commands.enqueue_commands(db_session, [device.id], "SecurityInfo", {}, enqueued_by="t", box=secret_box())[0]["uuid"]
+    second = commands.enqueue_commands(db_session, [device.id], "ProfileList", {}, enqueued_by="t", box=secret_box())[0]["uuid"]
     db_session.commit()
     sim.answer_overrides["SecurityInfo"] = "NotNow"
     handled = sim.run_session()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
 from mdmserver.commands.models import Command
 from mdmserver.devices.models import Device
@@ -123,7 +124,7 @@ def test_command_results(conformance_dir, device_for, db_session) -> None:
             assert sim.send("/mdm/connect", original)[0] == 200, name
         request_type = detect_request_type(data) or "DeviceLock"
         queued = commands.enqueue_commands(db_session, [device.id], request_type, {}, enqueued_by="t",
-                                           validate=False)[0]["uuid"]
+                                           validate=False, box=secret_box())[0]["uuid"]
         db_session.commit()
         status, offered = sim.idle()
         assert status == 200 and offered["CommandUUID"] == queued, name

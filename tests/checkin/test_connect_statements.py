@@ -7,6 +7,7 @@ import contextlib
 
 from sqlalchemy import event, select
 
+from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
 from mdmserver.db import db
 from mdmserver.devices.models import Device
@@ -39,9 +40,9 @@ def _measure(client, db_session, *, queue: int, extra_devices: int) -> dict[str,
     sim, device_id = _enrolled(client, db_session)
     others = [_enrolled(client, db_session)[1] for _ in range(extra_devices)]
     for other in others:
-        commands.enqueue_commands(db_session, [other], "ProfileList", {}, enqueued_by="t")
+        commands.enqueue_commands(db_session, [other], "ProfileList", {}, enqueued_by="t", box=secret_box())
     for _ in range(queue):
-        commands.enqueue_commands(db_session, [device_id], "SecurityInfo", {}, enqueued_by="t")
+        commands.enqueue_commands(db_session, [device_id], "SecurityInfo", {}, enqueued_by="t", box=secret_box())
     db_session.commit()
     sim.idle()  # warm caches (CA certificate); last_seen is fresh
     counts = {}

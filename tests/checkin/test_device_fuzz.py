@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mdmserver.collaborators import secret_box
 from mdmserver.protocol.plist import dump_plist
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 
@@ -85,7 +86,7 @@ def test_hostile_inventory_answers_are_stored_safely(device, client, db_session,
         "AvailableOSUpdates": {"AvailableOSUpdates": [{"Version": "v" * 999, "DownloadSize": -2**63}]},
     }
     for request_type, answer in hostile.items():
-        commands.enqueue_commands(db_session, [device_id], request_type, {}, enqueued_by="t", validate=False)
+        commands.enqueue_commands(db_session, [device_id], request_type, {}, enqueued_by="t", validate=False, box=secret_box())
         db_session.commit()
         status, command = device.idle()
         assert status == 200 and command["Command"]["RequestType"] == request_type

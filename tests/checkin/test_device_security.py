@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from mdmserver.admission import service as admission
 from mdmserver.checkin import auth as device_auth
+from mdmserver.collaborators import secret_box
 from mdmserver.devices.models import Device
 from mdmserver.pki import cms, x509
 from mdmserver.pki import service as pki
@@ -77,7 +78,7 @@ def test_unknown_device_is_403(client, topic, auto_admission) -> None:
 
 def test_certificate_not_from_an_enrollment_is_403(client, db_session, topic) -> None:
     # issued by our CA, but never handed out by /mdm/enroll
-    ca_cert, ca_key = pki.get_ca(db_session)
+    ca_cert, ca_key = pki.get_ca(db_session, secret_box())
     key = x509.generate_private_key()
     cert = x509.issue_certificate(ca_cert, ca_key, common_name="stray", public_key=key.public_key())
     sim = SimulatedDevice(FlaskTransport(client))
@@ -229,6 +230,6 @@ def test_enrollment_certificates_are_device_identities(client, db_session, topic
     sim = SimulatedDevice(FlaskTransport(client))
     sim.enroll()
     assert x509.client_identity_problem(sim.identity.certificate) is None
-    server_cert, _key = pki.get_server_identity(db_session)
+    server_cert, _key = pki.get_server_identity(db_session, secret_box())
     assert x509.client_identity_problem(server_cert) == "certificate is not for client authentication"
     assert x509.client_identity_problem(pki.get_ca_certificate(db_session)) == "certificate is a CA certificate"

@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.pki import cms
 from mdmserver.pki.service import get_server_identity
@@ -127,7 +128,7 @@ def test_profile_upload_bomb_is_refused_and_not_stored(api) -> None:
 def test_signed_profile_bomb_is_refused(live, api) -> None:
     """The same bomb inside a CMS signature the server trusts (its own identity) is refused after unwrap."""
     with live.app.app_context():
-        certificate, key = get_server_identity(db.session)
+        certificate, key = get_server_identity(db.session, secret_box())
     data = cms.sign(bomb_plist(_profile_template("com.example.bomb3")), certificate, key)
     response, elapsed = _timed(lambda: _upload(api, data))
     assert response.status_code == 422 and response.json()["errors"][0]["code"] == "shared_reference"

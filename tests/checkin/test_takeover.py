@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select, update
 
 from mdmserver.admission.models import AuthSet
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db, utcnow
 from mdmserver.devices.models import Device
 from mdmserver.pki import service as pki
@@ -413,7 +414,7 @@ def test_another_devices_certificate_is_refused(live, api) -> None:
 def test_ca_and_server_identity_cannot_sign_device_requests(live, api, which) -> None:
     device = _enrolled(live, seed=95 if which == "ca" else 96)
     with live.app.app_context():
-        cert, key = pki.get_ca(db.session) if which == "ca" else pki.get_server_identity(db.session)
+        cert, key = pki.get_ca(db.session, secret_box()) if which == "ca" else pki.get_server_identity(db.session, secret_box())
     impostor = SimulatedDevice(HttpxTransport(live.url), udid=device.udid, topic=device.topic)
     impostor.identity = Identity(cert, key)
     assert impostor.send("/mdm/checkin", impostor.authenticate_message()) == FORBIDDEN

@@ -7,6 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from mdmserver.audit.models import AuditEvent
+from mdmserver.collaborators import secret_box
 from mdmserver.commands.models import Command
 from mdmserver.commands.service import enqueue_commands
 from mdmserver.db import utcnow
@@ -15,7 +16,7 @@ from tests.factories import make_device
 
 
 def _queue(db_session, device, request_type, status="queued", **values):
-    uuid = enqueue_commands(db_session, [device.id], request_type, None, enqueued_by="alice")[0]["uuid"]
+    uuid = enqueue_commands(db_session, [device.id], request_type, None, enqueued_by="alice", box=secret_box())[0]["uuid"]
     command = db_session.scalar(select(Command).where(Command.uuid == uuid))
     command.status = status
     for key, value in values.items():

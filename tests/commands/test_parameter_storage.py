@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mdmserver.bootstrap import upgrade_database
+from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
 from mdmserver.commands.models import Command, CommandParameters
 from mdmserver.db import db, utcnow
@@ -33,7 +34,7 @@ def _profile(db_session):
                             "PayloadIdentifier": "com.example.dedupe.p", "PayloadUUID": str(uuid.uuid4()).upper(),
                             "SSID_STR": "Office", "EncryptionType": "None", "AutoJoin": True}],
     })
-    profile, _ = upload_profile(db_session, body)
+    profile, _ = upload_profile(db_session, body, box=secret_box())
     db_session.flush()
     return profile
 
@@ -71,20 +72,20 @@ def test_install_profile_for_200_devices_stores_one_parameter_row(client, auth, 
     assert db_session.scalar(select(func.count()).select_from(CommandParameters).where(
         CommandParameters.id.in_(select(Command.parameters_id).where(Command.request_type == "InstallProfile")))) == 1
     assert bytes_after - bytes_before < len(body) + 400
-    payload = commands.command_parameters(installs[-1])["Payload"]
+    payload = commands.command_parameters(installs[-1], secret_box())["Payload"]
     assert plistlib.loads(unwrap_signed(payload).content)["PayloadIdentifier"] == "com.example.dedupe"
     stored = db_session.get(CommandParameters, installs[0].parameters_id)
     # a profile may carry secrets: its body is sealed and addressed by a keyed digest
     assert commands.is_sealed(stored.body)
-    plain = commands.open_blob(stored.body, None, commands.PARAMETERS_CONTEXT)
+    plain = commands.open_blob(stored.body, secret_box(), commands.PARAMETERS_CONTEXT)
     assert stored.sha256 not in (hashlib.sha256(stored.body).hexdigest(), hashlib.sha256(plain).hexdigest())
     with capsys.disabled():
         print(f"\n200 x InstallProfile: {len(body)} parameter bytes stored for the profile, "
               f"{bytes_after - bytes_before} in all (one blob per command: {200 * len(body)})")
 
     # the same body queued again (another path: the per-device enqueue) reuses the row
-    again = commands.enqueue_commands(db_session, ids[:3], "InstallProfile", commands.command_parameters(body),
-                                      enqueued_by="t", validate=False)
+    again = commands.enqueue_commands(db_session, ids[:3], "InstallProfile", commands.command_parameters(body, secret_box()),
+                                      enqueued_by="t", validate=False, box=secret_box())
     reused = db_session.scalars(select(Command.parameters_id).where(
         Command.uuid.in_([r["uuid"] for r in again]))).all()
     assert set(reused) == {installs[0].parameters_id}
@@ -94,8 +95,8 @@ def test_install_profile_for_200_devices_stores_one_parameter_row(client, auth, 
 def test_distinct_bodies_get_distinct_rows_and_api_shows_them(client, auth, db_session):
     h = auth("read", "write")
     a, b = make_device(db_session), make_device(db_session)
-    first = commands.enqueue_commands(db_session, [a.id, b.id], "DeviceLock", {"Message": "one"}, enqueued_by="t")
-    second = commands.enqueue_commands(db_session, [a.id], "DeviceLock", {"Message": "two"}, enqueued_by="t")
+    first = commands.enqueue_commands(db_session, [a.id, b.id], "DeviceLock", {"Message": "one"}, enqueued_by="t", box=secret_box())
+    second = commands.enqueue_commands(db_session, [a.id], "DeviceLock", {"Message": "two"}, enqueued_by="t", box=secret_box())
     by_uuid = {c.uuid: c for c in db_session.scalars(select(Command).where(Command.device_id.in_([a.id, b.id])))}
     assert by_uuid[first[0]["uuid"]].parameters_id == by_uuid[first[1]["uuid"]].parameters_id
     assert by_uuid[second[0]["uuid"]].parameters_id != by_uuid[first[0]["uuid"]].parameters_id
@@ -108,9 +109,9 @@ def test_distinct_bodies_get_distinct_rows_and_api_shows_them(client, auth, db_s
 
 def test_purge_deletes_unreferenced_parameters_only(db_session):
     a, b = make_device(db_session), make_device(db_session)
-    old = commands.enqueue_commands(db_session, [a.id], "DeviceLock", {"Message": "old only"}, enqueued_by="t")
+    old = commands.enqueue_commands(db_session, [a.id], "DeviceLock", {"Message": "old only"}, enqueued_by="t", box=secret_box())
     shared = commands.enqueue_commands(db_session, [a.id, b.id], "DeviceLock", {"Message": "shared"},
-                                       enqueued_by="t")
+                                       enqueued_by="t", box=secret_box())
     rows = {c.uuid: c for c in db_session.scalars(select(Command).where(Command.device_id.in_([a.id, b.id])))}
     long_ago = utcnow() - timedelta(days=100)
     for item in (old[0], shared[0]):  # finished long ago; the shared body is still queued for b
@@ -118,7 +119,7 @@ def test_purge_deletes_unreferenced_parameters_only(db_session):
         rows[item["uuid"]].completed_at = long_ago
     old_parameters = rows[old[0]["uuid"]].parameters_id
     shared_parameters = rows[shared[0]["uuid"]].parameters_id
-    orphan = commands.store_parameters(db_session, {"Message": "never queued"})
+    orphan = commands.store_parameters(db_session, {"Message": "never queued"}, box=secret_box())
     db_session.flush()
 
     assert commands.purge_finished(db_session, retention_days=30, commit=False) == 2
@@ -127,7 +128,7 @@ def test_purge_deletes_unreferenced_parameters_only(db_session):
     assert old_parameters not in remaining and orphan not in remaining
     assert shared_parameters in remaining
     assert commands.command_parameters(db_session.scalar(
-        select(Command).where(Command.uuid == shared[1]["uuid"]))) == {"Message": "shared"}
+        select(Command).where(Command.uuid == shared[1]["uuid"])), secret_box()) == {"Message": "shared"}
     # idempotent: nothing left to delete
     assert commands.purge_unreferenced_parameters(db_session, commit=False) == 0
 
@@ -139,8 +140,8 @@ def test_migration_moves_blobs_out_and_back(tmp_path):
             session = db.session
             devices = [make_device(session, index=i) for i in range(3)]
             ids = [d.id for d in devices]
-            commands.enqueue_commands(session, ids, "DeviceLock", {"Message": "same"}, enqueued_by="t")
-            commands.enqueue_commands(session, ids[:1], "DeviceLock", {"Message": "other"}, enqueued_by="t")
+            commands.enqueue_commands(session, ids, "DeviceLock", {"Message": "same"}, enqueued_by="t", box=secret_box())
+            commands.enqueue_commands(session, ids[:1], "DeviceLock", {"Message": "other"}, enqueued_by="t", box=secret_box())
             session.commit()
             session.remove()
         with app.app_context(), db.engine.begin() as connection:
@@ -158,13 +159,13 @@ def test_migration_moves_blobs_out_and_back(tmp_path):
             session = db.session
             assert session.scalar(select(func.count()).select_from(CommandParameters)) == 2
             rows = session.scalars(select(Command).order_by(Command.id)).all()
-            assert [commands.command_parameters(c) for c in rows] == [{"Message": "same"}] * 3 + [{"Message": "other"}]
+            assert [commands.command_parameters(c, secret_box()) for c in rows] == [{"Message": "same"}] * 3 + [{"Message": "other"}]
             assert len({c.parameters_id for c in rows[:3]}) == 1
             for stored in session.scalars(select(CommandParameters)):
                 assert stored.sha256 == hashlib.sha256(stored.body).hexdigest()
             # enqueueing the migrated body again finds the migrated row
             again = commands.enqueue_commands(session, ids[1:2], "DeviceLock", {"Message": "other"},
-                                              enqueued_by="t")
+                                              enqueued_by="t", box=secret_box())
             latest = session.scalar(select(Command).where(Command.uuid == again[0]["uuid"]))
             assert latest.parameters_id == rows[3].parameters_id
             session.rollback()
@@ -191,12 +192,12 @@ def test_concurrent_store_and_purge_are_safe(tmp_path):
             db.session.remove()
             body = {"Message": "concurrent"}
             first = Session(db.engine)
-            first_id = commands.store_parameters(first, body)  # inserted, not committed yet
+            first_id = commands.store_parameters(first, body, box=secret_box())  # inserted, not committed yet
             seen: dict[str, object] = {}
 
             def second_store() -> None:
                 with app.app_context(), Session(db.engine) as second:
-                    seen["id"] = commands.store_parameters(second, body)
+                    seen["id"] = commands.store_parameters(second, body, box=secret_box())
                     second.commit()
 
             thread = threading.Thread(target=second_store)
@@ -210,7 +211,7 @@ def test_concurrent_store_and_purge_are_safe(tmp_path):
 
             # an enqueue holds the (unreferenced) row while a purge runs
             holder = Session(db.engine)
-            assert commands.store_parameters(holder, body) == first_id
+            assert commands.store_parameters(holder, body, box=secret_box()) == first_id
 
             def purge() -> None:
                 with app.app_context(), Session(db.engine) as purger:
@@ -221,14 +222,14 @@ def test_concurrent_store_and_purge_are_safe(tmp_path):
             if db.engine.dialect.name == "postgresql":
                 purger.join(30)  # skips the locked row without waiting
                 assert not purger.is_alive() and seen["purged"] == 0
-            queued = commands.enqueue_commands(holder, [device_id], "DeviceLock", body, enqueued_by="t")
+            queued = commands.enqueue_commands(holder, [device_id], "DeviceLock", body, enqueued_by="t", box=secret_box())
             holder.commit()
             purger.join(30)
             assert not purger.is_alive() and seen["purged"] == 0
             with Session(db.engine) as check:
                 stored = check.scalar(select(Command).where(Command.uuid == queued[0]["uuid"]))
                 assert stored.parameters_id == first_id
-                assert commands.command_parameters(stored) == body
+                assert commands.command_parameters(stored, secret_box()) == body
             holder.close()
             first.close()
     finally:

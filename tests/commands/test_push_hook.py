@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from mdmserver.admission import service as admission
+from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
 from mdmserver.devices.models import Device
 from mdmserver.mender import service as mender
@@ -26,12 +27,12 @@ def test_push_requests_follow_the_queue(app, client, db_session, monkeypatch) ->
     assert sim.authenticate() == 200 and sim.token_update() == 200
     device = db_session.scalar(select(Device).where(Device.udid == sim.udid))
     assert device.admission_status == "pending"
-    commands.enqueue_commands(db_session, [device.id], "ProfileList", {}, enqueued_by="t")
+    commands.enqueue_commands(db_session, [device.id], "ProfileList", {}, enqueued_by="t", box=secret_box())
     db_session.commit()
     assert _pending_pushes(db_session, device.id) == 0  # pending devices are never pushed
-    mender.set_status(db_session, admission.current_auth_set(db_session, device), "accepted")
+    mender.set_status(db_session, admission.current_auth_set(db_session, device), "accepted", box=secret_box())
     db_session.commit()
     assert _pending_pushes(db_session, device.id) == 1  # acceptance wakes it for the queued command
-    commands.enqueue_commands(db_session, [device.id], "SecurityInfo", {}, enqueued_by="t")
+    commands.enqueue_commands(db_session, [device.id], "SecurityInfo", {}, enqueued_by="t", box=secret_box())
     db_session.commit()
     assert _pending_pushes(db_session, device.id) == 1  # coalesced

@@ -11,11 +11,12 @@ import sqlalchemy as sa
 from alembic import command as alembic_command
 
 from mdmserver.bootstrap import upgrade_database
+from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
 from mdmserver.commands.models import Command
 from mdmserver.db import db
 from mdmserver.ops.readiness import alembic_config
-from mdmserver.profiles.models import Profile
+from mdmserver.profiles.models import BoxSealer, Profile
 from mdmserver.profiles.service import upload_profile
 from tests.conftest import make_app
 from tests.factories import make_device
@@ -58,9 +59,9 @@ def test_upgrade_seals_plaintext_secrets_of_earlier_revisions(tmp_path):
         }
         with app.app_context():
             session = db.session
-            stored, _ = upload_profile(session, plistlib.dumps(profile))
+            stored, _ = upload_profile(session, plistlib.dumps(profile), box=secret_box())
             device = make_device(session, index=1)
-            queued = commands.enqueue_commands(session, [device.id], "ActivationLockBypassCode", None, enqueued_by="t")
+            queued = commands.enqueue_commands(session, [device.id], "ActivationLockBypassCode", None, enqueued_by="t", box=secret_box())
             session.commit()
             profile_id, command_uuid = stored.id, queued[0]["uuid"]
             session.remove()
@@ -105,17 +106,17 @@ def test_upgrade_seals_plaintext_secrets_of_earlier_revisions(tmp_path):
             leaked = [k for k, m in marker.items() if m.encode() in after]
             assert not leaked, leaked
             # and everything reads back
-            values = db.session.get(Profile, profile_id).to_plist()
+            values = db.session.get(Profile, profile_id).to_plist(BoxSealer(secret_box()))
             content = values["PayloadContent"]
             assert content[0]["ProxyPassword"] == marker["wifiproxy"]
             assert content[1]["AutologinPassword"] == marker["autologin"]
             assert content[2]["CalDAVPassword"] == marker["caldav"]
             assert content[3]["Proxies"]["HTTPProxyPassword"] == marker["vpnproxy"]
             command = db.session.scalar(sa.select(Command).where(Command.uuid == command_uuid))
-            assert commands.result_value(command)["ActivationLockBypassCode"] == marker["bypass"]
+            assert commands.result_value(command, secret_box())["ActivationLockBypassCode"] == marker["bypass"]
             sealed_lock = db.session.execute(sa.text(
                 "SELECT body FROM command_parameters WHERE body NOT LIKE '<?xml%'")).scalars().all()
-            assert any(commands.command_parameters(bytes(b)) == {"PIN": marker["pin"], "Message": "m"}
+            assert any(commands.command_parameters(bytes(b), secret_box()) == {"PIN": marker["pin"], "Message": "m"}
                        for b in sealed_lock)
     finally:
         cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
 from mdmserver.devices.models import Device
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
@@ -23,7 +24,7 @@ def scanned(app, client, db_session, monkeypatch):
     device = db_session.scalar(select(Device).where(Device.udid == sim.udid))
     for request_type in ("DeviceInformation", "SecurityInfo", "ProfileList", "InstalledApplicationList",
                          "CertificateList", "AvailableOSUpdates", "DeviceLocation", "DeviceLocation"):
-        commands.enqueue_commands(db_session, [device.id], request_type, None, enqueued_by="t")
+        commands.enqueue_commands(db_session, [device.id], request_type, None, enqueued_by="t", box=secret_box())
     db_session.commit()
     assert all(s == "Acknowledged" for _u, _t, s in sim.run_session())
     return sim, device.id
@@ -97,7 +98,7 @@ def test_lost_mode_acknowledgements_update_the_device(db_session, scanned) -> No
     device = db_session.get(Device, device_id)
     for request_type, expected in (("EnableLostMode", True), ("DisableLostMode", False)):
         parameters = {"Message": "Call IT"} if request_type == "EnableLostMode" else None
-        commands.enqueue_commands(db_session, [device_id], request_type, parameters, enqueued_by="t")
+        commands.enqueue_commands(db_session, [device_id], request_type, parameters, enqueued_by="t", box=secret_box())
         db_session.commit()
         assert [s for _u, _t, s in sim.run_session()] == ["Acknowledged"]
         db_session.refresh(device)

@@ -27,6 +27,7 @@ from referencing import Registry, Resource
 from mdmserver.admission import service as admission
 from mdmserver.admission.models import AuthSet
 from mdmserver.api.apidoc import ApiDoc, Body
+from mdmserver.collaborators import secret_box
 from mdmserver.groups.models import DeviceGroup
 from mdmserver.ops.openapi import documented_rules, endpoint_docs, openapi_path
 from mdmserver.pki import x509
@@ -130,7 +131,8 @@ def ids(db_session) -> dict[str, Any]:
     device = make_device(db_session, platform="ios")
     profile, _ = upload_profile(db_session, plistlib.dumps({
         "PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": "com.example.bodies",
-        "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadDisplayName": "Bodies", "PayloadContent": []}))
+        "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadDisplayName": "Bodies", "PayloadContent": []}),
+        box=secret_box())
     user = User(name="Al", email="al@example.com")
     db_session.add(user)
     db_session.flush()

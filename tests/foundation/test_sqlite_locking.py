@@ -24,6 +24,7 @@ from sqlalchemy import event, select
 from werkzeug.serving import make_server
 
 from mdmserver.app import create_app
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.devices.models import Device
 from mdmserver.jobs import run_worker
@@ -69,7 +70,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
         )
         with app.app_context():
             cert_pem, key_pem = emulator.issue_push_certificate(TOPIC)
-            push_service.import_push_certificate(db.session, cert_pem.encode(), key_pem.encode())
+            push_service.import_push_certificate(db.session, cert_pem.encode(), key_pem.encode(), box=secret_box())
             db.session.commit()
         http = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=http.serve_forever, daemon=True)

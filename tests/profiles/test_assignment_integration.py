@@ -6,6 +6,7 @@ import plistlib
 
 from sqlalchemy import select
 
+from mdmserver.collaborators import secret_box
 from mdmserver.commands.models import Command
 from mdmserver.commands.service import command_parameters
 from mdmserver.pki.cms import unwrap_signed
@@ -35,7 +36,7 @@ def test_revisions_are_installed_where_assigned(client, auth, db_session):
     assert replaced.get_json()["meta"]["assignments"]["install_queued"] == 1
     installs = _installs(db_session, device.id)
     assert len(installs) == 2
-    sent = plistlib.loads(unwrap_signed(command_parameters(installs[-1])["Payload"]).content)
+    sent = plistlib.loads(unwrap_signed(command_parameters(installs[-1], secret_box())["Payload"]).content)
     assert sent["PayloadContent"][0]["SSID_STR"] == "Two"
 
     patched = client.patch(f"/api/v1/profiles/{profile_id}", headers={**h, "Content-Type": JSONAPI},
@@ -58,5 +59,5 @@ def test_deleting_an_assigned_profile_removes_it_from_devices(client, auth, db_s
     assert client.delete(f"/api/v1/profiles/{profile_id}", headers=h).status_code == 204
     removals = db_session.scalars(select(Command).where(
         Command.request_type == "RemoveProfile", Command.device_id == device.id)).all()
-    assert [command_parameters(c)["Identifier"] for c in removals] == ["com.example.doomed"]
+    assert [command_parameters(c, secret_box())["Identifier"] for c in removals] == ["com.example.doomed"]
     assert client.get(f"/api/v1/profiles/{profile_id}", headers=h).status_code == 404

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mdmserver.collaborators import secret_box
 from mdmserver.pki import cms
 from mdmserver.pki.service import get_server_identity
 from mdmserver.profiles.plist import strip_leading
@@ -71,7 +72,7 @@ def test_corpus_profile_round_trips(row, conformance_dir, client, auth, db_sessi
 
     signed = download(client, headers, profile_id, signed="true")
     assert signed.status_code == 200 and signed.mimetype == ASPEN
-    cert, _ = get_server_identity(db_session)
+    cert, _ = get_server_identity(db_session, secret_box())
     unwrapped = cms.unwrap_signed(signed.data, trust_roots=[cert])
     assert unwrapped.trusted
     assert_same_plist(expected, plistlib.loads(unwrapped.content))

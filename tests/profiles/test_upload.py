@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, text
 
 from mdmserver.audit.models import AuditEvent
+from mdmserver.collaborators import secret_box
 from mdmserver.pki import cms
 from mdmserver.pki import x509 as px
 from mdmserver.pki.service import get_server_identity
@@ -148,7 +149,7 @@ def test_bom_and_leading_whitespace_are_accepted(client, rw):
 
 def test_profile_signed_by_ourselves_uploads_trusted(client, rw, db_session):
     profile = make_profile([make_payload("com.apple.webClip.managed", URL="https://example.com", Label="Ex")])
-    cert, key = get_server_identity(db_session)
+    cert, key = get_server_identity(db_session, secret_box())
     signed = cms.sign(dumps(profile), cert, key)
     response = upload(client, rw, signed)
     assert response.status_code == 201, response.get_json()
@@ -189,7 +190,7 @@ def test_configured_trust_file_makes_a_foreign_signer_trusted(app, client, rw, m
 
 
 def test_broken_signature_is_422(client, rw, db_session):
-    cert, key = get_server_identity(db_session)
+    cert, key = get_server_identity(db_session, secret_box())
     signed = bytearray(cms.sign(dumps(make_profile()), cert, key))
     index = signed.index(b"PayloadDisplayName")
     signed[index] ^= 0x01  # change the signed content, keep the structure
@@ -201,7 +202,7 @@ def test_signed_download_verifies_against_the_server_identity(client, rw, db_ses
     profile = make_profile([make_payload("com.example.a", Value=1)])
     profile_id = upload(client, rw, dumps(profile)).get_json()["data"]["id"]
     signed = download(client, rw, profile_id, signed="true")
-    cert, _ = get_server_identity(db_session)
+    cert, _ = get_server_identity(db_session, secret_box())
     unwrapped = cms.unwrap_signed(signed.data, trust_roots=[cert])
     assert unwrapped.trusted
     assert_same_plist(profile, plistlib.loads(unwrapped.content))

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from mdmserver.audit.models import AuditEvent
+from mdmserver.collaborators import secret_box
 from mdmserver.errors import NotFound, UnprocessableEntity
 from mdmserver.pki import x509 as px
 from mdmserver.push import service
@@ -36,12 +37,12 @@ def test_no_certificate(db_session):
 def test_import_pem_in_one_file(db_session, kind):
     cert, key = push_certificate(kind=kind)
     cert_pem, key_pem = pem(cert, key)
-    row = service.import_push_certificate(db_session, cert_pem + key_pem)
+    row = service.import_push_certificate(db_session, cert_pem + key_pem, box=secret_box())
     assert row.topic == TOPIC and row.active
     assert service.get_push_topic(db_session) == TOPIC
     assert row.fingerprint_sha256 == px.fingerprint_sha256(cert)
     assert key_pem not in row.encrypted_key
-    identity = service.push_identity(db_session)
+    identity = service.push_identity(db_session, box=secret_box())
     assert identity is not None and identity.topic == TOPIC
     assert px.public_key_pem(px.key_from_pem(identity.key_pem)) == px.public_key_pem(cert)
 
@@ -50,10 +51,10 @@ def test_import_pem_in_two_files_with_encrypted_key(db_session):
     cert, key = push_certificate()
     cert_pem, key_pem = pem(cert, key, b"pw")
     with pytest.raises(UnprocessableEntity, match="encrypted"):
-        service.import_push_certificate(db_session, cert_pem, key_pem)
+        service.import_push_certificate(db_session, cert_pem, key_pem, box=secret_box())
     with pytest.raises(UnprocessableEntity, match="wrong password"):
-        service.import_push_certificate(db_session, cert_pem, key_pem, b"nope")
-    row = service.import_push_certificate(db_session, cert_pem, key_pem, b"pw")
+        service.import_push_certificate(db_session, cert_pem, key_pem, b"nope", box=secret_box())
+    row = service.import_push_certificate(db_session, cert_pem, key_pem, b"pw", box=secret_box())
     assert row.topic == TOPIC
 
 
@@ -61,15 +62,15 @@ def test_import_pkcs12(db_session):
     cert, key = push_certificate()
     blob = px.build_pkcs12(cert, key, password=b"secret", friendly_name=b"push")
     with pytest.raises(UnprocessableEntity, match="password is wrong"):
-        service.import_push_certificate(db_session, blob, None, b"bad")
+        service.import_push_certificate(db_session, blob, None, b"bad", box=secret_box())
     with pytest.raises(UnprocessableEntity):
-        service.import_push_certificate(db_session, blob, None, None)
-    assert service.import_push_certificate(db_session, blob, None, b"secret").topic == TOPIC
+        service.import_push_certificate(db_session, blob, None, None, box=secret_box())
+    assert service.import_push_certificate(db_session, blob, None, b"secret", box=secret_box()).topic == TOPIC
 
 
 def test_import_der_certificate_with_key_file(db_session):
     cert, key = push_certificate()
-    row = service.import_push_certificate(db_session, px.cert_to_der(cert), pem(cert, key)[1])
+    row = service.import_push_certificate(db_session, px.cert_to_der(cert), pem(cert, key)[1], box=secret_box())
     assert row.topic == TOPIC
 
 
@@ -92,31 +93,31 @@ def test_import_der_certificate_with_key_file(db_session):
 def test_bad_uploads_are_422(db_session, build, message):
     data, key = build()
     with pytest.raises(UnprocessableEntity, match=message):
-        service.import_push_certificate(db_session, data, key)
+        service.import_push_certificate(db_session, data, key, box=secret_box())
     assert service.get_push_topic(db_session) is None
 
 
 def test_new_import_replaces_and_clears_stop(db_session):
-    first = service.import_push_certificate(db_session, b"".join(pem(*push_certificate())))
+    first = service.import_push_certificate(db_session, b"".join(pem(*push_certificate())), box=secret_box())
     service.stop_topic(db_session, first.topic, first.fingerprint_sha256, "BadCertificate")
-    assert service.push_identity(db_session) is None
+    assert service.push_identity(db_session, box=secret_box()) is None
     assert "BadCertificate" in service.push_readiness(db_session)
     other_topic = TOPIC.replace("0f0e", "abcd")
-    second = service.import_push_certificate(db_session, b"".join(pem(*push_certificate(other_topic))))
+    second = service.import_push_certificate(db_session, b"".join(pem(*push_certificate(other_topic))), box=secret_box())
     db_session.refresh(first)
     assert not first.active and second.active
     assert service.get_push_topic(db_session) == other_topic
-    assert service.push_identity(db_session).topic == other_topic
+    assert service.push_identity(db_session, box=secret_box()).topic == other_topic
     assert service.push_readiness(db_session) is None
 
 
 def test_expiry_warning(db_session):
-    row = service.import_push_certificate(db_session, b"".join(pem(*push_certificate(days=10))))
+    row = service.import_push_certificate(db_session, b"".join(pem(*push_certificate(days=10))), box=secret_box())
     info = service.certificate_info(row)
     assert info["days_left"] in (9, 10) and "expires in" in info["warning"]
     later = service.certificate_info(row, now=row.not_after + dt.timedelta(days=1))
     assert "expired" in later["warning"]
-    fresh = service.import_push_certificate(db_session, b"".join(pem(*push_certificate(days=300))))
+    fresh = service.import_push_certificate(db_session, b"".join(pem(*push_certificate(days=300))), box=secret_box())
     assert service.certificate_info(fresh)["warning"] is None
 
 

@@ -8,6 +8,7 @@ import threading
 import httpx
 import pytest
 
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.jobs import run_worker
 from mdmserver.push import service
@@ -28,7 +29,7 @@ def loop(live_server, monkeypatch):
         monkeypatch.setitem(app.config, "ADMISSION_POLICY", "auto")
         with app.app_context():
             cert_pem, key_pem = emulator.issue_push_certificate(TOPIC)
-            service.import_push_certificate(db.session, cert_pem.encode(), key_pem.encode())
+            service.import_push_certificate(db.session, cert_pem.encode(), key_pem.encode(), box=secret_box())
             db.session.commit()
         worker = PushWorker(app, settings=WorkerSettings(poll_interval=0.1))
         stop = threading.Event()

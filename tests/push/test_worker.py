@@ -9,6 +9,7 @@ import ssl
 import pytest
 from sqlalchemy import func, select, update
 
+from mdmserver.collaborators import secret_box
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
 from mdmserver.jobs import Upkeep, UpkeepSettings
@@ -35,7 +36,7 @@ def apns(app, emulator, monkeypatch, db_session):
     monkeypatch.setitem(app.config, "APNS_URL", emulator.url)
     monkeypatch.setitem(app.config, "APNS_CA_FILE", str(emulator.ca_file))
     cert_pem, key_pem = emulator.issue_push_certificate(TOPIC)
-    service.import_push_certificate(db_session, cert_pem.encode(), key_pem.encode())
+    service.import_push_certificate(db_session, cert_pem.encode(), key_pem.encode(), box=secret_box())
     db_session.commit()
     return emulator
 
@@ -230,7 +231,7 @@ def test_certificate_refused_stops_the_topic(db_session, apns, worker, client, a
     assert w.run_once().claimed == 0 and apns.counts[200] == 0
     # a new certificate takes effect without a restart
     cert_pem, key_pem = apns.issue_push_certificate(TOPIC)
-    service.import_push_certificate(db_session, cert_pem.encode(), key_pem.encode())
+    service.import_push_certificate(db_session, cert_pem.encode(), key_pem.encode(), box=secret_box())
     db_session.commit()
     assert w.run_once().sent == 1
     assert client.get("/readyz").json["checks"]["apns"] == "ok"
@@ -241,7 +242,7 @@ def test_foreign_certificate_over_tls13_is_retried_not_lost(db_session, apns, wo
     from .helpers import push_certificate
 
     cert, key = push_certificate()
-    service.import_push_certificate(db_session, (px.cert_to_pem(cert) + px.key_to_pem(key)).encode())
+    service.import_push_certificate(db_session, (px.cert_to_pem(cert) + px.key_to_pem(key)).encode(), box=secret_box())
     device = make_device(db_session)
     service.request_push(db_session, [device.id])
     db_session.commit()
@@ -259,7 +260,7 @@ def test_tls12_handshake_refusal_stops_the_topic(db_session, app, worker, monkey
         monkeypatch.setitem(app.config, "APNS_URL", tls12.url)
         monkeypatch.setitem(app.config, "APNS_CA_FILE", str(tls12.ca_file))
         cert, key = push_certificate()
-        service.import_push_certificate(db_session, (px.cert_to_pem(cert) + px.key_to_pem(key)).encode())
+        service.import_push_certificate(db_session, (px.cert_to_pem(cert) + px.key_to_pem(key)).encode(), box=secret_box())
         device = make_device(db_session)
         service.request_push(db_session, [device.id])
         db_session.commit()
@@ -324,7 +325,7 @@ def test_repush_stale_devices(db_session, apns, worker):
     silent = make_device(db_session, last_seen_at=now - dt.timedelta(hours=30))
     recent = make_device(db_session, last_seen_at=now - dt.timedelta(hours=1))
     idle = make_device(db_session, last_seen_at=now - dt.timedelta(hours=30))
-    enqueue_commands(db_session, [silent.id, recent.id], "ProfileList", {}, enqueued_by="test")
+    enqueue_commands(db_session, [silent.id, recent.id], "ProfileList", {}, enqueued_by="test", box=secret_box())
     worker().run_once()  # the enqueue pushes
     apns.reset()
     count = service.repush_stale(db_session, after=dt.timedelta(hours=24))
@@ -381,9 +382,9 @@ def test_upkeep_purges_finished_commands_past_retention(app, db_session):
     from mdmserver.commands.service import enqueue_commands
 
     device = make_device(db_session)
-    enqueue_commands(db_session, [device.id], "DeviceInformation", None, enqueued_by="t")
-    enqueue_commands(db_session, [device.id], "SecurityInfo", None, enqueued_by="t")
-    enqueue_commands(db_session, [device.id], "ProfileList", None, enqueued_by="t")
+    enqueue_commands(db_session, [device.id], "DeviceInformation", None, enqueued_by="t", box=secret_box())
+    enqueue_commands(db_session, [device.id], "SecurityInfo", None, enqueued_by="t", box=secret_box())
+    enqueue_commands(db_session, [device.id], "ProfileList", None, enqueued_by="t", box=secret_box())
     db_session.commit()
     uuids = db_session.scalars(select(Command.uuid).where(Command.device_id == device.id).order_by(Command.id)).all()
     old, recent = utcnow() - dt.timedelta(days=91), utcnow() - dt.timedelta(days=1)

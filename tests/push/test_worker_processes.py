@@ -16,6 +16,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+from mdmserver.collaborators import secret_box
 from mdmserver.db import db, utcnow
 from mdmserver.push import service
 from mdmserver.push.models import PushRequest
@@ -41,7 +42,7 @@ def own_app(tmp_path_factory, emulator):
     )
     with app.app_context():
         cert_pem, key_pem = emulator.issue_push_certificate(TOPIC)
-        service.import_push_certificate(db.session, cert_pem.encode(), key_pem.encode())
+        service.import_push_certificate(db.session, cert_pem.encode(), key_pem.encode(), box=secret_box())
         db.session.commit()
     yield app
     cleanup()

@@ -10,6 +10,7 @@ import plistlib
 import time
 import uuid
 
+from mdmserver.collaborators import secret_box
 from mdmserver.profiles.service import upload_profile
 from mdmserver.selection.resolve import resolve_devices
 from tests.factories import make_device
@@ -37,7 +38,7 @@ def _profile(db_session) -> int:
                             "PayloadIdentifier": "com.example.cap.p", "PayloadUUID": str(uuid.uuid4()).upper(),
                             "SSID_STR": "Office", "EncryptionType": "None", "AutoJoin": True}],
     })
-    profile, _ = upload_profile(db_session, body)
+    profile, _ = upload_profile(db_session, body, box=secret_box())
     db_session.flush()
     return profile.id
 

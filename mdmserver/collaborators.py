@@ -1,0 +1,37 @@
+"""What the entry floor (views, CLI commands, jobs) hands to the services below it.
+
+Services never read ``flask.current_app`` or ``flask.g``. They receive the secret box as an argument
+(views and CLI commands get it from :func:`secret_box`), and they find the acting API token and the
+request id in the :class:`~mdmserver.audit.service.AuditContext` that :func:`init_app` binds to the
+request's session. This module is the one place that turns the running application into those
+collaborators (the pki views excepted: see ``pki.views._secret_box``).
+"""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from mdmserver.api.auth import current_token
+from mdmserver.api.requests import request_id
+from mdmserver.audit.service import AuditContext, set_audit_context
+from mdmserver.db import db
+from mdmserver.pki.secretbox import SecretBox
+from mdmserver.pki.service import load_secret_box
+
+
+def secret_box() -> SecretBox:
+    """The secret box of the running application (its key file, created on first use, mode 0600)."""
+    return load_secret_box(current_app.config["SECRET_KEY_FILE"])
+
+
+def init_app(app: Flask) -> None:
+    """Bind the audit context to each request's session (after the token check) and unbind it at the
+    end, as ``api.transactions`` declares the session's transaction mode."""
+
+    @app.before_request
+    def _bind_audit_context() -> None:
+        set_audit_context(db.session, AuditContext(token=current_token(), request_id=request_id()))
+
+    @app.teardown_request
+    def _unbind_audit_context(_exc: BaseException | None) -> None:
+        set_audit_context(db.session, None)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from mdmserver.db import db
 from mdmserver.push.models import PushRequest
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic
 
 ADM = "/api/management/v1/admission"
 JSONAPI = {"Content-Type": "application/vnd.api+json"}

@@ -9,7 +9,7 @@ from mdmserver.commands import service as commands
 from mdmserver.devices.models import Device
 from mdmserver.push.models import PushRequest
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic
 
 
 def _pending_pushes(db_session, device_id: int) -> int:

@@ -31,7 +31,7 @@ from mdmserver.bootstrap import initialize
 from mdmserver.db import db
 from mdmserver.simulator.device import HttpxTransport
 from mdmserver.tokens.service import create_token
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic
 
 POSTGRES_URL = os.environ.get("MDMSERVER_TEST_POSTGRES_URL")
 CONFORMANCE_DIR = Path(

@@ -1,19 +1,40 @@
-"""Set-based seeding of device rows, for benchmarks, demos and tests.
+"""Factories shared by the tests of several packages (and by the benchmarks).
 
-Devices made here have not enrolled through the protocol (no identity certificate, no push token);
-they are inventory rows that behave like enrolled devices for the admin API.
+- Device rows, one or many set-based: they have not enrolled through the protocol (no identity
+  certificate, no push token); they are inventory rows that behave like enrolled devices for the
+  admin API.
+- A push certificate (hence a topic), so that simulated devices can enroll and be pushed.
+- A stored Wi-Fi profile, uploaded through the profile service.
+
+Helpers used by one package only stay in that package (``tests/<package>/helpers.py``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import plistlib
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cryptography import x509 as cx509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from mdmserver.collaborators import secret_box
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
+from mdmserver.pki import x509 as px
+from mdmserver.profiles.models import Profile
+from mdmserver.profiles.service import upload_profile
+from mdmserver.push import service as push_service
+
+if TYPE_CHECKING:
+    import pytest
+
+#: The push topic of the test push certificate (the subject UID of an APNs MDM certificate).
+TOPIC = "com.apple.mgmt.External.0f0e0d0c-1111-4222-8333-944455556666"
 
 _PROFILES = (
     ("ios", "iPhone15,2", "iPhone", "17.4"),
@@ -70,3 +91,61 @@ def make_device(session: Session, index: int = 0, **overrides: Any) -> Device:
     session.add(device)
     session.flush()
     return device
+
+
+def push_certificate(
+    topic: str | None = TOPIC, *, days: int = 365, kind: str = "rsa", not_before_days: int = 1
+) -> tuple[cx509.Certificate, object]:
+    """A self-signed stand-in for an APNs MDM push certificate (subject UID = topic) and its key."""
+    key = px.generate_private_key(kind)
+    attributes = []
+    if topic is not None:
+        attributes.append(cx509.NameAttribute(NameOID.USER_ID, topic))
+    attributes += [
+        cx509.NameAttribute(NameOID.COMMON_NAME, f"APSP:{uuid.uuid4()}"),
+        cx509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+    ]
+    name = cx509.Name(attributes)
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(cx509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=not_before_days))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def push_certificate_pem(topic: str = TOPIC) -> tuple[bytes, bytes]:
+    """``push_certificate`` as PEM: (certificate, unencrypted PKCS #8 key)."""
+    cert, key = push_certificate(topic)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def install_push_topic(session, monkeypatch: pytest.MonkeyPatch | None = None, topic: str = TOPIC) -> str:
+    """Import a push certificate for ``topic`` through the push service and commit."""
+    cert_pem, key_pem = push_certificate_pem(topic)
+    push_service.import_push_certificate(session, cert_pem, key_pem, None, box=secret_box())
+    session.commit()
+    assert push_service.get_push_topic(session) == topic
+    return topic
+
+
+def make_wifi_profile(
+    session: Session, identifier: str = "com.example.wifi", *, ssid: str = "Office",
+    display_name: str = "Wi-Fi", replace: bool = False,
+) -> Profile:
+    """A one-payload Wi-Fi profile stored through the profile service, flushed (not committed)."""
+    body = plistlib.dumps({
+        "PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": identifier,
+        "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadDisplayName": display_name,
+        "PayloadContent": [{"PayloadType": "com.apple.wifi.managed", "PayloadVersion": 1,
+                            "PayloadIdentifier": f"{identifier}.p", "PayloadUUID": str(uuid.uuid4()).upper(),
+                            "SSID_STR": ssid, "EncryptionType": "None", "AutoJoin": True}],
+    })
+    profile, _ = upload_profile(session, body, replace=replace, box=secret_box())
+    session.flush()
+    return profile

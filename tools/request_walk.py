@@ -26,7 +26,7 @@ from mdmserver.bootstrap import initialize  # noqa: E402
 from mdmserver.db import db  # noqa: E402
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice  # noqa: E402
 from mdmserver.tokens.service import create_token  # noqa: E402
-from tests.checkin.devicekit import install_push_topic  # noqa: E402
+from tests.factories import install_push_topic  # noqa: E402
 
 PACKAGE_DIR = ROOT / "mdmserver"
 PROFILE = b"""<?xml version="1.0" encoding="UTF-8"?>

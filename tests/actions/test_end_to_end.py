@@ -16,7 +16,7 @@ from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.push.models import PushRequest
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic
 
 ADM = "/api/management/v1/admission"
 JSONAPI = {"Content-Type": "application/vnd.api+json"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import plistlib
-import uuid
 
 from sqlalchemy import event, func, select
 
@@ -16,23 +15,9 @@ from mdmserver.db import utcnow
 from mdmserver.devices.models import InstalledProfile
 from mdmserver.groups.models import GroupMember
 from mdmserver.pki.cms import unwrap_signed
-from mdmserver.profiles.service import upload_profile
-from tests.factories import make_device, seed_devices
+from tests.factories import make_device, make_wifi_profile, seed_devices
 
 JSONAPI = "application/vnd.api+json"
-
-
-def _profile(db_session, identifier="com.example.wifi", ssid="Office", replace=False):
-    body = plistlib.dumps({
-        "PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": identifier,
-        "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadDisplayName": "Wi-Fi",
-        "PayloadContent": [{"PayloadType": "com.apple.wifi.managed", "PayloadVersion": 1,
-                            "PayloadIdentifier": f"{identifier}.p", "PayloadUUID": str(uuid.uuid4()).upper(),
-                            "SSID_STR": ssid, "EncryptionType": "None", "AutoJoin": True}],
-    })
-    profile, _ = upload_profile(db_session, body, replace=replace, box=secret_box())
-    db_session.flush()
-    return profile
 
 
 def _commands(db_session, request_type):
@@ -58,7 +43,7 @@ def _group(client, h, **attributes):
 
 def test_assign_to_devices_and_groups(client, auth, db_session):
     h = auth("read", "write")
-    profile = _profile(db_session)
+    profile = make_wifi_profile(db_session)
     a, b, c = (make_device(db_session) for _ in range(3))
     gone = make_device(db_session, enrolled=False, unenrolled_at=utcnow())
     static = _group(client, h, name="Paris")
@@ -103,7 +88,7 @@ def test_assign_to_devices_and_groups(client, auth, db_session):
 
 def test_smart_groups_revisions_and_profilelist(client, auth, db_session):
     h = auth("read", "write")
-    profile = _profile(db_session)
+    profile = make_wifi_profile(db_session)
     it, sales = make_device(db_session), make_device(db_session)
     smart = _group(client, h, name="IT", kind="smart", filter={"custom.dept": "IT"})
     db_session.add(CustomAttribute(device_id=it.id, name="dept", value="IT"))
@@ -121,7 +106,7 @@ def test_smart_groups_revisions_and_profilelist(client, auth, db_session):
     db_session.flush()
     assert _states(client, h, profile)[it.id] == "installed"
     # a new revision of the profile re-installs where assigned
-    _profile(db_session, ssid="Office-2", replace=True)
+    make_wifi_profile(db_session, ssid="Office-2", replace=True)
     db_session.refresh(profile)
     assert profile.revision == 2
     counts = _send(client, h, "POST", f"/api/v1/profiles/{profile.id}/assignments/reconcile", {}).get_json()
@@ -133,7 +118,7 @@ def test_smart_groups_revisions_and_profilelist(client, auth, db_session):
 
 def test_manageengine_device_profiles(client, auth, db_session):
     h = auth("read", "write")
-    p1, p2 = _profile(db_session, "com.example.one"), _profile(db_session, "com.example.two")
+    p1, p2 = make_wifi_profile(db_session, "com.example.one"), make_wifi_profile(db_session, "com.example.two")
     device = make_device(db_session)
     response = _send(client, h, "POST", f"/api/v1/devices/{device.serial_number}/profiles",
                      {"profile_ids": [p1.id, str(p2.id)]})
@@ -147,7 +132,7 @@ def test_manageengine_device_profiles(client, auth, db_session):
 
 def test_bad_assignment_input(client, auth, db_session):
     h = auth("read", "write")
-    profile = _profile(db_session)
+    profile = make_wifi_profile(db_session)
     device = make_device(db_session)
     url = f"/api/v1/profiles/{profile.id}/assignments"
     for body in ({}, {"devices": "all"}, {"devices": [device.id, "NOPE"]}, {"groups": [424242]},
@@ -169,7 +154,7 @@ def test_assigning_to_a_large_group_is_constant_sql(client, auth, db_session):
     client.get("/api/v1/actions", headers=h)
     counts = {}
     for size in (10, 300):
-        profile = _profile(db_session, f"com.example.size{size}")
+        profile = make_wifi_profile(db_session, f"com.example.size{size}")
         ids = seed_devices(db_session, size, start=size * 1000)
         group = _group(client, h, name=f"g{size}")
         db_session.add_all([GroupMember(group_id=group, device_id=i) for i in ids])
@@ -198,7 +183,7 @@ def test_push_worker_upkeep_reconciles_smart_groups_after_device_reported_change
     from mdmserver.jobs import Upkeep
 
     h = auth("read", "write")
-    profile = _profile(db_session, identifier="com.example.upkeep")
+    profile = make_wifi_profile(db_session, identifier="com.example.upkeep")
     old, updated = make_device(db_session, os_version="16.7"), make_device(db_session, os_version="16.7")
     smart = _group(client, h, name="iOS 17", kind="smart", filter={"os_version": "17.*"})
     assert _send(client, h, "POST", f"/api/v1/profiles/{profile.id}/assignments",

@@ -13,9 +13,8 @@ from mdmserver.collaborators import secret_box
 from mdmserver.commands.models import Command
 from mdmserver.db import db
 from mdmserver.profiles.models import Profile
-from tests.assignments.test_assignments import _profile
 from tests.conftest import make_app
-from tests.factories import make_device
+from tests.factories import make_device, make_wifi_profile
 
 
 def test_concurrent_reconciles_do_not_double_queue(tmp_path):
@@ -23,7 +22,7 @@ def test_concurrent_reconciles_do_not_double_queue(tmp_path):
     try:
         with app.app_context():
             session = db.session
-            profile = _profile(session, identifier="com.example.race")
+            profile = make_wifi_profile(session, "com.example.race")
             devices = [make_device(session, i) for i in range(20)]
             session.add_all(ProfileAssignment(profile_id=profile.id, device_id=d.id) for d in devices)
             session.commit()

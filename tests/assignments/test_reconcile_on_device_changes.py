@@ -25,7 +25,7 @@ from mdmserver.profiles.service import upload_profile
 from mdmserver.protocol.inventory import DEVICE_INFORMATION_COLUMNS
 from mdmserver.selection.filters import device_filters
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic, make_wifi_profile
 
 ADM = "/api/management/v1/admission"
 JSONAPI = "application/vnd.api+json"
@@ -39,14 +39,7 @@ def topic(app, db_session, monkeypatch):
 
 
 def _profile(db_session) -> int:
-    body = plistlib.dumps({
-        "PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": IDENTIFIER,
-        "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadDisplayName": "Wi-Fi",
-        "PayloadContent": [{"PayloadType": "com.apple.wifi.managed", "PayloadVersion": 1,
-                            "PayloadIdentifier": f"{IDENTIFIER}.p", "PayloadUUID": str(uuid.uuid4()).upper(),
-                            "SSID_STR": "Office", "EncryptionType": "None", "AutoJoin": True}],
-    })
-    profile, _ = upload_profile(db_session, body, box=secret_box())
+    profile = make_wifi_profile(db_session, IDENTIFIER)
     db_session.commit()
     return profile.id
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from .devicekit import install_push_topic
+from tests.factories import install_push_topic
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from mdmserver.pki import x509
 from mdmserver.pki.models import Certificate, RSAPrivateKey
 from mdmserver.protocol.plist import dump_plist
 from mdmserver.simulator.device import HttpxTransport, Identity, SimulatedDevice
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic
 
 HEADER = "X-Client-Cert"
 UNRELATED_PROXY = ["192.0.2.10/32"]  # a proxy that is not the test's own address

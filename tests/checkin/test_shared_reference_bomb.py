@@ -18,7 +18,7 @@ from mdmserver.db import db
 from mdmserver.pki import cms
 from mdmserver.pki.service import get_server_identity
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic
 from tests.protocol.plistbomb import bomb_plist, shared_chain, write_binary_plist
 
 FAST = 3.0  # seconds; the same requests took from 29 s to "forever" before the fix

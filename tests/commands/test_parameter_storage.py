@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import plistlib
 import threading
-import uuid
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -21,22 +20,12 @@ from mdmserver.commands.models import Command, CommandParameters
 from mdmserver.db import db, utcnow
 from mdmserver.ops.readiness import alembic_config
 from mdmserver.pki.cms import unwrap_signed
-from mdmserver.profiles.service import upload_profile
 from tests.conftest import make_app
-from tests.factories import make_device, seed_devices
+from tests.factories import make_device, make_wifi_profile, seed_devices
 
 
 def _profile(db_session):
-    body = plistlib.dumps({
-        "PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": "com.example.dedupe",
-        "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadDisplayName": "Wi-Fi",
-        "PayloadContent": [{"PayloadType": "com.apple.wifi.managed", "PayloadVersion": 1,
-                            "PayloadIdentifier": "com.example.dedupe.p", "PayloadUUID": str(uuid.uuid4()).upper(),
-                            "SSID_STR": "Office", "EncryptionType": "None", "AutoJoin": True}],
-    })
-    profile, _ = upload_profile(db_session, body, box=secret_box())
-    db_session.flush()
-    return profile
+    return make_wifi_profile(db_session, "com.example.dedupe")
 
 
 def _parameter_bytes(db_session) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from mdmserver.devices.models import Device
 from mdmserver.mender import service as mender
 from mdmserver.push.models import PushRequest
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic
 
 
 def _pending_pushes(db_session, device_id: int) -> int:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from mdmserver.db import db
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic
 
 ADM = "/api/management/v1/admission"
 

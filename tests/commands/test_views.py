@@ -15,7 +15,7 @@ JSONAPI = "application/vnd.api+json"
 
 @pytest.fixture
 def sim(app, client, db_session, monkeypatch):
-    from tests.checkin.devicekit import install_push_topic
+    from tests.factories import install_push_topic
 
     monkeypatch.setitem(app.config, "ENROLL_RATE_LIMIT", 0)
     monkeypatch.setitem(app.config, "ADMISSION_POLICY", "auto")

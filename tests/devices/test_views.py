@@ -13,7 +13,7 @@ from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 
 @pytest.fixture
 def scanned(app, client, db_session, monkeypatch):
-    from tests.checkin.devicekit import install_push_topic
+    from tests.factories import install_push_topic
 
     monkeypatch.setitem(app.config, "ENROLL_RATE_LIMIT", 0)
     monkeypatch.setitem(app.config, "ADMISSION_POLICY", "auto")
@@ -75,7 +75,7 @@ def test_bad_queries(client, auth, scanned, query) -> None:
 
 
 def test_security_404_before_report(client, auth, app, db_session, monkeypatch) -> None:
-    from tests.checkin.devicekit import install_push_topic
+    from tests.factories import install_push_topic
 
     monkeypatch.setitem(app.config, "ENROLL_RATE_LIMIT", 0)
     install_push_topic(db_session, monkeypatch)

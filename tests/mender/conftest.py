@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic
 
 
 @pytest.fixture

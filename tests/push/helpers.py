@@ -1,4 +1,4 @@
-"""Factories for push tests: push certificates and pushable devices."""
+"""Factories for push tests: pushable devices (the push certificate and topic are in tests/factories.py)."""
 
 from __future__ import annotations
 
@@ -6,39 +6,9 @@ import datetime as dt
 import secrets
 import uuid
 
-from cryptography import x509 as cx509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID
-
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
-from mdmserver.pki import x509 as px
-
-TOPIC = "com.apple.mgmt.External.0f0e0d0c-1111-4222-8333-944455556666"
-
-
-def push_certificate(
-    topic: str | None = TOPIC, *, days: int = 365, kind: str = "rsa", not_before_days: int = 1
-) -> tuple[cx509.Certificate, object]:
-    """A self-signed stand-in for an APNs MDM push certificate (subject UID = topic)."""
-    key = px.generate_private_key(kind)
-    attributes = []
-    if topic is not None:
-        attributes.append(cx509.NameAttribute(NameOID.USER_ID, topic))
-    attributes += [
-        cx509.NameAttribute(NameOID.COMMON_NAME, f"APSP:{uuid.uuid4()}"),
-        cx509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-    ]
-    name = cx509.Name(attributes)
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(cx509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=not_before_days))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
+from tests.factories import TOPIC
 
 
 def make_device(session, **overrides) -> Device:

@@ -16,8 +16,7 @@ from mdmserver.errors import NotFound, UnprocessableEntity
 from mdmserver.pki import x509 as px
 from mdmserver.push import service
 from mdmserver.push.models import PushCertificate
-
-from .helpers import TOPIC, push_certificate
+from tests.factories import TOPIC, push_certificate
 
 
 def pem(cert, key, password: bytes | None = None) -> tuple[bytes, bytes]:

@@ -15,8 +15,7 @@ from mdmserver.push import service
 from mdmserver.push.worker import PushWorker, WorkerSettings
 from mdmserver.simulator.apns_emulator import APNsEmulator, Push
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
-
-from .helpers import TOPIC
+from tests.factories import TOPIC
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ from mdmserver.push.apns import HttpxAPNsClient
 from mdmserver.push.models import DevicePushState, PushRequest
 from mdmserver.push.worker import PushWorker, WorkerSettings, backoff_delay
 from mdmserver.simulator.apns_emulator import APNsEmulator
+from tests.factories import TOPIC
 
-from .helpers import TOPIC, make_device
+from .helpers import make_device
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +240,7 @@ def test_certificate_refused_stops_the_topic(db_session, apns, worker, client, a
 
 def test_foreign_certificate_over_tls13_is_retried_not_lost(db_session, apns, worker):
     """TLS 1.3 reports a refused client certificate only as a dropped connection: retry later."""
-    from .helpers import push_certificate
+    from tests.factories import push_certificate
 
     cert, key = push_certificate()
     service.import_push_certificate(db_session, (px.cert_to_pem(cert) + px.key_to_pem(key)).encode(), box=secret_box())
@@ -254,7 +255,7 @@ def test_foreign_certificate_over_tls13_is_retried_not_lost(db_session, apns, wo
 
 def test_tls12_handshake_refusal_stops_the_topic(db_session, app, worker, monkeypatch):
     """Over TLS 1.2 a refused client certificate fails the handshake: a certificate problem."""
-    from .helpers import push_certificate
+    from tests.factories import push_certificate
 
     with APNsEmulator(max_tls_version=ssl.TLSVersion.TLSv1_2) as tls12:
         monkeypatch.setitem(app.config, "APNS_URL", tls12.url)

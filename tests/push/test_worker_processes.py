@@ -23,8 +23,9 @@ from mdmserver.push.models import PushRequest
 from mdmserver.push.worker import PushWorker, WorkerSettings
 from mdmserver.simulator.apns_emulator import APNsEmulator
 from tests.conftest import POSTGRES_URL, make_app
+from tests.factories import TOPIC
 
-from .helpers import TOPIC, make_devices
+from .helpers import make_devices
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,10 @@ most 10,000 devices by id, UDID or serial number; larger sets are named by group
 
 from __future__ import annotations
 
-import plistlib
 import time
-import uuid
 
-from mdmserver.collaborators import secret_box
-from mdmserver.profiles.service import upload_profile
 from mdmserver.selection.resolve import resolve_devices
-from tests.factories import make_device
+from tests.factories import make_device, make_wifi_profile
 
 CAP = 10_000
 JSONAPI = "application/vnd.api+json"
@@ -31,16 +27,7 @@ def _error(response, status: int) -> dict:
 
 
 def _profile(db_session) -> int:
-    body = plistlib.dumps({
-        "PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": "com.example.cap",
-        "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadDisplayName": "Cap",
-        "PayloadContent": [{"PayloadType": "com.apple.wifi.managed", "PayloadVersion": 1,
-                            "PayloadIdentifier": "com.example.cap.p", "PayloadUUID": str(uuid.uuid4()).upper(),
-                            "SSID_STR": "Office", "EncryptionType": "None", "AutoJoin": True}],
-    })
-    profile, _ = upload_profile(db_session, body, box=secret_box())
-    db_session.flush()
-    return profile.id
+    return make_wifi_profile(db_session, "com.example.cap", display_name="Cap").id
 
 
 def test_more_names_than_the_cap_is_422_with_a_pointer(client, auth, db_session):

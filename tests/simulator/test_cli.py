@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from mdmserver.db import db
 from mdmserver.simulator.cli import simulate
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from mdmserver.admission import service as admission
 from mdmserver.db import db
 from mdmserver.devices.service import get_device_by_udid
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
-from tests.checkin.devicekit import install_push_topic
+from tests.factories import install_push_topic
 
 
 @pytest.fixture

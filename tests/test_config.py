@@ -46,10 +46,10 @@ def test_unknown_file_key_is_refused(tmp_path):
 def test_example_file_documents_every_setting():
     from pathlib import Path
 
-    example = (Path(__file__).resolve().parents[2] / "config" / "mdmserver.example.toml").read_text()
+    example = (Path(__file__).resolve().parents[1] / "config" / "mdmserver.example.toml").read_text()
     for setting in SETTINGS:
         assert setting.name in example, setting.name
-    load_config(environ={"MDMSERVER_CONFIG": str(Path(__file__).resolve().parents[2] / "config" /
+    load_config(environ={"MDMSERVER_CONFIG": str(Path(__file__).resolve().parents[1] / "config" /
                                                     "mdmserver.example.toml")})
 
 

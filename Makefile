@@ -37,6 +37,7 @@ test-postgres: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard mdmserver tests bench tools)
 	$(BIN)/lint-imports
+	$(BIN)/python tools/import_cycles.py --quiet
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

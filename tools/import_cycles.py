@@ -1,11 +1,20 @@
 """Print the package-level import cycles among the ``mdmserver.*`` packages.
 
-A package imports another when any of its modules imports any module of the other (function-level
+A package imports another when one of its modules imports a module of the other (function-level
 imports included: grimp reads every ``import`` statement). Packages that reach each other are printed as
 one group (a strongly connected component), followed by the edges inside it, so the imports that close
 the cycle can be read off. Exit status 1 when there is a cycle, 0 when there is none.
 
-    .venv/bin/python tools/import_cycles.py            # all top-level packages and modules
+By default the graph leaves out the two floors every package spans (the ``floors`` contract in
+pyproject.toml): the entry floor (``*.views``, ``*.cli``: the top, allowed to call any package below) and
+the base floor (``*.models``, ``*.schemas``: table mappings and marshmallow shapes, below every package;
+a foreign key is not a dependency between features). What is left is how the features' services, the
+queue, the records and the use cases depend on each other: that graph must have no cycle. ``--all``
+counts every module, entry and base included (a package's views sit above other packages whose models
+its own service reads, so that graph cannot be acyclic by construction).
+
+    .venv/bin/python tools/import_cycles.py            # the feature graph; exit 1 on a cycle
+    .venv/bin/python tools/import_cycles.py --all      # every module counted
     .venv/bin/python tools/import_cycles.py --quiet    # the groups only
 """
 
@@ -18,19 +27,36 @@ from collections.abc import Iterable
 import grimp
 
 ROOT = "mdmserver"
+#: the last part of a module name that puts it on the entry floor (top) or the base floor (bottom)
+ENTRY = frozenset({"views", "cli"})
+BASE = frozenset({"models", "schemas"})
 
 
-def package_graph(root: str = ROOT) -> dict[str, set[str]]:
-    """Edges between the direct children of ``root`` (packages and top-level modules)."""
+def _child(module: str, root: str) -> str:
+    return ".".join(module.split(".")[: root.count(".") + 2])
+
+
+def _floor_module(module: str) -> bool:
+    return module.rsplit(".", 1)[-1] in ENTRY | BASE and module.count(".") >= 2
+
+
+def package_graph(root: str = ROOT, *, every_module: bool = False) -> dict[str, set[str]]:
+    """Edges between the direct children of ``root`` (packages and top-level modules); unless
+    ``every_module``, imports made by entry modules and imports of base modules are not counted."""
     graph = grimp.build_graph(root)
-    children = sorted(graph.find_children(root))
-    edges: dict[str, set[str]] = {child: set() for child in children}
-    for importer in children:
-        for imported in children:
-            if importer != imported and graph.direct_import_exists(
-                importer=importer, imported=imported, as_packages=True
-            ):
-                edges[importer].add(imported)
+    edges: dict[str, set[str]] = {child: set() for child in sorted(graph.find_children(root))}
+    for importer in graph.modules:
+        if importer == root or (not every_module and importer.rsplit(".", 1)[-1] in ENTRY):
+            continue
+        source = _child(importer, root)
+        for imported in graph.find_modules_directly_imported_by(importer):
+            if imported == root or not imported.startswith(root + "."):
+                continue
+            if not every_module and _floor_module(imported) and imported.rsplit(".", 1)[-1] in BASE:
+                continue
+            target = _child(imported, root)
+            if target != source:
+                edges[source].add(target)
     return edges
 
 
@@ -93,11 +119,13 @@ def report(components: Iterable[list[str]], edges: dict[str, set[str]], quiet: b
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quiet", action="store_true", help="print the groups without their edges")
+    parser.add_argument("--all", action="store_true", help="count entry (views, cli) and base (models, schemas) modules")
     args = parser.parse_args(argv)
-    edges = package_graph()
+    edges = package_graph(every_module=args.all)
     components = strongly_connected(edges)
     if not components:
-        print(f"no import cycle among the {ROOT}.* packages")
+        scope = "counting every module" if args.all else "between their services, queue, records and use cases"
+        print(f"no import cycle among the {ROOT}.* packages ({scope})")
         return 0
     print("\n".join(report(components, edges, args.quiet)))
     return 1

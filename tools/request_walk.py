@@ -59,7 +59,7 @@ def package_of(filename: str) -> str | None:
 
 #: the base floor (request plumbing, database, pure protocol and crypto, audit, metrics): left out of the
 #: cross-package calls, which are meant to show how features depend on each other
-BASE = {"api", "app", "db", "errors", "protocol", "pki", "ops", "audit", "tokens", "config", "simulator"}
+BASE = {"api", "app", "db", "errors", "protocol", "pki", "ops", "audit", "tokens", "config", "simulator", "collaborators"}
 
 
 def walk(run: Callable[[], object]) -> tuple[list[str], list[str]]:

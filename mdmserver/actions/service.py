@@ -29,7 +29,6 @@ from sqlalchemy import (
     or_,
     select,
     true,
-    update,
 )
 from sqlalchemy.orm import Session
 
@@ -40,6 +39,7 @@ from mdmserver.audit.service import record_event
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import utcnow
+from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.organization.service import enrollment_profile_identifier, get_organization
@@ -231,8 +231,7 @@ def run_action(
         if action.retires:
             _record_retirements(session, commands, actor, now)
         if action.renames:
-            session.execute(update(Device).where(in_values(session, Device.id, ids, integer=True))
-                            .values(device_name=params["name"], updated_at=now))
+            devices.rename_devices(session, in_values(session, Device.id, ids, integer=True), params["name"], now)
     success = [{"device_id": str(i), "udid": u, "serial_number": s, "name": n, "command_uuids": commands.get(i, [])}
                for i, u, s, n, _ in eligible]
     record_event(session, f"device:command:{action.name}", "devices",

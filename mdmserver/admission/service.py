@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver.admission.models import AdmissionStatus, AuthSet, Preauthorization
 from mdmserver.db import utcnow
+from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
 from mdmserver.errors import NotFound, UnprocessableEntity
 
@@ -117,7 +118,7 @@ def admit(
         auth_set.rebinding = True
         auth_set.previous_fingerprint = previous_fingerprint
     release_hold(auth_set)  # its certificate is the bound one now: nothing is held any more
-    device.admission_status = effective_status(auth_set.status)
+    devices.set_admission_status(device, effective_status(auth_set.status))
     return auth_set
 
 
@@ -245,6 +246,15 @@ def certificate_fingerprints(session: Session, device_id: int) -> list[str]:
     ]
 
 
+def submit_auth_set(session: Session, device: Device, *, auth_set_id: str, identity_data: str, pubkey: str) -> AuthSet:
+    """A pending auth set submitted through the admission API (Mender's device submission)."""
+    auth_set = AuthSet(id=auth_set_id, device_id=device.id, identity_data=identity_data, pubkey=pubkey,
+                       status=AdmissionStatus.PENDING.value)
+    session.add(auth_set)
+    session.flush()
+    return auth_set
+
+
 def set_auth_set_status(session: Session, auth_set: AuthSet, status: str) -> AuthSet:
     """Change an auth set's status (transition rules are the admission API's business) and, when it
     is the device's current identity, the device's admission status with it. What follows an admission
@@ -263,7 +273,7 @@ def set_auth_set_status(session: Session, auth_set: AuthSet, status: str) -> Aut
             newest = current_auth_set(session, device)
             bound = newest is None or newest.id == auth_set.id
         if bound:
-            device.admission_status = effective_status(status)
+            devices.set_admission_status(device, effective_status(status))
     session.flush()
     return auth_set
 
@@ -305,7 +315,7 @@ def decommission(session: Session, device: Device) -> None:
         .where(AuthSet.device_id == device.id)
         .values(status=AdmissionStatus.REJECTED.value, updated_at=utcnow())
     )
-    device.admission_status = AdmissionStatus.DECOMMISSIONED.value
+    devices.set_admission_status(device, AdmissionStatus.DECOMMISSIONED.value)
     session.flush()
 
 

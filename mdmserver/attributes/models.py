@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mdmserver.db import UTCDateTime, db, utcnow
+
+#: An attribute name: what ``filter[custom.<name>]`` and the ``custom.<name>`` facet accept.
+ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
 
 
 class CustomAttribute(db.Model):

@@ -8,7 +8,7 @@ from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from mdmserver.api.apidoc import ApiDoc, CommaList, NameField, Reply
 from mdmserver.api.jsonapi import resource
-from mdmserver.selection.filters import ATTRIBUTE_NAME
+from mdmserver.attributes.models import ATTRIBUTE_NAME
 
 MAX_ATTRIBUTES = 200
 MAX_VALUE_LENGTH = 512

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
 from mdmserver.api.apidoc import ApiDoc, Body, Reply, listing
 from mdmserver.api.jsonapi import resource
-from mdmserver.commands import service
 from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.db import isoformat, utcnow
-from mdmserver.pki.secretbox import SecretBox
 
 
 class EnqueueSchema(Schema):
@@ -47,15 +46,16 @@ def display_status(command: Command) -> str:
 
 
 def command_attributes(
-    command: Command, *, with_result: bool = False, reveal: bool = False, box: SecretBox
+    command: Command, *, parameters: dict[str, Any], result: dict[str, Any] | None = None, with_result: bool = False
 ) -> dict:
-    """The command's attributes; secret values of parameters and result are ``[redacted]`` unless
-    ``reveal`` (a token with the ``secrets`` scope reading one command)."""
+    """The command's attributes, given its parameters and result as they may be shown (secret values
+    ``[redacted]`` unless a ``secrets`` token reads one command: ``service.public_parameters`` and
+    ``service.public_result`` decide)."""
     attributes = {
         "uuid": command.uuid,
         "device_id": command.device_id,
         "request_type": command.request_type,
-        "parameters": service.public_parameters(command, reveal=reveal, box=box),
+        "parameters": parameters,
         "priority": command.priority,
         "status": display_status(command),
         "enqueued_by": command.enqueued_by,
@@ -67,18 +67,20 @@ def command_attributes(
         "error_chain": command.error_chain,
     }
     if with_result:
-        attributes["result"] = service.public_result(command, reveal=reveal, box=box)
+        attributes["result"] = result
     return attributes
 
 
 def command_resource(
-    command: Command, *, with_result: bool = False, reveal: bool = False, box: SecretBox
+    command: Command, *, parameters: dict[str, Any], result: dict[str, Any] | None = None, with_result: bool = False
 ) -> dict:
     return resource(
-        "commands", command.uuid, command_attributes(command, with_result=with_result, reveal=reveal, box=box),
+        "commands", command.uuid,
+        command_attributes(command, parameters=parameters, result=result, with_result=with_result),
         relationships={"device": {"data": {"type": "devices", "id": str(command.device_id)}}},
         links={"self": f"/api/v1/commands/{command.uuid}"},
     )
+
 
 _HISTORY = ("status", "request_type", "device", "group", "enqueued_by", "created_after", "created_before",
             "completed_after", "completed_before", "latest")

@@ -24,6 +24,7 @@ from mdmserver.commands import queries, service
 from mdmserver.commands.models import Command
 from mdmserver.commands.schemas import EnqueueSchema, command_resource, display_status
 from mdmserver.db import db
+from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol.catalogue import get_spec
 from mdmserver.selection.resolve import get_device
 
@@ -38,9 +39,19 @@ def _enqueue_body() -> tuple[dict, str]:
     return load_attributes(EnqueueSchema(), attributes, "command", base), base
 
 
+def _resource(command: Command, *, with_result: bool = False, reveal: bool = False, box: SecretBox) -> dict[str, Any]:
+    """The command's resource; secret values of its parameters and result are ``[redacted]`` unless
+    ``reveal`` (a token with the ``secrets`` scope reading one command)."""
+    return command_resource(
+        command, parameters=service.public_parameters(command, reveal=reveal, box=box),
+        result=service.public_result(command, reveal=reveal, box=box) if with_result else None,
+        with_result=with_result,
+    )
+
+
 def _created(commands: list, status: int = 201):
     box = secret_box()
-    data = [command_resource(c, box=box) for c in commands]
+    data = [_resource(c, box=box) for c in commands]
     headers = {"Location": f"/api/v1/commands/{commands[0].uuid}"} if len(commands) == 1 else None
     return jsonapi_response(document(data[0] if len(data) == 1 else data), status=status, headers=headers)
 
@@ -103,7 +114,7 @@ def show(command_uuid: str):
         record_event(db.session, "command:secrets:read", "commands", command.uuid,
                      {"device_id": command.device_id, "request_type": command.request_type})
         db.session.commit()
-    return jsonapi_response(document(command_resource(command, with_result=True, reveal=reveal, box=secret_box())))
+    return jsonapi_response(document(_resource(command, with_result=True, reveal=reveal, box=secret_box())))
 
 
 @bp.delete("/api/v1/commands/<command_uuid>")
@@ -122,7 +133,7 @@ def cancel(command_uuid: str, ident: str | None = None):
 
 
 def history_resource(command: Command, *, with_result: bool = False) -> dict[str, Any]:
-    obj = command_resource(command, with_result=with_result, box=secret_box())
+    obj = _resource(command, with_result=with_result, box=secret_box())
     obj["attributes"]["remarks"] = queries.remarks(command, display_status(command))
     return obj
 

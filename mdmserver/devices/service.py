@@ -16,7 +16,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from mdmserver.admission.models import AdmissionStatus, AuthSet
 from mdmserver.api.jsonapi import ListQuery, Page, paginate
-from mdmserver.attributes.models import CustomAttribute
+from mdmserver.attributes.models import ATTRIBUTE_NAME, CustomAttribute
 from mdmserver.db import utcnow
 from mdmserver.devices.models import (
     AvailableOSUpdate,
@@ -34,7 +34,7 @@ from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol import inventory
 from mdmserver.protocol.checkin import Authenticate, SetBootstrapToken, TokenUpdate
 from mdmserver.protocol.plist import ProtocolError
-from mdmserver.selection.filters import ATTRIBUTE_NAME, CUSTOM_PREFIX, FACETS
+from mdmserver.selection.filters import CUSTOM_PREFIX, FACETS
 from mdmserver.users.models import DeviceOwnership
 
 log = logging.getLogger("mdmserver.devices")
@@ -479,3 +479,22 @@ def delete_device(session: Session, device: Device) -> None:
     caller deletes its commands first: :func:`mdmserver.workflows.delete_device`)."""
     session.delete(device)
     session.flush()
+
+
+def create_device(session: Session, *, udid: str, serial_number: str | None, model: str | None) -> Device:
+    """A device known before it enrolls (a Mender auth set submitted for it): pending admission."""
+    device = Device(udid=udid, serial_number=serial_number, model=model,
+                    admission_status=AdmissionStatus.PENDING.value)
+    session.add(device)
+    session.flush()
+    return device
+
+
+def set_admission_status(device: Device, status: str) -> None:
+    """The device's admission status, as its bound auth set decides (``admission.effective_status``)."""
+    device.admission_status = status
+
+
+def rename_devices(session: Session, condition: ColumnElement[bool], name: str, now: datetime) -> None:
+    """Record the name a rename command was queued with on every device matching ``condition``."""
+    session.execute(update(Device).where(condition).values(device_name=name, updated_at=now))

@@ -22,6 +22,7 @@ from mdmserver.admission import service as admission
 from mdmserver.admission.models import AdmissionStatus, AuthSet, Preauthorization
 from mdmserver.api.jsonapi import is_id
 from mdmserver.audit.service import record_event
+from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound
 from mdmserver.mender.schemas import MAX_PER_PAGE, STATUSES
@@ -186,14 +187,9 @@ def submit(session: Session, auth_set_id: str, body: Mapping[str, Any]) -> AuthS
     if existing is not None:
         return existing
     if device is None:
-        device = Device(udid=identity["udid"], serial_number=identity.get("serial_number"),
-                        model=identity.get("model"), admission_status=AdmissionStatus.PENDING.value)
-        session.add(device)
-        session.flush()
-    auth_set = AuthSet(id=expected, device_id=device.id, identity_data=canonical, pubkey=pubkey,
-                       status=AdmissionStatus.PENDING.value)
-    session.add(auth_set)
-    session.flush()
+        device = devices.create_device(session, udid=identity["udid"], serial_number=identity.get("serial_number"),
+                                       model=identity.get("model"))
+    auth_set = admission.submit_auth_set(session, device, auth_set_id=expected, identity_data=canonical, pubkey=pubkey)
     record_event(session, "device:auth_set:submit", "auth_sets", auth_set.id, {"device_id": device.id})
     return auth_set
 

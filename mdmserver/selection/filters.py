@@ -7,7 +7,6 @@ One function set serves the device list (``filter[platform]=ios``), smart groups
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver.admission.models import AdmissionStatus
 from mdmserver.api.jsonapi import is_id, parse_bool
-from mdmserver.attributes.models import CustomAttribute
+from mdmserver.attributes.models import ATTRIBUTE_NAME, CustomAttribute
 from mdmserver.devices.models import Device, Platform
 from mdmserver.groups.models import DeviceGroup, GroupKind, GroupMember
 from mdmserver.selection.conditions import retired as retired_condition
@@ -31,7 +30,6 @@ class FilterError(ValueError):
 
 
 CUSTOM_PREFIX = "custom."
-ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,63}$")
 MAX_LIST_VALUES = 1000
 MAX_GROUP_DEPTH = 32
 

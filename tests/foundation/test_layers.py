@@ -113,6 +113,37 @@ def test_contracts_hold_on_the_unmodified_tree(tmp_path: Path) -> None:
             "No server package imports the device simulator",
             "mdmserver.checkin.views -> mdmserver.simulator.device",
         ),
+        # the floors (issue 10): a view imports no other view; a floor imports nothing above it
+        (
+            "mdmserver.users.views",
+            "import mdmserver.devices.views  # noqa",
+            "Floors, top to bottom",
+            "mdmserver.users.views -> mdmserver.devices.views",
+        ),
+        (
+            "mdmserver.groups.service",
+            "import mdmserver.workflows  # noqa",
+            "Floors, top to bottom",
+            "mdmserver.groups.service -> mdmserver.workflows",
+        ),
+        (
+            "mdmserver.commands.service",
+            "import mdmserver.assignments.service  # noqa",
+            "Floors, top to bottom",
+            "mdmserver.commands.service -> mdmserver.assignments.service",
+        ),
+        (
+            "mdmserver.devices.service",
+            "import mdmserver.commands.service  # noqa",
+            "Floors, top to bottom",
+            "mdmserver.devices.service -> mdmserver.commands.service",
+        ),
+        (
+            "mdmserver.profiles.models",
+            "import mdmserver.pki.service  # noqa",
+            "Floors, top to bottom",
+            "mdmserver.profiles.models -> mdmserver.pki.service",
+        ),
     ],
 )
 def test_a_forbidden_import_breaks_lint(
@@ -127,3 +158,30 @@ def test_a_forbidden_import_breaks_lint(
     output = " ".join(result.stdout.split())  # lint-imports wraps long lines
     assert f"{contract}" in output and "BROKEN" in output, output
     assert chain in output, output
+
+
+IMPORT_CYCLES = ROOT / "tools" / "import_cycles.py"
+
+
+def _import_cycles(tree: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run([sys.executable, str(IMPORT_CYCLES)], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_no_package_cycle_between_the_features_services(tmp_path: Path) -> None:
+    result = _import_cycles(_copy_tree(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no import cycle" in result.stdout
+
+
+def test_a_cycle_inside_one_floor_is_caught(tmp_path: Path) -> None:
+    """Two packages of the resources floor importing each other: the floors contract allows it
+    (siblings), tools/import_cycles.py (run by make lint) does not."""
+    tree = _copy_tree(tmp_path)
+    _append(tree, "mdmserver.groups.service", "import mdmserver.users.service  # noqa")
+    _append(tree, "mdmserver.users.service", "import mdmserver.groups.service  # noqa")
+    assert _lint_imports(tree).returncode == 0
+    result = _import_cycles(tree)
+    assert result.returncode == 1, result.stdout
+    assert "cycle of 2: groups, users" in result.stdout

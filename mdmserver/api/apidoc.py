@@ -52,6 +52,7 @@ class ApiDoc:
     body_kind: Body = Body.RESOURCE
     type: str | None = None  # the JSON:API resource type of the body and the answer
     plain_too: bool = False  # a RESOURCE body whose attributes may also be sent as a plain JSON object
+    body_optional: bool = False  # the body may be left out (then no Content-Type is needed either)
     relationships: type[Schema] | None = None  # a RESOURCE body's required ``data.relationships``
     reply: Reply = Reply.RESOURCE
     reply_schema: type[Schema] | None = None  # the resource's attributes, where a schema describes them

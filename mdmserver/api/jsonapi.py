@@ -262,6 +262,13 @@ def jsonapi_response(doc: dict[str, Any] | None, status: int = 200, headers: dic
     return response
 
 
+def has_body(req: Request | None = None) -> bool:
+    """Whether the request carries a body (some bytes, or a declared length): a route whose body is
+    optional reads none when this is false, whatever the Content-Type (or its absence)."""
+    req = req or request
+    return bool(req.get_data(cache=True)) or bool(req.content_length)
+
+
 def request_json(req: Request | None = None) -> Any:
     """The request body as JSON; 415 for another media type, 400 for bad JSON."""
     req = req or request
@@ -329,7 +336,7 @@ def load_body(schema: Any, what: str, req: Request | None = None, *, optional: b
     <what>`` listing every fault with its pointer from the body's root. ``optional``: an empty body is
     ``{}``."""
     req = req or request
-    body = {} if optional and not req.get_data(cache=True) else request_json(req)
+    body = {} if optional and not has_body(req) else request_json(req)
     if not isinstance(body, dict):
         raise UnprocessableEntity("the body must be a JSON object", pointer="")
     return load_attributes(schema, body, what, base="")

@@ -88,6 +88,8 @@ _SORTS = ("id", "created_at", "sent_at", "completed_at", "status", "request_type
 
 OPENAPI: dict[str, ApiDoc] = {
     "commands.enqueue": ApiDoc(body=EnqueueSchema, type="commands", plain_too=True, status=201, errors=(409,)),
+    "commands.test_command": ApiDoc(body=EnqueueSchema, type="commands", plain_too=True, body_optional=True,
+                                    status=201, errors=(409,)),
     "commands.inventory": ApiDoc(body_kind=Body.NONE, type="commands", reply=Reply.COLLECTION, status=202),
     "commands.clear_passcode": ApiDoc(body_kind=Body.NONE, type="commands", status=202, errors=(409,)),
     "commands.show": ApiDoc(type="commands"),

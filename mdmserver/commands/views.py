@@ -10,6 +10,7 @@ from flask import Blueprint, request
 from mdmserver.api.auth import current_actor, may_read_secrets, requires_scope
 from mdmserver.api.jsonapi import (
     document,
+    has_body,
     jsonapi_response,
     list_document,
     load_attributes,
@@ -30,6 +31,8 @@ from mdmserver.selection.resolve import get_device
 
 bp = Blueprint("commands", __name__)
 
+#: what commandment's test route queues when no body names a command: a command every platform answers
+TEST_COMMAND = "DeviceInformation"
 INVENTORY_SET = ("DeviceInformation", "SecurityInfo", "ProfileList", "InstalledApplicationList", "CertificateList")
 
 
@@ -67,12 +70,27 @@ def _enqueue_one(device, request_type: str, parameters, *, priority=0, expires_a
 
 
 @bp.post("/api/v1/devices/<ident>/commands")
-@bp.post("/api/v1/devices/test/<ident>")
 def enqueue(ident: str):
     device = get_device(db.session, ident)
     body, base = _enqueue_body()
     command = _enqueue_one(device, body["request_type"], body["parameters"], priority=body["priority"],
                            expires_at=body["expires_at"], base=base)
+    db.session.commit()
+    return _created([command])
+
+
+@bp.post("/api/v1/devices/test/<ident>")
+def test_command(ident: str):
+    """Commandment's quick command check: without a body (and without a Content-Type) it queues
+    ``TEST_COMMAND``; a body that is sent is the enqueue body of ``POST /api/v1/devices/<id>/commands``
+    and is checked as there."""
+    device = get_device(db.session, ident)
+    if not has_body():
+        command = _enqueue_one(device, TEST_COMMAND, None)
+    else:
+        body, base = _enqueue_body()
+        command = _enqueue_one(device, body["request_type"], body["parameters"], priority=body["priority"],
+                               expires_at=body["expires_at"], base=base)
     db.session.commit()
     return _created([command])
 

@@ -198,7 +198,8 @@ def _request_body(doc: ApiDoc) -> dict[str, Any]:
             data["required"].append("relationships")
         schema: Any = {"type": "object", "required": ["data"], "properties": {"data": data}}
         plain = {"oneOf": [schema, doc.body]} if doc.plain_too and doc.body is not None else schema
-        return {"required": True, "content": {JSONAPI: {"schema": schema}, "application/json": {"schema": plain}}}
+        return {"required": not doc.body_optional,
+                "content": {JSONAPI: {"schema": schema}, "application/json": {"schema": plain}}}
     if doc.body_kind is Body.JSON:
         schema = doc.body or {"type": "object"}
         return {"required": True, "content": {"application/json": {"schema": schema}, JSONAPI: {"schema": schema}}}

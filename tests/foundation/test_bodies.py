@@ -103,7 +103,7 @@ def _cases(ids: dict[str, Any]) -> list[Case]:
         Case("commands.enqueue", "post", "/api/v1/devices/{ident}/commands",
              _resource("commands", {"request_type": "DeviceInformation"}),
              _resource("commands", {"request_type": "DeviceInformation", "priority": "high"}), JSONAPI),
-        Case("commands.enqueue", "post", "/api/v1/devices/test/{ident}",
+        Case("commands.test_command", "post", "/api/v1/devices/test/{ident}",
              {"request_type": "SecurityInfo"}, {"request_type": ""}),
         Case("attributes.replace_attributes", "post", "/api/v1/devices/{ident}/custom_attributes",
              _resource("custom_attributes", {"dept": "HR"}), _resource("custom_attributes", {"dept": 3}), JSONAPI),

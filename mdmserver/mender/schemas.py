@@ -8,7 +8,9 @@ from marshmallow import RAISE, Schema, fields, validate
 from mdmserver.admission.models import AdmissionStatus
 from mdmserver.api.apidoc import ApiDoc, Body, IdField, NameField, Reply
 
-_IDENTITY = "a JSON object as a string: udid, serial_number, model"
+_IDENTITY = ("a JSON object of string attributes, as a string (at most 32 attributes, 4096 characters): any "
+             "vendor attributes (Mender's example: mac, sku, sn); udid, serial_number (alias sn) name an Apple "
+             "device and model its model")
 
 
 class PreauthorizationSchema(Schema):
@@ -30,7 +32,9 @@ class AuthSetSchema(Schema):
 
     device_identity = fields.String(required=True, metadata={"description": _IDENTITY})
     key = fields.String(required=True, metadata={"description": "the device's public key (PEM)"})
-    device_id = NameField(allow_none=True, metadata={"description": "the device's id, when known"})
+    device_id = NameField(allow_none=True, metadata={"description": "the device's id (as this server shows it), "
+                                                                    "when known"})
+    id = fields.String(allow_none=True, metadata={"description": "the auth set's id: when given, the path's"})
 
 
 class AuthSetStatusSchema(Schema):

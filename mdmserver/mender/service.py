@@ -36,7 +36,17 @@ TRANSITIONS = {
     (_PENDING, _ACCEPTED), (_PENDING, _REJECTED), (_REJECTED, _ACCEPTED), (_ACCEPTED, _REJECTED),
     (_PREAUTHORIZED, _ACCEPTED), (_PREAUTHORIZED, _REJECTED),
 }
-IDENTITY_KEYS = {"udid", "serial_number", "model"}
+#: an Apple enrollment's own identity attributes
+IDENTITY_KEYS = frozenset({"udid", "serial_number", "model"})
+#: the attributes that name a serial number: ours, and Mender's example ``sn``
+SERIAL_KEYS = ("serial_number", "sn")
+#: the attributes that name an Apple device (stored in the device's 64-character columns)
+DEVICE_KEYS = frozenset({"udid", *SERIAL_KEYS})
+DEVICE_IDENTIFIER_CHARS = 64
+MAX_IDENTITY_ATTRIBUTES = 32
+MAX_IDENTITY_NAME = 64
+MAX_IDENTITY_VALUE = 256
+MAX_IDENTITY_CHARS = 4096
 
 
 @dataclass
@@ -131,25 +141,57 @@ def decommission(session: Session, auth_set: AuthSet) -> None:
     record_event(session, "device:decommission", "devices", device.id, {"auth_set": auth_set.id, "udid": device.udid})
 
 
-def parse_identity(raw: Any) -> dict[str, str]:
-    """Mender's ``device_identity``: a JSON string of an object; ours has udid, serial_number, model."""
+def parse_identity(raw: Any) -> dict[str, str | None]:
+    """Mender's ``device_identity``: a JSON string of an object of vendor-specific attributes (the seed's
+    example is ``{"mac", "sku", "sn"}``; an Apple enrollment's is ``{"model", "serial_number", "udid"}``).
+
+    Any attribute is kept, within bounds: at most ``MAX_IDENTITY_ATTRIBUTES`` names of 1 to
+    ``MAX_IDENTITY_NAME`` characters, each value a string of 1 to ``MAX_IDENTITY_VALUE`` characters (or
+    null), no control characters, the whole string at most ``MAX_IDENTITY_CHARS`` characters. The values
+    that name an Apple device (``udid``, ``serial_number`` and its alias ``sn``) fit the device's columns.
+    """
     if not isinstance(raw, str):
         raise BadRequest("device_identity must be a JSON string")
+    if len(raw) > MAX_IDENTITY_CHARS:
+        raise BadRequest(f"device_identity is longer than {MAX_IDENTITY_CHARS} characters")
     try:
         identity = json.loads(raw)
     except (ValueError, RecursionError):
         raise BadRequest("device_identity is not valid JSON") from None
     if not isinstance(identity, dict) or not identity:
-        raise BadRequest("device_identity must be a JSON object")
-    unknown = set(identity) - IDENTITY_KEYS
-    if unknown:
-        raise BadRequest(f"unknown identity attribute {sorted(unknown)[0]!r}; allowed: model, serial_number, udid")
+        raise BadRequest("device_identity must be a JSON object with at least one attribute")
+    if len(identity) > MAX_IDENTITY_ATTRIBUTES:
+        raise BadRequest(f"device_identity has more than {MAX_IDENTITY_ATTRIBUTES} attributes")
     for key, value in identity.items():
-        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 64):
-            raise BadRequest(f"identity attribute {key!r} must be a string of 1 to 64 characters")
+        if not key.strip() or len(key) > MAX_IDENTITY_NAME or has_identifier_forbidden_character(key):
+            raise BadRequest(f"identity attribute names are 1 to {MAX_IDENTITY_NAME} characters without "
+                             "control characters")
+        limit = DEVICE_IDENTIFIER_CHARS if key in DEVICE_KEYS else MAX_IDENTITY_VALUE
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > limit):
+            raise BadRequest(f"identity attribute {key!r} must be a string of 1 to {limit} characters")
         if value is not None and has_identifier_forbidden_character(value):
             raise BadRequest(f"identity attribute {key!r} contains a control character")
+    serials = {identity[k] for k in SERIAL_KEYS if identity.get(k) is not None}
+    if len(serials) > 1:
+        raise BadRequest("identity attributes serial_number and sn name different serial numbers")
     return identity
+
+
+def identity_serial(identity: Mapping[str, str | None]) -> str | None:
+    """The serial number an identity names: ``serial_number``, or its alias ``sn``."""
+    return next((identity[k] for k in SERIAL_KEYS if identity.get(k)), None)
+
+
+def canonical_identity(identity: Mapping[str, str | None]) -> str:
+    """The identity data stored (and hashed into the auth set id) for a submitted identity.
+
+    An identity of an Apple enrollment's own attributes (a ``udid``, optionally ``serial_number`` and
+    ``model``) is stored exactly as enrollments store theirs (so its id is the one its enrollment
+    gets); any other is its attributes as given, as JSON with sorted keys.
+    """
+    if set(identity) <= IDENTITY_KEYS and identity.get("udid"):
+        return admission.identity_data(identity["udid"], identity.get("serial_number"), identity.get("model"))
+    return json.dumps(dict(identity), sort_keys=True, separators=(",", ":"))
 
 
 def parse_key(raw: Any) -> str:
@@ -167,19 +209,29 @@ def submit(session: Session, auth_set_id: str, body: Mapping[str, Any]) -> AuthS
     """Submit an auth set (``PUT /devices/<id>``, ``schemas.AuthSetSchema``): a new one is pending; an
     existing one keeps its status.
 
-    The id must be the SHA-256 of identity data and key as the server computes it, and the identity must
-    name the device's UDID; a device not seen yet is created (it is pending until accepted).
+    The identity's attributes are kept as given (:func:`parse_identity`). It belongs to the device its
+    ``udid`` names (a device not seen yet is created: pending until accepted), else the device with its
+    serial number (``serial_number`` or ``sn``), else the device ``device_id`` names; a ``device_id``
+    that is given must be that device's id. The id must be the SHA-256 of identity data and key as the
+    server computes it (:func:`canonical_identity`, ``admission.auth_set_id``); a body's ``id``, when
+    given, must be the path's.
     """
+    if body.get("id") is not None and body["id"] != auth_set_id:
+        raise BadRequest("id does not match the path")
     identity = parse_identity(body.get("device_identity"))
-    if not identity.get("udid"):
-        raise BadRequest("device_identity must contain the udid")
     pubkey = parse_key(body.get("key"))
-    device = session.scalar(select(Device).where(Device.udid == identity["udid"]))
+    udid, serial = identity.get("udid"), identity_serial(identity)
+    device = _identified_device(session, udid, serial, body.get("device_id"))
+    if device is None and not udid:
+        raise BadRequest("device_identity names no device of this server: give its udid (a new device is "
+                         "pending until accepted), or the serial_number (sn) or device_id of a known device")
     if body.get("device_id") is not None and (device is None or str(body["device_id"]) != str(device.id)):
-        raise BadRequest("device_id does not match the device with this udid")
+        raise BadRequest("device_id does not match the device this identity names")
+    if device is not None and serial and device.serial_number and device.serial_number != serial:
+        raise BadRequest(f"device {device.id} has another serial number than the identity's")
     if device is not None and device.admission_status == AdmissionStatus.DECOMMISSIONED:
         raise BadRequest("the device was decommissioned")
-    canonical = admission.identity_data(identity["udid"], identity.get("serial_number"), identity.get("model"))
+    canonical = canonical_identity(identity)
     expected = admission.auth_set_id(canonical, pubkey)
     if auth_set_id != expected:
         raise BadRequest(f"the id of this auth set is {expected} (SHA-256 of identity data and key)")
@@ -187,25 +239,41 @@ def submit(session: Session, auth_set_id: str, body: Mapping[str, Any]) -> AuthS
     if existing is not None:
         return existing
     if device is None:
-        device = devices.create_device(session, udid=identity["udid"], serial_number=identity.get("serial_number"),
-                                       model=identity.get("model"))
+        device = devices.create_device(session, udid=udid, serial_number=serial, model=identity.get("model"))
     auth_set = admission.submit_auth_set(session, device, auth_set_id=expected, identity_data=canonical, pubkey=pubkey)
     record_event(session, "device:auth_set:submit", "auth_sets", auth_set.id, {"device_id": device.id})
     return auth_set
 
 
+def _identified_device(session: Session, udid: str | None, serial: str | None, device_id: Any) -> Device | None:
+    """The device an identity names: by UDID, else by serial number (one device only), else by id."""
+    if udid:
+        return devices.get_device_by_udid(session, udid)
+    if serial:
+        found = list(session.scalars(select(Device).where(Device.serial_number == serial).limit(2)))
+        if len(found) > 1:
+            raise BadRequest(f"several devices have serial number {serial}: name the device by udid or device_id")
+        if found:
+            return found[0]
+    if device_id is not None and is_id(str(device_id)):
+        return session.get(Device, int(device_id))
+    return None
+
+
 def preauthorize(session: Session, body: Mapping[str, Any]) -> list[Preauthorization]:
-    """``POST /devices`` (``schemas.PreauthorizationSchema``): preauthorize the serial number and/or UDID
-    of ``device_identity``.
+    """``POST /devices`` (``schemas.PreauthorizationSchema``): preauthorize the serial number (``serial_number``
+    or its alias ``sn``) and/or the UDID of ``device_identity``; an Apple device that enrolls with one of
+    them is accepted. The identity's other attributes (Mender's ``mac``, ``sku``…) are checked, not kept.
 
     Apple devices get their key at enrollment, so a key, when given, is checked but not required.
     """
     identity = parse_identity(body.get("device_identity"))
     if body.get("key") is not None:
         parse_key(body["key"])
-    kinds = [(kind, identity[kind]) for kind in ("udid", "serial_number") if identity.get(kind)]
+    named = {"udid": identity.get("udid"), "serial_number": identity_serial(identity)}
+    kinds = [(kind, value) for kind, value in named.items() if value]
     if not kinds:
-        raise BadRequest("device_identity must contain a udid or a serial_number to preauthorize")
+        raise BadRequest("device_identity must contain a udid or a serial_number (sn) to preauthorize")
     rows = [admission.preauthorize(session, kind, value) for kind, value in kinds]
     record_event(session, "device:preauthorize", "preauthorizations", ",".join(str(r.id) for r in rows),
                  {kind: value for kind, value in kinds})

@@ -47,7 +47,7 @@ class AuthSetStatusSchema(Schema):
 #: The auth set statuses Mender's API knows (``decommissioned`` is ours: it is never listed).
 STATUSES = tuple(s.value for s in (AdmissionStatus.PENDING, AdmissionStatus.ACCEPTED, AdmissionStatus.REJECTED,
                                    AdmissionStatus.PREAUTHORIZED))
-DEFAULT_PER_PAGE = 20
+DEFAULT_PER_PAGE = 10  # the document's default
 MAX_PER_PAGE = 500
 
 

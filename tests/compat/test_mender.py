@@ -138,6 +138,20 @@ def test_get_devices(client, auth, enroll):
         _assert_error(client.get(f"{BASE}/devices?{query}", headers=headers), 400)
 
 
+def test_get_devices_per_page_default(client, auth):
+    """GET /devices: per_page defaults to 10 and page to 1."""
+    headers = auth("read", "write")
+    for index in range(11):
+        identity = json.dumps({"udid": f"PAGING-{index:02d}", "mac": f"00:00:00:00:00:{index:02d}"})
+        set_id = admission.auth_set_id(json.dumps(json.loads(identity), sort_keys=True, separators=(",", ":")),
+                                       DOC_KEY)
+        body = {"device_identity": identity, "key": DOC_KEY}
+        assert client.put(f"{BASE}/devices/{set_id}", json=body, headers=headers).status_code == 204
+    first = client.get(f"{BASE}/devices", headers=headers)
+    assert len(first.get_json()) == 10 and "page=2&per_page=10" in first.headers["Link"]
+    assert len(client.get(f"{BASE}/devices?page=2", headers=headers).get_json()) == 1
+
+
 def test_get_devices_id(client, auth, enroll):
     """GET /devices/{id}: the document's Device fields; 404 for an unknown id."""
     headers = auth("read", "write")

@@ -5,26 +5,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from mdmserver.api.apidoc import ApiDoc, Body, CommaList, IdField, NameField, Reply, StrictBoolean
 
 
 class PerformSchema(Schema):
-    """``{"parameters": {…}}`` or an empty body: one action on one device."""
+    """``{"parameters": {…}}``, the parameters as members of the body (ours or ManageEngine's:
+    ``lock_message``, ``phone_number``, ``unlock_pin``, ``wipe_lock_pin``..., see
+    ``actions.service.body_parameters``), or an empty body: one action on one device."""
 
     class Meta:
-        unknown = RAISE
+        unknown = INCLUDE  # the flat members are checked against the action by body_parameters
 
-    parameters = fields.Dict(load_default=None, allow_none=True)
+    parameters = fields.Dict(allow_none=True)
 
 
 class BulkActionSchema(Schema):
     """Which devices (any of ``devices``, ``groups``, ``filter``, ``all_devices``) and the action's
-    parameters. More devices than ``selection.resolve.MAX_NAMED_DEVICES`` is a 422 at ``/devices``."""
+    parameters (``{"parameters": {…}}`` or flat members, as :class:`PerformSchema`; ManageEngine's
+    ``command_name`` may repeat the path's). More devices than ``selection.resolve.MAX_NAMED_DEVICES`` is a
+    422 at ``/devices``."""
 
     class Meta:
-        unknown = RAISE
+        unknown = INCLUDE  # the flat members are checked against the action by body_parameters
 
     devices = fields.List(NameField(), metadata={"description": "ids, UDIDs or serial numbers"},
                           error_messages={"invalid": "devices must be an array of ids, UDIDs or serial numbers"})
@@ -34,7 +38,7 @@ class BulkActionSchema(Schema):
                          validate=validate.Length(min=1, error="filter must be a non-empty object (use all_devices "
                                                                  "for every device)"))
     all_devices = StrictBoolean(load_default=False)
-    parameters = fields.Dict(load_default=None, allow_none=True)
+    parameters = fields.Dict(allow_none=True)
 
     @validates_schema
     def _names_devices(self, data: dict[str, Any], **_kwargs: Any) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, json, request
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
@@ -211,8 +212,7 @@ def _paging(skip: int, limit: int, total: int) -> dict[str, str]:
     paging = {}
 
     def link(at: int) -> str:
-        query = "&".join(f"{k}={v}" for k, v in {**args, "skip": at, "limit": limit}.items())
-        return f"{base}?{query}"
+        return f"{base}?{urlencode({**args, 'skip': at, 'limit': limit})}"
 
     if skip + limit < total:
         paging["next"] = link(skip + limit)
@@ -312,8 +312,6 @@ def update_device(ident: str):
     for key in ("purchase_date", "warranty_expiration"):
         if isinstance(changes.get(key), date):
             changes[key] = changes[key].isoformat()
-    if "device_name" in changes and changes["device_name"] is None:
-        changes.pop("device_name")  # a device keeps a name
     ours = {v: k for k, v in _UPDATE_FIELDS.items()}
     try:
         checked = device_schemas.DeviceUpdateSchema().load(changes)
@@ -585,9 +583,9 @@ def command_history(ident: str):
     rows = db.session.scalars(stmt.order_by(Command.id.desc()).offset(offset).limit(limit))
     paging = {}
     if offset + limit < total:
-        paging["next"] = f"{request.base_url}?limit={limit}&skip-token={_token(offset + limit)}"
+        paging["next"] = f"{request.base_url}?{urlencode({'limit': limit, 'skip-token': _token(offset + limit)})}"
     if offset > 0:
-        paging["previous"] = f"{request.base_url}?limit={limit}&skip-token={_token(max(0, offset - limit))}"
+        paging["previous"] = f"{request.base_url}?{urlencode({'limit': limit, 'skip-token': _token(max(0, offset - limit))})}"
     history = []
     for command in rows:
         code, description = _status(command)

@@ -7,7 +7,7 @@ the device state an action depends on (lost mode, a stored UnlockToken, enrollme
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -37,8 +37,8 @@ class Action:
     needs_unlock_token: bool = False
     renames: bool = False
     retires: bool = False
-    #: (platform, remark) pairs made not applicable by the given parameters
-    param_limits: Callable[[dict[str, Any]], list[tuple[str, str]]] = field(default=lambda params: [])
+    #: True: a Mac locked without a ``pin`` gets a random 6-digit one (Fleet's way), returned to the caller
+    generates_mac_pin: bool = False
 
 
 class _Strict(Schema):
@@ -136,15 +136,9 @@ def _retire(params: dict[str, Any], mdm_profile_identifier: str) -> list[Command
     return [CommandPlan("RemoveProfile", {"Identifier": mdm_profile_identifier})]
 
 
-def _lock_limits(params: dict[str, Any]) -> list[tuple[str, str]]:
-    if "pin" in params:
-        return []
-    return [("macos", "locking a Mac needs a 6-digit pin")]
-
-
 _ACTIONS = [
     Action("scan", "Scan (refresh inventory)", INVENTORY_SET, _scan),
-    Action("lock", "Lock", ("DeviceLock",), _lock, LockSchema, param_limits=_lock_limits),
+    Action("lock", "Lock", ("DeviceLock",), _lock, LockSchema, generates_mac_pin=True),
     Action("restart", "Restart", ("RestartDevice",), _simple("RestartDevice")),
     Action("shutdown", "Shut down", ("ShutDownDevice",), _simple("ShutDownDevice")),
     Action("clear_passcode", "Clear passcode", ("ClearPasscode",), _simple("ClearPasscode"),
@@ -168,3 +162,34 @@ _ACTIONS = [
 ]
 
 ACTIONS: dict[str, Action] = {action.name: action for action in _ACTIONS}
+
+#: ManageEngine's command names (its bulk ``POST /api/v1/mdm/actions/AssetScan`` and the body's
+#: ``command_name``) → our action; an action that is one MDM command is also named by that command
+#: (``DeviceLock``, ``RestartDevice``...). ``RemoveProfile`` and ``Settings`` name no action alone.
+COMMAND_NAMES: dict[str, str] = {
+    "AssetScan": "scan",
+    "CorporateWipe": "corporate_wipe",
+    **{action.request_types[0]: action.name for action in _ACTIONS
+       if len(action.request_types) == 1 and action.request_types[0] not in ("RemoveProfile", "Settings")},
+}
+
+#: ManageEngine's flat action arguments (``{"lock_message": "…", "unlock_pin": "…"}``) → per action,
+#: our parameter they set.
+FLAT_ARGUMENTS: dict[str, dict[str, str]] = {
+    "lock_message": {"lock": "message", "enable_lost_mode": "message"},
+    "phone_number": {"lock": "phone_number", "enable_lost_mode": "phone_number"},
+    "unlock_pin": {"lock": "pin"},
+    "wipe_lock_pin": {"complete_wipe": "pin"},
+}
+
+#: ManageEngine's documented arguments that no Apple command takes (notification e-mails, Android's
+#: SD card and app-data wipes, the Android passcode reset, ticket and audit notes): accepted, not
+#: sent, and named back to the caller in ``ignored``.
+IGNORED_ARGUMENTS = frozenset({
+    "send_email_to_user", "email_sent_to_user", "email_sent_to_admin", "email_address_list", "clear_data_for_all_apps",
+    "re_enter_time", "wipe_but_retain_mdm", "wipe_sd_card", "passcode", "description", "audit_message", "ticket_id",
+    "inclusion", "retry", "remarks",
+})
+
+#: ManageEngine's placeholder for "no value" in its example bodies
+NO_VALUE = "--"

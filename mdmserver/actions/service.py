@@ -9,6 +9,7 @@ rows, the new name), the push outbox (one INSERT … SELECT) and one audit event
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from mdmserver.actions.catalogue import ACTIONS, Action, CommandPlan
+from mdmserver.actions.catalogue import (
+    ACTIONS,
+    COMMAND_NAMES,
+    FLAT_ARGUMENTS,
+    IGNORED_ARGUMENTS,
+    NO_VALUE,
+    Action,
+    CommandPlan,
+)
 from mdmserver.actions.models import DeviceRetirement, RetirementState
 from mdmserver.api.jsonapi import marshmallow_errors
 from mdmserver.audit.service import record_event
@@ -54,9 +63,11 @@ MDM_PAYLOAD_TYPE = "com.apple.mdm"
 
 
 def get_action(name: str) -> Action:
-    action = ACTIONS.get(name)
+    """An action by our name or by ManageEngine's command name (``AssetScan``, ``DeviceLock``...)."""
+    action = ACTIONS.get(COMMAND_NAMES.get(name, name))
     if action is None:
-        raise NotFound(f"no action {name!r}; actions: {', '.join(ACTIONS)}")
+        raise NotFound(f"no action {name!r}; actions: {', '.join(ACTIONS)} (or the command names "
+                       f"{', '.join(COMMAND_NAMES)})")
     return action
 
 
@@ -90,8 +101,6 @@ def not_applicable_reason(action: Action, params: dict[str, Any] | None = None) 
     if action.needs_unlock_token:
         whens.append((Device.unlock_token_encrypted.is_(None),
                       literal("no UnlockToken is stored for the device (needed to clear its passcode)")))
-    for platform, remark in action.param_limits(params or {}):
-        whens.append((Device.platform == platform, literal(remark)))
     return case(*whens, else_=null()).label("reason")
 
 
@@ -124,6 +133,70 @@ def load_parameters(action: Action, raw: Any, *, pointer: str = "/parameters") -
     except ValidationError as exc:
         raise UnprocessableEntity(f"invalid parameters for {action.name}",
                                   errors=marshmallow_errors(exc.messages, base=pointer)) from None
+
+
+#: members of an action body that name the action itself (ManageEngine's ``action_name``, ``command_name``)
+NAMING_MEMBERS = ("action_name", "command_name")
+
+
+@dataclass
+class BodyParameters:
+    """An action body's parameters (our names, not yet validated) and the documented members ignored."""
+
+    raw: dict[str, Any] | None
+    ignored: list[str]
+
+
+def body_parameters(action: Action, body: dict[str, Any]) -> BodyParameters:
+    """The parameters of an action body (selection members already taken out): ``{"parameters": {…}}``,
+    or flat members, by our parameter names (``message``, ``pin``) or ManageEngine's (``lock_message``,
+    ``unlock_pin``, ``wipe_lock_pin``...; its ``"--"`` means no value). ManageEngine's documented members
+    with no Apple equivalent are accepted and listed in ``ignored``; any other member is a 422 at its
+    pointer, as is an ``action_name``/``command_name`` naming another action."""
+    body = dict(body)
+    for member in NAMING_MEMBERS:
+        if member in body:
+            named = body.pop(member)
+            if not isinstance(named, str) or ACTIONS.get(COMMAND_NAMES.get(named, named)) is not action:
+                raise UnprocessableEntity(f"{member} {named!r} is not the action of the path ({action.name})",
+                                          pointer=f"/{member}")
+    if "parameters" in body:
+        extra = sorted(set(body) - {"parameters"})
+        if extra:
+            raise UnprocessableEntity("give the parameters either in parameters or as members of the body, "
+                                      "not both", pointer=f"/{extra[0]}")
+        return BodyParameters(body["parameters"], [])
+    own = set(action.schema().fields) if action.schema else set()
+    raw: dict[str, Any] = {}
+    source: dict[str, str] = {}  # our parameter → the member that gave it
+    ignored: list[str] = []
+    faults: list[dict[str, str]] = []
+    for member, value in body.items():
+        target = member if member in own else FLAT_ARGUMENTS.get(member, {}).get(action.name)
+        if target is None:
+            if member in FLAT_ARGUMENTS or member in IGNORED_ARGUMENTS:
+                ignored.append(member)
+            else:
+                faults.append({"detail": "unknown member", "pointer": f"/{member}"})
+            continue
+        if value == NO_VALUE or value is None:
+            continue
+        if target in source:
+            faults.append({"detail": f"{target} is already given by {source[target]}", "pointer": f"/{member}"})
+            continue
+        if target == "pin" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        raw[target], source[target] = value, member
+    if faults:
+        raise UnprocessableEntity(f"invalid parameters for {action.name}", errors=faults)
+    try:
+        load_parameters(action, raw, pointer="")
+    except UnprocessableEntity as exc:  # point at the member the caller sent
+        for fault in exc.errors or []:
+            head, _, rest = (fault.get("pointer") or "")[1:].partition("/")
+            fault["pointer"] = "/" + "/".join(p for p in (source.get(head, head), rest) if p)
+        raise
+    return BodyParameters(raw, sorted(ignored))
 
 
 def _plans(action: Action, params: dict[str, Any], mdm_profile: str = "") -> list[tuple[CommandPlan, dict[str, Any]]]:
@@ -193,10 +266,10 @@ class Outcome:
 
 
 def classify(session: Session, action: Action, target: Targets, params: dict[str, Any] | None) -> list[Any]:
-    """(id, udid, serial_number, name, reason) of every targeted device, in id order: one SELECT."""
+    """(id, udid, serial_number, name, reason, platform) of every targeted device, in id order: one SELECT."""
     return session.execute(
         select(Device.id, Device.udid, Device.serial_number, Device.device_name,
-               not_applicable_reason(action, params))
+               not_applicable_reason(action, params), Device.platform)
         .where(target.condition)
         .order_by(Device.id)
     ).all()
@@ -207,12 +280,17 @@ def run_action(
 ) -> Outcome:
     """Queue the action's commands for every eligible targeted device; report the others with a remark."""
     params = load_parameters(action, raw_params)
+    generated_pin = None
+    if action.generates_mac_pin and "pin" not in params:
+        # one PIN per request (per device when locking one device), sent to the Macs only; it is kept
+        # sealed in the DeviceLock command's parameters (read back with scope ``secrets``)
+        params["pin"] = generated_pin = f"{secrets.randbelow(1_000_000):06d}"
     if not action.retires:
         _plans(action, params)  # invalid parameters: 422 before anything is looked at
-    rows = [tuple(row) for row in classify(session, action, target, params)]  # (id, udid, serial, name, reason)
+    rows = [tuple(row) for row in classify(session, action, target, params)]  # (id, udid, serial, name, reason, platform)
     eligible = [row for row in rows if row[4] is None]
     not_applicable = [{"device_id": str(i), "udid": u, "serial_number": s, "name": n, "remarks": r}
-                      for i, u, s, n, r in rows if r is not None]
+                      for i, u, s, n, r, _ in rows if r is not None]
     not_applicable += [{"device_id": None, "device": name, "remarks": "no such device"} for name in target.missing]
     commands: dict[int, list[str]] = {}
     if eligible:
@@ -232,8 +310,9 @@ def run_action(
             _record_retirements(session, commands, actor, now)
         if action.renames:
             devices.rename_devices(session, in_values(session, Device.id, ids, integer=True), params["name"], now)
-    success = [{"device_id": str(i), "udid": u, "serial_number": s, "name": n, "command_uuids": commands.get(i, [])}
-               for i, u, s, n, _ in eligible]
+    success = [{"device_id": str(i), "udid": u, "serial_number": s, "name": n, "command_uuids": commands.get(i, []),
+                **({"pin": generated_pin} if generated_pin and platform == "macos" else {})}
+               for i, u, s, n, _, platform in eligible]
     record_event(session, f"device:command:{action.name}", "devices",
                  success[0]["device_id"] if len(success) == 1 else "bulk",
                  {"success_count": len(success), "not_applicable_count": len(not_applicable),
@@ -243,15 +322,16 @@ def run_action(
 
 def perform_on_device(
     session: Session, action: Action, device: Device, raw_params: Any, *, actor: str | None, box: SecretBox
-) -> list[str]:
-    """Queue the action for one device; 409 with the reason when it does not apply (nothing is written)."""
+) -> dict[str, Any]:
+    """Queue the action for one device; 409 with the reason when it does not apply (nothing is written).
+    Returns the device's success entry: ``command_uuids`` (and the generated ``pin`` of a locked Mac)."""
     params = load_parameters(action, raw_params)
     target = select_targets(session, devices=[device.id])
     for row in classify(session, action, target, params):
         if row.reason is not None:
             raise Conflict(f"{action.name} does not apply to device {device.id}: {row.reason}", code="not_applicable")
     outcome = run_action(session, action, target, raw_params, actor=actor, box=box)
-    return outcome.success[0]["command_uuids"]
+    return outcome.success[0]
 
 
 def _public(params: dict[str, Any]) -> dict[str, Any]:

@@ -60,14 +60,18 @@ def perform_action(ident: str, name: str):
     """Perform one action on one device: 202 with the queued command(s); 409 when it does not apply."""
     device = resolve.get_device(db.session, ident)
     action = service.get_action(name)
-    body = load_body(PerformSchema(), "action", optional=True)
-    uuids = service.perform_on_device(db.session, action, device, body["parameters"], actor=current_actor(),
-                                      box=secret_box())
+    given = service.body_parameters(action, load_body(PerformSchema(), "action", optional=True))
+    entry = service.perform_on_device(db.session, action, device, given.raw, actor=current_actor(), box=secret_box())
     db.session.commit()
     data = [resource("commands", uuid, {"status": CommandStatus.QUEUED.value},
                      links={"self": f"/api/v1/commands/{uuid}"})
-            for uuid in uuids]
-    return jsonapi_response(document(data, meta={"action": name, "device_id": str(device.id)}), status=202)
+            for uuid in entry["command_uuids"]]
+    meta = {"action": action.name, "device_id": str(device.id)}
+    if "pin" in entry:  # the PIN generated for a Mac: shown once, to the caller who locked
+        meta["pin"] = entry["pin"]
+    if given.ignored:
+        meta["ignored"] = given.ignored
+    return jsonapi_response(document(data, meta=meta), status=202)
 
 
 @bp.post("/actions/<name>")
@@ -75,12 +79,16 @@ def bulk_action(name: str):
     """ManageEngine's bulk action: success_list, na_list (each with remarks) and the counts."""
     action = service.get_action(name)
     body = load_body(BulkActionSchema(), "bulk action")
-    target = select_targets(db.session, devices=body.get("devices"), groups=body.get("groups"),
-                            filter_=body.get("filter"), all_devices=body["all_devices"])
-    outcome = service.run_action(db.session, action, target, body["parameters"], actor=current_actor(),
-                                 box=secret_box())
+    selection = {key: body.pop(key, None) for key in ("devices", "groups", "filter", "all_devices")}
+    given = service.body_parameters(action, body)
+    target = select_targets(db.session, devices=selection["devices"], groups=selection["groups"],
+                            filter_=selection["filter"], all_devices=selection["all_devices"])
+    outcome = service.run_action(db.session, action, target, given.raw, actor=current_actor(), box=secret_box())
     db.session.commit()
-    return _plain(outcome.as_result())
+    result = outcome.as_result()
+    if given.ignored:
+        result["ignored"] = given.ignored
+    return _plain(result)
 
 
 #: select_targets' body members → viability's query parameters

@@ -48,7 +48,7 @@ def test_applicability_per_device(client, auth, db_session):
     assert b["lock"]["is_enabled"] and b["clear_restrictions_password"]["is_enabled"] is False
     m = _actions(client, h, mac)
     assert m["enable_lost_mode"]["reason"] == "enable_lost_mode is not available on macos"
-    assert m["lock"]["reason"] == "locking a Mac needs a 6-digit pin"
+    assert m["lock"]["is_enabled"] and m["lock"]["reason"] is None  # a PIN is generated when none is given
     assert m["shutdown"]["is_enabled"] and not m["clear_passcode"]["is_enabled"]
     lo = _actions(client, h, lost)
     assert lo["clear_passcode"]["is_enabled"] and lo["fetch_location"]["is_enabled"]
@@ -74,9 +74,17 @@ def test_perform_action(client, auth, db_session):
     assert command.request_type == "DeviceLock" and command.device_id == phone.id
     assert command_parameters(command, secret_box()) == {"Message": "Call IT", "PhoneNumber": "+33 1 23"}
     assert command.enqueued_by.startswith("test-")
-    # a Mac gets the PIN, and needs it
-    assert post(mac.id, "lock").status_code == 409
+    # a Mac gets the PIN; without one, a random 6-digit PIN is generated, sent and returned once
+    generated = post(mac.id, "lock")
+    assert generated.status_code == 202, generated.get_json()
+    pin = generated.get_json()["meta"]["pin"]
+    assert len(pin) == 6 and pin.isdigit()
+    command = db_session.scalar(select(Command).where(Command.uuid == generated.get_json()["data"][0]["id"]))
+    assert command_parameters(command, secret_box()) == {"PIN": pin}
+    assert pin.encode() not in command.parameters  # stored sealed
+    assert "pin" not in post(phone.id, "lock").get_json()["meta"]  # only Macs take (and get) a PIN
     response = post(mac.id, "lock", {"parameters": {"pin": "123456"}})
+    assert "pin" not in response.get_json()["meta"]
     command = db_session.scalar(select(Command).where(Command.uuid == response.get_json()["data"][0]["id"]))
     assert command_parameters(command, secret_box()) == {"PIN": "123456"}
     scan = post(phone.id, "scan")

@@ -131,6 +131,27 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/push_certificate", "read"),
     # importing the push certificate replaces the server's APNs identity (with its private key): admin
     ("PUT", "/api/v1/push_certificate", "admin"),
+    # ManageEngine's Devices API (compat)
+    ("GET", "/api/v1/mdm/devices", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>", "read"),
+    ("PUT", "/api/v1/mdm/devices/<ident>", "write"),
+    ("GET", "/api/v1/mdm/devices/<ident>/summary", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>/certificates", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>/filevault", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>/locations", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>/profiles", "read"),
+    ("POST", "/api/v1/mdm/devices/<ident>/profiles", "write"),
+    ("DELETE", "/api/v1/mdm/devices/<ident>/profiles", "write"),
+    ("GET", "/api/v1/mdm/devices/<ident>/profiles/<int:profile_id>", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>/apps", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>/apps/<int:app_id>", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>/actions", "read"),
+    ("POST", "/api/v1/mdm/devices/<ident>/actions/<name>", "write"),
+    ("DELETE", "/api/v1/mdm/devices/<ident>/actions/<name>", "write"),
+    ("GET", "/api/v1/mdm/devices/<ident>/actions/recent_command", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>/scan", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>/commandhistory", "read"),
+    ("POST", "/api/v1/mdm/actions/<name>", "write"),
 ]
 
 

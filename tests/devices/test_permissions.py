@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-BLUEPRINTS = ("devices", "users", "attributes", "groups", "assignments", "actions", "commands", "mender")
+BLUEPRINTS = ("devices", "users", "attributes", "groups", "assignments", "actions", "commands", "mender",
+              "compat_manageengine")
+ME = "/api/v1/mdm"
 ADM = "/api/management/v1/admission"
 
 TABLE = [
@@ -80,11 +82,33 @@ TABLE = [
     ("PUT", f"{ADM}/devices/<auth_set_id>/status", "write"),
     ("GET", f"{ADM}/preauthorizations", "read"),
     ("DELETE", f"{ADM}/preauthorizations/<preauth_id>", "write"),
+    # ManageEngine's Devices API (mdmserver/compat/manageengine.py)
+    ("GET", f"{ME}/devices", "read"),
+    ("GET", f"{ME}/devices/<ident>", "read"),
+    ("PUT", f"{ME}/devices/<ident>", "write"),
+    ("GET", f"{ME}/devices/<ident>/summary", "read"),
+    ("GET", f"{ME}/devices/<ident>/certificates", "read"),
+    ("GET", f"{ME}/devices/<ident>/filevault", "read"),
+    ("GET", f"{ME}/devices/<ident>/locations", "read"),
+    ("GET", f"{ME}/devices/<ident>/profiles", "read"),
+    ("POST", f"{ME}/devices/<ident>/profiles", "write"),
+    ("DELETE", f"{ME}/devices/<ident>/profiles", "write"),
+    ("GET", f"{ME}/devices/<ident>/profiles/<int:profile_id>", "read"),
+    ("GET", f"{ME}/devices/<ident>/apps", "read"),
+    ("GET", f"{ME}/devices/<ident>/apps/<int:app_id>", "read"),
+    ("GET", f"{ME}/devices/<ident>/actions", "read"),
+    ("POST", f"{ME}/devices/<ident>/actions/<name>", "write"),
+    ("DELETE", f"{ME}/devices/<ident>/actions/<name>", "write"),
+    ("GET", f"{ME}/devices/<ident>/actions/recent_command", "read"),
+    ("GET", f"{ME}/devices/<ident>/scan", "read"),
+    ("GET", f"{ME}/devices/<ident>/commandhistory", "read"),
+    ("POST", f"{ME}/actions/<name>", "write"),
 ]
 
 _VALUES = {"<ident>": "999999", "<user_id>": "999999", "<group_id>": "999999", "<profile_id>": "999999",
            "<name>": "lock", "<command_uuid>": "00000000-0000-0000-0000-000000000000",
-           "<auth_set_id>": "0" * 64, "<preauth_id>": "999999"}
+           "<auth_set_id>": "0" * 64, "<preauth_id>": "999999",
+           "<int:profile_id>": "999999", "<int:app_id>": "999999"}
 _OTHER = {"read": ("write",), "write": ("read",)}
 
 

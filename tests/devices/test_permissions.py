@@ -59,6 +59,7 @@ TABLE = [
     ("POST", "/api/v1/devices/<ident>/actions/<name>", "write"),
     ("POST", "/api/v1/actions/<name>", "write"),
     ("GET", "/api/v1/actions/<name>/viability", "read"),
+    ("GET", "/api/v1/actions/<name>", "read"),
     ("GET", "/api/v1/commands", "read"),
     ("GET", "/api/v1/devices/<ident>/commands", "read"),
     ("GET", "/api/v1/devices/<ident>/commands/latest", "read"),

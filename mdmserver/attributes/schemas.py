@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import (
+    INCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
 
 from mdmserver.api.apidoc import ApiDoc, CommaList, NameField, Reply
 from mdmserver.api.jsonapi import resource

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
@@ -14,7 +13,6 @@ from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import UnprocessableEntity
 from mdmserver.selection.sql import in_values
-
 
 Values = dict[str, list[str]]
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-BLUEPRINTS = ("devices", "users", "attributes", "groups", "assignments", "actions", "commands", "mender")
+BLUEPRINTS = ("devices", "users", "attributes", "groups", "assignments", "actions", "commands", "mender",
+              "compat_ivanti")
 ADM = "/api/management/v1/admission"
 
 TABLE = [
@@ -81,6 +82,16 @@ TABLE = [
     ("PUT", f"{ADM}/devices/<auth_set_id>/status", "write"),
     ("GET", f"{ADM}/preauthorizations", "read"),
     ("DELETE", f"{ADM}/preauthorizations/<preauth_id>", "write"),
+    # Ivanti's device API (mdmserver/compat/ivanti.py)
+    ("GET", "/api/v1/device/<name>", "read"),
+    ("PUT", "/api/v1/device/<name>", "write"),
+    ("PUT", "/api/v1/device/updateAccount", "write"),
+    ("DELETE", "/api/v1/device", "write"),
+    ("GET", "/api/v1/device/<ident>/customattributes", "read"),
+    ("POST", "/api/v1/device/<ident>/customattributes", "write"),
+    ("PATCH", "/api/v1/device/<ident>/customattributes", "write"),
+    ("DELETE", "/api/v1/device/<ident>/customattributes", "write"),
+    ("DELETE", "/api/v1/device/customattributes", "write"),
 ]
 
 _VALUES = {"<ident>": "999999", "<user_id>": "999999", "<group_id>": "999999", "<profile_id>": "999999",

@@ -30,6 +30,20 @@ def get_attributes(session: Session, device_id: int) -> Values:
     return out
 
 
+def attributes_of(session: Session, device_ids: Sequence[int]) -> dict[int, Values]:
+    """device id → its attributes, for one page of devices (one query)."""
+    out: dict[int, Values] = {}
+    if device_ids:
+        rows = session.execute(
+            select(CustomAttribute.device_id, CustomAttribute.name, CustomAttribute.value)
+            .where(in_values(session, CustomAttribute.device_id, list(device_ids), integer=True))
+            .order_by(CustomAttribute.id)
+        )
+        for device_id, name, value in rows:
+            out.setdefault(device_id, {}).setdefault(name, []).append(value)
+    return out
+
+
 def replace_attributes(session: Session, device: Device, values: Values) -> Values:
     """The device's attributes become exactly ``values``."""
     session.execute(delete(CustomAttribute).where(CustomAttribute.device_id == device.id))

@@ -7,9 +7,10 @@ Ivanti's form bodies (``ids=1&ids=2``, ``ids=1,2``), query parameters and JSON b
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, Response, json, request
@@ -19,16 +20,18 @@ from mdmserver import workflows
 from mdmserver.actions import service as actions
 from mdmserver.api.apidoc import NameField, StrictBoolean
 from mdmserver.api.auth import current_actor
-from mdmserver.api.jsonapi import load_attributes, load_body, load_query
+from mdmserver.api.jsonapi import ListQuery, load_attributes, load_body, load_query
 from mdmserver.attributes import service as attributes
 from mdmserver.attributes.models import ATTRIBUTE_NAME
 from mdmserver.attributes.schemas import AttributeValuesSchema
 from mdmserver.collaborators import secret_box
-from mdmserver.db import db
+from mdmserver.db import db, utcnow
+from mdmserver.devices import service as devices
 from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound, UnprocessableEntity
 from mdmserver.groups import service as groups
 from mdmserver.selection import resolve
+from mdmserver.selection.filters import conditions_from_mapping
 from mdmserver.selection.targets import select_targets
 from mdmserver.users import service as users
 from mdmserver.users.models import User
@@ -228,21 +231,13 @@ def _registration_state(device: Device) -> str:
 
 def _details(device: Device) -> dict[str, Any]:
     owner: User | None = users.owner_of(db.session, device)
-    values = attributes.get_attributes(db.session, device.id)
     return {
-        "id": device.id, "guid": device.udid, "udid": device.udid, "serialNumber": device.serial_number,
-        "deviceModel": device.model, "prettyModel": device.model_name or device.product_name,
-        "deviceName": device.device_name, "manufacturer": "Apple Inc.",
-        "platformType": _PLATFORM_TYPES.get(device.platform or "", (device.platform or "").upper() or None),
-        "platformVersion": device.os_version, "osBuildVersion": device.build_version,
-        "lastCheckin": _ms(device.last_seen_at), "lastRegistrationTime": _ms(device.enrolled_at),
+        **_search_row(device, owner.id if owner else None, attributes.get_attributes(db.session, device.id)),
         "registrationState": _registration_state(device),
-        "imei": device.imei, "meid": device.meid, "iccid": device.iccid, "phoneNumber": device.phone_number,
-        "wifiMacAddress": device.wifi_mac, "supervised": device.is_supervised,
-        "lostModeEnabled": device.lost_mode_enabled, "activationLockEnabled": device.activation_lock_enabled,
+        "iccid": device.iccid, "phoneNumber": device.phone_number,
+        "activationLockEnabled": device.activation_lock_enabled,
         "availableCapacity": device.available_capacity_gb, "totalCapacity": device.capacity_gb,
-        "ownerId": owner.id if owner else None, "emailAddress": owner.email if owner else None,
-        "customAttributes": {"attrs": values} if values else None,
+        "emailAddress": owner.email if owner else None,
         "groups": [{"id": g.id, "name": g.name, "description": g.description, "type": "DEVICE",
                     "membershipStatic": g.kind == "static"}
                    for g in groups.groups_of_device(db.session, device)],
@@ -386,3 +381,100 @@ def delete_devices():
         workflows.delete_device(db.session, db.session.get(Device, device_id))
     db.session.commit()
     return _ivanti(len(resolved.ids))
+
+
+# --- device search: GET /api/v1/device?fq=…&rows=…&start=… -------------------------------------------
+
+#: Ivanti's search fields (``fq=<field> EQ <value>`` or ``<field>=<value>``) → our device filters
+_FQ_FIELDS = {"id": "id", "guid": "udid", "udid": "udid", "serialnumber": "serial_number",
+              "emailaddress": "owner_email", "devicename": "name", "platformversion": "os_version",
+              "supervised": "supervised", "lostmodeenabled": "lost_mode"}
+#: ``<field><'[dd:]hh:mm:ss'``: within the last … → our "after" filter
+_FQ_SINCE = {"lastcheckin": "last_seen_after", "lastregistrationtime": "enrolled_after"}
+_FQ_TERM = re.compile(
+    r"^(?:CFDEVICE\[(?P<cf>[^\]]+)\]\s*=\s*(?P<cf_value>.+)"
+    r"|(?P<field>[A-Za-z]+)\s*(?:=|\s+EQ\s+)\s*(?P<value>.+)"
+    r"|(?P<since>[A-Za-z]+)\s*<\s*'(?P<duration>[0-9]+(?::[0-9]+){2,3})')$")
+
+
+def _duration(text: str) -> timedelta:
+    parts = [int(p) for p in text.split(":")]
+    seconds, minutes, hours = parts[-1], parts[-2], parts[-3]
+    days = parts[-4] if len(parts) == 4 else 0
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _fq_filter(fq: str) -> dict[str, str]:
+    """Ivanti's ``fq`` (terms joined by ``AND``) → our device filter object; an unknown field is a 400."""
+    out: dict[str, str] = {}
+    for term in re.split(r"\s+AND\s+", fq.strip()):
+        match = _FQ_TERM.match(term.strip())
+        if match is None:
+            raise BadRequest(f"cannot read the fq term {term!r} (see docs/api-mapping.md)", parameter="fq")
+        if match["cf"] is not None:
+            name = match["cf"].removesuffix("_#")
+            out[f"custom.{name}"] = match["cf_value"].strip().strip("'")
+        elif match["since"] is not None:
+            since = _FQ_SINCE.get(match["since"].lower())
+            if since is None:
+                raise BadRequest(f"fq: no time filter on {match['since']!r}; allowed: lastCheckin, "
+                                 "lastRegistrationTime", parameter="fq")
+            out[since] = (utcnow() - _duration(match["duration"])).isoformat()
+        else:
+            name = _FQ_FIELDS.get(match["field"].lower())
+            if name is None:
+                raise BadRequest(f"fq: no search on {match['field']!r}; allowed: CFDEVICE[<name>], "
+                                 f"{', '.join(sorted(_FQ_FIELDS))}, lastCheckin<…, lastRegistrationTime<…",
+                                 parameter="fq")
+            out[name] = match["value"].strip().strip("'")
+    return out
+
+
+class SearchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    fq = fields.String()
+    q = fields.String()
+    dmPartitionId = fields.Integer()  # one device space here: accepted, not used
+    rows = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    start = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+def _search_row(device: Device, owner_id: int | None, values: dict[str, list[str]]) -> dict[str, Any]:
+    return {
+        "id": device.id, "guid": device.udid, "udid": device.udid, "serialNumber": device.serial_number,
+        "deviceModel": device.model, "prettyModel": device.model_name or device.product_name,
+        "deviceName": device.device_name, "manufacturer": "Apple Inc.",
+        "platformType": _PLATFORM_TYPES.get(device.platform or "", (device.platform or "").upper() or None),
+        "platformVersion": device.os_version, "osBuildVersion": device.build_version,
+        "lastCheckin": _ms(device.last_seen_at), "lastRegistrationTime": _ms(device.enrolled_at),
+        "supervised": device.is_supervised, "lostModeEnabled": device.lost_mode_enabled,
+        "imei": device.imei, "meid": device.meid, "wifiMacAddress": device.wifi_mac, "ownerId": owner_id,
+        "customAttributes": {"attrs": values} if values else None,
+    }
+
+
+@bp.get("/device")
+def search_devices():
+    """Ivanti's device search: ``fq`` (``CFDEVICE[name]=value``, ``EMAILADDRESS EQ …``, ``guid=…``,
+    ``lastCheckin<'hh:mm:ss'``, ``lastRegistrationTime<'dd:hh:mm:ss'``, joined by ``AND``), ``q``
+    (free text), ``rows`` (at most 500) and ``start`` (a multiple of ``rows``)."""
+    params = load_query(SearchSchema(), _params())
+    if params["start"] % params["rows"]:
+        raise BadRequest("start must be a multiple of rows (pages of rows devices)", parameter="start")
+    mapping = _fq_filter(params["fq"]) if params.get("fq", "").strip() else {}
+    if params.get("q", "").strip():
+        mapping["q"] = params["q"].strip()
+    try:
+        conditions = conditions_from_mapping(db.session, mapping)
+    except ValueError as exc:  # FilterError included
+        raise BadRequest(str(exc), parameter="fq") from None
+    page = devices.list_devices(db.session, ListQuery(filters=conditions, order_by=[Device.id.asc()],
+                                                      number=params["start"] // params["rows"] + 1,
+                                                      size=params["rows"]))
+    ids = [d.id for d in page.items]
+    owners = devices.owners_of(db.session, ids)
+    values = attributes.attributes_of(db.session, ids)
+    rows = [_search_row(d, owners.get(d.id), values.get(d.id, {})) for d in page.items]
+    return _ivanti({"totalCount": page.total, "searchResults": rows, "offset": params["start"], "queryTime": 0})

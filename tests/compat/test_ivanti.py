@@ -6,11 +6,14 @@ GUID."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 
 from mdmserver.attributes.models import CustomAttribute
 from mdmserver.commands.models import Command
+from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
 from mdmserver.users.models import User
 from tests.factories import make_device
@@ -333,3 +336,52 @@ def test_reads_need_read(client, auth, method, path):
 def test_writes_need_write(client, auth, method, path):
     assert client.open(path, method=method).status_code == 401
     assert client.open(path, method=method, headers=auth("read")).status_code == 403
+
+
+# --- searches: Get Device Details Based on Attribute, registered / checked in within x, by email ------
+
+def test_get_device_details_based_on_attribute(client, auth, db_session, phone):
+    other = make_device(db_session, platform="ios")
+    client.post(f"/api/v1/device/{phone.id}/customattributes", headers=auth("write"),
+                json={"attrs": {"cityId": ["SF"]}})
+    client.post(f"/api/v1/device/{other.id}/customattributes", headers=auth("write"),
+                json={"attrs": {"cityId": ["NY"]}})
+    result = _ok(client.get("/api/v1/device?fq=CFDEVICE%5BcityId%5D=SF&dmPartitionId=23000", headers=auth("read")))
+    assert result["totalCount"] == 1 and result["offset"] == 0
+    row = result["searchResults"][0]
+    assert row["id"] == phone.id and row["customAttributes"] == {"attrs": {"cityId": ["SF"]}}
+    by_guid = _ok(client.get(f"/api/v1/device?fq=guid={phone.udid}&dmPartitionId=23000", headers=auth("read")))
+    assert [r["id"] for r in by_guid["searchResults"]] == [phone.id]
+
+
+def test_devices_registered_and_checked_in_within_x(client, auth, db_session):
+    recent = make_device(db_session, platform="ios", enrolled_at=utcnow(), last_seen_at=utcnow())
+    make_device(db_session, platform="ios", enrolled_at=utcnow() - timedelta(days=3),
+                last_seen_at=utcnow() - timedelta(days=3))
+    h = auth("read")
+    registered = _ok(client.get("/api/v1/device?dmPartitionId=23003&fq=lastRegistrationTime<'0:0:03:06'&rows=5&start=0",
+                                headers=h))
+    assert [r["id"] for r in registered["searchResults"]] == [recent.id]
+    checked_in = _ok(client.get("/api/v1/device?dmPartitionId=23003&fq=lastCheckin<'00:01:00'&rows=5&start=0",
+                                headers=h))
+    assert [r["id"] for r in checked_in["searchResults"]] == [recent.id]
+
+
+def test_list_devices_by_email_address(client, auth, db_session, phone):
+    user = User(email="stuart@example.com", name="Stuart Cordery")
+    db_session.add(user)
+    db_session.flush()
+    client.put("/api/v1/device/updateAccount", headers=auth("write"),
+               data={"accountId": str(user.id), "deviceIds": str(phone.id)}, content_type=FORM)
+    result = _ok(client.get("/api/v1/device?q=&dmPartitionId=23505&fq=EMAILADDRESS+EQ+stuart@example.com",
+                            headers=auth("read")))
+    assert [r["id"] for r in result["searchResults"]] == [phone.id]
+    assert result["searchResults"][0]["ownerId"] == user.id
+
+
+@pytest.mark.parametrize("query", ["fq=UID+EQ+x", "fq=nonsense", "rows=501", "start=3&rows=5",
+                                   "searchAfterValues=1", "fq=lastCheckin<'99'"])
+def test_device_search_bad_input_is_400(client, auth, query):
+    response = client.get(f"/api/v1/device?{query}", headers=auth("read"))
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["meta"]["request_id"]

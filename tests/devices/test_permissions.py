@@ -87,6 +87,7 @@ TABLE = [
     ("PUT", "/api/v1/device/<name>", "write"),
     ("PUT", "/api/v1/device/updateAccount", "write"),
     ("DELETE", "/api/v1/device", "write"),
+    ("GET", "/api/v1/device", "read"),
     ("GET", "/api/v1/device/<ident>/customattributes", "read"),
     ("POST", "/api/v1/device/<ident>/customattributes", "write"),
     ("PATCH", "/api/v1/device/<ident>/customattributes", "write"),

@@ -18,7 +18,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from mdmserver import workflows
 from mdmserver.actions import service as actions
-from mdmserver.api.apidoc import NameField, StrictBoolean
+from mdmserver.api.apidoc import ApiDoc, Body, NameField, Reply, StrictBoolean
 from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import ListQuery, load_attributes, load_body, load_query
 from mdmserver.attributes import service as attributes
@@ -478,3 +478,17 @@ def search_devices():
     values = attributes.attributes_of(db.session, ids)
     rows = [_search_row(d, owners.get(d.id), values.get(d.id, {})) for d in page.items]
     return _ivanti({"totalCount": page.total, "searchResults": rows, "offset": params["start"], "queryTime": 0})
+
+
+OPENAPI: dict[str, ApiDoc] = {
+    "compat_ivanti.perform": ApiDoc(body_kind=Body.NONE, reply=Reply.JSON, query=TargetsSchema),
+    "compat_ivanti.get_device": ApiDoc(reply=Reply.JSON, query=TargetsSchema),
+    "compat_ivanti.search_devices": ApiDoc(reply=Reply.JSON, query=SearchSchema),
+    "compat_ivanti.get_attributes": ApiDoc(reply=Reply.JSON),
+    "compat_ivanti.replace_attributes": ApiDoc(body=AttrsSchema, body_kind=Body.JSON, reply=Reply.JSON),
+    "compat_ivanti.patch_attributes": ApiDoc(body=AttrsSchema, body_kind=Body.JSON, reply=Reply.JSON),
+    "compat_ivanti.delete_attributes": ApiDoc(body=AttrsSchema, body_kind=Body.JSON, reply=Reply.JSON),
+    "compat_ivanti.bulk_delete_attributes": ApiDoc(body=BulkDeleteSchema, body_kind=Body.JSON, reply=Reply.JSON),
+    "compat_ivanti.update_account": ApiDoc(body_kind=Body.NONE, reply=Reply.JSON, query=AssignSchema),
+    "compat_ivanti.delete_devices": ApiDoc(reply=Reply.JSON, query=DeleteDevicesSchema),
+}

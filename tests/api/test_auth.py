@@ -36,6 +36,7 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/actions", "read"),
     ("POST", "/api/v1/actions/<name>", "write"),
     ("GET", "/api/v1/actions/<name>/viability", "read"),
+    ("GET", "/api/v1/actions/<name>", "read"),
     ("GET", "/api/v1/devices/<ident>/actions", "read"),
     ("POST", "/api/v1/devices/<ident>/actions/<name>", "write"),
     # audit log: admin only
@@ -131,6 +132,17 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/push_certificate", "read"),
     # importing the push certificate replaces the server's APNs identity (with its private key): admin
     ("PUT", "/api/v1/push_certificate", "admin"),
+    # Ivanti's device API (mdmserver/compat/ivanti.py)
+    ("GET", "/api/v1/device", "read"),
+    ("DELETE", "/api/v1/device", "write"),
+    ("GET", "/api/v1/device/<name>", "read"),
+    ("PUT", "/api/v1/device/<name>", "write"),
+    ("PUT", "/api/v1/device/updateAccount", "write"),
+    ("GET", "/api/v1/device/<ident>/customattributes", "read"),
+    ("POST", "/api/v1/device/<ident>/customattributes", "write"),
+    ("PATCH", "/api/v1/device/<ident>/customattributes", "write"),
+    ("DELETE", "/api/v1/device/<ident>/customattributes", "write"),
+    ("DELETE", "/api/v1/device/customattributes", "write"),
 ]
 
 

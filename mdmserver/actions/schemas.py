@@ -82,6 +82,13 @@ class ViabilityQuerySchema(Schema):
             raise ValidationError("give ids= or groups=", field_name="ids")
 
 
+class CheckViabilityQuerySchema(ViabilityQuerySchema):
+    """Ivanti's ``?checkViability=true&ids=…`` on the action's own path (documentation of the query)."""
+
+    checkViability = fields.String(required=True, validate=validate.Equal("true"),
+                                   metadata={"description": "true: check, do not perform"})
+
+
 OPENAPI: dict[str, ApiDoc] = {
     "actions.list_actions": ApiDoc(type="actions", reply=Reply.COLLECTION),
     "actions.device_actions": ApiDoc(type="device_actions", reply=Reply.COLLECTION),
@@ -89,4 +96,5 @@ OPENAPI: dict[str, ApiDoc] = {
                                      reply=Reply.COLLECTION, status=202, errors=(409,)),
     "actions.bulk_action": ApiDoc(body=BulkActionSchema, body_kind=Body.JSON, reply=Reply.JSON),
     "actions.viability": ApiDoc(reply=Reply.JSON, query=ViabilityQuerySchema),
+    "actions.check_viability": ApiDoc(reply=Reply.JSON, query=CheckViabilityQuerySchema),
 }

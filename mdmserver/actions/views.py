@@ -98,8 +98,32 @@ _QUERY_PARAMETER_OF = {"devices": "ids", "groups": "groups"}
 @bp.get("/actions/<name>/viability")
 def viability(name: str):
     """Ivanti's checkViability: ``?ids=`` (ids, UDIDs, serial numbers) and/or ``?groups=``."""
+    return _plain(_viability(name, _joined(request.args)))
+
+
+@bp.get("/actions/<name>")
+def check_viability(name: str):
+    """Ivanti's own form of the viability check, on the action's path:
+    ``?checkViability=true&ids=…`` (repeated ``ids=`` are joined): the answer of ``…/viability``."""
+    args = _joined(request.args)
+    flag = args.pop("checkViability", None)
+    if flag is None:
+        raise BadRequest("GET on an action checks its viability: give checkViability=true and ids= or groups=",
+                         parameter="checkViability")
+    if flag.strip().lower() != "true":
+        raise BadRequest("checkViability must be true (to perform the action, POST to it)",
+                         parameter="checkViability")
+    return _plain(_viability(name, args))
+
+
+def _joined(args: Any) -> dict[str, str]:
+    """Query parameters, a repeated one (Ivanti's ``ids=1&ids=2``) joined with commas: never dropped."""
+    return {key: ",".join(values) for key, values in args.lists()}
+
+
+def _viability(name: str, args: dict[str, str]) -> dict[str, Any]:
     action = service.get_action(name)
-    query = load_query(ViabilityQuerySchema(), request.args)
+    query = load_query(ViabilityQuerySchema(), args)
     try:
         target = select_targets(db.session, devices=query.get("ids"), groups=query.get("groups"))
     except UnprocessableEntity as exc:
@@ -107,4 +131,4 @@ def viability(name: str):
         fault = exc.errors[0] if exc.errors else {"detail": exc.detail, "pointer": exc.pointer}
         member = (fault.get("pointer") or "")[1:].partition("/")[0]
         raise BadRequest(fault["detail"], parameter=_QUERY_PARAMETER_OF.get(member, "ids")) from None
-    return _plain(service.viability(db.session, action, target))
+    return service.viability(db.session, action, target)

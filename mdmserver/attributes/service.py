@@ -3,26 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from mdmserver.attributes.models import CustomAttribute
+from mdmserver.attributes.models import MAX_VALUES, CustomAttribute
 from mdmserver.audit.service import record_event
 from mdmserver.db import utcnow
 from mdmserver.devices.models import Device
+from mdmserver.errors import UnprocessableEntity
 from mdmserver.selection.sql import in_values
 
+Values = dict[str, list[str]]
 
-def get_attributes(session: Session, device_id: int) -> dict[str, str]:
+
+def get_attributes(session: Session, device_id: int) -> Values:
+    """name → its values, in the order they were written."""
     rows = session.execute(
-        select(CustomAttribute.name, CustomAttribute.value).where(CustomAttribute.device_id == device_id)
+        select(CustomAttribute.name, CustomAttribute.value)
+        .where(CustomAttribute.device_id == device_id)
+        .order_by(CustomAttribute.id)
     )
-    return {name: value for name, value in rows}
+    out: Values = {}
+    for name, value in rows:
+        out.setdefault(name, []).append(value)
+    return out
 
 
-def replace_attributes(session: Session, device: Device, values: dict[str, str]) -> dict[str, str]:
+def attributes_of(session: Session, device_ids: Sequence[int]) -> dict[int, Values]:
+    """device id → its attributes, for one page of devices (one query)."""
+    out: dict[int, Values] = {}
+    if device_ids:
+        rows = session.execute(
+            select(CustomAttribute.device_id, CustomAttribute.name, CustomAttribute.value)
+            .where(in_values(session, CustomAttribute.device_id, list(device_ids), integer=True))
+            .order_by(CustomAttribute.id)
+        )
+        for device_id, name, value in rows:
+            out.setdefault(device_id, {}).setdefault(name, []).append(value)
+    return out
+
+
+def replace_attributes(session: Session, device: Device, values: Values) -> Values:
     """The device's attributes become exactly ``values``."""
     session.execute(delete(CustomAttribute).where(CustomAttribute.device_id == device.id))
     _insert(session, device.id, values)
@@ -30,30 +52,40 @@ def replace_attributes(session: Session, device: Device, values: dict[str, str])
     return get_attributes(session, device.id)
 
 
-def merge_attributes(session: Session, device: Device, values: dict[str, Any]) -> dict[str, str]:
-    """Keep the attributes not named, update those named, add new ones; a ``null`` value deletes."""
+def merge_attributes(session: Session, device: Device, values: dict[str, list[str] | None], *,
+                     append: bool = False) -> Values:
+    """Keep the attributes not named, add new ones, and for those named: replace their values, or with
+    ``append`` add the values they lack (Ivanti's ``forceOverwrite: false``); ``None`` deletes one."""
     current = get_attributes(session, device.id)
-    removed = [name for name, value in values.items() if value is None]
-    changed = {n: v for n, v in values.items() if v is not None and n in current and current[n] != v}
-    added = {n: v for n, v in values.items() if v is not None and n not in current}
+    removed = [name for name, items in values.items() if items is None and name in current]
+    added = {n: items for n, items in values.items() if items is not None and n not in current}
+    kept = {n: items for n, items in values.items() if items is not None and n in current}
+    if append:  # only the values each lacks
+        changed = {n: missing for n, items in kept.items() if (missing := [v for v in items if v not in current[n]])}
+        full = [n for n, items in changed.items() if len(current[n]) + len(items) > MAX_VALUES]
+        if full:
+            raise UnprocessableEntity(f"at most {MAX_VALUES} values per attribute",
+                                      errors=[{"detail": f"at most {MAX_VALUES} values per attribute",
+                                               "pointer": f"/{n}"} for n in full])
+    else:  # the values replace the current ones
+        changed = {n: items for n, items in kept.items() if current[n] != items}
+        removed_values = list(changed)
+        if removed_values:
+            session.execute(delete(CustomAttribute).where(
+                CustomAttribute.device_id == device.id, CustomAttribute.name.in_(removed_values)))
     if removed:
         session.execute(
             delete(CustomAttribute).where(CustomAttribute.device_id == device.id, CustomAttribute.name.in_(removed))
         )
-    now = utcnow()
-    for name, value in changed.items():
-        session.execute(
-            update(CustomAttribute)
-            .where(CustomAttribute.device_id == device.id, CustomAttribute.name == name)
-            .values(value=value, updated_at=now)
-        )
+    _insert(session, device.id, changed)
     _insert(session, device.id, added)
     record_event(session, "device:custom_attributes:merge", "devices", device.id,
-                 {"added": sorted(added), "updated": sorted(changed), "removed": sorted(removed)})
+                 {"added": sorted(added), "updated": sorted(changed), "removed": sorted(removed),
+                  "append": append})
     return get_attributes(session, device.id)
 
 
-def delete_attributes(session: Session, device: Device, names: Sequence[str] | None) -> dict[str, str]:
+def delete_attributes(session: Session, device: Device, names: Sequence[str] | None) -> Values:
     """Delete all the device's attributes, or only ``names``."""
     stmt = delete(CustomAttribute).where(CustomAttribute.device_id == device.id)
     if names is not None:
@@ -86,10 +118,8 @@ def attribute_names(session: Session) -> list[tuple[str, int]]:
     return [(name, count) for name, count in rows]
 
 
-def _insert(session: Session, device_id: int, values: dict[str, str]) -> None:
-    if values:
-        now = utcnow()
-        session.execute(
-            insert(CustomAttribute),
-            [{"device_id": device_id, "name": n, "value": v, "updated_at": now} for n, v in values.items()],
-        )
+def _insert(session: Session, device_id: int, values: Values) -> None:
+    rows = [{"device_id": device_id, "name": n, "value": v, "updated_at": utcnow()}
+            for n, items in values.items() for v in items]
+    if rows:
+        session.execute(insert(CustomAttribute), rows)

@@ -9,6 +9,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from mdmserver.api.apidoc import ApiDoc, Body, LinkageSchema, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
+from mdmserver.errors import UnprocessableEntity
 from mdmserver.groups.models import DeviceGroup, GroupKind
 
 
@@ -26,6 +27,46 @@ class GroupCreateSchema(Schema):
 class GroupUpdateSchema(GroupCreateSchema):
     name = fields.String(validate=validate.Length(min=1, max=255))
     kind = fields.String(validate=validate.OneOf([k.value for k in GroupKind]))
+
+
+class _ParentLinkageSchema(Schema):
+    """``{"type": "device_groups", "id": "<group id>"}``: the parent named by a relationship."""
+
+    class Meta:
+        unknown = RAISE
+
+    type = fields.String(required=True, validate=validate.Equal("device_groups", error="type must be 'device_groups'"))
+    id = fields.String(required=True, validate=validate.Regexp(r"^[0-9]{1,18}$", error="id must be a group id"))
+
+
+class _ParentRelationshipSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    data = fields.Nested(_ParentLinkageSchema, required=True, allow_none=True)
+
+
+class GroupRelationshipsSchema(Schema):
+    """``data.relationships`` of a group body: only ``parent`` (``{"data": null}`` makes a top-level
+    group); any other relationship is refused rather than ignored (members have their own route)."""
+
+    class Meta:
+        unknown = RAISE
+
+    parent = fields.Nested(_ParentRelationshipSchema)
+
+
+def parent_from_relationships(loaded: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
+    """The attributes with ``parent_id`` taken from a loaded ``relationships.parent``; both given and
+    different is a 422 (never a silent choice of one)."""
+    if "parent" not in loaded:
+        return attributes
+    linkage = loaded["parent"]["data"]
+    parent_id = None if linkage is None else int(linkage["id"])
+    if "parent_id" in attributes and attributes["parent_id"] != parent_id:
+        raise UnprocessableEntity("parent_id and relationships.parent name different groups",
+                                  pointer="/data/relationships/parent")
+    return {**attributes, "parent_id": parent_id}
 
 
 def group_resource(group: DeviceGroup) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from mdmserver.api.jsonapi import (
     parse_list_query,
     parse_resource_body,
     refuse_query_params,
+    request_json,
 )
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db
@@ -26,8 +27,10 @@ from mdmserver.groups.models import DeviceGroup, GroupKind
 from mdmserver.groups.schemas import (
     GroupCreateSchema,
     GroupMembersSchema,
+    GroupRelationshipsSchema,
     GroupUpdateSchema,
     group_resource,
+    parent_from_relationships,
 )
 from mdmserver.selection import resolve
 from mdmserver.selection.filters import contains
@@ -52,6 +55,17 @@ def _kind_filter(value: str):
     return DeviceGroup.kind == value
 
 
+def _with_parent(values: dict) -> dict:
+    """``data.relationships.parent`` (the relationship the resource shows) sets ``parent_id`` too."""
+    relationships = request_json()["data"].get("relationships")
+    if relationships is None:
+        return values
+    if not isinstance(relationships, dict):
+        raise UnprocessableEntity("relationships must be an object", pointer="/data/relationships")
+    loaded = load_attributes(GroupRelationshipsSchema(), relationships, "relationships", base="/data/relationships")
+    return parent_from_relationships(loaded, values)
+
+
 @bp.get("/device_groups")
 def list_groups():
     """Device groups, filterable by name, kind and parent (filter[parent]=null for top-level groups)."""
@@ -69,7 +83,8 @@ def list_groups():
 def create_group():
     """Create a static or smart group (smart: a device filter), optionally inside a parent group."""
     _, attributes = parse_resource_body(None, TYPE)
-    group = service.create_group(db.session, load_attributes(GroupCreateSchema(), attributes, "device group"))
+    values = _with_parent(load_attributes(GroupCreateSchema(), attributes, "device group"))
+    group = service.create_group(db.session, values)
     workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
     db.session.commit()
     return jsonapi_response(document(group_resource(group)), status=201,
@@ -87,7 +102,8 @@ def update_group(group_id: str):
     """Rename, describe, move (parent_id) or change the filter of a group."""
     group = service.get_group(db.session, group_id)
     _, attributes = parse_resource_body(None, TYPE, require_id=group.id)
-    group = service.update_group(db.session, group, load_attributes(GroupUpdateSchema(), attributes, "device group"))
+    values = _with_parent(load_attributes(GroupUpdateSchema(), attributes, "device group"))
+    group = service.update_group(db.session, group, values)
     workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
     db.session.commit()
     return jsonapi_response(document(group_resource(group)))

@@ -193,6 +193,7 @@ def device_filters(session: Session, _seen: frozenset[int] = frozenset()) -> dic
         "group": group,
         "last_seen_before": lambda v: Device.last_seen_at < parse_datetime(v),
         "last_seen_after": lambda v: Device.last_seen_at >= parse_datetime(v),
+        "enrolled_after": lambda v: Device.enrolled_at >= parse_datetime(v),
         "asset_tag": lambda v: Device.asset_tag.in_(split_list(v)),
         "office": lambda v: Device.office == v.strip(),
         "purchase_type": lambda v: Device.purchase_type == v.strip(),

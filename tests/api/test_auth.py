@@ -36,6 +36,7 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/actions", "read"),
     ("POST", "/api/v1/actions/<name>", "write"),
     ("GET", "/api/v1/actions/<name>/viability", "read"),
+    ("GET", "/api/v1/actions/<name>", "read"),
     ("GET", "/api/v1/devices/<ident>/actions", "read"),
     ("POST", "/api/v1/devices/<ident>/actions/<name>", "write"),
     # audit log: admin only
@@ -152,6 +153,17 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/mdm/devices/<ident>/scan", "read"),
     ("GET", "/api/v1/mdm/devices/<ident>/commandhistory", "read"),
     ("POST", "/api/v1/mdm/actions/<name>", "write"),
+    # Ivanti's device API (mdmserver/compat/ivanti.py)
+    ("GET", "/api/v1/device", "read"),
+    ("DELETE", "/api/v1/device", "write"),
+    ("GET", "/api/v1/device/<name>", "read"),
+    ("PUT", "/api/v1/device/<name>", "write"),
+    ("PUT", "/api/v1/device/updateAccount", "write"),
+    ("GET", "/api/v1/device/<ident>/customattributes", "read"),
+    ("POST", "/api/v1/device/<ident>/customattributes", "write"),
+    ("PATCH", "/api/v1/device/<ident>/customattributes", "write"),
+    ("DELETE", "/api/v1/device/<ident>/customattributes", "write"),
+    ("DELETE", "/api/v1/device/customattributes", "write"),
 ]
 
 

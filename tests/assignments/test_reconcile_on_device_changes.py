@@ -210,7 +210,8 @@ def test_group_filter_columns_cover_what_device_filters_read():
     change of it would not move the device between smart groups)."""
     samples = {"id": "1", "platform": "ios", "supervised": "true", "enrolled": "true", "lost_mode": "true",
                "admission_status": "accepted", "owner_email": "a@example.com", "retired": "true",
-               "last_seen_before": "2026-01-01", "last_seen_after": "2026-01-01", "os_version": "17.*"}
+               "last_seen_before": "2026-01-01", "last_seen_after": "2026-01-01", "enrolled_after": "2026-01-01",
+               "os_version": "17.*"}
     reported = {column for column, _ in DEVICE_INFORMATION_COLUMNS.values()} | {"platform", "lost_mode_enabled"}
     read: set[str] = set()
     for name, build in device_filters(None).items():

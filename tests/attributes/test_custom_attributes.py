@@ -39,6 +39,25 @@ def test_replace_merge_delete(client, auth, db_session):
     assert _values(client.delete(url, headers=h)) == {}
 
 
+def test_list_values(client, auth, db_session):
+    """An attribute holds a list of strings: one value shows as a string, several as a list; the
+    numerical ``_#`` suffix is not part of the name; filters match any value."""
+    device = make_device(db_session)
+    url = f"/api/v1/devices/{device.id}/custom_attributes"
+    h = auth("read", "write")
+    assert _values(_send(client, "POST", url, h, {"city": ["SF", "NY", "SF"], "dept": ["IT"], "floor_#": "3"})) == {
+        "city": ["SF", "NY"], "dept": "IT", "floor": "3"}
+    assert _values(_send(client, "PATCH", url, h, {"city": "LA"})) == {"city": "LA", "dept": "IT", "floor": "3"}
+    assert _values(_send(client, "PATCH", url, h, {"dept": ["IT", "HR"]}))["dept"] == ["IT", "HR"]
+    listed = client.get("/api/v1/devices?filter[custom.dept]=HR", headers=h).get_json()
+    assert [d["id"] for d in listed["data"]] == [str(device.id)]
+    bad = _send(client, "POST", url, h, {"a": [], "b": ["x"] * 51, "c": [1], "d_#": ["x"], "e": "1", "e_#": "2"})
+    assert bad.status_code == 422
+    assert {e["source"]["pointer"] for e in bad.get_json()["errors"]} == {
+        "/data/attributes/a", "/data/attributes/b", "/data/attributes/c", "/data/attributes/d_#",
+        "/data/attributes/e_#"}
+
+
 def test_bad_attribute_documents(client, auth, db_session):
     device = make_device(db_session)
     url = f"/api/v1/devices/{device.id}/custom_attributes"

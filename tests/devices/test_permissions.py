@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 BLUEPRINTS = ("devices", "users", "attributes", "groups", "assignments", "actions", "commands", "mender",
-              "compat_manageengine")
+              "compat_manageengine", "compat_ivanti")
 ME = "/api/v1/mdm"
 ADM = "/api/management/v1/admission"
 
@@ -61,6 +61,7 @@ TABLE = [
     ("POST", "/api/v1/devices/<ident>/actions/<name>", "write"),
     ("POST", "/api/v1/actions/<name>", "write"),
     ("GET", "/api/v1/actions/<name>/viability", "read"),
+    ("GET", "/api/v1/actions/<name>", "read"),
     ("GET", "/api/v1/commands", "read"),
     ("GET", "/api/v1/devices/<ident>/commands", "read"),
     ("GET", "/api/v1/devices/<ident>/commands/latest", "read"),
@@ -103,6 +104,17 @@ TABLE = [
     ("GET", f"{ME}/devices/<ident>/scan", "read"),
     ("GET", f"{ME}/devices/<ident>/commandhistory", "read"),
     ("POST", f"{ME}/actions/<name>", "write"),
+    # Ivanti's device API (mdmserver/compat/ivanti.py)
+    ("GET", "/api/v1/device/<name>", "read"),
+    ("PUT", "/api/v1/device/<name>", "write"),
+    ("PUT", "/api/v1/device/updateAccount", "write"),
+    ("DELETE", "/api/v1/device", "write"),
+    ("GET", "/api/v1/device", "read"),
+    ("GET", "/api/v1/device/<ident>/customattributes", "read"),
+    ("POST", "/api/v1/device/<ident>/customattributes", "write"),
+    ("PATCH", "/api/v1/device/<ident>/customattributes", "write"),
+    ("DELETE", "/api/v1/device/<ident>/customattributes", "write"),
+    ("DELETE", "/api/v1/device/customattributes", "write"),
 ]
 
 _VALUES = {"<ident>": "999999", "<user_id>": "999999", "<group_id>": "999999", "<profile_id>": "999999",

@@ -128,3 +128,42 @@ def test_bad_group_input(client, auth, db_session):
     assert client.get("/api/v1/device_groups/abc", headers=h).status_code == 404
     assert client.get("/api/v1/device_groups?filter[kind]=odd", headers=h).status_code == 400
     assert client.get("/api/v1/devices?filter[group]=abc", headers=h).status_code == 400
+
+
+def test_parent_through_relationships(client, auth, db_session):
+    """The resource shows ``relationships.parent``; a body may set it that way too (POST and PATCH),
+    with the same cycle check; a relationship that is not ``parent`` is refused, never ignored."""
+    h = {**auth("write", "read"), "Content-Type": JSONAPI}
+
+    def body(attributes, parent, id_=None):
+        data = {"type": "device_groups", "attributes": attributes,
+                "relationships": {"parent": {"data": None if parent is None
+                                                     else {"type": "device_groups", "id": str(parent)}}}}
+        return {"data": {**data, "id": id_} if id_ else data}
+
+    top = _group(client, auth("write"), name="Top")
+    created = client.post("/api/v1/device_groups", json=body({"name": "Child"}, top["id"]), headers=h)
+    assert created.status_code == 201, created.get_json()
+    child = created.get_json()["data"]
+    assert child["attributes"]["parent_id"] == int(top["id"])
+    assert child["relationships"]["parent"]["data"] == {"type": "device_groups", "id": top["id"]}
+
+    # a cycle made through the relationship is refused
+    cycle = client.patch(f"/api/v1/device_groups/{top['id']}", json=body({}, child["id"], top["id"]), headers=h)
+    assert cycle.status_code == 422 and cycle.get_json()["meta"]["request_id"]
+    # moving to the top level: data null
+    moved = client.patch(f"/api/v1/device_groups/{child['id']}", json=body({}, None, child["id"]), headers=h)
+    assert moved.status_code == 200 and moved.get_json()["data"]["attributes"]["parent_id"] is None
+
+    # refused, not ignored: another relationship, a bad linkage, an unknown parent, two different parents
+    bad = [
+        {"data": {"type": "device_groups", "attributes": {"name": "x"}, "relationships": {"devices": {"data": []}}}},
+        {"data": {"type": "device_groups", "attributes": {"name": "x"},
+                  "relationships": {"parent": {"data": {"type": "devices", "id": top["id"]}}}}},
+        {"data": {"type": "device_groups", "attributes": {"name": "x"}, "relationships": []}},
+        body({"name": "x"}, 424242),
+        body({"name": "x", "parent_id": int(child["id"])}, top["id"]),
+    ]
+    for document in bad:
+        response = client.post("/api/v1/device_groups", json=document, headers=h)
+        assert response.status_code == 422, (document, response.get_json())

@@ -319,8 +319,9 @@ def decommission(session: Session, device: Device) -> None:
     session.flush()
 
 
-def preauthorize(session: Session, kind: str, value: str) -> Preauthorization:
-    """Preauthorize a serial number or UDID (idempotent)."""
+def preauthorize(session: Session, kind: str, value: str, *, identity_data: str | None = None) -> Preauthorization:
+    """Preauthorize a serial number or UDID (idempotent); ``identity_data``, when given, is the identity
+    it was preauthorized with (kept as given; a repeated preauthorization keeps the latest one)."""
     if kind not in PREAUTH_KINDS:
         raise UnprocessableEntity(f"kind must be one of {', '.join(PREAUTH_KINDS)}", pointer="/kind")
     value = value.strip()
@@ -330,8 +331,10 @@ def preauthorize(session: Session, kind: str, value: str) -> Preauthorization:
         select(Preauthorization).where(Preauthorization.kind == kind, Preauthorization.value == value)
     )
     if existing is not None:
+        if identity_data is not None:
+            existing.identity_data = identity_data
         return existing
-    row = Preauthorization(kind=kind, value=value)
+    row = Preauthorization(kind=kind, value=value, identity_data=identity_data)
     session.add(row)
     session.flush()
     return row

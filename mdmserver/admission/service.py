@@ -327,13 +327,13 @@ def preauthorize(session: Session, kind: str, value: str, *, identity_data: str 
     value = value.strip()
     if not value or len(value) > 64:
         raise UnprocessableEntity("value must be 1 to 64 characters", pointer="/value")
-    existing = session.scalar(
+    known = session.scalar(
         select(Preauthorization).where(Preauthorization.kind == kind, Preauthorization.value == value)
     )
-    if existing is not None:
+    if known is not None:
         if identity_data is not None:
-            existing.identity_data = identity_data
-        return existing
+            known.identity_data = identity_data
+        return known
     row = Preauthorization(kind=kind, value=value, identity_data=identity_data)
     session.add(row)
     session.flush()

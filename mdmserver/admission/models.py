@@ -70,4 +70,6 @@ class Preauthorization(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # serial_number | udid
     value: Mapped[str] = mapped_column(String(64))
+    #: the identity it was preauthorized with (Mender's ``device_identity``, a JSON string), as given
+    identity_data: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

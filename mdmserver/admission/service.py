@@ -319,19 +319,22 @@ def decommission(session: Session, device: Device) -> None:
     session.flush()
 
 
-def preauthorize(session: Session, kind: str, value: str) -> Preauthorization:
-    """Preauthorize a serial number or UDID (idempotent)."""
+def preauthorize(session: Session, kind: str, value: str, *, identity_data: str | None = None) -> Preauthorization:
+    """Preauthorize a serial number or UDID (idempotent); ``identity_data``, when given, is the identity
+    it was preauthorized with (kept as given; a repeated preauthorization keeps the latest one)."""
     if kind not in PREAUTH_KINDS:
         raise UnprocessableEntity(f"kind must be one of {', '.join(PREAUTH_KINDS)}", pointer="/kind")
     value = value.strip()
     if not value or len(value) > 64:
         raise UnprocessableEntity("value must be 1 to 64 characters", pointer="/value")
-    existing = session.scalar(
+    known = session.scalar(
         select(Preauthorization).where(Preauthorization.kind == kind, Preauthorization.value == value)
     )
-    if existing is not None:
-        return existing
-    row = Preauthorization(kind=kind, value=value)
+    if known is not None:
+        if identity_data is not None:
+            known.identity_data = identity_data
+        return known
+    row = Preauthorization(kind=kind, value=value, identity_data=identity_data)
     session.add(row)
     session.flush()
     return row

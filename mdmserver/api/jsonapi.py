@@ -269,25 +269,28 @@ def has_body(req: Request | None = None) -> bool:
     return bool(req.get_data(cache=True)) or bool(req.content_length)
 
 
-def request_json(req: Request | None = None) -> Any:
-    """The request body as JSON; 415 for another media type, 400 for bad JSON."""
+def request_json(req: Request | None = None, *, text_plain: bool = False) -> Any:
+    """The request body as JSON; 415 for another media type, 400 for bad JSON. ``text_plain``: a JSON
+    body labelled ``text/plain`` is read too (a compatibility route whose documented examples send it)."""
     req = req or request
     mimetype = req.mimetype or ""
-    if mimetype not in ("application/json", JSONAPI) and not mimetype.endswith("+json"):
+    plain = text_plain and mimetype == "text/plain"
+    if mimetype not in ("application/json", JSONAPI) and not mimetype.endswith("+json") and not plain:
         raise UnsupportedMediaType(
             f"expected a JSON body ({JSONAPI} or application/json), got {mimetype or 'no Content-Type'}"
         )
-    data = json_body(req)
+    data = json_body(req, force=plain)
     if data is None:
         raise BadRequest("the request body is not valid JSON", pointer="")
     return data
 
 
-def json_body(req: Request) -> Any:
-    """The body parsed as JSON (None when it is not JSON); 400 when nested deeper than
-    ``MAX_JSON_DEPTH`` or larger than the walk budget, so no recursive code below ever sees it."""
+def json_body(req: Request, *, force: bool = False) -> Any:
+    """The body parsed as JSON (None when it is not JSON; ``force``: whatever its media type); 400 when
+    nested deeper than ``MAX_JSON_DEPTH`` or larger than the walk budget, so no recursive code below
+    ever sees it."""
     try:
-        data = req.get_json(silent=True)
+        data = req.get_json(silent=True, force=force)
     except RecursionError:  # the json module's own limit, which ``silent`` does not cover
         raise BadRequest(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels", pointer="") from None
     try:
@@ -331,12 +334,14 @@ def _resource_document(body: Any, type_: str, require_id: Any) -> tuple[str | No
     return (None if id_ is None else str(id_)), attributes
 
 
-def load_body(schema: Any, what: str, req: Request | None = None, *, optional: bool = False) -> Any:
+def load_body(
+    schema: Any, what: str, req: Request | None = None, *, optional: bool = False, text_plain: bool = False
+) -> Any:
     """A plain JSON object body loaded by ``schema``: 415/400 as :func:`request_json`, 422 ``invalid
     <what>`` listing every fault with its pointer from the body's root. ``optional``: an empty body is
-    ``{}``."""
+    ``{}``; ``text_plain``: see :func:`request_json`."""
     req = req or request
-    body = {} if optional and not has_body(req) else request_json(req)
+    body = {} if optional and not has_body(req) else request_json(req, text_plain=text_plain)
     if not isinstance(body, dict):
         raise UnprocessableEntity("the body must be a JSON object", pointer="")
     return load_attributes(schema, body, what, base="")

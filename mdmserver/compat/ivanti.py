@@ -266,8 +266,8 @@ class AttrsSchema(Schema):
     forceOverwrite = StrictBoolean(load_default=True)
 
 
-def _attrs() -> tuple[dict[str, list[str]], bool]:
-    body = load_body(AttrsSchema(), "custom attributes")
+def _attrs(*, text_plain: bool = False) -> tuple[dict[str, list[str]], bool]:
+    body = load_body(AttrsSchema(), "custom attributes", text_plain=text_plain)
     values = load_attributes(AttributeValuesSchema(), body["attrs"], "custom attributes", base="/attrs")
     return values, body["forceOverwrite"]
 
@@ -298,9 +298,11 @@ def replace_attributes(ident: str):
 @bp.patch("/device/<ident>/customattributes")
 def patch_attributes(ident: str):
     """Keep the others; ``forceOverwrite: true`` (the default) replaces the named ones' values,
-    ``false`` appends the values to them; new ones are added either way."""
+    ``false`` appends the values to them; new ones are added either way. The document's examples send
+    ``Content-Type: text/plain`` after ``application/json`` (the server keeps the last one): a JSON body
+    labelled ``text/plain`` is read too."""
     device = resolve.get_device(db.session, ident)
-    values, overwrite = _attrs()
+    values, overwrite = _attrs(text_plain=True)
     attributes.merge_attributes(db.session, device, dict(values), append=not overwrite)
     _attributes_changed()
     return _ivanti(1)
@@ -387,7 +389,8 @@ def delete_devices():
 
 #: Ivanti's search fields (``fq=<field> EQ <value>`` or ``<field>=<value>``) → our device filters
 _FQ_FIELDS = {"id": "id", "guid": "udid", "udid": "udid", "serialnumber": "serial_number",
-              "emailaddress": "owner_email", "devicename": "name", "platformversion": "os_version",
+              "emailaddress": "owner_email", "uid": "owner_uid", "devicename": "name",
+              "platformversion": "os_version",
               "supervised": "supervised", "lostmodeenabled": "lost_mode"}
 #: ``<field><'[dd:]hh:mm:ss'``: within the last … → our "after" filter
 _FQ_SINCE = {"lastcheckin": "last_seen_after", "lastregistrationtime": "enrolled_after"}

@@ -24,11 +24,12 @@ from mdmserver import workflows
 from mdmserver.actions import service as actions
 from mdmserver.actions.schemas import BulkActionSchema, PerformSchema
 from mdmserver.api.apidoc import ApiDoc, Body, Reply
-from mdmserver.api.auth import current_actor
+from mdmserver.api.auth import current_actor, requires_scope
 from mdmserver.api.jsonapi import load_body, load_query, marshmallow_errors
 from mdmserver.assignments import service as assignments
 from mdmserver.assignments.models import DeviceProfileState
 from mdmserver.assignments.schemas import ProfileIdsSchema
+from mdmserver.audit.service import record_event
 from mdmserver.collaborators import secret_box
 from mdmserver.commands import queries as command_queries
 from mdmserver.commands import service as commands
@@ -367,6 +368,46 @@ def device_filevault(ident: str):
                                  "resource_id": device.id}})
 
 
+#: SecurityInfo's FirmwarePasswordStatus.Mode → ManageEngine's firmware_mode (0 none, 1 command, 2 full)
+_FIRMWARE_MODES = {"none": 0, "command": 1, "full": 2}
+
+
+@bp.get("/devices/<ident>/firmware")
+def device_firmware(ident: str):
+    """ManageEngine's "Get firmware details", from the FirmwarePasswordStatus of the Mac's SecurityInfo
+    (Intel Macs report it; 404 before the device reported one)."""
+    device = get_device(db.session, ident)
+    row = db.session.get(DeviceSecurityInfo, device.id)
+    status = (row.details or {}).get("FirmwarePasswordStatus") if row is not None else None
+    if not isinstance(status, dict):
+        raise NotFound(f"device {device.id} has not reported a firmware password status")
+    mode = status.get("Mode")
+    return _plain({"is_firmware_change_pending": bool(status.get("ChangePending", False)),
+                   "is_roms_allowed": bool(status.get("AllowOroms", False)),
+                   "is_firmware_password_exists": bool(status.get("PasswordExists", False)),
+                   "firmware_mode": _FIRMWARE_MODES.get(mode.lower(), -1) if isinstance(mode, str) else -1,
+                   "managed_password_id": -1})
+
+
+@bp.get("/devices/<ident>/firmware/password")
+@requires_scope("secrets")
+def device_firmware_password(ident: str):
+    """ManageEngine's "Get firmware password": the NewPassword of the latest SetFirmwarePassword command
+    the Mac acknowledged (kept sealed in the command's parameters); scope ``secrets``; 404 when no
+    password was set through this server (or the latest one cleared it)."""
+    device = get_device(db.session, ident)
+    command = db.session.scalar(select(Command).where(
+        Command.device_id == device.id, Command.request_type == "SetFirmwarePassword",
+        Command.status == CommandStatus.ACKNOWLEDGED.value).order_by(Command.id.desc()).limit(1))
+    password = commands.command_parameters(command, secret_box()).get("NewPassword") if command else None
+    if not password:
+        raise NotFound(f"no firmware password of device {device.id} was set through this server")
+    record_event(db.session, "command:secrets:read", "commands", command.uuid,
+                 {"device_id": device.id, "request_type": command.request_type})
+    db.session.commit()
+    return _plain({"firmware_password": password, "resource_id": device.id})
+
+
 @bp.get("/devices/<ident>/locations")
 def device_locations(ident: str):
     """ManageEngine's "Get device location": the fixes the device reported (lost mode), newest first."""
@@ -634,6 +675,8 @@ OPENAPI: dict[str, ApiDoc] = {
     _E + "device_summary": ApiDoc(reply=Reply.JSON),
     _E + "device_certificates": ApiDoc(reply=Reply.JSON),
     _E + "device_filevault": ApiDoc(reply=Reply.JSON),
+    _E + "device_firmware": ApiDoc(reply=Reply.JSON),
+    _E + "device_firmware_password": ApiDoc(reply=Reply.JSON),
     _E + "device_locations": ApiDoc(reply=Reply.JSON),
     _E + "device_profiles": ApiDoc(reply=Reply.JSON),
     _E + "device_profile": ApiDoc(reply=Reply.JSON),

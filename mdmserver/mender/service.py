@@ -263,7 +263,8 @@ def _identified_device(session: Session, udid: str | None, serial: str | None, d
 def preauthorize(session: Session, body: Mapping[str, Any]) -> list[Preauthorization]:
     """``POST /devices`` (``schemas.PreauthorizationSchema``): preauthorize the serial number (``serial_number``
     or its alias ``sn``) and/or the UDID of ``device_identity``; an Apple device that enrolls with one of
-    them is accepted. The identity's other attributes (Mender's ``mac``, ``sku``…) are checked, not kept.
+    them is accepted. The identity is kept as given (Mender's ``mac``, ``sku``… included) and shown with
+    the preauthorization (:func:`preauthorization_document`).
 
     Apple devices get their key at enrollment, so a key, when given, is checked but not required.
     """
@@ -274,7 +275,8 @@ def preauthorize(session: Session, body: Mapping[str, Any]) -> list[Preauthoriza
     kinds = [(kind, value) for kind, value in named.items() if value]
     if not kinds:
         raise BadRequest("device_identity must contain a udid or a serial_number (sn) to preauthorize")
-    rows = [admission.preauthorize(session, kind, value) for kind, value in kinds]
+    rows = [admission.preauthorize(session, kind, value, identity_data=body["device_identity"])
+            for kind, value in kinds]
     record_event(session, "device:preauthorize", "preauthorizations", ",".join(str(r.id) for r in rows),
                  {kind: value for kind, value in kinds})
     return rows
@@ -288,6 +290,21 @@ def list_preauthorizations(
         select(Preauthorization).order_by(Preauthorization.id).limit(per_page + 1).offset((page - 1) * per_page)
     ))
     return PreauthorizationPage(rows[:per_page], len(rows) > per_page)
+
+
+def preauthorization_document(row: Preauthorization) -> dict[str, Any]:
+    """A preauthorization as the API shows it: what is preauthorized (``kind``, ``value``) and the identity
+    it was given with, in the shape of Mender's auth sets (``device_identity`` as given, ``attributes``
+    parsed); both null for one made without an identity (configuration, native route)."""
+    attributes = None
+    if row.identity_data is not None:
+        try:
+            attributes = json.loads(row.identity_data)
+        except ValueError:
+            attributes = None
+    return {"id": str(row.id), "kind": row.kind, "value": row.value, "device_identity": row.identity_data,
+            "attributes": attributes if isinstance(attributes, dict) else None,
+            "created_ts": row.created_at.isoformat().replace("+00:00", "Z")}
 
 
 def delete_preauthorization(session: Session, preauth_id: str) -> None:

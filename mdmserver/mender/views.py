@@ -82,7 +82,7 @@ def preauthorize():
     """Preauthorize a serial number and/or UDID (Mender's POST /devices)."""
     rows = service.preauthorize(db.session, _body(PreauthorizationSchema()))
     db.session.commit()
-    return _json([{"id": str(r.id), "kind": r.kind, "value": r.value} for r in rows], status=201,
+    return _json([service.preauthorization_document(r) for r in rows], status=201,
                  headers={"Location": f"{bp.url_prefix}/preauthorizations"})
 
 
@@ -135,8 +135,7 @@ def list_preauthorizations():
         links.append(_link(page - 1, per_page, "prev"))
     if result.has_next:
         links.append(_link(page + 1, per_page, "next"))
-    return _json([{"id": str(r.id), "kind": r.kind, "value": r.value,
-                   "created_ts": r.created_at.isoformat().replace("+00:00", "Z")} for r in result.items],
+    return _json([service.preauthorization_document(r) for r in result.items],
                  headers={"Link": ", ".join(links)})
 
 

@@ -119,6 +119,18 @@ def owner_email_condition(value: str) -> ColumnElement[bool]:
     )
 
 
+def owner_uid_condition(value: str) -> ColumnElement[bool]:
+    """``filter[owner_uid]=<uid>``: the owner's uid (the directory's user id, e.g. Ivanti's ``UID``), exact."""
+    uid = value.strip()
+    if not uid:
+        raise ValueError("expected a user uid")
+    return Device.id.in_(
+        select(DeviceOwnership.device_id)
+        .join(User, User.id == DeviceOwnership.user_id)
+        .where(User.uid == uid)
+    )
+
+
 def free_text_condition(value: str) -> ColumnElement[bool]:
     text = value.strip()
     if not text:
@@ -190,6 +202,7 @@ def device_filters(session: Session, _seen: frozenset[int] = frozenset()) -> dic
         else or_(Device.lost_mode_enabled.is_(False), Device.lost_mode_enabled.is_(None)),
         "admission_status": lambda v: Device.admission_status.in_(_choice_list(ADMISSION_VALUES)(v)),
         "owner_email": owner_email_condition,
+        "owner_uid": owner_uid_condition,
         "group": group,
         "last_seen_before": lambda v: Device.last_seen_at < parse_datetime(v),
         "last_seen_after": lambda v: Device.last_seen_at >= parse_datetime(v),

@@ -139,6 +139,8 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/mdm/devices/<ident>/summary", "read"),
     ("GET", "/api/v1/mdm/devices/<ident>/certificates", "read"),
     ("GET", "/api/v1/mdm/devices/<ident>/filevault", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>/firmware", "read"),
+    ("GET", "/api/v1/mdm/devices/<ident>/firmware/password", "secrets"),
     ("GET", "/api/v1/mdm/devices/<ident>/locations", "read"),
     ("GET", "/api/v1/mdm/devices/<ident>/profiles", "read"),
     ("POST", "/api/v1/mdm/devices/<ident>/profiles", "write"),

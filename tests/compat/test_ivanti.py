@@ -6,14 +6,18 @@ GUID."""
 
 from __future__ import annotations
 
+import http.client
+import json
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
 
 from mdmserver.attributes.models import CustomAttribute
+from mdmserver.attributes.service import attributes_of
 from mdmserver.commands.models import Command
-from mdmserver.db import utcnow
+from mdmserver.db import db, utcnow
 from mdmserver.devices.models import Device
 from mdmserver.users.models import User
 from tests.factories import make_device
@@ -106,6 +110,50 @@ def test_patch_custom_attributes_per_device(client, auth, phone):
                      json={"attrs": {"c": ["value_c_added"]}, "forceOverwrite": True}), 1)
     assert _attrs(client, auth, phone) == {"a": ["value_a_patched"], "b": ["value_b_patched"],
                                            "c": ["value_c_added"]}
+
+
+def test_patch_custom_attributes_per_device_as_text_plain(client, auth, phone):
+    """The document's PATCH examples send ``Content-Type: text/plain`` (after ``application/json``; the
+    last one is what the server sees): the JSON body is read all the same, on this route."""
+    h = auth("write")
+    _given_a_and_b(client, auth, phone)
+    url = f"/api/v1/device/{phone.udid}/customattributes"
+    _ok(client.patch(url, headers=h, content_type="text/plain",
+                     data='{"attrs":{"a":["value_a_patched"]}, "forceOverwrite":true}'), 1)
+    assert _attrs(client, auth, phone) == {"a": ["value_a_patched"], "b": ["valueb"]}
+    _ok(client.patch(url, headers=h, content_type="text/plain",
+                     data='{"attrs":{"a":["value_a_patched"], "b":["value_b_patched"]}, "forceOverwrite":true}'), 1)
+    _ok(client.patch(url, headers=h, content_type="text/plain",
+                     data='{"attrs":{"c":["value_c_added"]}, "forceOverwrite":true}'), 1)
+    assert _attrs(client, auth, phone) == {"a": ["value_a_patched"], "b": ["value_b_patched"],
+                                           "c": ["value_c_added"]}
+    # not JSON: 400; another media type: 415; POST keeps asking for JSON
+    bad = client.patch(url, headers=h, content_type="text/plain", data="attrs=a")
+    assert bad.status_code == 400 and bad.get_json()["meta"]["request_id"]
+    assert client.patch(url, headers=h, content_type="text/csv", data="{}").status_code == 415
+    assert client.post(url, headers=h, content_type="text/plain", data='{"attrs":{"a":["1"]}}').status_code == 415
+
+
+def test_patch_custom_attributes_with_the_documents_two_content_types(live_server):
+    """The document's curl sends both Content-Type headers over HTTP: replayed on a real socket."""
+    with live_server.app.app_context():
+        device = make_device(db.session, platform="ios")
+        db.session.commit()
+        udid, device_id = device.udid, device.id
+    url = urlsplit(live_server.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    body = '{"attrs":{"a":["value_a_patched"]}, "forceOverwrite":true}'
+    connection.putrequest("PATCH", f"/api/v1/device/{udid}/customattributes")
+    for name, value in (("Content-Type", "application/json"), *live_server.auth("write").items(),
+                        ("Content-Type", "text/plain"), ("Content-Length", str(len(body)))):
+        connection.putheader(name, value)
+    connection.endheaders(body.encode())
+    response = connection.getresponse()
+    assert response.status == 200
+    assert json.loads(response.read()) == {"errors": None, "result": 1}
+    connection.close()
+    with live_server.app.app_context():
+        assert attributes_of(db.session, [device_id])[device_id] == {"a": ["value_a_patched"]}
 
 
 def test_patch_custom_attributes_force_overwrite_false_appends(client, auth, db_session, phone):
@@ -379,7 +427,25 @@ def test_list_devices_by_email_address(client, auth, db_session, phone):
     assert result["searchResults"][0]["ownerId"] == user.id
 
 
-@pytest.mark.parametrize("query", ["fq=UID+EQ+x", "fq=nonsense", "rows=501", "start=3&rows=5",
+def test_list_devices_by_uid(client, auth, db_session, phone):
+    """The document's ``fq=UID+EQ+ <uid>`` (its example has a space after the last ``+``): the owner's uid."""
+    user = User(email="stuart@example.com", name="Stuart Cordery", uid="scordery")
+    other = User(email="ann@example.com", name="Ann", uid="ann")
+    db_session.add_all([user, other])
+    db_session.flush()
+    client.put("/api/v1/device/updateAccount", headers=auth("write"),
+               data={"accountId": str(user.id), "deviceIds": str(phone.id)}, content_type=FORM)
+    result = _ok(client.get("/api/v1/device?q=&dmPartitionId=23505&fq=UID+EQ+%20scordery", headers=auth("read")))
+    assert result["totalCount"] == 1
+    assert [r["id"] for r in result["searchResults"]] == [phone.id]
+    assert result["searchResults"][0]["ownerId"] == user.id
+    assert _ok(client.get("/api/v1/device?fq=UID+EQ+ann", headers=auth("read")))["totalCount"] == 0
+    # the native filter it maps to
+    listed = client.get("/api/v1/devices?filter[owner_uid]=scordery", headers=auth("read")).get_json()["data"]
+    assert [int(d["id"]) for d in listed] == [phone.id]
+
+
+@pytest.mark.parametrize("query", ["fq=UID+EQ+", "fq=nonsense", "rows=501", "start=3&rows=5",
                                    "searchAfterValues=1", "fq=lastCheckin<'99'"])
 def test_device_search_bad_input_is_400(client, auth, query):
     response = client.get(f"/api/v1/device?{query}", headers=auth("read"))

@@ -169,6 +169,45 @@ def test_get_filevault_details(client, auth, db_session):
     _assert_error(client.get(f"{ME}/devices/{phone.id}/filevault", headers=auth("read")), 404)
 
 
+def test_get_firmware_details(client, auth, db_session):
+    mac = make_device(db_session, platform="macos")
+    # an Intel Mac's SecurityInfo as Apple documents it: FirmwarePasswordStatus
+    db_session.add(DeviceSecurityInfo(device_id=mac.id, details={"FirmwarePasswordStatus": {
+        "PasswordExists": False, "ChangePending": False, "AllowOroms": False, "Mode": "command"}}))
+    db_session.commit()
+    response = client.get(f"{ME}/devices/{mac.id}/firmware", headers=auth("read"))
+    assert response.status_code == 200
+    # the document's example answer
+    assert response.get_json() == {"is_firmware_change_pending": False, "is_roms_allowed": False,
+                                   "is_firmware_password_exists": False, "firmware_mode": 1,
+                                   "managed_password_id": -1}
+    phone = make_device(db_session, 2, platform="ios")
+    db_session.add(DeviceSecurityInfo(device_id=phone.id, details={"PasscodePresent": True}))
+    db_session.commit()
+    _assert_error(client.get(f"{ME}/devices/{phone.id}/firmware", headers=auth("read")), 404)
+    _assert_error(client.get(f"{ME}/devices/999999/firmware", headers=auth("read")), 404)
+
+
+def test_get_firmware_password(client, auth, db_session):
+    mac = make_device(db_session, platform="macos")
+    db_session.commit()
+    url = f"{ME}/devices/{mac.id}/firmware/password"
+    _assert_error(client.get(url, headers=auth("secrets")), 404)  # none set through this server yet
+    response = client.post(f"/api/v1/devices/{mac.id}/commands", headers=auth("write"), json={
+        "request_type": "SetFirmwarePassword", "parameters": {"NewPassword": "SampleFirmwarePassword@123"}})
+    assert response.status_code in (201, 202), response.get_json()
+    command = db_session.scalar(select(Command).where(Command.device_id == mac.id,
+                                                      Command.request_type == "SetFirmwarePassword"))
+    _assert_error(client.get(url, headers=auth("secrets")), 404)  # not acknowledged yet
+    command.status = "acknowledged"
+    db_session.commit()
+    _assert_error(client.get(url, headers=auth("read")), 403)  # a secret: scope secrets
+    response = client.get(url, headers=auth("secrets"))
+    assert response.status_code == 200
+    # the document's example answer (its resource_id is the device's id)
+    assert response.get_json() == {"firmware_password": "SampleFirmwarePassword@123", "resource_id": mac.id}
+
+
 def test_get_device_location(client, auth, db_session):
     phone = make_device(db_session, platform="ios")
     db_session.add(DeviceLocation(device_id=phone.id, latitude=12.8282, longitude=80.0512,

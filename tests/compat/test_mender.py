@@ -216,6 +216,28 @@ def test_preauthorize_with_the_documents_identity(client, auth, enroll):
                               headers=headers), 400)
 
 
+def test_preauthorization_keeps_the_documents_identity(client, auth):
+    """The preauthorized identity is stored and shown as given (DESIGN.md): the document's identity string
+    as ``device_identity`` and its attributes (``mac``, ``sku``, ``sn``) as ``attributes``, in the
+    answer and in the listing, like an auth set (the document's Device)."""
+    headers = auth("read", "write")
+    created = client.post(f"{BASE}/devices", json={"device_identity": DOC_IDENTITY, "key": DOC_KEY}, headers=headers)
+    assert created.status_code == 201
+    [row] = created.get_json()
+    assert row["device_identity"] == DOC_IDENTITY and row["attributes"] == DOC_ATTRIBUTES
+    listed = client.get(f"{BASE}/preauthorizations", headers=headers)
+    assert listed.status_code == 200
+    [shown] = listed.get_json()
+    assert shown["id"] == row["id"] and (shown["kind"], shown["value"]) == ("serial_number", "SN1234567890")
+    assert shown["device_identity"] == DOC_IDENTITY and shown["attributes"] == DOC_ATTRIBUTES
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", shown["created_ts"])
+    # preauthorized again with another identity: the latest one is kept
+    again = json.dumps({"sn": "SN1234567890", "mac": "00:01:02:03:04:06"})
+    assert client.post(f"{BASE}/devices", json={"device_identity": again}, headers=headers).status_code == 201
+    [shown] = client.get(f"{BASE}/preauthorizations", headers=headers).get_json()
+    assert shown["device_identity"] == again and shown["attributes"]["mac"] == "00:01:02:03:04:06"
+
+
 def test_authorization_header_required(client, auth):
     """Every operation: the Authorization header is required (401); a change needs scope write (403)."""
     assert client.get(f"{BASE}/devices").status_code == 401

@@ -90,6 +90,8 @@ TABLE = [
     ("GET", f"{ME}/devices/<ident>/summary", "read"),
     ("GET", f"{ME}/devices/<ident>/certificates", "read"),
     ("GET", f"{ME}/devices/<ident>/filevault", "read"),
+    ("GET", f"{ME}/devices/<ident>/firmware", "read"),
+    ("GET", f"{ME}/devices/<ident>/firmware/password", "secrets"),
     ("GET", f"{ME}/devices/<ident>/locations", "read"),
     ("GET", f"{ME}/devices/<ident>/profiles", "read"),
     ("POST", f"{ME}/devices/<ident>/profiles", "write"),
@@ -121,7 +123,7 @@ _VALUES = {"<ident>": "999999", "<user_id>": "999999", "<group_id>": "999999", "
            "<name>": "lock", "<command_uuid>": "00000000-0000-0000-0000-000000000000",
            "<auth_set_id>": "0" * 64, "<preauth_id>": "999999",
            "<int:profile_id>": "999999", "<int:app_id>": "999999"}
-_OTHER = {"read": ("write",), "write": ("read",)}
+_OTHER = {"read": ("write",), "write": ("read",), "secrets": ("read", "write")}
 
 
 def _url(rule: str) -> str:

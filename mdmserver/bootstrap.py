@@ -12,6 +12,7 @@ from alembic import command
 from flask import Flask
 from sqlalchemy import select
 
+from mdmserver.config import sqlite_path
 from mdmserver.db import db
 from mdmserver.ops.readiness import alembic_config
 from mdmserver.organization.service import ensure_organization
@@ -66,17 +67,10 @@ def initialize(app: Flask) -> Path | None:
     return token_file
 
 
-def _sqlite_path(database_url: str) -> Path | None:
-    prefix = "sqlite:///"
-    if not database_url.startswith(prefix) or ":memory:" in database_url:
-        return None
-    return Path(database_url[len(prefix):].split("?", 1)[0])
-
-
 def _secret_files(config) -> Iterable[Path]:
     """The secret key and the SQLite database with its journal files, wherever they are."""
     yield Path(config["SECRET_KEY_FILE"])
-    database = _sqlite_path(config["DATABASE_URL"])
+    database = sqlite_path(config["DATABASE_URL"])
     if database is not None:
         for suffix in ("", "-wal", "-shm", "-journal"):
             yield database.with_name(database.name + suffix)

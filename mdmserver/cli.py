@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 from flask import current_app
@@ -11,11 +12,13 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from mdmserver.app import create_app, feature_modules
 from mdmserver.audit.service import record_event
+from mdmserver.backup import BackupError, create_backup, restore_backup
 from mdmserver.bootstrap import PRIVATE_UMASK, downgrade_database, initialize, upgrade_database
 from mdmserver.config import ConfigError
 from mdmserver.db import db, isoformat
 from mdmserver.errors import AppError
 from mdmserver.jobs import run_standalone
+from mdmserver.pki.service import load_secret_box
 from mdmserver.server import serve
 from mdmserver.tokens import service as tokens
 from mdmserver.tokens.models import SCOPES
@@ -126,6 +129,41 @@ def db_upgrade(revision: str) -> None:
 def db_downgrade(revision: str) -> None:
     """Revert migrations down to REVISION."""
     downgrade_database(current_app._get_current_object(), revision)
+
+
+@cli.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@with_appcontext
+def backup_command(file: Path) -> None:
+    """Write FILE (tar.gz, mode 0600): a consistent copy of the SQLite database, the secret key and the
+    data directory's other files. PostgreSQL: refused, with the pg_dump command to run instead."""
+    try:
+        manifest = create_backup(current_app.config, file)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    names = ", ".join(entry["name"] for entry in manifest["files"])
+    click.echo(f"backup written to {file} (mode 0600): {names}", err=True)
+    click.echo("keep it as safe as the server: it holds the secret key that opens every stored private key",
+               err=True)
+
+
+@cli.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the existing database, secret key and data files.")
+@with_appcontext
+def restore_command(file: Path, force: bool) -> None:
+    """Restore FILE made by `mdmserver backup` (stop the server first). The archive is checked (manifest,
+    digests, the database, the secret key opening a stored private key) before anything is replaced;
+    existing data is replaced only with --force."""
+    db.engine.dispose()  # no pooled connection keeps the file being replaced
+    try:
+        manifest = restore_backup(current_app.config, file, force=force)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    load_secret_box.cache_clear()
+    click.echo(f"restored the backup of {manifest['created_at']} (database revision "
+               f"{manifest['database']['alembic_revision']}); run `mdmserver init` to apply newer migrations",
+               err=True)
 
 
 for _module in feature_modules("cli"):

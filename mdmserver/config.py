@@ -139,6 +139,14 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
     return config
 
 
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a SQLite ``database_url`` (None for another database or an in-memory one)."""
+    prefix = "sqlite:///"
+    if not database_url.startswith(prefix) or ":memory:" in database_url:
+        return None
+    return Path(database_url[len(prefix):].split("?", 1)[0])
+
+
 def _check_device_auth(values: Mapping[str, Any]) -> None:
     """Refuse to start when header device-auth could not be trusted (see docs/security.md)."""
     mode = values["device_auth"]

@@ -94,9 +94,13 @@ def make_device(session: Session, index: int = 0, **overrides: Any) -> Device:
 
 
 def push_certificate(
-    topic: str | None = TOPIC, *, days: int = 365, kind: str = "rsa", not_before_days: int = 1
+    topic: str | None = TOPIC, *, days: int = 365, kind: str = "rsa", not_before_days: int = 1,
+    public_key=None,
 ) -> tuple[cx509.Certificate, object]:
-    """A self-signed stand-in for an APNs MDM push certificate (subject UID = topic) and its key."""
+    """A self-signed stand-in for an APNs MDM push certificate (subject UID = topic) and its key.
+
+    With ``public_key`` (the key of a push certificate request), the certificate carries that key, as
+    the one Apple returns does, and is signed by the returned stand-in issuer key instead."""
     key = px.generate_private_key(kind)
     attributes = []
     if topic is not None:
@@ -108,7 +112,8 @@ def push_certificate(
     name = cx509.Name(attributes)
     now = dt.datetime.now(dt.UTC)
     cert = (
-        cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        cx509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(public_key if public_key is not None else key.public_key())
         .serial_number(cx509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=not_before_days))
         .not_valid_after(now + dt.timedelta(days=days))

@@ -87,17 +87,19 @@ def test_db_downgrade_and_upgrade(run_cli):
     import_all_models()
     assert set(full) == set(db.metadata.tables) | {"alembic_version"}  # migrations build every model table
     heads = _versions(db_file)
-    assert heads == {"0005_push_outbox", "0015_preauth_identity"}
+    assert heads == {"0005_push_outbox", "0016_private_key_purpose"}
 
     # down to the first migration: only its five tables are left
     run_cli("db", "downgrade", "0001_foundation")
     assert set(_schema(db_file)) == {"alembic_version", "api_tokens", "audit_events", "organizations",
                                      "rsa_private_keys", "certificates"}
     assert _versions(db_file) == {"0001_foundation"}
-    # the tables 0001 made, as 0001 made them: later migrations only added these columns
-    added_later = {"certificates": {"revoked_at"}}
+    # the tables 0001 made, as 0001 made them: later migrations only added these columns and indexes
+    added_later = {"certificates": {"revoked_at"}, "rsa_private_keys": {"purpose"}}
+    indexes_added_later = {"rsa_private_keys": {"ix_rsa_private_keys_purpose"}}
     assert _schema(db_file) == {
-        table: (tuple(c for c in full[table][0] if c[0] not in added_later.get(table, ())), full[table][1])
+        table: (tuple(c for c in full[table][0] if c[0] not in added_later.get(table, ())),
+                tuple(i for i in full[table][1] if i not in indexes_added_later.get(table, ())))
         for table in _schema(db_file)
     }
 

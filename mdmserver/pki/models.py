@@ -18,6 +18,8 @@ class RSAPrivateKey(db.Model):
     key_size: Mapped[int]
     encrypted_pem: Mapped[bytes] = mapped_column(LargeBinary)
     public_key_pem: Mapped[str] = mapped_column(Text)
+    #: what a key without a certificate yet is for (``push_request``); None for the others
+    purpose: Mapped[str | None] = mapped_column(String(30), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

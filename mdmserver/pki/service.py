@@ -21,6 +21,8 @@ from mdmserver.pki.secretbox import SecretBox
 PURPOSE_CA = "ca"
 PURPOSE_SERVER = "server_identity"
 PURPOSE_DEVICE = "device_identity"
+#: the key of an APNs push certificate request, waiting for the certificate Apple returns
+KEY_PURPOSE_PUSH_REQUEST = "push_request"
 
 
 @functools.cache
@@ -32,8 +34,8 @@ def load_secret_box(path: str) -> SecretBox:
     return SecretBox.load_or_create(Path(path))
 
 
-def store_private_key(session: Session, key, box: SecretBox) -> RSAPrivateKey:
-    """Encrypt and store a private key."""
+def store_private_key(session: Session, key, box: SecretBox, *, purpose: str | None = None) -> RSAPrivateKey:
+    """Encrypt and store a private key (``purpose`` for a key that has no certificate yet)."""
     if isinstance(key, rsa.RSAPrivateKey):
         key_type, size = "rsa", key.key_size
     elif isinstance(key, ec.EllipticCurvePrivateKey):
@@ -45,10 +47,21 @@ def store_private_key(session: Session, key, box: SecretBox) -> RSAPrivateKey:
         key_size=size,
         encrypted_pem=box.encrypt(x509.key_to_pem(key).encode()),
         public_key_pem=x509.public_key_pem(key),
+        purpose=purpose,
     )
     session.add(row)
     session.flush()
     return row
+
+
+def find_private_key(session: Session, public_key_pem: str, purpose: str) -> RSAPrivateKey | None:
+    """The newest stored key for ``purpose`` whose public half is ``public_key_pem`` (SubjectPublicKeyInfo PEM)."""
+    return session.scalar(
+        select(RSAPrivateKey)
+        .where(RSAPrivateKey.purpose == purpose, RSAPrivateKey.public_key_pem == public_key_pem)
+        .order_by(RSAPrivateKey.id.desc())
+        .limit(1)
+    )
 
 
 def load_private_key(row: RSAPrivateKey, box: SecretBox):

@@ -80,7 +80,10 @@ OPENAPI: dict[str, ApiDoc] = {
     "push.show_push_certificate": ApiDoc(type="push_certificates", reply_schema=PushCertificateSchema),
     "push.import_push_certificate": ApiDoc(body=PushCertificateUploadSchema, body_kind=Body.MULTIPART,
                                            type="push_certificates", reply_schema=PushCertificateSchema,
-                                           errors=(422,)),
+                                           query={"replace_topic": "true: accept a certificate for another "
+                                                  "topic than the current one (every enrolled device must "
+                                                  "re-enroll); without it that is a 409"},
+                                           errors=(409, 422)),
     "push.push_device": ApiDoc(body_kind=Body.NONE, type="push_requests", status=202, reply_schema=PushRequestSchema,
                                errors=(409,)),
     "push.device_push_status": ApiDoc(type="device_push_status", reply_schema=DevicePushStatusSchema),

@@ -28,8 +28,15 @@ from mdmserver.commands.models import ACTIVE_STATUSES, Command
 from mdmserver.db import UTCDateTime, isoformat, upsert_insert, utcnow
 from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
+from mdmserver.pki import push_request as preq
 from mdmserver.pki import x509 as px
 from mdmserver.pki.secretbox import SecretBox, SecretBoxError
+from mdmserver.pki.service import (
+    KEY_PURPOSE_PUSH_REQUEST,
+    find_private_key,
+    load_private_key,
+    store_private_key,
+)
 from mdmserver.push.apns import PushIdentity
 from mdmserver.push.models import (
     FINISHED_STATUSES,
@@ -81,10 +88,7 @@ def _parse_upload(
             ) from None
         key_source = key if key else data
         if b"PRIVATE KEY-----" not in key_source:
-            raise UnprocessableEntity(
-                "no private key: give the key in the same PEM file or as a separate key file",
-                pointer="/key",
-            )
+            return cert, None
         if b"ENCRYPTED" in key_source and not password:
             raise UnprocessableEntity("the private key is encrypted: give its password", pointer="/password")
         try:
@@ -111,22 +115,70 @@ def _parse_upload(
     except px.IncompletePKCS12 as exc:
         raise UnprocessableEntity(str(exc), pointer="/file") from None
     except px.PKIError:
+        try:  # a DER certificate alone: its key is the stored request key
+            return px.cert_from_der(data), None
+        except px.PKIError:
+            pass
         raise UnprocessableEntity(
             "not a PEM certificate or a PKCS#12 file, or the password is wrong", pointer="/file"
         ) from None
     return cert, private_key
 
 
+def _request_key(session: Session, cert: cx509.Certificate, box: SecretBox):
+    """The key of the push certificate request (``push-cert request``) the certificate answers."""
+    row = find_private_key(session, px.public_key_pem(cert), KEY_PURPOSE_PUSH_REQUEST)
+    if row is None:
+        raise UnprocessableEntity(
+            "no private key: give the key in the same PEM file or as a separate key file; no push "
+            "certificate request made here (`mdmserver push-cert request`) has this certificate's key",
+            pointer="/key",
+        )
+    try:
+        return load_private_key(row, box)
+    except SecretBoxError:
+        raise UnprocessableEntity(
+            "the stored request key cannot be decrypted (the secret key file changed?)", pointer="/key"
+        ) from None
+
+
+def create_push_request(
+    session: Session, *, box: SecretBox, common_name: str, organization: str | None = None,
+    email: str | None = None, bits: int = 2048,
+) -> tuple[int, Any]:
+    """A new RSA key for the APNs push certificate, stored encrypted with ``box`` (purpose
+    ``push_request``), and its CSR: (key row id, CSR). ``push-cert import`` binds the certificate
+    Apple returns to this key by its public key."""
+    key = px.generate_private_key("rsa", bits)
+    row = store_private_key(session, key, box, purpose=KEY_PURPOSE_PUSH_REQUEST)
+    return row.id, preq.build_csr(key, common_name=common_name, organization=organization, email=email)
+
+
+def enrolled_on_topic(session: Session, topic: str) -> int:
+    """How many enrolled devices use ``topic`` (they re-enroll when the topic is replaced)."""
+    return session.scalar(
+        select(func.count()).select_from(Device).where(Device.enrolled, Device.topic == topic)
+    ) or 0
+
+
 def import_push_certificate(
-    session: Session, data: bytes, key: bytes | None = None, password: bytes | None = None, *, box: SecretBox
+    session: Session, data: bytes, key: bytes | None = None, password: bytes | None = None, *,
+    box: SecretBox, replace_topic: bool = False,
 ) -> PushCertificate:
     """Store the APNs MDM push certificate and make it the active one (no restart needed).
 
     Accepts PEM (certificate and key in one file, or the key in ``key``; the key may be encrypted
-    with ``password``) or PKCS#12 (with ``password``). The topic is the certificate subject's UID.
-    The private key is stored encrypted with ``box``.
+    with ``password``), PKCS#12 (with ``password``), or the certificate alone (PEM or DER) when it
+    answers a request made by :func:`create_push_request` (its key is the stored request key). The
+    topic is the certificate subject's UID. The private key is stored encrypted with ``box``.
+
+    The same topic as the active certificate is a renewal: every enrolled device keeps working. A
+    different topic orphans every enrolled device (they must re-enroll), so it is refused (409)
+    unless ``replace_topic``.
     """
     cert, private_key = _parse_upload(data, key, password)
+    if private_key is None:
+        private_key = _request_key(session, cert, box)
     if px.public_key_pem(cert) != px.public_key_pem(private_key):
         raise UnprocessableEntity("the private key does not belong to the certificate", pointer="/key")
     topic = _topic_of(cert)
@@ -144,6 +196,18 @@ def import_push_certificate(
             f"the push certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}: renew it at "
             "identity.apple.com",
             pointer="/file",
+        )
+    current = get_active_certificate(session)
+    if current is not None and current.topic != topic and not replace_topic:
+        enrolled = enrolled_on_topic(session, current.topic)
+        raise Conflict(
+            f"the certificate's topic {topic} differs from the current topic {current.topic}: "
+            f"replacing it means every enrolled device ({enrolled} now) must re-enroll, because a device "
+            "only accepts pushes on the topic it enrolled with. To renew, use Renew for the current "
+            "certificate at identity.apple.com (same topic); to replace the topic anyway, import with "
+            "--replace-topic (API: replace_topic=true)",
+            code="push_topic_changed",
+            meta={"current_topic": current.topic, "new_topic": topic, "enrolled_devices": enrolled},
         )
     fingerprint = px.fingerprint_sha256(cert)
     session.execute(update(PushCertificate).where(PushCertificate.active).values(active=False))

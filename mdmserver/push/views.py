@@ -52,6 +52,20 @@ def show_push_certificate():
     return jsonapi_response(document(certificate_resource(row.id, info), meta=meta))
 
 
+_TRUE, _FALSE = {"true", "1"}, {"false", "0"}
+
+
+def _replace_topic() -> bool:
+    """The ``replace_topic`` query parameter: true accepts a certificate for another topic."""
+    for name in request.args:
+        if name != "replace_topic":
+            raise BadRequest(f"unknown query parameter {name!r}", parameter=name)
+    raw = (request.args.get("replace_topic") or "false").lower()
+    if raw not in _TRUE | _FALSE:
+        raise BadRequest(f"replace_topic must be true or false, not {raw!r}", parameter="replace_topic")
+    return raw in _TRUE
+
+
 def _upload() -> tuple[bytes, bytes | None, bytes | None]:
     """(certificate data, key data, password) from multipart fields or a raw body."""
     if request.mimetype == "multipart/form-data":
@@ -75,9 +89,13 @@ def _upload() -> tuple[bytes, bytes | None, bytes | None]:
 @bp.put("/push_certificate")
 @requires_scope("admin")
 def import_push_certificate():
-    """Import (or replace) the APNs push certificate: PEM cert+key or PKCS#12; effective at once."""
+    """Import (or renew) the APNs push certificate: PEM cert+key, PKCS#12, or the certificate alone when
+    it answers `mdmserver push-cert request`; effective at once. A certificate for another topic than
+    the current one is a 409 unless ``replace_topic=true`` (every enrolled device must then re-enroll)."""
+    replace_topic = _replace_topic()
     data, key, password = _upload()
-    row = service.import_push_certificate(db.session, data, key, password, box=secret_box())
+    row = service.import_push_certificate(db.session, data, key, password, box=secret_box(),
+                                          replace_topic=replace_topic)
     record_event(
         db.session, "push_certificate:import", "push_certificates", row.id,
         {"topic": row.topic, "not_after": row.not_after.isoformat(), "fingerprint_sha256": row.fingerprint_sha256},

@@ -102,7 +102,8 @@ def test_new_import_replaces_and_clears_stop(db_session):
     assert service.push_identity(db_session, box=secret_box()) is None
     assert "BadCertificate" in service.push_readiness(db_session)
     other_topic = TOPIC.replace("0f0e", "abcd")
-    second = service.import_push_certificate(db_session, b"".join(pem(*push_certificate(other_topic))), box=secret_box())
+    second = service.import_push_certificate(db_session, b"".join(pem(*push_certificate(other_topic))),
+                                             box=secret_box(), replace_topic=True)
     db_session.refresh(first)
     assert not first.active and second.active
     assert service.get_push_topic(db_session) == other_topic

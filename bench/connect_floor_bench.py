@@ -17,7 +17,10 @@ count. Rounds are interleaved (floor, mdm, floor, mdm…) and the best round of 
 the machine is small and shared, one round is noise.
 
     .venv/bin/python bench/connect_floor_bench.py [--connections 16] [--requests 600] [--commands 100]
-        [--workers 2] [--threads 4] [--rounds 3] [--postgres URL] [--json]
+        [--workers 2] [--threads 4] [--rounds 3] [--postgres URL] [--compare-tree DIR] [--json]
+
+``--compare-tree DIR`` serves a second mdmserver from another checkout (e.g. ``git archive`` of an
+older commit) on the same database, measured in the same interleaved rounds: before and after.
 """
 
 from __future__ import annotations
@@ -156,6 +159,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--postgres", default=None, metavar="URL",
                         help="PostgreSQL server URL: the bench uses a private schema there and drops it")
+    parser.add_argument("--compare-tree", default=None, metavar="DIR",
+                        help="another mdmserver checkout, served as mdm_other on the same database")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -216,6 +221,11 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
     try:
         servers["floor_parse"] = Server("floor_parse_app", floor_env, args.workers, args.threads)
         servers["floor_verify"] = Server("floor_verify_app", floor_env, args.workers, args.threads)
+        if args.compare_tree:
+            other = Path(args.compare_tree).resolve()
+            # bench/connect_apps.py of this tree, mdmserver of the other (PYTHONPATH comes first)
+            servers["other"] = Server("mdm_app", {**env, "PYTHONPATH": f"{other}:{ROOT / 'bench'}"},
+                                      args.workers, args.threads)
         transport = HttpxTransport(servers["mdm"].url)
         devices = []
         for _ in range(args.connections):
@@ -229,12 +239,16 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
             server = servers[name]
             return wrk(server.url, server.port, jobs, tmp)
 
-        rounds: dict[str, list[dict]] = {k: [] for k in ("floor_parse", "floor_verify", "mdm_idle", "mdm_cycles")}
+        names = ["floor_parse", "floor_verify", "mdm_idle", "mdm_cycles"]
+        if args.compare_tree:
+            names += ["other_idle", "other_cycles"]
+        rounds: dict[str, list[dict]] = {k: [] for k in names}
         for _ in range(args.rounds):
             rounds["floor_parse"].append(run("floor_parse", idle_jobs))
             rounds["floor_verify"].append(run("floor_verify", idle_jobs))
-            rounds["mdm_idle"].append(run("mdm", idle_jobs))
-            rounds["mdm_cycles"].append(run("mdm", _queue_cycles(app, devices, args.commands, signed)))
+            for server in ("other", "mdm") if args.compare_tree else ("mdm",):
+                rounds[f"{server}_idle"].append(run(server, idle_jobs))
+                rounds[f"{server}_cycles"].append(run(server, _queue_cycles(app, devices, args.commands, signed)))
         with app.app_context():
             not_acknowledged = db.session.scalar(
                 select(func.count()).select_from(Command).where(Command.status != "acknowledged"))

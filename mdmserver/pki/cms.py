@@ -235,18 +235,14 @@ class CertificateVerdicts:
         return len(self._entries)
 
     def facts(self, der: bytes) -> _CertFacts:
+        """The facts of a certificate seen before with a positive verdict, else freshly read (and not
+        kept: only :meth:`issued_window` adds entries, so foreign certificates cannot evict ours)."""
         with self._lock:
             entry = self._entries.get(der)
             if entry is not None:
                 self._entries.move_to_end(der)
                 return entry[0]
-        facts = _read_certificate(der)
-        with self._lock:
-            self._entries[der] = (facts, {})
-            self._entries.move_to_end(der)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
-        return facts
+        return _read_certificate(der)
 
     def issued_window(self, facts: _CertFacts, ca: x509.Certificate) -> tuple[dt.datetime, dt.datetime] | None:
         """The window in which ``facts``' certificate and ``ca`` are both valid, when ``ca`` issued it."""
@@ -260,8 +256,13 @@ class CertificateVerdicts:
         if window is not None:
             with self._lock:
                 entry = self._entries.get(facts.der)
-                if entry is not None:
-                    entry[1][ca_key] = window
+                if entry is None:
+                    entry = (facts, {})
+                    self._entries[facts.der] = entry
+                entry[1][ca_key] = window
+                self._entries.move_to_end(facts.der)
+                while len(self._entries) > self.maxsize:
+                    self._entries.popitem(last=False)
         return window
 
 
@@ -298,10 +299,8 @@ def _read_certificate(der: bytes) -> _CertFacts:
         raise CMSError("malformed certificate in CMS") from exc
     try:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
-        ski = None
-    except ValueError as exc:
-        raise CMSError("malformed certificate in CMS") from exc
+    except (x509.ExtensionNotFound, ValueError):
+        ski = None  # only a signer named by its key identifier needs it
     return _CertFacts(der=der, cert=cert, issuer_der=cert.issuer.public_bytes(), serial=serial, key_identifier=ski)
 
 

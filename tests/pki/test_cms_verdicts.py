@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from mdmserver.pki import cms
 
@@ -83,3 +84,17 @@ def test_cache_is_bounded(ca) -> None:
         sig = cms.sign(BODY, device.cert, device.key, detached=True)
         cms.verify_detached(sig, BODY, ca_certs=[ca.cert], verdicts=verdicts)
     assert len(verdicts) == 2
+
+
+def test_foreign_certificates_take_no_place(ca) -> None:
+    verdicts = cms.CertificateVerdicts(maxsize=1)
+    device = issue(ca, "device")
+    sig = cms.sign(BODY, device.cert, device.key, detached=True)
+    cms.verify_detached(sig, BODY, ca_certs=[ca.cert], verdicts=verdicts)
+    foreign_ca = make_ca("a flood of foreign certificates")
+    for name in ("f1", "f2"):
+        foreign = issue(foreign_ca, name)
+        with pytest.raises(cms.CMSError):
+            cms.verify_detached(cms.sign(BODY, foreign.cert, foreign.key, detached=True), BODY,
+                                ca_certs=[ca.cert], verdicts=verdicts)
+    assert len(verdicts) == 1 and verdicts.facts(device.cert.public_bytes(Encoding.DER)).cert == device.cert

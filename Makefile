@@ -43,7 +43,14 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $(BENCH_STAMP)
 
+# bench/connect_floor_bench.py drives its targets with wrk (Debian's package).
+WRK := $(shell command -v wrk 2>/dev/null)
+
 bench: $(BENCH_STAMP)
+ifeq ($(WRK),)
+	@if [ "$$(id -u)" -eq 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
+	else sudo -n apt-get update -qq && DEBIAN_FRONTEND=noninteractive sudo -n apt-get install -y -qq wrk; fi
+endif
 	@for script in $(wildcard bench/*_bench.py); do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:

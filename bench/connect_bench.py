@@ -68,7 +68,7 @@ class Server:
             [str(ROOT / ".venv/bin/gunicorn"), "--workers", str(workers), "--threads", str(threads),
              "--bind", f"127.0.0.1:{self.port}", "--chdir", str(ROOT / "bench"), "--log-level", "warning",
              f"connect_apps:{factory}()"],
-            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         )
         deadline = time.time() + 60
         while time.time() < deadline:

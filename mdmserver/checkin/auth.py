@@ -46,13 +46,15 @@ class DeviceIdentity:
         return x509.public_key_pem(self.certificate)
 
 
-def _from_signature(signature_b64: str, body: bytes, ca_cert: cx509.Certificate) -> cx509.Certificate:
+def _from_signature(
+    signature_b64: str, body: bytes, ca_cert: cx509.Certificate, verdicts: cms.CertificateVerdicts | None
+) -> cx509.Certificate:
     try:
         signature = base64.b64decode(signature_b64.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise DeviceAuthError("Mdm-Signature is not valid base64") from None
     try:
-        return cms.verify_detached(signature, body, ca_certs=[ca_cert])
+        return cms.verify_detached(signature, body, ca_certs=[ca_cert], verdicts=verdicts)
     except cms.CMSError as exc:
         raise DeviceAuthError(f"Mdm-Signature rejected: {exc.reason}") from None
 
@@ -82,16 +84,19 @@ def authenticate(
     mode: str,
     ca_cert: cx509.Certificate,
     header_trusted: bool,
+    verdicts: cms.CertificateVerdicts | None = None,
 ) -> DeviceIdentity:
     """Check the request's proof of identity per ``mode``; raise ``DeviceAuthError`` otherwise.
 
     ``both`` accepts either proof; when a signature is present it is the one checked. The header is
-    accepted only when ``header_trusted`` (the peer is a configured trusted proxy).
+    accepted only when ``header_trusted`` (the peer is a configured trusted proxy). ``verdicts``
+    remembers which certificates our CA issued (pure crypto only: the enrollment binding is checked
+    later, on every request, against the database).
     """
     if mode not in MODES:
         raise DeviceAuthError(f"unknown device auth mode {mode!r}")
     if mode in ("signature", "both") and signature_header:
-        cert = _from_signature(signature_header, body, ca_cert)
+        cert = _from_signature(signature_header, body, ca_cert, verdicts)
     elif mode in ("header", "both") and cert_header_value:
         if not header_trusted:
             raise DeviceAuthError("client certificate header from a peer that is not a trusted proxy")

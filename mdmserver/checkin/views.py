@@ -23,6 +23,7 @@ from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, PayloadTooLarge, TooManyRequests
 from mdmserver.organization.service import get_organization
+from mdmserver.pki import cms
 from mdmserver.pki import service as pki
 from mdmserver.protocol import checkin as msgs
 from mdmserver.protocol.plist import load_dict
@@ -51,6 +52,11 @@ def _ca_certificate(session: Session):
     return entry[0]
 
 
+def _certificate_verdicts() -> cms.CertificateVerdicts:
+    """This process's cache of device certificates already verified against our CA (pure crypto)."""
+    return current_app.extensions.setdefault("mdmserver.device_verdicts", cms.CertificateVerdicts())
+
+
 def _read_body() -> bytes:
     limit = current_app.config["MAX_DEVICE_BODY_BYTES"]
     if request.content_length is not None and request.content_length > limit:
@@ -76,6 +82,7 @@ def _identify(body: bytes) -> device_auth.DeviceIdentity:
             mode=config["DEVICE_AUTH"],
             ca_cert=_ca_certificate(db.session),
             header_trusted=peers.is_trusted(request.remote_addr, _trusted_proxies()),
+            verdicts=_certificate_verdicts(),
         )
     except device_auth.DeviceAuthError as exc:
         raise service.refuse("%s %s: %s", request.method, request.path, exc.reason) from None

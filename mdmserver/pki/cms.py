@@ -16,11 +16,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from asn1crypto import cms as acms
+from asn1crypto import core as acore
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -32,6 +35,7 @@ from mdmserver.pki.x509 import is_issued_by, subject_string, verify_signature_wi
 
 __all__ = [
     "CMSError",
+    "CertificateVerdicts",
     "MAX_ATTACHED_SIZE",
     "MAX_SIGNATURE_SIZE",
     "SignedContent",
@@ -53,6 +57,9 @@ MAX_ELEMENTS = 200_000
 MAX_CHAIN = 8
 
 _SIGNED_DATA_OID = bytes.fromhex("06092a864886f70d010702")
+_OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
+_OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
+_OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
@@ -188,11 +195,82 @@ def _prescan(data: bytes) -> None:
 # --- verification --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _CertFacts:
+    """What the signer lookup needs of an embedded certificate, read once per distinct DER."""
+
+    der: bytes
+    cert: x509.Certificate
+    issuer_der: bytes
+    serial: int
+    key_identifier: bytes | None
+
+
 @dataclass
 class _Verified:
-    signer: x509.Certificate
-    certificates: list[x509.Certificate]
+    signer: _CertFacts
+    certificates: list[_CertFacts]
     content: bytes | None
+
+
+class CertificateVerdicts:
+    """A bounded LRU of what is pure and costly to learn about a device certificate: its parsed facts,
+    and, per CA, that the CA issued it (name and signature) with the window in which both are valid.
+
+    Keyed by the certificate's exact DER, so a verdict can never be reused for different bytes. Only
+    positive verdicts are kept (nobody but our CA can mint entries); the validity window is compared
+    with the time of every request, so a certificate that expires while cached is refused. Nothing
+    here knows about enrollments: whether a certificate is still bound to a device is the caller's
+    per-request check against the database. Safe to share between threads.
+    """
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self.maxsize = maxsize
+        self._entries: OrderedDict[bytes, tuple[_CertFacts, dict[bytes, tuple[dt.datetime, dt.datetime]]]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def facts(self, der: bytes) -> _CertFacts:
+        """The facts of a certificate seen before with a positive verdict, else freshly read (and not
+        kept: only :meth:`issued_window` adds entries, so foreign certificates cannot evict ours)."""
+        with self._lock:
+            entry = self._entries.get(der)
+            if entry is not None:
+                self._entries.move_to_end(der)
+                return entry[0]
+        return _read_certificate(der)
+
+    def issued_window(self, facts: _CertFacts, ca: x509.Certificate) -> tuple[dt.datetime, dt.datetime] | None:
+        """The window in which ``facts``' certificate and ``ca`` are both valid, when ``ca`` issued it."""
+        ca_key = ca.fingerprint(hashes.SHA256())
+        with self._lock:
+            entry = self._entries.get(facts.der)
+            window = entry[1].get(ca_key) if entry is not None else None
+        if window is not None:
+            return window
+        window = _issued_window(facts.cert, ca)
+        if window is not None:
+            with self._lock:
+                entry = self._entries.get(facts.der)
+                if entry is None:
+                    entry = (facts, {})
+                    self._entries[facts.der] = entry
+                entry[1][ca_key] = window
+                self._entries.move_to_end(facts.der)
+                while len(self._entries) > self.maxsize:
+                    self._entries.popitem(last=False)
+        return window
+
+
+def _issued_window(cert: x509.Certificate, ca: x509.Certificate) -> tuple[dt.datetime, dt.datetime] | None:
+    if not is_issued_by(cert, ca):
+        return None
+    return (max(cert.not_valid_before_utc, ca.not_valid_before_utc),
+            min(cert.not_valid_after_utc, ca.not_valid_after_utc))
 
 
 def _load_signed_data(data: bytes, max_size: int) -> acms.SignedData:
@@ -202,7 +280,7 @@ def _load_signed_data(data: bytes, max_size: int) -> acms.SignedData:
         raise CMSError("CMS too large")
     _prescan(data)
     info = acms.ContentInfo.load(data, strict=True)
-    if info["content_type"].native != "signed_data":
+    if info["content_type"].dotted != _OID_SIGNED_DATA:
         raise CMSError("not a CMS SignedData")
     signed_data = info["content"]
     if not isinstance(signed_data, acms.SignedData):
@@ -210,42 +288,50 @@ def _load_signed_data(data: bytes, max_size: int) -> acms.SignedData:
     return signed_data
 
 
-def _embedded_certificates(signed_data: acms.SignedData) -> list[tuple[object, x509.Certificate]]:
-    """(asn1crypto certificate, cryptography certificate) pairs of the plain X.509 certificates."""
-    result = []
+def _read_certificate(der: bytes) -> _CertFacts:
+    try:
+        with warnings.catch_warnings():
+            # e.g. a negative serial number: cryptography only warns today; refuse it now.
+            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            cert = x509.load_der_x509_certificate(der)
+            serial = cert.serial_number
+    except (ValueError, CryptographyDeprecationWarning) as exc:
+        raise CMSError("malformed certificate in CMS") from exc
+    try:
+        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except (x509.ExtensionNotFound, ValueError):
+        ski = None  # only a signer named by its key identifier needs it
+    return _CertFacts(der=der, cert=cert, issuer_der=cert.issuer.public_bytes(), serial=serial, key_identifier=ski)
+
+
+def _embedded_certificates(signed_data: acms.SignedData, verdicts: CertificateVerdicts | None) -> list[_CertFacts]:
+    """The plain X.509 certificates, each read once (``verdicts`` remembers those already seen)."""
     certs = signed_data["certificates"]
-    if certs.native is None:
-        return result
+    if isinstance(certs, acore.Void):
+        return []
+    result = []
     for choice in certs:
         if choice.name != "certificate":
             continue
-        acert = choice.chosen
-        try:
-            with warnings.catch_warnings():
-                # e.g. a negative serial number: cryptography only warns today; refuse it now.
-                warnings.simplefilter("error", CryptographyDeprecationWarning)
-                ccert = x509.load_der_x509_certificate(acert.dump())
-        except (ValueError, CryptographyDeprecationWarning) as exc:
-            raise CMSError("malformed certificate in CMS") from exc
-        result.append((acert, ccert))
+        der = choice.chosen.dump()
+        result.append(verdicts.facts(der) if verdicts is not None else _read_certificate(der))
     return result
 
 
-def _find_signer(
-    signer_info: acms.SignerInfo, certs: list[tuple[object, x509.Certificate]]
-) -> x509.Certificate:
+def _find_signer(signer_info: acms.SignerInfo, certs: list[_CertFacts]) -> _CertFacts:
     sid = signer_info["sid"]
     if sid.name == "issuer_and_serial_number":
-        issuer = sid.chosen["issuer"]
+        # Names compared by their DER bytes: the signer identifier copies the certificate's issuer.
+        issuer = sid.chosen["issuer"].dump()
         serial = sid.chosen["serial_number"].native
-        for acert, ccert in certs:
-            if acert.serial_number == serial and acert.issuer == issuer:
-                return ccert
+        for facts in certs:
+            if facts.serial == serial and facts.issuer_der == issuer:
+                return facts
     elif sid.name == "subject_key_identifier":
         wanted = sid.chosen.native
-        for acert, ccert in certs:
-            if acert.key_identifier is not None and hmac.compare_digest(acert.key_identifier, wanted):
-                return ccert
+        for facts in certs:
+            if facts.key_identifier is not None and hmac.compare_digest(facts.key_identifier, wanted):
+                return facts
     raise CMSError("signer certificate not found")
 
 
@@ -265,20 +351,21 @@ def _check_signer_info(
     digest_name = signer_info["digest_algorithm"]["algorithm"].native
     digest_alg = _hash_for(digest_name)
     signed_attrs = signer_info["signed_attrs"]
-    if signed_attrs.native is not None and len(signed_attrs):
+    if not isinstance(signed_attrs, acore.Void) and len(signed_attrs):
         message_digest = None
         content_type = None
         for attr in signed_attrs:
-            attr_type = attr["type"].native
-            values = attr["values"]
-            if attr_type == "message_digest":
+            attr_type = attr["type"].dotted
+            if attr_type == _OID_MESSAGE_DIGEST:
+                values = attr["values"]
                 if len(values) != 1 or message_digest is not None:
                     raise CMSError("malformed messageDigest attribute")
                 message_digest = values[0].native
-            elif attr_type == "content_type":
+            elif attr_type == _OID_CONTENT_TYPE:
+                values = attr["values"]
                 if len(values) != 1 or content_type is not None:
                     raise CMSError("malformed contentType attribute")
-                content_type = values[0].native
+                content_type = values[0].dotted
         if message_digest is None:
             raise CMSError("no messageDigest attribute")
         if econtent_type is not None and content_type is not None and content_type != econtent_type:
@@ -322,11 +409,14 @@ def _check_signer_info(
         raise CMSError("bad signature")
 
 
-def _verify_structure(data: bytes, content: bytes | None, max_size: int) -> _Verified:
+def _verify_structure(
+    data: bytes, content: bytes | None, max_size: int, verdicts: CertificateVerdicts | None = None
+) -> _Verified:
     signed_data = _load_signed_data(data, max_size)
     encap = signed_data["encap_content_info"]
-    econtent_type = encap["content_type"].native
-    attached = encap["content"].native if encap["content"].native is not None else None
+    econtent_type = encap["content_type"].dotted
+    econtent = encap["content"]
+    attached = None if isinstance(econtent, acore.Void) else econtent.native
     if attached is not None and not isinstance(attached, bytes):
         raise CMSError("unsupported encapsulated content")
     body = content if content is not None else attached
@@ -338,10 +428,10 @@ def _verify_structure(data: bytes, content: bytes | None, max_size: int) -> _Ver
     if len(signer_infos) > 1:
         raise CMSError("more than one signer")
     signer_info = signer_infos[0]
-    certs = _embedded_certificates(signed_data)
+    certs = _embedded_certificates(signed_data, verdicts)
     signer = _find_signer(signer_info, certs)
-    _check_signer_info(signer_info, body, econtent_type, signer)
-    return _Verified(signer=signer, certificates=[c for _, c in certs], content=attached)
+    _check_signer_info(signer_info, body, econtent_type, signer.cert)
+    return _Verified(signer=signer, certificates=certs, content=attached)
 
 
 def _guarded(func, *args):
@@ -365,21 +455,31 @@ def verify_detached(
     ca_certs: Sequence[x509.Certificate],
     at: dt.datetime | None = None,
     max_size: int = MAX_SIGNATURE_SIZE,
+    verdicts: CertificateVerdicts | None = None,
 ) -> x509.Certificate:
     """Verify a detached SignedData over ``content``; return the signer certificate.
 
     The signer must have been issued by one of ``ca_certs`` and be valid at ``at`` (default now).
+    With ``verdicts``, each distinct signer certificate is read and checked against a CA once; the
+    signature over ``content`` and the validity at ``at`` are checked on every call.
     """
     if not isinstance(signature, bytes | bytearray) or not isinstance(content, bytes | bytearray):
         raise CMSError("no signature")
-    verified = _guarded(_verify_structure, bytes(signature), bytes(content), max_size)
+    verified = _guarded(_verify_structure, bytes(signature), bytes(content), max_size, verdicts)
     when = at or dt.datetime.now(dt.UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
     signer = verified.signer
-    if not any(is_issued_by(signer, ca) for ca in ca_certs):
+    if verdicts is not None:
+        windows = [verdicts.issued_window(signer, ca) for ca in ca_certs]
+    else:
+        windows = [_issued_window(signer.cert, ca) for ca in ca_certs]
+    windows = [w for w in windows if w is not None]
+    if not windows:
         raise CMSError("signer not issued by our CA")
-    if not any(is_issued_by(signer, ca, at=when) for ca in ca_certs):
+    if not any(start <= when <= end for start, end in windows):
         raise CMSError("signer certificate expired or not yet valid")
-    return signer
+    return signer.cert
 
 
 def _chains_to(
@@ -417,11 +517,13 @@ def unwrap_signed(
     verified = _guarded(_verify_structure, bytes(der), None, max_size)
     if verified.content is None:
         raise CMSError("no content")
-    trusted = bool(trust_roots) and _chains_to(verified.signer, verified.certificates, trust_roots)
+    signer = verified.signer.cert
+    certificates = [facts.cert for facts in verified.certificates]
+    trusted = bool(trust_roots) and _chains_to(signer, certificates, trust_roots)
     return SignedContent(
         content=verified.content,
-        signer=verified.signer,
-        certificates=verified.certificates,
-        signer_subject=subject_string(verified.signer),
+        signer=signer,
+        certificates=certificates,
+        signer_subject=subject_string(signer),
         trusted=trusted,
     )

@@ -233,3 +233,34 @@ def test_enrollment_certificates_are_device_identities(client, db_session, topic
     server_cert, _key = pki.get_server_identity(db_session, secret_box())
     assert x509.client_identity_problem(server_cert) == "certificate is not for client authentication"
     assert x509.client_identity_problem(pki.get_ca_certificate(db_session)) == "certificate is a CA certificate"
+
+
+def _verdicts(app) -> cms.CertificateVerdicts:
+    return app.extensions["mdmserver.device_verdicts"]
+
+
+def test_cached_certificate_of_a_decommissioned_device_is_403(app, db_session, pair) -> None:
+    a, _b = pair
+    assert a.idle()[0] == 200 and a.idle()[0] == 200  # the certificate's verdict is cached now
+    assert len(_verdicts(app)) >= 1
+    device = db_session.scalar(select(Device).where(Device.udid == a.udid))
+    admission.decommission(db_session, device)
+    db_session.commit()
+    assert a.idle()[0] == 403
+    assert a.authenticate() == 403
+
+
+def test_cached_certificate_after_checkout_and_reenrollment_is_403(app, client, db_session, pair) -> None:
+    # CheckOut ends the enrollment; the next enrollment of the UDID binds a new certificate. The old
+    # certificate's cached verdict (issued by our CA, valid) must not let it speak for the device.
+    a, b = pair
+    assert a.idle()[0] == 200
+    assert len(_verdicts(app)) >= 1
+    assert a.checkout() == 200
+    again = SimulatedDevice(FlaskTransport(client), udid=a.udid, seed=3)
+    again.enroll()
+    assert again.authenticate() == 200 and again.token_update() == 200
+    assert a.idle()[0] == 403
+    assert a.token_update() == 403
+    assert again.idle()[0] == 200
+    assert b.idle()[0] == 200

@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""Connect path against the floor: mdmserver ``PUT /mdm/connect`` vs bare Flask endpoints, driven by wrk.
+
+Targets, every one under the same gunicorn settings (bench/connect_apps.py):
+
+- ``mdm idle``: mdmserver, ``Idle`` with an empty queue;
+- ``mdm cycles``: mdmserver, deliver-and-acknowledge (each request acknowledges one command and
+  receives the next);
+- ``floor parse`` (a): bare Flask, read the body, ``plistlib.loads``, 200;
+- ``floor verify`` (b): (a) + base64 + the two RSA-2048 verifies a signed request needs (signer over
+  the signed attributes, CA over the certificate) with ``cryptography`` directly: the crypto floor.
+
+The client is wrk (C, cheap): every request is signed before the timed part and written into a Lua
+table; wrk runs one thread per connection, each thread sending its own device's requests in order
+(so acknowledgements follow deliveries) and stopping after its last one: every run is bounded in
+count. Rounds are interleaved (floor, mdm, floor, mdm…) and the best round of each target is kept:
+the machine is small and shared, one round is noise.
+
+    .venv/bin/python bench/connect_floor_bench.py [--connections 16] [--requests 600] [--commands 100]
+        [--workers 2] [--threads 4] [--rounds 3] [--postgres URL] [--compare-tree DIR] [--json]
+
+``--compare-tree DIR`` serves a second mdmserver from another checkout (e.g. ``git archive`` of an
+older commit) on the same database, measured in the same interleaved rounds: before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from connect_bench import Server, _push_cert  # noqa: E402
+
+from mdmserver.collaborators import secret_box  # noqa: E402
+from mdmserver.pki import cms, x509  # noqa: E402
+from mdmserver.protocol.plist import dump_plist  # noqa: E402
+
+_LUA = r"""
+local data = dofile("%(data)s")
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+function init(args)
+  requests = data[id]
+  index = 0
+  answered = 0
+end
+function request()
+  index = index + 1
+  if index > #requests then index = #requests end
+  return requests[index]
+end
+function response(status, headers, body)
+  answered = answered + 1
+  if status ~= 200 then bad = (bad or 0) + 1 end
+  if answered == #requests then
+    local f = io.open("%(done)s" .. id, "w")
+    f:close()
+    wrk.thread:stop()
+  end
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, ' ..
+    '"errors": %%d}\n', summary.requests, summary.duration, latency:percentile(50),
+    latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
+  io.flush()
+end
+"""
+
+
+def _lua_string(raw: bytes) -> str:
+    out = []
+    for byte in raw:
+        if 32 <= byte < 127 and byte not in (34, 92):
+            out.append(chr(byte))
+        else:
+            out.append(f"\\{byte:03d}")
+    return '"' + "".join(out) + '"'
+
+
+def _http_request(port: int, body: bytes, signature: str) -> bytes:
+    return (f"PUT /mdm/connect HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nMdm-Signature: {signature}\r\n"
+            f"Content-Type: application/x-apple-aspen-mdm\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def wrk(url: str, port: int, jobs: list[list[tuple[bytes, str]]], work: Path) -> dict:
+    """One wrk run: ``jobs[i]`` is the ordered list of (body, signature) of connection i."""
+    data = work / f"requests-{port}.lua"
+    with data.open("w") as out:
+        out.write("return {\n")
+        for job in jobs:
+            out.write("{" + ",\n".join(_lua_string(_http_request(port, b, s)) for b, s in job) + "},\n")
+        out.write("}\n")
+    script = work / f"script-{port}.lua"
+    done = work / f"done-{port}-"
+    script.write_text(_LUA % {"data": data, "done": done})
+    n = len(jobs)
+    for old in work.glob(done.name + "*"):
+        old.unlink()
+    # wrk's own clock runs for -d whatever its threads do: each thread marks its end with a file, and
+    # SIGINT, once all have, makes wrk print its summary over the time actually taken.
+    proc = subprocess.Popen(["wrk", "-t", str(n), "-c", str(n), "-d", "300s", "--timeout", "10s",
+                             "-s", str(script), url], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(list(work.glob(done.name + "*"))) < n and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=30)
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("{"))
+    r = json.loads(line)
+    expected = sum(len(job) for job in jobs)
+    if r["errors"] or r["requests"] < expected:
+        raise SystemExit(f"benchmark invalid: {url}: {r} ({expected} requests expected)\n{stdout}")
+    return {"requests": r["requests"], "rps": r["requests"] / (r["duration_us"] / 1e6),
+            "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000}
+
+
+def _queue_cycles(app, devices, count: int, signed) -> list[list[tuple[bytes, str]]]:
+    from mdmserver.commands.service import enqueue_commands
+    from mdmserver.db import db
+    from mdmserver.devices.service import get_device_by_udid
+
+    jobs = []
+    with app.app_context():
+        for sim in devices:
+            device = get_device_by_udid(db.session, sim.udid)
+            queued = [enqueue_commands(db.session, [device.id], "DeviceLock", {}, enqueued_by="bench",
+                                       box=secret_box())[0]["uuid"] for _ in range(count)]
+            db.session.commit()
+            job = [signed(sim, {"UDID": sim.udid, "Status": "Idle"})]
+            job += [signed(sim, {"UDID": sim.udid, "Status": "Acknowledged", "CommandUUID": u}) for u in queued]
+            jobs.append(job)
+    return jobs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=16, help="one device and one wrk thread each")
+    parser.add_argument("--requests", type=int, default=600, help="Idle requests per connection")
+    parser.add_argument("--commands", type=int, default=100, help="commands per device for the cycles")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4, help="default: as `mdmserver serve`")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--postgres", default=None, metavar="URL",
+                        help="PostgreSQL server URL: the bench uses a private schema there and drops it")
+    parser.add_argument("--compare-tree", default=None, metavar="DIR",
+                        help="another mdmserver checkout, served as mdm_other on the same database")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: `apt-get install -y wrk` (make bench does it)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="connect-floor-"))
+    env = {"MDMSERVER_DATA_DIR": str(tmp / "data"), "MDMSERVER_LOG_LEVEL": "WARNING",
+           "MDMSERVER_ADMISSION_POLICY": "auto", "MDMSERVER_ENROLL_RATE_LIMIT": "0"}
+    drop_schema = None
+    if args.postgres:
+        import sqlalchemy as sa
+
+        schema = f"bench_floor_{os.getpid()}"
+        admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+
+        def drop_schema() -> None:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+        separator = "&" if "?" in args.postgres else "?"
+        env["MDMSERVER_DATABASE_URL"] = f"{args.postgres}{separator}options=-csearch_path%3D{schema}"
+    os.environ.update(env)
+    try:
+        return _bench(args, tmp, env)
+    finally:
+        if drop_schema is not None:
+            drop_schema()
+
+
+def _bench(args, tmp: Path, env: dict[str, str]) -> int:
+    from sqlalchemy import func, select
+
+    from mdmserver.app import create_app
+    from mdmserver.bootstrap import initialize
+    from mdmserver.commands.models import Command
+    from mdmserver.db import db
+    from mdmserver.pki import service as pki
+    from mdmserver.push import service as push_service
+    from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
+
+    app = create_app(environ=os.environ)
+    initialize(app)
+    with app.app_context():
+        cert_pem, key_pem = _push_cert(f"com.apple.mgmt.External.{uuid.uuid4()}")
+        push_service.import_push_certificate(db.session, cert_pem, key_pem, None, box=secret_box())
+        db.session.commit()
+        (tmp / "ca.pem").write_text(x509.cert_to_pem(pki.get_ca_certificate(db.session)))
+
+    def signed(sim, message) -> tuple[bytes, str]:
+        body = dump_plist(message)
+        return body, base64.b64encode(cms.sign(body, sim.identity.certificate, sim.identity.key,
+                                               detached=True)).decode()
+
+    floor_env = {**env, "BENCH_CA_FILE": str(tmp / "ca.pem")}
+    servers = {"mdm": Server("mdm_app", env, args.workers, args.threads)}
+    try:
+        servers["floor_parse"] = Server("floor_parse_app", floor_env, args.workers, args.threads)
+        servers["floor_verify"] = Server("floor_verify_app", floor_env, args.workers, args.threads)
+        if args.compare_tree:
+            other = Path(args.compare_tree).resolve()
+            # bench/connect_apps.py of this tree, mdmserver of the other (PYTHONPATH comes first)
+            servers["other"] = Server("mdm_app", {**env, "PYTHONPATH": f"{other}:{ROOT / 'bench'}"},
+                                      args.workers, args.threads)
+        transport = HttpxTransport(servers["mdm"].url)
+        devices = []
+        for _ in range(args.connections):
+            sim = SimulatedDevice(transport)
+            sim.enroll()
+            assert sim.authenticate() == 200 and sim.token_update() == 200
+            devices.append(sim)
+        idle_jobs = [[signed(sim, {"UDID": sim.udid, "Status": "Idle"})] * args.requests for sim in devices]
+
+        def run(name: str, jobs) -> dict:
+            server = servers[name]
+            return wrk(server.url, server.port, jobs, tmp)
+
+        names = ["floor_parse", "floor_verify", "mdm_idle", "mdm_cycles"]
+        if args.compare_tree:
+            names += ["other_idle", "other_cycles"]
+        rounds: dict[str, list[dict]] = {k: [] for k in names}
+        for _ in range(args.rounds):
+            rounds["floor_parse"].append(run("floor_parse", idle_jobs))
+            rounds["floor_verify"].append(run("floor_verify", idle_jobs))
+            for server in ("other", "mdm") if args.compare_tree else ("mdm",):
+                rounds[f"{server}_idle"].append(run(server, idle_jobs))
+                rounds[f"{server}_cycles"].append(run(server, _queue_cycles(app, devices, args.commands, signed)))
+        with app.app_context():
+            not_acknowledged = db.session.scalar(
+                select(func.count()).select_from(Command).where(Command.status != "acknowledged"))
+    finally:
+        for server in servers.values():
+            server.stop()
+    if not_acknowledged:
+        raise SystemExit(f"benchmark invalid: {not_acknowledged} commands not acknowledged after the cycles")
+
+    best = {name: max(runs, key=lambda r: r["rps"]) for name, runs in rounds.items()}
+    floor = best["floor_verify"]["rps"]
+    report = {"settings": vars(args), "database": "postgresql" if args.postgres else "sqlite",
+              "best": best, "rounds": rounds,
+              "ratio_to_crypto_floor": {name: r["rps"] / floor for name, r in best.items()}}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"database {report['database']}; gunicorn {args.workers} workers × {args.threads} threads; "
+          f"wrk {args.connections} connections; best of {args.rounds} interleaved rounds")
+    print(f"{'target':14s} {'requests':>8s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'× floor (b)':>11s}")
+    for name, r in best.items():
+        print(f"{name:14s} {r['requests']:8d} {r['rps']:9.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+              f"{report['ratio_to_crypto_floor'][name]:11.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

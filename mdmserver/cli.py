@@ -14,12 +14,12 @@ from mdmserver.app import create_app, feature_modules
 from mdmserver.audit.service import record_event
 from mdmserver.backup import BackupError, create_backup, restore_backup
 from mdmserver.bootstrap import PRIVATE_UMASK, downgrade_database, initialize, upgrade_database
-from mdmserver.config import ConfigError
+from mdmserver.config import ConfigError, public_url_warning
 from mdmserver.db import db, isoformat
 from mdmserver.errors import AppError
 from mdmserver.jobs import run_standalone
 from mdmserver.pki.service import load_secret_box
-from mdmserver.server import serve
+from mdmserver.server import TlsFiles, serve
 from mdmserver.tokens import service as tokens
 from mdmserver.tokens.models import SCOPES
 
@@ -47,6 +47,13 @@ def init_command() -> None:
     click.echo(f"data directory: {app.config['DATA_DIR']}", err=True)
     if token_file is not None:
         click.echo(f"first admin token written to {token_file} (mode 0600)", err=True)
+    _warn_public_url(app.config["PUBLIC_URL"])
+
+
+def _warn_public_url(public_url: str) -> None:
+    warning = public_url_warning(public_url)
+    if warning is not None:
+        click.secho(f"WARNING: {warning}", err=True, fg="red", bold=True)
 
 
 @cli.command("serve")
@@ -54,10 +61,22 @@ def init_command() -> None:
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
 @click.option("--no-push-worker", is_flag=True, help="Do not run the in-process push worker.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
+              help="Serve HTTPS: PEM server certificate followed by its intermediates (the full chain).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="PEM private key of --tls-cert (unencrypted; keep it mode 0600).")
 @with_appcontext
-def serve_command(bind: str, workers: int, threads: int, no_push_worker: bool) -> None:
-    """Serve with gunicorn (and, in the embedded setup, exactly one push worker)."""
-    serve(current_app.config, bind=bind, workers=workers, threads=threads, push_worker=not no_push_worker)
+def serve_command(
+    bind: str, workers: int, threads: int, no_push_worker: bool, tls_cert: Path | None, tls_key: Path | None,
+) -> None:
+    """Serve with gunicorn (and, in the embedded setup, exactly one push worker); HTTPS with --tls-cert
+    and --tls-key, or plain HTTP behind a TLS proxy (docs/deploy.md)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    tls = TlsFiles(tls_cert, tls_key) if tls_cert is not None else None
+    _warn_public_url(current_app.config["PUBLIC_URL"])
+    serve(current_app.config, bind=bind, workers=workers, threads=threads, push_worker=not no_push_worker,
+          tls=tls)
 
 
 @cli.command("push-worker")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mdmserver.errors import AppError
 from mdmserver.protocol.plist import DEFAULT_MAX_BYTES
@@ -137,6 +138,25 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
     config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(config["DATABASE_URL"], config["DATABASE_BUSY_TIMEOUT"])
     config["MAX_CONTENT_LENGTH"] = max(config["MAX_DEVICE_BODY_BYTES"], config["MAX_UPLOAD_BYTES"])
     return config
+
+
+#: Hosts a device never uses: a plain ``http://`` public URL on them is a local trial, not a deployment.
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def public_url_warning(public_url: str) -> str | None:
+    """Why ``public_url`` will not work with a real device (``None`` when it can): Apple devices only
+    talk MDM to an ``https://`` URL whose certificate they trust."""
+    parts = urlsplit(public_url)
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and (parts.hostname or "").lower() in LOCAL_HOSTS:
+        return None
+    return (
+        f"public_url is {public_url!r}, not https://: enrollment profiles carry this URL and Apple devices "
+        "refuse MDM over plain HTTP. Set MDMSERVER_PUBLIC_URL=https://<your host> and serve with "
+        "--tls-cert/--tls-key or behind a TLS proxy (docs/deploy.md)"
+    )
 
 
 def sqlite_path(database_url: str) -> Path | None:

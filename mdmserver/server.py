@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -13,10 +16,47 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
 from mdmserver.app import create_app
+from mdmserver.config import ConfigError
 from mdmserver.protocol.secrets import REDACTED, is_secret_query_parameter
 
 log = logging.getLogger("mdmserver.server")
 
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The server certificate (PEM: the server's certificate first, then every intermediate up to, not
+    necessarily including, the root: the full chain a device needs) and its private key (PEM)."""
+
+    certificate: Path
+    key: Path
+
+
+def check_tls_files(tls: TlsFiles) -> None:
+    """Load the chain and key the way gunicorn will, so a missing file, a wrong password-protected key or
+    a key that does not match the certificate stops ``serve`` with one line instead of every worker
+    failing its first handshake."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(tls.certificate), str(tls.key), password=_no_password)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"TLS: no such file: {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"TLS: cannot use certificate {tls.certificate} with key {tls.key}: {exc} "
+            "(PEM files; the key unencrypted and matching the first certificate of the chain)"
+        ) from None
+
+
+def _tls_context(_conf, default_context_factory) -> ssl.SSLContext:
+    """gunicorn's context (certificate chain and key loaded), never below TLS 1.2 (what Apple devices
+    require for MDM) whatever the Python or OpenSSL defaults."""
+    context = default_context_factory()
+    context.minimum_version = max(context.minimum_version, ssl.TLSVersion.TLSv1_2)
+    return context
+
+
+def _no_password() -> bytes:
+    raise ssl.SSLError("the private key is encrypted; give an unencrypted key (mode 0600)")
 
 
 def redact_query(query: str) -> str:
@@ -64,9 +104,13 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
-def serve(config: Mapping[str, Any], *, bind: str, workers: int, threads: int, push_worker: bool) -> None:
+def serve(
+    config: Mapping[str, Any], *, bind: str, workers: int, threads: int, push_worker: bool,
+    tls: TlsFiles | None = None,
+) -> None:
     """Serve the app; the gunicorn master also supervises exactly one push worker process (the outbox
-    and the upkeep jobs: :mod:`mdmserver.jobs`).
+    and the upkeep jobs: :mod:`mdmserver.jobs`). With ``tls``, gunicorn terminates TLS itself (HTTP/1.1
+    over TLS, TLS 1.2 or later, the ``ssl`` module's default ciphers).
 
     The push worker is a separate ``mdmserver push-worker`` process (started once, by the master, whatever
     the number of web workers), so web workers forked later inherit nothing of it.
@@ -100,4 +144,7 @@ def serve(config: Mapping[str, Any], *, bind: str, workers: int, threads: int, p
         "when_ready": when_ready,
         "on_exit": on_exit,
     }
+    if tls is not None:
+        check_tls_files(tls)
+        options |= {"certfile": str(tls.certificate), "keyfile": str(tls.key), "ssl_context": _tls_context}
     _Gunicorn(options).run()

@@ -36,11 +36,12 @@ class Transport(Protocol):
 class HttpxTransport:
     """Real HTTP through httpx (the simulator CLI and live-server tests)."""
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0, client=None) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 30.0, client=None, verify: Any = True) -> None:
+        """``verify``: as httpx's (an ``ssl.SSLContext`` trusting a test CA, for an ``https://`` server)."""
         import httpx
 
         self.base_url = base_url.rstrip("/")
-        self.client = client or httpx.Client(timeout=timeout)
+        self.client = client or httpx.Client(timeout=timeout, verify=verify)
 
     def request(self, method, path, content=None, headers=None):
         response = self.client.request(method, self.base_url + path, content=content, headers=headers)

@@ -21,6 +21,8 @@ from mdmserver.tokens.models import ApiToken
 from mdmserver.tokens.service import create_token
 
 FIRST_TOKEN_NAME = "initial-admin"
+#: the first admin token's file in the data directory (``admin-token.N`` beside it when it exists)
+ADMIN_TOKEN_FILE = "admin-token"
 #: The server's processes create files readable by their owner only (secret key, database, tokens).
 PRIVATE_UMASK = 0o077
 _OPEN_BITS = stat.S_IRWXG | stat.S_IRWXO
@@ -58,13 +60,26 @@ def initialize(app: Flask) -> Path | None:
         token_file = None
         if session.scalar(select(ApiToken.id).limit(1)) is None:
             _, token = create_token(session, FIRST_TOKEN_NAME, ["admin"])
-            token_file = data_dir / "admin-token"
-            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(token + "\n")
+            token_file = _write_new_file(data_dir / ADMIN_TOKEN_FILE, token + "\n")
         session.commit()
     secure_data_files(app.config, warn=False)
     return token_file
+
+
+def _write_new_file(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (mode 0600), or beside it (``admin-token.1``, ``.2``…) when ``path``
+    exists: a file left by another database (e.g. a token still in use) is never overwritten."""
+    candidate, number = path, 0
+    while True:
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            number += 1
+            candidate = path.with_name(f"{path.name}.{number}")
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        return candidate
 
 
 def _secret_files(config) -> Iterable[Path]:

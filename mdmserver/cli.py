@@ -13,7 +13,13 @@ from flask.cli import FlaskGroup, with_appcontext
 from mdmserver.app import create_app, feature_modules
 from mdmserver.audit.service import record_event
 from mdmserver.backup import BackupError, create_backup, restore_backup
-from mdmserver.bootstrap import PRIVATE_UMASK, downgrade_database, initialize, upgrade_database
+from mdmserver.bootstrap import (
+    ADMIN_TOKEN_FILE,
+    PRIVATE_UMASK,
+    downgrade_database,
+    initialize,
+    upgrade_database,
+)
 from mdmserver.config import ConfigError, public_url_warning
 from mdmserver.db import db, isoformat
 from mdmserver.errors import AppError
@@ -47,6 +53,9 @@ def init_command() -> None:
     click.echo(f"data directory: {app.config['DATA_DIR']}", err=True)
     if token_file is not None:
         click.echo(f"first admin token written to {token_file} (mode 0600)", err=True)
+        if token_file.name != ADMIN_TOKEN_FILE:
+            click.echo(f"{token_file.with_name(ADMIN_TOKEN_FILE)} already existed (a token of another database?) and "
+                       f"was left as it was: the new database's token is the one in {token_file}", err=True)
     _warn_public_url(app.config["PUBLIC_URL"])
 
 
@@ -184,6 +193,8 @@ def restore_command(file: Path, force: bool) -> None:
                f"{manifest['database']['alembic_revision']}); run `mdmserver init` to apply newer migrations",
                err=True)
 
+
+click.version_option(package_name="mdmserver", prog_name="mdmserver", message="%(prog)s %(version)s")(cli)
 
 for _module in feature_modules("cli"):
     for _command in getattr(_module, "commands", []):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import sqlite3
 import subprocess
@@ -16,13 +17,14 @@ from mdmserver.db import db
 
 @pytest.fixture
 def run_cli(tmp_path):
-    env = {**os.environ, "MDMSERVER_DATA_DIR": str(tmp_path / "var"), "MDMSERVER_LOG_LEVEL": "WARNING"}
-    env.pop("MDMSERVER_DATABASE_URL", None)
-    env.pop("MDMSERVER_CONFIG", None)
+    base_env = {**os.environ, "MDMSERVER_DATA_DIR": str(tmp_path / "var"), "MDMSERVER_LOG_LEVEL": "WARNING"}
+    base_env.pop("MDMSERVER_DATABASE_URL", None)
+    base_env.pop("MDMSERVER_CONFIG", None)
 
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def run(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run(
-            [sys.executable, "-m", "mdmserver", *args], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "mdmserver", *args], env={**base_env, **(env or {})}, capture_output=True,
+            text=True, timeout=120,
         )
         if check:
             assert result.returncode == 0, result.stderr
@@ -111,3 +113,25 @@ def test_db_downgrade_and_upgrade(run_cli):
     run_cli("db", "upgrade")
     assert _schema(db_file) == full and _versions(db_file) == heads
     run_cli("init")
+
+
+def test_version():
+    result = subprocess.run([sys.executable, "-m", "mdmserver", "--version"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"mdmserver {importlib.metadata.version('mdmserver')}"
+
+
+def test_init_against_a_new_database_keeps_the_existing_admin_token(run_cli, tmp_path):
+    run_cli("init")
+    token_file = run_cli.data_dir / "admin-token"
+    old_token = token_file.read_text()
+    # A new database (another URL) in the same data directory: its first token goes beside the old one.
+    for number in (1, 2):
+        (tmp_path / "other.db").unlink(missing_ok=True)
+        result = run_cli("init", env={"MDMSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}"})
+        new_file = run_cli.data_dir / f"admin-token.{number}"
+        assert f"first admin token written to {new_file}" in result.stderr
+        assert f"{token_file} already existed" in result.stderr
+        assert token_file.read_text() == old_token
+        assert new_file.read_text() != old_token and oct(new_file.stat().st_mode & 0o777) == "0o600"

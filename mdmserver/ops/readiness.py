@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session
 from mdmserver.db import is_database_busy
 
 BUSY = "busy: another connection holds the database lock; retry shortly"
-# name -> function returning None when healthy, else a short problem description
+
+
+class Advisory(str):
+    """A check's result that is reported instead of ``ok`` but leaves the server ready (something not
+    set up yet, such as the push certificate of a fresh server)."""
+
+
+# name -> function returning None when healthy, else a short problem description (or an Advisory)
 _checks: dict[str, Callable[[Session], str | None]] = {}
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
@@ -34,6 +41,11 @@ def alembic_config(database_url: str | None = None) -> Config:
 
 def script_heads() -> set[str]:
     return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def is_ready(checks: dict[str, str]) -> bool:
+    """Every check is ``ok`` or only advises."""
+    return all(value == "ok" or isinstance(value, Advisory) for value in checks.values())
 
 
 def run_checks(session: Session) -> dict[str, str]:

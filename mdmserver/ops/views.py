@@ -11,9 +11,18 @@ from flask import Blueprint, Response, current_app, jsonify
 from mdmserver.db import db
 from mdmserver.ops import metrics
 from mdmserver.ops.openapi import build_openapi
-from mdmserver.ops.readiness import BUSY, run_checks
+from mdmserver.ops.readiness import BUSY, is_ready, run_checks
 
 bp = Blueprint("ops", __name__)
+
+
+@bp.get("/")
+def index():
+    """Where to start: the API documentation and the probes."""
+    response = jsonify(name="mdmserver", api_docs="/api/docs", openapi="/api/openapi.json", api="/api/v1",
+                       health="/healthz", readiness="/readyz")
+    response.headers["Link"] = '</api/docs>; rel="service-doc", </api/openapi.json>; rel="service-desc"'
+    return response
 
 
 @bp.get("/healthz")
@@ -24,12 +33,15 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Readiness: the database answers and its migrations are current.
+    """Readiness: the database answers and its migrations are current (and every registered check).
+
+    A check that only advises (no push certificate yet) is shown as such, not as ``ok``, and leaves the
+    server ready: a fresh server must be reachable to be set up.
 
     A database that is only busy (SQLite's lock held too long) says so, with ``Retry-After``: it is
     reachable, unlike one that fails to answer."""
     checks = run_checks(db.session)
-    ready = all(value == "ok" for value in checks.values())
+    ready = is_ready(checks)
     response = jsonify(status="ready" if ready else "not ready", checks=checks)
     response.status_code = 200 if ready else 503
     if BUSY in checks.values():

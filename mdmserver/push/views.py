@@ -23,7 +23,19 @@ log = logging.getLogger("mdmserver.push")
 #: Header carrying the PKCS#12 / key password when the certificate is sent as a raw body.
 PASSWORD_HEADER = "X-Certificate-Password"
 
-readiness.register_check("apns", service.push_readiness)
+NO_PUSH_CERTIFICATE = readiness.Advisory(
+    "not configured: no push certificate, devices cannot be woken; `mdmserver push-cert request`, then "
+    "`mdmserver push-cert import` (docs/push-certificate.md)")
+
+
+def _apns_readiness(session) -> str | None:
+    """Never ``ok`` without a push certificate (an advisory: the server stays ready to be set up)."""
+    if service.get_active_certificate(session) is None:
+        return NO_PUSH_CERTIFICATE
+    return service.push_readiness(session)
+
+
+readiness.register_check("apns", _apns_readiness)
 
 
 class _PushMetrics:

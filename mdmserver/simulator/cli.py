@@ -9,6 +9,7 @@ import time
 import click
 import httpx
 
+from mdmserver.simulator.demo import demo
 from mdmserver.simulator.device import MISBEHAVIOURS
 from mdmserver.simulator.load import Stats, enroll_devices, poll
 
@@ -69,4 +70,4 @@ def simulate(url, count, iterations, concurrency, platform, secret, token, reque
     click.echo(f"errors: {errors or 'none'}")
 
 
-commands = [simulate]
+commands = [simulate, demo]

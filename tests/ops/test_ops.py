@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import re
 
-from mdmserver.ops.readiness import _checks, register_check
+from mdmserver.collaborators import secret_box
+from mdmserver.ops.readiness import Advisory, _checks, register_check
+from mdmserver.pki import x509 as px
+from mdmserver.push import service
+from mdmserver.push.views import NO_PUSH_CERTIFICATE
+from tests.factories import push_certificate
 
 
 def test_healthz(client):
@@ -47,3 +52,38 @@ def test_metrics_bucket_made_up_methods_into_other(client):
     assert re.search(r'mdmserver_http_requests_total\{method="other",route="<unmatched>",status="404"\} \d+', text)
     assert re.search(r'method="PATCH",route="<unmatched>",status="405"', text)
     assert re.search(r'method="other",route="<unmatched>",le="\+Inf"', text)
+
+
+def test_root_points_to_the_api_docs(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["api_docs"] == "/api/docs" and body["openapi"] == "/api/openapi.json"
+    assert '</api/docs>; rel="service-doc"' in response.headers["Link"]
+    assert client.get(body["api_docs"]).status_code == 200
+
+
+def test_readyz_does_not_call_apns_ok_without_a_push_certificate(client, db_session):
+    response = client.get("/readyz")
+    body = response.get_json()
+    assert body["checks"]["apns"] == NO_PUSH_CERTIFICATE and body["checks"]["apns"] != "ok"
+    assert response.status_code == 200 and body["status"] == "ready"  # a fresh server is ready to be set up
+
+    cert, key = push_certificate()
+    service.import_push_certificate(db_session, px.cert_to_pem(cert).encode() + px.key_to_pem(key).encode(),
+                                    box=secret_box())
+    db_session.commit()
+    assert client.get("/readyz").get_json()["checks"]["apns"] == "ok"
+
+
+def test_an_advisory_never_hides_a_failing_check(client):
+    register_check("test-advisory", lambda session: Advisory("not configured: something"))
+    register_check("test-failure", lambda session: "broken")
+    try:
+        assert client.get("/readyz").status_code == 503
+        _checks.pop("test-failure")
+        response = client.get("/readyz")
+        assert response.status_code == 200 and response.get_json()["checks"]["test-advisory"] == "not configured: something"
+    finally:
+        _checks.pop("test-advisory", None)
+        _checks.pop("test-failure", None)

@@ -69,6 +69,9 @@ class Server:
              "--bind", f"127.0.0.1:{self.port}", "--chdir", str(ROOT / "bench"), "--log-level", "warning",
              f"connect_apps:{factory}()"],
             env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            # gunicorn puts its starting directory first on sys.path (its default --chdir): start it in
+            # bench/, or the mdmserver of this tree would shadow the one of --compare-tree's PYTHONPATH
+            cwd=str(ROOT / "bench"),
         )
         deadline = time.time() + 60
         while time.time() < deadline:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import ColumnElement, DateTime, MetaData, delete, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, scoped_session
 from sqlalchemy.types import TypeDecorator
 
@@ -85,6 +86,39 @@ def set_read_only(session: Session | scoped_session, read_only: bool = True) -> 
 
 def is_read_only(session: Session | scoped_session) -> bool:
     return bool(session.info.get(_READ_ONLY_NEXT, False))
+
+
+T = TypeVar("T")
+
+
+def run_read_first(session: Session | scoped_session, unit: Callable[[], T]) -> T:
+    """Run ``unit`` (a whole unit of work, its commit included) in a transaction that begins
+    ``DEFERRED``, so that a unit which turns out only to read never takes SQLite's write lock; if it
+    does write and meets another writer, roll back and run it again in a transaction that begins
+    ``IMMEDIATE`` (which waits for the lock, up to the busy timeout).
+
+    SQLite cannot wait when it upgrades a read transaction to a write one: it answers "database is
+    locked" at once when another connection holds the write lock or committed since our snapshot.
+    Running the unit again is safe because nothing of the first attempt was committed; ``unit`` must
+    have no effect outside the session. For units that usually only read: one that always writes
+    should begin ``IMMEDIATE`` (the default). If the session is already in a transaction, ``unit``
+    runs in it as it is. Other databases run ``unit`` once, unchanged.
+    """
+    target = session() if isinstance(session, scoped_session) else session
+    declared = target.info.get(_READ_ONLY_NEXT, False)
+    if not target.in_transaction():
+        set_read_only(target, True)
+    try:
+        try:
+            return unit()
+        except OperationalError as exc:
+            if not (target.info.get(_READ_ONLY_NOW) and is_database_busy(exc)):
+                raise
+        target.rollback()
+        set_read_only(target, False)
+        return unit()
+    finally:
+        set_read_only(target, declared)
 
 
 def is_database_busy(exc: BaseException) -> bool:

@@ -20,14 +20,14 @@ from mdmserver.api.transactions import writes
 from mdmserver.checkin import auth as device_auth
 from mdmserver.checkin import enrollment, peers, service
 from mdmserver.collaborators import secret_box
-from mdmserver.db import db
+from mdmserver.db import db, run_read_first
 from mdmserver.errors import BadRequest, PayloadTooLarge, TooManyRequests
 from mdmserver.organization.service import get_organization
 from mdmserver.pki import cms
 from mdmserver.pki import service as pki
 from mdmserver.protocol import checkin as msgs
 from mdmserver.protocol.plist import load_dict
-from mdmserver.protocol.results import parse_result
+from mdmserver.protocol.results import ResultStatus, parse_result
 from mdmserver.push import service as push_service
 
 log = logging.getLogger("mdmserver.checkin")
@@ -128,7 +128,15 @@ def _checkin(data: dict, identity: device_auth.DeviceIdentity) -> Response:
 
 def _connect(data: dict, body: bytes, identity: device_auth.DeviceIdentity) -> Response:
     result = parse_result(data)
-    return _respond(service.handle_connect(db.session, result, body, identity, secret_box()))
+
+    def unit() -> Response:
+        return _respond(service.handle_connect(db.session, result, body, identity, secret_box()))
+
+    if result.status is ResultStatus.IDLE:
+        # An Idle usually only reads (empty queue, last_seen written at most once a minute): it begins
+        # DEFERRED and takes SQLite's write lock only if it delivers a command or records last_seen.
+        return run_read_first(db.session, unit)
+    return unit()  # a result always writes: IMMEDIATE, waiting for the lock up front
 
 
 @bp.put("/mdm/checkin")

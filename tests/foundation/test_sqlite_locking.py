@@ -25,6 +25,8 @@ from werkzeug.serving import make_server
 
 from mdmserver.app import create_app
 from mdmserver.collaborators import secret_box
+from mdmserver.commands import service as commands
+from mdmserver.commands.models import Command, CommandStatus
 from mdmserver.db import db
 from mdmserver.devices.models import Device
 from mdmserver.jobs import run_worker
@@ -126,6 +128,15 @@ def _enrolled_device(server: Server) -> tuple[SimulatedDevice, RecordingTranspor
     return sim, transport, device_id
 
 
+def _enqueue(server: Server, device_id: int) -> str:
+    with server.app.app_context():
+        uuid = commands.enqueue_commands(db.session, [device_id], "SecurityInfo", {}, enqueued_by="t",
+                                         box=secret_box())[0]["uuid"]
+        db.session.commit()
+        db.session.remove()
+    return uuid
+
+
 def _assert_busy_jsonapi(response: httpx.Response) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == "1"
@@ -138,6 +149,7 @@ def _assert_busy_jsonapi(response: httpx.Response) -> None:
 def test_reads_answer_and_writes_get_503_while_a_slow_write_holds_the_lock(server: Server) -> None:
     reader, writer, fresh = server.token("read"), server.token("write"), server.token("read")
     sim, device_transport, device_id = _enrolled_device(server)
+    _enqueue(server, device_id)  # so that the device's Idle writes (it delivers the command)
     api = httpx.Client(base_url=server.url, timeout=30)
     read, write = {"Authorization": f"Bearer {reader}"}, {"Authorization": f"Bearer {writer}"}
     # both tokens used once, so their last use is fresh; `fresh` is never used before the lock
@@ -179,7 +191,7 @@ def test_reads_answer_and_writes_get_503_while_a_slow_write_holds_the_lock(serve
 
     # a write waited busy_timeout for the lock, then answered 503 + Retry-After, never 500
     _assert_busy_jsonapi(write_response)
-    # a device gets a plain 503 (never 401, never 500)
+    # a device whose Idle must write gets a plain 503 (never 401, never 500)
     assert device_status == 503
     assert device_headers["retry-after"] == "1" and device_headers["content-type"].startswith("text/plain")
 
@@ -232,6 +244,44 @@ def test_reads_begin_deferred_and_writes_begin_immediate(server: Server) -> None
         event.remove(engine, "before_cursor_execute", record)
     assert read_begins and set(read_begins) == {"BEGIN DEFERRED"}
     assert write_begins and set(write_begins) == {"BEGIN IMMEDIATE"}
+
+
+def test_idle_with_nothing_to_write_never_takes_the_write_lock(server: Server) -> None:
+    """Issue 12: an Idle with an empty queue (last_seen fresh) only reads, begins DEFERRED and
+    answers while a slow writer holds the lock; an Idle that delivers a command meets the writer,
+    starts again IMMEDIATE, waits for the lock and delivers the command once."""
+    sim, _, device_id = _enrolled_device(server)
+    assert sim.idle() == (200, None)  # last_seen fresh
+    begins: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("BEGIN"):
+            begins.append(statement.strip().upper())
+
+    with server.app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with slow_write(server.db_path):
+            started = time.monotonic()
+            assert sim.idle() == (200, None)
+            assert time.monotonic() - started < BUSY_TIMEOUT  # it did not wait for the lock
+        assert begins == ["BEGIN DEFERRED"]
+        uuid = _enqueue(server, device_id)
+        begins.clear()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            with slow_write(server.db_path):
+                future = pool.submit(sim.idle)
+                time.sleep(BUSY_TIMEOUT / 3)  # the device read its command, could not upgrade, now waits
+            status, command = future.result()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert status == 200 and command is not None and command["CommandUUID"] == uuid
+    assert begins == ["BEGIN DEFERRED", "BEGIN IMMEDIATE"]
+    with server.app.app_context():
+        sent = db.session.execute(select(Command.status, Command.attempts).where(Command.uuid == uuid)).one()
+        db.session.remove()
+    assert sent == (CommandStatus.SENT.value, 1)
 
 
 def test_readyz_tells_busy_from_unreachable(server: Server, tmp_path) -> None:

@@ -43,13 +43,13 @@ from mdmserver.app import create_app  # noqa: E402
 from mdmserver.assignments.models import DeviceProfileState, ProfileAssignment  # noqa: E402
 from mdmserver.bootstrap import initialize  # noqa: E402
 from mdmserver.collaborators import secret_box  # noqa: E402
-from mdmserver.commands.models import Command, CommandParameters  # noqa: E402
 from mdmserver.commands.service import store_parameters  # noqa: E402
 from mdmserver.db import UTCDateTime, db, utcnow  # noqa: E402
-from mdmserver.devices.models import Device  # noqa: E402
-from mdmserver.groups.models import DeviceGroup, GroupMember  # noqa: E402
 from mdmserver.profiles.service import profile_bytes, upload_profile  # noqa: E402
-from mdmserver.push.models import PushRequest  # noqa: E402
+from mdmserver.records.commands import Command, CommandParameters  # noqa: E402
+from mdmserver.records.devices import Device  # noqa: E402
+from mdmserver.records.groups import DeviceGroup, GroupMember  # noqa: E402
+from mdmserver.records.push import PushRequest  # noqa: E402
 from mdmserver.selection.sql import uuid_expression  # noqa: E402
 from mdmserver.tokens.service import create_token  # noqa: E402
 from tests.factories import seed_devices  # noqa: E402

@@ -270,7 +270,7 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
         with app.app_context():
             from sqlalchemy import func, select
 
-            from mdmserver.commands.models import Command
+            from mdmserver.records.commands import Command
 
             results["commands_not_acknowledged"] = db.session.scalar(
                 select(func.count()).select_from(Command).where(Command.status != "acknowledged"))

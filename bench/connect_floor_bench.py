@@ -197,10 +197,10 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
 
     from mdmserver.app import create_app
     from mdmserver.bootstrap import initialize
-    from mdmserver.commands.models import Command
     from mdmserver.db import db
     from mdmserver.pki import service as pki
     from mdmserver.push import service as push_service
+    from mdmserver.records.commands import Command
     from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
 
     app = create_app(environ=os.environ)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from mdmserver.app import create_app  # noqa: E402
 from mdmserver.bootstrap import initialize  # noqa: E402
 from mdmserver.db import db  # noqa: E402
-from mdmserver.devices.models import Device  # noqa: E402
+from mdmserver.records.devices import Device  # noqa: E402
 from mdmserver.selection.resolve import MAX_NAMED_DEVICES, resolve_devices  # noqa: E402
 from tests.factories import seed_devices  # noqa: E402
 

@@ -13,7 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
 import mdmserver
-from mdmserver import collaborators
+from mdmserver import collaborators, records
 from mdmserver.api import auth, errors, requests, transactions
 from mdmserver.api.jsonapi import MAX_ID
 from mdmserver.config import load_config
@@ -39,7 +39,10 @@ def feature_modules(name: str) -> list[ModuleType]:
 
 
 def import_all_models() -> None:
-    """Import every feature's models so the metadata is complete (Alembic, tests)."""
+    """Import every table mapping (the records package and each feature's models) so the metadata is
+    complete (Alembic, tests)."""
+    for info in pkgutil.iter_modules(records.__path__):
+        importlib.import_module(f"{records.__name__}.{info.name}")
     feature_modules("models")
 
 

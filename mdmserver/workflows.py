@@ -14,20 +14,20 @@ from sqlalchemy import and_
 from sqlalchemy.orm import Session
 
 from mdmserver.admission import service as admission
-from mdmserver.admission.models import AdmissionStatus, AuthSet
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.commands import service as commands
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
-from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict
 from mdmserver.pki import service as pki
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.profiles import service as profiles
 from mdmserver.profiles.models import Profile
 from mdmserver.protocol import catalogue
+from mdmserver.records.admission import AdmissionStatus, AuthSet
+from mdmserver.records.devices import Device
 from mdmserver.selection.conditions import manageable
 
 # -- devices: asset fields (a new name renames the device), deletion ---------------------------

@@ -24,11 +24,11 @@ from sqlalchemy.orm import Session
 
 from mdmserver.collaborators import secret_box
 from mdmserver.db import utcnow
-from mdmserver.devices.models import Device
 from mdmserver.pki import x509 as px
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import upload_profile
 from mdmserver.push import service as push_service
+from mdmserver.records.devices import Device
 
 if TYPE_CHECKING:
     import pytest

@@ -26,9 +26,9 @@ from mdmserver.cli import backup_command, restore_command
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.devices import service as devices
-from mdmserver.devices.models import Device
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.pki.service import get_ca
+from mdmserver.records.devices import Device
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 from tests.factories import install_push_topic
 

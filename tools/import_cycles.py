@@ -5,16 +5,15 @@ imports included: grimp reads every ``import`` statement). Packages that reach e
 one group (a strongly connected component), followed by the edges inside it, so the imports that close
 the cycle can be read off. Exit status 1 when there is a cycle, 0 when there is none.
 
-By default the graph leaves out the two floors every package spans (the ``floors`` contract in
-pyproject.toml): the entry floor (``*.views``, ``*.cli``: the top, allowed to call any package below) and
-the base floor (``*.models``, ``*.schemas``: table mappings and marshmallow shapes, below every package;
-a foreign key is not a dependency between features). What is left is how the features' services, the
-queue, the records and the use cases depend on each other: that graph must have no cycle. ``--all``
-counts every module, entry and base included (a package's views sit above other packages whose models
-its own service reads, so that graph cannot be acyclic by construction).
+By default a package is every module in it, its ``models`` and ``schemas`` included; only the imports
+*made by* the entry floor (``*.views``, ``*.cli``: the top of the ``floors`` contract, allowed to call any
+package below) are left out. That graph must have no cycle. The tables that ``selection`` reads live in
+``mdmserver.records`` for that reason. ``--all`` counts the entry floor too: a package's views sit above
+the services of other packages that read its own tables, so that graph cannot be acyclic by
+construction.
 
-    .venv/bin/python tools/import_cycles.py            # the feature graph; exit 1 on a cycle
-    .venv/bin/python tools/import_cycles.py --all      # every module counted
+    .venv/bin/python tools/import_cycles.py            # the package graph; exit 1 on a cycle
+    .venv/bin/python tools/import_cycles.py --all      # the entry floor's imports counted too
     .venv/bin/python tools/import_cycles.py --quiet    # the groups only
 """
 
@@ -27,22 +26,17 @@ from collections.abc import Iterable
 import grimp
 
 ROOT = "mdmserver"
-#: the last part of a module name that puts it on the entry floor (top) or the base floor (bottom)
+#: the last part of a module name that puts it on the entry floor (the top)
 ENTRY = frozenset({"views", "cli"})
-BASE = frozenset({"models", "schemas"})
 
 
 def _child(module: str, root: str) -> str:
     return ".".join(module.split(".")[: root.count(".") + 2])
 
 
-def _floor_module(module: str) -> bool:
-    return module.rsplit(".", 1)[-1] in ENTRY | BASE and module.count(".") >= 2
-
-
 def package_graph(root: str = ROOT, *, every_module: bool = False) -> dict[str, set[str]]:
     """Edges between the direct children of ``root`` (packages and top-level modules); unless
-    ``every_module``, imports made by entry modules and imports of base modules are not counted."""
+    ``every_module``, the imports made by entry modules (views, CLI) are not counted."""
     graph = grimp.build_graph(root)
     edges: dict[str, set[str]] = {child: set() for child in sorted(graph.find_children(root))}
     for importer in graph.modules:
@@ -51,8 +45,6 @@ def package_graph(root: str = ROOT, *, every_module: bool = False) -> dict[str, 
         source = _child(importer, root)
         for imported in graph.find_modules_directly_imported_by(importer):
             if imported == root or not imported.startswith(root + "."):
-                continue
-            if not every_module and _floor_module(imported) and imported.rsplit(".", 1)[-1] in BASE:
                 continue
             target = _child(imported, root)
             if target != source:
@@ -119,12 +111,12 @@ def report(components: Iterable[list[str]], edges: dict[str, set[str]], quiet: b
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quiet", action="store_true", help="print the groups without their edges")
-    parser.add_argument("--all", action="store_true", help="count entry (views, cli) and base (models, schemas) modules")
+    parser.add_argument("--all", action="store_true", help="count the imports made by views and CLI modules too")
     args = parser.parse_args(argv)
     edges = package_graph(every_module=args.all)
     components = strongly_connected(edges)
     if not components:
-        scope = "counting every module" if args.all else "between their services, queue, records and use cases"
+        scope = "counting every module" if args.all else "every module but views and CLI, models and schemas included"
         print(f"no import cycle among the {ROOT}.* packages ({scope})")
         return 0
     print("\n".join(report(components, edges, args.quiet)))

@@ -42,19 +42,19 @@ from mdmserver.actions.catalogue import (
     Action,
     CommandPlan,
 )
-from mdmserver.actions.models import DeviceRetirement, RetirementState
 from mdmserver.api.jsonapi import marshmallow_errors
 from mdmserver.audit.service import record_event
-from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
-from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.organization.service import enrollment_profile_identifier, get_organization
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol import catalogue
 from mdmserver.protocol.secrets import redact
+from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandStatus
+from mdmserver.records.devices import Device, InstalledProfile
+from mdmserver.records.retirement import DeviceRetirement, RetirementState
 from mdmserver.selection.conditions import unmanaged_whens
 from mdmserver.selection.sql import in_values
 from mdmserver.selection.targets import Targets, select_targets

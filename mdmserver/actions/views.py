@@ -19,9 +19,9 @@ from mdmserver.api.jsonapi import (
     resource,
 )
 from mdmserver.collaborators import secret_box
-from mdmserver.commands.models import CommandStatus
 from mdmserver.db import db, isoformat
 from mdmserver.errors import BadRequest, UnprocessableEntity
+from mdmserver.records.commands import CommandStatus
 from mdmserver.selection import resolve
 from mdmserver.selection.targets import select_targets
 

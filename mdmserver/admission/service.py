@@ -28,11 +28,11 @@ from collections.abc import Iterable
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
-from mdmserver.admission.models import AdmissionStatus, AuthSet, Preauthorization
 from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
-from mdmserver.devices.models import Device
 from mdmserver.errors import NotFound, UnprocessableEntity
+from mdmserver.records.admission import AdmissionStatus, AuthSet, Preauthorization
+from mdmserver.records.devices import Device
 
 POLICIES = ("manual", "auto")
 PREAUTH_KINDS = ("serial_number", "udid")

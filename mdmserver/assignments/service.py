@@ -33,18 +33,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from mdmserver.admission.models import AdmissionStatus
 from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState, ProfileAssignment
 from mdmserver.audit.service import record_event
-from mdmserver.commands.models import Command, CommandStatus
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import utcnow
-from mdmserver.devices.models import Device, InstalledProfile
 from mdmserver.errors import Conflict, UnprocessableEntity
-from mdmserver.groups.models import DeviceGroup
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import profile_bytes
+from mdmserver.records.admission import AdmissionStatus
+from mdmserver.records.commands import Command, CommandStatus
+from mdmserver.records.devices import Device, InstalledProfile
+from mdmserver.records.groups import DeviceGroup
 from mdmserver.selection.conditions import manageable
 from mdmserver.selection.filters import group_condition
 from mdmserver.selection.resolve import resolve_devices

@@ -18,7 +18,7 @@ from marshmallow import (
 
 from mdmserver.api.apidoc import ApiDoc, CommaList, NameField, Reply
 from mdmserver.api.jsonapi import resource
-from mdmserver.attributes.models import ATTRIBUTE_NAME, MAX_VALUES
+from mdmserver.records.attributes import ATTRIBUTE_NAME, MAX_VALUES
 
 MAX_ATTRIBUTES = 200
 MAX_VALUE_LENGTH = 512

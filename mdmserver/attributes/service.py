@@ -7,11 +7,11 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from mdmserver.attributes.models import MAX_VALUES, CustomAttribute
 from mdmserver.audit.service import record_event
 from mdmserver.db import utcnow
-from mdmserver.devices.models import Device
 from mdmserver.errors import UnprocessableEntity
+from mdmserver.records.attributes import MAX_VALUES, CustomAttribute
+from mdmserver.records.devices import Device
 from mdmserver.selection.sql import in_values
 
 Values = dict[str, list[str]]

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, union_all
 from sqlalchemy.orm import Session
 
-from mdmserver.admission.models import AuthSet
 from mdmserver.checkin.models import EnrollmentAttempt
 from mdmserver.db import upsert_insert, utcnow
-from mdmserver.devices.models import Device
 from mdmserver.pki import service as pki
+from mdmserver.records.admission import AuthSet
+from mdmserver.records.devices import Device
 
 log = logging.getLogger("mdmserver.checkin")
 

@@ -18,15 +18,12 @@ from sqlalchemy.orm import Session
 
 from mdmserver import workflows
 from mdmserver.admission import service as admission
-from mdmserver.admission.models import REFUSED_STATUSES, AdmissionStatus, AuthSet
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.checkin.auth import DeviceIdentity
 from mdmserver.commands import service as commands
-from mdmserver.commands.models import CommandStatus
 from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
-from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, Forbidden, Gone, ServiceUnavailable
 from mdmserver.organization.service import enrollment_profile_identifier
 from mdmserver.pki import cms, x509
@@ -35,6 +32,9 @@ from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol import checkin as msgs
 from mdmserver.protocol.plist import dump_plist
 from mdmserver.protocol.results import CommandResult, ResultStatus, command_envelope
+from mdmserver.records.admission import REFUSED_STATUSES, AdmissionStatus, AuthSet
+from mdmserver.records.commands import CommandStatus
+from mdmserver.records.devices import Device
 
 log = logging.getLogger("mdmserver.checkin")
 

@@ -10,10 +10,10 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from mdmserver.api.jsonapi import is_id, parse_bool
-from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.db import utcnow
-from mdmserver.devices.models import Device
 from mdmserver.errors import NotFound
+from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandStatus
+from mdmserver.records.devices import Device
 from mdmserver.selection.filters import group_condition, parse_datetime, split_list
 from mdmserver.selection.resolve import resolve_devices
 from mdmserver.selection.sql import in_values

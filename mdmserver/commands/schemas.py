@@ -9,8 +9,8 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from mdmserver.api.apidoc import ApiDoc, Body, Reply, listing
 from mdmserver.api.jsonapi import resource
-from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.db import isoformat, utcnow
+from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandStatus
 
 
 class EnqueueSchema(Schema):

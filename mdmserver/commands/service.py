@@ -27,9 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mdmserver.commands.models import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
 from mdmserver.db import UTCDateTime, delete_in_batches, utcnow
-from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
 from mdmserver.pki.models import Certificate
 from mdmserver.pki.secretbox import SecretBox, SecretBoxError
@@ -38,6 +36,8 @@ from mdmserver.protocol import secrets as secrets_policy
 from mdmserver.protocol.plist import dump_plist, load_stored
 from mdmserver.protocol.results import CommandResult, ResultStatus
 from mdmserver.push import service as push_service
+from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
+from mdmserver.records.devices import Device
 from mdmserver.selection.conditions import manageable, unmanaged_reason
 from mdmserver.selection.sql import in_values, uuid_expression
 

@@ -22,11 +22,11 @@ from mdmserver.api.transactions import writes
 from mdmserver.audit.service import record_event
 from mdmserver.collaborators import secret_box
 from mdmserver.commands import queries, service
-from mdmserver.commands.models import Command
 from mdmserver.commands.schemas import EnqueueSchema, command_resource, display_status
 from mdmserver.db import db
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol.catalogue import get_spec
+from mdmserver.records.commands import Command
 from mdmserver.selection.resolve import get_device
 
 bp = Blueprint("commands", __name__)

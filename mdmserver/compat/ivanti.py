@@ -22,19 +22,19 @@ from mdmserver.api.apidoc import ApiDoc, Body, NameField, Reply, StrictBoolean
 from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import ListQuery, load_attributes, load_body, load_query
 from mdmserver.attributes import service as attributes
-from mdmserver.attributes.models import ATTRIBUTE_NAME
 from mdmserver.attributes.schemas import AttributeValuesSchema
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db, utcnow
 from mdmserver.devices import service as devices
-from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound, UnprocessableEntity
 from mdmserver.groups import service as groups
+from mdmserver.records.attributes import ATTRIBUTE_NAME
+from mdmserver.records.devices import Device
+from mdmserver.records.users import User
 from mdmserver.selection import resolve
 from mdmserver.selection.filters import conditions_from_mapping
 from mdmserver.selection.targets import select_targets
 from mdmserver.users import service as users
-from mdmserver.users.models import User
 
 bp = Blueprint("compat_ivanti", __name__, url_prefix="/api/v1")
 

@@ -33,19 +33,19 @@ from mdmserver.audit.service import record_event
 from mdmserver.collaborators import secret_box
 from mdmserver.commands import queries as command_queries
 from mdmserver.commands import service as commands
-from mdmserver.commands.models import Command, CommandStatus
 from mdmserver.db import db
 from mdmserver.devices import schemas as device_schemas
-from mdmserver.devices.models import (
+from mdmserver.errors import BadRequest, NotFound, UnprocessableEntity
+from mdmserver.groups import service as groups
+from mdmserver.profiles.models import Profile
+from mdmserver.records.commands import Command, CommandStatus
+from mdmserver.records.devices import (
     Device,
     DeviceCertificate,
     DeviceLocation,
     DeviceSecurityInfo,
     InstalledApplication,
 )
-from mdmserver.errors import BadRequest, NotFound, UnprocessableEntity
-from mdmserver.groups import service as groups
-from mdmserver.profiles.models import Profile
 from mdmserver.selection.filters import device_filters
 from mdmserver.selection.resolve import get_device
 from mdmserver.selection.targets import select_targets

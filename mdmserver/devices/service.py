@@ -14,11 +14,16 @@ from sqlalchemy import BigInteger, ColumnElement, case, delete, func, insert, or
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from mdmserver.admission.models import AdmissionStatus, AuthSet
 from mdmserver.api.jsonapi import ListQuery, Page, paginate
-from mdmserver.attributes.models import ATTRIBUTE_NAME, CustomAttribute
 from mdmserver.db import utcnow
-from mdmserver.devices.models import (
+from mdmserver.errors import BadRequest
+from mdmserver.pki.secretbox import SecretBox
+from mdmserver.protocol import inventory
+from mdmserver.protocol.checkin import Authenticate, SetBootstrapToken, TokenUpdate
+from mdmserver.protocol.plist import ProtocolError
+from mdmserver.records.admission import AdmissionStatus, AuthSet
+from mdmserver.records.attributes import ATTRIBUTE_NAME, CustomAttribute
+from mdmserver.records.devices import (
     AvailableOSUpdate,
     Device,
     DeviceCertificate,
@@ -29,13 +34,8 @@ from mdmserver.devices.models import (
     InstalledProfile,
     Platform,
 )
-from mdmserver.errors import BadRequest
-from mdmserver.pki.secretbox import SecretBox
-from mdmserver.protocol import inventory
-from mdmserver.protocol.checkin import Authenticate, SetBootstrapToken, TokenUpdate
-from mdmserver.protocol.plist import ProtocolError
+from mdmserver.records.users import DeviceOwnership
 from mdmserver.selection.filters import CUSTOM_PREFIX, FACETS
-from mdmserver.users.models import DeviceOwnership
 
 log = logging.getLogger("mdmserver.devices")
 

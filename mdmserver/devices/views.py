@@ -24,7 +24,10 @@ from mdmserver.api.jsonapi import (
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.devices import schemas, service
-from mdmserver.devices.models import (
+from mdmserver.errors import BadRequest, NotFound
+from mdmserver.groups import service as groups
+from mdmserver.push.service import PUSH_ATTRIBUTES, add_push_attributes
+from mdmserver.records.devices import (
     AvailableOSUpdate,
     Device,
     DeviceCertificate,
@@ -33,9 +36,6 @@ from mdmserver.devices.models import (
     InstalledApplication,
     InstalledProfile,
 )
-from mdmserver.errors import BadRequest, NotFound
-from mdmserver.groups import service as groups
-from mdmserver.push.service import PUSH_ATTRIBUTES, add_push_attributes
 from mdmserver.selection.filters import DEVICE_SORTS, DYNAMIC_FILTERS, device_filters
 from mdmserver.selection.resolve import get_device
 from mdmserver.users import service as users

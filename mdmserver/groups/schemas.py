@@ -10,7 +10,7 @@ from mdmserver.api.apidoc import ApiDoc, Body, LinkageSchema, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
 from mdmserver.errors import UnprocessableEntity
-from mdmserver.groups.models import DeviceGroup, GroupKind
+from mdmserver.records.groups import DeviceGroup, GroupKind
 
 
 class GroupCreateSchema(Schema):

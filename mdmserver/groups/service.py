@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 from mdmserver.api.jsonapi import is_id
 from mdmserver.audit.service import record_event
 from mdmserver.db import utcnow
-from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
-from mdmserver.groups.models import DeviceGroup, GroupKind, GroupMember
+from mdmserver.records.devices import Device
+from mdmserver.records.groups import DeviceGroup, GroupKind, GroupMember
 from mdmserver.selection.filters import conditions_from_mapping, group_condition
 from mdmserver.selection.sql import in_values
 

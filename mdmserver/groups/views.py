@@ -23,7 +23,6 @@ from mdmserver.collaborators import secret_box
 from mdmserver.db import db
 from mdmserver.errors import UnprocessableEntity
 from mdmserver.groups import service
-from mdmserver.groups.models import DeviceGroup, GroupKind
 from mdmserver.groups.schemas import (
     GroupCreateSchema,
     GroupMembersSchema,
@@ -32,6 +31,7 @@ from mdmserver.groups.schemas import (
     group_resource,
     parent_from_relationships,
 )
+from mdmserver.records.groups import DeviceGroup, GroupKind
 from mdmserver.selection import resolve
 from mdmserver.selection.filters import contains
 

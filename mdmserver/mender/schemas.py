@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from mdmserver.admission.models import AdmissionStatus
 from mdmserver.api.apidoc import ApiDoc, Body, IdField, NameField, Reply
+from mdmserver.records.admission import AdmissionStatus
 
 _IDENTITY = ("a JSON object of string attributes, as a string (at most 32 attributes, 4096 characters): any "
              "vendor attributes (Mender's example: mac, sku, sn); udid, serial_number (alias sn) name an Apple "

@@ -19,15 +19,15 @@ from sqlalchemy.orm import Session
 
 from mdmserver import workflows
 from mdmserver.admission import service as admission
-from mdmserver.admission.models import AdmissionStatus, AuthSet, Preauthorization
 from mdmserver.api.jsonapi import is_id
 from mdmserver.audit.service import record_event
 from mdmserver.devices import service as devices
-from mdmserver.devices.models import Device
 from mdmserver.errors import BadRequest, NotFound
 from mdmserver.mender.schemas import MAX_PER_PAGE, STATUSES
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol.fields import has_identifier_forbidden_character
+from mdmserver.records.admission import AdmissionStatus, AuthSet, Preauthorization
+from mdmserver.records.devices import Device
 
 _PENDING, _ACCEPTED, _REJECTED, _PREAUTHORIZED = (
     AdmissionStatus.PENDING, AdmissionStatus.ACCEPTED, AdmissionStatus.REJECTED, AdmissionStatus.PREAUTHORIZED

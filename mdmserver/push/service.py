@@ -24,9 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from mdmserver.commands.models import ACTIVE_STATUSES, Command
 from mdmserver.db import UTCDateTime, isoformat, upsert_insert, utcnow
-from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.pki import push_request as preq
 from mdmserver.pki import x509 as px
@@ -38,7 +36,9 @@ from mdmserver.pki.service import (
     store_private_key,
 )
 from mdmserver.push.apns import PushIdentity
-from mdmserver.push.models import (
+from mdmserver.records.commands import ACTIVE_STATUSES, Command
+from mdmserver.records.devices import Device
+from mdmserver.records.push import (
     FINISHED_STATUSES,
     DevicePushState,
     PushCertificate,

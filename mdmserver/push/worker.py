@@ -28,11 +28,11 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from mdmserver.db import db, utcnow
-from mdmserver.devices.models import Device
 from mdmserver.pki.service import load_secret_box
 from mdmserver.push import service
 from mdmserver.push.apns import APNsClient, HttpxAPNsClient, PushIdentity, PushMessage, PushResult
-from mdmserver.push.models import PushRequest, PushStatus
+from mdmserver.records.devices import Device
+from mdmserver.records.push import PushRequest, PushStatus
 from mdmserver.selection.conditions import push_blocker
 
 log = logging.getLogger("mdmserver.push.worker")

@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, String, and_, case, exists, literal, not_, null, or_
 
-from mdmserver.actions.models import DeviceRetirement
-from mdmserver.admission.models import AdmissionStatus
-from mdmserver.commands.models import Command, CommandStatus
-from mdmserver.devices.models import Device
-from mdmserver.push.models import DevicePushState
+from mdmserver.records.admission import AdmissionStatus
+from mdmserver.records.commands import Command, CommandStatus
+from mdmserver.records.devices import Device
+from mdmserver.records.push import DevicePushState
+from mdmserver.records.retirement import DeviceRetirement
 
 #: Admission states whose devices are refused every request (and get no command).
 REFUSED_ADMISSION = (AdmissionStatus.REJECTED.value, AdmissionStatus.DECOMMISSIONED.value)

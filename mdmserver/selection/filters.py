@@ -14,13 +14,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
 from sqlalchemy.orm import Session
 
-from mdmserver.admission.models import AdmissionStatus
 from mdmserver.api.jsonapi import is_id, parse_bool
-from mdmserver.attributes.models import ATTRIBUTE_NAME, CustomAttribute
-from mdmserver.devices.models import Device, Platform
-from mdmserver.groups.models import DeviceGroup, GroupKind, GroupMember
+from mdmserver.records.admission import AdmissionStatus
+from mdmserver.records.attributes import ATTRIBUTE_NAME, CustomAttribute
+from mdmserver.records.devices import Device, Platform
+from mdmserver.records.groups import DeviceGroup, GroupKind, GroupMember
+from mdmserver.records.users import DeviceOwnership, User
 from mdmserver.selection.conditions import retired as retired_condition
-from mdmserver.users.models import DeviceOwnership, User
 
 FilterFn = Callable[[str], ColumnElement[bool]]
 

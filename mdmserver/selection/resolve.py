@@ -12,8 +12,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from mdmserver.api.jsonapi import is_id
-from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
+from mdmserver.records.devices import Device
 from mdmserver.selection.sql import in_values
 
 #: Most devices one request may name one by one (ids, UDIDs or serial numbers). Larger sets are named

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, false, or_, select, true
 from sqlalchemy.orm import Session
 
-from mdmserver.devices.models import Device
 from mdmserver.errors import UnprocessableEntity
-from mdmserver.groups.models import DeviceGroup
+from mdmserver.records.devices import Device
+from mdmserver.records.groups import DeviceGroup
 from mdmserver.selection.filters import conditions_from_mapping, group_condition
 from mdmserver.selection.resolve import resolve_devices
 from mdmserver.selection.sql import in_values

@@ -9,7 +9,7 @@ from marshmallow import RAISE, Schema, fields, post_load, validate
 from mdmserver.api.apidoc import ApiDoc, Body, IdField, LinkageSchema, Reply, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.db import isoformat
-from mdmserver.users.models import User
+from mdmserver.records.users import User
 
 
 class UserCreateSchema(Schema):

@@ -9,9 +9,9 @@ from sqlalchemy.orm import Session
 
 from mdmserver.api.jsonapi import is_id
 from mdmserver.audit.service import record_event
-from mdmserver.devices.models import Device
 from mdmserver.errors import Conflict, NotFound
-from mdmserver.users.models import DeviceOwnership, User
+from mdmserver.records.devices import Device
+from mdmserver.records.users import DeviceOwnership, User
 
 POINTER = "/data/attributes"
 

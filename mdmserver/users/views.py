@@ -17,10 +17,10 @@ from mdmserver.api.jsonapi import (
 )
 from mdmserver.db import db
 from mdmserver.errors import UnprocessableEntity
+from mdmserver.records.users import User
 from mdmserver.selection import resolve
 from mdmserver.selection.filters import contains, split_list
 from mdmserver.users import service
-from mdmserver.users.models import User
 from mdmserver.users.schemas import OwnerSchema, UserCreateSchema, UserUpdateSchema, user_resource
 
 bp = Blueprint("users", __name__, url_prefix="/api/v1")

@@ -6,14 +6,14 @@ from datetime import timedelta
 
 from sqlalchemy import event, func, select
 
-from mdmserver.actions.models import DeviceRetirement
 from mdmserver.audit.models import AuditEvent
 from mdmserver.collaborators import secret_box
-from mdmserver.commands.models import Command
 from mdmserver.commands.service import command_parameters
-from mdmserver.devices.models import Device
-from mdmserver.groups.models import DeviceGroup, GroupMember
 from mdmserver.organization.service import get_organization
+from mdmserver.records.commands import Command
+from mdmserver.records.devices import Device
+from mdmserver.records.groups import DeviceGroup, GroupMember
+from mdmserver.records.retirement import DeviceRetirement
 from mdmserver.selection.resolve import MAX_NAMED_DEVICES
 from tests.factories import make_device, seed_devices
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db
-from mdmserver.push.models import PushRequest
+from mdmserver.records.push import PushRequest
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
 from tests.factories import install_push_topic
 

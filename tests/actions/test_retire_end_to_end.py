@@ -7,9 +7,9 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from mdmserver.collaborators import secret_box
-from mdmserver.commands.models import Command
 from mdmserver.commands.service import command_parameters
 from mdmserver.db import db
+from mdmserver.records.commands import Command
 from mdmserver.simulator.device import SimulatedDevice
 
 JSONAPI = {"Content-Type": "application/vnd.api+json"}

@@ -7,14 +7,14 @@ import plistlib
 from sqlalchemy import event, func, select
 
 from mdmserver.assignments.models import DeviceProfileState
-from mdmserver.attributes.models import CustomAttribute
 from mdmserver.collaborators import secret_box
-from mdmserver.commands.models import Command
 from mdmserver.commands.service import command_parameters
 from mdmserver.db import utcnow
-from mdmserver.devices.models import InstalledProfile
-from mdmserver.groups.models import GroupMember
 from mdmserver.pki.cms import unwrap_signed
+from mdmserver.records.attributes import CustomAttribute
+from mdmserver.records.commands import Command
+from mdmserver.records.devices import InstalledProfile
+from mdmserver.records.groups import GroupMember
 from tests.factories import make_device, make_wifi_profile, seed_devices
 
 JSONAPI = "application/vnd.api+json"
@@ -179,8 +179,8 @@ def test_assigning_to_a_large_group_is_constant_sql(client, auth, db_session):
 def test_push_worker_upkeep_reconciles_smart_groups_after_device_reported_changes(app, client, auth, db_session):
     """Inventory a device reports (here its OS version) can move it into a smart group; the worker's
     periodic upkeep queues the group's profiles for it, once."""
-    from mdmserver.devices.models import Device
     from mdmserver.jobs import Upkeep
+    from mdmserver.records.devices import Device
 
     h = auth("read", "write")
     profile = make_wifi_profile(db_session, identifier="com.example.upkeep")

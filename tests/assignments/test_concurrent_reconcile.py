@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 from mdmserver.assignments.models import ProfileAssignment
 from mdmserver.assignments.service import reconcile
 from mdmserver.collaborators import secret_box
-from mdmserver.commands.models import Command
 from mdmserver.db import db
 from mdmserver.profiles.models import Profile
+from mdmserver.records.commands import Command
 from tests.conftest import make_app
 from tests.factories import make_device, make_wifi_profile
 

@@ -16,13 +16,13 @@ from sqlalchemy.sql import visitors
 
 from mdmserver.assignments.models import ProfileAssignment
 from mdmserver.collaborators import secret_box
-from mdmserver.commands.models import Command
 from mdmserver.db import db
-from mdmserver.devices.models import Device
 from mdmserver.devices.service import GROUP_FILTER_COLUMNS
-from mdmserver.groups.models import DeviceGroup
 from mdmserver.profiles.service import upload_profile
 from mdmserver.protocol.inventory import DEVICE_INFORMATION_COLUMNS
+from mdmserver.records.commands import Command
+from mdmserver.records.devices import Device
+from mdmserver.records.groups import DeviceGroup
 from mdmserver.selection.filters import device_filters
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 from tests.factories import install_push_topic, make_wifi_profile

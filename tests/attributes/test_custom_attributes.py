@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import event, func, select
 
-from mdmserver.attributes.models import CustomAttribute
 from mdmserver.db import utcnow
+from mdmserver.records.attributes import CustomAttribute
 from tests.factories import make_device, seed_devices
 
 JSONAPI = "application/vnd.api+json"

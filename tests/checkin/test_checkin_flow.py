@@ -7,14 +7,14 @@ import plistlib
 from sqlalchemy import select
 
 from mdmserver.admission import service as admission
-from mdmserver.admission.models import AuthSet
 from mdmserver.checkin import service as checkin_service
 from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
-from mdmserver.commands.models import Command
-from mdmserver.devices.models import Device, DeviceUser
 from mdmserver.pki import cms
 from mdmserver.protocol import checkin as checkin_messages
+from mdmserver.records.admission import AuthSet
+from mdmserver.records.commands import Command
+from mdmserver.records.devices import Device, DeviceUser
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 
 

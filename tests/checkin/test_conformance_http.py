@@ -12,11 +12,11 @@ from sqlalchemy import select
 
 from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
-from mdmserver.commands.models import Command
-from mdmserver.devices.models import Device
 from mdmserver.protocol.checkin import is_udid
 from mdmserver.protocol.inventory import detect_request_type
 from mdmserver.protocol.plist import dump_plist, load_dict
+from mdmserver.records.commands import Command
+from mdmserver.records.devices import Device
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice, fingerprint
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import event, select
 from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
 from mdmserver.db import db
-from mdmserver.devices.models import Device
+from mdmserver.records.devices import Device
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 
 

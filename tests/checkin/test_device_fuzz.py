@@ -69,7 +69,7 @@ def test_hostile_inventory_answers_are_stored_safely(device, client, db_session,
     from sqlalchemy import select
 
     from mdmserver.commands import service as commands
-    from mdmserver.devices.models import Device
+    from mdmserver.records.devices import Device
 
     device_id = db_session.scalar(select(Device.id).where(Device.udid == device.udid))
     hostile = {

@@ -11,10 +11,10 @@ from sqlalchemy import select
 from mdmserver.admission import service as admission
 from mdmserver.checkin import auth as device_auth
 from mdmserver.collaborators import secret_box
-from mdmserver.devices.models import Device
 from mdmserver.pki import cms, x509
 from mdmserver.pki import service as pki
 from mdmserver.protocol.plist import dump_plist
+from mdmserver.records.devices import Device
 from mdmserver.simulator.device import FlaskTransport, Identity, SimulatedDevice
 
 

@@ -23,11 +23,11 @@ from sqlalchemy import func, select
 from mdmserver.checkin.enrollment import record_attempt
 from mdmserver.checkin.models import EnrollmentAttempt
 from mdmserver.db import db, utcnow
-from mdmserver.devices.models import Device
 from mdmserver.jobs import Upkeep
 from mdmserver.pki import x509
 from mdmserver.pki.models import Certificate, RSAPrivateKey
 from mdmserver.protocol.plist import dump_plist
+from mdmserver.records.devices import Device
 from mdmserver.simulator.device import HttpxTransport, Identity, SimulatedDevice
 from tests.factories import install_push_topic
 

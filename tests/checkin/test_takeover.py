@@ -15,14 +15,14 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from mdmserver.admission.models import AuthSet
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db, utcnow
-from mdmserver.devices.models import Device
 from mdmserver.pki import service as pki
 from mdmserver.pki import x509
 from mdmserver.pki.models import Certificate
 from mdmserver.protocol.plist import load_dict
+from mdmserver.records.admission import AuthSet
+from mdmserver.records.devices import Device
 from mdmserver.simulator.device import HttpxTransport, Identity, SimulatedDevice, fingerprint
 
 ADM = "/api/management/v1/admission"

@@ -8,10 +8,10 @@ from sqlalchemy import select
 
 from mdmserver.audit.models import AuditEvent
 from mdmserver.collaborators import secret_box
-from mdmserver.commands.models import Command
 from mdmserver.commands.service import enqueue_commands
 from mdmserver.db import utcnow
-from mdmserver.groups.models import DeviceGroup
+from mdmserver.records.commands import Command
+from mdmserver.records.groups import DeviceGroup
 from tests.factories import make_device
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from mdmserver.commands.models import Command
 from mdmserver.db import db
+from mdmserver.records.commands import Command
 from mdmserver.simulator.device import SimulatedDevice
 
 JSONAPI = {"Content-Type": "application/vnd.api+json"}

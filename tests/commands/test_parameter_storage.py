@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from mdmserver.bootstrap import upgrade_database
 from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
-from mdmserver.commands.models import Command, CommandParameters
 from mdmserver.db import db, utcnow
 from mdmserver.ops.readiness import alembic_config
 from mdmserver.pki.cms import unwrap_signed
+from mdmserver.records.commands import Command, CommandParameters
 from tests.conftest import make_app
 from tests.factories import make_device, make_wifi_profile, seed_devices
 

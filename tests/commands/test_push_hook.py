@@ -7,9 +7,9 @@ from sqlalchemy import func, select
 from mdmserver.admission import service as admission
 from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
-from mdmserver.devices.models import Device
 from mdmserver.mender import service as mender
-from mdmserver.push.models import PushRequest
+from mdmserver.records.devices import Device
+from mdmserver.records.push import PushRequest
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 from tests.factories import install_push_topic
 

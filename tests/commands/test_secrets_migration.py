@@ -13,11 +13,11 @@ from alembic import command as alembic_command
 from mdmserver.bootstrap import upgrade_database
 from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
-from mdmserver.commands.models import Command
 from mdmserver.db import db
 from mdmserver.ops.readiness import alembic_config
 from mdmserver.profiles.models import BoxSealer, Profile
 from mdmserver.profiles.service import upload_profile
+from mdmserver.records.commands import Command
 from tests.conftest import make_app
 from tests.factories import make_device
 

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from mdmserver.audit.models import AuditEvent
-from mdmserver.commands.models import Command
-from mdmserver.devices.models import Device
+from mdmserver.records.commands import Command
+from mdmserver.records.devices import Device
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 
 JSONAPI = "application/vnd.api+json"

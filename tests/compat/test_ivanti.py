@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select
 
-from mdmserver.attributes.models import CustomAttribute
 from mdmserver.attributes.service import attributes_of
-from mdmserver.commands.models import Command
 from mdmserver.db import db, utcnow
-from mdmserver.devices.models import Device
-from mdmserver.users.models import User
+from mdmserver.records.attributes import CustomAttribute
+from mdmserver.records.commands import Command
+from mdmserver.records.devices import Device
+from mdmserver.records.users import User
 from tests.factories import make_device
 
 FORM = "application/x-www-form-urlencoded"

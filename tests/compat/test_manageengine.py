@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 
 from mdmserver.collaborators import secret_box
-from mdmserver.commands.models import Command
 from mdmserver.commands.service import command_parameters
-from mdmserver.devices.models import (
+from mdmserver.records.commands import Command
+from mdmserver.records.devices import (
     Device,
     DeviceCertificate,
     DeviceLocation,
     DeviceSecurityInfo,
     InstalledApplication,
 )
-from mdmserver.groups.models import DeviceGroup, GroupMember
+from mdmserver.records.groups import DeviceGroup, GroupMember
 from tests.factories import make_device, make_wifi_profile
 
 ME = "/api/v1/mdm"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from mdmserver.commands.models import Command
+from mdmserver.records.commands import Command
 from tests.factories import make_device
 
 

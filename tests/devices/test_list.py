@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from mdmserver.attributes.models import CustomAttribute
 from mdmserver.audit.models import AuditEvent
-from mdmserver.commands.models import Command
-from mdmserver.devices.models import Device
-from mdmserver.users.models import DeviceOwnership, User
+from mdmserver.records.attributes import CustomAttribute
+from mdmserver.records.commands import Command
+from mdmserver.records.devices import Device
+from mdmserver.records.users import DeviceOwnership, User
 from tests.factories import make_device
 
 JSONAPI = "application/vnd.api+json"

@@ -25,14 +25,14 @@ from openapi_schema_validator import OAS30Validator
 from referencing import Registry, Resource
 
 from mdmserver.admission import service as admission
-from mdmserver.admission.models import AuthSet
 from mdmserver.api.apidoc import ApiDoc, Body
 from mdmserver.collaborators import secret_box
-from mdmserver.groups.models import DeviceGroup
 from mdmserver.ops.openapi import documented_rules, endpoint_docs, openapi_path
 from mdmserver.pki import x509
 from mdmserver.profiles.service import upload_profile
-from mdmserver.users.models import User
+from mdmserver.records.admission import AuthSet
+from mdmserver.records.groups import DeviceGroup
+from mdmserver.records.users import User
 from tests.factories import make_device
 
 JSONAPI = "application/vnd.api+json"

@@ -97,9 +97,9 @@ def test_contracts_hold_on_the_unmodified_tree(tmp_path: Path) -> None:
         ),
         (
             "mdmserver.api.requests",
-            "import mdmserver.devices.models  # noqa",
+            "import mdmserver.records.devices  # noqa",
             "The shared floor (db, errors, config, api plumbing, tokens, audit, ops)",
-            "mdmserver.api.requests -> mdmserver.devices.models",
+            "mdmserver.api.requests -> mdmserver.records.devices",
         ),
         (
             "mdmserver.simulator.device",
@@ -144,6 +144,19 @@ def test_contracts_hold_on_the_unmodified_tree(tmp_path: Path) -> None:
             "Floors, top to bottom",
             "mdmserver.profiles.models -> mdmserver.pki.service",
         ),
+        # the records below selection, selection below the features (issue 10, models counted)
+        (
+            "mdmserver.selection.filters",
+            "import mdmserver.assignments.models  # noqa",
+            "The records (the tables every feature selects devices by) and selection import no feature package",
+            "mdmserver.selection.filters -> mdmserver.assignments.models",
+        ),
+        (
+            "mdmserver.records.devices",
+            "import mdmserver.devices.schemas  # noqa",
+            "The records (the tables every feature selects devices by) and selection import no feature package",
+            "mdmserver.records.devices -> mdmserver.devices.schemas",
+        ),
     ],
 )
 def test_a_forbidden_import_breaks_lint(
@@ -169,7 +182,7 @@ def _import_cycles(tree: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_no_package_cycle_between_the_features_services(tmp_path: Path) -> None:
+def test_no_package_cycle_with_models_and_schemas_counted(tmp_path: Path) -> None:
     result = _import_cycles(_copy_tree(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no import cycle" in result.stdout
@@ -185,3 +198,15 @@ def test_a_cycle_inside_one_floor_is_caught(tmp_path: Path) -> None:
     result = _import_cycles(tree)
     assert result.returncode == 1, result.stdout
     assert "cycle of 2: groups, users" in result.stdout
+
+
+def test_a_cycle_through_a_packages_models_is_caught(tmp_path: Path) -> None:
+    """A package's models count as the package: selection reading a table that a feature above it keeps
+    in its own models module closes a cycle (selection -> profiles -> selection)."""
+    tree = _copy_tree(tmp_path)
+    _append(tree, "mdmserver.profiles.service", "import mdmserver.selection.filters  # noqa")
+    _append(tree, "mdmserver.selection.filters", "import mdmserver.profiles.models  # noqa")
+    result = _import_cycles(tree)
+    assert result.returncode == 1, result.stdout
+    assert "cycle of 2: profiles, selection" in result.stdout
+    assert "    selection -> profiles" in result.stdout

@@ -26,13 +26,13 @@ from werkzeug.serving import make_server
 from mdmserver.app import create_app
 from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
-from mdmserver.commands.models import Command, CommandStatus
 from mdmserver.db import db
-from mdmserver.devices.models import Device
 from mdmserver.jobs import run_worker
 from mdmserver.push import service as push_service
-from mdmserver.push.models import PushRequest, PushStatus
 from mdmserver.push.worker import PushWorker, WorkerSettings
+from mdmserver.records.commands import Command, CommandStatus
+from mdmserver.records.devices import Device
+from mdmserver.records.push import PushRequest, PushStatus
 from mdmserver.simulator.apns_emulator import APNsEmulator
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
 from mdmserver.tokens.service import create_token, hash_token

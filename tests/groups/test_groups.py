@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mdmserver.attributes.models import CustomAttribute
+from mdmserver.records.attributes import CustomAttribute
 from tests.factories import make_device
 
 JSONAPI = "application/vnd.api+json"

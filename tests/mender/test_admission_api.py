@@ -7,8 +7,8 @@ import json
 from cryptography.hazmat.primitives import serialization
 
 from mdmserver.admission import service as admission
-from mdmserver.devices.models import Device
 from mdmserver.pki import x509
+from mdmserver.records.devices import Device
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 
 BASE = "/api/management/v1/admission"

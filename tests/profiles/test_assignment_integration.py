@@ -7,9 +7,9 @@ import plistlib
 from sqlalchemy import select
 
 from mdmserver.collaborators import secret_box
-from mdmserver.commands.models import Command
 from mdmserver.commands.service import command_parameters
 from mdmserver.pki.cms import unwrap_signed
+from mdmserver.records.commands import Command
 from tests.factories import make_device
 
 from .helpers import JSONAPI, dumps, make_payload, make_profile, upload

@@ -7,7 +7,7 @@ import secrets
 import uuid
 
 from mdmserver.db import utcnow
-from mdmserver.devices.models import Device
+from mdmserver.records.devices import Device
 from tests.factories import TOPIC
 
 

@@ -15,7 +15,7 @@ from mdmserver.collaborators import secret_box
 from mdmserver.errors import NotFound, UnprocessableEntity
 from mdmserver.pki import x509 as px
 from mdmserver.push import service
-from mdmserver.push.models import PushCertificate
+from mdmserver.records.push import PushCertificate
 from tests.factories import TOPIC, push_certificate
 
 

@@ -21,7 +21,7 @@ from mdmserver.pki.models import RSAPrivateKey
 from mdmserver.pki.service import KEY_PURPOSE_PUSH_REQUEST
 from mdmserver.push import service
 from mdmserver.push.cli import push_cert_group
-from mdmserver.push.models import PushCertificate
+from mdmserver.records.push import PushCertificate
 from tests.factories import TOPIC, push_certificate, seed_devices
 
 OTHER_TOPIC = TOPIC.replace("0f0e", "abcd")

@@ -11,13 +11,13 @@ from sqlalchemy import func, select, update
 
 from mdmserver.collaborators import secret_box
 from mdmserver.db import utcnow
-from mdmserver.devices.models import Device
 from mdmserver.jobs import Upkeep, UpkeepSettings
 from mdmserver.pki import x509 as px
 from mdmserver.push import service
 from mdmserver.push.apns import HttpxAPNsClient
-from mdmserver.push.models import DevicePushState, PushRequest
 from mdmserver.push.worker import PushWorker, WorkerSettings, backoff_delay
+from mdmserver.records.devices import Device
+from mdmserver.records.push import DevicePushState, PushRequest
 from mdmserver.simulator.apns_emulator import APNsEmulator
 from tests.factories import TOPIC
 
@@ -379,8 +379,8 @@ def test_bulk_request_is_set_based(db_session, apns, worker):
 
 
 def test_upkeep_purges_finished_commands_past_retention(app, db_session):
-    from mdmserver.commands.models import Command
     from mdmserver.commands.service import enqueue_commands
+    from mdmserver.records.commands import Command
 
     device = make_device(db_session)
     enqueue_commands(db_session, [device.id], "DeviceInformation", None, enqueued_by="t", box=secret_box())

@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db, utcnow
 from mdmserver.push import service
-from mdmserver.push.models import PushRequest
 from mdmserver.push.worker import PushWorker, WorkerSettings
+from mdmserver.records.push import PushRequest
 from mdmserver.simulator.apns_emulator import APNsEmulator
 from tests.conftest import POSTGRES_URL, make_app
 from tests.factories import TOPIC
@@ -62,7 +62,7 @@ def outbox(own_app, emulator):
             ids = make_devices(db.session, count)
             assert service.request_push(db.session, ids) == count
             db.session.commit()
-            from mdmserver.devices.models import Device
+            from mdmserver.records.devices import Device
 
             return {t.hex() for t in db.session.scalars(select(Device.push_token).where(Device.id.in_(ids)))}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from mdmserver.commands.models import Command
-from mdmserver.devices.models import Device
+from mdmserver.records.commands import Command
+from mdmserver.records.devices import Device
 
 VICTIM_UDID = "00008030-001A2B3C4D5E802E"
 

@@ -13,79 +13,28 @@ Requests are signed before the timed part, so client-side signing does not count
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
-import datetime as dt
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-from cryptography import x509 as cx509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from mdmserver.collaborators import secret_box  # noqa: E402
-from mdmserver.pki import cms, x509  # noqa: E402
-from mdmserver.protocol.plist import dump_plist  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _push_cert(topic: str) -> tuple[bytes, bytes]:
-    key = x509.generate_private_key()
-    name = cx509.Name([cx509.NameAttribute(NameOID.USER_ID, topic),
-                       cx509.NameAttribute(NameOID.COMMON_NAME, "APSP:bench")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(cx509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30)).sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-
-
-class Server:
-    def __init__(self, factory: str, env: dict[str, str], workers: int, threads: int) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [str(ROOT / ".venv/bin/gunicorn"), "--workers", str(workers), "--threads", str(threads),
-             "--bind", f"127.0.0.1:{self.port}", "--chdir", str(ROOT / "bench"), "--log-level", "warning",
-             f"connect_apps:{factory}()"],
-            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-            # gunicorn puts its starting directory first on sys.path (its default --chdir): start it in
-            # bench/, or the mdmserver of this tree would shadow the one of --compare-tree's PYTHONPATH
-            cwd=str(ROOT / "bench"),
-        )
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                httpx.get(self.url + "/", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"{factory} did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
+from connect_setup import (  # noqa: E402
+    Server,
+    bench_environment,
+    enrolled_devices,
+    prepared_app,
+    queue_cycles,
+    signed,
+    unacknowledged,
+)
 
 
 def _run(url: str, jobs: list[list[tuple[bytes, str]]], concurrency: int) -> dict:
@@ -148,26 +97,6 @@ def _alternate(first, second, repeat: int) -> tuple[dict, dict]:
     return max(a_runs, key=lambda r: r["rps"]), max(b_runs, key=lambda r: r["rps"])
 
 
-def _queue_cycles(app, devices, count: int, signed) -> list[list[tuple[bytes, str]]]:
-    """Queue ``count`` commands per device; return per device: Idle + one Acknowledged per command,
-    pre-signed, in delivery order."""
-    from mdmserver.commands.service import enqueue_commands
-    from mdmserver.db import db
-    from mdmserver.devices.service import get_device_by_udid
-
-    jobs = []
-    with app.app_context():
-        for sim in devices:
-            device = get_device_by_udid(db.session, sim.udid)
-            queued = [enqueue_commands(db.session, [device.id], "DeviceLock", {}, enqueued_by="bench", box=secret_box())[0]["uuid"]
-                      for _ in range(count)]
-            db.session.commit()
-            job = [signed(sim, {"UDID": sim.udid, "Status": "Idle"})]
-            job += [signed(sim, {"UDID": sim.udid, "Status": "Acknowledged", "CommandUUID": u}) for u in queued]
-            jobs.append(job)
-    return jobs
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=20)
@@ -183,65 +112,19 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="connect-bench-"))
-    env = {"MDMSERVER_DATA_DIR": str(tmp / "data"), "MDMSERVER_LOG_LEVEL": "WARNING",
-           "MDMSERVER_ADMISSION_POLICY": "auto", "MDMSERVER_ENROLL_RATE_LIMIT": "0"}
-    drop_schema = None
-    if args.postgres:
-        import sqlalchemy as sa
-
-        schema = f"bench_connect_{os.getpid()}"
-        admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-
-        def drop_schema() -> None:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-        separator = "&" if "?" in args.postgres else "?"
-        args.database_url = f"{args.postgres}{separator}options=-csearch_path%3D{schema}"
-    if args.database_url:
-        env["MDMSERVER_DATABASE_URL"] = args.database_url
-    os.environ.update(env)
-    try:
+    if args.database_url and args.postgres:
+        parser.error("give --database-url or --postgres, not both")
+    with bench_environment("bench-connect", args.postgres) as (tmp, env):
+        if args.database_url:
+            env["MDMSERVER_DATABASE_URL"] = os.environ["MDMSERVER_DATABASE_URL"] = args.database_url
         return _bench(args, tmp, env)
-    finally:
-        if drop_schema is not None:
-            drop_schema()
 
 
 def _bench(args, tmp: Path, env: dict[str, str]) -> int:
-
-    from mdmserver.app import create_app
-    from mdmserver.bootstrap import initialize
-    from mdmserver.db import db
-    from mdmserver.pki import service as pki
-    from mdmserver.push import service as push_service
-    from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
-
-    app = create_app(environ=os.environ)
-    initialize(app)
-    with app.app_context():
-        cert_pem, key_pem = _push_cert(f"com.apple.mgmt.External.{uuid.uuid4()}")
-        push_service.import_push_certificate(db.session, cert_pem, key_pem, None, box=secret_box())
-        db.session.commit()
-        (tmp / "ca.pem").write_text(x509.cert_to_pem(pki.get_ca_certificate(db.session)))
-
+    app = prepared_app(tmp)
     mdm = Server("mdm_app", env, args.workers, args.threads)
     try:
-        transport = HttpxTransport(mdm.url)
-        devices = []
-        for _ in range(args.devices):
-            sim = SimulatedDevice(transport)
-            sim.enroll()
-            assert sim.authenticate() == 200 and sim.token_update() == 200
-            devices.append(sim)
-
-        def signed(sim, message) -> tuple[bytes, str]:
-            body = dump_plist(message)
-            return body, base64.b64encode(cms.sign(body, sim.identity.certificate, sim.identity.key,
-                                                   detached=True)).decode()
+        devices = enrolled_devices(mdm.url, args.devices)
 
         # (a) Idle, empty queue: each device's Idle body signed once, sent repeatedly
         per_job = max(1, args.idle // (args.devices * 4))
@@ -260,20 +143,14 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
             # (b) deliver-and-acknowledge: queue commands, pre-sign Idle + one Acknowledged per command
             cycle_runs = {"baseline": [], "mdm": []}
             for _round in range(args.repeat):
-                cycle_jobs = _queue_cycles(app, devices, args.commands, signed)
+                cycle_jobs = queue_cycles(app, devices, args.commands)
                 cycle_runs["baseline"].append(_run(baseline.url, cycle_jobs, args.concurrency))
                 cycle_runs["mdm"].append(_run(mdm.url, cycle_jobs, args.concurrency))
             results["baseline_cycles"] = max(cycle_runs["baseline"], key=lambda r: r["rps"])
             results["mdm_cycles"] = max(cycle_runs["mdm"], key=lambda r: r["rps"])
         finally:
             baseline.stop()
-        with app.app_context():
-            from sqlalchemy import func, select
-
-            from mdmserver.records.commands import Command
-
-            results["commands_not_acknowledged"] = db.session.scalar(
-                select(func.count()).select_from(Command).where(Command.status != "acknowledged"))
+        results["commands_not_acknowledged"] = unacknowledged(app)
     finally:
         mdm.stop()
 

@@ -26,27 +26,26 @@ older commit) on the same database, measured in the same interleaved rounds: bef
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from connect_bench import Server, _push_cert  # noqa: E402
-
-from mdmserver.collaborators import secret_box  # noqa: E402
-from mdmserver.pki import cms, x509  # noqa: E402
-from mdmserver.protocol.plist import dump_plist  # noqa: E402
+from connect_setup import (  # noqa: E402
+    ROOT,
+    Server,
+    bench_environment,
+    enrolled_devices,
+    prepared_app,
+    queue_cycles,
+    signed,
+    unacknowledged,
+)
 
 _LUA = r"""
 local data = dofile("%(data)s")
@@ -131,24 +130,6 @@ def wrk(url: str, port: int, jobs: list[list[tuple[bytes, str]]], work: Path) ->
             "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000}
 
 
-def _queue_cycles(app, devices, count: int, signed) -> list[list[tuple[bytes, str]]]:
-    from mdmserver.commands.service import enqueue_commands
-    from mdmserver.db import db
-    from mdmserver.devices.service import get_device_by_udid
-
-    jobs = []
-    with app.app_context():
-        for sim in devices:
-            device = get_device_by_udid(db.session, sim.udid)
-            queued = [enqueue_commands(db.session, [device.id], "DeviceLock", {}, enqueued_by="bench",
-                                       box=secret_box())[0]["uuid"] for _ in range(count)]
-            db.session.commit()
-            job = [signed(sim, {"UDID": sim.udid, "Status": "Idle"})]
-            job += [signed(sim, {"UDID": sim.udid, "Status": "Acknowledged", "CommandUUID": u}) for u in queued]
-            jobs.append(job)
-    return jobs
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=16, help="one device and one wrk thread each")
@@ -166,56 +147,12 @@ def main() -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: `apt-get install -y wrk` (make bench does it)")
 
-    tmp = Path(tempfile.mkdtemp(prefix="connect-floor-"))
-    env = {"MDMSERVER_DATA_DIR": str(tmp / "data"), "MDMSERVER_LOG_LEVEL": "WARNING",
-           "MDMSERVER_ADMISSION_POLICY": "auto", "MDMSERVER_ENROLL_RATE_LIMIT": "0"}
-    drop_schema = None
-    if args.postgres:
-        import sqlalchemy as sa
-
-        schema = f"bench_floor_{os.getpid()}"
-        admin = sa.create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-
-        def drop_schema() -> None:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-        separator = "&" if "?" in args.postgres else "?"
-        env["MDMSERVER_DATABASE_URL"] = f"{args.postgres}{separator}options=-csearch_path%3D{schema}"
-    os.environ.update(env)
-    try:
+    with bench_environment("bench-floor", args.postgres) as (tmp, env):
         return _bench(args, tmp, env)
-    finally:
-        if drop_schema is not None:
-            drop_schema()
 
 
 def _bench(args, tmp: Path, env: dict[str, str]) -> int:
-    from sqlalchemy import func, select
-
-    from mdmserver.app import create_app
-    from mdmserver.bootstrap import initialize
-    from mdmserver.db import db
-    from mdmserver.pki import service as pki
-    from mdmserver.push import service as push_service
-    from mdmserver.records.commands import Command
-    from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
-
-    app = create_app(environ=os.environ)
-    initialize(app)
-    with app.app_context():
-        cert_pem, key_pem = _push_cert(f"com.apple.mgmt.External.{uuid.uuid4()}")
-        push_service.import_push_certificate(db.session, cert_pem, key_pem, None, box=secret_box())
-        db.session.commit()
-        (tmp / "ca.pem").write_text(x509.cert_to_pem(pki.get_ca_certificate(db.session)))
-
-    def signed(sim, message) -> tuple[bytes, str]:
-        body = dump_plist(message)
-        return body, base64.b64encode(cms.sign(body, sim.identity.certificate, sim.identity.key,
-                                               detached=True)).decode()
-
+    app = prepared_app(tmp)
     floor_env = {**env, "BENCH_CA_FILE": str(tmp / "ca.pem")}
     servers = {"mdm": Server("mdm_app", env, args.workers, args.threads)}
     try:
@@ -226,13 +163,7 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
             # bench/connect_apps.py of this tree, mdmserver of the other (PYTHONPATH comes first)
             servers["other"] = Server("mdm_app", {**env, "PYTHONPATH": f"{other}:{ROOT / 'bench'}"},
                                       args.workers, args.threads)
-        transport = HttpxTransport(servers["mdm"].url)
-        devices = []
-        for _ in range(args.connections):
-            sim = SimulatedDevice(transport)
-            sim.enroll()
-            assert sim.authenticate() == 200 and sim.token_update() == 200
-            devices.append(sim)
+        devices = enrolled_devices(servers["mdm"].url, args.connections)
         idle_jobs = [[signed(sim, {"UDID": sim.udid, "Status": "Idle"})] * args.requests for sim in devices]
 
         def run(name: str, jobs) -> dict:
@@ -248,10 +179,8 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
             rounds["floor_verify"].append(run("floor_verify", idle_jobs))
             for server in ("other", "mdm") if args.compare_tree else ("mdm",):
                 rounds[f"{server}_idle"].append(run(server, idle_jobs))
-                rounds[f"{server}_cycles"].append(run(server, _queue_cycles(app, devices, args.commands, signed)))
-        with app.app_context():
-            not_acknowledged = db.session.scalar(
-                select(func.count()).select_from(Command).where(Command.status != "acknowledged"))
+                rounds[f"{server}_cycles"].append(run(server, queue_cycles(app, devices, args.commands)))
+        not_acknowledged = unacknowledged(app)
     finally:
         for server in servers.values():
             server.stop()

@@ -265,6 +265,26 @@ class Outcome:
         }
 
 
+#: the members of a bulk-action body that say which devices (``select_targets``' arguments)
+SELECTION_MEMBERS = ("devices", "groups", "filter", "all_devices")
+
+
+def run_bulk(session: Session, action: Action, body: dict[str, Any], *, actor: str | None,
+             box: SecretBox) -> dict[str, Any]:
+    """A bulk-action body, loaded by ``BulkActionSchema``: its selection members name the targets, the
+    rest are the action's parameters. ManageEngine's result shape, with ``ignored`` when members with no
+    Apple equivalent were given."""
+    body = dict(body)
+    selection = {member: body.pop(member, None) for member in SELECTION_MEMBERS}
+    given = body_parameters(action, body)
+    target = select_targets(session, devices=selection["devices"], groups=selection["groups"],
+                            filter_=selection["filter"], all_devices=selection["all_devices"])
+    result = run_action(session, action, target, given.raw, actor=actor, box=box).as_result()
+    if given.ignored:
+        result["ignored"] = given.ignored
+    return result
+
+
 def classify(session: Session, action: Action, target: Targets, params: dict[str, Any] | None) -> list[Any]:
     """(id, udid, serial_number, name, reason, platform) of every targeted device, in id order: one SELECT."""
     return session.execute(

@@ -79,15 +79,8 @@ def bulk_action(name: str):
     """ManageEngine's bulk action: success_list, na_list (each with remarks) and the counts."""
     action = service.get_action(name)
     body = load_body(BulkActionSchema(), "bulk action")
-    selection = {key: body.pop(key, None) for key in ("devices", "groups", "filter", "all_devices")}
-    given = service.body_parameters(action, body)
-    target = select_targets(db.session, devices=selection["devices"], groups=selection["groups"],
-                            filter_=selection["filter"], all_devices=selection["all_devices"])
-    outcome = service.run_action(db.session, action, target, given.raw, actor=current_actor(), box=secret_box())
+    result = service.run_bulk(db.session, action, body, actor=current_actor(), box=secret_box())
     db.session.commit()
-    result = outcome.as_result()
-    if given.ignored:
-        result["ignored"] = given.ignored
     return _plain(result)
 
 

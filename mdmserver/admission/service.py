@@ -25,7 +25,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 
-from sqlalchemy import case, select, update
+from sqlalchemy import ColumnElement, case, select, update
 from sqlalchemy.orm import Session
 
 from mdmserver.db import utcnow
@@ -286,18 +286,23 @@ def accepting_held_rebinding(session: Session, auth_set: AuthSet, status: str) -
             and auth_set.fingerprint != device.identity_fingerprint)
 
 
+def _reject_auth_sets(session: Session, device_id: int, *conditions: ColumnElement[bool]) -> list[str]:
+    """Reject the device's auth sets that meet ``conditions`` (one UPDATE); returns their ids."""
+    statement = (
+        update(AuthSet)
+        .where(AuthSet.device_id == device_id, *conditions)
+        .values(status=AdmissionStatus.REJECTED.value, updated_at=utcnow())
+        .returning(AuthSet.id)
+    )
+    return list(session.scalars(statement))
+
+
 def reject_other_admitted(session: Session, auth_set: AuthSet) -> list[str]:
     """Reject the device's other admitted auth sets (one accepted auth set per device, as Mender
     does), after its binding moved to ``auth_set``'s certificate; returns their ids."""
-    others = list(session.scalars(
-        select(AuthSet).where(AuthSet.device_id == auth_set.device_id, AuthSet.id != auth_set.id,
-                              AuthSet.status.in_(ADMITTED))
-    ))
-    for other in others:
-        other.status = AdmissionStatus.REJECTED.value
-        other.updated_at = utcnow()
+    rejected = _reject_auth_sets(session, auth_set.device_id, AuthSet.id != auth_set.id, AuthSet.status.in_(ADMITTED))
     release_hold(auth_set)
-    return [other.id for other in others]
+    return rejected
 
 
 def set_device_status(session: Session, device: Device, status: str) -> AuthSet:
@@ -310,11 +315,7 @@ def set_device_status(session: Session, device: Device, status: str) -> AuthSet:
 
 def decommission(session: Session, device: Device) -> None:
     """Refuse every request of the device from now on (Mender's DELETE /devices/<id>)."""
-    session.execute(
-        update(AuthSet)
-        .where(AuthSet.device_id == device.id)
-        .values(status=AdmissionStatus.REJECTED.value, updated_at=utcnow())
-    )
+    _reject_auth_sets(session, device.id)
     devices.set_admission_status(device, AdmissionStatus.DECOMMISSIONED.value)
     session.flush()
 

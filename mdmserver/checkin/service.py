@@ -196,7 +196,10 @@ def _checkout(session: Session, device: Device, message: msgs.CheckOut, settings
     devices.apply_checkout(session, device, message.user_id)
     if message.user_id is None:
         cancelled = commands.cancel_queue(session, device.id)
-        log.info("device %s checked out; %d queued commands cancelled", device.udid, cancelled)
+        # the device removed its MDM profile and the identity with it: a request signed by that
+        # certificate from now on is a replay or a stolen key, refused (enrolling again issues a new one)
+        pki.revoke_certificates(session, [device.identity_fingerprint])
+        log.info("device %s checked out; %d queued commands cancelled, its identity revoked", device.udid, cancelled)
     return None
 
 

@@ -48,7 +48,6 @@ from mdmserver.records.devices import (
 )
 from mdmserver.selection.filters import device_filters
 from mdmserver.selection.resolve import get_device
-from mdmserver.selection.targets import select_targets
 from mdmserver.users import service as users
 
 bp = Blueprint("compat_manageengine", __name__, url_prefix="/api/v1/mdm")
@@ -649,20 +648,13 @@ def bulk_action(name: str):
     the action's flat arguments) → 200 with ``success_list``, ``na_list`` and the counts."""
     action = actions.get_action(name)
     body = load_body(BulkActionSchema(), "bulk action")
-    selection = {key: body.pop(key, None) for key in ("devices", "groups", "filter", "all_devices")}
-    given = actions.body_parameters(action, body)
-    target = select_targets(db.session, devices=selection["devices"], groups=selection["groups"],
-                            filter_=selection["filter"], all_devices=selection["all_devices"])
-    outcome = actions.run_action(db.session, action, target, given.raw, actor=current_actor(), box=secret_box())
+    result = actions.run_bulk(db.session, action, body, actor=current_actor(), box=secret_box())
     db.session.commit()
-    result = outcome.as_result()
     for entry in result["success_list"]:
         entry.update(device_id=int(entry["device_id"]), status="SCHEDULED", remarks="the command is queued")
     for entry in result["na_list"]:
         entry.update(device_id=int(entry["device_id"]) if entry["device_id"] is not None else None,
                      status="NOT_APPLICABLE")
-    if given.ignored:
-        result["ignored"] = given.ignored
     return _plain(result)
 
 

@@ -100,6 +100,22 @@ def test_full_flow_manual_admission(client, db_session, topic) -> None:
     assert device.enrolled is False and device.unenrolled_at is not None
 
 
+def test_a_checked_out_identity_is_refused(client, db_session, topic, auto_admission) -> None:
+    """CheckOut: the device removed its MDM profile, and its identity with it. The same certificate
+    afterwards (a replay, a copied key) is refused on both endpoints; enrolling again works."""
+    sim = _device(client)
+    assert sim.authenticate() == 200 and sim.token_update() == 200
+    assert sim.idle() == (200, None)
+    assert sim.checkout() == 200
+    assert sim.idle() == (403, None)
+    assert sim.token_update() == 403
+    assert sim.checkout() == 403
+    sim.enroll()  # the profile installed again: a new identity
+    assert sim.authenticate() == 200 and sim.token_update() == 200
+    assert sim.idle() == (200, None)
+    assert _row(db_session, sim).enrolled is True
+
+
 def test_user_channel_token_update(client, db_session, topic, auto_admission) -> None:
     sim = _device(client, platform="macos")
     assert sim.authenticate() == 200 and sim.token_update() == 200

@@ -1,0 +1,227 @@
+"""The nginx configuration of docs/deploy.md, run for real in front of `mdmserver serve`.
+
+The server block is read out of the document itself (only the ports, the certificate paths and the
+upstream address are replaced), so the configuration an administrator copies is the one tested. mdmserver
+runs with ``device_auth = both``, ``client_cert_header = X-MDM-Client-Cert`` and ``trusted_proxies =
+127.0.0.1``. Through nginx, over TLS (the simulator trusting only the test root):
+
+- a device enrolls and checks in with signed requests;
+- the same device checks in with its TLS client certificate alone (no ``Mdm-Signature``): nginx passes
+  the certificate in the header and mdmserver accepts it;
+- a client without a certificate that sends the header itself, naming that device, is refused:
+  ``proxy_set_header`` replaces it (with nothing, so no header is passed);
+- a forged ``X-Forwarded-For`` does not open a new enrollment rate-limit bucket: nginx overwrites it.
+
+nginx is Debian's package; `.ci/run` installs it. Without it the test skips on a developer's machine and
+fails in CI (``CI=true``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
+from tests.factories import push_certificate_pem
+from tests.test_serve import _free_port
+from tests.test_serve_tls import _environment, _mdmserver, tls_chain  # noqa: F401 (a fixture)
+
+DEPLOY_DOC = Path(__file__).resolve().parents[1] / "docs" / "deploy.md"
+NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+RATE_LIMIT = 4  # enrollment requests per client address per minute, for the X-Forwarded-For check
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_nginx() -> None:
+    if NGINX is None:
+        message = "nginx is not installed (apt-get install nginx; .ci/run does)"
+        if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def documented_server_block() -> str:
+    """The first ``server { … }`` of the nginx block in docs/deploy.md (the TLS one)."""
+    text = DEPLOY_DOC.read_text(encoding="utf-8")
+    block = re.search(r"```nginx\n(.*?)```", text, re.DOTALL)
+    assert block is not None, "docs/deploy.md has no nginx block"
+    start = block.group(1).index("server {")
+    depth, end = 0, None
+    for index, char in enumerate(block.group(1)[start:], start):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == "}" and depth == 0:
+            end = index + 1
+            break
+    assert end is not None
+    return block.group(1)[start:end]
+
+
+def nginx_config(server_block: str, *, work: Path, port: int, upstream: int, cert: Path, key: Path) -> str:
+    """The documented block with this test's ports and files, in a minimal nginx.conf (one process,
+    in the foreground, every file under ``work``)."""
+    replacements = [
+        (r"listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"),
+        (r"listen \[::\]:443 ssl;\n", ""),
+        (r"ssl_certificate\s+\S+;", f"ssl_certificate {cert};"),
+        (r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {key};"),
+        (r"proxy_pass http://127\.0\.0\.1:8080;", f"proxy_pass http://127.0.0.1:{upstream};"),
+    ]
+    for pattern, replacement in replacements:
+        server_block, count = re.subn(pattern, replacement, server_block)
+        assert count == 1, f"docs/deploy.md's nginx block changed: {pattern!r} matched {count} times"
+    temp = {name: work / name for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
+    for folder in temp.values():
+        folder.mkdir()
+    return f"""
+daemon off;
+master_process off;
+pid {work / "nginx.pid"};
+error_log {work / "error.log"} warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log {work / "access.log"};
+    client_body_temp_path {temp["client_body"]};
+    proxy_temp_path {temp["proxy"]};
+    fastcgi_temp_path {temp["fastcgi"]};
+    uwsgi_temp_path {temp["uwsgi"]};
+    scgi_temp_path {temp["scgi"]};
+{server_block}
+}}
+"""
+
+
+def _wait_for(url: str, verify, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url, verify=verify, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, f"{what} exited: {process.stderr.read() if process.stderr else ''}"
+        assert time.monotonic() < deadline, f"{what} did not answer"
+        time.sleep(0.3)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_documented_nginx_block_is_what_this_test_runs() -> None:
+    block = documented_server_block()
+    # the properties the rest of the test relies on are in the document, not added here
+    assert "ssl_verify_client optional_no_ca;" in block
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in block
+    assert "proxy_set_header X-MDM-Client-Cert $ssl_client_escaped_cert;" in block
+    assert "$proxy_add_x_forwarded_for" not in block
+
+
+def test_devices_and_admins_through_the_documented_nginx(tmp_path: Path, tls_chain) -> None:  # noqa: F811
+    port, upstream = _free_port(), _free_port()
+    url = f"https://127.0.0.1:{port}"
+    env = {
+        **_environment(tmp_path, url),
+        "MDMSERVER_DEVICE_AUTH": "both",
+        "MDMSERVER_CLIENT_CERT_HEADER": "X-MDM-Client-Cert",
+        "MDMSERVER_TRUSTED_PROXIES": "127.0.0.1",
+        "MDMSERVER_ENROLL_RATE_LIMIT": str(RATE_LIMIT),
+    }
+    assert _mdmserver(env, "init").returncode == 0
+    cert_pem, key_pem = push_certificate_pem()
+    (tmp_path / "push.pem").write_bytes(cert_pem)
+    (tmp_path / "push.key").write_bytes(key_pem)
+    assert _mdmserver(env, "push-cert", "import", str(tmp_path / "push.pem"), "--key",
+                      str(tmp_path / "push.key")).returncode == 0
+    token = (tmp_path / "var" / "admin-token").read_text().strip()
+
+    work = tmp_path / "nginx"
+    work.mkdir()
+    (work / "nginx.conf").write_text(nginx_config(documented_server_block(), work=work, port=port,
+                                                  upstream=upstream, cert=tls_chain["chain"], key=tls_chain["key"]))
+    checked = subprocess.run([NGINX, "-t", "-p", str(work), "-c", str(work / "nginx.conf")],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mdmserver", "serve", "--bind", f"127.0.0.1:{upstream}", "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    proxy = subprocess.Popen([NGINX, "-p", str(work), "-c", str(work / "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    trust = ssl.create_default_context(cafile=str(tls_chain["root"]))
+    clients: list = []
+    try:
+        _wait_for(f"http://127.0.0.1:{upstream}/readyz", True, server, "mdmserver")
+        _wait_for(f"{url}/readyz", trust, proxy, "nginx")
+        api = httpx.Client(base_url=url, verify=trust, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        clients.append(api)
+
+        # 1. signed requests through the proxy (no client certificate: nginx sends no header)
+        plain = HttpxTransport(url, verify=trust)
+        clients.append(plain)
+        sim = SimulatedDevice(plain, platform="ios")
+        sim.enroll()
+        assert sim.server_url == f"{url}/mdm/connect"
+        assert sim.authenticate() == 200
+        assert sim.token_update() == 200
+        assert api.get(f"/api/v1/devices/{sim.udid}").json()["data"]["attributes"]["admission_status"] == "accepted"
+
+        # 2. the device's TLS client certificate alone: no Mdm-Signature, nginx forwards the certificate
+        pem = serialization.Encoding.PEM
+        (tmp_path / "device.pem").write_bytes(sim.identity.certificate.public_bytes(pem))
+        (tmp_path / "device.key").write_bytes(sim.identity.key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        device_tls = ssl.create_default_context(cafile=str(tls_chain["root"]))
+        device_tls.load_cert_chain(tmp_path / "device.pem", tmp_path / "device.key")
+        with_cert = httpx.Client(verify=device_tls, timeout=30)
+        clients.append(with_cert)
+        sim.transport = HttpxTransport(url, client=with_cert)
+        sim.header_auth = lambda _identity: {}  # sign nothing
+        queued = api.post(f"/api/v1/devices/{sim.udid}/commands", json={"request_type": "ProfileList"})
+        assert queued.status_code == 201, queued.text
+        handled = sim.run_session()
+        assert [(kind, status) for _uuid, kind, status in handled] == [("ProfileList", "Acknowledged")]
+        command = api.get(f"/api/v1/commands/{queued.json()['data']['id']}").json()["data"]["attributes"]
+        assert command["status"] == "acknowledged"
+
+        # 3. no client certificate, the header forged by the client itself (naming the enrolled device)
+        forged = SimulatedDevice(plain, platform="ios")
+        forged.enroll()
+        forged.identity = sim.identity  # it claims to be the enrolled device…
+        forged.udid = sim.udid
+        stolen = quote(sim.identity.certificate.public_bytes(pem).decode())
+        forged.header_auth = lambda _identity: {"X-MDM-Client-Cert": stolen}  # …with a header and no signature
+        status, _command = forged.idle()
+        assert status == 403, status  # refused, and never a 401 to a device
+
+        # 4. a forged X-Forwarded-For does not open a new rate-limit bucket: nginx overwrites it
+        statuses = []
+        for index in range(RATE_LIMIT + 2):
+            response = httpx.get(f"{url}/mdm/enroll", verify=trust, timeout=30,
+                                 headers={"X-Forwarded-For": f"198.51.100.{index + 1}"})
+            statuses.append(response.status_code)
+        assert 429 in statuses, statuses
+    finally:
+        for client in clients:
+            client.close()
+        _stop(proxy)
+        _stop(server)
+    assert server.returncode == 0

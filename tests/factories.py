@@ -25,8 +25,8 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from mdmserver.collaborators import secret_box
 from mdmserver.apps.models import App, AppSource, PackageKind
+from mdmserver.collaborators import secret_box
 from mdmserver.db import utcnow
 from mdmserver.pki import x509 as px
 from mdmserver.profiles.models import Profile

@@ -291,7 +291,7 @@ def test_reconcile_statement_count_is_constant_in_devices(client, auth, db_sessi
         if kind == "smart":
             db_session.execute(insert(CustomAttribute), [{"device_id": i, "name": "dept", "value": f"d{size}"}
                                                          for i in ids])
-            group = _group(client, h, name=f"g{size}", kind="smart", filter={f"custom.dept": f"d{size}"})
+            group = _group(client, h, name=f"g{size}", kind="smart", filter={"custom.dept": f"d{size}"})
         else:
             group = _group(client, h, name=f"g{size}")
             db_session.add_all([GroupMember(group_id=group, device_id=i) for i in ids])

@@ -197,7 +197,29 @@ def install_command(app: App, options: dict[str, Any], public_url: str) -> tuple
         params["ManagementFlags"] = flags
     if configuration is not None:
         params["Configuration"] = configuration
-    return request_type, validate_command(request_type, params, pointer_prefix="/options")
+    try:
+        return request_type, validate_command(request_type, params, pointer_prefix="")
+    except UnprocessableEntity as exc:
+        faults = exc.errors or [{"detail": exc.detail, "pointer": exc.pointer or ""}]
+        raise UnprocessableEntity("invalid install options; nothing was changed", errors=[
+            {"detail": fault["detail"], "pointer": _option_pointer(fault.get("pointer") or "")} for fault in faults
+        ]) from None
+
+
+#: the option each Apple key of an install command comes from
+_OPTION_OF_KEY = {"Attributes": "attributes", "Configuration": "configuration", "ManagementFlags": "management_flags",
+                  "InstallAsManaged": "install_as_managed"}
+
+
+def _option_pointer(pointer: str) -> str:
+    """The body's pointer for a fault at ``pointer`` in the built command (``/Attributes/Removable`` is
+    the ``removable`` option; ``/Configuration/x`` is ``/options/configuration/x``)."""
+    parts = pointer.split("/")[1:]
+    if parts[:2] == ["Attributes", "Removable"]:
+        return "/options/removable"
+    if parts and parts[0] in _OPTION_OF_KEY:
+        return "/".join(["/options", _OPTION_OF_KEY[parts[0]], *parts[1:]])
+    return "/options"
 
 
 # --- assignments ----------------------------------------------------------------------------------

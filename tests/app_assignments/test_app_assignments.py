@@ -244,10 +244,16 @@ def test_bad_bodies_unknown_apps_and_scopes(client, auth, db_session):
                  {"devices": [device.id], "options": {"attributes": {"VPNUUID": 7}}},
                  {"devices": [device.id], "options": {"configuration": "x"}},
                  {"devices": [device.id], "options": {"configuration": {"a": [[[[[]]]]] * 2000}}},
+                 {"devices": [device.id], "options": {"configuration": {"a": None}}},
+                 {"devices": [device.id], "options": {"configuration": {"a": 2**70}}},
+                 {"devices": [device.id], "options": None},
                  {"devices": [device.id], "options": {"colour": "red"}}):
         response = client.post(url, json=body, headers=h)
         assert response.status_code == 422, (body, response.get_json())
         assert response.get_json()["meta"]["request_id"] == response.headers["X-Request-ID"]
+    pointers = [e["source"]["pointer"] for e in client.post(url, headers=h, json={
+        "devices": [device.id], "options": {"attributes": {"VPNUUID": 7}}}).get_json()["errors"]]
+    assert pointers == ["/options/attributes/VPNUUID"]
     for body in ({"devices": [device.id], "options": {"removable": False}},
                  {"devices": [device.id], "options": {"management_flags": 4}}):
         assert client.post(f"/api/v1/apps/{mac_app.id}/assignments", json=body, headers=h).status_code == 422

@@ -174,7 +174,11 @@ def install_command(app: App, options: dict[str, Any], public_url: str) -> tuple
     enterprise = app.source == AppSource.ENTERPRISE.value
     if app.platform == Platform.MACOS.value:
         if enterprise:
-            request_type, params = "InstallEnterpriseApplication", {"Manifest": app_manifest(app, public_url)}
+            try:
+                manifest = app_manifest(app, public_url)
+            except ValueError as exc:
+                raise Conflict(f"app {app.id} cannot be installed: {exc}") from None
+            request_type, params = "InstallEnterpriseApplication", {"Manifest": manifest}
         else:
             request_type, params = "InstallApplication", _store_identity(app)
         if options.get("install_as_managed"):

@@ -24,6 +24,11 @@ def secret_box() -> SecretBox:
     return load_secret_box(current_app.config["SECRET_KEY_FILE"])
 
 
+def public_url() -> str:
+    """The server's public base URL (what devices reach it by: enrollment, app manifests and packages)."""
+    return current_app.config["PUBLIC_URL"]
+
+
 def init_app(app: Flask) -> None:
     """Bind the audit context to each request's session (after the token check) and unbind it at the
     end, as ``api.transactions`` declares the session's transaction mode."""

@@ -10,7 +10,7 @@ on its own period:
 
 - *re-push*: push again the devices with queued commands that have been silent too long;
 - *purge*: push records and finished commands past the retention, enrollment identities never used;
-- *reconcile*: the profiles assigned to groups (smart groups follow the inventory devices report).
+- *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report).
 
 This is an entry module (beside the views and the CLI): it may call any feature, and nothing imports it
 but the CLI.
@@ -110,9 +110,10 @@ class Upkeep:
 
     def _reconcile(self) -> None:
         box = load_secret_box(self.app.config["SECRET_KEY_FILE"])
-        counts = workflows.group_membership_changed(db.session, actor=UPKEEP_ACTOR, box=box)
+        counts = workflows.group_membership_changed(db.session, actor=UPKEEP_ACTOR, box=box,
+                                                    public_url=self.app.config["PUBLIC_URL"])
         db.session.commit()
-        if counts["install_queued"] or counts["removal_queued"]:
+        if any(counts[k] for k in ("install_queued", "removal_queued", "app_install_queued", "app_removal_queued")):
             log.info("group assignments reconciled: %s", counts)
 
 

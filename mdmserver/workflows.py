@@ -14,6 +14,8 @@ from sqlalchemy import and_
 from sqlalchemy.orm import Session
 
 from mdmserver.admission import service as admission
+from mdmserver.app_assignments import service as app_assignments
+from mdmserver.apps.models import App
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.commands import service as commands
@@ -50,7 +52,8 @@ def rename_parameters(name: str) -> dict[str, Any]:
 
 
 def update_device(
-    session: Session, device: Device, changes: dict[str, Any], *, actor: str | None, box: SecretBox
+    session: Session, device: Device, changes: dict[str, Any], *, actor: str | None, box: SecretBox,
+    public_url: str,
 ) -> tuple[Device, dict[str, Any]]:
     """Apply asset-field changes; a new name also queues the rename command where the platform allows.
 
@@ -76,7 +79,7 @@ def update_device(
         {**change, **meta},
     )
     # smart groups may match the device anew
-    group_membership_changed(session, actor=actor, box=box)
+    group_membership_changed(session, actor=actor, box=box, public_url=public_url)
     return device, meta
 
 
@@ -97,17 +100,24 @@ def delete_device(session: Session, device: Device) -> None:
 
 # -- groups: which devices are in which group ------------------------------------------------------
 
-def group_membership_changed(session: Session, *, actor: str | None, box: SecretBox) -> dict[str, int]:
+def group_membership_changed(
+    session: Session, *, actor: str | None, box: SecretBox, public_url: str
+) -> dict[str, int]:
     """Which devices are in which group may have changed: a group was created, changed (its filter,
     its parent) or deleted, static members were added or removed, or something smart groups filter on
-    changed (custom attributes, asset fields, the inventory devices report). Bring the profiles assigned
-    to groups in line (InstallProfile / RemoveProfile queued, set-based); returns the reconcile counts."""
-    return assignments.reconcile_all(session, actor=actor, box=box, groups_only=True)
+    changed (custom attributes, asset fields, the inventory devices report). Bring the profiles, then
+    the apps, assigned to groups in line (InstallProfile / RemoveProfile, InstallApplication /
+    InstallEnterpriseApplication / RemoveApplication queued, set-based); returns the profile reconcile
+    counts and the apps' as ``app_install_queued`` / ``app_removal_queued``. ``public_url``: the base of
+    the app manifests' URLs."""
+    counts = assignments.reconcile_all(session, actor=actor, box=box, groups_only=True)
+    apps = app_assignments.reconcile_all(session, actor=actor, box=box, public_url=public_url, groups_only=True)
+    return {**counts, "app_install_queued": apps["install_queued"], "app_removal_queued": apps["removal_queued"]}
 
 
-def custom_attributes_changed(session: Session, *, actor: str | None, box: SecretBox) -> None:
+def custom_attributes_changed(session: Session, *, actor: str | None, box: SecretBox, public_url: str) -> None:
     """Devices' custom attributes were written or deleted: smart groups may filter on them."""
-    group_membership_changed(session, actor=actor, box=box)
+    group_membership_changed(session, actor=actor, box=box, public_url=public_url)
 
 
 # -- profiles: a new revision, deletion ----------------------------------------------------------
@@ -117,6 +127,16 @@ def profile_revised(session: Session, profile: Profile, *, actor: str | None, bo
     where the profile is assigned (InstallProfile queued, set-based). Returns the reconcile counts, which
     the profile replies show as ``meta.assignments``."""
     return assignments.reconcile(session, profile, actor=actor, box=box)
+
+
+# -- apps: a new revision --------------------------------------------------------------------------
+
+def app_revised(session: Session, app: App, *, actor: str | None, box: SecretBox, public_url: str) -> dict[str, int]:
+    """A new package of an enterprise app was uploaded (its ``revision`` went up): queue the install
+    again where the app is installed from an older revision (InstallApplication of a managed app
+    updates it). Returns the reconcile counts. Deleting an app needs no reaction: the catalogue refuses
+    to delete an assigned app."""
+    return app_assignments.reconcile(session, app, actor=actor, box=box, public_url=public_url)
 
 
 def delete_profile(session: Session, profile: Profile, *, actor: str | None, box: SecretBox) -> None:
@@ -148,7 +168,7 @@ class AdmissionDecision:
 
 
 def decide_admission(
-    session: Session, auth_set: AuthSet, status: str, *, actor: str | None, box: SecretBox
+    session: Session, auth_set: AuthSet, status: str, *, actor: str | None, box: SecretBox, public_url: str
 ) -> AdmissionDecision:
     """An admin accepts or rejects an auth set (the transition was checked by the admission API).
 
@@ -159,7 +179,7 @@ def decide_admission(
        other admitted auth sets are rejected. Rejecting one leaves the device as it is.
     2. The auth set's (and the device's) status changes.
     3. An accepted device is owed a push for the commands queued while it waited, and it gets the
-       profiles assigned to it in this transaction; after a move, as a new enrollment.
+       profiles and apps assigned to it in this transaction; after a move, as a new enrollment.
     """
     decision = AdmissionDecision(auth_set)
     if admission.accepting_held_rebinding(session, auth_set, status):
@@ -180,6 +200,8 @@ def decide_admission(
         commands.request_push_if_queued(session, device.id, reason="admission")
     assignments.reconcile_devices(session, [auth_set.device_id], actor=actor, box=box,
                                   new_enrollment=decision.moved_from is not None)
+    app_assignments.reconcile_devices(session, [auth_set.device_id], actor=actor, box=box, public_url=public_url,
+                                      new_enrollment=decision.moved_from is not None)
     return decision
 
 

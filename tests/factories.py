@@ -5,6 +5,7 @@
   admin API.
 - A push certificate (hence a topic), so that simulated devices can enroll and be pushed.
 - A stored Wi-Fi profile, uploaded through the profile service.
+- App catalogue rows (App Store or enterprise), inserted directly.
 
 Helpers used by one package only stay in that package (``tests/<package>/helpers.py``).
 """
@@ -12,7 +13,9 @@ Helpers used by one package only stay in that package (``tests/<package>/helpers
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import plistlib
+import secrets
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from mdmserver.apps.models import App, AppSource, PackageKind
 from mdmserver.collaborators import secret_box
 from mdmserver.db import utcnow
 from mdmserver.pki import x509 as px
@@ -154,3 +158,29 @@ def make_wifi_profile(
     profile, _ = upload_profile(session, body, replace=replace, box=secret_box())
     session.flush()
     return profile
+
+
+def make_app(
+    session: Session, bundle_id: str | None = "com.example.notes", *, platform: str = "ios",
+    enterprise: bool = True, version: str | None = "1.0", itunes_store_id: int | None = None, **overrides: Any,
+) -> App:
+    """A catalogue row, flushed. Enterprise: a made-up package (``.ipa`` on iOS, ``.pkg`` on macOS) with
+    its SHA-256, size, one chunk hash and a download token; App Store: no package."""
+    values: dict[str, Any] = {
+        "source": AppSource.ENTERPRISE.value if enterprise else AppSource.STORE.value,
+        "platform": platform, "bundle_id": bundle_id, "itunes_store_id": itunes_store_id,
+        "name": f"App {bundle_id or itunes_store_id}", "version": version, "build_version": version,
+        "download_token": secrets.token_urlsafe(32), "revision": 1,
+    }
+    if enterprise:
+        digest = hashlib.sha256(f"{bundle_id}-{version}".encode()).hexdigest()
+        values.update(
+            package_kind=PackageKind.PKG.value if platform == "macos" else PackageKind.IPA.value,
+            package_sha256=digest, package_size=1234, package_name=f"{bundle_id}.pkg",
+            package_chunks={"size": 10 * 1024 * 1024, "sha256s": [digest]},
+        )
+    values.update(overrides)
+    app = App(**values)
+    session.add(app)
+    session.flush()
+    return app

@@ -22,7 +22,7 @@ from mdmserver.attributes.schemas import (
     BulkDeleteQuerySchema,
     attributes_resource,
 )
-from mdmserver.collaborators import secret_box
+from mdmserver.collaborators import public_url, secret_box
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.selection import resolve
@@ -34,7 +34,7 @@ TYPE = "custom_attributes"
 
 def _changed(device_id: int, values: dict[str, str]):
     """After a write: react (smart groups), commit, answer with the device's attributes."""
-    workflows.custom_attributes_changed(db.session, actor=current_actor(), box=secret_box())
+    workflows.custom_attributes_changed(db.session, actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
     return jsonapi_response(document(attributes_resource(device_id, values)))
 
@@ -102,6 +102,6 @@ def bulk_delete():
         resolved = resolve.resolve_devices(db.session, query["devices"], parameter="devices")
         device_ids, missing = resolved.ids, resolved.missing
     deleted = service.bulk_delete(db.session, names, device_ids)
-    workflows.custom_attributes_changed(db.session, actor=current_actor(), box=secret_box())
+    workflows.custom_attributes_changed(db.session, actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
     return jsonapi_response(document(None, meta={"deleted": deleted, "names": names, "not_found": missing}))

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver import workflows
 from mdmserver.admission import service as admission
+from mdmserver.app_assignments import service as app_assignments
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
 from mdmserver.checkin.auth import DeviceIdentity
@@ -162,6 +163,8 @@ class CheckinSettings:
     preauthorized: Iterable[str]
     push_topic: Callable[[Session], str | None]
     box: SecretBox
+    #: the server's public base URL (app manifests queued for a new enrollment point there)
+    public_url: str
 
 
 def handle_checkin(
@@ -333,6 +336,8 @@ def _authenticate(
     # group) in this transaction; a pending device gets them when it is accepted.
     assignments.reconcile_devices(session, [device.id], actor=RECONCILE_ACTOR, box=settings.box,
                                  new_enrollment=True)
+    app_assignments.reconcile_devices(session, [device.id], actor=RECONCILE_ACTOR, box=settings.box,
+                                      public_url=settings.public_url, new_enrollment=True)
 
     log.info("device %s authenticated (admission %s)", device.udid, device.admission_status)
     return None
@@ -425,7 +430,8 @@ _BOUND_HANDLERS: dict[str, Callable[[Session, Device, Any, CheckinSettings], byt
 
 
 def handle_connect(
-    session: Session, result: CommandResult, raw: bytes, identity: DeviceIdentity, box: SecretBox
+    session: Session, result: CommandResult, raw: bytes, identity: DeviceIdentity, box: SecretBox,
+    public_url: str,
 ) -> bytes | None:
     """Record a result (if any) and return the next command's plist, or ``None`` for an empty 200.
 
@@ -452,7 +458,10 @@ def handle_connect(
             if inventory_update.group_fields_changed:
                 # it may have entered or left a smart group: its assignments follow, for this device only
                 counts = assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box)
-                queued_now = bool(counts["install_queued"] or counts["removal_queued"])
+                apps = app_assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box,
+                                                         public_url=public_url)
+                queued_now = any((counts["install_queued"], counts["removal_queued"], apps["install_queued"],
+                                  apps["removal_queued"]))
         if answered is not None and (answered.id == state.command_id or queued_now):
             # the device answered a command it was never offered, or a profile command was just
             # queued for it: look again

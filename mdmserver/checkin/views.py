@@ -100,6 +100,7 @@ def _settings() -> service.CheckinSettings:
         preauthorized=tuple(config.get("PREAUTHORIZED") or ()),
         push_topic=push_topic,
         box=secret_box(),
+        public_url=config["PUBLIC_URL"],
     )
 
 
@@ -130,7 +131,8 @@ def _connect(data: dict, body: bytes, identity: device_auth.DeviceIdentity) -> R
     result = parse_result(data)
 
     def unit() -> Response:
-        return _respond(service.handle_connect(db.session, result, body, identity, secret_box()))
+        return _respond(service.handle_connect(db.session, result, body, identity, secret_box(),
+                                                     current_app.config["PUBLIC_URL"]))
 
     if result.status is ResultStatus.IDLE:
         # An Idle usually only reads (empty queue, last_seen written at most once a minute): it begins

@@ -23,7 +23,7 @@ from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import ListQuery, load_attributes, load_body, load_query
 from mdmserver.attributes import service as attributes
 from mdmserver.attributes.schemas import AttributeValuesSchema
-from mdmserver.collaborators import secret_box
+from mdmserver.collaborators import public_url, secret_box
 from mdmserver.db import db, utcnow
 from mdmserver.devices import service as devices
 from mdmserver.errors import BadRequest, NotFound, UnprocessableEntity
@@ -273,7 +273,7 @@ def _attrs(*, text_plain: bool = False) -> tuple[dict[str, list[str]], bool]:
 
 
 def _attributes_changed() -> None:
-    workflows.custom_attributes_changed(db.session, actor=current_actor(), box=secret_box())
+    workflows.custom_attributes_changed(db.session, actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
 
 

@@ -30,7 +30,7 @@ from mdmserver.assignments import service as assignments
 from mdmserver.assignments.models import DeviceProfileState
 from mdmserver.assignments.schemas import ProfileIdsSchema
 from mdmserver.audit.service import record_event
-from mdmserver.collaborators import secret_box
+from mdmserver.collaborators import public_url, secret_box
 from mdmserver.commands import queries as command_queries
 from mdmserver.commands import service as commands
 from mdmserver.db import db
@@ -318,7 +318,7 @@ def update_device(ident: str):
     except ValidationError as exc:
         messages = {ours.get(k, k): v for k, v in exc.messages.items()}
         raise UnprocessableEntity("invalid device details", errors=marshmallow_errors(messages, base="")) from None
-    workflows.update_device(db.session, device, checked, actor=current_actor(), box=secret_box())
+    workflows.update_device(db.session, device, checked, actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
     result = _device_details(device)
     ignored = [k for k in _IGNORED_UPDATE_FIELDS if k in body]

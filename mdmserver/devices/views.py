@@ -21,7 +21,7 @@ from mdmserver.api.jsonapi import (
     parse_resource_body,
     resource,
 )
-from mdmserver.collaborators import secret_box
+from mdmserver.collaborators import public_url, secret_box
 from mdmserver.db import db
 from mdmserver.devices import schemas, service
 from mdmserver.errors import BadRequest, NotFound
@@ -109,7 +109,7 @@ def update_device(ident: str):
     device = get_device(db.session, ident)
     _, attributes = parse_resource_body(None, "devices", require_id=device.id)
     changes = load_attributes(schemas.DeviceUpdateSchema(), attributes, "device attributes")
-    device, meta = workflows.update_device(db.session, device, changes, actor=current_actor(), box=secret_box())
+    device, meta = workflows.update_device(db.session, device, changes, actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
     owners = service.owners_of(db.session, [device.id])
     return jsonapi_response(document(schemas.device_resource(device, owner_id=owners.get(device.id)), meta=meta or None))

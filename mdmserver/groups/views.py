@@ -19,7 +19,7 @@ from mdmserver.api.jsonapi import (
     refuse_query_params,
     request_json,
 )
-from mdmserver.collaborators import secret_box
+from mdmserver.collaborators import public_url, secret_box
 from mdmserver.db import db
 from mdmserver.errors import UnprocessableEntity
 from mdmserver.groups import service
@@ -85,7 +85,7 @@ def create_group():
     _, attributes = parse_resource_body(None, TYPE)
     values = _with_parent(load_attributes(GroupCreateSchema(), attributes, "device group"))
     group = service.create_group(db.session, values)
-    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
+    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
     return jsonapi_response(document(group_resource(group)), status=201,
                             headers={"Location": f"/api/v1/device_groups/{group.id}"})
@@ -104,7 +104,7 @@ def update_group(group_id: str):
     _, attributes = parse_resource_body(None, TYPE, require_id=group.id)
     values = _with_parent(load_attributes(GroupUpdateSchema(), attributes, "device group"))
     group = service.update_group(db.session, group, values)
-    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
+    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
     return jsonapi_response(document(group_resource(group)))
 
@@ -113,7 +113,7 @@ def update_group(group_id: str):
 def delete_group(group_id: str):
     """Delete a group without subgroups that no smart group filters on."""
     service.delete_group(db.session, service.get_group(db.session, group_id))
-    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
+    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
     return jsonapi_response(None, status=204)
 
@@ -136,7 +136,7 @@ def add_members(group_id: str):
     """Add static members (resource linkage of devices by id, UDID or serial number)."""
     group = service.get_group(db.session, group_id)
     added = service.add_members(db.session, group, _linkage())
-    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
+    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
     return jsonapi_response(document(None, meta={"added": added}))
 
@@ -146,7 +146,7 @@ def remove_members(group_id: str):
     """Remove static members."""
     group = service.get_group(db.session, group_id)
     removed = service.remove_members(db.session, group, _linkage())
-    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box())
+    workflows.group_membership_changed(db.session, actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
     return jsonapi_response(document(None, meta={"removed": removed}))
 

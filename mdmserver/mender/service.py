@@ -114,7 +114,8 @@ def auth_set_document(auth_set: AuthSet) -> dict[str, Any]:
 
 
 def set_status(
-    session: Session, auth_set: AuthSet, status: Any, *, actor: str | None = None, box: SecretBox
+    session: Session, auth_set: AuthSet, status: Any, *, actor: str | None = None, box: SecretBox,
+    public_url: str,
 ) -> AuthSet:
     if status not in STATUSES:
         raise BadRequest(f"status must be one of accepted, rejected (not {status!r})")
@@ -123,7 +124,8 @@ def set_status(
     if (auth_set.status, status) not in TRANSITIONS:
         raise BadRequest(f"invalid status transition from {auth_set.status} to {status}")
     before = auth_set.status
-    change = workflows.decide_admission(session, auth_set, status, actor=actor, box=box)
+    change = workflows.decide_admission(session, auth_set, status, actor=actor, box=box,
+                                         public_url=public_url)
     moved = change.moved_from is not None
     verb = "accept" if status == AdmissionStatus.ACCEPTED else "reject"
     details: dict[str, Any] = {"device_id": auth_set.device_id, "from": before, "to": status}

@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError
 
 from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import json_body, marshmallow_errors
-from mdmserver.collaborators import secret_box
+from mdmserver.collaborators import public_url, secret_box
 from mdmserver.db import db
 from mdmserver.errors import BadRequest
 from mdmserver.mender import service
@@ -119,7 +119,7 @@ def set_status(auth_set_id: str):
     """Accept or reject an auth set (Mender's transition rules)."""
     auth_set = service.get_auth_set(db.session, auth_set_id)
     body = _body(AuthSetStatusSchema())
-    service.set_status(db.session, auth_set, body["status"], actor=current_actor(), box=secret_box())
+    service.set_status(db.session, auth_set, body["status"], actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
     return _json({"status": auth_set.status})
 

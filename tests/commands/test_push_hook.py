@@ -30,7 +30,8 @@ def test_push_requests_follow_the_queue(app, client, db_session, monkeypatch) ->
     commands.enqueue_commands(db_session, [device.id], "ProfileList", {}, enqueued_by="t", box=secret_box())
     db_session.commit()
     assert _pending_pushes(db_session, device.id) == 0  # pending devices are never pushed
-    mender.set_status(db_session, admission.current_auth_set(db_session, device), "accepted", box=secret_box())
+    mender.set_status(db_session, admission.current_auth_set(db_session, device), "accepted", box=secret_box(),
+                      public_url="http://127.0.0.1:8080")
     db_session.commit()
     assert _pending_pushes(db_session, device.id) == 1  # acceptance wakes it for the queued command
     commands.enqueue_commands(db_session, [device.id], "SecurityInfo", {}, enqueued_by="t", box=secret_box())

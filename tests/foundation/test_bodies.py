@@ -33,7 +33,7 @@ from mdmserver.profiles.service import upload_profile
 from mdmserver.records.admission import AuthSet
 from mdmserver.records.groups import DeviceGroup
 from mdmserver.records.users import User
-from tests.factories import make_device
+from tests.factories import make_app, make_device
 
 JSONAPI = "application/vnd.api+json"
 MENDER = "/api/management/v1/admission"
@@ -110,6 +110,11 @@ def _cases(ids: dict[str, Any]) -> list[Case]:
              {"profile_ids": [ids["profile_id"]]}, {"profile_ids": []}),
         Case("assignments.device_unassign", "delete", "/api/v1/devices/{ident}/profiles",
              {"profile_ids": [str(ids["profile_id"])]}, {"profile_ids": [True]}),
+        Case("app_assignments.assign", "post", "/api/v1/apps/{app_id}/assignments",
+             {"devices": [ids["device"]], "options": {"removable": False}},
+             {"devices": [ids["device"]], "options": {"management_flags": 2}}),
+        Case("app_assignments.refresh", "post", "/api/v1/apps/{app_id}/refresh",
+             {"devices": [ids["device"]]}, {"devices": "all"}),
         Case("commands.enqueue", "post", "/api/v1/devices/{ident}/commands",
              _resource("commands", {"request_type": "DeviceInformation"}),
              _resource("commands", {"request_type": "DeviceInformation", "priority": "high"}), JSONAPI),
@@ -157,9 +162,10 @@ def ids(db_session) -> dict[str, Any]:
     group = DeviceGroup(name="bodies-group", kind="static")
     db_session.add(group)
     db_session.flush()
+    app = make_app(db_session, "com.example.bodies")
     db_session.commit()
     return {"device": device.id, "ident": device.id, "profile_id": profile.id, "user_id": user.id,
-            "group_id": group.id, "name": "lock", "db_session": db_session}
+            "group_id": group.id, "app_id": app.id, "name": "lock", "db_session": db_session}
 
 
 def _auth_set(db_session, pem: str | None = None) -> str:
@@ -217,7 +223,7 @@ def test_every_schema_body_is_in_the_table(app):
     schema_bodies = {r.endpoint for r in documented_rules(app)
                      if (doc := docs.get(r.endpoint)) is not None and _documented(doc) is not None
                      and doc.body_kind in (Body.RESOURCE, Body.JSON)}
-    covered = {case.endpoint for case in _cases({"device": 1, "user_id": 1, "group_id": 1, "profile_id": 1})}
+    covered = {case.endpoint for case in _cases({"device": 1, "user_id": 1, "group_id": 1, "profile_id": 1, "app_id": 1})}
     assert schema_bodies == covered
 
 
@@ -291,7 +297,7 @@ def test_every_documented_list_parameter_is_accepted(app, client, auth, ids):
     spec = client.get("/api/openapi.json").get_json()
     h = auth("read", "admin")
     fill = {"ident": ids["device"], "group_id": ids["group_id"], "profile_id": ids["profile_id"],
-            "user_id": ids["user_id"]}
+            "user_id": ids["user_id"], "app_id": ids["app_id"]}
     checked = 0
     for path, item in spec["paths"].items():
         operation = item.get("get")

@@ -21,12 +21,14 @@ WRITES = {"post", "put", "patch"}
 #: Every paginated list of the API, written down here (not read from the document): each must describe
 #: page[number], page[size] and sort, and its filters (device locations have none).
 LISTS = {
+    "/api/v1/apps/{app_id}/devices",
     "/api/v1/audit_events",
     "/api/v1/certificates",
     "/api/v1/commands",
     "/api/v1/device_groups",
     "/api/v1/device_groups/{group_id}/devices",
     "/api/v1/devices",
+    "/api/v1/devices/{ident}/apps",
     "/api/v1/devices/{ident}/certificates",
     "/api/v1/devices/{ident}/commands",
     "/api/v1/devices/{ident}/installed_applications",

@@ -1,0 +1,1 @@
+"""The app catalogue: App Store apps and enterprise apps (.ipa, .pkg) uploaded to the server."""

@@ -18,14 +18,17 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, json, request
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
 from mdmserver import workflows
 from mdmserver.actions import service as actions
 from mdmserver.actions.schemas import BulkActionSchema, PerformSchema
-from mdmserver.api.apidoc import ApiDoc, Body, Reply
+from mdmserver.api.apidoc import ApiDoc, Body, IdField, Reply
 from mdmserver.api.auth import current_actor, requires_scope
 from mdmserver.api.jsonapi import load_body, load_query, marshmallow_errors
+from mdmserver.app_assignments import service as app_assignments
+from mdmserver.app_assignments.models import AppAssignment, DeviceAppState
+from mdmserver.apps.models import App
 from mdmserver.assignments import service as assignments
 from mdmserver.assignments.models import DeviceProfileState
 from mdmserver.assignments.schemas import ProfileIdsSchema
@@ -482,25 +485,144 @@ def _app(row: InstalledApplication) -> dict[str, Any]:
             "platform_type": "apple", "added_time": _ms(row.reported_at)}
 
 
+#: our install states → ManageEngine's app status on a device
+_APP_STATUS = {"scheduled": "SCHEDULED", "installing": "INSTALLING", "installed": "INSTALLED", "failed": "FAILED",
+               "removal_scheduled": "REMOVAL_SCHEDULED", "removed": "REMOVED"}
+
+
+def _distributed(device_id: int, app_id: int | None = None) -> list[tuple[DeviceAppState, App, str | None]]:
+    """The catalogue apps the server distributes to the device: (state, app, who assigned it directly)."""
+    statement = (
+        select(DeviceAppState, App, AppAssignment.created_by)
+        .join(App, App.id == DeviceAppState.app_id)
+        .outerjoin(AppAssignment, and_(AppAssignment.app_id == App.id, AppAssignment.device_id == device_id))
+        .where(DeviceAppState.device_id == device_id)
+        .order_by(App.name, App.id)
+    )
+    if app_id is not None:
+        statement = statement.where(App.id == app_id)
+    return [tuple(row) for row in db.session.execute(statement)]
+
+
+def _distributed_app(state: DeviceAppState, app: App) -> dict[str, Any]:
+    return {"app_id": app.id, "app_name": app.name, "identifier": app.bundle_id, "app_version": app.version,
+            "app_version_code": app.build_version, "platform_type": "apple", "added_time": _ms(app.created_at),
+            "modified_time": _ms(app.updated_at)}
+
+
 @bp.get("/devices/<ident>/apps")
 def device_apps(ident: str):
-    """ManageEngine's "Get device app list": the device's InstalledApplicationList inventory under
-    ``installed_apps`` (``apps``, the apps distributed by the server, waits for issue 14)."""
+    """ManageEngine's "Get device app list": ``installed_apps`` is the device's InstalledApplicationList
+    inventory (``app_id``: the inventory row), ``apps`` the catalogue apps the server distributes to it
+    (``app_id``: the catalogue entry, as in ``…/apps/{app_id}``)."""
     device = get_device(db.session, ident)
+    app_assignments.refresh_states(db.session, device_ids=[device.id], box=secret_box())
     rows = db.session.scalars(select(InstalledApplication).where(InstalledApplication.device_id == device.id)
                               .order_by(InstalledApplication.name, InstalledApplication.id))
-    return _plain({"installed_apps": [_app(r) for r in rows], "apps": []})
+    distributed = [_distributed_app(state, app) for state, app, _by in _distributed(device.id)]
+    db.session.commit()
+    return _plain({"installed_apps": [_app(r) for r in rows], "apps": distributed})
 
 
 @bp.get("/devices/<ident>/apps/<int:app_id>")
 def device_app(ident: str, app_id: int):
-    """ManageEngine's "Get a details of apps on the device", for an installed app (``app_id`` from the list)."""
+    """ManageEngine's "Get a details of app on the device distributed through MDM": a catalogue app the
+    server distributes to the device, with its install status."""
     device = get_device(db.session, ident)
-    row = db.session.scalar(select(InstalledApplication).where(InstalledApplication.device_id == device.id,
-                                                               InstalledApplication.id == app_id))
-    if row is None:
-        raise NotFound(f"device {device.id} reports no app {app_id}")
-    return _plain({**_app(row), "islatestver": not row.has_update_available, "status": "INSTALLED"})
+    app_assignments.refresh_states(db.session, app_ids=[app_id], device_ids=[device.id], box=secret_box())
+    found = _distributed(device.id, app_id)
+    db.session.commit()
+    if not found:
+        raise NotFound(f"the server distributes no app {app_id} to device {device.id}")
+    state, app, assigned_by = found[0]
+    latest = state.installed_version is None or state.installed_version in (app.version, app.build_version)
+    return _plain({**_distributed_app(state, app), "islatestver": latest, "latest_version": app.revision,
+                   "executed_version": state.revision, "associated_by": assigned_by,
+                   "associated_on": _ms(state.updated_at), "status": _APP_STATUS.get(state.status, state.status),
+                   "remarks": state.detail or "--", "localized_remark": state.detail or "--"})
+
+
+class AppDetail(Schema):
+    app_id = IdField(required=True)
+    release_label_id = fields.Raw()  # ManageEngine's release channel: one channel here, accepted and ignored
+
+
+class AssociateAppsBody(Schema):
+    """ManageEngine's "Associate apps to device" body. ``app_details`` name the catalogue apps; the
+    notification and silent-install flags have no Apple equivalent (an MDM install on a supervised
+    device is silent; otherwise the user is asked), and ``do_not_uninstall`` has none here (an app is
+    removed when its last assignment goes): all are accepted and ignored."""
+
+    class Meta:
+        unknown = RAISE
+
+    app_details = fields.List(fields.Nested(AppDetail), required=True, validate=validate.Length(
+        min=1, error="app_details must be a non-empty array of objects with app_id"))
+    id = fields.Raw()
+    invite_user = fields.Boolean()
+    notify_user_via_email = fields.Boolean()
+    silent_install = fields.Boolean()
+    do_not_uninstall = fields.Boolean()
+
+
+class AppIdsBody(Schema):
+    """``{"app_ids": [id…]}``: catalogue apps (dissociate, refresh status)."""
+
+    class Meta:
+        unknown = RAISE
+
+    app_ids = fields.List(IdField(), required=True, validate=validate.Length(
+        min=1, error="app_ids must be a non-empty array of app ids"))
+
+
+def _catalogue_apps(ids: Iterable[int]) -> list[App]:
+    """The catalogue entries, each once, in the order given; 404 names the first unknown id."""
+    return [app_assignments.get_app(db.session, int(app_id)) for app_id in dict.fromkeys(ids)]
+
+
+@bp.post("/devices/<ident>/apps")
+def associate_apps(ident: str):
+    """ManageEngine's "Associate apps to device" → 204: each app is assigned to the device (a direct
+    assignment, default install options)."""
+    device = get_device(db.session, ident)
+    body = load_body(AssociateAppsBody(), "app details")
+    for app in _catalogue_apps(detail["app_id"] for detail in body["app_details"]):
+        app_assignments.assign(db.session, app, devices=[device.id], actor=current_actor(), box=secret_box(),
+                               public_url=public_url())
+    db.session.commit()
+    return Response(status=204)
+
+
+@bp.delete("/devices/<ident>/apps")
+def dissociate_apps(ident: str):
+    """ManageEngine's "Dissociate apps from devices" → 204: the device's direct assignment of each app is
+    deleted (RemoveApplication follows unless a group still assigns the app); 404 when an app is not
+    assigned to the device directly."""
+    device = get_device(db.session, ident)
+    apps = _catalogue_apps(load_body(AppIdsBody(), "app ids")["app_ids"])
+    for app in apps:
+        assignment = db.session.scalar(select(AppAssignment).where(AppAssignment.app_id == app.id,
+                                                                   AppAssignment.device_id == device.id))
+        if assignment is None:
+            raise NotFound(f"app {app.id} is not assigned to device {device.id} directly")
+        app_assignments.unassign(db.session, app, assignment, actor=current_actor(), box=secret_box(),
+                                 public_url=public_url())
+    db.session.commit()
+    return Response(status=204)
+
+
+@bp.post("/devices/<ident>/apps/refreshstatus")
+def refresh_app_status(ident: str):
+    """ManageEngine's "Refresh App Status For Device" → 204: the device is asked for its managed apps'
+    status and its installed apps (ManagedApplicationList, InstalledApplicationList); the answers
+    update the states."""
+    device = get_device(db.session, ident)
+    apps = _catalogue_apps(load_body(AppIdsBody(), "app ids")["app_ids"])
+    for app in apps:
+        app_assignments.request_refresh(db.session, app, device_ids=[device.id], actor=current_actor(),
+                                        box=secret_box())
+    db.session.commit()
+    return Response(status=204)
 
 
 # --- actions and commands -----------------------------------------------------------------------------
@@ -674,6 +796,9 @@ OPENAPI: dict[str, ApiDoc] = {
     _E + "device_profile": ApiDoc(reply=Reply.JSON),
     _E + "associate_profiles": ApiDoc(body=ProfileIdsSchema, body_kind=Body.JSON, reply=Reply.EMPTY, status=204),
     _E + "disassociate_profiles": ApiDoc(body=ProfileIdsSchema, body_kind=Body.JSON, reply=Reply.EMPTY, status=204),
+    _E + "associate_apps": ApiDoc(body=AssociateAppsBody, body_kind=Body.JSON, reply=Reply.EMPTY, status=204),
+    _E + "dissociate_apps": ApiDoc(body=AppIdsBody, body_kind=Body.JSON, reply=Reply.EMPTY, status=204),
+    _E + "refresh_app_status": ApiDoc(body=AppIdsBody, body_kind=Body.JSON, reply=Reply.EMPTY, status=204),
     _E + "device_apps": ApiDoc(reply=Reply.JSON),
     _E + "device_app": ApiDoc(reply=Reply.JSON),
     _E + "applicable_actions": ApiDoc(reply=Reply.JSON),

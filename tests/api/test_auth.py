@@ -132,6 +132,14 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/push_certificate", "read"),
     # importing the push certificate replaces the server's APNs identity (with its private key): admin
     ("PUT", "/api/v1/push_certificate", "admin"),
+    # app assignments and install states (issue 14)
+    ("GET", "/api/v1/apps/<app_id>/assignments", "read"),
+    ("POST", "/api/v1/apps/<app_id>/assignments", "write"),
+    ("DELETE", "/api/v1/apps/<app_id>/assignments/<assignment_id>", "write"),
+    ("GET", "/api/v1/apps/<app_id>/devices", "read"),
+    ("POST", "/api/v1/apps/<app_id>/refresh", "write"),
+    ("GET", "/api/v1/devices/<ident>/apps", "read"),
+    ("POST", "/api/v1/devices/<ident>/apps/refresh", "write"),
     # ManageEngine's Devices API (compat)
     ("GET", "/api/v1/mdm/devices", "read"),
     ("GET", "/api/v1/mdm/devices/<ident>", "read"),
@@ -148,6 +156,9 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/mdm/devices/<ident>/profiles/<int:profile_id>", "read"),
     ("GET", "/api/v1/mdm/devices/<ident>/apps", "read"),
     ("GET", "/api/v1/mdm/devices/<ident>/apps/<int:app_id>", "read"),
+    ("POST", "/api/v1/mdm/devices/<ident>/apps", "write"),
+    ("DELETE", "/api/v1/mdm/devices/<ident>/apps", "write"),
+    ("POST", "/api/v1/mdm/devices/<ident>/apps/refreshstatus", "write"),
     ("GET", "/api/v1/mdm/devices/<ident>/actions", "read"),
     ("POST", "/api/v1/mdm/devices/<ident>/actions/<name>", "write"),
     ("DELETE", "/api/v1/mdm/devices/<ident>/actions/<name>", "write"),

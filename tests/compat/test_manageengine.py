@@ -19,7 +19,7 @@ from mdmserver.records.devices import (
     InstalledApplication,
 )
 from mdmserver.records.groups import DeviceGroup, GroupMember
-from tests.factories import make_device, make_wifi_profile
+from tests.factories import make_app, make_device, make_wifi_profile
 
 ME = "/api/v1/mdm"
 
@@ -239,7 +239,7 @@ def test_associate_get_and_disassociate_profiles(client, auth, db_session):
 
 
 def test_get_device_app_list(client, auth, db_session):
-    """Sections "Get device app list" and "Get a details of apps on the device" (installed apps)."""
+    """Section "Get device app list": the device's own inventory under ``installed_apps``."""
     phone = make_device(db_session, platform="ios")
     app = InstalledApplication(device_id=phone.id, identifier="com.example.redball", name="Red Ball 4",
                                short_version="0.1", version="187945513")
@@ -249,9 +249,57 @@ def test_get_device_app_list(client, auth, db_session):
     (listed,) = body["installed_apps"]
     assert listed["app_id"] == app.id and listed["app_name"] == "Red Ball 4" and listed["app_version"] == "0.1"
     assert listed["identifier"] == "com.example.redball" and body["apps"] == []
-    detail = client.get(f"{ME}/devices/{phone.id}/apps/{app.id}", headers=auth("read")).get_json()
-    assert detail["app_name"] == "Red Ball 4" and detail["islatestver"] is True
-    _assert_error(client.get(f"{ME}/devices/{phone.id}/apps/999999", headers=auth("read")), 404)
+    # the details are for apps the server distributes, not for what the device merely reports
+    _assert_error(client.get(f"{ME}/devices/{phone.id}/apps/{app.id}", headers=auth("read")), 404)
+
+
+def _queued(db_session, device_id: int, request_type: str) -> list[dict]:
+    rows = db_session.scalars(select(Command).where(Command.device_id == device_id,
+                                                    Command.request_type == request_type)).all()
+    return [command_parameters(row, secret_box()) for row in rows]
+
+
+def test_associate_dissociate_and_refresh_apps(client, auth, db_session):
+    """Sections "Associate apps to device", "Get a details of apps on the device", "Refresh App Status
+    For Device" and "Dissociate apps from devices", with the document's own bodies."""
+    phone = make_device(db_session, platform="ios")
+    notes = make_app(db_session, "com.example.notes", version="2.1")
+    db_session.commit()
+    body = {"invite_user": True, "do_not_uninstall": True, "id": phone.id,
+            "app_details": [{"app_id": notes.id, "release_label_id": 90086789628394940}],
+            "notify_user_via_email": True, "silent_install": True}
+    response = client.post(f"{ME}/devices/{phone.id}/apps", json=body, headers=auth("write"))
+    assert response.status_code == 204 and response.data == b""
+    (install,) = _queued(db_session, phone.id, "InstallApplication")
+    assert install["ManifestURL"].endswith(f"/apps/{notes.download_token}/manifest.plist")
+
+    listing = client.get(f"{ME}/devices/{phone.id}/apps", headers=auth("read")).get_json()
+    (distributed,) = listing["apps"]
+    assert distributed["app_id"] == notes.id and distributed["identifier"] == "com.example.notes"
+    assert distributed["app_version"] == "2.1" and distributed["app_name"] == notes.name
+    detail = client.get(f"{ME}/devices/{phone.id}/apps/{notes.id}", headers=auth("read")).get_json()
+    assert detail["status"] == "SCHEDULED" and detail["app_id"] == notes.id and detail["associated_by"]
+
+    response = client.post(f"{ME}/devices/{phone.id}/apps/refreshstatus", json={"app_ids": [notes.id]},
+                           headers=auth("write"))
+    assert response.status_code == 204
+    (asked,) = _queued(db_session, phone.id, "ManagedApplicationList")
+    assert asked == {"Identifiers": ["com.example.notes"]}
+
+    response = client.delete(f"{ME}/devices/{phone.id}/apps", json={"app_ids": [notes.id]}, headers=auth("write"))
+    assert response.status_code == 204
+    (removal,) = _queued(db_session, phone.id, "RemoveApplication")
+    assert removal == {"Identifier": "com.example.notes"}
+
+    # not assigned any more, unknown ids, bodies of the wrong shape
+    _assert_error(client.delete(f"{ME}/devices/{phone.id}/apps", json={"app_ids": [notes.id]},
+                                headers=auth("write")), 404)
+    _assert_error(client.post(f"{ME}/devices/{phone.id}/apps", json={"app_details": [{"app_id": 999999}]},
+                              headers=auth("write")), 404)
+    _assert_error(client.post(f"{ME}/devices/{phone.id}/apps", json={"app_details": []}, headers=auth("write")), 422)
+    _assert_error(client.post(f"{ME}/devices/{phone.id}/apps/refreshstatus", json={"apps": [1]},
+                              headers=auth("write")), 422)
+    assert client.post(f"{ME}/devices/{phone.id}/apps", json=body, headers=auth("read")).status_code == 403
 
 
 def test_get_device_applicable_actions(client, auth, db_session):

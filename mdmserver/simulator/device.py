@@ -504,6 +504,31 @@ class SimulatedDevice:
 
     # --- apps ----------------------------------------------------------------------------------------
 
+    def _answer_Settings(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One result per item, in order. ``ApplicationConfiguration`` and ``ApplicationAttributes``
+        replace a managed app's dictionary (an item without one removes it); an app that is not managed
+        → an Error result naming it. Other items are acknowledged as they are."""
+        items = params.get("Settings")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            return COMMAND_FORMAT_ERROR
+        for item in items:
+            key = _APP_SETTINGS.get(item.get("Item"))
+            if key is not None and (not isinstance(item.get("Identifier"), str)
+                                    or not isinstance(item.get(key), dict | None)):
+                return COMMAND_FORMAT_ERROR
+        return {"Settings": [self._apply_setting(item) for item in items]}
+
+    def _apply_setting(self, item: dict[str, Any]) -> dict[str, Any]:
+        key = _APP_SETTINGS.get(item.get("Item"))
+        if key is None:
+            return {"Status": "Acknowledged"}
+        identifier = item["Identifier"]
+        app = self.managed_apps.get(identifier)
+        if app is None:
+            return {"Identifier": identifier, **error_answer(12024, f"The app “{identifier}” is not managed.")}
+        setattr(app, key.lower(), item.get(key))
+        return {"Status": "Acknowledged", "Identifier": identifier}
+
     @property
     def managed_apps(self) -> dict[str, DeviceApp]:
         """The apps ``ManagedApplicationList`` reports (installed, installing or failed), by bundle id."""
@@ -682,6 +707,10 @@ class SimulatedDevice:
                 "ErrorCode": 12065, "ErrorDomain": "MCMDMErrorDomain",
                 "LocalizedDescription": "Invalid unlock token.", "USEnglishDescription": "Invalid unlock token."}]}
         return {}
+
+
+#: the Settings items that change a managed app: item name → the key holding its dictionary
+_APP_SETTINGS = {"ApplicationConfiguration": "Configuration", "ApplicationAttributes": "Attributes"}
 
 
 def _strings_or_none(value: Any) -> bool:

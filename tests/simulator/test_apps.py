@@ -506,3 +506,27 @@ def test_the_simulator_reads_the_servers_manifest(host) -> None:
     answer = run(sim, "InstallApplication", ManifestURL=f"{BASE}/apps/tok/manifest.plist")
     assert (answer["Identifier"], answer["State"]) == (IPA_ID, "Managed")
     assert sim.installed_version(IPA_ID) == "6.0" and sim.apps[IPA_ID]["BundleSize"] == len(package)
+
+
+def test_settings_change_a_managed_apps_configuration_and_attributes(host) -> None:
+    sim = device(host)
+    run(sim, "InstallApplication", Identifier="com.example.maps", Configuration={"v": 1})
+    answer = run(sim, "Settings", Settings=[
+        {"Item": "ApplicationConfiguration", "Identifier": "com.example.maps", "Configuration": {"v": 2}},
+        {"Item": "ApplicationAttributes", "Identifier": "com.example.maps", "Attributes": {"VPNUUID": "A-1"}},
+        {"Item": "ApplicationConfiguration", "Identifier": "com.apple.Pages", "Configuration": {}},
+        {"Item": "DeviceName", "DeviceName": "kiosk"},
+    ])
+    assert answer["Status"] == "Acknowledged"
+    results = answer["Settings"]
+    assert [r["Status"] for r in results] == ["Acknowledged", "Acknowledged", "Error", "Acknowledged"]
+    assert results[2]["Identifier"] == "com.apple.Pages"
+    app = sim.managed_apps["com.example.maps"]
+    assert app.configuration == {"v": 2} and app.attributes == {"VPNUUID": "A-1"}
+
+    # an item without its dictionary removes it
+    run(sim, "Settings", Settings=[{"Item": "ApplicationConfiguration", "Identifier": "com.example.maps"}])
+    assert app.configuration is None and managed_list(sim)["com.example.maps"]["HasConfiguration"] is False
+    bad = run(sim, "Settings", Settings=[{"Item": "ApplicationAttributes", "Identifier": "com.example.maps",
+                                          "Attributes": ["x"]}])
+    assert bad["Status"] == "CommandFormatError" and app.attributes == {"VPNUUID": "A-1"}

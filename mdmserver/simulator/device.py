@@ -447,7 +447,7 @@ class SimulatedDevice:
         identifiers, items = params.get("Identifiers"), params.get("Items")
         if not _strings_or_none(identifiers) or not _strings_or_none(items):
             return COMMAND_FORMAT_ERROR
-        listing = dict(self.apps)
+        listing = {identifier: dict(entry) for identifier, entry in self.apps.items()}
         for identifier, app in self.app_installs.items():
             if app.status in PENDING and identifier not in listing:
                 listing[identifier] = {"Identifier": identifier, "Name": app.name or identifier,

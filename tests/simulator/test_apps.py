@@ -491,6 +491,14 @@ def test_install_application_through_the_mdm_server(live, api, transport, http_h
     assert apps["ManagedApplicationList"][IPA_ID]["Status"] == "Managed"
     assert sim.installed_version(IPA_ID) == "1.4"
 
+    # RemoveApplication removes the app
+    remove = api.post(f"/api/v1/devices/{sim.udid}/commands", json={
+        "request_type": "RemoveApplication", "parameters": {"Identifier": IPA_ID}}).json()
+    assert [(t, s) for _u, t, s in sim.run_session()] == [("RemoveApplication", "Acknowledged")]
+    assert api.get(f"/api/v1/commands/{remove['data']['id']}").json()["data"]["attributes"]["status"] == \
+        "acknowledged"
+    assert IPA_ID not in sim.apps and sim.managed_apps == {}
+
 
 def test_the_simulator_reads_the_servers_manifest(host) -> None:
     """The product's manifest (mdmserver.apps.manifests) is one the simulator accepts; the expected

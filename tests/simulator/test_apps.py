@@ -538,3 +538,30 @@ def test_settings_change_a_managed_apps_configuration_and_attributes(host) -> No
     bad = run(sim, "Settings", Settings=[{"Item": "ApplicationAttributes", "Identifier": "com.example.maps",
                                           "Attributes": ["x"]}])
     assert bad["Status"] == "CommandFormatError" and app.attributes == {"VPNUUID": "A-1"}
+
+
+def test_async_install_through_the_mdm_server(live, api, transport, http_host) -> None:
+    """``Queued`` in the command's answer, then ``Installing`` and ``Managed`` in later lists."""
+    url = http_host.publish("pkg.ipa", make_ipa("2.0"), identifier=IPA_ID, version="2.0")
+    sim = SimulatedDevice(transport, platform="ipados", install_mode="async")
+    sim.enroll()
+    assert sim.authenticate() == 200 and sim.token_update() == 200
+
+    def queue(request_type: str, **parameters) -> str:
+        response = api.post(f"/api/v1/devices/{sim.udid}/commands",
+                            json={"request_type": request_type, "parameters": parameters})
+        assert response.status_code == 201, response.text
+        return response.json()["data"]["id"]
+
+    def result(command_id: str) -> dict[str, Any]:
+        return api.get(f"/api/v1/commands/{command_id}").json()["data"]["attributes"]["result"]
+
+    install = queue("InstallApplication", ManifestURL=url)
+    sim.run_session()
+    assert result(install)["State"] == "Queued"
+    statuses = []
+    for _ in range(2):
+        listed = queue("ManagedApplicationList", Identifiers=[IPA_ID])
+        sim.run_session()
+        statuses.append(result(listed)["ManagedApplicationList"][IPA_ID]["Status"])
+    assert statuses == ["Installing", "Managed"] and sim.installed_version(IPA_ID) == "2.0"

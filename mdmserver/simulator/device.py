@@ -21,13 +21,29 @@ from typing import Any, Protocol
 from cryptography import x509 as cx509
 
 from mdmserver.pki import cms, x509
-from mdmserver.protocol.plist import dump_plist, load_dict, load_plist
+from mdmserver.protocol.plist import ProtocolError, dump_plist, load_dict, load_plist
 from mdmserver.protocol.results import parse_command_envelope
+from mdmserver.simulator.apps import (
+    MAX_MANIFEST_BYTES,
+    PENDING,
+    AppStatus,
+    DeviceApp,
+    InstallFailure,
+    InstallMode,
+    ManifestPackage,
+    external_version_identifier,
+    installed_entry,
+    parse_manifest,
+    verify_package,
+)
 
 MISBEHAVIOURS = ("unsigned", "foreign_cert", "other_device_cert", "garbage", "tampered", "bad_signature")
 
 
 class Transport(Protocol):
+    """``path`` is a path on the server, or an absolute ``http(s)://`` URL (an app manifest or package
+    the server named); any failure to reach it raises."""
+
     def request(
         self, method: str, path: str, content: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]: ...
@@ -44,7 +60,8 @@ class HttpxTransport:
         self.client = client or httpx.Client(timeout=timeout, verify=verify)
 
     def request(self, method, path, content=None, headers=None):
-        response = self.client.request(method, self.base_url + path, content=content, headers=headers)
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        response = self.client.request(method, url, content=content, headers=headers)
         return response.status_code, dict(response.headers), response.content
 
     def close(self) -> None:
@@ -52,7 +69,7 @@ class HttpxTransport:
 
 
 class FlaskTransport:
-    """A Flask test client as transport (in-process tests)."""
+    """A Flask test client as transport (in-process tests); an absolute URL goes to the same app."""
 
     def __init__(self, client) -> None:
         self.client = client
@@ -70,6 +87,20 @@ class SimulatorError(RuntimeError):
 class Identity:
     certificate: cx509.Certificate
     key: Any
+
+
+#: commands a platform's MDM client does not know: a device of another platform answers them as an
+#: unknown request type (a real capture: Error, MCMDMErrorDomain 12021, "… is not a valid request type")
+PLATFORM_COMMANDS = {"InstallEnterpriseApplication": frozenset({"macos"})}
+
+#: a command whose keys are missing or of the wrong type: iOS answers ``CommandFormatError`` (no chain)
+COMMAND_FORMAT_ERROR = {"Status": "CommandFormatError"}
+
+
+def error_answer(code: int, text: str, *, domain: str = "MCMDMErrorDomain", **extra: Any) -> dict[str, Any]:
+    """An ``Error`` answer with a one-entry ErrorChain, as devices send them."""
+    return {"Status": "Error", **extra, "ErrorChain": [{
+        "ErrorCode": code, "ErrorDomain": domain, "LocalizedDescription": text, "USEnglishDescription": text}]}
 
 
 def _hex_udid(rng: random.Random) -> str:
@@ -98,7 +129,26 @@ class SimulatedDevice:
     push_magic: str = ""
     unlock_token: bytes = b""
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: what ``InstalledApplicationList`` reports, by bundle id (Pages is there from the start, unmanaged)
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: every app the server installed (or tried to) through InstallApplication /
+    #: InstallEnterpriseApplication, by bundle id: status, flags, configuration, attributes as received
+    app_installs: dict[str, DeviceApp] = field(default_factory=dict)
+    #: ``sync`` (default): installs finish while the command is answered; ``async``: see ``InstallMode``
+    install_mode: InstallMode = InstallMode.SYNC
+    #: the simulated App Store, keyed by bundle id or iTunesStoreID: hints with Apple's
+    #: InstalledApplicationList keys ("Identifier", "Name", "ShortVersion", "BundleSize",
+    #: "ExternalVersionIdentifier") and "Failure" (the store refuses: the install fails with that reason).
+    #: Without a hint an app is named "App <id>", at version ``store_version``; an iTunesStoreID alone
+    #: installs as bundle id ``com.example.store<id>``
+    store_apps: dict[str | int, dict[str, Any]] = field(default_factory=dict)
+    store_version: str = "1.0"
+    #: refuse a manifest or package URL that is not https: (as real devices do; tests serve plain HTTP)
+    require_https: bool = False
+    #: every URL fetched for an app install, in order (manifests and packages)
+    downloads: list[str] = field(default_factory=list)
+    #: why each failed install failed, in order: (bundle id or the manifest URL, reason)
+    install_failures: list[tuple[str, str]] = field(default_factory=list)
     #: request type → "NotNow" / "Error" / "CommandFormatError" to answer instead of acknowledging
     answer_overrides: dict[str, str] = field(default_factory=dict)
     handled: list[tuple[str, str, str]] = field(default_factory=list)
@@ -277,6 +327,10 @@ class SimulatedDevice:
         mdm = next((p for p in self.enrollment_profile.get("PayloadContent", [])
                     if p.get("PayloadType") == "com.apple.mdm"), {})
         self.profiles.clear()
+        for identifier, app in list(self.app_installs.items()):
+            if app.managed and app.management_flags & 1:
+                self.apps.pop(identifier, None)
+        self.app_installs.clear()
         self._leaving, self.enrolled = False, False
         if mdm.get("CheckOutWhenRemoved"):
             status = self.checkout()
@@ -299,6 +353,9 @@ class SimulatedDevice:
                 "LocalizedDescription": f"“{request_type}” failed.",
                 "USEnglishDescription": f"“{request_type}” failed.",
             }]}
+        platforms = PLATFORM_COMMANDS.get(request_type)
+        if platforms is not None and self.platform not in platforms:
+            return {**base, **error_answer(12021, f"“{request_type}” is not a valid request type.")}
         handler = getattr(self, f"_answer_{request_type}", None)
         payload = handler(params) if handler else {}
         if "Status" in payload:
@@ -385,14 +442,234 @@ class SimulatedDevice:
         return {}
 
     def _answer_InstalledApplicationList(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"InstalledApplicationList": list(self.apps.values())}
+        """Installed apps, with apps still downloading as ``Installing``; ``Identifiers``,
+        ``ManagedAppsOnly`` and ``Items`` narrow the answer as on a device."""
+        identifiers, items = params.get("Identifiers"), params.get("Items")
+        if not _strings_or_none(identifiers) or not _strings_or_none(items):
+            return COMMAND_FORMAT_ERROR
+        listing = {identifier: dict(entry) for identifier, entry in self.apps.items()}
+        for identifier, app in self.app_installs.items():
+            if app.status in PENDING and identifier not in listing:
+                listing[identifier] = {"Identifier": identifier, "Name": app.name or identifier,
+                                       "Installing": True, "DownloadWaiting": app.status == AppStatus.QUEUED}
+        if params.get("ManagedAppsOnly") is True:
+            listing = {k: v for k, v in listing.items() if k in self.managed_apps}
+        if identifiers is not None:
+            listing = {k: v for k, v in listing.items() if k in identifiers}
+        entries = list(listing.values())
+        if items is not None:
+            entries = [{k: v for k, v in entry.items() if k in items or k == "Identifier"} for entry in entries]
+        return {"InstalledApplicationList": entries}
 
     def _answer_ManagedApplicationList(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"ManagedApplicationList": {
-            bundle: {"Status": "Managed", "ManagementFlags": 0, "HasConfiguration": False,
-                     "HasFeedback": False, "IsValidated": True, "ExternalVersionIdentifier": 1}
-            for bundle in self.apps
-        }}
+        """The managed apps (``Identifiers`` narrows); in ``async`` mode each query first moves every
+        unfinished install one step."""
+        identifiers = params.get("Identifiers")
+        if not _strings_or_none(identifiers):
+            return COMMAND_FORMAT_ERROR
+        self.advance_installs()
+        listing = {}
+        for identifier, app in self.managed_apps.items():
+            if identifiers is not None and identifier not in identifiers:
+                continue
+            entry: dict[str, Any] = {
+                "Status": str(app.status), "ManagementFlags": app.management_flags,
+                "HasConfiguration": bool(app.configuration), "HasFeedback": False,
+                "IsValidated": app.is_validated,
+            }
+            if app.external_version_identifier is not None:
+                entry["ExternalVersionIdentifier"] = app.external_version_identifier
+            listing[identifier] = entry
+        return {"ManagedApplicationList": listing}
+
+    def _answer_ManagedApplicationConfiguration(self, params: dict[str, Any]) -> dict[str, Any]:
+        identifiers = params.get("Identifiers")
+        if not isinstance(identifiers, list) or not _strings_or_none(identifiers):
+            return COMMAND_FORMAT_ERROR
+        managed = self.managed_apps
+        return {"ApplicationConfigurations": [
+            {"Identifier": i, **({"Configuration": managed[i].configuration} if managed[i].configuration else {})}
+            for i in identifiers if i in managed
+        ]}
+
+    def _answer_ManagedApplicationAttributes(self, params: dict[str, Any]) -> dict[str, Any]:
+        identifiers = params.get("Identifiers")
+        if not isinstance(identifiers, list) or not _strings_or_none(identifiers):
+            return COMMAND_FORMAT_ERROR
+        managed = self.managed_apps
+        return {"ApplicationAttributes": [
+            {"Identifier": i, **({"Attributes": managed[i].attributes} if managed[i].attributes else {})}
+            for i in identifiers if i in managed
+        ]}
+
+    # --- apps ----------------------------------------------------------------------------------------
+
+    def _answer_Settings(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One result per item, in order. ``ApplicationConfiguration`` and ``ApplicationAttributes``
+        replace a managed app's dictionary (an item without one removes it); an app that is not managed
+        → an Error result naming it. Other items are acknowledged as they are."""
+        items = params.get("Settings")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            return COMMAND_FORMAT_ERROR
+        for item in items:
+            key = _APP_SETTINGS.get(item.get("Item"))
+            if key is not None and (not isinstance(item.get("Identifier"), str)
+                                    or not isinstance(item.get(key), dict | None)):
+                return COMMAND_FORMAT_ERROR
+        return {"Settings": [self._apply_setting(item) for item in items]}
+
+    def _apply_setting(self, item: dict[str, Any]) -> dict[str, Any]:
+        key = _APP_SETTINGS.get(item.get("Item"))
+        if key is None:
+            return {"Status": "Acknowledged"}
+        identifier = item["Identifier"]
+        app = self.managed_apps.get(identifier)
+        if app is None:
+            return {"Identifier": identifier, **error_answer(12024, f"The app “{identifier}” is not managed.")}
+        setattr(app, key.lower(), item.get(key))
+        return {"Status": "Acknowledged", "Identifier": identifier}
+
+    @property
+    def managed_apps(self) -> dict[str, DeviceApp]:
+        """The apps ``ManagedApplicationList`` reports (installed, installing or failed), by bundle id."""
+        return {identifier: app for identifier, app in self.app_installs.items() if app.managed}
+
+    def installed_version(self, identifier: str) -> str | None:
+        """The ``ShortVersion`` the device reports for an installed app (None: not installed)."""
+        entry = self.apps.get(identifier)
+        return None if entry is None else entry.get("ShortVersion")
+
+    def advance_installs(self) -> None:
+        """``async`` mode: move every unfinished install one step (Queued → Installing/Updating →
+        Managed or Failed). Nothing to do in ``sync`` mode, where installs finish at once."""
+        for app in list(self.app_installs.values()):
+            if app.status == AppStatus.QUEUED:
+                app.status = AppStatus.UPDATING if app.identifier in self.apps else AppStatus.INSTALLING
+            elif app.status in PENDING:
+                self._run_install(app)
+
+    def settle_installs(self) -> None:
+        """Finish every unfinished install now."""
+        for app in list(self.app_installs.values()):
+            if app.status in PENDING:
+                self._run_install(app)
+
+    def _answer_InstallApplication(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._install("InstallApplication", params)
+
+    def _answer_InstallEnterpriseApplication(self, params: dict[str, Any]) -> dict[str, Any]:
+        """macOS only (``PLATFORM_COMMANDS``); Apple lists no answer keys: the result shows in
+        ``ManagedApplicationList`` (for ``InstallAsManaged`` installs) and ``InstalledApplicationList``."""
+        answer = self._install("InstallEnterpriseApplication", params)
+        return {k: v for k, v in answer.items() if k not in ("Identifier", "State")}
+
+    def _answer_RemoveApplication(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A managed app goes (unfinished installs too); an unmanaged or unknown one → Error."""
+        identifier = params.get("Identifier")
+        if not isinstance(identifier, str) or not identifier:
+            return COMMAND_FORMAT_ERROR
+        if identifier not in self.managed_apps:
+            return error_answer(12024, f"The app “{identifier}” is not managed.")
+        del self.app_installs[identifier]
+        self.apps.pop(identifier, None)
+        return {}
+
+    def _install(self, request_type: str, params: dict[str, Any]) -> dict[str, Any]:
+        """InstallApplication / InstallEnterpriseApplication: check the command, read the manifest (the
+        device needs the bundle id to answer), then install now (``sync``) or later (``async``)."""
+        flags = params.get("ManagementFlags", 0)
+        store_id, identifier = params.get("iTunesStoreID"), params.get("Identifier")
+        url, inline = params.get("ManifestURL"), params.get("Manifest")
+        well_formed = (
+            isinstance(flags, int) and not isinstance(flags, bool)
+            and all(isinstance(params.get(k, {}), dict) for k in ("Configuration", "Attributes", "Options"))
+            and (url is None or isinstance(url, str)) and (identifier is None or isinstance(identifier, str))
+            and (store_id is None or (isinstance(store_id, int) and not isinstance(store_id, bool)))
+        )
+        if request_type == "InstallEnterpriseApplication":
+            well_formed = well_formed and (url is not None) != (inline is not None)
+        else:
+            well_formed = well_formed and (url is not None or store_id is not None or identifier is not None)
+        if not well_formed:
+            return COMMAND_FORMAT_ERROR
+        app = DeviceApp(
+            identifier="", status=AppStatus.QUEUED, request_type=request_type,
+            managed=self.platform != "macos" or params.get("InstallAsManaged") is True,
+            management_flags=flags, configuration=params.get("Configuration"),
+            attributes=params.get("Attributes"), options=params.get("Options"),
+            itunes_store_id=store_id, parameters=params,
+        )
+        if url is not None or inline is not None:
+            try:
+                app.package = self._read_manifest(url) if url is not None else parse_manifest(inline)
+            except InstallFailure as exc:
+                self.install_failures.append((url or "Manifest", str(exc)))
+                return {"State": str(AppStatus.FAILED)}
+            app.identifier, app.name = app.package.identifier, app.package.title
+        else:
+            self._prepare_store_install(app, store_id, identifier)
+        if (app.managed and app.identifier in self.apps and app.identifier not in self.managed_apps
+                and params.get("ChangeManagementState") != "Managed"):
+            text = f"The app “{app.identifier}” is already installed."
+            return error_answer(12025, text, RejectionReason="AppAlreadyInstalled")
+        self.app_installs[app.identifier] = app
+        if self.install_mode == InstallMode.SYNC:
+            self._run_install(app)
+        return {"Identifier": app.identifier, "State": str(app.status)}
+
+    def _prepare_store_install(self, app: DeviceApp, store_id: int | None, identifier: str | None) -> None:
+        hint = {**self.store_apps.get(store_id, {}), **self.store_apps.get(identifier, {})}
+        app.identifier = identifier or hint.get("Identifier") or f"com.example.store{store_id}"
+        app.name = hint.get("Name") or f"App {store_id if store_id is not None else app.identifier}"
+        version = str(hint.get("ShortVersion") or self.store_version)
+        app.external_version_identifier = hint.get("ExternalVersionIdentifier") or external_version_identifier(
+            app.identifier, version)
+        app.store_failure = hint.get("Failure")
+        app.store_entry = installed_entry(app.identifier, app.name, version, int(hint.get("BundleSize", 1048576)),
+                                          store=True, external_id=app.external_version_identifier)
+
+    def _read_manifest(self, url: str) -> ManifestPackage:
+        data = self._download(url)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise InstallFailure(f"the manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+        try:
+            manifest = load_plist(data, max_bytes=MAX_MANIFEST_BYTES)
+        except ProtocolError as exc:
+            raise InstallFailure(f"the manifest is not a property list: {exc.message}") from None
+        return parse_manifest(manifest)
+
+    def _download(self, url: str) -> bytes:
+        """GET an absolute URL the way the device's installer does: no MDM identity, no signature."""
+        if self.require_https and not url.startswith("https:"):
+            raise InstallFailure(f"{url} is not an https: URL")
+        self.downloads.append(url)
+        try:
+            status, _headers, body = self.transport.request("GET", url)
+        except Exception as exc:  # any transport failure is a failed download, as on a device
+            raise InstallFailure(f"fetching {url} failed: {type(exc).__name__}") from None
+        if status != 200:
+            raise InstallFailure(f"fetching {url} answered HTTP {status}")
+        return body
+
+    def _run_install(self, app: DeviceApp) -> None:
+        """Fetch and check the package (or ask the simulated store); the app is then installed, or Failed
+        (an update that fails leaves the previous version installed)."""
+        try:
+            if app.package is not None:
+                data = self._download(app.package.url)
+                verify_package(data, app.package, self.platform, require_hashes=self.platform == "macos")
+                entry = installed_entry(app.identifier, app.name or app.identifier, app.package.version,
+                                        app.package.size or len(data), store=False, external_id=None)
+            elif app.store_failure is not None:
+                raise InstallFailure(str(app.store_failure))
+            else:
+                entry = app.store_entry or {}
+        except InstallFailure as exc:
+            app.status, app.failure, app.is_validated = AppStatus.FAILED, str(exc), False
+            self.install_failures.append((app.identifier, str(exc)))
+            return
+        self.apps[app.identifier] = entry
+        app.status, app.failure, app.is_validated = AppStatus.MANAGED, None, True
 
     def _answer_CertificateList(self, params: dict[str, Any]) -> dict[str, Any]:
         certs = []
@@ -430,6 +707,15 @@ class SimulatedDevice:
                 "ErrorCode": 12065, "ErrorDomain": "MCMDMErrorDomain",
                 "LocalizedDescription": "Invalid unlock token.", "USEnglishDescription": "Invalid unlock token."}]}
         return {}
+
+
+#: the Settings items that change a managed app: item name → the key holding its dictionary
+_APP_SETTINGS = {"ApplicationConfiguration": "Configuration", "ApplicationAttributes": "Attributes"}
+
+
+def _strings_or_none(value: Any) -> bool:
+    """An optional list of strings (``Identifiers``, ``Items``) is absent or a list of strings."""
+    return value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value))
 
 
 _FOREIGN: list[Identity] = []

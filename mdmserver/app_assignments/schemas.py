@@ -48,7 +48,8 @@ class InstallOptionsSchema(Schema):
       ``ContentFilterUUID``…), checked against Apple's keys when the command is built;
     - ``configuration``: the app's managed configuration (AppConfig), sent as ``Configuration``; the app
       reads it from ``com.apple.configuration.managed`` in its user defaults;
-    - ``install_as_managed`` (macOS 11+): install as a managed app (needed for removal and updates).
+    - ``install_as_managed`` (macOS 11+, default true): install as a managed app (needed for removal,
+      updates and ManagedApplicationList); false installs an ordinary app the server then leaves alone.
     """
 
     class Meta:

@@ -181,7 +181,9 @@ def install_command(app: App, options: dict[str, Any], public_url: str) -> tuple
             request_type, params = "InstallEnterpriseApplication", {"Manifest": manifest}
         else:
             request_type, params = "InstallApplication", _store_identity(app)
-        if options.get("install_as_managed"):
+        # managed unless the assignment says otherwise: an unmanaged Mac app cannot be removed, updated
+        # or listed by ManagedApplicationList
+        if options.get("install_as_managed", True):
             params.update(InstallAsManaged=True, ChangeManagementState="Managed")
     else:
         request_type = "InstallApplication"

@@ -114,7 +114,15 @@ def test_macos_package_and_app_store_apps(client, auth, db_session):
     mac_store = make_app(db_session, "com.example.chat", platform="macos", enterprise=False, version=None)
     assert _assign(client, h, mac_store, {"devices": [mac.id]}).get_json()["install_queued"] == 1
     (mac_install,) = [c for c in _commands(db_session, "InstallApplication") if c.device_id == mac.id]
-    assert _params(mac_install) == {"Identifier": "com.example.chat"}
+    # managed by default on macOS (an unmanaged Mac app cannot be removed or listed)
+    assert _params(mac_install) == {"Identifier": "com.example.chat", "InstallAsManaged": True,
+                                    "ChangeManagementState": "Managed"}
+    unmanaged = make_app(db_session, "com.example.viewer", platform="macos", enterprise=False, version=None)
+    assert _assign(client, h, unmanaged, {"devices": [mac.id], "options": {"install_as_managed": False}}
+                   ).get_json()["install_queued"] == 1
+    (plain,) = [c for c in _commands(db_session, "InstallApplication")
+                if c.device_id == mac.id and _params(c)["Identifier"] == "com.example.viewer"]
+    assert _params(plain) == {"Identifier": "com.example.viewer"}
 
 
 def test_overlapping_assignments_direct_wins_then_oldest_group(client, auth, db_session):

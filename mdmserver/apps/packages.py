@@ -247,6 +247,7 @@ def _read_pkg(file: BinaryIO, size: int) -> PackageFacts:
     if toc_element is None:
         raise PackageError("the xar TOC has no <xar><toc> element")
     heap = _Heap(file, header_size + toc_compressed, size)
+    _check_heap(heap, toc_element)
     distribution = _member(toc_element, "Distribution")
     if distribution is not None:
         return _from_distribution(_xml(_read_member(heap, distribution, "Distribution"), "Distribution"))
@@ -254,6 +255,15 @@ def _read_pkg(file: BinaryIO, size: int) -> PackageFacts:
     if package_info is not None:
         return _from_package_info(_xml(_read_member(heap, package_info, "PackageInfo"), "PackageInfo"))
     raise PackageError("the .pkg has neither a Distribution nor a PackageInfo (not an installer package)")
+
+
+def _check_heap(heap: _Heap, toc: Element) -> None:
+    """Every file the TOC lists lies inside the archive: a truncated upload is refused here, not by the
+    Mac that installs it."""
+    for data in toc.iter("data"):
+        end = _number(data, "offset", "a file") + _number(data, "length", "a file")
+        if heap.start + end > heap.size:
+            raise PackageError("truncated xar archive: the heap ends before the files its TOC lists")
 
 
 def _inflate(data: bytes, expected: int, what: str) -> bytes:
@@ -303,8 +313,6 @@ def _read_member(heap: _Heap, entry: Element, what: str) -> bytes:
     extracted = _number(data, "size", what)
     if length > MAX_MEMBER_BYTES or extracted > MAX_MEMBER_BYTES:
         raise PackageError(f"{what} is larger than {MAX_MEMBER_BYTES // 2**20} MiB")
-    if heap.start + offset + length > heap.size:
-        raise PackageError(f"truncated xar archive: {what} runs past the end of the file")
     heap.file.seek(heap.start + offset)
     raw = heap.file.read(length)
     encoding = data.find("encoding")

@@ -9,10 +9,14 @@ collaborators (the pki views excepted: see ``pki.views._secret_box``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Flask, current_app
 
 from mdmserver.api.auth import current_token
 from mdmserver.api.requests import request_id
+from mdmserver.apps.manifests import CHUNK_SIZE
+from mdmserver.apps.storage import DirectoryPackageStore, PackageStore
 from mdmserver.audit.service import AuditContext, set_audit_context
 from mdmserver.db import db
 from mdmserver.pki.secretbox import SecretBox
@@ -22,6 +26,11 @@ from mdmserver.pki.service import load_secret_box
 def secret_box() -> SecretBox:
     """The secret box of the running application (its key file, created on first use, mode 0600)."""
     return load_secret_box(current_app.config["SECRET_KEY_FILE"])
+
+
+def package_store() -> PackageStore:
+    """Where uploaded app packages are kept: ``<data_dir>/apps``, content-addressed by SHA-256."""
+    return DirectoryPackageStore(Path(current_app.config["DATA_DIR"]) / "apps", chunk_size=CHUNK_SIZE)
 
 
 def init_app(app: Flask) -> None:

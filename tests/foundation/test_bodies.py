@@ -26,6 +26,7 @@ from referencing import Registry, Resource
 
 from mdmserver.admission import service as admission
 from mdmserver.api.apidoc import ApiDoc, Body
+from mdmserver.apps.models import App, AppSource
 from mdmserver.collaborators import secret_box
 from mdmserver.ops.openapi import documented_rules, endpoint_docs, openapi_path
 from mdmserver.pki import x509
@@ -134,6 +135,11 @@ def _cases(ids: dict[str, Any]) -> list[Case]:
              {"data": {"type": "payloads", "attributes": policy, "relationships": profile}},
              {"data": {"type": "payloads", "attributes": policy, "relationships": {"profile": {"data": {
                  "type": "users", "id": str(ids["profile_id"])}}}}}, JSONAPI, status=400),
+        Case("apps.create_app", "post", "/api/v1/apps",
+             _resource("apps", {"platform": "ios", "name": "Pages", "itunes_store_id": 361309726}),
+             _resource("apps", {"platform": "android", "name": "Pages", "itunes_store_id": 361309726}), JSONAPI),
+        Case("apps.update_app", "patch", "/api/v1/apps/{app_id}",
+             _resource("apps", {"name": "Keynote"}), _resource("apps", {"name": ""}), JSONAPI),
         Case("mender.preauthorize", "post", f"{MENDER}/devices",
              {"device_identity": json.dumps({"serial_number": "BODIES-SERIAL"})}, {"device_identity": 5}, status=400),
         Case("mender.submit", "put", f"{MENDER}/devices/{{auth_set_id}}",
@@ -157,9 +163,13 @@ def ids(db_session) -> dict[str, Any]:
     group = DeviceGroup(name="bodies-group", kind="static")
     db_session.add(group)
     db_session.flush()
+    app = App(source=AppSource.STORE, platform="ios", bundle_id="com.example.bodies", name="Bodies",
+              download_token="bodies-token", revision=1)
+    db_session.add(app)
+    db_session.flush()
     db_session.commit()
     return {"device": device.id, "ident": device.id, "profile_id": profile.id, "user_id": user.id,
-            "group_id": group.id, "name": "lock", "db_session": db_session}
+            "group_id": group.id, "app_id": app.id, "name": "lock", "db_session": db_session}
 
 
 def _auth_set(db_session, pem: str | None = None) -> str:
@@ -217,7 +227,8 @@ def test_every_schema_body_is_in_the_table(app):
     schema_bodies = {r.endpoint for r in documented_rules(app)
                      if (doc := docs.get(r.endpoint)) is not None and _documented(doc) is not None
                      and doc.body_kind in (Body.RESOURCE, Body.JSON)}
-    covered = {case.endpoint for case in _cases({"device": 1, "user_id": 1, "group_id": 1, "profile_id": 1})}
+    covered = {case.endpoint for case in _cases({"device": 1, "user_id": 1, "group_id": 1, "profile_id": 1,
+                                                 "app_id": 1})}
     assert schema_bodies == covered
 
 

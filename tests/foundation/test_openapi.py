@@ -21,6 +21,7 @@ WRITES = {"post", "put", "patch"}
 #: Every paginated list of the API, written down here (not read from the document): each must describe
 #: page[number], page[size] and sort, and its filters (device locations have none).
 LISTS = {
+    "/api/v1/apps",
     "/api/v1/audit_events",
     "/api/v1/certificates",
     "/api/v1/commands",

@@ -10,12 +10,14 @@ change never loses the file its row still names.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, BinaryIO
 
 from sqlalchemy import Select, column, exists, select, table
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mdmserver.apps.models import App, AppSource, PackageKind
@@ -73,13 +75,25 @@ def _check_unique(session: Session, platform: str, values: dict[str, Any], app: 
                            code="app_exists", pointer=f"{POINTER}/{key}")
 
 
+@contextmanager
+def _unique(session: Session, what: str) -> Iterator[None]:
+    """Make the changes in a savepoint and flush them: when a concurrent request stored the same
+    identifier first, the unique constraint refuses ours → 409 (not 500), and the session stays usable."""
+    try:
+        with session.begin_nested():
+            yield
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"another app with this {what} was stored at the same time; retry", code="app_exists") from None
+
+
 def create_store_app(session: Session, values: dict[str, Any], *, actor: str | None = None) -> App:
     """A catalogue entry for an App Store app (``platform``, ``itunes_store_id`` and/or ``bundle_id``,
     ``name``); 409 when the platform already has an entry with the same identifier."""
     _check_unique(session, values["platform"], values, None)
     app = App(source=AppSource.STORE, download_token=_new_token(), revision=1, created_by=actor, **values)
-    session.add(app)
-    session.flush()
+    with _unique(session, "identifier"):
+        session.add(app)
     record_event(session, "app:create", "apps", app.id,
                  {"source": app.source, "platform": app.platform, "bundle_id": app.bundle_id,
                   "itunes_store_id": app.itunes_store_id})
@@ -99,10 +113,10 @@ def update_app(session: Session, app: App, values: dict[str, Any]) -> App:
     if merged["bundle_id"] is None and merged["itunes_store_id"] is None:
         raise UnprocessableEntity("an App Store app needs an itunes_store_id or a bundle_id", pointer=POINTER)
     _check_unique(session, app.platform, values, app)
-    for key, value in values.items():
-        setattr(app, key, value)
-    app.updated_at = utcnow()
-    session.flush()
+    with _unique(session, "identifier"):
+        for key, value in values.items():
+            setattr(app, key, value)
+        app.updated_at = utcnow()
     record_event(session, "app:update", "apps", app.id, dict(values))
     return app
 
@@ -178,14 +192,14 @@ def _catalogue(session: Session, staged: StagedPackage, facts: PackageFacts, fil
     if app is None:
         app = App(source=AppSource.ENTERPRISE, platform=facts.platform, bundle_id=facts.bundle_id,
                   name=facts.name, download_token=_new_token(), revision=1, created_by=actor, **package)
-        session.add(app)
-        session.flush()
+        with _unique(session, "bundle id"):
+            session.add(app)
         record_event(session, "app:upload", "apps", app.id, details)
         return Upload(app, UploadOutcome.CREATED)
     previous = app.package_sha256
     for key, value in package.items():
         setattr(app, key, value)
-    app.revision += 1
+    app.revision = App.revision + 1  # in SQL: two concurrent replacements count twice
     app.updated_at = utcnow()
     session.flush()
     record_event(session, "app:package:replace", "apps", app.id,

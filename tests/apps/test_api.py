@@ -346,3 +346,25 @@ def test_downloads_404_for_unknown_tokens_other_hashes_and_app_store_entries(cli
                  f"/apps/{token}/{'0' * 64}.ipa", f"/apps/{token}/{sha256}.pkg", f"/apps/{token}/{sha256}.zip",
                  f"/apps/{store_token}/manifest.plist", f"/apps/{token[:-1]}/manifest.plist"):
         assert_error(client.get(path), 404, "no such app download")
+
+
+def test_one_apps_token_does_not_open_another_apps_package(client, h):
+    """The token is the capability for its own entry only."""
+    a = upload(client, h, ipa("com.example.token.a")).get_json()["data"]["attributes"]
+    b = upload(client, h, ipa("com.example.token.b")).get_json()["data"]["attributes"]
+    token_a = a["manifest_url"].split("/")[-2]
+    assert_error(client.get(f"/apps/{token_a}/{b['package_sha256']}.ipa"), 404, "no such app download")
+    assert client.get(f"/apps/{token_a}/{a['package_sha256']}.ipa").status_code == 200
+
+
+def test_a_package_another_entry_still_names_is_kept(app, client, h, db_session):
+    data = ipa("com.example.shared")
+    created = upload(client, h, data).get_json()["data"]
+    sha256 = hashlib.sha256(data).hexdigest()
+    original = db_session.get(App, int(created["id"]))
+    db_session.add(App(source="enterprise", platform="macos", bundle_id="com.example.shared.copy", name="Copy",
+                       download_token="shared-copy-token", revision=1, package_kind="ipa", package_sha256=sha256,
+                       package_size=original.package_size, package_chunks=original.package_chunks))
+    db_session.commit()
+    assert client.delete(f"/api/v1/apps/{created['id']}", headers=h).status_code == 204
+    assert stored(app, sha256).exists()

@@ -9,14 +9,12 @@ collaborators (the pki views excepted: see ``pki.views._secret_box``).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Flask, current_app
 
 from mdmserver.api.auth import current_token
 from mdmserver.api.requests import request_id
 from mdmserver.apps.manifests import CHUNK_SIZE
-from mdmserver.apps.storage import DirectoryPackageStore, PackageStore
+from mdmserver.apps.storage import DirectoryPackageStore, PackageStore, package_root
 from mdmserver.audit.service import AuditContext, set_audit_context
 from mdmserver.db import db
 from mdmserver.pki.secretbox import SecretBox
@@ -30,7 +28,7 @@ def secret_box() -> SecretBox:
 
 def package_store() -> PackageStore:
     """Where uploaded app packages are kept: ``<data_dir>/apps``, content-addressed by SHA-256."""
-    return DirectoryPackageStore(Path(current_app.config["DATA_DIR"]) / "apps", chunk_size=CHUNK_SIZE)
+    return DirectoryPackageStore(package_root(current_app.config["DATA_DIR"]), chunk_size=CHUNK_SIZE)
 
 
 def init_app(app: Flask) -> None:

@@ -2,7 +2,7 @@
 
 :class:`PackageStore` is the interface the catalogue's service and the download view use; the one
 implementation here, :class:`DirectoryPackageStore`, keeps each package as ``<root>/<aa>/<sha256>`` (``aa``:
-the hash's first two hex digits) under the data directory. An upload is streamed into a temporary file in
+the hash's first two hex digits; ``root`` is :func:`package_root` of the data directory). An upload is streamed into a temporary file in
 the same directory tree while it is hashed (the whole file and each chunk, ``apps.manifests.CHUNK_SIZE`` in the server, for the manifest),
 read there by the package parser, then moved into place with one atomic rename; a package already stored
 is not written twice. An object store would implement the same five methods.
@@ -21,6 +21,18 @@ from mdmserver.errors import InputError
 
 #: How much is read from the upload stream at a time.
 READ_SIZE = 1024 * 1024
+#: The folder of the data directory that holds the packages, and inside it the one uploads are received
+#: in (``mdmserver backup`` leaves that one out: its files are renamed or removed while a backup reads).
+DATA_SUBDIR = "apps"
+STAGING_SUBDIR = "incoming"
+
+
+def package_root(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / DATA_SUBDIR
+
+
+def staging_root(data_dir: str | os.PathLike[str]) -> Path:
+    return package_root(data_dir) / STAGING_SUBDIR
 
 
 class PackageTooLarge(InputError):
@@ -82,7 +94,7 @@ class DirectoryPackageStore:
         return self.root / sha256[:2] / sha256
 
     def stage(self, stream: BinaryIO, *, max_bytes: int) -> StagedPackage:
-        incoming = self.root / "incoming"
+        incoming = self.root / STAGING_SUBDIR
         incoming.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=incoming, prefix="upload-")
         path = Path(name)
@@ -121,7 +133,6 @@ class DirectoryPackageStore:
             staged.path.unlink(missing_ok=True)
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(staged.path, 0o644)
         os.replace(staged.path, target)
 
     def discard(self, staged: StagedPackage) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -21,6 +22,9 @@ from mdmserver.errors import InputError
 
 #: How much is read from the upload stream at a time.
 READ_SIZE = 1024 * 1024
+#: A staged upload older than this was left by a process that died mid-upload: removed at the next one.
+STALE_AFTER_SECONDS = 24 * 3600
+_STAGED_PREFIX = "upload-"
 #: The folder of the data directory that holds the packages, and inside it the one uploads are received
 #: in (``mdmserver backup`` leaves that one out: its files are renamed or removed while a backup reads).
 DATA_SUBDIR = "apps"
@@ -81,6 +85,16 @@ def _is_sha256(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
+def _remove_stale(incoming: Path) -> None:
+    cutoff = time.time() - STALE_AFTER_SECONDS
+    for path in incoming.glob(f"{_STAGED_PREFIX}*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except FileNotFoundError:
+            pass  # another upload finished or removed it meanwhile
+
+
 class DirectoryPackageStore:
     """Packages as files under ``root`` (``<data_dir>/apps`` in the running server)."""
 
@@ -96,7 +110,8 @@ class DirectoryPackageStore:
     def stage(self, stream: BinaryIO, *, max_bytes: int) -> StagedPackage:
         incoming = self.root / STAGING_SUBDIR
         incoming.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=incoming, prefix="upload-")
+        _remove_stale(incoming)
+        handle, name = tempfile.mkstemp(dir=incoming, prefix=_STAGED_PREFIX)
         path = Path(name)
         whole, chunk, chunk_fill, size = hashlib.sha256(), hashlib.sha256(), 0, 0
         chunks: list[str] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 
 import pytest
 
@@ -84,3 +85,16 @@ def test_only_hashes_name_packages(tmp_path, name):
     store = DirectoryPackageStore(tmp_path, chunk_size=10)
     with pytest.raises(ValueError):
         store.open(name)
+
+
+def test_uploads_left_by_a_dead_process_are_removed_at_the_next_one(tmp_path):
+    store = DirectoryPackageStore(tmp_path, chunk_size=10)
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    old, recent = incoming / "upload-old", incoming / "upload-recent"
+    old.write_bytes(b"x")
+    recent.write_bytes(b"y")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    store.discard(store.stage(io.BytesIO(b"next"), max_bytes=100))
+    assert not old.exists() and recent.exists()

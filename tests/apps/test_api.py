@@ -6,6 +6,7 @@ Expected hashes and URLs are computed here from the bytes the test uploads, neve
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import plistlib
 import re
@@ -82,7 +83,7 @@ def test_uploading_an_ipa_creates_an_enterprise_entry(app, client, h):
 
 def test_uploading_a_pkg_as_multipart(app, client, h):
     data = make_product_pkg(distribution("com.example.multipart", "5.0", "Multipart Tool", "13.0"))
-    response = client.post(UPLOAD, data={"file": (__import__("io").BytesIO(data), "Tool.pkg")}, headers=h,
+    response = client.post(UPLOAD, data={"file": (io.BytesIO(data), "Tool.pkg")}, headers=h,
                            content_type="multipart/form-data")
     assert response.status_code == 201, response.get_json()
     attributes = response.get_json()["data"]["attributes"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import plistlib
+import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -50,3 +52,40 @@ def test_a_chunked_upload_is_stored_and_served_to_a_device(live_server):
         assert whole.status_code == 200 and hashlib.sha256(whole.content).hexdigest() == sha256
         tail = device.get(asset["url"], headers={"Range": f"bytes={len(data) - 100}-"})
         assert tail.status_code == 206 and tail.content == data[-100:]
+
+
+def test_a_slow_upload_holds_no_database_lock(live_server):
+    """While a package streams in, other admin writes go through (on SQLite the token check's
+    transaction would otherwise hold the write lock for the whole upload)."""
+    data = make_ipa(info_plist("com.example.live.slow"), filler=b"s" * 300_000)
+    first_sent, release = threading.Event(), threading.Event()
+    outcome: dict[str, int] = {}
+
+    def body() -> Iterator[bytes]:
+        chunks = list(_chunks(data))
+        yield chunks[0]
+        first_sent.set()
+        release.wait(timeout=30)
+        yield from chunks[1:]
+
+    def slow_upload() -> None:
+        with httpx.Client(base_url=live_server.url, headers=live_server.auth("write"), timeout=60) as client:
+            outcome["upload"] = client.post(f"{UPLOAD}?filename=slow.ipa", content=body(),
+                                            headers={"Content-Type": "application/octet-stream"}).status_code
+
+    uploader = threading.Thread(target=slow_upload)
+    uploader.start()
+    try:
+        assert first_sent.wait(timeout=10)
+        time.sleep(0.5)  # the server has read the first chunk and is waiting for the rest
+        started = time.monotonic()
+        with httpx.Client(base_url=live_server.url, headers=live_server.auth("write"), timeout=30) as client:
+            other = client.post("/api/v1/apps", json={"data": {"type": "apps", "attributes": {
+                "platform": "ios", "name": "Meanwhile", "itunes_store_id": 5550001}}},
+                headers={"Content-Type": "application/vnd.api+json"})
+        assert other.status_code == 201, other.text
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        uploader.join(timeout=60)
+    assert outcome["upload"] == 201

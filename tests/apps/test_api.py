@@ -369,3 +369,10 @@ def test_a_package_another_entry_still_names_is_kept(app, client, h, db_session)
     db_session.commit()
     assert client.delete(f"/api/v1/apps/{created['id']}", headers=h).status_code == 204
     assert stored(app, sha256).exists()
+
+
+def test_an_upload_without_a_file_name_is_named_by_its_hash(client, h):
+    data = ipa("com.example.noname")
+    response = upload(client, h, data, filename=None)
+    assert response.status_code == 201
+    assert response.get_json()["data"]["attributes"]["package_name"] == f"{hashlib.sha256(data).hexdigest()}.ipa"

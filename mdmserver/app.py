@@ -90,7 +90,11 @@ def _limit_admin_bodies(app: Flask) -> None:
     def _check_length() -> None:
         if request.path.startswith("/mdm"):
             return
-        limit = app.config["MAX_UPLOAD_BYTES"]
+        view = app.view_functions.get(request.endpoint) if request.url_rule is not None else None
+        setting = requests.body_limit_setting(view)
+        limit = app.config[setting]
+        if setting != requests.DEFAULT_BODY_LIMIT:
+            request.max_content_length = limit  # a view with its own limit reads past MAX_CONTENT_LENGTH
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(f"request bodies are limited to {limit} bytes")
 

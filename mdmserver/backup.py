@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
+from mdmserver.apps.storage import staging_root
 from mdmserver.config import sqlite_path
 from mdmserver.pki.secretbox import SecretBox, SecretBoxError
 
@@ -63,9 +64,10 @@ class Locations:
 
     def is_data_file(self, path: Path) -> bool:
         """A file of the data directory that goes into the archive as ``data/…`` (not the database,
-        its journals or the secret key, which have their own members)."""
+        its journals or the secret key, which have their own members, nor an app package still being
+        uploaded, which is renamed or removed while the backup reads)."""
         own = {self.database, self.secret_key, *self.journals()}
-        return path not in own
+        return path not in own and staging_root(self.data_dir) not in path.parents
 
 
 def locations(config: Mapping[str, Any]) -> Locations:

@@ -13,6 +13,8 @@ from flask import Flask, current_app
 
 from mdmserver.api.auth import current_token
 from mdmserver.api.requests import request_id
+from mdmserver.apps.manifests import CHUNK_SIZE
+from mdmserver.apps.storage import DirectoryPackageStore, PackageStore, package_root
 from mdmserver.audit.service import AuditContext, set_audit_context
 from mdmserver.db import db
 from mdmserver.pki.secretbox import SecretBox
@@ -27,6 +29,11 @@ def secret_box() -> SecretBox:
 def public_url() -> str:
     """The server's public base URL (what devices reach it by: enrollment, app manifests and packages)."""
     return current_app.config["PUBLIC_URL"]
+
+
+def package_store() -> PackageStore:
+    """Where uploaded app packages are kept: ``<data_dir>/apps``, content-addressed by SHA-256."""
+    return DirectoryPackageStore(package_root(current_app.config["DATA_DIR"]), chunk_size=CHUNK_SIZE)
 
 
 def init_app(app: Flask) -> None:

@@ -87,6 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("enroll_rate_limit", 30, int, "Enrollment requests per client address per minute (0: no limit)."),
     Setting("max_device_body_bytes", DEFAULT_MAX_BYTES, int, "Largest device request body (413 above)."),
     Setting("max_upload_bytes", 20 * 1024 * 1024, int, "Largest admin request body (413 above)."),
+    Setting("max_app_package_size", 2 * 1024**3, int,
+            "Largest app package (.ipa, .pkg) uploaded to /api/v1/apps/packages (413 above)."),
     Setting("retention_days", 90, int, "How long finished commands and push records are kept."),
     Setting("repush_after_hours", 24, int, "Push again devices with queued commands silent this long."),
     Setting("secret_key_file", None, str, "Key encrypting secrets at rest; default <data_dir>/secret.key."),

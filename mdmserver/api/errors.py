@@ -57,7 +57,8 @@ _INPUT_STATUSES: dict[int, type[errors.AppError]] = {
 
 
 def input_error(exc: errors.InputError) -> errors.AppError:
-    """The ``AppError`` for input a pure layer refused (``ProtocolError``, ``CMSError``, ``ProfileError``):
+    """The ``AppError`` for input a pure layer refused (``ProtocolError``, ``CMSError``, ``ProfileError``,
+    ``PackageError``, ``PackageTooLarge``):
     its status, detail, code (the status's own when it names none) and JSON pointer."""
     cls = _INPUT_STATUSES.get(exc.status, errors.BadRequest)
     return cls(exc.detail, code=exc.code, pointer=exc.pointer)

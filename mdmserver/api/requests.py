@@ -6,8 +6,31 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 from flask import Flask, Response, g, has_request_context, request
+
+F = TypeVar("F", bound=Callable)
+
+#: The setting that limits an admin request's body unless its view names another (``body_limit``).
+DEFAULT_BODY_LIMIT = "MAX_UPLOAD_BYTES"
+
+
+def body_limit(setting: str) -> Callable[[F], F]:
+    """Mark a view whose request body is limited by the setting ``setting`` (an ``app.config`` key)
+    instead of ``MAX_UPLOAD_BYTES``: an app package upload is streamed to disk, not read into memory."""
+
+    def mark(view: F) -> F:
+        view.body_limit = setting  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def body_limit_setting(view: Callable | None) -> str:
+    return getattr(view, "body_limit", None) or DEFAULT_BODY_LIMIT
+
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 log = logging.getLogger("mdmserver.request")

@@ -112,13 +112,6 @@ REFRESH_COMMANDS = ("ManagedApplicationList", "InstalledApplicationList")
 # --- lookups --------------------------------------------------------------------------------------
 
 
-def get_app(session: Session, app_id: int) -> App:
-    app = session.scalar(select(App).where(App.id == app_id))
-    if app is None:
-        raise NotFound(f"no app with id {app_id}")
-    return app
-
-
 def list_assignments(session: Session, app: App) -> list[AppAssignment]:
     return list(session.scalars(
         select(AppAssignment).where(AppAssignment.app_id == app.id).order_by(AppAssignment.id)))

@@ -27,6 +27,7 @@ from mdmserver.app_assignments.schemas import (
     assignment_resource,
     state_resource,
 )
+from mdmserver.apps import service as apps
 from mdmserver.apps.models import App
 from mdmserver.collaborators import public_url, secret_box
 from mdmserver.db import db
@@ -42,7 +43,7 @@ STATUSES = tuple(s.value for s in AppInstallStatus)
 def _app(app_id: str) -> App:
     if not is_id(app_id):
         raise NotFound(f"no app with id {app_id!r}")
-    return service.get_app(db.session, int(app_id))
+    return apps.get_app(db.session, int(app_id))
 
 
 def _plain(body: dict[str, Any], status: int = 200) -> Response:

@@ -28,6 +28,7 @@ from mdmserver.api.auth import current_actor, requires_scope
 from mdmserver.api.jsonapi import load_body, load_query, marshmallow_errors
 from mdmserver.app_assignments import service as app_assignments
 from mdmserver.app_assignments.models import AppAssignment, DeviceAppState
+from mdmserver.apps import service as apps
 from mdmserver.apps.models import App
 from mdmserver.assignments import service as assignments
 from mdmserver.assignments.models import DeviceProfileState
@@ -92,8 +93,8 @@ def _summaries(devices: list[Device]) -> dict[int, dict[str, Any]]:
     """ManageEngine's ``summary`` per device: profiles (assigned), apps (installed), groups, docs (none)."""
     ids = [d.id for d in devices]
     profiles = _counts(db.session, ids, DeviceProfileState, DeviceProfileState.device_id)
-    apps = _counts(db.session, ids, InstalledApplication, InstalledApplication.device_id)
-    return {d.id: {"profile_count": profiles.get(d.id, 0), "app_count": apps.get(d.id, 0), "doc_count": 0,
+    installed = _counts(db.session, ids, InstalledApplication, InstalledApplication.device_id)
+    return {d.id: {"profile_count": profiles.get(d.id, 0), "app_count": installed.get(d.id, 0), "doc_count": 0,
                    "group_count": len(groups.groups_of_device(db.session, d))} for d in devices}
 
 
@@ -577,7 +578,7 @@ class AppIdsBody(Schema):
 
 def _catalogue_apps(ids: Iterable[int]) -> list[App]:
     """The catalogue entries, each once, in the order given; 404 names the first unknown id."""
-    return [app_assignments.get_app(db.session, int(app_id)) for app_id in dict.fromkeys(ids)]
+    return [apps.get_app(db.session, int(app_id)) for app_id in dict.fromkeys(ids)]
 
 
 @bp.post("/devices/<ident>/apps")
@@ -599,8 +600,7 @@ def dissociate_apps(ident: str):
     deleted (RemoveApplication follows unless a group still assigns the app); 404 when an app is not
     assigned to the device directly."""
     device = get_device(db.session, ident)
-    apps = _catalogue_apps(load_body(AppIdsBody(), "app ids")["app_ids"])
-    for app in apps:
+    for app in _catalogue_apps(load_body(AppIdsBody(), "app ids")["app_ids"]):
         assignment = db.session.scalar(select(AppAssignment).where(AppAssignment.app_id == app.id,
                                                                    AppAssignment.device_id == device.id))
         if assignment is None:
@@ -617,8 +617,7 @@ def refresh_app_status(ident: str):
     status and its installed apps (ManagedApplicationList, InstalledApplicationList); the answers
     update the states."""
     device = get_device(db.session, ident)
-    apps = _catalogue_apps(load_body(AppIdsBody(), "app ids")["app_ids"])
-    for app in apps:
+    for app in _catalogue_apps(load_body(AppIdsBody(), "app ids")["app_ids"]):
         app_assignments.request_refresh(db.session, app, device_ids=[device.id], actor=current_actor(),
                                         box=secret_box())
     db.session.commit()

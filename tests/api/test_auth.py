@@ -177,6 +177,13 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("PATCH", "/api/v1/device/<ident>/customattributes", "write"),
     ("DELETE", "/api/v1/device/<ident>/customattributes", "write"),
     ("DELETE", "/api/v1/device/customattributes", "write"),
+    # the app catalogue (the device downloads under /apps/<token>/ need no token: the token is the capability)
+    ("GET", "/api/v1/apps", "read"),
+    ("POST", "/api/v1/apps", "write"),
+    ("POST", "/api/v1/apps/packages", "write"),
+    ("GET", "/api/v1/apps/<int:app_id>", "read"),
+    ("PATCH", "/api/v1/apps/<int:app_id>", "write"),
+    ("DELETE", "/api/v1/apps/<int:app_id>", "write"),
 ]
 
 

@@ -139,6 +139,11 @@ def _cases(ids: dict[str, Any]) -> list[Case]:
              {"data": {"type": "payloads", "attributes": policy, "relationships": profile}},
              {"data": {"type": "payloads", "attributes": policy, "relationships": {"profile": {"data": {
                  "type": "users", "id": str(ids["profile_id"])}}}}}, JSONAPI, status=400),
+        Case("apps.create_app", "post", "/api/v1/apps",
+             _resource("apps", {"platform": "ios", "name": "Pages", "itunes_store_id": 361309726}),
+             _resource("apps", {"platform": "android", "name": "Pages", "itunes_store_id": 361309726}), JSONAPI),
+        Case("apps.update_app", "patch", "/api/v1/apps/{app_id}",
+             _resource("apps", {"name": "Keynote"}), _resource("apps", {"name": ""}), JSONAPI),
         Case("mender.preauthorize", "post", f"{MENDER}/devices",
              {"device_identity": json.dumps({"serial_number": "BODIES-SERIAL"})}, {"device_identity": 5}, status=400),
         Case("mender.submit", "put", f"{MENDER}/devices/{{auth_set_id}}",

@@ -22,6 +22,7 @@ WRITES = {"post", "put", "patch"}
 #: page[number], page[size] and sort, and its filters (device locations have none).
 LISTS = {
     "/api/v1/apps/{app_id}/devices",
+    "/api/v1/apps",
     "/api/v1/audit_events",
     "/api/v1/certificates",
     "/api/v1/commands",

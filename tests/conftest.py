@@ -29,7 +29,7 @@ from werkzeug.serving import make_server
 from mdmserver.app import create_app
 from mdmserver.bootstrap import initialize
 from mdmserver.db import db
-from mdmserver.simulator.device import HttpxTransport
+from mdmserver.simulator.device import FlaskTransport, HttpxTransport, SimulatedDevice
 from mdmserver.tokens.service import create_token
 from tests.factories import install_push_topic
 
@@ -216,3 +216,21 @@ def conformance_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return CONFORMANCE_DIR
+
+
+@pytest.fixture
+def enrolled(app, client, db_session, monkeypatch):
+    """A factory of simulated devices enrolled through the test client and admitted (auto admission),
+    with their push token sent."""
+    monkeypatch.setitem(app.config, "ENROLL_RATE_LIMIT", 0)
+    monkeypatch.setitem(app.config, "ADMISSION_POLICY", "auto")
+    install_push_topic(db_session, monkeypatch)
+
+    def make(platform: str = "ios", **kwargs) -> SimulatedDevice:
+        sim = SimulatedDevice(FlaskTransport(client), platform=platform, **kwargs)
+        sim.enroll()
+        assert sim.authenticate() == 200
+        assert sim.token_update() == 200
+        return sim
+
+    return make

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from mdmserver.apps.models import App
 from mdmserver.records.devices import Device
 from mdmserver.simulator.device import parse_command_envelope
-from tests.factories import make_app
+from tests.apps.builders import info_plist, make_ipa
 
 JSONAPI = "application/vnd.api+json"
+
+
+def _upload(client, h, db_session, bundle_id: str, version: str = "1.0", build: str = "1") -> App:
+    """A real .ipa through the upload route: the simulated devices fetch its manifest and package."""
+    data = make_ipa(info_plist(bundle_id, version, build, "Field", "16.0"))
+    response = client.post("/api/v1/apps/packages?filename=app.ipa", data=data,
+                           headers={**h, "Content-Type": "application/octet-stream"})
+    assert response.status_code == 201, response.get_json()
+    return db_session.get(App, int(response.get_json()["data"]["id"]))
 
 
 def _device_id(db_session, sim) -> int:
@@ -35,7 +45,7 @@ def _types(handled):
 
 def test_install_status_removal_through_the_check_in_endpoint(client, auth, db_session, enrolled):
     h = auth("read", "write")
-    app = make_app(db_session, "com.example.field", version="3.2")
+    app = _upload(client, h, db_session, "com.example.field", "3.2", "320")
     phone, tablet, rejecting, mac = enrolled("ios"), enrolled("ipados"), enrolled("ios"), enrolled("macos")
     ids = {sim.udid: _device_id(db_session, sim) for sim in (phone, tablet, rejecting, mac)}
     group = _group(client, h, name="Field")
@@ -58,17 +68,17 @@ def test_install_status_removal_through_the_check_in_endpoint(client, auth, db_s
                                                 "Status": "Acknowledged", "State": "Failed",
                                                 "RejectionReason": "NotSupported"})
     assert status == 200
+    # the phone fetched the manifest and the package, checked the hashes and answered State Managed
+    assert phone.installed_version("com.example.field") == "3.2"
     states = _states(client, h, app)
-    assert states[ids[phone.udid]]["status"] == "installing"
+    assert states[ids[phone.udid]]["status"] == "installed"
     assert states[ids[tablet.udid]]["status"] == "failed"
     assert "MCMDMErrorDomain" in states[ids[tablet.udid]]["detail"]
     assert (states[ids[rejecting.udid]]["status"], states[ids[rejecting.udid]]["detail"]) == (
         "failed", "InstallApplication: Failed (NotSupported)")
     assert ids[mac.udid] not in states
 
-    # the app lands on the phone; the refresh action asks the devices that have a state
-    phone.apps["com.example.field"] = {"Identifier": "com.example.field", "Name": "Field", "ShortVersion": "3.2",
-                                       "Version": "320", "Installing": False}
+    # the refresh action asks the devices that have a state; their lists give the installed version
     refreshed = client.post(f"/api/v1/apps/{app.id}/refresh", headers=h)
     assert refreshed.status_code == 202
     assert refreshed.get_json() == {"app_id": str(app.id), "managed_list_queued": 3, "installed_list_queued": 3}
@@ -104,7 +114,7 @@ def test_smart_group_apps_follow_enrollment_and_reported_inventory(client, auth,
     """A device matching a smart group when it enrolls gets the app with its enrollment; one that comes
     to match it through what it reports (DeviceInformation on the connect path) gets it in that session."""
     h = auth("read", "write")
-    app = make_app(db_session, "com.example.kiosk")
+    app = _upload(client, h, db_session, "com.example.kiosk")
     smart = _group(client, h, name="Kiosks", kind="smart", filter={"name": "Kiosk"})
     assert client.post(f"/api/v1/apps/{app.id}/assignments", json={"groups": [smart]},
                        headers=h).get_json()["install_queued"] == 0
@@ -121,4 +131,5 @@ def test_smart_group_apps_follow_enrollment_and_reported_inventory(client, auth,
                                            ("InstallApplication", "Acknowledged")]
     assert _types(kiosk.run_session()) == []  # nothing queued twice
     states = _states(client, h, app)
-    assert {s["status"] for s in states.values()} == {"installing"} and len(states) == 2
+    assert {s["status"] for s in states.values()} == {"installed"} and len(states) == 2
+    assert kiosk.installed_version("com.example.kiosk") == other.installed_version("com.example.kiosk") == "1.0"

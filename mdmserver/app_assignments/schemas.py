@@ -81,7 +81,7 @@ class AssignSchema(Schema):
 
 
 class RefreshSchema(Schema):
-    """``{"devices": [id | UDID | serial…]}`` (optional): ask these devices only."""
+    """``{"devices": [id | UDID | serial…]}`` (optional): these devices only (refresh, update)."""
 
     class Meta:
         unknown = RAISE
@@ -131,5 +131,7 @@ OPENAPI: dict[str, ApiDoc] = {
     "app_assignments.device_apps": _STATES,
     "app_assignments.refresh": ApiDoc(body=RefreshSchema, body_kind=Body.JSON, body_optional=True, reply=Reply.JSON,
                                       status=202),
+    "app_assignments.update": ApiDoc(body=RefreshSchema, body_kind=Body.JSON, body_optional=True, reply=Reply.JSON,
+                                     status=202),
     "app_assignments.refresh_device": ApiDoc(body_kind=Body.NONE, reply=Reply.JSON, status=202),
 }

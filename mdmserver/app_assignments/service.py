@@ -510,7 +510,7 @@ def _serialize_reconciles(session: Session, app_id: int) -> None:
 
 def reconcile(
     session: Session, app: App, *, actor: str | None, box: SecretBox, public_url: str,
-    device_ids: Sequence[int] | None = None,
+    device_ids: Sequence[int] | None = None, update_drifted: bool = False,
 ) -> dict[str, int]:
     """Queue installs, updates and removals so the devices match the app's assignments.
 
@@ -528,6 +528,14 @@ def reconcile(
     held = exists().where(state.device_id == Device.id, state.app_id == app.id, state.status.in_(HELD))
     outdated = exists().where(state.device_id == Device.id, state.app_id == app.id,
                               state.status == Status.INSTALLED.value, state.revision < app.revision)
+    if update_drifted:
+        # the administrator's update: also where the version the device reports is not the catalogue's,
+        # and where the last install failed
+        catalogue_versions = [v for v in (app.version, app.build_version) if v is not None]
+        drifted = and_(state.status == Status.INSTALLED.value, state.installed_version.is_not(None),
+                       state.installed_version.not_in(catalogue_versions)) if catalogue_versions else false()
+        outdated = or_(outdated, exists().where(state.device_id == Device.id, state.app_id == app.id,
+                                                or_(drifted, state.status == Status.FAILED.value)))
     present = exists().where(state.device_id == Device.id, state.app_id == app.id, state.status.in_(PRESENT))
     now = utcnow()
     plans: list[QueuePlan] = []

@@ -136,6 +136,23 @@ def refresh(app_id: str):
     return _plain({"app_id": str(app.id), **counts}, status=202)
 
 
+@bp.post("/apps/<app_id>/update")
+def update(app_id: str):
+    """Send the install again to the assigned devices (or ``{"devices": […]}`` of them) whose reported
+    version is not the catalogue's (``drift``) or whose last install failed; devices already at the
+    catalogue version, or with an install under way, get nothing. InstallApplication of a managed app
+    updates it."""
+    app = _app(app_id)
+    body = load_body(RefreshSchema(), "update", optional=True)
+    device_ids = None
+    if body.get("devices") is not None:
+        device_ids, _ = service.resolve_targets(db.session, body["devices"], None)
+    counts = service.reconcile(db.session, app, actor=current_actor(), box=secret_box(), public_url=public_url(),
+                               device_ids=device_ids, update_drifted=True)
+    db.session.commit()
+    return _plain({"app_id": str(app.id), **counts}, status=202)
+
+
 @bp.post("/devices/<ident>/apps/refresh")
 def refresh_device(ident: str):
     """Ask one device for its managed and installed apps."""

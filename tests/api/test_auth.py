@@ -138,6 +138,7 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("DELETE", "/api/v1/apps/<app_id>/assignments/<assignment_id>", "write"),
     ("GET", "/api/v1/apps/<app_id>/devices", "read"),
     ("POST", "/api/v1/apps/<app_id>/refresh", "write"),
+    ("POST", "/api/v1/apps/<app_id>/update", "write"),
     ("GET", "/api/v1/devices/<ident>/apps", "read"),
     ("POST", "/api/v1/devices/<ident>/apps/refresh", "write"),
     # ManageEngine's Devices API (compat)

@@ -133,3 +133,36 @@ def test_smart_group_apps_follow_enrollment_and_reported_inventory(client, auth,
     states = _states(client, h, app)
     assert {s["status"] for s in states.values()} == {"installed"} and len(states) == 2
     assert kiosk.installed_version("com.example.kiosk") == other.installed_version("com.example.kiosk") == "1.0"
+
+
+def test_update_action_resends_the_install_where_versions_drift_or_installs_failed(client, auth, db_session, enrolled):
+    """Version drift is visible (``drift``) and updatable: ``POST /api/v1/apps/<id>/update`` re-sends the
+    install to the devices that report another version or whose install failed, and to no other."""
+    h = auth("read", "write")
+    app = _upload(client, h, db_session, "com.example.drift", "2.0", "200")
+    current, drifting, failing = enrolled("ios"), enrolled("ios"), enrolled("ios")
+    ids = {sim.udid: _device_id(db_session, sim) for sim in (current, drifting, failing)}
+    assigned = client.post(f"/api/v1/apps/{app.id}/assignments", json={"devices": list(ids.values())}, headers=h)
+    assert assigned.get_json()["install_queued"] == 3
+    failing.answer_overrides["InstallApplication"] = "Error"
+    for sim in (current, drifting, failing):
+        sim.run_session()
+    # the user (or a restore) left an older build on one device: its list says so
+    drifting.apps["com.example.drift"]["ShortVersion"] = "1.9"
+    assert client.post(f"/api/v1/apps/{app.id}/refresh", headers=h).status_code == 202
+    for sim in (current, drifting, failing):
+        sim.run_session()
+    states = _states(client, h, app)
+    assert (states[ids[drifting.udid]]["installed_version"], states[ids[drifting.udid]]["drift"]) == ("1.9", True)
+    assert (states[ids[current.udid]]["installed_version"], states[ids[current.udid]]["drift"]) == ("2.0", False)
+    assert states[ids[failing.udid]]["status"] == "failed"
+
+    failing.answer_overrides.pop("InstallApplication")
+    updated = client.post(f"/api/v1/apps/{app.id}/update", headers=h)
+    assert updated.status_code == 202 and updated.get_json()["install_queued"] == 2
+    assert client.post(f"/api/v1/apps/{app.id}/update", headers=h).get_json()["install_queued"] == 0  # once
+    assert current.run_session() == []
+    for sim in (drifting, failing):
+        assert _types(sim.run_session()) == [("InstallApplication", "Acknowledged")]
+        assert sim.installed_version("com.example.drift") == "2.0"
+    assert client.post(f"/api/v1/apps/{app.id}/update", json={"devices": "all"}, headers=h).status_code == 422

@@ -122,6 +122,8 @@ def _cases(ids: dict[str, Any]) -> list[Case]:
              {"devices": [ids["device"]], "options": {"management_flags": 2}}),
         Case("app_assignments.refresh", "post", "/api/v1/apps/{app_id}/refresh",
              {"devices": [ids["device"]]}, {"devices": "all"}),
+        Case("app_assignments.update", "post", "/api/v1/apps/{app_id}/update",
+             {"devices": [ids["device"]]}, {"devices": "all"}),
         Case("commands.enqueue", "post", "/api/v1/devices/{ident}/commands",
              _resource("commands", {"request_type": "DeviceInformation"}),
              _resource("commands", {"request_type": "DeviceInformation", "priority": "high"}), JSONAPI),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, json, request
+from flask import Blueprint, request
 
 from mdmserver.actions import service
 from mdmserver.actions.catalogue import ACTIONS
@@ -15,6 +15,7 @@ from mdmserver.api.jsonapi import (
     jsonapi_response,
     load_body,
     load_query,
+    plain_response,
     refuse_query_params,
     resource,
 )
@@ -27,9 +28,6 @@ from mdmserver.selection.targets import select_targets
 
 bp = Blueprint("actions", __name__, url_prefix="/api/v1")
 
-
-def _plain(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
 @bp.get("/actions")
@@ -81,7 +79,7 @@ def bulk_action(name: str):
     body = load_body(BulkActionSchema(), "bulk action")
     result = service.run_bulk(db.session, action, body, actor=current_actor(), box=secret_box())
     db.session.commit()
-    return _plain(result)
+    return plain_response(result)
 
 
 #: select_targets' body members → viability's query parameters
@@ -91,7 +89,7 @@ _QUERY_PARAMETER_OF = {"devices": "ids", "groups": "groups"}
 @bp.get("/actions/<name>/viability")
 def viability(name: str):
     """Ivanti's checkViability: ``?ids=`` (ids, UDIDs, serial numbers) and/or ``?groups=``."""
-    return _plain(_viability(name, _joined(request.args)))
+    return plain_response(_viability(name, _joined(request.args)))
 
 
 @bp.get("/actions/<name>")
@@ -106,7 +104,7 @@ def check_viability(name: str):
     if flag.strip().lower() != "true":
         raise BadRequest("checkViability must be true (to perform the action, POST to it)",
                          parameter="checkViability")
-    return _plain(_viability(name, args))
+    return plain_response(_viability(name, args))
 
 
 def _joined(args: Any) -> dict[str, str]:

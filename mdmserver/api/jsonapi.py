@@ -262,6 +262,11 @@ def jsonapi_response(doc: dict[str, Any] | None, status: int = 200, headers: dic
     return response
 
 
+def plain_response(body: Any, status: int = 200) -> Response:
+    """A plain JSON answer (the compatibility shapes, bulk results, assignment counts)."""
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
 def has_body(req: Request | None = None) -> bool:
     """Whether the request carries a body (some bytes, or a declared length): a route whose body is
     optional reads none when this is false, whatever the Content-Type (or its absence)."""

@@ -68,10 +68,9 @@ from mdmserver.protocol.plist import ProtocolError, load_stored
 from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.records.devices import Device, InstalledApplication, Platform
-from mdmserver.records.groups import DeviceGroup
 from mdmserver.selection.conditions import manageable
 from mdmserver.selection.filters import group_condition
-from mdmserver.selection.resolve import resolve_devices
+from mdmserver.selection.resolve import resolve_targets
 from mdmserver.selection.sql import in_values
 
 log = logging.getLogger("mdmserver.app_assignments")
@@ -222,30 +221,6 @@ def _option_pointer(pointer: str) -> str:
 
 
 # --- assignments ----------------------------------------------------------------------------------
-
-
-def resolve_targets(
-    session: Session, devices: Sequence[str | int] | None, groups: Sequence[int] | None
-) -> tuple[list[int], list[int]]:
-    """Device and group ids of a body; 422 (nothing done) for unknown ones."""
-    device_ids: list[int] = []
-    group_ids: list[int] = []
-    if devices is not None:
-        resolved = resolve_devices(session, devices, pointer="/devices")
-        if resolved.missing:
-            missing = set(resolved.missing)
-            raise UnprocessableEntity("unknown devices; nothing was changed", errors=[
-                {"detail": f"no device {name!r}", "pointer": f"/devices/{i}"}
-                for i, name in enumerate(str(d).strip() for d in devices) if name in missing])
-        device_ids = resolved.ids
-    if groups is not None:
-        group_ids = list(dict.fromkeys(groups))
-        known = set(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(group_ids))))
-        if len(known) != len(group_ids):
-            raise UnprocessableEntity("unknown device groups; nothing was changed", errors=[
-                {"detail": f"no device group {g}", "pointer": f"/groups/{i}"}
-                for i, g in enumerate(groups) if g not in known])
-    return device_ids, group_ids
 
 
 def assign(

@@ -3,9 +3,7 @@ and the refresh actions that ask the devices for their apps."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import Blueprint, Response, json, request
+from flask import Blueprint, Response, request
 
 from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import (
@@ -16,6 +14,7 @@ from mdmserver.api.jsonapi import (
     load_body,
     paginate,
     parse_list_query,
+    plain_response,
     refuse_query_params,
 )
 from mdmserver.api.transactions import writes
@@ -33,7 +32,7 @@ from mdmserver.collaborators import public_url, secret_box
 from mdmserver.db import db
 from mdmserver.errors import NotFound
 from mdmserver.selection import resolve
-from mdmserver.selection.filters import split_list
+from mdmserver.selection.filters import one_of
 
 bp = Blueprint("app_assignments", __name__, url_prefix="/api/v1")
 
@@ -46,16 +45,7 @@ def _app(app_id: str) -> App:
     return apps.get_app(db.session, int(app_id))
 
 
-def _plain(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json")
 
-
-def _status_filter(value: str):
-    wanted = split_list(value)
-    for item in wanted:
-        if item not in STATUSES:
-            raise ValueError(f"unknown status {item!r}; allowed: {', '.join(STATUSES)}")
-    return DeviceAppState.status.in_(wanted)
 
 
 @bp.get("/apps/<app_id>/assignments")
@@ -76,7 +66,7 @@ def assign(app_id: str):
                             options=body.get("options"), actor=current_actor(), box=secret_box(),
                             public_url=public_url())
     db.session.commit()
-    return _plain({"app_id": str(app.id), **counts})
+    return plain_response({"app_id": str(app.id), **counts})
 
 
 @bp.delete("/apps/<app_id>/assignments/<assignment_id>")
@@ -89,14 +79,14 @@ def unassign(app_id: str, assignment_id: str):
     counts = service.unassign(db.session, app, assignment, actor=current_actor(), box=secret_box(),
                               public_url=public_url())
     db.session.commit()
-    return _plain({"app_id": str(app.id), **counts})
+    return plain_response({"app_id": str(app.id), **counts})
 
 
 def _states(app: App | None, device_id: int | None) -> Response:
     service.refresh_states(db.session, [app.id] if app is not None else None,
                            [device_id] if device_id is not None else None, box=secret_box())
     db.session.commit()  # the refreshed states are a cache of the devices' answers, not an admin change
-    query = parse_list_query(request.args, filters={"status": _status_filter},
+    query = parse_list_query(request.args, filters={"status": one_of(DeviceAppState.status, STATUSES)},
                              sorts={"device_id": DeviceAppState.device_id, "app_id": DeviceAppState.app_id,
                                     "updated_at": DeviceAppState.updated_at},
                              default_sort=[DeviceAppState.app_id, DeviceAppState.device_id])
@@ -130,10 +120,10 @@ def refresh(app_id: str):
     body = load_body(RefreshSchema(), "refresh", optional=True)
     device_ids = None
     if body.get("devices") is not None:
-        device_ids, _ = service.resolve_targets(db.session, body["devices"], None)
+        device_ids, _ = resolve.resolve_targets(db.session, body["devices"], None)
     counts = service.request_refresh(db.session, app, device_ids=device_ids, actor=current_actor(), box=secret_box())
     db.session.commit()
-    return _plain({"app_id": str(app.id), **counts}, status=202)
+    return plain_response({"app_id": str(app.id), **counts}, status=202)
 
 
 @bp.post("/apps/<app_id>/update")
@@ -146,11 +136,11 @@ def update(app_id: str):
     body = load_body(RefreshSchema(), "update", optional=True)
     device_ids = None
     if body.get("devices") is not None:
-        device_ids, _ = service.resolve_targets(db.session, body["devices"], None)
+        device_ids, _ = resolve.resolve_targets(db.session, body["devices"], None)
     counts = service.reconcile(db.session, app, actor=current_actor(), box=secret_box(), public_url=public_url(),
                                device_ids=device_ids, update_drifted=True)
     db.session.commit()
-    return _plain({"app_id": str(app.id), **counts}, status=202)
+    return plain_response({"app_id": str(app.id), **counts}, status=202)
 
 
 @bp.post("/devices/<ident>/apps/refresh")
@@ -160,4 +150,4 @@ def refresh_device(ident: str):
     counts = service.request_refresh(db.session, None, device_ids=[device.id], actor=current_actor(),
                                      box=secret_box())
     db.session.commit()
-    return _plain({"device_id": str(device.id), **counts}, status=202)
+    return plain_response({"device_id": str(device.id), **counts}, status=202)

@@ -44,10 +44,9 @@ from mdmserver.profiles.service import profile_bytes
 from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.commands import Command, CommandStatus
 from mdmserver.records.devices import Device, InstalledProfile
-from mdmserver.records.groups import DeviceGroup
 from mdmserver.selection.conditions import manageable
 from mdmserver.selection.filters import group_condition
-from mdmserver.selection.resolve import resolve_devices
+from mdmserver.selection.resolve import resolve_targets
 from mdmserver.selection.sql import in_values
 
 log = logging.getLogger("mdmserver.assignments")
@@ -64,37 +63,12 @@ def list_assignments(session: Session, profile: Profile) -> list[ProfileAssignme
     ))
 
 
-def _resolve_targets(
-    session: Session, devices: Sequence[str | int] | None, groups: Sequence[int] | None
-) -> tuple[list[int], list[int]]:
-    """Device and group ids of a body (shaped by ``schemas.TargetsSchema``); 422 (nothing done) for
-    unknown ones."""
-    device_ids: list[int] = []
-    group_ids: list[int] = []
-    if devices is not None:
-        resolved = resolve_devices(session, devices, pointer="/devices")
-        if resolved.missing:
-            missing = set(resolved.missing)
-            raise UnprocessableEntity("unknown devices; nothing was changed", errors=[
-                {"detail": f"no device {name!r}", "pointer": f"/devices/{i}"}
-                for i, name in enumerate(str(d).strip() for d in devices) if name in missing])
-        device_ids = resolved.ids
-    if groups is not None:
-        group_ids = list(dict.fromkeys(groups))
-        known = set(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(group_ids))))
-        if len(known) != len(group_ids):
-            raise UnprocessableEntity("unknown device groups; nothing was changed", errors=[
-                {"detail": f"no device group {g}", "pointer": f"/groups/{i}"}
-                for i, g in enumerate(groups) if g not in known])
-    return device_ids, group_ids
-
-
 def assign(
     session: Session, profile: Profile, *, devices: Sequence[str | int] | None = None,
     groups: Sequence[int] | None = None, actor: str | None, box: SecretBox,
 ) -> dict[str, int]:
     """Assign the profile to devices and groups (already assigned ones are skipped), then reconcile."""
-    device_ids, group_ids = _resolve_targets(session, devices, groups)
+    device_ids, group_ids = resolve_targets(session, devices, groups)
     existing = session.execute(
         select(ProfileAssignment.device_id, ProfileAssignment.group_id).where(ProfileAssignment.profile_id == profile.id)
     ).all()
@@ -117,7 +91,7 @@ def unassign(
     groups: Sequence[int] | None = None, actor: str | None, box: SecretBox,
 ) -> dict[str, int]:
     """Remove assignments, then reconcile (RemoveProfile where the profile is no longer wanted)."""
-    device_ids, group_ids = _resolve_targets(session, devices, groups)
+    device_ids, group_ids = resolve_targets(session, devices, groups)
     clauses = []
     if device_ids:
         clauses.append(in_values(session, ProfileAssignment.device_id, device_ids, integer=True))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from flask import Blueprint, Response, json, request
+from flask import Blueprint, Response, request
 from sqlalchemy import select
 
 from mdmserver.api.auth import current_actor
@@ -17,6 +16,7 @@ from mdmserver.api.jsonapi import (
     load_body,
     paginate,
     parse_list_query,
+    plain_response,
     refuse_query_params,
 )
 from mdmserver.api.transactions import writes
@@ -34,7 +34,7 @@ from mdmserver.errors import NotFound
 from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import get_profile
 from mdmserver.selection import resolve
-from mdmserver.selection.filters import split_list
+from mdmserver.selection.filters import one_of
 
 bp = Blueprint("assignments", __name__, url_prefix="/api/v1")
 
@@ -47,16 +47,7 @@ def _profile(profile_id: str) -> Profile:
     return get_profile(db.session, int(profile_id))
 
 
-def _plain(body: dict[str, Any], status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json")
 
-
-def _status_filter(value: str):
-    wanted = split_list(value)
-    for item in wanted:
-        if item not in STATUSES:
-            raise ValueError(f"unknown status {item!r}; allowed: {', '.join(STATUSES)}")
-    return DeviceProfileState.status.in_(wanted)
 
 
 @bp.get("/profiles/<profile_id>/assignments")
@@ -75,7 +66,7 @@ def _change_targets(profile_id: str, change: Callable[..., dict[str, int]]) -> R
     counts = change(db.session, profile, devices=body.get("devices"), groups=body.get("groups"),
                     actor=current_actor(), box=secret_box())
     db.session.commit()
-    return _plain({"profile_id": str(profile.id), **counts})
+    return plain_response({"profile_id": str(profile.id), **counts})
 
 
 @bp.post("/profiles/<profile_id>/assignments")
@@ -96,7 +87,7 @@ def reconcile(profile_id: str):
     profile = _profile(profile_id)
     counts = service.reconcile(db.session, profile, actor=current_actor(), box=secret_box())
     db.session.commit()
-    return _plain({"profile_id": str(profile.id), **counts})
+    return plain_response({"profile_id": str(profile.id), **counts})
 
 
 @bp.post("/assignments/reconcile")
@@ -104,13 +95,13 @@ def reconcile_all():
     """Reconcile every assigned profile now."""
     counts = service.reconcile_all(db.session, actor=current_actor(), box=secret_box())
     db.session.commit()
-    return _plain(counts)
+    return plain_response(counts)
 
 
 def _states(profile: Profile | None, device_id: int | None):
     service.refresh_states(db.session, [profile.id] if profile is not None else None)
     db.session.commit()  # the refreshed states are a cache of command results, not an admin change
-    query = parse_list_query(request.args, filters={"status": _status_filter},
+    query = parse_list_query(request.args, filters={"status": one_of(DeviceProfileState.status, STATUSES)},
                              sorts={"device_id": DeviceProfileState.device_id,
                                     "profile_id": DeviceProfileState.profile_id,
                                     "updated_at": DeviceProfileState.updated_at},
@@ -147,7 +138,7 @@ def _change_device_profiles(ident: str, change: Callable[..., dict[str, int]]) -
     results = [{"profile_id": str(p.id), **change(db.session, p, devices=[device.id], actor=current_actor(), box=box)}
                for p in _profile_ids()]
     db.session.commit()
-    return _plain({"device_id": str(device.id), "profiles": results})
+    return plain_response({"device_id": str(device.id), "profiles": results})
 
 
 @bp.post("/devices/<ident>/profiles")

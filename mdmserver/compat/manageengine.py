@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, json, request
+from flask import Blueprint, Response, request
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
 from sqlalchemy import and_, func, select
 
@@ -25,7 +25,7 @@ from mdmserver.actions import service as actions
 from mdmserver.actions.schemas import BulkActionSchema, PerformSchema
 from mdmserver.api.apidoc import ApiDoc, Body, IdField, Reply
 from mdmserver.api.auth import current_actor, requires_scope
-from mdmserver.api.jsonapi import load_body, load_query, marshmallow_errors
+from mdmserver.api.jsonapi import load_body, load_query, marshmallow_errors, plain_response
 from mdmserver.app_assignments import service as app_assignments
 from mdmserver.app_assignments.models import AppAssignment, DeviceAppState
 from mdmserver.apps import service as apps
@@ -60,9 +60,6 @@ bp = Blueprint("compat_manageengine", __name__, url_prefix="/api/v1/mdm")
 APPLE = 1
 MAX_LIMIT = 500
 
-
-def _plain(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
 def _ms(value: datetime | date | None) -> int:
@@ -247,7 +244,7 @@ def list_devices():
     devices = list(db.session.scalars(select(Device).where(*conditions).order_by(Device.id)
                                       .offset(query["skip"]).limit(query["limit"])))
     summaries = _summaries(devices)
-    return _plain({"devices": [_device_row(d, summaries[d.id]) for d in devices],
+    return plain_response({"devices": [_device_row(d, summaries[d.id]) for d in devices],
                    "metadata": {"total_record_count": total},
                    "paging": _paging(query["skip"], query["limit"], total)})
 
@@ -255,7 +252,7 @@ def list_devices():
 @bp.get("/devices/<ident>")
 def device_details(ident: str):
     """ManageEngine's "Get device details"."""
-    return _plain(_device_details(get_device(db.session, ident)))
+    return plain_response(_device_details(get_device(db.session, ident)))
 
 
 def _date_from_ms(value: Any) -> date | None:
@@ -328,7 +325,7 @@ def update_device(ident: str):
     ignored = [k for k in _IGNORED_UPDATE_FIELDS if k in body]
     if ignored:
         result["ignored"] = ignored
-    return _plain(result)
+    return plain_response(result)
 
 
 @bp.get("/devices/<ident>/summary")
@@ -336,7 +333,7 @@ def device_summary(ident: str):
     """ManageEngine's "Get device Summary"."""
     device = get_device(db.session, ident)
     summary = _summaries([device])[device.id]
-    return _plain({**summary, "device_id": device.id, "device_name": device.device_name,
+    return plain_response({**summary, "device_id": device.id, "device_name": device.device_name,
                    "platform_type": device.platform, "last_contact_time": _ms(device.last_seen_at),
                    "agent_version": None,
                    "group": [{"group_id": g.id, "group_name": g.name} for g in groups.groups_of_device(db.session, device)]})
@@ -355,7 +352,7 @@ def device_certificates(ident: str):
     device = get_device(db.session, ident)
     rows = db.session.scalars(select(DeviceCertificate).where(DeviceCertificate.device_id == device.id)
                               .order_by(DeviceCertificate.id))
-    return _plain({"certificates": {"managedcertificates": [], "unmanagedcertificates": [_certificate(r) for r in rows]}})
+    return plain_response({"certificates": {"managedcertificates": [], "unmanagedcertificates": [_certificate(r) for r in rows]}})
 
 
 @bp.get("/devices/<ident>/filevault")
@@ -365,7 +362,7 @@ def device_filevault(ident: str):
     row = db.session.get(DeviceSecurityInfo, device.id)
     if row is None:
         raise NotFound(f"device {device.id} has not reported SecurityInfo yet")
-    return _plain({"filevault": {"is_encryption_enabled": row.fde_enabled,
+    return plain_response({"filevault": {"is_encryption_enabled": row.fde_enabled,
                                  "is_personal_recovery_key": row.fde_has_personal_recovery_key,
                                  "is_institution_recovery_key": row.fde_has_institutional_recovery_key,
                                  "resource_id": device.id}})
@@ -385,7 +382,7 @@ def device_firmware(ident: str):
     if not isinstance(status, dict):
         raise NotFound(f"device {device.id} has not reported a firmware password status")
     mode = status.get("Mode")
-    return _plain({"is_firmware_change_pending": bool(status.get("ChangePending", False)),
+    return plain_response({"is_firmware_change_pending": bool(status.get("ChangePending", False)),
                    "is_roms_allowed": bool(status.get("AllowOroms", False)),
                    "is_firmware_password_exists": bool(status.get("PasswordExists", False)),
                    "firmware_mode": _FIRMWARE_MODES.get(mode.lower(), -1) if isinstance(mode, str) else -1,
@@ -408,7 +405,7 @@ def device_firmware_password(ident: str):
     record_event(db.session, "command:secrets:read", "commands", command.uuid,
                  {"device_id": device.id, "request_type": command.request_type})
     db.session.commit()
-    return _plain({"firmware_password": password, "resource_id": device.id})
+    return plain_response({"firmware_password": password, "resource_id": device.id})
 
 
 @bp.get("/devices/<ident>/locations")
@@ -417,7 +414,7 @@ def device_locations(ident: str):
     device = get_device(db.session, ident)
     rows = db.session.scalars(select(DeviceLocation).where(DeviceLocation.device_id == device.id)
                               .order_by(DeviceLocation.received_at.desc(), DeviceLocation.id.desc()))
-    return _plain({"locations": [{"latitude": r.latitude, "longitude": r.longitude, "located_time": _ms(r.timestamp),
+    return plain_response({"locations": [{"latitude": r.latitude, "longitude": r.longitude, "located_time": _ms(r.timestamp),
                                   "added_time": _ms(r.received_at)} for r in rows]})
 
 
@@ -446,7 +443,7 @@ def _profile_states(device: Device, profile_id: int | None = None) -> list[dict[
 @bp.get("/devices/<ident>/profiles")
 def device_profiles(ident: str):
     """ManageEngine's "Get device profiles": the profiles assigned to the device and their state."""
-    return _plain({"profiles": _profile_states(get_device(db.session, ident))})
+    return plain_response({"profiles": _profile_states(get_device(db.session, ident))})
 
 
 @bp.get("/devices/<ident>/profiles/<int:profile_id>")
@@ -455,7 +452,7 @@ def device_profile(ident: str, profile_id: int):
     rows = _profile_states(get_device(db.session, ident), profile_id)
     if not rows:
         raise NotFound(f"profile {profile_id} is not assigned to this device")
-    return _plain(rows[0])
+    return plain_response(rows[0])
 
 
 def _change_profiles(ident: str, change) -> Response:
@@ -522,7 +519,7 @@ def device_apps(ident: str):
                               .order_by(InstalledApplication.name, InstalledApplication.id))
     distributed = [_distributed_app(state, app) for state, app, _by in _distributed(device.id)]
     db.session.commit()
-    return _plain({"installed_apps": [_app(r) for r in rows], "apps": distributed})
+    return plain_response({"installed_apps": [_app(r) for r in rows], "apps": distributed})
 
 
 @bp.get("/devices/<ident>/apps/<int:app_id>")
@@ -537,7 +534,7 @@ def device_app(ident: str, app_id: int):
         raise NotFound(f"the server distributes no app {app_id} to device {device.id}")
     state, app, assigned_by = found[0]
     latest = state.installed_version is None or state.installed_version in (app.version, app.build_version)
-    return _plain({**_distributed_app(state, app), "islatestver": latest, "latest_version": app.revision,
+    return plain_response({**_distributed_app(state, app), "islatestver": latest, "latest_version": app.revision,
                    "executed_version": state.revision, "associated_by": assigned_by,
                    "associated_on": _ms(state.updated_at), "status": _APP_STATUS.get(state.status, state.status),
                    "remarks": state.detail or "--", "localized_remark": state.detail or "--"})
@@ -642,7 +639,7 @@ def applicable_actions(ident: str):
     """ManageEngine's "Get device applicable actions" (``knox_actions`` is always empty)."""
     device = get_device(db.session, ident)
     rows = actions.device_actions(db.session, device)
-    return _plain({"actions": [{"name": a["name"], "localized_name": a["title"], "is_enabled": a["is_enabled"],
+    return plain_response({"actions": [{"name": a["name"], "localized_name": a["title"], "is_enabled": a["is_enabled"],
                                 "action_info": a["reason"] or "--", "localized_action_info": a["reason"] or "--"}
                                for a in rows],
                    "knox_actions": []})
@@ -662,7 +659,7 @@ def perform_action(ident: str, name: str):
         answer["pin"] = entry["pin"]
     if given.ignored:
         answer["ignored"] = given.ignored
-    return _plain(answer, status=202)
+    return plain_response(answer, status=202)
 
 
 @bp.delete("/devices/<ident>/actions/<name>")
@@ -696,7 +693,7 @@ def _latest(device: Device, request_types: Iterable[str] | None = None) -> Comma
 def scan_status(ident: str):
     """ManageEngine's "Get Scan Status": the device's latest inventory command."""
     code, description = _status(_latest(get_device(db.session, ident), actions.get_action("scan").request_types))
-    return _plain({"status_code": code, "status_description": description})
+    return plain_response({"status_code": code, "status_description": description})
 
 
 @bp.get("/devices/<ident>/actions/recent_command")
@@ -705,7 +702,7 @@ def recent_command(ident: str):
     device = get_device(db.session, ident)
     command = command_queries.latest_for_device(db.session, device)
     code, description = _status(command)
-    return _plain({"status_code": code, "status_description": description, "command_name": command.request_type})
+    return plain_response({"status_code": code, "status_description": description, "command_name": command.request_type})
 
 
 class HistoryQuery(Schema):
@@ -760,7 +757,7 @@ def command_history(ident: str):
                         "added_time": _ms(command.created_at), "added_by_name": command.enqueued_by,
                         "managed_status": 2 if device.enrolled else 4, "command_life": life,
                         "remarks": remarks, "remarks_args": None})
-    return _plain({"metadata": {"total_record_count": total}, "paging": paging, "commands": history})
+    return plain_response({"metadata": {"total_record_count": total}, "paging": paging, "commands": history})
 
 
 @bp.post("/actions/<name>")
@@ -776,7 +773,7 @@ def bulk_action(name: str):
     for entry in result["na_list"]:
         entry.update(device_id=int(entry["device_id"]) if entry["device_id"] is not None else None,
                      status="NOT_APPLICABLE")
-    return _plain(result)
+    return plain_response(result)
 
 
 

@@ -7,7 +7,7 @@ One function set serves the device list (``filter[platform]=ios``), smart groups
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +57,21 @@ def split_list(value: str) -> list[str]:
     if len(items) > MAX_LIST_VALUES:
         raise ValueError(f"at most {MAX_LIST_VALUES} values")
     return items
+
+
+def one_of(column: Any, allowed: Iterable[str]) -> Callable[[str], ColumnElement[bool]]:
+    """A list-query filter over a status-like column: the value is one of ``allowed``, or a
+    comma-separated list of them (``filter[status]=failed,scheduled``)."""
+    choices = tuple(allowed)
+
+    def build(value: str) -> ColumnElement[bool]:
+        wanted = split_list(value)
+        for item in wanted:
+            if item not in choices:
+                raise ValueError(f"unknown status {item!r}; allowed: {', '.join(choices)}")
+        return column.in_(wanted)
+
+    return build
 
 
 def _choice_list(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:

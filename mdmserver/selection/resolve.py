@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from mdmserver.api.jsonapi import is_id
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.records.devices import Device
+from mdmserver.records.groups import DeviceGroup
 from mdmserver.selection.sql import in_values
 
 #: Most devices one request may name one by one (ids, UDIDs or serial numbers). Larger sets are named
@@ -158,3 +159,28 @@ def resolve_devices(
             code="ambiguous_device", pointer=pointer, parameter=parameter,
         )
     return Resolved(ids=list(dict.fromkeys(by_name.values())), missing=list(missing), by_name=by_name)
+
+
+def resolve_targets(
+    session: Session, devices: Sequence[str | int] | None, groups: Sequence[int] | None
+) -> tuple[list[int], list[int]]:
+    """Device and group ids of an assignment body (``devices``: ids, UDIDs or serial numbers; ``groups``:
+    group ids); 422 with a pointer per unknown one, before anything is done."""
+    device_ids: list[int] = []
+    group_ids: list[int] = []
+    if devices is not None:
+        resolved = resolve_devices(session, devices, pointer="/devices")
+        if resolved.missing:
+            missing = set(resolved.missing)
+            raise UnprocessableEntity("unknown devices; nothing was changed", errors=[
+                {"detail": f"no device {name!r}", "pointer": f"/devices/{i}"}
+                for i, name in enumerate(str(d).strip() for d in devices) if name in missing])
+        device_ids = resolved.ids
+    if groups is not None:
+        group_ids = list(dict.fromkeys(groups))
+        known = set(session.scalars(select(DeviceGroup.id).where(DeviceGroup.id.in_(group_ids))))
+        if len(known) != len(group_ids):
+            raise UnprocessableEntity("unknown device groups; nothing was changed", errors=[
+                {"detail": f"no device group {g}", "pointer": f"/groups/{i}"}
+                for i, g in enumerate(groups) if g not in known])
+    return device_ids, group_ids

@@ -159,16 +159,22 @@ def db_downgrade(revision: str) -> None:
     downgrade_database(current_app._get_current_object(), revision)
 
 
+class _BackupFailed(click.ClickException):
+    """A refused backup or restore: its reason on stderr, exit status 2."""
+
+    exit_code = 2
+
+
 @cli.command("backup")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @with_appcontext
 def backup_command(file: Path) -> None:
-    """Write FILE (tar.gz, mode 0600): a consistent copy of the SQLite database, the secret key and the
-    data directory's other files. PostgreSQL: refused, with the pg_dump command to run instead."""
+    """Write FILE (tar.gz, mode 0600): a consistent copy of the database (SQLite's online backup, or
+    PostgreSQL's pg_dump of the configured schema), the secret key and the data directory's other files."""
     try:
         manifest = create_backup(current_app.config, file)
     except BackupError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _BackupFailed(str(exc)) from None
     names = ", ".join(entry["name"] for entry in manifest["files"])
     click.echo(f"backup written to {file} (mode 0600): {names}", err=True)
     click.echo("keep it as safe as the server: it holds the secret key that opens every stored private key",
@@ -182,12 +188,13 @@ def backup_command(file: Path) -> None:
 def restore_command(file: Path, force: bool) -> None:
     """Restore FILE made by `mdmserver backup` (stop the server first). The archive is checked (manifest,
     digests, the database, the secret key opening a stored private key) before anything is replaced;
-    existing data is replaced only with --force."""
+    existing data is replaced only with --force. PostgreSQL: pg_restore into the configured database and
+    schema, in one transaction."""
     db.engine.dispose()  # no pooled connection keeps the file being replaced
     try:
         manifest = restore_backup(current_app.config, file, force=force)
     except BackupError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _BackupFailed(str(exc)) from None
     load_secret_box.cache_clear()
     click.echo(f"restored the backup of {manifest['created_at']} (database revision "
                f"{manifest['database']['alembic_revision']}); run `mdmserver init` to apply newer migrations",

@@ -128,7 +128,7 @@ _LIBPQ_QUERY = {
     "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE",
     "passfile": "PGPASSFILE", "service": "PGSERVICE",
 }
-_SEARCH_PATH = re.compile(r"-c\s*search_path\s*=\s*(\S+)")
+_SEARCH_PATH = re.compile(r'-c\s*search_path\s*=\s*("(?:[^"]|"")+"|[^,\s"]+)')
 
 
 def postgres_target(database_url: str) -> Postgres | None:
@@ -157,10 +157,10 @@ def _first_schema(options: str) -> str | None:
     found = _SEARCH_PATH.search(options)
     if found is None:
         return None
-    first = found.group(1).split(",")[0].strip()
-    if first.startswith('"') and first.endswith('"') and len(first) >= 2:
-        first = first[1:-1].replace('""', '"')
-    return None if not first or first.startswith("$") else first
+    first = found.group(1)
+    if first.startswith('"'):
+        return first[1:-1].replace('""', '"')
+    return None if first.startswith("$") else first
 
 
 # --- backup --------------------------------------------------------------------------------------------

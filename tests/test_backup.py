@@ -25,7 +25,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from mdmserver.app import create_app
-from mdmserver.backup import DATABASE_MEMBER, MANIFEST, SECRET_KEY_MEMBER
+from mdmserver.backup import DATABASE_MEMBER, MANIFEST, SECRET_KEY_MEMBER, postgres_target
 from mdmserver.bootstrap import initialize
 from mdmserver.cli import backup_command, restore_command
 from mdmserver.collaborators import secret_box
@@ -479,3 +479,47 @@ def test_backup_refuses_a_secret_key_that_does_not_open_the_database(server, tmp
     result = _cli(app, backup_command, str(tmp_path / "x.tar.gz"))
     assert result.exit_code != 0 and "does not open" in result.output
     assert not (tmp_path / "x.tar.gz").exists()
+
+
+@pytest.mark.parametrize(("url", "env", "schema"), [
+    ("postgresql+psycopg://mdm:s3cr%40t@db.example:6432/mdm?options=-csearch_path%3Dtenant_a&sslmode=require",
+     {"PGHOST": "db.example", "PGPORT": "6432", "PGUSER": "mdm", "PGPASSWORD": "s3cr@t", "PGDATABASE": "mdm",
+      "PGSSLMODE": "require", "PGOPTIONS": "-csearch_path=tenant_a"}, "tenant_a"),
+    ("postgresql://mdm@/mdm?host=/run/postgresql",
+     {"PGHOST": "/run/postgresql", "PGUSER": "mdm", "PGDATABASE": "mdm"}, None),
+    ("postgresql+psycopg://u@h/d?options=-c%20search_path%3D%22Mixed%20Case%22,public",
+     {"PGHOST": "h", "PGUSER": "u", "PGDATABASE": "d", "PGOPTIONS": '-c search_path="Mixed Case",public'},
+     "Mixed Case"),
+    ("postgresql+psycopg://u@h/d?options=-csearch_path%3D%22a%22%22b%22",
+     {"PGHOST": "h", "PGUSER": "u", "PGDATABASE": "d", "PGOPTIONS": '-csearch_path="a""b"'}, 'a"b'),
+    ("postgresql+psycopg://u@h/d?options=-csearch_path%3D%24user,public",
+     {"PGHOST": "h", "PGUSER": "u", "PGDATABASE": "d", "PGOPTIONS": "-csearch_path=$user,public"}, None),
+])
+def test_the_database_url_becomes_libpq_environment(url, env, schema) -> None:
+    target = postgres_target(url)
+    assert target.env == env and target.schema == schema
+    assert "s3cr" not in target.display
+
+
+def test_other_database_urls_are_not_postgresql() -> None:
+    assert postgres_target("sqlite:///var/mdmserver.db") is None
+    assert postgres_target("mysql://u@h/d") is None
+
+
+@needs_postgres
+def test_the_password_reaches_pg_dump_through_its_environment_only(pg_server, tmp_path, monkeypatch) -> None:
+    app = pg_server[0]
+    record = tmp_path / "record"
+    _fake_pg_dump(tmp_path / "bin", f'[ "$1" = --version ] && {{ echo "pg_dump (PostgreSQL) 99"; exit 0; }}\n'
+                                    f'echo "ARGS $*" > {record}\necho "PGPASSWORD $PGPASSWORD" >> {record}\n'
+                                    'echo "pg_dump: error: stop here" >&2\nexit 1\n')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    monkeypatch.setenv("PGDATABASE", "not-this-one")
+    url = app.config["DATABASE_URL"].replace("postgresql+psycopg://postgres@", "postgresql+psycopg://postgres:pw%21x@")
+    assert url != app.config["DATABASE_URL"]  # the suite's URL names the postgres role without a password
+    app.config["DATABASE_URL"] = url  # trust authentication (CI's) ignores the password
+    result = _cli(app, backup_command, str(tmp_path / "x.tar.gz"))
+    assert result.exit_code == 2 and "pg_dump failed: pg_dump: error: stop here" in result.output
+    args, password = record.read_text().splitlines()
+    assert "pw!x" not in args and password == "PGPASSWORD pw!x"
+    assert f'--schema="{_schema_of(app)}"' in args and "--format=custom" in args

@@ -552,11 +552,23 @@ def _run(arguments: list[str], target: Postgres | None) -> str:
     except OSError as exc:
         raise BackupError(f"cannot run {arguments[0]}: {exc}") from exc
     if done.returncode != 0:
-        lines = [line for line in done.stderr[-_MAX_TOOL_OUTPUT:].decode(errors="replace").splitlines()
-                 if line.strip()]
-        last = lines[-1].strip() if lines else f"exit status {done.returncode}"
-        raise BackupError(f"{Path(arguments[0]).name} failed: {last}")
+        raise BackupError(f"{Path(arguments[0]).name} failed: {_last_error(done.stderr, done.returncode)}")
     return done.stdout[-_MAX_TOOL_OUTPUT:].decode(errors="replace")
+
+
+def _last_error(stderr: bytes, status: int) -> str:
+    """The last line of a client program's standard error, or rather its last ``error:`` line with the
+    server's ``DETAIL:`` after it (pg_restore ends with the failed command, which says little)."""
+    lines = [line.strip() for line in stderr[-_MAX_TOOL_OUTPUT:].decode(errors="replace").splitlines()
+             if line.strip()]
+    if not lines:
+        return f"exit status {status}"
+    errors = [index for index, line in enumerate(lines) if "error:" in line.lower()]
+    if not errors:
+        return lines[-1]
+    index = errors[-1]
+    following = lines[index + 1] if index + 1 < len(lines) else ""
+    return lines[index] + (f" ({following})" if following.startswith("DETAIL:") else "")
 
 
 def _check_postgres(target: Postgres, key_bytes: bytes) -> dict[str, Any]:

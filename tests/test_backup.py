@@ -427,9 +427,29 @@ def test_postgresql_restore_over_live_tables_needs_force(pg_server, tmp_path) ->
     assert download(client, headers, extra.get_json()["data"]["id"]).status_code == 200
     _close(app)
 
+    # a table the dump does not hold (a newer migration's): pg_restore cannot drop the schema, rolls back
+    schema = _schema_of(app)
+    engine = sa.create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE TABLE "{schema}".newer (id integer)')
+    key_before = (data_dir / "secret.key").read_bytes()
+    (data_dir / "admin-token").write_text("changed after the backup\n")
+    failed = _cli(app, restore_command, str(archive), "--force")
+    assert failed.exit_code == 2
+    assert "pg_restore failed:" in failed.output and "cannot drop schema" in failed.output
+    assert "depends on schema" in failed.output
+    assert download(client, headers, extra.get_json()["data"]["id"]).status_code == 200  # rolled back
+    assert (data_dir / "admin-token").read_text() == "changed after the backup\n"  # files untouched
+    assert (data_dir / "secret.key").read_bytes() == key_before
+    _close(app)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP TABLE "{schema}".newer')
+    engine.dispose()
+
     forced = _cli(app, restore_command, str(archive), "--force")
     assert forced.exit_code == 0, forced.output
     assert download(client, headers, extra.get_json()["data"]["id"]).status_code == 404  # back to the backup
+    assert (data_dir / "admin-token").read_text() != "changed after the backup\n"
     sims[0].transport = FlaskTransport(client)
     assert sims[0].idle()[0] == 200
 

@@ -30,7 +30,7 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -72,8 +72,9 @@ class BackupError(Exception):
 class Postgres:
     """How ``pg_dump`` / ``pg_restore`` reach the configured PostgreSQL database."""
 
-    url: str  # the SQLAlchemy URL, for the checks made through the server's own driver
-    env: dict[str, str]  # libpq's environment: PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE…
+    # both hold the password: kept out of the repr
+    url: str = field(repr=False)  # the SQLAlchemy URL, for the checks made through the server's own driver
+    env: dict[str, str] = field(repr=False)  # libpq's environment: PGHOST, PGPORT, PGUSER, PGPASSWORD…
     schema: str | None  # the first schema of the URL's search_path: only it is dumped and restored
     display: str  # the URL without its password
 

@@ -518,7 +518,7 @@ def test_backup_refuses_a_secret_key_that_does_not_open_the_database(server, tmp
 def test_the_database_url_becomes_libpq_environment(url, env, schema) -> None:
     target = postgres_target(url)
     assert target.env == env and target.schema == schema
-    assert "s3cr" not in target.display
+    assert "s3cr" not in target.display and "s3cr" not in repr(target)
 
 
 def test_other_database_urls_are_not_postgresql() -> None:

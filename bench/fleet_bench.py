@@ -17,7 +17,15 @@
    master and workers.
 
     .venv/bin/python bench/fleet_bench.py [--devices 10000] [--concurrency 64] [--workers 2]
-        [--threads 4] [--postgres URL] [--json]
+        [--threads 4] [--postgres URL] [--reuse DIR] [--json]
+
+``--reuse DIR`` keeps what enrollment made for the next run: the server's data folder (its secret key,
+the SQLite database) and, on PostgreSQL, the schema named in ``DIR/schema`` are not deleted, and the
+enrolled devices' identities (certificate and private key, PEM, mode 0600 in a 0700 folder) are kept
+in ``DIR/devices.jsonl``. A later run with the same DIR enrolls only the devices still missing (more
+devices than DIR holds is refused) and measures the same phase: commands of earlier runs are not
+counted, active ones left by an interrupted run are cancelled first. Delete DIR (and drop the schema
+named in ``DIR/schema``) to start over.
 
 Exits 1 when any request failed or surprised, or delivery was not exactly once.
 """
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import sys
 import threading
 import time
@@ -37,20 +46,28 @@ from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from connect_setup import Server, bench_environment, prepared_app, signed  # noqa: E402
 
+from mdmserver.app import create_app  # noqa: E402
+from mdmserver.bootstrap import initialize  # noqa: E402
+from mdmserver.commands.service import cancel_queue  # noqa: E402
 from mdmserver.db import db  # noqa: E402
+from mdmserver.pki import x509  # noqa: E402
 from mdmserver.protocol.plist import load_dict  # noqa: E402
 from mdmserver.records.commands import Command, CommandStatus  # noqa: E402
 from mdmserver.records.devices import Device  # noqa: E402
-from mdmserver.simulator.device import HttpxTransport, SimulatedDevice, SimulatorError  # noqa: E402
+from mdmserver.simulator.device import HttpxTransport, Identity, SimulatedDevice, SimulatorError  # noqa: E402
 from mdmserver.tokens.service import create_token  # noqa: E402
 
 #: the action queued for every device, and the one command it queues
 ACTION, REQUEST_TYPE = "lock", "DeviceLock"
+
+#: the files of ``--reuse DIR``
+DEVICES_FILE, STATE_FILE = "devices.jsonl", "fleet.json"
 
 
 class ThreadTransport:
@@ -185,6 +202,74 @@ def enroll(transport: ThreadTransport, count: int, concurrency: int) -> tuple[li
     return devices, errors
 
 
+def load_kept(keep: Path, transport: ThreadTransport) -> list[SimulatedDevice]:
+    """The devices enrolled by earlier runs with ``--reuse keep``, ready to sign."""
+    path = keep / DEVICES_FILE
+    if not path.exists():
+        return []
+    devices = []
+    for line in path.read_text().splitlines():
+        kept = json.loads(line)
+        # our own bench's keys, written by this script: the (slow) RSA consistency check adds nothing
+        key = serialization.load_pem_private_key(kept["key"].encode(), None, unsafe_skip_rsa_key_validation=True)
+        devices.append(SimulatedDevice(transport, udid=kept["udid"], topic=kept["topic"], enrolled=True,
+                                       identity=Identity(x509.cert_from_pem(kept["cert"]), key)))
+    return devices
+
+
+def keep_devices(keep: Path, devices: list[SimulatedDevice]) -> None:
+    """Append the identities of newly enrolled devices to ``keep/devices.jsonl`` (mode 0600)."""
+    fd = os.open(keep / DEVICES_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as out:
+        for sim in devices:
+            out.write(json.dumps({"udid": sim.udid, "topic": sim.topic, "cert": x509.cert_to_pem(sim.identity.certificate),
+                                  "key": x509.key_to_pem(sim.identity.key)}) + "\n")
+
+
+def prepare(tmp: Path, reuse: Path | None, database: str):
+    """The initialised app: the first time, with a new push certificate (``prepared_app``); with a kept
+    folder made by an earlier run, only brought up to date (migrations)."""
+    state = reuse / STATE_FILE if reuse is not None else None
+    if state is None or not state.exists():
+        app = prepared_app(tmp)
+        if state is not None:
+            state.write_text(json.dumps({"database": database}) + "\n")
+        return app
+    kept = json.loads(state.read_text())["database"]
+    if kept != database:
+        raise SystemExit(f"{reuse} keeps a {kept} database: run with the same database or another folder")
+    app = create_app(environ=os.environ)
+    initialize(app)
+    return app
+
+
+def check_kept(app, devices: list[SimulatedDevice]) -> int:
+    """Refuse kept devices the database does not know (a dropped schema…); cancel the active commands
+    an interrupted run left them (they would be delivered first). Returns how many were cancelled."""
+    udids = [sim.udid for sim in devices]
+    with app.app_context():
+        ids = []
+        for offset in range(0, len(udids), 1000):
+            ids += db.session.scalars(sa.select(Device.id).where(Device.udid.in_(udids[offset:offset + 1000]))).all()
+        total = db.session.scalar(sa.select(sa.func.count()).select_from(Device))
+        if len(ids) != len(udids) or total != len(udids):
+            # a dropped schema, or devices of an enrollment that failed half-way: the bulk action would
+            # queue commands no simulated device answers
+            raise SystemExit(f"the database holds {total} devices, {len(ids)} of the {len(udids)} kept ones: "
+                             "delete the --reuse folder (and its schema) and start over")
+        leftover = db.session.scalars(sa.select(Command.device_id).where(
+            Command.status.in_([s.value for s in (CommandStatus.QUEUED, CommandStatus.SENT, CommandStatus.NOT_NOW)])
+        ).distinct()).all()
+        cancelled = sum(cancel_queue(db.session, device_id) for device_id in leftover)
+        db.session.commit()
+    return cancelled
+
+
+def last_command_id(app) -> int:
+    with app.app_context():
+        return db.session.scalar(sa.select(sa.func.coalesce(sa.func.max(Command.id), 0)))
+
+
 def peak_rss(master_pid: int) -> dict[str, Any]:
     """VmHWM (peak resident set) of the gunicorn master and its workers, in KiB, from /proc."""
     pids = [master_pid]
@@ -211,9 +296,9 @@ def peak_rss(master_pid: int) -> dict[str, Any]:
             "total_mib": round(sum(peaks.values()) / 1024, 1)}
 
 
-def delivery(app, queued: dict[str, str]) -> dict[str, Any]:
+def delivery(app, queued: dict[str, str], after_id: int) -> dict[str, Any]:
     """What the database says of the queued commands: every one acknowledged, sent once, and no other
-    command for the enrolled devices. ``queued``: command UUID → device UDID."""
+    command queued in this run (id above ``after_id``). ``queued``: command UUID → device UDID."""
     uuids = list(queued)
     with app.app_context():
         rows = []
@@ -223,13 +308,13 @@ def delivery(app, queued: dict[str, str]) -> dict[str, Any]:
                 .join(Device, Device.id == Command.device_id)
                 .where(Command.uuid.in_(uuids[offset:offset + 1000]))
             ).all()
-        total = db.session.scalar(sa.select(sa.func.count()).select_from(Command))
+        total = db.session.scalar(sa.select(sa.func.count()).select_from(Command).where(Command.id > after_id))
     acknowledged = sum(1 for r in rows if r.status == CommandStatus.ACKNOWLEDGED.value)
     sent_once = sum(1 for r in rows if r.attempts == 1)
     right_device = sum(1 for r in rows if queued[r.uuid] == r.udid)
     exactly_once = bool(queued) and (len(rows) == len(queued) == acknowledged == sent_once == right_device == total)
     return {"queued": len(queued), "found": len(rows), "acknowledged": acknowledged, "sent_once": sent_once,
-            "on_the_named_device": right_device, "commands_in_database": total, "exactly_once": exactly_once}
+            "on_the_named_device": right_device, "commands_of_this_run": total, "exactly_once": exactly_once}
 
 
 def main() -> int:
@@ -241,11 +326,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="default: as `mdmserver serve`")
     parser.add_argument("--postgres", default=None, metavar="URL",
                         help="PostgreSQL server URL: the bench uses a private schema there and drops it")
+    parser.add_argument("--reuse", type=Path, default=None, metavar="DIR",
+                        help="keep the database and the enrolled identities in DIR for the next run "
+                             "(later runs enroll only the devices missing)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.devices < 1 or args.concurrency < 1 or args.enroll_concurrency < 1:
         parser.error("--devices, --concurrency and --enroll-concurrency must be at least 1")
-    with bench_environment("bench-fleet", args.postgres) as (tmp, env):
+    with bench_environment("bench-fleet", args.postgres, keep=args.reuse) as (tmp, env):
         report = _bench(args, tmp, env)
     if args.json:
         print(json.dumps(report, indent=1))
@@ -261,20 +349,30 @@ def _log(args, text: str) -> None:
 
 
 def _bench(args, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
-    app = prepared_app(tmp)
+    app = prepare(tmp, args.reuse, "postgresql" if args.postgres else "sqlite")
     with app.app_context():
-        _, token = create_token(db.session, "fleet-bench", ["read", "write"])
+        _, token = create_token(db.session, f"fleet-bench {time.strftime('%Y-%m-%dT%H:%M:%S')} {os.getpid()}",
+                                ["read", "write"])
         db.session.commit()
     server = Server("mdm_app", env, args.workers, args.threads)
     transport = ThreadTransport(server.url)
     try:
-        _log(args, f"enrolling {args.devices} devices…")
+        kept = load_kept(args.reuse, transport) if args.reuse is not None else []
+        if len(kept) > args.devices:
+            raise SystemExit(f"{args.reuse} holds {len(kept)} devices: run with --devices {len(kept)} or another folder")
+        cancelled = check_kept(app, kept) if kept else 0
+        _log(args, f"enrolling {args.devices - len(kept)} devices ({len(kept)} kept)…")
         started = time.perf_counter()
-        devices, errors = enroll(transport, args.devices, args.enroll_concurrency)
+        fresh, errors = enroll(transport, args.devices - len(kept), args.enroll_concurrency)
         enroll_seconds = time.perf_counter() - started
-        enrollment = {"enrolled": len(devices), "seconds": round(enroll_seconds, 1),
-                      "devices_per_second": round(len(devices) / enroll_seconds, 1),
-                      "errors": sum(errors.values()), "error_kinds": errors}
+        if args.reuse is not None:
+            keep_devices(args.reuse, fresh)
+        devices = kept + fresh
+        enrollment = {"enrolled": len(fresh), "kept": len(kept), "seconds": round(enroll_seconds, 1),
+                      "devices_per_second": round(len(fresh) / enroll_seconds, 1) if fresh else None,
+                      "errors": sum(errors.values()), "error_kinds": errors,
+                      "leftover_commands_cancelled": cancelled}
+        after_id = last_command_id(app)
 
         _log(args, f"queueing one {REQUEST_TYPE} per device in one request…")
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=600) as api:
@@ -317,10 +415,11 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
     finally:
         transport.close()
         server.stop()
-    return {"settings": {k: v for k, v in vars(args).items() if k != "postgres"},
+    # the PostgreSQL URL may hold a password: not in the report
+    return {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "postgres"},
             "database": "postgresql" if args.postgres else "sqlite",
             "enrollment": enrollment, "queue": queue, "signing_seconds": round(signing_seconds, 1),
-            "phase": phase.summary(phase_seconds), "delivery": delivery(app, queued), "peak_rss": rss,
+            "phase": phase.summary(phase_seconds), "delivery": delivery(app, queued, after_id), "peak_rss": rss,
             }
 
 
@@ -328,14 +427,16 @@ def _print(report: dict[str, Any]) -> None:
     s, e, q, p, d, r = (report[k] for k in ("settings", "enrollment", "queue", "phase", "delivery", "peak_rss"))
     print(f"database {report['database']}; gunicorn {s['workers']} workers × {s['threads']} threads; "
           f"{s['devices']} devices, {s['concurrency']} client threads")
-    print(f"enrollment: {e['enrolled']} devices in {e['seconds']} s ({e['devices_per_second']}/s), "
-          f"errors {e['errors']} {e['error_kinds'] or ''}")
+    print(f"enrollment: {e['enrolled']} devices in {e['seconds']} s ({e['devices_per_second']}/s), {e['kept']} kept, "
+          f"errors {e['errors']} {e['error_kinds'] or ''}"
+          + (f"; {e['leftover_commands_cancelled']} active commands of an interrupted run cancelled"
+             if e["leftover_commands_cancelled"] else ""))
     print(f"queue: {q['request']}: {q['success_count']} queued in {q['seconds']} s")
     print(f"signing (not timed): {report['signing_seconds']} s")
     print(f"phase: {p['requests']} requests in {p['seconds']} s = {p['requests_per_second']} req/s; "
           f"p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, max {p['max_ms']} ms; errors {p['errors']} {p['error_kinds'] or ''}")
     print(f"delivery: {d['acknowledged']}/{d['queued']} acknowledged, {d['sent_once']} sent once, "
-          f"{d['commands_in_database']} commands in the database: "
+          f"{d['commands_of_this_run']} commands queued in this run: "
           f"{'exactly once' if d['exactly_once'] else 'NOT exactly once'}")
     print(f"peak RSS: master {r['master_kib'] // 1024} MiB, workers {[k // 1024 for k in r['workers_kib']]} MiB, "
           f"total {r['total_mib']} MiB")

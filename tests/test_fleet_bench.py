@@ -13,16 +13,17 @@ ROOT = Path(__file__).resolve().parent.parent
 DEVICES = 20
 
 
-def test_fleet_bench_delivers_every_command_exactly_once():
+def _bench(*args: str) -> dict:
     # the bench sets its own MDMSERVER_* settings (a temporary data folder, SQLite): none of the test run's
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDMSERVER_")}
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "bench/fleet_bench.py"), "--devices", str(DEVICES), "--concurrency", "8",
-         "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
+    run = subprocess.run([sys.executable, str(ROOT / "bench/fleet_bench.py"), "--concurrency", "8", "--json", *args],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    report = json.loads(run.stdout)
+    return json.loads(run.stdout)
+
+
+def test_fleet_bench_delivers_every_command_exactly_once():
+    report = _bench("--devices", str(DEVICES))
     assert report["database"] == "sqlite"
     assert report["enrollment"]["enrolled"] == DEVICES and report["enrollment"]["errors"] == 0
     assert report["queue"]["success_count"] == DEVICES
@@ -33,6 +34,23 @@ def test_fleet_bench_delivers_every_command_exactly_once():
     assert 0 < phase["p50_ms"] <= phase["p99_ms"]
     delivery = report["delivery"]
     assert delivery == {"queued": DEVICES, "found": DEVICES, "acknowledged": DEVICES, "sent_once": DEVICES,
-                        "on_the_named_device": DEVICES, "commands_in_database": DEVICES, "exactly_once": True}
+                        "on_the_named_device": DEVICES, "commands_of_this_run": DEVICES, "exactly_once": True}
     rss = report["peak_rss"]
     assert rss["master_kib"] > 0 and len(rss["workers_kib"]) == 2 and all(k > 0 for k in rss["workers_kib"])
+
+
+def test_fleet_bench_reuses_kept_identities(tmp_path):
+    """--reuse DIR: the second run enrolls only the devices the first did not, and its own commands are
+    the ones checked (the first run's, acknowledged in the same database, are not counted again)."""
+    keep = tmp_path / "fleet"
+    first = _bench("--devices", "4", "--reuse", str(keep))
+    assert first["enrollment"]["enrolled"] == 4 and first["enrollment"]["kept"] == 0
+    assert first["delivery"]["exactly_once"] and first["delivery"]["commands_of_this_run"] == 4
+    assert (keep / "devices.jsonl").stat().st_mode & 0o077 == 0 and keep.stat().st_mode & 0o077 == 0
+    second = _bench("--devices", "6", "--reuse", str(keep))
+    assert second["enrollment"]["enrolled"] == 2 and second["enrollment"]["kept"] == 4
+    assert second["enrollment"]["errors"] == 0 and second["phase"]["errors"] == 0
+    assert second["phase"]["requests"] == 3 * 6
+    assert second["delivery"] == {"queued": 6, "found": 6, "acknowledged": 6, "sent_once": 6,
+                                  "on_the_named_device": 6, "commands_of_this_run": 6, "exactly_once": True}
+    assert len((keep / "devices.jsonl").read_text().splitlines()) == 6

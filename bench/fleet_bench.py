@@ -103,6 +103,7 @@ class Phase:
         self.local = threading.local()
         self.latencies: list[float] = []
         self.errors: dict[str, int] = {}
+        self.reconnects = 0
         self.lock = threading.Lock()
 
     def _put(self, body: bytes, signature: str) -> tuple[int, bytes]:
@@ -116,11 +117,13 @@ class Phase:
                 response = conn.getresponse()
                 return response.status, response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                # the server closed an idle keep-alive connection: reconnect once, not an error
+                # the server closed an idle keep-alive connection: reconnect once (counted), not an error
                 conn.close()
                 self.local.conn = None
                 if attempt == 2:
                     raise
+                with self.lock:
+                    self.reconnects += 1
         raise AssertionError("unreachable")
 
     def _timed(self, body: bytes, signature: str) -> tuple[int, bytes]:
@@ -175,7 +178,8 @@ class Phase:
         return {"requests": len(ordered), "seconds": round(seconds, 3),
                 "requests_per_second": round(len(ordered) / seconds, 1) if seconds else 0.0,
                 "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": pct(100),
-                "errors": sum(self.errors.values()), "error_kinds": dict(self.errors)}
+                "errors": sum(self.errors.values()), "error_kinds": dict(self.errors),
+                "reconnects": self.reconnects}
 
 
 def enroll(transport: ThreadTransport, count: int, concurrency: int) -> tuple[list[SimulatedDevice], dict[str, int]]:
@@ -434,7 +438,8 @@ def _print(report: dict[str, Any]) -> None:
     print(f"queue: {q['request']}: {q['success_count']} queued in {q['seconds']} s")
     print(f"signing (not timed): {report['signing_seconds']} s")
     print(f"phase: {p['requests']} requests in {p['seconds']} s = {p['requests_per_second']} req/s; "
-          f"p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, max {p['max_ms']} ms; errors {p['errors']} {p['error_kinds'] or ''}")
+          f"p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms, max {p['max_ms']} ms; errors {p['errors']} {p['error_kinds'] or ''}; "
+          f"{p['reconnects']} keep-alive reconnects")
     print(f"delivery: {d['acknowledged']}/{d['queued']} acknowledged, {d['sent_once']} sent once, "
           f"{d['commands_of_this_run']} commands queued in this run: "
           f"{'exactly once' if d['exactly_once'] else 'NOT exactly once'}")

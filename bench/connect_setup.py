@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -47,7 +48,8 @@ Signed = tuple[bytes, str]
 @contextmanager
 def bench_environment(prefix: str, postgres: str | None, keep: Path | None = None) -> Iterator[tuple[Path, dict[str, str]]]:
     """A temporary data folder and the server's environment (also set in ``os.environ``); with
-    ``postgres``, a private schema on that server, dropped at the end.
+    ``postgres``, a private schema on that server, dropped at the end (the folder is deleted too: it
+    holds the database's secret key and, on SQLite, the database).
 
     With ``keep`` (a folder, made mode 0700), the data folder is ``keep/data`` and the schema is the
     one named in ``keep/schema`` (made on the first run): both stay, for a later run with the same
@@ -78,6 +80,8 @@ def bench_environment(prefix: str, postgres: str | None, keep: Path | None = Non
         if admin is not None and keep is None:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _push_cert(topic: str) -> tuple[bytes, bytes]:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +24,10 @@ def _bench(*args: str) -> dict:
 
 
 def test_fleet_bench_delivers_every_command_exactly_once():
+    before = set(Path(tempfile.gettempdir()).glob("bench-fleet-*"))
     report = _bench("--devices", str(DEVICES))
+    # its temporary data folder (a secret key, the SQLite database) is gone
+    assert set(Path(tempfile.gettempdir()).glob("bench-fleet-*")) <= before
     assert report["database"] == "sqlite"
     assert report["enrollment"]["enrolled"] == DEVICES and report["enrollment"]["errors"] == 0
     assert report["queue"]["success_count"] == DEVICES

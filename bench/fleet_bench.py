@@ -192,9 +192,14 @@ def enroll(transport: ThreadTransport, count: int, concurrency: int) -> tuple[li
         sim = SimulatedDevice(transport)
         try:
             sim.enroll()
-            if sim.authenticate() == 200 and sim.token_update() == 200:
-                return sim
-            kind = "Authenticate or TokenUpdate refused"
+            status = sim.authenticate()
+            if status == 200:
+                status = sim.token_update()
+                if status == 200:
+                    return sim
+                kind = f"TokenUpdate answered HTTP {status}"
+            else:
+                kind = f"Authenticate answered HTTP {status}"
         except (SimulatorError, OSError, httpx.HTTPError, ValueError) as exc:
             kind = type(exc).__name__
         with lock:

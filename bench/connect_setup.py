@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,27 +46,42 @@ Signed = tuple[bytes, str]
 
 
 @contextmanager
-def bench_environment(prefix: str, postgres: str | None) -> Iterator[tuple[Path, dict[str, str]]]:
+def bench_environment(prefix: str, postgres: str | None, keep: Path | None = None) -> Iterator[tuple[Path, dict[str, str]]]:
     """A temporary data folder and the server's environment (also set in ``os.environ``); with
-    ``postgres``, a private schema on that server, dropped at the end."""
-    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    ``postgres``, a private schema on that server, dropped at the end (the folder is deleted too: it
+    holds the database's secret key and, on SQLite, the database).
+
+    With ``keep`` (a folder, made mode 0700), the data folder is ``keep/data`` and the schema is the
+    one named in ``keep/schema`` (made on the first run): both stay, for a later run with the same
+    ``keep``."""
+    if keep is not None:
+        keep.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keep.chmod(0o700)
+    tmp = keep if keep is not None else Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     env = {"MDMSERVER_DATA_DIR": str(tmp / "data"), "MDMSERVER_LOG_LEVEL": "WARNING",
            "MDMSERVER_ADMISSION_POLICY": "auto", "MDMSERVER_ENROLL_RATE_LIMIT": "0"}
     admin = schema = None
     if postgres:
         schema = f"{prefix.replace('-', '_')}_{os.getpid()}"
+        if keep is not None:
+            named = keep / "schema"
+            if not named.exists():
+                named.write_text(f"{prefix.replace('-', '_')}_kept_{uuid.uuid4().hex[:12]}\n")
+            schema = named.read_text().strip()
         admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+            conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         separator = "&" if "?" in postgres else "?"
         env["MDMSERVER_DATABASE_URL"] = f"{postgres}{separator}options=-csearch_path%3D{schema}"
     os.environ.update(env)
     try:
         yield tmp, env
     finally:
-        if admin is not None:
+        if admin is not None and keep is None:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _push_cert(topic: str) -> tuple[bytes, bytes]:

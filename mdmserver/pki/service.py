@@ -65,7 +65,15 @@ def find_private_key(session: Session, public_key_pem: str, purpose: str) -> RSA
 
 
 def load_private_key(row: RSAPrivateKey, box: SecretBox):
-    return x509.key_from_pem(box.decrypt(row.encrypted_pem))
+    """The stored key, opened with ``box`` on every call (a wrong box still fails); the parsed key is
+    kept per process, because parsing checks the RSA key (about 90 ms here) and the CA and server
+    identity keys are loaded by every enrollment."""
+    return _parsed_key(box.decrypt(row.encrypted_pem))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_key(pem: bytes):
+    return x509.key_from_pem(pem)
 
 
 def private_key_pem(row: RSAPrivateKey, box: SecretBox) -> bytes:

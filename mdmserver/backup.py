@@ -30,6 +30,7 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -576,19 +577,11 @@ def _check_postgres(target: Postgres, key_bytes: bytes) -> dict[str, Any]:
     """The server's major version and the Alembic revision of the database, whose first sealed private
     key the key must open."""
     box = _box(key_bytes)
-    engine = sa.create_engine(target.url, poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            server = int(connection.exec_driver_sql("SHOW server_version_num").scalar_one())
-            revision = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-            sealed = connection.exec_driver_sql(
-                "SELECT encrypted_pem FROM rsa_private_keys ORDER BY id LIMIT 1").scalar()
-    except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise BackupError(f"cannot read the mdmserver database {target.display}: "
-                          f"{detail[0] if detail else type(exc).__name__}") from exc
-    finally:
-        engine.dispose()
+    with _postgres_connection(target, "cannot read the mdmserver database") as connection:
+        server = int(connection.exec_driver_sql("SHOW server_version_num").scalar_one())
+        revision = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        sealed = connection.exec_driver_sql(
+            "SELECT encrypted_pem FROM rsa_private_keys ORDER BY id LIMIT 1").scalar()
     _open_sealed(box, None if sealed is None else bytes(sealed))
     return {"server_major": server // 10000, "revision": revision}
 
@@ -641,18 +634,25 @@ def _dumped_sealed_key(target: Postgres, dump: Path, work: Path, needed_major: i
 
 def _postgres_has_tables(target: Postgres) -> bool:
     """Whether the configured schema (or the database's current schema) already holds tables."""
+    with _postgres_connection(target, "cannot reach the PostgreSQL database") as connection:
+        count = connection.exec_driver_sql(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()").scalar()
+    return bool(count)
+
+
+@contextmanager
+def _postgres_connection(target: Postgres, failure: str) -> Iterator[sa.Connection]:
+    """One connection to the target (no pool); a database error becomes a ``BackupError`` that starts
+    with ``failure`` and names the server's first line of explanation."""
     engine = sa.create_engine(target.url, poolclass=NullPool)
     try:
         with engine.connect() as connection:
-            count = connection.exec_driver_sql(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()").scalar()
+            yield connection
     except SQLAlchemyError as exc:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise BackupError(f"cannot reach the PostgreSQL database {target.display}: "
-                          f"{detail[0] if detail else type(exc).__name__}") from exc
+        raise BackupError(f"{failure} {target.display}: {detail[0] if detail else type(exc).__name__}") from exc
     finally:
         engine.dispose()
-    return bool(count)
 
 
 def _restore_postgres(target: Postgres, dump: Path, needed_major: int) -> None:

@@ -36,6 +36,7 @@ from mdmserver.simulator.apps import (
     parse_manifest,
     verify_package,
 )
+from mdmserver.simulator.errors import SimulatorError
 
 MISBEHAVIOURS = ("unsigned", "foreign_cert", "other_device_cert", "garbage", "tampered", "bad_signature")
 
@@ -77,10 +78,6 @@ class FlaskTransport:
     def request(self, method, path, content=None, headers=None):
         response = self.client.open(path, method=method, data=content, headers=headers or {})
         return response.status_code, dict(response.headers), response.get_data()
-
-
-class SimulatorError(RuntimeError):
-    pass
 
 
 @dataclass

@@ -1,0 +1,237 @@
+"""The simulator's SCEP client against an independent SCEP server: Debian's ``scep`` package (micromdm's
+``scepserver``, written in Go), run for real on a free port with a CA made by its own ``scepserver ca
+-init`` and a fixed challenge.
+
+- a device obtains a certificate: issued by the depot's CA (checked with the CA file, not with anything
+  the client returned), for the device's own key, with the payload's subject; over POST with AES, and
+  over GET (``message=``) with DES-EDE3 when the service does not advertise POSTPKIOperation and AES;
+- a wrong challenge is a typed ``ScepFailure`` (badRequest), never a certificate;
+- someone in the middle: a replayed CertRep (another transaction's answer), a CA certificate that does
+  not match the payload's ``CAFingerprint``, answers that are garbage — each a clear ``ScepError``
+  (a ``SimulatorError``), not a traceback from inside asn1crypto.
+
+scepserver is Debian's package; `.ci/run` installs it. Without it the test skips on a developer's machine
+and fails in CI (``CI=true``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from mdmserver.simulator.device import HttpxTransport, SimulatorError
+from mdmserver.simulator.scep import ScepClient, ScepError, ScepFailure, ScepSettings, generate_key
+from tests.test_serve import _free_port
+
+SCEPSERVER = shutil.which("scepserver") or next((p for p in ("/usr/bin/scepserver",) if os.path.exists(p)), None)
+CHALLENGE = "s3cret-challenge"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_scepserver() -> None:
+    if SCEPSERVER is None:
+        message = "scepserver is not installed (apt-get install scep; .ci/run does)"
+        if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+class ScepServer:
+    def __init__(self, url: str, ca: x509.Certificate) -> None:
+        self.url, self.ca = url, ca
+
+
+@pytest.fixture(scope="module")
+def scep_server(tmp_path_factory) -> ScepServer:
+    depot = tmp_path_factory.mktemp("scep") / "depot"
+    subprocess.run([SCEPSERVER, "ca", "-init", "-depot", str(depot), "-keySize", "2048"],
+                   check=True, capture_output=True, timeout=60)
+    port = _free_port()
+    log = open(depot.parent / "scepserver.log", "wb")  # noqa: SIM115 (closed at teardown)
+    process = subprocess.Popen([SCEPSERVER, "-depot", str(depot), "-port", str(port), "-challenge", CHALLENGE],
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/scep"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(url, params={"operation": "GetCACaps"}, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"scepserver did not start: {(depot.parent / 'scepserver.log').read_text()}")
+            time.sleep(0.1)
+        yield ScepServer(url, x509.load_pem_x509_certificate((depot / "ca.pem").read_bytes()))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def transport():
+    t = HttpxTransport("http://127.0.0.1")
+    yield t
+    t.close()
+
+
+def _settings(url: str, cn: str, **content) -> ScepSettings:
+    payload = {"URL": url, "Challenge": CHALLENGE, "Subject": [[["O", "Simulated Devices"]], [["CN", cn]]],
+               "Keysize": 2048, "Key Usage": 5, **content}
+    return ScepSettings.from_payload({"PayloadType": "com.apple.security.scep", "PayloadContent": payload})
+
+
+def _spki(key_or_cert) -> bytes:
+    public = key_or_cert.public_key()
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _assert_issued(result, key, server: ScepServer, cn: str) -> None:
+    cert = result.certificate
+    cert.verify_directly_issued_by(server.ca)  # raises unless the depot's CA signed it
+    assert cert.issuer == server.ca.subject
+    assert _spki(cert) == _spki(key)
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == cn
+
+
+class Tampering:
+    """A transport in the middle: ``hook(method, url, content, headers, inner)`` answers instead."""
+
+    def __init__(self, inner, hook) -> None:
+        self.inner, self.hook, self.seen = inner, hook, []
+
+    def request(self, method, path, content=None, headers=None):
+        self.seen.append((method, path))
+        return self.hook(method, path, content, headers, self.inner)
+
+
+def _operation(url: str) -> str:
+    return parse_qs(urlsplit(url).query).get("operation", [""])[0]
+
+
+def test_device_obtains_a_certificate_for_its_own_key(scep_server, transport) -> None:
+    key = generate_key(2048)
+    result = ScepClient(transport, _settings(scep_server.url, "device-post")).enroll(key)
+    _assert_issued(result, key, scep_server, "device-post")
+    assert result.encryption == "aes128_cbc" and result.polls == 0
+    assert result.transaction_id == hashlib.sha256(_spki(key)).hexdigest().upper()
+
+
+def test_the_key_is_made_on_the_device_when_not_given(scep_server, transport) -> None:
+    result = ScepClient(transport, _settings(scep_server.url, "device-own-key")).enroll()
+    _assert_issued(result, result.key, scep_server, "device-own-key")
+
+
+def test_get_with_des_ede3_when_the_service_does_not_offer_post_and_aes(scep_server, transport) -> None:
+    def without_post_and_aes(method, url, content, headers, inner):
+        status, answer_headers, body = inner.request(method, url, content=content, headers=headers)
+        if _operation(url) == "GetCACaps":
+            body = b"\n".join(line for line in body.splitlines() if line.strip() not in (b"POSTPKIOperation", b"AES"))
+        return status, answer_headers, body
+
+    tampering = Tampering(transport, without_post_and_aes)
+    key = generate_key(2048)
+    result = ScepClient(tampering, _settings(scep_server.url, "device-get")).enroll(key)
+    _assert_issued(result, key, scep_server, "device-get")
+    assert result.encryption == "des_ede3_cbc"
+    pki = [(method, url) for method, url in tampering.seen if _operation(url) == "PKIOperation"]
+    assert [m for m, _ in pki] == ["GET"] and "message=" in pki[0][1]
+
+
+def test_wrong_challenge_is_a_typed_failure(scep_server, transport) -> None:
+    with pytest.raises(ScepFailure) as failure:
+        ScepClient(transport, _settings(scep_server.url, "device-wrong", Challenge="not-the-challenge")).enroll()
+    assert failure.value.fail_info == "badRequest"
+    assert isinstance(failure.value, SimulatorError)
+
+
+def test_no_challenge_is_a_typed_failure(scep_server, transport) -> None:
+    settings = ScepSettings.from_payload({"URL": scep_server.url, "Subject": [[["CN", "device-none"]]]})
+    with pytest.raises(ScepFailure):
+        ScepClient(transport, settings).enroll()
+
+
+def test_a_replayed_cert_rep_is_refused(scep_server, transport) -> None:
+    """Someone in the middle answers the second device with the first device's CertRep."""
+    kept: dict[str, tuple] = {}
+
+    def replay(method, url, content, headers, inner):
+        answer = inner.request(method, url, content=content, headers=headers)
+        if _operation(url) != "PKIOperation":
+            return answer
+        return kept.setdefault("first", answer)
+
+    tampering = Tampering(transport, replay)
+    ScepClient(tampering, _settings(scep_server.url, "device-replay-1")).enroll()
+    with pytest.raises(ScepError, match="transactionID|recipientNonce"):
+        ScepClient(tampering, _settings(scep_server.url, "device-replay-2")).enroll()
+
+
+def test_ca_fingerprint(scep_server, transport) -> None:
+    der = scep_server.ca.public_bytes(serialization.Encoding.DER)
+    good = _settings(scep_server.url, "device-fp", CAFingerprint=hashlib.sha256(der).digest())
+    key = generate_key(2048)
+    _assert_issued(ScepClient(transport, good).enroll(key), key, scep_server, "device-fp")
+    wrong = _settings(scep_server.url, "device-fp-wrong", CAFingerprint=hashlib.sha256(b"another CA").digest())
+    with pytest.raises(ScepError, match="CAFingerprint"):
+        ScepClient(transport, wrong).enroll()
+
+
+@pytest.mark.parametrize("operation, content_type, body, message", [
+    ("GetCACaps", "text/plain", b"\xff\xfe\x00garbage", "not text"),
+    ("GetCACert", "application/x-x509-ca-cert", b"\x30\x82garbage", "does not parse"),
+    ("GetCACert", "application/x-x509-ca-ra-cert", b"\x30\x03\x02\x01\x01", "PKCS#7"),
+    ("GetCACert", "text/html", b"<html>hello</html>", "content type"),
+    ("PKIOperation", "application/x-pki-message", b"\x30\x80\x06\x09garbage", "not a CertRep"),
+    ("PKIOperation", "application/x-pki-message", b"", "not a CertRep"),
+    ("PKIOperation", "text/html", b"<html>proxy error</html>", "content type"),
+])
+def test_garbage_answers_are_clear_errors(scep_server, transport, operation, content_type, body, message) -> None:
+    def garbage(method, url, content, headers, inner):
+        if _operation(url) == operation:
+            return 200, {"Content-Type": content_type}, body
+        return inner.request(method, url, content=content, headers=headers)
+
+    with pytest.raises(ScepError, match=message):
+        ScepClient(Tampering(transport, garbage), _settings(scep_server.url, f"device-garbage-{operation}")).enroll()
+
+
+def test_http_errors_are_clear(scep_server, transport) -> None:
+    def refused(method, url, content, headers, inner):
+        return 500, {"Content-Type": "text/plain"}, b"internal error"
+
+    with pytest.raises(ScepError, match="GetCACaps answered HTTP 500"):
+        ScepClient(Tampering(transport, refused), _settings(scep_server.url, "device-500")).enroll()
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"Challenge": "x"}, "no URL"),
+    ({"URL": "http://x/scep", "Key Type": "EC"}, "Key Type"),
+    ({"URL": "http://x/scep", "Keysize": 3000}, "Keysize"),
+    ({"URL": "http://x/scep", "Subject": "CN=x"}, "Subject"),
+    ({"URL": "http://x/scep", "Subject": [[["CN"]]]}, "Subject"),
+    ({"URL": "http://x/scep", "Subject": [[["not-an-oid", "x"]]]}, "Subject"),
+])
+def test_malformed_payloads_are_refused(content, message) -> None:
+    with pytest.raises(ScepError, match=message):
+        ScepSettings.from_payload({"PayloadContent": content})
+
+
+def test_payload_subject_and_alt_names() -> None:
+    settings = ScepSettings.from_payload({"PayloadContent": {
+        "URL": "http://x/scep", "Subject": [[["C", "FR"]], [["O", "Org"]], [["2.5.4.3", "dev"], ["OU", "Unit"]]],
+        "SubjectAltName": {"dNSName": ["a.example", "b.example"], "rfc822Name": "x@example.com"},
+        "Retries": 5, "RetryDelay": 2}})
+    assert settings.subject.rfc4514_string() == "CN=dev+OU=Unit,O=Org,C=FR"
+    assert [n.value for n in settings.alt_names] == ["a.example", "b.example", "x@example.com"]
+    assert (settings.retries, settings.retry_delay, settings.key_size) == (5, 2.0, 2048)

@@ -1,6 +1,7 @@
 """A simulated Apple device speaking the MDM protocol.
 
-It enrolls through ``/mdm/enroll`` (unwrapping the signed profile and the PKCS#12 identity inside),
+It enrolls through ``/mdm/enroll`` (unwrapping the signed profile; its identity is the PKCS#12 inside,
+or a certificate obtained through the profile's SCEP payload for a key made on the device),
 signs every message with ``Mdm-Signature``, answers commands with the shapes real devices send
 (taken from the conformance messages) and can misbehave on request. Transport-agnostic: give it
 anything with ``request(method, path, content=None, headers=None) -> (status, headers, body)``.
@@ -37,6 +38,12 @@ from mdmserver.simulator.apps import (
     verify_package,
 )
 from mdmserver.simulator.errors import SimulatorError
+from mdmserver.simulator.scep import ScepClient, ScepSettings
+
+SCEP_PAYLOAD = "com.apple.security.scep"
+
+#: identity payload type → the method that makes the device's identity out of it
+IDENTITY_PAYLOADS = {"com.apple.security.pkcs12": "_pkcs12_identity", SCEP_PAYLOAD: "_scep_identity"}
 
 MISBEHAVIOURS = ("unsigned", "foreign_cert", "other_device_cert", "garbage", "tampered", "bad_signature")
 
@@ -157,6 +164,11 @@ class SimulatedDevice:
     filevault_recovery_key_cms: bytes | None = None
     #: server-provided extra headers (e.g. a proxy client-certificate header) instead of signing
     header_auth: Callable[[Identity], dict[str, str]] | None = None
+    #: the RSA key a SCEP enrollment uses (made at enrollment, of the payload's Keysize, when None or
+    #: of another size): a load generator makes them ahead, since a device's key costs the device
+    scep_key: Any = None
+    #: how the last enrollment got the identity: "scep" or "pkcs12"
+    identity_mode: str | None = None
     #: False once the MDM enrollment profile was removed (the device left management)
     enrolled: bool = False
     #: set by RemoveProfile of the MDM profile: the device leaves management after acknowledging
@@ -188,7 +200,9 @@ class SimulatedDevice:
 
     def enroll(self, *, secret: str | None = None) -> dict[str, Any]:
         """Fetch the enrollment profile (the secret, if any, as the HTTP Basic password), check its
-        signature, load the PKCS#12 identity."""
+        signature, and get the identity the MDM payload's ``IdentityCertificateUUID`` names: a PKCS#12
+        payload is opened; a SCEP payload is enrolled through, with a key made here (``scep_key``
+        when given) that never leaves the device."""
         headers = {}
         if secret is not None:
             headers["Authorization"] = "Basic " + base64.b64encode(f"device:{secret}".encode()).decode()
@@ -198,18 +212,34 @@ class SimulatedDevice:
         signed = cms.unwrap_signed(body)
         profile = load_plist(signed.content)
         payloads = {p["PayloadType"]: p for p in profile["PayloadContent"]}
-        p12 = payloads["com.apple.security.pkcs12"]
-        cert, key, _extra = x509.load_pkcs12(p12["PayloadContent"], p12["Password"].encode())
+        by_uuid = {p.get("PayloadUUID"): p for p in profile["PayloadContent"]}
         mdm = payloads["com.apple.mdm"]
-        if mdm["IdentityCertificateUUID"] != p12["PayloadUUID"]:
-            raise SimulatorError("IdentityCertificateUUID does not name the PKCS#12 payload")
-        self.identity = Identity(cert, key)
+        identity_payload = by_uuid.get(mdm.get("IdentityCertificateUUID"))
+        if identity_payload is None:
+            raise SimulatorError("IdentityCertificateUUID names no payload of the enrollment profile")
+        kind = identity_payload.get("PayloadType")
+        if kind not in IDENTITY_PAYLOADS:
+            raise SimulatorError(f"IdentityCertificateUUID names a {kind} payload, not an identity")
+        self.identity = getattr(self, IDENTITY_PAYLOADS[kind])(identity_payload)
+        self.identity_mode = "scep" if kind == SCEP_PAYLOAD else "pkcs12"
         self.topic = mdm["Topic"]
         self.server_url, self.checkin_url = mdm["ServerURL"], mdm["CheckInURL"]
         self.enrollment_profile = profile
         self.profiles[profile["PayloadIdentifier"]] = profile
         self.enrolled, self._leaving = True, False
         return profile
+
+    def _pkcs12_identity(self, payload: dict[str, Any]) -> Identity:
+        cert, key, _extra = x509.load_pkcs12(payload["PayloadContent"], payload["Password"].encode())
+        return Identity(cert, key)
+
+    def _scep_identity(self, payload: dict[str, Any]) -> Identity:
+        settings = ScepSettings.from_payload(payload)
+        key = self.scep_key
+        if key is not None and getattr(key, "key_size", None) != settings.key_size:
+            key = None  # made for another key size: the payload's wins, as on a device
+        result = ScepClient(self.transport, settings).enroll(key)
+        return Identity(result.certificate, result.key)
 
     # --- sending -------------------------------------------------------------------------------------
 

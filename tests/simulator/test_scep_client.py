@@ -16,8 +16,10 @@ and fails in CI (``CI=true``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import plistlib
 import shutil
 import subprocess
 import time
@@ -28,7 +30,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mdmserver.simulator.device import HttpxTransport, SimulatorError
+from mdmserver.pki import cms
+from mdmserver.pki import x509 as x509_tools
+from mdmserver.simulator.device import HttpxTransport, SimulatedDevice, SimulatorError
 from mdmserver.simulator.scep import ScepClient, ScepError, ScepFailure, ScepSettings, generate_key
 from tests.test_serve import _free_port
 
@@ -235,3 +239,75 @@ def test_payload_subject_and_alt_names() -> None:
     assert settings.subject.rfc4514_string() == "CN=dev+OU=Unit,O=Org,C=FR"
     assert [n.value for n in settings.alt_names] == ["a.example", "b.example", "x@example.com"]
     assert (settings.retries, settings.retry_delay, settings.key_size) == (5, 2.0, 2048)
+
+
+# --- SimulatedDevice.enroll() through a SCEP payload ----------------------------------------------------
+
+
+class ProfileServer:
+    """Serves ``/mdm/enroll`` (a signed profile whose identity is ``identity_payload``); every other
+    request (the SCEP URL, absolute) goes to the real network."""
+
+    def __init__(self, inner, identity_payload: dict, identity_uuid: str | None = None) -> None:
+        self.inner = inner
+        signer, signer_key = x509_tools.create_ca("Profile signer")
+        mdm = {"PayloadType": "com.apple.mdm", "PayloadUUID": "MDM-UUID", "PayloadIdentifier": "com.example.mdm",
+               "PayloadVersion": 1, "Topic": "com.apple.mgmt.External.test",
+               "IdentityCertificateUUID": identity_uuid or identity_payload["PayloadUUID"],
+               "ServerURL": "http://127.0.0.1:1/mdm/connect", "CheckInURL": "http://127.0.0.1:1/mdm/checkin"}
+        profile = {"PayloadType": "Configuration", "PayloadIdentifier": "com.example.enroll", "PayloadVersion": 1,
+                   "PayloadUUID": "PROFILE-UUID", "PayloadContent": [identity_payload, mdm]}
+        self.body = cms.sign(plistlib.dumps(profile), signer, signer_key)
+
+    def request(self, method, path, content=None, headers=None):
+        if path == "/mdm/enroll":
+            return 200, {"Content-Type": "application/x-apple-aspen-config"}, self.body
+        return self.inner.request(method, path, content=content, headers=headers)
+
+
+def _scep_payload(url: str, cn: str, **content) -> dict:
+    return {"PayloadType": "com.apple.security.scep", "PayloadUUID": "SCEP-UUID", "PayloadVersion": 1,
+            "PayloadIdentifier": "com.example.scep", "PayloadContent": {
+                "URL": url, "Challenge": CHALLENGE, "Subject": [[["CN", cn]]], "Keysize": 2048, "Key Usage": 5,
+                **content}}
+
+
+def test_device_enrolls_through_the_profiles_scep_payload(scep_server, transport) -> None:
+    key = generate_key(2048)
+    device = SimulatedDevice(ProfileServer(transport, _scep_payload(scep_server.url, "enroll-scep")), scep_key=key)
+    profile = device.enroll()
+    assert device.identity_mode == "scep" and device.enrolled
+    assert device.topic == "com.apple.mgmt.External.test"
+    device.identity.certificate.verify_directly_issued_by(scep_server.ca)
+    assert _spki(device.identity.certificate) == _spki(key) and device.identity.key is key
+    assert not any("Password" in p or p["PayloadType"] == "com.apple.security.pkcs12" for p in profile["PayloadContent"])
+    # the device signs its check-ins with the SCEP identity: a server trusting the SCEP CA accepts it
+    body = b"<plist/>"
+    signature = base64.b64decode(device.signature_for(body))
+    assert cms.verify_detached(signature, body, ca_certs=[scep_server.ca]) == device.identity.certificate
+
+
+def test_a_key_of_another_size_is_not_used(scep_server, transport) -> None:
+    key = generate_key(2048)
+    server = ProfileServer(transport, _scep_payload(scep_server.url, "enroll-1024", Keysize=1024))
+    device = SimulatedDevice(server, scep_key=key)
+    device.enroll()
+    assert device.identity.key.key_size == 1024 and device.identity.key is not key
+    assert _spki(device.identity.certificate) == _spki(device.identity.key)
+
+
+def test_enroll_with_a_wrong_challenge_fails_typed(scep_server, transport) -> None:
+    device = SimulatedDevice(ProfileServer(transport, _scep_payload(scep_server.url, "enroll-no", Challenge="nope")))
+    with pytest.raises(ScepFailure):
+        device.enroll()
+    assert device.identity is None and not device.enrolled
+
+
+@pytest.mark.parametrize("identity_uuid, message", [
+    ("NOTHING-UUID", "names no payload"),
+    ("MDM-UUID", "com.apple.mdm payload, not an identity"),
+])
+def test_identity_uuid_must_name_an_identity_payload(transport, identity_uuid, message) -> None:
+    device = SimulatedDevice(ProfileServer(transport, _scep_payload("http://127.0.0.1:1/scep", "x"), identity_uuid))
+    with pytest.raises(SimulatorError, match=message):
+        device.enroll()

@@ -126,7 +126,8 @@ class Server:
             [str(ROOT / ".venv/bin/gunicorn"), "--workers", str(workers), "--threads", str(threads),
              "--bind", f"127.0.0.1:{self.port}", "--chdir", str(ROOT / "bench"), "--log-level", "warning",
              f"connect_apps:{factory}()"],
-            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            # the profiles it serves name its own URL (the SCEP payload's URL is one a device fetches)
+            env={**os.environ, "PYTHONPATH": str(ROOT), "MDMSERVER_PUBLIC_URL": self.url, **env},
             # gunicorn puts its starting directory first on sys.path (its default --chdir): start it in
             # bench/, or the mdmserver of this tree would shadow the one of --compare-tree's PYTHONPATH
             cwd=str(ROOT / "bench"),

@@ -23,21 +23,35 @@ import plistlib
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from asn1crypto import cms as acms
+from asn1crypto import core
+from asn1crypto import x509 as ax509
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from mdmserver.pki import cms
 from mdmserver.pki import x509 as x509_tools
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice, SimulatorError
-from mdmserver.simulator.scep import ScepClient, ScepError, ScepFailure, ScepSettings, generate_key
+from mdmserver.simulator.scep import (
+    ScepClient,
+    ScepError,
+    ScepFailure,
+    ScepPending,
+    ScepSettings,
+    generate_key,
+)
 from tests.test_serve import _free_port
 
 SCEPSERVER = shutil.which("scepserver") or next((p for p in ("/usr/bin/scepserver",) if os.path.exists(p)), None)
 CHALLENGE = "s3cret-challenge"
+CA_PASSWORD = "depot-key-password"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -50,18 +64,20 @@ def _needs_scepserver() -> None:
 
 
 class ScepServer:
-    def __init__(self, url: str, ca: x509.Certificate) -> None:
-        self.url, self.ca = url, ca
+    def __init__(self, url: str, ca: x509.Certificate, depot: Path) -> None:
+        self.url, self.ca, self.depot = url, ca, depot
 
 
 @pytest.fixture(scope="module")
 def scep_server(tmp_path_factory) -> ScepServer:
     depot = tmp_path_factory.mktemp("scep") / "depot"
-    subprocess.run([SCEPSERVER, "ca", "-init", "-depot", str(depot), "-keySize", "2048"],
+    subprocess.run([SCEPSERVER, "ca", "-init", "-depot", str(depot), "-keySize", "2048",
+                    "-key-password", CA_PASSWORD],
                    check=True, capture_output=True, timeout=60)
     port = _free_port()
     log = open(depot.parent / "scepserver.log", "wb")  # noqa: SIM115 (closed at teardown)
-    process = subprocess.Popen([SCEPSERVER, "-depot", str(depot), "-port", str(port), "-challenge", CHALLENGE],
+    process = subprocess.Popen([SCEPSERVER, "-depot", str(depot), "-port", str(port), "-challenge", CHALLENGE,
+                                "-capass", CA_PASSWORD],
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/scep"
     try:
@@ -75,7 +91,7 @@ def scep_server(tmp_path_factory) -> ScepServer:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"scepserver did not start: {(depot.parent / 'scepserver.log').read_text()}")
             time.sleep(0.1)
-        yield ScepServer(url, x509.load_pem_x509_certificate((depot / "ca.pem").read_bytes()))
+        yield ScepServer(url, x509.load_pem_x509_certificate((depot / "ca.pem").read_bytes()), depot)
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -166,7 +182,7 @@ def test_no_challenge_is_a_typed_failure(scep_server, transport) -> None:
 
 
 def test_a_replayed_cert_rep_is_refused(scep_server, transport) -> None:
-    """Someone in the middle answers the second device with the first device's CertRep."""
+    """Someone in the middle answers a request with the CertRep of an earlier one."""
     kept: dict[str, tuple] = {}
 
     def replay(method, url, content, headers, inner):
@@ -176,9 +192,15 @@ def test_a_replayed_cert_rep_is_refused(scep_server, transport) -> None:
         return kept.setdefault("first", answer)
 
     tampering = Tampering(transport, replay)
-    ScepClient(tampering, _settings(scep_server.url, "device-replay-1")).enroll()
-    with pytest.raises(ScepError, match="transactionID|recipientNonce"):
-        ScepClient(tampering, _settings(scep_server.url, "device-replay-2")).enroll()
+    key = generate_key(2048)
+    ScepClient(tampering, _settings(scep_server.url, "device-replay-1")).enroll(generate_key(2048))
+    with pytest.raises(ScepError, match="transactionID"):
+        ScepClient(tampering, _settings(scep_server.url, "device-replay-2")).enroll(key)
+    # the same device (same key, so the same transactionID) asking again gets its own old answer
+    kept.clear()
+    ScepClient(tampering, _settings(scep_server.url, "device-replay-3")).enroll(key)
+    with pytest.raises(ScepError, match="recipientNonce"):
+        ScepClient(tampering, _settings(scep_server.url, "device-replay-4")).enroll(key)
 
 
 def test_ca_fingerprint(scep_server, transport) -> None:
@@ -311,3 +333,123 @@ def test_identity_uuid_must_name_an_identity_payload(transport, identity_uuid, m
     device = SimulatedDevice(ProfileServer(transport, _scep_payload("http://127.0.0.1:1/scep", "x"), identity_uuid))
     with pytest.raises(SimulatorError, match=message):
         device.enroll()
+
+
+# --- PENDING: polled with GetCertInitial ---------------------------------------------------------------
+# Debian's scepserver never answers PENDING: a CA in the middle (the depot's own key, so the answers are
+# genuinely the CA's) answers PENDING, then FAILURE; its CertRep messages are built here from RFC 8894.
+
+SCEP_ATTRIBUTE = "2.16.840.1.113733.1.9."
+
+
+def _request_attributes(message: bytes) -> dict[str, bytes]:
+    """The SCEP attributes a PKIOperation request carries (OID suffix → value DER), and its content."""
+    signed = acms.ContentInfo.load(message)["content"]
+    found = {a["type"].dotted.removeprefix(SCEP_ATTRIBUTE): a["values"][0].dump()
+             for a in signed["signer_infos"][0]["signed_attrs"]}
+    found["content"] = signed["encap_content_info"]["content"].native
+    return found
+
+
+def _cert_rep(ca_cert, ca_key, request: dict[str, bytes], status: str, fail_info: str | None = None) -> bytes:
+    """A CertRep without content (PENDING or FAILURE), signed by the CA."""
+    def attribute(oid: str, value) -> acms.CMSAttribute:
+        return acms.CMSAttribute({"type": oid, "values": [value]})
+
+    attributes = [
+        acms.CMSAttribute({"type": "content_type", "values": ["data"]}),
+        acms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(b"").digest()]}),
+        attribute(SCEP_ATTRIBUTE + "2", core.PrintableString("3")),
+        attribute(SCEP_ATTRIBUTE + "3", core.PrintableString(status)),
+        attribute(SCEP_ATTRIBUTE + "7", core.Any.load(request["7"])),
+        attribute(SCEP_ATTRIBUTE + "6", core.Any.load(request["5"])),  # recipientNonce = their senderNonce
+        attribute(SCEP_ATTRIBUTE + "5", core.OctetString(os.urandom(16))),
+    ]
+    if fail_info is not None:
+        attributes.append(attribute(SCEP_ATTRIBUTE + "4", core.PrintableString(fail_info)))
+    attributes.sort(key=lambda a: a.dump())
+    signed_attrs = acms.CMSAttributes(attributes)
+    signature = ca_key.sign(signed_attrs.dump(), asym_padding.PKCS1v15(), hashes.SHA256())
+    ca_der = ax509.Certificate.load(ca_cert.public_bytes(serialization.Encoding.DER))
+    signed = acms.SignedData({
+        "version": "v1", "digest_algorithms": [{"algorithm": "sha256"}],
+        "encap_content_info": {"content_type": "data"},
+        "certificates": [ca_der],
+        "signer_infos": [{
+            "version": "v1",
+            "sid": acms.SignerIdentifier(name="issuer_and_serial_number", value={
+                "issuer": ca_der.issuer, "serial_number": ca_der.serial_number}),
+            "digest_algorithm": {"algorithm": "sha256"}, "signed_attrs": signed_attrs,
+            "signature_algorithm": {"algorithm": "rsassa_pkcs1v15"}, "signature": signature}],
+    })
+    return acms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+
+
+def _decrypted(ca_key, enveloped_der: bytes) -> bytes:
+    """What a PKIOperation request's envelope holds, opened with the CA's key."""
+    enveloped = acms.ContentInfo.load(enveloped_der)["content"]
+    cek = ca_key.decrypt(enveloped["recipient_infos"][0].chosen["encrypted_key"].native, asym_padding.PKCS1v15())
+    info = enveloped["encrypted_content_info"]
+    iv = info["content_encryption_algorithm"]["parameters"].native
+    decryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(info["encrypted_content"].native) + decryptor.finalize()
+    return padded[:-padded[-1]]
+
+
+@pytest.fixture(scope="module")
+def ca_key(scep_server):
+    return serialization.load_pem_private_key((scep_server.depot / "ca.key").read_bytes(), CA_PASSWORD.encode())
+
+
+def _pending_then(scep_server, ca_key, transport, final: str, fail_info: str | None = None):
+    requests: list[dict[str, bytes]] = []
+
+    def ca_in_the_middle(method, url, content, headers, inner):
+        if _operation(url) != "PKIOperation":
+            return inner.request(method, url, content=content, headers=headers)
+        assert method == "POST"
+        request = _request_attributes(content)
+        requests.append(request)
+        status = "3" if len(requests) < 3 else final
+        return 200, {"Content-Type": "application/x-pki-message"}, \
+            _cert_rep(scep_server.ca, ca_key, request, status, fail_info if status == "2" else None)
+
+    return Tampering(transport, ca_in_the_middle), requests
+
+
+def test_pending_is_polled_with_get_cert_initial_until_retries_run_out(scep_server, ca_key, transport) -> None:
+    tampering, requests = _pending_then(scep_server, ca_key, transport, final="3")
+    slept: list[float] = []
+    client = ScepClient(tampering, _settings(scep_server.url, "device-pending", Retries=2, RetryDelay=7), sleep=slept.append)
+    with pytest.raises(ScepPending) as pending:
+        client.enroll()
+    assert pending.value.polls == 2 and slept == [7.0, 7.0]
+    # PKCSReq (19), then two GetCertInitial (20), one transaction, a new nonce each time
+    assert [core.PrintableString.load(r["2"]).native for r in requests] == ["19", "20", "20"]
+    assert len({r["7"] for r in requests}) == 1 and len({r["5"] for r in requests}) == 3
+    # a poll names the CA (issuer) and the subject asked for
+    poll = core.Sequence.load(_decrypted(ca_key, requests[1]["content"]))
+    assert ax509.Name.load(poll[0].dump()).native == ax509.Name.load(scep_server.ca.subject.public_bytes()).native
+    assert ax509.Name.load(poll[1].dump()).native["common_name"] == "device-pending"
+
+
+def test_pending_then_failure_is_a_typed_failure(scep_server, ca_key, transport) -> None:
+    tampering, requests = _pending_then(scep_server, ca_key, transport, final="2", fail_info="4")
+    client = ScepClient(tampering, _settings(scep_server.url, "device-pending-fail", Retries=5, RetryDelay=0),
+                        sleep=lambda s: None)
+    with pytest.raises(ScepFailure) as failure:
+        client.enroll()
+    assert failure.value.fail_info == "badCertId" and len(requests) == 3
+
+
+def test_an_answer_signed_by_another_ca_is_refused(scep_server, transport) -> None:
+    other_ca, other_key = x509_tools.create_ca("Not the SCEP CA")
+
+    def impostor(method, url, content, headers, inner):
+        if _operation(url) != "PKIOperation":
+            return inner.request(method, url, content=content, headers=headers)
+        return 200, {"Content-Type": "application/x-pki-message"}, \
+            _cert_rep(other_ca, other_key, _request_attributes(content), "2", "2")
+
+    with pytest.raises(ScepError, match="not signed by the SCEP service"):
+        ScepClient(Tampering(transport, impostor), _settings(scep_server.url, "device-impostor")).enroll()

@@ -29,6 +29,7 @@ from asn1crypto import cms as acms
 from asn1crypto import core, parser
 from asn1crypto import x509 as ax509
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
@@ -121,15 +122,23 @@ class ScepSettings:
         key_size = content.get("Keysize", 2048)
         if key_size not in (1024, 2048, 4096):
             raise ScepError(f"SCEP Keysize {key_size!r} is not one of 1024, 2048, 4096")
-        fingerprint = content.get("CAFingerprint")
         return cls(
-            url=content["URL"], name=str(content.get("Name", "")), challenge=content.get("Challenge"),
+            url=content["URL"], name=_typed(content, "Name", str, ""),
+            challenge=_typed(content, "Challenge", str, None),
             subject=subject_from_payload(content.get("Subject", [])),
             alt_names=alt_names_from_payload(content.get("SubjectAltName", {})),
-            key_size=key_size, key_usage=int(content.get("Key Usage", 0)),
-            retries=int(content.get("Retries", 3)), retry_delay=float(content.get("RetryDelay", 10)),
-            ca_fingerprint=bytes(fingerprint) if fingerprint is not None else None,
+            key_size=key_size, key_usage=_typed(content, "Key Usage", int, 0),
+            retries=_typed(content, "Retries", int, 3), retry_delay=float(_typed(content, "RetryDelay", int, 10)),
+            ca_fingerprint=_typed(content, "CAFingerprint", bytes, None),
         )
+
+
+def _typed(content: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    """``content[key]`` when it is of ``kind`` (a plist's integer, string or data), else a refusal."""
+    value = content.get(key, default)
+    if value is not default and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise ScepError(f"the SCEP payload's {key} is not {'data' if kind is bytes else kind.__name__}: {value!r}")
+    return value
 
 
 def subject_from_payload(subject: Any) -> x509.Name:
@@ -184,14 +193,14 @@ def transaction_id_for(key: rsa.RSAPrivateKey) -> str:
 @dataclass(frozen=True)
 class CACertificates:
     """GetCACert's answer: ``recipient`` is the certificate requests are enveloped to (the RA when
-    there is one), ``all`` every certificate the service named."""
+    there is one), ``ca`` the CA (the one CAFingerprint names, when the payload has one), ``signers``
+    the certificates a CertRep may be signed by (the CA and the RAs it issued), ``all`` every
+    certificate the service named."""
 
     recipient: x509.Certificate
+    ca: x509.Certificate
+    signers: tuple[x509.Certificate, ...]
     all: tuple[x509.Certificate, ...]
-
-    @property
-    def ca(self) -> x509.Certificate:
-        return next((c for c in self.all if _is_ca(c)), self.all[0])
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -209,24 +218,55 @@ def _can_encipher(cert: x509.Certificate) -> bool:
     return usage.key_encipherment
 
 
-def parse_ca_certs(content_type: str, body: bytes) -> CACertificates:
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _pinned(certs: list[x509.Certificate], fingerprint: bytes) -> x509.Certificate:
+    """The certificate whose MD5, SHA-1 or SHA-256 (by the fingerprint's length) is ``fingerprint``."""
+    algorithm = {16: "md5", 20: "sha1", 32: "sha256"}.get(len(fingerprint))
+    if algorithm is None:
+        raise ScepError("the payload's CAFingerprint is not an MD5, SHA-1 or SHA-256 digest")
+    for cert in certs:
+        if hashlib.new(algorithm, cert.public_bytes(serialization.Encoding.DER)).digest() == fingerprint:
+            return cert
+    raise ScepError("no certificate of the SCEP service matches the payload's CAFingerprint")
+
+
+def parse_ca_certs(content_type: str, body: bytes, fingerprint: bytes | None = None) -> CACertificates:
+    """GetCACert's answer, checked against the payload's CAFingerprint when there is one: then only
+    that CA and the RA certificates it issued are used."""
     kind = content_type.split(";")[0].strip().lower()
     if kind == "application/x-x509-ca-cert":
         try:
-            cert = x509.load_der_x509_certificate(body)
+            certs = [x509.load_der_x509_certificate(body)]
         except ValueError as exc:
             raise ScepError(f"GetCACert answered a certificate that does not parse: {exc}") from None
-        return CACertificates(cert, (cert,))
-    if kind == "application/x-x509-ca-ra-cert":
+    elif kind == "application/x-x509-ca-ra-cert":
         certs = _degenerate_certificates(body, "GetCACert")
         if not certs:
             raise ScepError("GetCACert answered a PKCS#7 without certificates")
-        ras = [c for c in certs if not _is_ca(c) and _can_encipher(c)]
-        recipient = ras[0] if ras else next((c for c in certs if _is_ca(c)), certs[0])
-        if not isinstance(recipient.public_key(), rsa.RSAPublicKey):
-            raise ScepError("the SCEP recipient certificate's key is not RSA")
-        return CACertificates(recipient, tuple(certs))
-    raise ScepError(f"GetCACert answered content type {content_type!r}, not a CA certificate")
+    else:
+        raise ScepError(f"GetCACert answered content type {content_type!r}, not a CA certificate")
+    if fingerprint is not None:
+        ca = _pinned(certs, fingerprint)
+        usable = [ca] + [c for c in certs if c is not ca and not _is_ca(c) and _issued_by(c, ca)]
+    else:
+        cas = [c for c in certs if _is_ca(c)] or certs
+        # a root and the CA below it: the CA is the one that issued no other CA of the answer
+        ca = next((c for c in cas if not any(o is not c and _is_ca(o) and _issued_by(o, c) for o in cas)), cas[0])
+        usable = certs
+    ras = [c for c in usable if not _is_ca(c) and _can_encipher(c)]
+    recipient = ras[0] if ras else ca
+    if not isinstance(recipient.public_key(), rsa.RSAPublicKey):
+        raise ScepError("the SCEP recipient certificate's key is not RSA")
+    return CACertificates(recipient, ca, tuple(usable), tuple(certs))
 
 
 def _degenerate_certificates(body: bytes, what: str) -> list[x509.Certificate]:
@@ -414,7 +454,7 @@ def _parse_cert_rep(body: bytes, ca: CACertificates) -> CertRep:
     if sid.name != "issuer_and_serial_number":
         raise ScepError("the CertRep signer is not named by issuer and serial number")
     issuer, serial = sid.chosen["issuer"], sid.chosen["serial_number"].native
-    signer = next((c for c in ca.all if c.serial_number == serial
+    signer = next((c for c in ca.signers if c.serial_number == serial
                    and ax509.Name.load(c.issuer.public_bytes()) == issuer), None)
     if signer is None:
         raise ScepError("the CertRep is not signed by the SCEP service's CA or RA certificate")
@@ -434,7 +474,7 @@ def _parse_cert_rep(body: bytes, ca: CACertificates) -> CertRep:
     try:
         public_key.verify(signer_info["signature"].native, b"\x31" + signed_attrs.dump()[1:],
                           asym_padding.PKCS1v15(), _HASHES[digest_name]())
-    except Exception:  # cryptography raises InvalidSignature
+    except InvalidSignature:
         raise ScepError("the CertRep's signature does not verify with the SCEP service's certificate") from None
 
     if _printable(attrs, MESSAGE_TYPE) != CERT_REP:
@@ -566,20 +606,7 @@ class ScepClient:
 
     def get_ca_cert(self) -> CACertificates:
         headers, body = self._get("GetCACert", self.settings.name or "CA")
-        ca = parse_ca_certs(headers.get("content-type", ""), body)
-        if self.settings.ca_fingerprint is not None:
-            self._check_fingerprint(ca)
-        return ca
-
-    def _check_fingerprint(self, ca: CACertificates) -> None:
-        expected = self.settings.ca_fingerprint
-        algorithm = {16: "md5", 20: "sha1", 32: "sha256"}.get(len(expected or b""))
-        if algorithm is None:
-            raise ScepError("the payload's CAFingerprint is not an MD5, SHA-1 or SHA-256 digest")
-        for cert in ca.all:
-            if hashlib.new(algorithm, cert.public_bytes(serialization.Encoding.DER)).digest() == expected:
-                return
-        raise ScepError("no certificate of the SCEP service matches the payload's CAFingerprint")
+        return parse_ca_certs(headers.get("content-type", ""), body, self.settings.ca_fingerprint)
 
     def _pki_operation(self, message: bytes, caps: set[str]) -> bytes:
         if "POSTPKIOPERATION" in caps:

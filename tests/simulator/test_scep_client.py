@@ -17,6 +17,7 @@ and fails in CI (``CI=true``).
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import os
 import plistlib
@@ -232,6 +233,68 @@ def test_garbage_answers_are_clear_errors(scep_server, transport, operation, con
         ScepClient(Tampering(transport, garbage), _settings(scep_server.url, f"device-garbage-{operation}")).enroll()
 
 
+def _degenerate(*certs) -> bytes:
+    return acms.ContentInfo({"content_type": "signed_data", "content": {
+        "version": "v1", "digest_algorithms": [], "encap_content_info": {"content_type": "data"},
+        "certificates": [ax509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in certs],
+        "signer_infos": []}}).dump()
+
+
+def test_ca_ra_cert_answer_with_a_pinned_ca(scep_server, transport) -> None:
+    """GetCACert answered as a degenerate PKCS#7 (``application/x-x509-ca-ra-cert``) holding an
+    unrelated CA beside the real one: CAFingerprint says which is the CA, the request goes to it, and a
+    CertRep signed by the other is refused."""
+    other_ca, other_key = x509_tools.create_ca("Unrelated CA")
+
+    def ca_ra_cert(method, url, content, headers, inner):
+        if _operation(url) == "GetCACert":
+            return 200, {"Content-Type": "application/x-x509-ca-ra-cert"}, _degenerate(other_ca, scep_server.ca)
+        return inner.request(method, url, content=content, headers=headers)
+
+    key = generate_key(2048)
+    der = scep_server.ca.public_bytes(serialization.Encoding.DER)
+    settings = _settings(scep_server.url, "device-ra-cert", CAFingerprint=hashlib.sha1(der).digest())
+    result = ScepClient(Tampering(transport, ca_ra_cert), settings).enroll(key)
+    _assert_issued(result, key, scep_server, "device-ra-cert")
+    assert set(result.ca.all) == {other_ca, scep_server.ca}
+    assert result.ca.recipient == result.ca.ca == scep_server.ca and result.ca.signers == (scep_server.ca,)
+
+    def signed_by_the_other(method, url, content, headers, inner):
+        if _operation(url) == "PKIOperation":
+            return 200, {"Content-Type": "application/x-pki-message"}, \
+                _cert_rep(other_ca, other_key, _request_attributes(content), "2", "2")
+        return ca_ra_cert(method, url, content, headers, inner)
+
+    settings = _settings(scep_server.url, "device-ra-cert-2", CAFingerprint=hashlib.sha1(der).digest())
+    with pytest.raises(ScepError, match="not signed by the SCEP service"):
+        ScepClient(Tampering(transport, signed_by_the_other), settings).enroll()
+
+
+def test_ca_ra_cert_answer_with_a_root(scep_server, transport) -> None:
+    """A chain (a root and the issuing CA below it) and no fingerprint: requests go to the issuing CA."""
+    root, root_key = x509_tools.create_ca("Root")
+    now = datetime.datetime.now(datetime.UTC)
+    issuing_key = generate_key(2048)
+    issuing = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Issuing")]))
+               .issuer_name(root.subject).public_key(issuing_key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+               .sign(root_key, hashes.SHA256()))
+
+    def chain(method, url, content, headers, inner):
+        if _operation(url) == "GetCACert":
+            return 200, {"Content-Type": "application/x-x509-ca-ra-cert"}, _degenerate(root, issuing)
+        if _operation(url) == "PKIOperation":
+            request = _request_attributes(content)
+            # the envelope opens with the issuing CA's key (and its answer is accepted as the CA's)
+            assert _decrypted(issuing_key, request["content"])[:1] == b"\x30"
+            return 200, {"Content-Type": "application/x-pki-message"}, _cert_rep(issuing, issuing_key, request, "2", "0")
+        return inner.request(method, url, content=content, headers=headers)
+
+    with pytest.raises(ScepFailure, match="badAlg"):
+        ScepClient(Tampering(transport, chain), _settings(scep_server.url, "device-chain")).enroll()
+
+
 def test_http_errors_are_clear(scep_server, transport) -> None:
     def refused(method, url, content, headers, inner):
         return 500, {"Content-Type": "text/plain"}, b"internal error"
@@ -247,6 +310,11 @@ def test_http_errors_are_clear(scep_server, transport) -> None:
     ({"URL": "http://x/scep", "Subject": "CN=x"}, "Subject"),
     ({"URL": "http://x/scep", "Subject": [[["CN"]]]}, "Subject"),
     ({"URL": "http://x/scep", "Subject": [[["not-an-oid", "x"]]]}, "Subject"),
+    ({"URL": "http://x/scep", "Challenge": 1234}, "Challenge is not str"),
+    ({"URL": "http://x/scep", "Retries": "three"}, "Retries is not int"),
+    ({"URL": "http://x/scep", "Key Usage": True}, "Key Usage is not int"),
+    ({"URL": "http://x/scep", "CAFingerprint": "ab12"}, "CAFingerprint is not data"),
+    ({"URL": "http://x/scep", "SubjectAltName": ["x"]}, "SubjectAltName"),
 ])
 def test_malformed_payloads_are_refused(content, message) -> None:
     with pytest.raises(ScepError, match=message):

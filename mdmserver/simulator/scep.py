@@ -421,6 +421,18 @@ def _printable(attrs: dict[str, core.Asn1Value], oid: str) -> str | None:
     raise ScepError(f"CertRep attribute {oid} is not a string")
 
 
+def _names(sid: acms.SignerIdentifier, cert: x509.Certificate) -> bool:
+    """Whether a SignerIdentifier (issuer and serial number, or subject key identifier) names ``cert``."""
+    if sid.name == "issuer_and_serial_number":
+        return (cert.serial_number == sid.chosen["serial_number"].native
+                and ax509.Name.load(cert.issuer.public_bytes()) == sid.chosen["issuer"])
+    try:
+        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return False
+    return ski == sid.chosen.native
+
+
 def parse_cert_rep(body: bytes, ca: CACertificates) -> CertRep:
     """Check the CertRep's signature (by one of the CA's certificates) and read its attributes."""
     try:
@@ -450,12 +462,7 @@ def _parse_cert_rep(body: bytes, ca: CACertificates) -> CertRep:
         attrs[oid] = attribute["values"][0]
 
     # who signed: one of the certificates GetCACert named
-    sid = signer_info["sid"]
-    if sid.name != "issuer_and_serial_number":
-        raise ScepError("the CertRep signer is not named by issuer and serial number")
-    issuer, serial = sid.chosen["issuer"], sid.chosen["serial_number"].native
-    signer = next((c for c in ca.signers if c.serial_number == serial
-                   and ax509.Name.load(c.issuer.public_bytes()) == issuer), None)
+    signer = next((c for c in ca.signers if _names(signer_info["sid"], c)), None)
     if signer is None:
         raise ScepError("the CertRep is not signed by the SCEP service's CA or RA certificate")
 

@@ -419,8 +419,10 @@ def _request_attributes(message: bytes) -> dict[str, bytes]:
     return found
 
 
-def _cert_rep(ca_cert, ca_key, request: dict[str, bytes], status: str, fail_info: str | None = None) -> bytes:
-    """A CertRep without content (PENDING or FAILURE), signed by the CA."""
+def _cert_rep(ca_cert, ca_key, request: dict[str, bytes], status: str, fail_info: str | None = None,
+              *, by_key_id: bool = False) -> bytes:
+    """A CertRep without content (PENDING or FAILURE), signed by the CA (named by issuer and serial
+    number, or by its subject key identifier)."""
     def attribute(oid: str, value) -> acms.CMSAttribute:
         return acms.CMSAttribute({"type": oid, "values": [value]})
 
@@ -445,7 +447,8 @@ def _cert_rep(ca_cert, ca_key, request: dict[str, bytes], status: str, fail_info
         "certificates": [ca_der],
         "signer_infos": [{
             "version": "v1",
-            "sid": acms.SignerIdentifier(name="issuer_and_serial_number", value={
+            "sid": acms.SignerIdentifier(name="subject_key_identifier", value=ca_der.key_identifier) if by_key_id
+            else acms.SignerIdentifier(name="issuer_and_serial_number", value={
                 "issuer": ca_der.issuer, "serial_number": ca_der.serial_number}),
             "digest_algorithm": {"algorithm": "sha256"}, "signed_attrs": signed_attrs,
             "signature_algorithm": {"algorithm": "rsassa_pkcs1v15"}, "signature": signature}],
@@ -469,7 +472,7 @@ def ca_key(scep_server):
     return serialization.load_pem_private_key((scep_server.depot / "ca.key").read_bytes(), CA_PASSWORD.encode())
 
 
-def _pending_then(scep_server, ca_key, transport, final: str, fail_info: str | None = None):
+def _pending_then(scep_server, ca_key, transport, final: str, fail_info: str | None = None, by_key_id: bool = False):
     requests: list[dict[str, bytes]] = []
 
     def ca_in_the_middle(method, url, content, headers, inner):
@@ -479,8 +482,8 @@ def _pending_then(scep_server, ca_key, transport, final: str, fail_info: str | N
         request = _request_attributes(content)
         requests.append(request)
         status = "3" if len(requests) < 3 else final
-        return 200, {"Content-Type": "application/x-pki-message"}, \
-            _cert_rep(scep_server.ca, ca_key, request, status, fail_info if status == "2" else None)
+        return 200, {"Content-Type": "application/x-pki-message"}, _cert_rep(
+            scep_server.ca, ca_key, request, status, fail_info if status == "2" else None, by_key_id=by_key_id)
 
     return Tampering(transport, ca_in_the_middle), requests
 
@@ -502,7 +505,8 @@ def test_pending_is_polled_with_get_cert_initial_until_retries_run_out(scep_serv
 
 
 def test_pending_then_failure_is_a_typed_failure(scep_server, ca_key, transport) -> None:
-    tampering, requests = _pending_then(scep_server, ca_key, transport, final="2", fail_info="4")
+    """The CA names itself by subject key identifier here (the other tests: issuer and serial number)."""
+    tampering, requests = _pending_then(scep_server, ca_key, transport, final="2", fail_info="4", by_key_id=True)
     client = ScepClient(tampering, _settings(scep_server.url, "device-pending-fail", Retries=5, RetryDelay=0),
                         sleep=lambda s: None)
     with pytest.raises(ScepFailure) as failure:

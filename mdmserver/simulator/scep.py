@@ -512,9 +512,10 @@ class _EncryptedContentInfo(core.Sequence):
 
 def _octets(value: core.Any) -> bytes:
     """The bytes of an implicitly tagged OCTET STRING, primitive or constructed (pieces joined)."""
-    if value.method == 0:
-        return value.contents
-    data, pointer, pieces = value.contents, 0, []
+    data = value.contents
+    if not value._header[0] & 0x20:  # the identifier octet says primitive (asn1crypto's Any keeps no method)
+        return data
+    pointer, pieces = 0, []
     while pointer < len(data):
         _class, _method, _tag, header, contents, trailer = parser.parse(data[pointer:], strict=False)
         if _tag == 0 and _class == 0 and not contents:
@@ -674,6 +675,8 @@ class ScepClient:
                        and c.public_key().public_numbers() == ours), None)
         if issued is None:
             raise ScepError("the CertRep holds no certificate for this device's key")
+        if not any(_issued_by(issued, c) for c in ca.all):
+            raise ScepError("the CertRep's certificate is not issued by the SCEP service's CA")
         return ScepResult(issued, key, ca, transaction_id, polls, "aes128_cbc" if aes else "des_ede3_cbc")
 
 

@@ -36,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 from mdmserver.pki import cms
 from mdmserver.pki import x509 as x509_tools
@@ -420,15 +421,15 @@ def _request_attributes(message: bytes) -> dict[str, bytes]:
 
 
 def _cert_rep(ca_cert, ca_key, request: dict[str, bytes], status: str, fail_info: str | None = None,
-              *, by_key_id: bool = False) -> bytes:
-    """A CertRep without content (PENDING or FAILURE), signed by the CA (named by issuer and serial
-    number, or by its subject key identifier)."""
+              *, by_key_id: bool = False, content: bytes = b"") -> bytes:
+    """A CertRep signed by the CA (named by issuer and serial number, or by its subject key
+    identifier); ``content`` (SUCCESS) the envelope, empty for PENDING or FAILURE."""
     def attribute(oid: str, value) -> acms.CMSAttribute:
         return acms.CMSAttribute({"type": oid, "values": [value]})
 
     attributes = [
         acms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-        acms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(b"").digest()]}),
+        acms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(content).digest()]}),
         attribute(SCEP_ATTRIBUTE + "2", core.PrintableString("3")),
         attribute(SCEP_ATTRIBUTE + "3", core.PrintableString(status)),
         attribute(SCEP_ATTRIBUTE + "7", core.Any.load(request["7"])),
@@ -443,7 +444,7 @@ def _cert_rep(ca_cert, ca_key, request: dict[str, bytes], status: str, fail_info
     ca_der = ax509.Certificate.load(ca_cert.public_bytes(serialization.Encoding.DER))
     signed = acms.SignedData({
         "version": "v1", "digest_algorithms": [{"algorithm": "sha256"}],
-        "encap_content_info": {"content_type": "data"},
+        "encap_content_info": {"content_type": "data", "content": content or None},
         "certificates": [ca_der],
         "signer_infos": [{
             "version": "v1",
@@ -525,3 +526,45 @@ def test_an_answer_signed_by_another_ca_is_refused(scep_server, transport) -> No
 
     with pytest.raises(ScepError, match="not signed by the SCEP service"):
         ScepClient(Tampering(transport, impostor), _settings(scep_server.url, "device-impostor")).enroll()
+
+
+def _success_with(scep_server, ca_key, cert_for) -> Tampering:
+    """A CA in the middle answering SUCCESS with ``cert_for(requester's self-signed certificate)``,
+    enveloped to the requester by cryptography's own PKCS#7 builder."""
+    def answer(method, url, content, headers, inner):
+        if _operation(url) != "PKIOperation":
+            return inner.request(method, url, content=content, headers=headers)
+        request = _request_attributes(content)
+        signed = acms.ContentInfo.load(content)["content"]
+        requester = x509.load_der_x509_certificate(signed["certificates"][0].chosen.dump())
+        degenerate = _degenerate(cert_for(requester))
+        enveloped = (pkcs7.PKCS7EnvelopeBuilder().set_data(degenerate).add_recipient(requester)
+                     .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary]))
+        return 200, {"Content-Type": "application/x-pki-message"}, \
+            _cert_rep(scep_server.ca, ca_key, request, "0", content=enveloped)
+
+    return Tampering(HttpxTransport("http://127.0.0.1"), answer)
+
+
+def _issue(issuer, issuer_key, public_key) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    return (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "x")]))
+            .issuer_name(issuer.subject).public_key(public_key).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)).sign(issuer_key, hashes.SHA256()))
+
+
+def test_success_answers_are_checked(scep_server, ca_key) -> None:
+    other_ca, other_key = x509_tools.create_ca("Not the SCEP CA")
+    key = generate_key(2048)
+    # the genuine CA issuing for the device's key: accepted (and the envelope opens: AES-128 from cryptography)
+    good = _success_with(scep_server, ca_key, lambda requester: _issue(scep_server.ca, ca_key, requester.public_key()))
+    result = ScepClient(good, _settings(scep_server.url, "device-success")).enroll(key)
+    assert result.certificate.issuer == scep_server.ca.subject and _spki(result.certificate) == _spki(key)
+    # a certificate for another key
+    other_key_cert = _success_with(scep_server, ca_key, lambda r: _issue(scep_server.ca, ca_key, generate_key(2048).public_key()))
+    with pytest.raises(ScepError, match="no certificate for this device's key"):
+        ScepClient(other_key_cert, _settings(scep_server.url, "device-success-2")).enroll(key)
+    # a certificate for our key, issued by someone else
+    foreign = _success_with(scep_server, ca_key, lambda requester: _issue(other_ca, other_key, requester.public_key()))
+    with pytest.raises(ScepError, match="not issued by the SCEP service's CA"):
+        ScepClient(foreign, _settings(scep_server.url, "device-success-3")).enroll(key)

@@ -675,7 +675,7 @@ class ScepClient:
                        and c.public_key().public_numbers() == ours), None)
         if issued is None:
             raise ScepError("the CertRep holds no certificate for this device's key")
-        if not any(_issued_by(issued, c) for c in ca.all):
+        if not any(_issued_by(issued, c) for c in ca.signers):
             raise ScepError("the CertRep's certificate is not issued by the SCEP service's CA")
         return ScepResult(issued, key, ca, transaction_id, polls, "aes128_cbc" if aes else "des_ede3_cbc")
 

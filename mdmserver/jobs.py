@@ -10,7 +10,8 @@ on its own period:
 
 - *re-push*: push again the devices with queued commands that have been silent too long;
 - *purge*: push records and finished commands past the retention, enrollment identities never used;
-- *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report).
+- *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report);
+- *renew*: identities that expire soon are renewed (``mdmserver/checkin/renewal.py``).
 
 This is an entry module (beside the views and the CLI): it may call any feature, and nothing imports it
 but the CLI.
@@ -31,8 +32,9 @@ from sqlalchemy.exc import OperationalError
 
 from mdmserver import workflows
 from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
+from mdmserver.checkin.renewal import RenewalSettings, renew_identities
 from mdmserver.commands.service import purge_finished as purge_finished_commands
-from mdmserver.db import db, is_database_busy
+from mdmserver.db import db, is_database_busy, utcnow
 from mdmserver.pki.service import load_secret_box
 from mdmserver.push import service as push
 from mdmserver.push.worker import PushWorker
@@ -52,6 +54,9 @@ class UpkeepSettings:
     purge_every: float = 3600.0
     reconcile_every: float = 900.0
     unused_identity_age: timedelta = UNUSED_IDENTITY_AGE
+    renew_every: float = 3600.0
+    renew_before: timedelta = timedelta(days=30)
+    identity_lifetime_days: float = 730.0
 
     @classmethod
     def from_config(cls, config: Any) -> UpkeepSettings:
@@ -59,6 +64,8 @@ class UpkeepSettings:
             repush_after=timedelta(hours=float(config.get("REPUSH_AFTER_HOURS", 24))),
             retention=timedelta(days=float(config.get("RETENTION_DAYS", 90))),
             retention_days=int(config.get("RETENTION_DAYS", 90)),
+            renew_before=timedelta(days=float(config.get("IDENTITY_RENEW_DAYS", 30))),
+            identity_lifetime_days=float(config.get("IDENTITY_LIFETIME_DAYS", 730)),
         )
 
 
@@ -71,6 +78,7 @@ class Upkeep:
         self._last_repush = 0.0
         self._last_purge = 0.0
         self._last_reconcile = 0.0
+        self._last_renew = 0.0
 
     def run(self, *, force: bool = False, now: datetime | None = None) -> None:
         """Run the jobs whose period has passed; ``now`` drives the purges' clock (tests)."""
@@ -87,6 +95,9 @@ class Upkeep:
                 if force or clock - self._last_reconcile >= settings.reconcile_every:
                     self._last_reconcile = clock
                     self._reconcile()
+                if force or clock - self._last_renew >= settings.renew_every:
+                    self._last_renew = clock
+                    self._renew(now)
             finally:
                 db.session.remove()
 
@@ -115,6 +126,16 @@ class Upkeep:
         db.session.commit()
         if any(counts[k] for k in ("install_queued", "removal_queued", "app_install_queued", "app_removal_queued")):
             log.info("group assignments reconciled: %s", counts)
+
+
+    def _renew(self, now: datetime | None) -> None:
+        settings = self.settings
+        renewal = RenewalSettings(
+            renew_before=settings.renew_before, lifetime_days=settings.identity_lifetime_days,
+            public_url=self.app.config["PUBLIC_URL"], box=load_secret_box(self.app.config["SECRET_KEY_FILE"]),
+        )
+        renew_identities(db.session, now=now or utcnow(), settings=renewal)
+        db.session.commit()
 
 
 def run_worker(

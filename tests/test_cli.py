@@ -89,7 +89,7 @@ def test_db_downgrade_and_upgrade(run_cli):
     import_all_models()
     assert set(full) == set(db.metadata.tables) | {"alembic_version"}  # migrations build every model table
     heads = _versions(db_file)
-    assert heads == {"0005_push_outbox", "0017_apps"}
+    assert heads == {"0005_push_outbox", "0020_identity_renewal"}
 
     # down to the first migration: only its five tables are left
     run_cli("db", "downgrade", "0001_foundation")
@@ -97,8 +97,9 @@ def test_db_downgrade_and_upgrade(run_cli):
                                      "rsa_private_keys", "certificates"}
     assert _versions(db_file) == {"0001_foundation"}
     # the tables 0001 made, as 0001 made them: later migrations only added these columns and indexes
-    added_later = {"certificates": {"revoked_at"}, "rsa_private_keys": {"purpose"}}
-    indexes_added_later = {"rsa_private_keys": {"ix_rsa_private_keys_purpose"}}
+    added_later = {"certificates": {"revoked_at", "renews_udid"}, "rsa_private_keys": {"purpose"}}
+    indexes_added_later = {"rsa_private_keys": {"ix_rsa_private_keys_purpose"},
+                           "certificates": {"ix_certificates_renews_udid"}}
     assert _schema(db_file) == {
         table: (tuple(c for c in full[table][0] if c[0] not in added_later.get(table, ())),
                 tuple(i for i in full[table][1] if i not in indexes_added_later.get(table, ())))

@@ -122,6 +122,27 @@ def admit(
     return auth_set
 
 
+def renew(session: Session, device: Device, pubkey_pem: str, *, fingerprint: str, previous_fingerprint: str) -> AuthSet:
+    """Record the auth set of a renewed identity (``checkin/renewal.py``): the same device, proven by
+    its current identity, so the new auth set carries the current one's status instead of starting
+    pending; the device's status is unchanged."""
+    identity = identity_data(device.udid, device.serial_number, device.model)
+    set_id = auth_set_id(identity, pubkey_pem)
+    current = current_auth_set(session, device)
+    status = current.status if current is not None else device.admission_status
+    auth_set = session.get(AuthSet, set_id)
+    if auth_set is None:
+        auth_set = AuthSet(id=set_id, device_id=device.id, identity_data=identity, pubkey=pubkey_pem, status=status)
+        session.add(auth_set)
+    else:
+        auth_set.status = status
+        auth_set.updated_at = utcnow()
+    auth_set.fingerprint = fingerprint
+    auth_set.previous_fingerprint = previous_fingerprint
+    release_hold(auth_set)
+    return auth_set
+
+
 def certificate_claimed_elsewhere(session: Session, fingerprint: str, device_id: int) -> bool:
     """The certificate already has an auth set for another device (one enrollment, one device)."""
     return session.scalar(

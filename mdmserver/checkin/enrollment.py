@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from mdmserver.checkin.models import EnrollmentAttempt
 from mdmserver.db import upsert_insert, utcnow
 from mdmserver.pki import service as pki
+from mdmserver.pki.models import Certificate
 from mdmserver.records.admission import AuthSet
 from mdmserver.records.devices import Device
 
@@ -69,12 +70,17 @@ def purge_unused_identities(
 ) -> int:
     """Delete device identity certificates issued more than ``older_than`` ago that no device is
     bound to and no auth set names (never used for an ``Authenticate``), in batches. Returns how many."""
+    moment = now or utcnow()
     bound = union_all(
         select(Device.identity_fingerprint).where(Device.identity_fingerprint.is_not(None)),
         # an auth set shows an administrator both certificates of a re-binding: keep them
         select(AuthSet.fingerprint).where(AuthSet.fingerprint.is_not(None)),
         select(AuthSet.previous_fingerprint).where(AuthSet.previous_fingerprint.is_not(None)),
+        # a renewal's certificate waits for its device to fetch the InstallProfile, however long
+        # that takes (``checkin/renewal.py``): deleting it would leave the device unable to connect
+        select(Certificate.fingerprint_sha256).where(Certificate.renews_udid.is_not(None),
+                                                     Certificate.not_after > moment),
     )
     return pki.purge_device_certificates(
-        session, issued_before=(now or utcnow()) - older_than, bound=bound, commit=commit
+        session, issued_before=moment - older_than, bound=bound, commit=commit
     )

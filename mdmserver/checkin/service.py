@@ -65,12 +65,15 @@ class EnrollmentProfile:
 
 
 def build_enrollment_profile(
-    session: Session, *, public_url: str, topic: str | None, organization: str, prefix: str, box: SecretBox
+    session: Session, *, public_url: str, topic: str | None, organization: str, prefix: str, box: SecretBox,
+    lifetime_days: float, renews_udid: str | None = None,
 ) -> EnrollmentProfile:
     """Issue a fresh device identity and return the signed enrollment profile.
 
     Only the certificate is stored (to recognise it at ``Authenticate``); the device's private key
-    exists only inside the profile's PKCS#12; the server never needs it again.
+    exists only inside the profile's PKCS#12; the server never needs it again. ``renews_udid``: the
+    profile replaces the enrollment profile of that enrolled device (identity renewal, see
+    ``checkin/renewal.py``), and its certificate is marked so.
     """
     if not topic:
         raise ServiceUnavailable(
@@ -83,9 +86,9 @@ def build_enrollment_profile(
     enrollment_id = str(uuidlib.uuid4()).upper()
     cert = x509.issue_certificate(
         ca_cert, ca_key, common_name=f"mdmserver device {enrollment_id}", public_key=key.public_key(),
-        days=365 * 2, usage="client", organization=organization,
+        days=lifetime_days, usage="client", organization=organization,
     )
-    row = pki.store_certificate(session, cert, pki.PURPOSE_DEVICE)
+    row = pki.store_certificate(session, cert, pki.PURPOSE_DEVICE, renews_udid=renews_udid)
     password = secrets.token_urlsafe(24)
     p12 = x509.build_pkcs12(cert, key, password=password.encode(), friendly_name=b"MDM identity")
     identity_uuid = str(uuidlib.uuid4()).upper()
@@ -291,8 +294,12 @@ def _authenticate(
     """
     if message.is_user_channel:
         raise BadRequest("Authenticate is a device-channel message")
-    if pki.device_certificate(session, identity.fingerprint) is None:
+    certificate = pki.device_certificate(session, identity.fingerprint)
+    if certificate is None:
         raise refuse("Authenticate for %s with a certificate not issued at enrollment, or revoked", message.udid)
+    if certificate.renews_udid is not None and certificate.renews_udid != message.udid:
+        raise refuse("certificate %s was issued to renew device %s, not %s",
+                     identity.fingerprint[:16], certificate.renews_udid, message.udid)
     holder = devices.device_bound_to(session, identity.fingerprint)
     if holder is not None and holder.udid != message.udid:
         raise refuse("certificate %s is bound to device %s, not %s",
@@ -302,6 +309,8 @@ def _authenticate(
         raise refuse("device %s is decommissioned", message.udid)
     previous = existing.identity_fingerprint if existing is not None else None
     rebinding = previous is not None and previous != identity.fingerprint
+    if rebinding and certificate.renews_udid is not None:
+        return _renewed_identity(session, existing, message, identity)
     # the previous binding ended when its holder checked out (a request signed with its key) while it
     # was accepted: a CheckOut from a binding an administrator never admitted ends nothing, or an
     # impostor that got a pending device could launder its next identity through the policy (a held
@@ -340,6 +349,34 @@ def _authenticate(
                                       public_url=settings.public_url, new_enrollment=True)
 
     log.info("device %s authenticated (admission %s)", device.udid, device.admission_status)
+    return None
+
+
+def _renewed_identity(
+    session: Session, device: Device, message: msgs.Authenticate, identity: DeviceIdentity
+) -> None:
+    """The device installed the enrollment profile its identity renewal sent (``checkin/renewal.py``)
+    and authenticates with the new certificate: the binding moves now, with nothing forgotten or
+    re-queued (the device and its enrollment are the same; only the certificate changed), and the
+    previous certificate is revoked.
+
+    The certificate reached only this device: it was made for this UDID and sent inside an
+    ``InstallProfile`` over the device's own authenticated command channel (PKCS#12), or its SCEP
+    challenge was. A renewal certificate presented for another UDID is refused before this.
+    """
+    if device.admission_status in REFUSED_STATUSES:
+        raise refuse("renewed identity of device %s refused: the device is %s", device.udid, device.admission_status)
+    previous = device.identity_fingerprint
+    devices.apply_renewed_identity(session, message, device, identity.fingerprint)
+    admission.renew(session, device, identity.pubkey_pem, fingerprint=identity.fingerprint,
+                    previous_fingerprint=previous)
+    pki.revoke_certificates(session, [previous])
+    record_event(session, "device:identity:renew", "devices", device.id, {
+        "udid": device.udid, "previous_certificate_fingerprint": previous,
+        "certificate_fingerprint": identity.fingerprint,
+    }, actor=f"device:{device.udid}")
+    log.info("device %s renewed its identity: certificate %s replaces %s (revoked)",
+             device.udid, identity.fingerprint[:16], previous[:16])
     return None
 
 

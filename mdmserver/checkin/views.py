@@ -227,6 +227,7 @@ def enroll() -> Response:
         organization=organization.name,
         prefix=organization.payload_prefix,
         box=secret_box(),
+        lifetime_days=config["IDENTITY_LIFETIME_DAYS"],
     )
     db.session.commit()
     log.info("enrollment profile issued to %s (identity certificate %s)", client, profile.certificate_id)

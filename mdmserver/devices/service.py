@@ -72,6 +72,16 @@ def device_bound_to(session: Session, fingerprint: str) -> Device | None:
     return session.scalar(select(Device).where(Device.identity_fingerprint == fingerprint))
 
 
+def _take_reported_facts(device: Device, message: Authenticate) -> None:
+    """The inventory facts an Authenticate reports (absent ones leave the stored value)."""
+    for attr in ("serial_number", "model", "model_name", "product_name", "os_version", "build_version",
+                 "imei", "meid", "device_name", "topic"):
+        value = getattr(message, attr)
+        if value is not None:
+            setattr(device, attr, value)
+    device.platform = platform_for(device.product_name, device.model, device.model_name) or device.platform
+
+
 def apply_authenticate(session: Session, message: Authenticate, fingerprint: str) -> Device:
     """Create or update the device from Authenticate and bind the identity certificate to it.
 
@@ -83,12 +93,7 @@ def apply_authenticate(session: Session, message: Authenticate, fingerprint: str
     if device is None:
         device = Device(udid=message.udid, created_at=now, admission_status=AdmissionStatus.PENDING.value)
         session.add(device)
-    for attr in ("serial_number", "model", "model_name", "product_name", "os_version", "build_version",
-                 "imei", "meid", "device_name", "topic"):
-        value = getattr(message, attr)
-        if value is not None:
-            setattr(device, attr, value)
-    device.platform = platform_for(device.product_name, device.model, device.model_name) or device.platform
+    _take_reported_facts(device, message)
     if device.identity_fingerprint != fingerprint:
         if device.identity_fingerprint is not None:
             forget_enrollment_secrets(session, device)
@@ -99,6 +104,16 @@ def apply_authenticate(session: Session, message: Authenticate, fingerprint: str
     device.enrolled = False
     device.unenrolled_at = None
     device.last_seen_at = now
+    session.flush()
+    return device
+
+
+def apply_renewed_identity(session: Session, message: Authenticate, device: Device, fingerprint: str) -> Device:
+    """Bind a renewed identity (``checkin/renewal.py``): the device stays enrolled with its push
+    details and the secrets its enrollment gave, and takes the inventory facts Authenticate reports."""
+    _take_reported_facts(device, message)
+    device.identity_fingerprint = fingerprint
+    device.last_seen_at = utcnow()
     session.flush()
     return device
 

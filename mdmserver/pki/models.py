@@ -43,5 +43,8 @@ class Certificate(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: set when the certificate may no longer prove anything (its device was deleted)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: a device identity issued to renew the identity of the device with this UDID, through that
+    #: device's own command channel: its Authenticate moves the device's binding without a hold
+    renews_udid: Mapped[str | None] = mapped_column(String(64), index=True)
 
     private_key: Mapped[RSAPrivateKey | None] = relationship(lazy="joined")

@@ -81,7 +81,8 @@ def private_key_pem(row: RSAPrivateKey, box: SecretBox) -> bytes:
 
 
 def store_certificate(
-    session: Session, cert: cx509.Certificate, purpose: str, key_row: RSAPrivateKey | None = None
+    session: Session, cert: cx509.Certificate, purpose: str, key_row: RSAPrivateKey | None = None, *,
+    renews_udid: str | None = None,
 ) -> Certificate:
     fingerprint = x509.fingerprint_sha256(cert)
     existing = session.scalar(select(Certificate).where(Certificate.fingerprint_sha256 == fingerprint))
@@ -104,6 +105,7 @@ def store_certificate(
         pem_data=x509.cert_to_pem(cert),
         is_ca=is_ca,
         private_key=key_row,
+        renews_udid=renews_udid,
     )
     session.add(row)
     session.flush()

@@ -140,7 +140,7 @@ def issue_certificate(
     *,
     common_name: str,
     public_key: PublicKey,
-    days: int = 365,
+    days: float = 365,
     usage: str = "client",
     dns_names: Sequence[str] = (),
     organization: str | None = None,

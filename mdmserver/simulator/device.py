@@ -211,6 +211,12 @@ class SimulatedDevice:
             raise SimulatorError(f"enrollment failed with HTTP {status}: {body[:200]!r}")
         signed = cms.unwrap_signed(body)
         profile = load_plist(signed.content)
+        self._install_enrollment_profile(profile)
+        self.enrolled, self._leaving = True, False
+        return profile
+
+    def _install_enrollment_profile(self, profile: dict[str, Any]) -> None:
+        """Take the identity and the MDM settings of an enrollment profile."""
         payloads = {p["PayloadType"]: p for p in profile["PayloadContent"]}
         by_uuid = {p.get("PayloadUUID"): p for p in profile["PayloadContent"]}
         mdm = payloads["com.apple.mdm"]
@@ -226,8 +232,25 @@ class SimulatedDevice:
         self.server_url, self.checkin_url = mdm["ServerURL"], mdm["CheckInURL"]
         self.enrollment_profile = profile
         self.profiles[profile["PayloadIdentifier"]] = profile
-        self.enrolled, self._leaving = True, False
-        return profile
+
+    def _replace_enrollment_profile(self, profile: dict[str, Any]) -> dict[str, Any]:
+        """InstallProfile of a new enrollment profile (same identifier: the server renews this device's
+        identity): take the new identity, then Authenticate and TokenUpdate with it, as a device does
+        when its MDM profile is replaced. A failure keeps the installed profile and identity."""
+        previous = (self.identity, self.topic, self.server_url, self.checkin_url, self.enrollment_profile)
+        try:
+            self._install_enrollment_profile(profile)
+            for step, status in (("Authenticate", self.authenticate()), ("TokenUpdate", self.token_update())):
+                if status != 200:
+                    raise SimulatorError(f"{step} with the new identity answered HTTP {status}")
+        except (KeyError, TypeError, ValueError, SimulatorError) as exc:
+            self.identity, self.topic, self.server_url, self.checkin_url, self.enrollment_profile = previous
+            self.profiles[previous[4]["PayloadIdentifier"]] = previous[4]
+            text = f"The new MDM profile could not be installed: {exc}"
+            return {"Status": "Error", "ErrorChain": [{
+                "ErrorCode": 12011, "ErrorDomain": "MCMDMErrorDomain",
+                "LocalizedDescription": text, "USEnglishDescription": text}]}
+        return {}
 
     def _pkcs12_identity(self, payload: dict[str, Any]) -> Identity:
         cert, key, _extra = x509.load_pkcs12(payload["PayloadContent"], payload["Password"].encode())
@@ -450,6 +473,10 @@ class SimulatedDevice:
                 "ErrorCode": 1000, "ErrorDomain": "MCProfileErrorDomain",
                 "LocalizedDescription": "The profile is malformed.", "USEnglishDescription": "The profile is malformed.",
             }]}
+        if self.enrolled and identifier == self.enrollment_profile.get("PayloadIdentifier") and any(
+            isinstance(p, dict) and p.get("PayloadType") == "com.apple.mdm" for p in profile.get("PayloadContent", [])
+        ):
+            return self._replace_enrollment_profile(profile)
         self.profiles[identifier] = profile
         return {}
 

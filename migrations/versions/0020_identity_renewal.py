@@ -1,0 +1,32 @@
+"""certificates.renews_udid: a device identity issued to renew another one
+
+Set on the identity certificate the server issues (or signs through SCEP) when a device's identity
+nears its end: the InstallProfile carrying it reaches only that device, over its own authenticated
+command channel, so the Authenticate that follows may move the device's binding at once instead of
+holding it for an administrator (``mdmserver/checkin/renewal.py``). A UDID, not a device id: ids of
+deleted rows can be handed out again on SQLite.
+
+Revision ID: 0020_identity_renewal
+Revises: 0017_apps
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0020_identity_renewal'
+down_revision = '0017_apps'
+branch_labels = None
+depends_on = None
+
+
+# A plain ALTER TABLE (see 0016): a batch would rebuild ``certificates`` on SQLite.
+
+
+def upgrade() -> None:
+    op.add_column('certificates', sa.Column('renews_udid', sa.String(length=64), nullable=True))
+    op.create_index('ix_certificates_renews_udid', 'certificates', ['renews_udid'], unique=False)
+
+
+def downgrade() -> None:
+    op.drop_index('ix_certificates_renews_udid', table_name='certificates')
+    op.drop_column('certificates', 'renews_udid')

@@ -237,15 +237,18 @@ class SimulatedDevice:
         """InstallProfile of a new enrollment profile (same identifier: the server renews this device's
         identity): take the new identity, then Authenticate and TokenUpdate with it, as a device does
         when its MDM profile is replaced. A failure keeps the installed profile and identity."""
-        previous = (self.identity, self.topic, self.server_url, self.checkin_url, self.enrollment_profile)
+        previous = (self.identity, self.identity_mode, self.topic, self.server_url, self.checkin_url,
+                    self.enrollment_profile)
         try:
             self._install_enrollment_profile(profile)
-            for step, status in (("Authenticate", self.authenticate()), ("TokenUpdate", self.token_update())):
+            for step, send in (("Authenticate", self.authenticate), ("TokenUpdate", self.token_update)):
+                status = send()
                 if status != 200:
                     raise SimulatorError(f"{step} with the new identity answered HTTP {status}")
         except (KeyError, TypeError, ValueError, SimulatorError) as exc:
-            self.identity, self.topic, self.server_url, self.checkin_url, self.enrollment_profile = previous
-            self.profiles[previous[4]["PayloadIdentifier"]] = previous[4]
+            (self.identity, self.identity_mode, self.topic, self.server_url, self.checkin_url,
+             self.enrollment_profile) = previous
+            self.profiles[previous[5]["PayloadIdentifier"]] = previous[5]
             text = f"The new MDM profile could not be installed: {exc}"
             return {"Status": "Error", "ErrorChain": [{
                 "ErrorCode": 12011, "ErrorDomain": "MCMDMErrorDomain",

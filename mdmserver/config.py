@@ -84,7 +84,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trusted_proxies", [], _networks,
             "Proxy addresses/CIDRs whose client-certificate and X-Forwarded-For headers are believed."),
     Setting("enrollment_secret", None, str, "If set, /mdm/enroll requires it as the HTTP Basic password."),
-    Setting("enroll_rate_limit", 30, int, "Enrollment requests per client address per minute (0: no limit)."),
+    Setting("enroll_rate_limit", 30, int,
+            "Enrollment requests (profiles and SCEP operations) per client address per minute (0: no limit)."),
+    Setting("enrollment_identity", "scep", _choice("scep", "pkcs12"),
+            "How an enrolling device gets its identity: scep (the device makes its key and asks /scep) or "
+            "pkcs12 (the server makes the key and ships it in the profile)."),
+    Setting("scep_challenge_ttl", 3600, int, "Seconds an enrollment profile's SCEP challenge stays redeemable."),
     Setting("max_device_body_bytes", DEFAULT_MAX_BYTES, int, "Largest device request body (413 above)."),
     Setting("max_upload_bytes", 20 * 1024 * 1024, int, "Largest admin request body (413 above)."),
     Setting("max_app_package_size", 2 * 1024**3, int,

@@ -9,7 +9,8 @@ The process loop: run the upkeep jobs that are due, drain one batch of the outbo
 on its own period:
 
 - *re-push*: push again the devices with queued commands that have been silent too long;
-- *purge*: push records and finished commands past the retention, enrollment identities never used;
+- *purge*: push records and finished commands past the retention, enrollment identities never used,
+  SCEP challenges that expired unused;
 - *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report).
 
 This is an entry module (beside the views and the CLI): it may call any feature, and nothing imports it
@@ -36,6 +37,7 @@ from mdmserver.db import db, is_database_busy
 from mdmserver.pki.service import load_secret_box
 from mdmserver.push import service as push
 from mdmserver.push.worker import PushWorker
+from mdmserver.scep.service import purge_expired_challenges
 
 log = logging.getLogger("mdmserver.jobs")
 
@@ -107,6 +109,10 @@ class Upkeep:
         unused = purge_unused_identities(db.session, older_than=settings.unused_identity_age, now=now)
         if unused:
             log.info("purged %d enrollment identities not used within %s", unused, settings.unused_identity_age)
+        expired = purge_expired_challenges(db.session, now=now)
+        db.session.commit()
+        if expired:
+            log.info("purged %d SCEP challenges that expired unused", expired)
 
     def _reconcile(self) -> None:
         box = load_secret_box(self.app.config["SECRET_KEY_FILE"])

@@ -21,7 +21,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives import padding as sympadding
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AttributeOID, NameOID
@@ -53,7 +53,8 @@ class Requester:
         )
         if challenge is not None:
             builder = builder.add_attribute(AttributeOID.CHALLENGE_PASSWORD, challenge.encode())
-        return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+        algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+        return builder.sign(key, algorithm).public_bytes(serialization.Encoding.DER)
 
 
 def self_signed(key, cn: str = "scep requester") -> x509.Certificate:

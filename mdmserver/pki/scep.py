@@ -264,8 +264,8 @@ def _read_csr(plaintext: bytes) -> dict:
 def _read_issuer_and_subject(plaintext: bytes) -> dict:
     try:
         value = IssuerAndSubject.load(plaintext, strict=True)
-        issuer = value["issuer"].dump(force=True)
-        subject = value["subject"].dump(force=True)
+        issuer = value["issuer"].dump()
+        subject = value["subject"].dump()
     except ValueError:
         raise ScepDecryptError("could not decrypt the message") from None
     return {"issuer_der": issuer, "subject_der": subject}

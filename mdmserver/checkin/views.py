@@ -12,6 +12,7 @@ import binascii
 import hmac
 import logging
 import time
+from datetime import timedelta
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.orm import Session
@@ -220,16 +221,21 @@ def enroll() -> Response:
         if supplied is None or not hmac.compare_digest(supplied.encode(), secret.encode()):
             raise service.refuse("enrollment from %s with a missing or wrong secret", client)
     organization = get_organization(db.session)
-    profile = service.build_enrollment_profile(
-        db.session,
+    profile = service.build_enrollment_profile(db.session, service.EnrollmentSettings(
         public_url=config["PUBLIC_URL"],
         topic=push_topic(db.session),
         organization=organization.name,
         prefix=organization.payload_prefix,
         box=secret_box(),
-    )
+        identity=service.EnrollmentIdentity(config["ENROLLMENT_IDENTITY"]),
+        scep_challenge_ttl=timedelta(seconds=int(config["SCEP_CHALLENGE_TTL"])),
+    ))
     db.session.commit()
-    log.info("enrollment profile issued to %s (identity certificate %s)", client, profile.certificate_id)
+    if profile.certificate_id is not None:
+        log.info("enrollment profile %s issued to %s (identity certificate %s)", profile.enrollment_id, client,
+                 profile.certificate_id)
+    else:
+        log.info("enrollment profile %s issued to %s (identity by SCEP)", profile.enrollment_id, client)
     return Response(
         profile.signed,
         status=200,

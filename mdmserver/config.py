@@ -90,6 +90,8 @@ SETTINGS: tuple[Setting, ...] = (
             "How an enrolling device gets its identity: scep (the device makes its key and asks /scep) or "
             "pkcs12 (the server makes the key and ships it in the profile)."),
     Setting("scep_challenge_ttl", 3600, int, "Seconds an enrollment profile's SCEP challenge stays redeemable."),
+    Setting("scep_allow_des", False, _bool,
+            "Accept SCEP requests encrypted with single DES (56-bit; only for clients that know nothing else)."),
     Setting("max_device_body_bytes", DEFAULT_MAX_BYTES, int, "Largest device request body (413 above)."),
     Setting("max_upload_bytes", 20 * 1024 * 1024, int, "Largest admin request body (413 above)."),
     Setting("max_app_package_size", 2 * 1024**3, int,

@@ -72,6 +72,7 @@ _CIPHERS = {
     "aes192_cbc": (algorithms.AES, 24, 16),
     "aes256_cbc": (algorithms.AES, 32, 16),
     "tripledes_3key": (TripleDES, 24, 8),
+    "des": (lambda key: TripleDES(key * 3), 8, 8),  # single DES: Triple DES with K1 = K2 = K3
 }
 
 

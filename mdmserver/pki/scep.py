@@ -42,6 +42,7 @@ from mdmserver.pki.x509 import cert_to_der
 
 __all__ = [
     "CONTENT_ENCRYPTIONS",
+    "WEAK_CONTENT_ENCRYPTIONS",
     "FailInfo",
     "MAX_MESSAGE_SIZE",
     "MessageType",
@@ -140,9 +141,14 @@ CONTENT_ENCRYPTIONS: dict[str, _Cbc] = {
     "aes128_cbc": _Cbc("aes128_cbc", algorithms.AES, 16, 128),
     "aes192_cbc": _Cbc("aes192_cbc", algorithms.AES, 24, 128),
     "aes256_cbc": _Cbc("aes256_cbc", algorithms.AES, 32, 128),
-    # DES-EDE3-CBC: the only algorithm old SCEP clients know; still sent by some.
+    # DES-EDE3-CBC: what older clients send when the CA announces no AES; still sent by some.
     "tripledes_3key": _Cbc("tripledes_3key", TripleDES, 24, 64),
+    # single DES-CBC (56-bit, broken; RFC 8894 2.9): only with ``allow_des``. Some clients send
+    # nothing else (micromdm's scepclient 2.1). Triple DES with one key three times is single DES.
+    "des": _Cbc("des", lambda key: TripleDES(key * 3), 8, 64),
 }
+#: the content encryptions accepted only when the caller allows them
+WEAK_CONTENT_ENCRYPTIONS = frozenset({"des"})
 
 _DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256,
@@ -173,6 +179,10 @@ class ScepRequest:
     #: GetCertInitial: the issuer and subject names, DER
     issuer_der: bytes | None = None
     subject_der: bytes | None = None
+    #: set when the message is sound but uses an algorithm refused here (its envelope is not
+    #: opened): the answer is a CertRep FAILURE with this failInfo
+    refusal: FailInfo | None = None
+    refusal_reason: str | None = None
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -184,12 +194,14 @@ def parse_pki_message(
     ca_cert: x509.Certificate,
     ca_key: rsa.RSAPrivateKey,
     max_size: int = MAX_MESSAGE_SIZE,
+    allow_des: bool = False,
 ) -> ScepRequest:
     """Verify and decrypt a pkiMessage sent to the CA ``ca_cert`` (whose key is ``ca_key``).
 
     The signature is checked with the signer certificate embedded in the message; for a PKCSReq it
-    must be self-signed (the requester has no certificate yet). Whether the request is granted is
-    not decided here.
+    must be self-signed (the requester has no certificate yet). An envelope in an algorithm not
+    accepted (single DES unless ``allow_des``, anything unknown) is not opened: the request comes
+    back with ``refusal`` set to ``badAlg``. Whether the request is granted is not decided here.
     """
     if not isinstance(data, bytes | bytearray):
         raise ScepMalformed("no message")
@@ -201,7 +213,7 @@ def parse_pki_message(
     except cms.CMSError as exc:
         raise _from_cms(exc) from None
     try:
-        return _read(data, signed, ca_cert, ca_key)
+        return _read(data, signed, ca_cert, ca_key, allow_des)
     except ScepError:
         raise
     except Exception as exc:  # noqa: BLE001 — parser boundary: asn1crypto raises many types on hostile input
@@ -217,7 +229,8 @@ def _from_cms(exc: cms.CMSError) -> ScepError:
     return ScepMalformed(exc.reason)
 
 
-def _read(data: bytes, signed: cms.SignedContent, ca_cert: x509.Certificate, ca_key: rsa.RSAPrivateKey) -> ScepRequest:
+def _read(data: bytes, signed: cms.SignedContent, ca_cert: x509.Certificate, ca_key: rsa.RSAPrivateKey,
+          allow_des: bool) -> ScepRequest:
     info = acms.ContentInfo.load(data)
     signed_data = info["content"]
     if signed_data["encap_content_info"]["content_type"].dotted != _OID_DATA:
@@ -241,9 +254,14 @@ def _read(data: bytes, signed: cms.SignedContent, ca_cert: x509.Certificate, ca_
         raise ScepMalformed("no signer certificate")
     if message_type is MessageType.PKCS_REQ and not _self_signed(signer):
         raise ScepSignatureError("a PKCSReq must be signed with a self-signed certificate")
-    plaintext, algorithm = _decrypt_envelope(signed.content, ca_cert, ca_key)
     request = {"message_type": message_type, "transaction_id": transaction_id, "sender_nonce": nonce,
-               "signer": signer, "content_encryption": algorithm}
+               "signer": signer}
+    try:
+        plaintext, algorithm = _decrypt_envelope(signed.content, ca_cert, ca_key, allow_des)
+    except _RefusedAlgorithm as refused:
+        return ScepRequest(**request, content_encryption=refused.algorithm, refusal=FailInfo.BAD_ALG,
+                           refusal_reason=str(refused))
+    request["content_encryption"] = algorithm
     reader = _CONTENT_READERS.get(message_type)
     if reader is None:
         return ScepRequest(**request)
@@ -263,10 +281,11 @@ def _read_csr(plaintext: bytes) -> dict:
 
 def _read_issuer_and_subject(plaintext: bytes) -> dict:
     try:
+        _bounded(plaintext)
         value = IssuerAndSubject.load(plaintext, strict=True)
         issuer = value["issuer"].dump()
         subject = value["subject"].dump()
-    except ValueError:
+    except ValueError:  # ScepMalformed included: every failure after decryption reads the same
         raise ScepDecryptError("could not decrypt the message") from None
     return {"issuer_der": issuer, "subject_der": subject}
 
@@ -276,6 +295,14 @@ _CONTENT_READERS = {
     MessageType.RENEWAL_REQ: _read_csr,
     MessageType.GET_CERT_INITIAL: _read_issuer_and_subject,
 }
+
+
+def _bounded(data: bytes) -> None:
+    """The pre-parse bounds of :mod:`mdmserver.pki.cms`, for the structures inside the message."""
+    try:
+        cms.check_structure(data)
+    except cms.CMSError as exc:
+        raise ScepMalformed(exc.reason) from None
 
 
 def _scep_attributes(signed_attrs) -> dict[str, acore.Any]:
@@ -340,7 +367,78 @@ def _subject_key_identifier(cert: x509.Certificate) -> bytes | None:
         return None
 
 
-def _decrypt_envelope(content: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSAPrivateKey) -> tuple[bytes, str]:
+#: most chunks accepted in a constructed (BER) encryptedContent
+_MAX_CHUNKS = 4096
+
+
+def _encrypted_content(encrypted) -> bytes | None:
+    """The encryptedContent octets, primitive or constructed.
+
+    It is ``[0] IMPLICIT OCTET STRING``; BER allows the constructed form (chunks), which some
+    clients send (micromdm's scepclient: one chunk) and asn1crypto does not read under an implicit
+    tag, so the element is read here: the octets that follow the two fields before it.
+    """
+    offset = len(encrypted["content_type"].dump()) + len(encrypted["content_encryption_algorithm"].dump())
+    raw = encrypted.contents[offset:]
+    if not raw:
+        return None
+    if raw[0] not in (0x80, 0xA0):
+        raise ScepMalformed("encryptedContent is not [0]")
+    chunks: list[bytes] = []
+    end = _octets_tlv(raw, 0, chunks, depth=0)
+    if end != len(raw):
+        raise ScepMalformed("trailing data after encryptedContent")
+    return b"".join(chunks)
+
+
+def _octets_tlv(data: bytes, pos: int, chunks: list[bytes], *, depth: int) -> int:
+    """Read one OCTET STRING TLV (the first may carry the [0] tag) at ``pos``, appending its octets
+    to ``chunks``; returns the position after it. Definite and indefinite lengths."""
+    if depth > 4 or len(chunks) > _MAX_CHUNKS:
+        raise ScepMalformed("encryptedContent nested too deeply or in too many chunks")
+    if pos + 2 > len(data):
+        raise ScepMalformed("truncated encryptedContent")
+    tag = data[pos]
+    constructed = bool(tag & 0x20)
+    if (depth == 0 and tag & 0xDF != 0x80) or (depth > 0 and tag & 0xDF != 0x04):
+        raise ScepMalformed("encryptedContent chunk is not an OCTET STRING")
+    first = data[pos + 1]
+    pos += 2
+    if first == 0x80:
+        if not constructed:
+            raise ScepMalformed("indefinite length on a primitive encoding")
+        while data[pos:pos + 2] != b"\x00\x00":
+            pos = _octets_tlv(data, pos, chunks, depth=depth + 1)
+        return pos + 2
+    if first & 0x80:
+        width = first & 0x7F
+        if not 1 <= width <= 4 or pos + width > len(data):
+            raise ScepMalformed("bad length in encryptedContent")
+        length = int.from_bytes(data[pos:pos + width], "big")
+        pos += width
+    else:
+        length = first
+    end = pos + length
+    if end > len(data):
+        raise ScepMalformed("truncated encryptedContent")
+    if not constructed:
+        chunks.append(data[pos:end])
+        return end
+    while pos < end:
+        pos = _octets_tlv(data, pos, chunks, depth=depth + 1)
+    if pos != end:
+        raise ScepMalformed("encryptedContent chunk overruns its parent")
+    return end
+
+
+class _RefusedAlgorithm(Exception):
+    def __init__(self, algorithm: str, reason: str) -> None:
+        super().__init__(reason)
+        self.algorithm = algorithm
+
+
+def _decrypt_envelope(content: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSAPrivateKey,
+                      allow_des: bool) -> tuple[bytes, str]:
     """The plaintext of the pkcsPKIEnvelope and its content-encryption algorithm's name.
 
     RSA PKCS#1 v1.5 key transport invites Bleichenbacher's attack if a padding failure can be told
@@ -348,19 +446,21 @@ def _decrypt_envelope(content: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSA
     of the right size (RFC 3218 2.3.2) and the process continues; whatever fails then (CBC padding,
     the CSR) raises the same :class:`ScepDecryptError` with the same text.
     """
+    _bounded(content)
     info = acms.ContentInfo.load(content, strict=True)
     if info["content_type"].dotted != _OID_ENVELOPED_DATA:
         raise ScepMalformed("pkcsPKIEnvelope is not an EnvelopedData")
     enveloped = info["content"]
     encrypted = enveloped["encrypted_content_info"]
     algorithm = encrypted["content_encryption_algorithm"]
-    cbc = CONTENT_ENCRYPTIONS.get(algorithm["algorithm"].native)
-    if cbc is None:
-        raise ScepUnsupported(f"content encryption {algorithm['algorithm'].native} is not supported")
+    name = str(algorithm["algorithm"].native)[:64]
+    cbc = CONTENT_ENCRYPTIONS.get(name)
+    if cbc is None or (name in WEAK_CONTENT_ENCRYPTIONS and not allow_des):
+        raise _RefusedAlgorithm(name, f"content encryption {name} is not accepted (AES is announced)")
     iv = algorithm["parameters"].native
     if not isinstance(iv, bytes) or len(iv) * 8 != cbc.block_size:
         raise ScepMalformed("bad content-encryption IV")
-    ciphertext = encrypted["encrypted_content"].native
+    ciphertext = _encrypted_content(encrypted)
     if not isinstance(ciphertext, bytes) or not ciphertext or len(ciphertext) * 8 % cbc.block_size:
         raise ScepMalformed("no encrypted content or not a whole number of blocks")
     ca_ski = _subject_key_identifier(ca_cert)
@@ -371,8 +471,9 @@ def _decrypt_envelope(content: bytes, ca_cert: x509.Certificate, ca_key: rsa.RSA
     if not ours:
         raise ScepDecryptError("the message is not encrypted to this CA")
     recipient = ours[0]
-    if recipient["key_encryption_algorithm"]["algorithm"].native != "rsaes_pkcs1v15":
-        raise ScepUnsupported("key transport other than RSA PKCS#1 v1.5 is not supported")
+    transport = str(recipient["key_encryption_algorithm"]["algorithm"].native)[:64]
+    if transport != "rsaes_pkcs1v15":
+        raise _RefusedAlgorithm(name, f"key transport {transport} is not supported (RSA PKCS#1 v1.5 only)")
     random_key = os.urandom(cbc.key_size)
     try:
         key = ca_key.decrypt(recipient["encrypted_key"].native, padding.PKCS1v15())
@@ -424,6 +525,8 @@ def build_cert_rep(
     """
     if (status is PkiStatus.SUCCESS) != (issued is not None):
         raise ValueError("a SUCCESS CertRep carries the issued certificate, and only it")
+    if status is PkiStatus.SUCCESS and request.refusal is not None:
+        raise ValueError("a refused request cannot succeed")
     if (status is PkiStatus.FAILURE) != (fail_info is not None):
         raise ValueError("a FAILURE CertRep carries a failInfo, and only it")
     content = None

@@ -55,6 +55,8 @@ class ScepSettings:
     box: SecretBox
     #: who asked (a client address), for the log lines
     client: str = "-"
+    #: accept single DES-CBC envelopes (``scep_allow_des``; 56-bit, for clients that know nothing else)
+    allow_des: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,8 @@ def answer_pki_operation(session: Session, message: bytes, settings: ScepSetting
                          *, now: datetime | None = None) -> bytes:
     """The DER CertRep answering a pkiMessage (``ScepError`` when it cannot be read at all)."""
     ca_cert, ca_key = pki.get_ca(session, settings.box)
-    request = scep.parse_pki_message(message, ca_cert=ca_cert, ca_key=ca_key)
-    handler = _HANDLERS.get(request.message_type, _unsupported)
+    request = scep.parse_pki_message(message, ca_cert=ca_cert, ca_key=ca_key, allow_des=settings.allow_des)
+    handler = _HANDLERS.get(request.message_type, _unsupported) if request.refusal is None else _refused
     try:
         granted = handler(session, request, ca_cert, ca_key, settings, now or utcnow())
     except ScepRefused as refused:
@@ -207,6 +209,11 @@ def _poll(session: Session, request: scep.ScepRequest, ca_cert, ca_key, settings
     if certificate is None:
         raise ScepRefused(scep.FailInfo.BAD_CERT_ID, "no certificate issued for this transaction and key")
     return _Granted(certificate)
+
+
+def _refused(session: Session, request: scep.ScepRequest, ca_cert, ca_key, settings: ScepSettings,
+             now: datetime) -> _Granted:
+    raise ScepRefused(request.refusal, request.refusal_reason or "refused")
 
 
 def _unsupported(session: Session, request: scep.ScepRequest, ca_cert, ca_key, settings: ScepSettings,

@@ -71,7 +71,7 @@ def _message_parameter() -> bytes:
 
 def _pki_operation(message: bytes, client: str) -> Response:
     settings = service.ScepSettings(organization=get_organization(db.session).name, box=secret_box(),
-                                    client=client)
+                                    client=client, allow_des=bool(current_app.config.get("SCEP_ALLOW_DES")))
     reply = service.answer_pki_operation(db.session, message, settings)
     db.session.commit()
     return Response(reply, status=200, mimetype=PKI_MESSAGE)

@@ -147,13 +147,39 @@ def test_wrong_key_transport_and_bad_padding_read_the_same(ca, requester):
     assert reasons == {"could not decrypt the message"}
 
 
-def test_unsupported_content_encryption(ca, requester):
-    info = acms.ContentInfo.load(sr.envelope(requester.csr("x"), ca.cert))
-    info["content"]["encrypted_content_info"]["content_encryption_algorithm"]["algorithm"] = "des"
+def _with_algorithm(envelope: bytes, algorithm: str, iv_size: int) -> bytes:
+    info = acms.ContentInfo.load(envelope)
+    info["content"]["encrypted_content_info"]["content_encryption_algorithm"]["algorithm"] = algorithm
     info["content"]["encrypted_content_info"]["content_encryption_algorithm"]["parameters"] = acore.OctetString(
-        os.urandom(8))
-    with pytest.raises(scep.ScepUnsupported):
-        parse(ca, sr.pki_message(requester, sr.PKCS_REQ, info.dump(force=True)))
+        os.urandom(iv_size))
+    return info.dump(force=True)
+
+
+@pytest.mark.parametrize("algorithm,iv_size", [("des", 8), ("aes128_ofb", 16), ("aes256_cfb", 16)])
+def test_refused_content_encryption_is_a_refusal_not_an_error(ca, requester, algorithm, iv_size):
+    """A sound, signed message in an algorithm refused here: not opened, answered badAlg."""
+    envelope = _with_algorithm(sr.envelope(requester.csr("x"), ca.cert), algorithm, iv_size)
+    request = parse(ca, sr.pki_message(requester, sr.PKCS_REQ, envelope))
+    assert request.refusal is scep.FailInfo.BAD_ALG and request.csr is None
+    assert request.transaction_id == requester.transaction_id
+    reply = sr.read_reply(scep.build_cert_rep(request, ca_cert=ca.cert, ca_key=ca.key, status=scep.PkiStatus.FAILURE,
+                                              fail_info=request.refusal), requester)
+    assert reply.signature_ok and (reply.status, reply.fail_info) == ("2", "0")
+    with pytest.raises(ValueError):
+        scep.build_cert_rep(request, ca_cert=ca.cert, ca_key=ca.key, status=scep.PkiStatus.SUCCESS,
+                            issued=requester.cert)
+
+
+def test_single_des_when_allowed(ca, requester):
+    message = sr.pkcs_req(requester, ca.cert, "x", algorithm="des")
+    assert parse(ca, message).refusal is scep.FailInfo.BAD_ALG
+    request = scep.parse_pki_message(message, ca_cert=ca.cert, ca_key=ca.key, allow_des=True)
+    assert request.refusal is None and request.content_encryption == "des"
+    assert scep.challenge_password(request.csr) == "x"
+    issued = px.issue_certificate(ca.cert, ca.key, common_name="device", public_key=request.csr.public_key())
+    reply = sr.read_reply(scep.build_cert_rep(request, ca_cert=ca.cert, ca_key=ca.key, status=scep.PkiStatus.SUCCESS,
+                                              issued=issued), requester)
+    assert reply.certificates == [issued]
 
 
 @pytest.mark.parametrize("message_type", ["42", "3", ""])
@@ -253,3 +279,55 @@ def test_reply_to_an_ec_signer_is_refused(ca):
     issued = px.issue_certificate(ca.cert, ca.key, common_name="d", public_key=key.public_key())
     with pytest.raises(scep.ScepUnsupported):
         scep.build_cert_rep(request, ca_cert=ca.cert, ca_key=ca.key, status=scep.PkiStatus.SUCCESS, issued=issued)
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + body
+
+
+def _rebuilt_envelope(envelope: bytes, encrypted_content: bytes) -> bytes:
+    """The envelope with its encryptedContent element replaced by ``encrypted_content`` (raw TLV)."""
+    info = acms.ContentInfo.load(envelope)
+    enveloped = info["content"]
+    eci = enveloped["encrypted_content_info"]
+    eci_der = _tlv(0x30, eci["content_type"].dump() + eci["content_encryption_algorithm"].dump() + encrypted_content)
+    enveloped_der = _tlv(0x30, enveloped["version"].dump() + enveloped["recipient_infos"].dump() + eci_der)
+    return _tlv(0x30, info["content_type"].dump() + _tlv(0xA0, enveloped_der))
+
+
+@pytest.mark.parametrize("indefinite", [False, True])
+def test_constructed_encrypted_content(ca, requester, indefinite):
+    """BER lets encryptedContent come in chunks (micromdm's scepclient sends a constructed [0])."""
+    envelope = sr.envelope(requester.csr("chunks"), ca.cert)
+    ciphertext = acms.ContentInfo.load(envelope)["content"]["encrypted_content_info"]["encrypted_content"].native
+    chunks = b"".join(_tlv(0x04, ciphertext[i:i + 100]) for i in range(0, len(ciphertext), 100))
+    nested = _tlv(0x24, chunks)  # one more level: a constructed chunk of chunks
+    body = (b"\xa0\x80" + nested + b"\x00\x00") if indefinite else _tlv(0xA0, nested)
+    request = parse(ca, sr.pki_message(requester, sr.PKCS_REQ, _rebuilt_envelope(envelope, body)))
+    assert scep.challenge_password(request.csr) == "chunks"
+
+
+@pytest.mark.parametrize("body", [
+    b"\xa0\x05\x04\x10abc",  # chunk longer than its parent
+    b"\xa0\x03\x02\x01\x00",  # chunk that is not an OCTET STRING
+    b"\x81\x02ab",  # not [0]
+    b"\xa0\x80\x04\x02ab",  # indefinite, never ended
+    b"\x80\x80ab",  # indefinite primitive
+    b"\xa0" + b"\x80\x24" * 20 + b"\x00\x00" * 20,  # chunks nested deeper than any client sends
+])
+def test_malformed_constructed_encrypted_content(ca, requester, body):
+    envelope = _rebuilt_envelope(sr.envelope(requester.csr("x"), ca.cert), body)
+    with pytest.raises(scep.ScepMalformed):
+        parse(ca, sr.pki_message(requester, sr.PKCS_REQ, envelope))
+
+
+def test_hostile_nesting_inside_the_envelope(ca, requester):
+    """The signed content is checked before parsing too: a valid signature over a bomb is refused."""
+    depth = 3000
+    bomb = b"\x30\x80" * depth + b"\x00\x00" * depth
+    with pytest.raises(scep.ScepMalformed):
+        parse(ca, sr.pki_message(requester, sr.PKCS_REQ, bomb))

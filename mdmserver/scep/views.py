@@ -108,6 +108,7 @@ def _operation() -> str:
 @bp.get("/scep")
 @writes  # PKIOperation by GET issues certificates (and every operation shares the route)
 def scep_get() -> Response:
+    """SCEP by GET: the CA's capabilities, its certificate, or a PKIOperation with the message in the URL."""
     operation = _operation()
     handler = _GET_OPERATIONS.get(operation)
     if handler is None:
@@ -117,6 +118,7 @@ def scep_get() -> Response:
 
 @bp.post("/scep")
 def scep_post() -> Response:
+    """SCEP PKIOperation: a pkiMessage (DER) in, a CertRep signed by our CA out."""
     operation = _operation()
     if operation != "PKIOperation":
         raise BadRequest(f"SCEP operation {operation[:32]!r} is not sent by POST", parameter="operation")

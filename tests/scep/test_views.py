@@ -4,8 +4,10 @@ device, and every malformed, refused, replayed or excessive request."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import plistlib
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -16,8 +18,10 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from mdmserver.config import load_config
-from mdmserver.db import db
+from mdmserver.db import db, utcnow
+from mdmserver.jobs import Upkeep
 from mdmserver.records.devices import Device
+from mdmserver.scep.models import ScepChallenge
 from mdmserver.simulator.device import HttpxTransport, Identity, SimulatedDevice
 from tests import scep_requests as sr
 from tests.factories import TOPIC, install_push_topic
@@ -252,3 +256,28 @@ def test_pki_operations_count_against_the_enrollment_rate_limit(live, http, ca, 
     assert answer.headers["Retry-After"] == "60"
     # GetCACaps and GetCACert are not enrollments
     assert http.get("/scep", params={"operation": "GetCACaps"}).status_code == 200
+
+
+def test_upkeep_purges_challenges_that_expired_unused(live, http, ca):
+    """Two profiles: one challenge redeemed, one never. After the TTL the upkeep job deletes the unused
+    one (its profile can no longer get a certificate); the redeemed one stays as the issuance record."""
+    used = scep_payload(enrollment_profile(http))["PayloadContent"]
+    unused = scep_payload(enrollment_profile(http))["PayloadContent"]
+    device = sr.Requester.new()
+    assert sr.read_reply(post(http, sr.pkcs_req(device, ca, used["Challenge"])).content, device).status == "0"
+    digests = {hashlib.sha256(c["Challenge"].encode()).hexdigest(): name
+               for name, c in (("used", used), ("unused", unused))}
+
+    def left() -> set[str]:
+        with live.app.app_context():
+            return {digests[d] for d in db.session.scalars(
+                select(ScepChallenge.digest).where(ScepChallenge.digest.in_(digests)))}
+
+    upkeep = Upkeep(live.app)
+    upkeep.run(force=True, now=utcnow() + timedelta(minutes=59))
+    assert left() == {"used", "unused"}
+    upkeep.run(force=True, now=utcnow() + timedelta(minutes=61))
+    assert left() == {"used"}
+    late = sr.Requester.new()
+    reply = sr.read_reply(post(http, sr.pkcs_req(late, ca, unused["Challenge"])).content, late)
+    assert (reply.status, reply.fail_info) == ("2", "2")

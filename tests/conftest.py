@@ -34,6 +34,14 @@ from mdmserver.tokens.service import create_token
 from tests.factories import install_push_topic
 
 POSTGRES_URL = os.environ.get("MDMSERVER_TEST_POSTGRES_URL")
+
+# >>> SCEP-SERVER BRANCH ONLY (remove when the simulator's SCEP client is merged) >>>
+# The simulator cannot enroll through SCEP in this branch yet, so the device-side tests enroll with the
+# PKCS#12 identity: the apps tests build (make_app) and the servers they start as subprocesses (which
+# inherit this environment). The product's default is scep; tests/scep sets it where it tests SCEP.
+TEST_ENROLLMENT_IDENTITY = "pkcs12"
+os.environ["MDMSERVER_ENROLLMENT_IDENTITY"] = TEST_ENROLLMENT_IDENTITY
+# <<< SCEP-SERVER BRANCH ONLY <<<
 CONFORMANCE_DIR = Path(
     os.environ.get("MDMSERVER_CONFORMANCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "conformance")
 )
@@ -76,10 +84,7 @@ def make_app(tmp: Path, **overrides) -> tuple[Flask, callable]:
         "database_url": url,
         "public_url": "http://127.0.0.1:8080",
         "log_level": "WARNING",
-        # SCEP-SERVER BRANCH ONLY: the simulator cannot enroll through SCEP in this branch yet, so the
-        # device-side tests enroll with the PKCS#12 identity; the lead removes this line when merging
-        # the simulator's SCEP client (the product's default is scep).
-        "enrollment_identity": "pkcs12",
+        "enrollment_identity": TEST_ENROLLMENT_IDENTITY,
         **overrides,
     }
     app = create_app(overrides=settings, environ={})

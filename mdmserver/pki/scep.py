@@ -246,6 +246,8 @@ def _read(data: bytes, signed: cms.SignedContent, ca_cert: x509.Certificate, ca_
     transaction_id = _printable(attrs, _OID_TRANSACTION_ID, "transactionID")
     if not transaction_id or len(transaction_id) > _TRANSACTION_ID_MAX:
         raise ScepMalformed("transactionID missing or too long")
+    if not (transaction_id.isascii() and transaction_id.isprintable()):
+        raise ScepMalformed("transactionID must be printable ASCII")  # it is stored and logged
     nonce = _octets(attrs, _OID_SENDER_NONCE, "senderNonce")
     if not 8 <= len(nonce) <= _NONCE_MAX:
         raise ScepMalformed("senderNonce must be 8 to 64 octets")

@@ -64,7 +64,8 @@ def _message_parameter() -> bytes:
     if len(text) > _MAX_MESSAGE_PARAMETER:
         raise PayloadTooLarge(f"SCEP messages are limited to {MAX_MESSAGE_SIZE} bytes")
     try:
-        return base64.b64decode("".join(text.split()), validate=True)
+        # a client that did not URL-encode its base64 sends "+" that arrives as " "
+        return base64.b64decode("".join(text.replace(" ", "+").split()), validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("the message parameter is not base64", parameter="message") from None
 

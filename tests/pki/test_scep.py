@@ -211,6 +211,17 @@ def test_attribute_of_the_wrong_type(ca, requester):
         parse(ca, message)
 
 
+@pytest.mark.parametrize("transaction_id", ["line\nbreak", "t" * 129, "caf\u00e9"])
+def test_bad_transaction_id(ca, transaction_id):
+    """The transaction id is stored and logged: printable ASCII, 128 characters at most."""
+    requester = sr.Requester.new()
+    requester.transaction_id = transaction_id
+    message = sr.pki_message(requester, sr.PKCS_REQ, sr.envelope(requester.csr("x"), ca.cert), omit=(sr.TRANSACTION_ID,),
+                             extra_attributes=[sr.attribute(sr.TRANSACTION_ID, acore.UTF8String(transaction_id))])
+    with pytest.raises(scep.ScepMalformed):
+        parse(ca, message)
+
+
 def test_short_nonce(ca, requester):
     with pytest.raises(scep.ScepMalformed):
         parse(ca, sr.pkcs_req(requester, ca.cert, "x", nonce=b"\x01\x02"))

@@ -17,12 +17,13 @@ from datetime import timedelta
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.orm import Session
 
+from mdmserver.api.requests import read_limited_body
 from mdmserver.api.transactions import writes
 from mdmserver.checkin import auth as device_auth
 from mdmserver.checkin import enrollment, peers, service
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db, run_read_first
-from mdmserver.errors import BadRequest, PayloadTooLarge, TooManyRequests
+from mdmserver.errors import BadRequest, TooManyRequests
 from mdmserver.organization.service import get_organization
 from mdmserver.pki import cms
 from mdmserver.pki import service as pki
@@ -59,13 +60,7 @@ def _certificate_verdicts() -> cms.CertificateVerdicts:
 
 
 def _read_body() -> bytes:
-    limit = current_app.config["MAX_DEVICE_BODY_BYTES"]
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"device requests are limited to {limit} bytes")
-    data = request.stream.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"device requests are limited to {limit} bytes")
-    return data
+    return read_limited_body(current_app.config["MAX_DEVICE_BODY_BYTES"], "device requests")
 
 
 def _trusted_proxies() -> tuple[peers.Network, ...]:

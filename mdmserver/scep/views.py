@@ -14,6 +14,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, request
 
+from mdmserver.api.requests import read_limited_body
 from mdmserver.api.transactions import writes
 from mdmserver.checkin import enrollment, peers
 from mdmserver.collaborators import secret_box
@@ -46,15 +47,6 @@ def _count_attempt(client: str) -> None:
     if not allowed:
         log.warning("SCEP request from %s refused: more than %d enrollment attempts a minute", client, limit)
         raise TooManyRequests("too many enrollment requests; try again in a minute", headers={"Retry-After": "60"})
-
-
-def _body() -> bytes:
-    if request.content_length is not None and request.content_length > MAX_MESSAGE_SIZE:
-        raise PayloadTooLarge(f"SCEP messages are limited to {MAX_MESSAGE_SIZE} bytes")
-    data = request.stream.read(MAX_MESSAGE_SIZE + 1)
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise PayloadTooLarge(f"SCEP messages are limited to {MAX_MESSAGE_SIZE} bytes")
-    return data
 
 
 def _message_parameter() -> bytes:
@@ -125,4 +117,4 @@ def scep_post() -> Response:
         raise BadRequest(f"SCEP operation {operation[:32]!r} is not sent by POST", parameter="operation")
     client = _client()
     _count_attempt(client)
-    return _pki_operation(_body(), client)
+    return _pki_operation(read_limited_body(MAX_MESSAGE_SIZE, "SCEP messages"), client)

@@ -547,16 +547,37 @@ def build_cert_rep(
     return _sign(content, attributes, ca_cert, ca_key)
 
 
+def _der(tag: int, body: bytes) -> bytes:
+    """One DER element (definite length)."""
+    n = len(body)
+    if n < 0x80:
+        return bytes([tag, n]) + body
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + body
+
+
+_SIGNED_DATA_OID_DER = acore.ObjectIdentifier(_OID_SIGNED_DATA).dump()
+_DATA_OID_DER = acore.ObjectIdentifier(_OID_DATA).dump()
+_VERSION_1 = acore.Integer(1).dump()
+_EMPTY_SET = b"\x31\x00"
+
+
+def _signed_data(digest_algorithms: bytes, encap: bytes, certificate: x509.Certificate, signer_infos: bytes) -> bytes:
+    """ContentInfo(SignedData v1) with one certificate, assembled from encoded parts: asn1crypto would
+    walk (and re-encode) the whole certificate when it is set into the structure."""
+    body = _VERSION_1 + digest_algorithms + encap + _der(0xA0, cert_to_der(certificate)) + signer_infos
+    return _der(0x30, _SIGNED_DATA_OID_DER + _der(0xA0, _der(0x30, body)))
+
+
+def _issuer_and_serial(cert: x509.Certificate) -> acms.IssuerAndSerialNumber:
+    return acms.IssuerAndSerialNumber({
+        "issuer": ax509.Name.load(cert.issuer.public_bytes()), "serial_number": cert.serial_number,
+    })
+
+
 def _certs_only(cert: x509.Certificate) -> bytes:
     """A degenerate SignedData: no content, no signers, one certificate (RFC 8894 3.3.2)."""
-    signed_data = acms.SignedData({
-        "version": "v1",
-        "digest_algorithms": [],
-        "encap_content_info": {"content_type": "data"},
-        "certificates": [ax509.Certificate.load(cert_to_der(cert))],
-        "signer_infos": [],
-    })
-    return acms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+    return _signed_data(_EMPTY_SET, _der(0x30, _DATA_OID_DER), cert, _EMPTY_SET)
 
 
 def _envelope(plaintext: bytes, recipient: x509.Certificate, cbc: _Cbc) -> bytes:
@@ -569,15 +590,11 @@ def _envelope(plaintext: bytes, recipient: x509.Certificate, cbc: _Cbc) -> bytes
     padded = padder.update(plaintext) + padder.finalize()
     encryptor = Cipher(cbc.cipher(key), modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(padded) + encryptor.finalize()
-    ax_recipient = ax509.Certificate.load(cert_to_der(recipient))
     enveloped = acms.EnvelopedData({
         "version": "v0",
         "recipient_infos": [acms.RecipientInfo(name="ktri", value=acms.KeyTransRecipientInfo({
             "version": "v0",
-            "rid": acms.RecipientIdentifier(name="issuer_and_serial_number", value=acms.IssuerAndSerialNumber({
-                "issuer": ax_recipient.issuer,
-                "serial_number": ax_recipient.serial_number,
-            })),
+            "rid": acms.RecipientIdentifier(name="issuer_and_serial_number", value=_issuer_and_serial(recipient)),
             "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
             "encrypted_key": public_key.encrypt(key, padding.PKCS1v15()),
         }))],
@@ -592,50 +609,52 @@ def _envelope(plaintext: bytes, recipient: x509.Certificate, cbc: _Cbc) -> bytes
     return acms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
 
 
+def _attribute(oid: str, value: bytes) -> bytes:
+    """A CMS Attribute with one value (encoded): SEQUENCE { type, SET { value } }."""
+    return _der(0x30, acore.ObjectIdentifier(oid).dump() + _der(0x31, value))
+
+
+_SHA256_ALGORITHM = acms.DigestAlgorithm({"algorithm": "sha256"}).dump()
+_SIGNATURE_ALGORITHMS = {
+    "rsa": acms.SignedDigestAlgorithm({"algorithm": "sha256_rsa"}).dump(),
+    "ec": acms.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}).dump(),
+}
+
+
 def _sign(
     content: bytes | None,
     scep_attributes: list[tuple[str, acore.Asn1Value]],
     ca_cert: x509.Certificate,
     ca_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
 ) -> bytes:
+    """ContentInfo(SignedData) over ``content`` (absent: the digest of nothing) signed by the CA, with
+    contentType, signingTime, messageDigest and the SCEP attributes signed.
+
+    Encoded by hand from small parts: building it as one asn1crypto structure re-encoded the CA
+    certificate and every attribute several times (3 ms of the 4 a refusal took)."""
     digest = hashlib.sha256(content or b"").digest()
     attributes = [
-        acms.CMSAttribute({"type": "content_type", "values": ["data"]}),
-        acms.CMSAttribute({"type": "signing_time", "values": [acms.Time(name="utc_time", value=dt.datetime.now(dt.UTC))]}),
-        acms.CMSAttribute({"type": "message_digest", "values": [digest]}),
-        *(
-            acms.CMSAttribute({"type": acms.CMSAttributeType(oid), "values": [value]})
-            for oid, value in scep_attributes
-        ),
+        _attribute("1.2.840.113549.1.9.3", _DATA_OID_DER),  # contentType
+        _attribute("1.2.840.113549.1.9.5", acore.UTCTime(dt.datetime.now(dt.UTC)).dump()),  # signingTime
+        _attribute("1.2.840.113549.1.9.4", acore.OctetString(digest).dump()),  # messageDigest
+        *(_attribute(oid, value.dump()) for oid, value in scep_attributes),
     ]
-    # DER orders a SET OF by the encodings: verifiers that re-encode the attributes (Go's) sort them
-    signed_attrs = acms.CMSAttributes(sorted(attributes, key=lambda attr: attr.dump()))
-    to_sign = signed_attrs.dump()  # SET OF (tag 0x31) is what the signature covers
+    # DER orders a SET OF by the encodings; verifiers that re-encode the attributes (Go's) sort them
+    attributes_body = b"".join(sorted(attributes))
+    to_sign = _der(0x31, attributes_body)  # the signature covers the attributes as a SET OF
     if isinstance(ca_key, rsa.RSAPrivateKey):
         signature = ca_key.sign(to_sign, padding.PKCS1v15(), hashes.SHA256())
-        signature_algorithm = "sha256_rsa"
+        signature_algorithm = _SIGNATURE_ALGORITHMS["rsa"]
     else:
         signature = ca_key.sign(to_sign, ec.ECDSA(hashes.SHA256()))
-        signature_algorithm = "sha256_ecdsa"
-    ax_ca = ax509.Certificate.load(cert_to_der(ca_cert))
-    signer_info = acms.SignerInfo({
-        "version": "v1",
-        "sid": acms.SignerIdentifier(name="issuer_and_serial_number", value=acms.IssuerAndSerialNumber({
-            "issuer": ax_ca.issuer, "serial_number": ax_ca.serial_number,
-        })),
-        "digest_algorithm": {"algorithm": "sha256"},
-        "signed_attrs": signed_attrs,
-        "signature_algorithm": {"algorithm": signature_algorithm},
-        "signature": signature,
-    })
-    encap: dict = {"content_type": "data"}
-    if content is not None:
-        encap["content"] = content
-    signed_data = acms.SignedData({
-        "version": "v1",
-        "digest_algorithms": [{"algorithm": "sha256"}],
-        "encap_content_info": encap,
-        "certificates": [ax_ca],
-        "signer_infos": [signer_info],
-    })
-    return acms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+        signature_algorithm = _SIGNATURE_ALGORITHMS["ec"]
+    signer_info = _der(0x30, b"".join((
+        _VERSION_1,
+        _issuer_and_serial(ca_cert).dump(),
+        _SHA256_ALGORITHM,
+        _der(0xA0, attributes_body),  # signedAttrs [0] IMPLICIT
+        signature_algorithm,
+        acore.OctetString(signature).dump(),
+    )))
+    encap = _DATA_OID_DER + (_der(0xA0, acore.OctetString(content).dump()) if content is not None else b"")
+    return _signed_data(_der(0x31, _SHA256_ALGORITHM), _der(0x30, encap), ca_cert, _der(0x31, signer_info))

@@ -9,7 +9,8 @@ The process loop: run the upkeep jobs that are due, drain one batch of the outbo
 on its own period:
 
 - *re-push*: push again the devices with queued commands that have been silent too long;
-- *purge*: push records and finished commands past the retention, enrollment identities never used;
+- *purge*: push records and finished commands past the retention, enrollment identities never used,
+  SCEP challenges that expired unused;
 - *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report);
 - *renew*: identities that expire soon are renewed (``mdmserver/checkin/renewal.py``).
 
@@ -33,11 +34,13 @@ from sqlalchemy.exc import OperationalError
 from mdmserver import workflows
 from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
 from mdmserver.checkin.renewal import RenewalSettings, renew_identities
+from mdmserver.checkin.service import EnrollmentIdentity
 from mdmserver.commands.service import purge_finished as purge_finished_commands
 from mdmserver.db import db, is_database_busy, utcnow
 from mdmserver.pki.service import load_secret_box
 from mdmserver.push import service as push
 from mdmserver.push.worker import PushWorker
+from mdmserver.scep.service import purge_expired_challenges
 
 log = logging.getLogger("mdmserver.jobs")
 
@@ -118,6 +121,10 @@ class Upkeep:
         unused = purge_unused_identities(db.session, older_than=settings.unused_identity_age, now=now)
         if unused:
             log.info("purged %d enrollment identities not used within %s", unused, settings.unused_identity_age)
+        expired = purge_expired_challenges(db.session, now=now)
+        db.session.commit()
+        if expired:
+            log.info("purged %d SCEP challenges that expired unused", expired)
 
     def _reconcile(self) -> None:
         box = load_secret_box(self.app.config["SECRET_KEY_FILE"])
@@ -133,6 +140,7 @@ class Upkeep:
         renewal = RenewalSettings(
             renew_before=settings.renew_before, lifetime_days=settings.identity_lifetime_days,
             public_url=self.app.config["PUBLIC_URL"], box=load_secret_box(self.app.config["SECRET_KEY_FILE"]),
+            identity=EnrollmentIdentity(self.app.config.get("ENROLLMENT_IDENTITY", "scep")),
         )
         renew_identities(db.session, now=now or utcnow(), settings=renewal)
         db.session.commit()

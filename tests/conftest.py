@@ -34,6 +34,7 @@ from mdmserver.tokens.service import create_token
 from tests.factories import install_push_topic
 
 POSTGRES_URL = os.environ.get("MDMSERVER_TEST_POSTGRES_URL")
+
 CONFORMANCE_DIR = Path(
     os.environ.get("MDMSERVER_CONFORMANCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "conformance")
 )

@@ -26,6 +26,7 @@ class Body(StrEnum):
     JSON = "json"  # a plain JSON object described by the schema
     MULTIPART = "multipart"  # a file upload (multipart/form-data), or the raw file
     PLIST = "plist"  # a device's property list
+    PKI_MESSAGE = "pki_message"  # a SCEP pkiMessage (DER CMS), application/x-pki-message
     NONE = "none"  # no body is read (an empty JSON object may be sent)
 
 

@@ -11,10 +11,23 @@ from typing import TypeVar
 
 from flask import Flask, Response, g, has_request_context, request
 
+from mdmserver.errors import PayloadTooLarge
+
 F = TypeVar("F", bound=Callable)
 
 #: The setting that limits an admin request's body unless its view names another (``body_limit``).
 DEFAULT_BODY_LIMIT = "MAX_UPLOAD_BYTES"
+
+
+def read_limited_body(limit: int, what: str) -> bytes:
+    """The request body, read whole; ``PayloadTooLarge`` (413) past ``limit`` bytes, by its
+    Content-Length or while reading (a chunked body has none). ``what`` names the requests in the error."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"{what} are limited to {limit} bytes")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{what} are limited to {limit} bytes")
+    return data
 
 
 def body_limit(setting: str) -> Callable[[F], F]:

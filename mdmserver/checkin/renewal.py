@@ -8,9 +8,10 @@ job queues an ``InstallProfile`` of a fresh enrollment profile with the same ``P
 (it replaces the installed one). The device installs it, authenticates with the new certificate and
 sends TokenUpdate; :func:`mdmserver.checkin.service._renewed_identity` moves the binding then.
 
-The new certificate is marked as renewing that device's UDID (``certificates.renews_udid``): it reaches
-only that device, inside a command over its own authenticated channel, which is why its
-Authenticate is not held for an administrator as a fresh certificate claiming a known UDID is.
+The new certificate is marked as renewing that device's UDID (``certificates.renews_udid``): it, or
+with SCEP the challenge that obtains it (``scep_challenges.renews_udid``), reaches only that device,
+inside a command over its own authenticated channel, which is why its Authenticate is not held for
+an administrator as a fresh certificate claiming a known UDID is.
 
 A device gets one renewal at a time: none is queued while an earlier one for its current
 certificate is still waiting, or was queued less than ``retry_after`` ago (an answered one that did
@@ -26,7 +27,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session
 
-from mdmserver.checkin.service import build_enrollment_profile
+from mdmserver.checkin.service import (
+    EnrollmentIdentity,
+    EnrollmentSettings,
+    build_enrollment_profile,
+)
 from mdmserver.commands import service as commands
 from mdmserver.organization.service import get_organization
 from mdmserver.pki.models import Certificate
@@ -49,6 +54,8 @@ class RenewalSettings:
     lifetime_days: float
     public_url: str
     box: SecretBox
+    #: SCEP (the device makes its new key; the challenge stays valid through the renewal window) or PKCS#12
+    identity: EnrollmentIdentity = EnrollmentIdentity.SCEP
     retry_after: timedelta = timedelta(days=1)
     #: devices renewed per run (each renewal signs a profile and, with PKCS#12, makes an RSA key)
     batch: int = 200
@@ -102,11 +109,12 @@ def renew_identities(session: Session, *, now: datetime, settings: RenewalSettin
         return 0
     organization = get_organization(session)
     for device in due:
-        profile = build_enrollment_profile(
-            session, public_url=settings.public_url, topic=topic, organization=organization.name,
-            prefix=organization.payload_prefix, box=settings.box, lifetime_days=settings.lifetime_days,
+        profile = build_enrollment_profile(session, EnrollmentSettings(
+            public_url=settings.public_url, topic=topic, organization=organization.name,
+            prefix=organization.payload_prefix, box=settings.box, identity=settings.identity,
+            scep_challenge_ttl=settings.renew_before, lifetime_days=settings.lifetime_days,
             renews_udid=device.udid,
-        )
+        ))
         commands.enqueue_commands(session, [device.id], "InstallProfile", {"Payload": profile.signed},
                                   enqueued_by=RENEWAL_ACTOR, box=settings.box)
     log.info("identity renewal queued for %d devices", len(due))

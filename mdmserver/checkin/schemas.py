@@ -8,5 +8,5 @@ OPENAPI: dict[str, ApiDoc] = {
     "checkin.checkin": ApiDoc(body_kind=Body.PLIST, reply=Reply.PLIST, errors=(403,)),
     "checkin.connect": ApiDoc(body_kind=Body.PLIST, reply=Reply.PLIST, errors=(403,)),
     "checkin.dispatch": ApiDoc(body_kind=Body.PLIST, reply=Reply.PLIST, errors=(403,)),
-    "checkin.enroll": ApiDoc(reply=Reply.FILE, errors=(403,), query={"secret": "the enrollment secret"}),
+    "checkin.enroll": ApiDoc(reply=Reply.FILE, errors=(403, 429), query={"secret": "the enrollment secret"}),
 }

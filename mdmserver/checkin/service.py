@@ -6,12 +6,15 @@ empty 200). Refusals are ``Forbidden`` with a generic body; the reason is logged
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import logging
 import secrets
 import uuid as uuidlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -36,6 +39,7 @@ from mdmserver.protocol.results import CommandResult, ResultStatus, command_enve
 from mdmserver.records.admission import REFUSED_STATUSES, AdmissionStatus, AuthSet
 from mdmserver.records.commands import CommandStatus
 from mdmserver.records.devices import Device
+from mdmserver.scep import service as scep
 
 log = logging.getLogger("mdmserver.checkin")
 
@@ -57,44 +61,126 @@ def refuse(reason: str, *args, record: bool = False) -> Forbidden:
 # --- enrollment ------------------------------------------------------------------------------------
 
 
+class EnrollmentIdentity(enum.StrEnum):
+    """How an enrolling device gets its identity (``MDMSERVER_ENROLLMENT_IDENTITY``)."""
+
+    #: the device makes its key and asks ``/scep`` for its certificate with the profile's challenge
+    SCEP = "scep"
+    #: the server makes the key and certificate and ships both in the profile's PKCS#12
+    PKCS12 = "pkcs12"
+
+
+@dataclass(frozen=True)
+class EnrollmentSettings:
+    public_url: str
+    topic: str | None
+    organization: str
+    prefix: str
+    box: SecretBox
+    identity: EnrollmentIdentity = EnrollmentIdentity.SCEP
+    scep_challenge_ttl: timedelta = scep.DEFAULT_CHALLENGE_TTL
+    #: lifetime of the identity certificate (``identity_lifetime_days``)
+    lifetime_days: float = pki.DEVICE_IDENTITY_DAYS
+    #: the profile replaces the enrollment profile of the enrolled device with this UDID (identity
+    #: renewal, ``checkin/renewal.py``): its identity certificate is marked so
+    renews_udid: str | None = None
+
+
 @dataclass(frozen=True)
 class EnrollmentProfile:
     signed: bytes
-    certificate_id: int
-    fingerprint: str
+    #: the enrollment id the device's identity certificate names (``mdmserver device <id>``)
+    enrollment_id: str
+    #: the identity issued with the profile (PKCS#12 mode); ``None`` in SCEP mode, where the device
+    #: gets its certificate from ``/scep`` later
+    certificate_id: int | None = None
+    fingerprint: str | None = None
 
 
-def build_enrollment_profile(
-    session: Session, *, public_url: str, topic: str | None, organization: str, prefix: str, box: SecretBox,
-    lifetime_days: float, renews_udid: str | None = None,
-) -> EnrollmentProfile:
-    """Issue a fresh device identity and return the signed enrollment profile.
+#: the SCEP payload's Key Usage: 1 (signing) | 4 (encryption), Apple's values
+SCEP_KEY_USAGE = 5
+SCEP_KEY_SIZE = 2048
+SCEP_RETRIES = 3
+SCEP_RETRY_DELAY = 10
 
-    Only the certificate is stored (to recognise it at ``Authenticate``); the device's private key
-    exists only inside the profile's PKCS#12; the server never needs it again. ``renews_udid``: the
-    profile replaces the enrollment profile of that enrolled device (identity renewal, see
-    ``checkin/renewal.py``), and its certificate is marked so.
-    """
-    if not topic:
+
+def _pkcs12_payload(session: Session, settings: EnrollmentSettings, enrollment_id: str, ca_cert, ca_key,
+                    prefix: str) -> tuple[dict, EnrollmentProfile]:
+    """The PKCS#12 identity payload: a key made here and its certificate, both inside the profile.
+    Only the certificate is stored (to recognise it at ``Authenticate``)."""
+    key = x509.generate_private_key()
+    cert = x509.issue_certificate(
+        ca_cert, ca_key, common_name=pki.device_common_name(enrollment_id), public_key=key.public_key(),
+        days=settings.lifetime_days, usage="client", organization=settings.organization,
+    )
+    row = pki.store_certificate(session, cert, pki.PURPOSE_DEVICE, renews_udid=settings.renews_udid)
+    password = secrets.token_urlsafe(24)
+    p12 = x509.build_pkcs12(cert, key, password=password.encode(), friendly_name=b"MDM identity")
+    payload = {
+        "PayloadType": "com.apple.security.pkcs12",
+        "PayloadVersion": 1,
+        "PayloadIdentifier": f"{prefix}.identity",
+        "PayloadUUID": str(uuidlib.uuid4()).upper(),
+        "PayloadDisplayName": "MDM device identity",
+        "Password": password,
+        "PayloadContent": p12,
+    }
+    return payload, EnrollmentProfile(signed=b"", enrollment_id=enrollment_id, certificate_id=row.id,
+                                      fingerprint=row.fingerprint_sha256)
+
+
+def _scep_payload(session: Session, settings: EnrollmentSettings, enrollment_id: str, ca_cert, ca_key,
+                  prefix: str) -> tuple[dict, EnrollmentProfile]:
+    """The SCEP payload: the device makes its own key and asks ``/scep`` with a single-use challenge.
+
+    No CAFingerprint: Apple's schema does not say which digest it is; the CA certificate payload
+    beside it already makes the device trust our CA."""
+    challenge = scep.issue_challenge(session, enrollment_id=enrollment_id, ttl=settings.scep_challenge_ttl,
+                                     lifetime_days=settings.lifetime_days, renews_udid=settings.renews_udid)
+    payload = {
+        "PayloadType": "com.apple.security.scep",
+        "PayloadVersion": 1,
+        "PayloadIdentifier": f"{prefix}.identity",
+        "PayloadUUID": str(uuidlib.uuid4()).upper(),
+        "PayloadDisplayName": "MDM device identity",
+        "PayloadContent": {
+            "URL": f"{settings.public_url}/scep",
+            "Name": settings.organization,
+            "Challenge": challenge,
+            "Keysize": SCEP_KEY_SIZE,
+            "Key Type": "RSA",
+            "Key Usage": SCEP_KEY_USAGE,
+            "Subject": [[["CN", pki.device_common_name(enrollment_id)]], [["O", settings.organization]]],
+            "Retries": SCEP_RETRIES,
+            "RetryDelay": SCEP_RETRY_DELAY,
+        },
+    }
+    return payload, EnrollmentProfile(signed=b"", enrollment_id=enrollment_id)
+
+
+_IDENTITY_PAYLOADS = {
+    EnrollmentIdentity.SCEP: _scep_payload,
+    EnrollmentIdentity.PKCS12: _pkcs12_payload,
+}
+
+
+def build_enrollment_profile(session: Session, settings: EnrollmentSettings) -> EnrollmentProfile:
+    """The signed enrollment profile for one new enrollment: our CA, the device identity (a SCEP
+    payload with a fresh challenge, or a PKCS#12 made here: ``settings.identity``) and the MDM payload
+    naming that identity."""
+    if not settings.topic:
         raise ServiceUnavailable(
             "no APNs push certificate: import one with `mdmserver push-cert import FILE` "
             "or PUT /api/v1/push_certificate before enrolling devices"
         )
-    ca_cert, ca_key = pki.get_ca(session, box)
-    server_cert, server_key = pki.get_server_identity(session, box)
-    key = x509.generate_private_key()
+    ca_cert, ca_key = pki.get_ca(session, settings.box)
+    server_cert, server_key = pki.get_server_identity(session, settings.box)
     enrollment_id = str(uuidlib.uuid4()).upper()
-    cert = x509.issue_certificate(
-        ca_cert, ca_key, common_name=f"mdmserver device {enrollment_id}", public_key=key.public_key(),
-        days=lifetime_days, usage="client", organization=organization,
-    )
-    row = pki.store_certificate(session, cert, pki.PURPOSE_DEVICE, renews_udid=renews_udid)
-    password = secrets.token_urlsafe(24)
-    p12 = x509.build_pkcs12(cert, key, password=password.encode(), friendly_name=b"MDM identity")
-    identity_uuid = str(uuidlib.uuid4()).upper()
-    ca_uuid = str(uuidlib.uuid4()).upper()
-    mdm_uuid = str(uuidlib.uuid4()).upper()
-    prefix = enrollment_profile_identifier(prefix)
+    prefix = enrollment_profile_identifier(settings.prefix)
+    identity, result = _IDENTITY_PAYLOADS[settings.identity](session, settings, enrollment_id, ca_cert, ca_key,
+                                                             prefix)
+    organization = settings.organization
+    public_url = settings.public_url
     profile = {
         "PayloadType": "Configuration",
         "PayloadVersion": 1,
@@ -109,29 +195,21 @@ def build_enrollment_profile(
                 "PayloadType": "com.apple.security.root",
                 "PayloadVersion": 1,
                 "PayloadIdentifier": f"{prefix}.ca",
-                "PayloadUUID": ca_uuid,
+                "PayloadUUID": str(uuidlib.uuid4()).upper(),
                 "PayloadDisplayName": f"{organization} MDM CA",
                 "PayloadContent": x509.cert_to_der(ca_cert),
             },
-            {
-                "PayloadType": "com.apple.security.pkcs12",
-                "PayloadVersion": 1,
-                "PayloadIdentifier": f"{prefix}.identity",
-                "PayloadUUID": identity_uuid,
-                "PayloadDisplayName": "MDM device identity",
-                "Password": password,
-                "PayloadContent": p12,
-            },
+            identity,
             {
                 "PayloadType": "com.apple.mdm",
                 "PayloadVersion": 1,
                 "PayloadIdentifier": f"{prefix}.mdm",
-                "PayloadUUID": mdm_uuid,
+                "PayloadUUID": str(uuidlib.uuid4()).upper(),
                 "PayloadDisplayName": "Mobile device management",
                 "ServerURL": f"{public_url}/mdm/connect",
                 "CheckInURL": f"{public_url}/mdm/checkin",
-                "Topic": topic,
-                "IdentityCertificateUUID": identity_uuid,
+                "Topic": settings.topic,
+                "IdentityCertificateUUID": identity["PayloadUUID"],
                 "SignMessage": True,
                 "AccessRights": ACCESS_RIGHTS_ALL,
                 "CheckOutWhenRemoved": True,
@@ -140,7 +218,7 @@ def build_enrollment_profile(
         ],
     }
     signed = cms.sign(dump_plist(profile), server_cert, server_key)
-    return EnrollmentProfile(signed=signed, certificate_id=row.id, fingerprint=row.fingerprint_sha256)
+    return dataclasses.replace(result, signed=signed)
 
 
 # --- check-in --------------------------------------------------------------------------------------

@@ -12,16 +12,18 @@ import binascii
 import hmac
 import logging
 import time
+from datetime import timedelta
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.orm import Session
 
+from mdmserver.api.requests import read_limited_body
 from mdmserver.api.transactions import writes
 from mdmserver.checkin import auth as device_auth
 from mdmserver.checkin import enrollment, peers, service
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db, run_read_first
-from mdmserver.errors import BadRequest, PayloadTooLarge, TooManyRequests
+from mdmserver.errors import BadRequest, TooManyRequests
 from mdmserver.organization.service import get_organization
 from mdmserver.pki import cms
 from mdmserver.pki import service as pki
@@ -58,13 +60,7 @@ def _certificate_verdicts() -> cms.CertificateVerdicts:
 
 
 def _read_body() -> bytes:
-    limit = current_app.config["MAX_DEVICE_BODY_BYTES"]
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"device requests are limited to {limit} bytes")
-    data = request.stream.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"device requests are limited to {limit} bytes")
-    return data
+    return read_limited_body(current_app.config["MAX_DEVICE_BODY_BYTES"], "device requests")
 
 
 def _trusted_proxies() -> tuple[peers.Network, ...]:
@@ -220,17 +216,22 @@ def enroll() -> Response:
         if supplied is None or not hmac.compare_digest(supplied.encode(), secret.encode()):
             raise service.refuse("enrollment from %s with a missing or wrong secret", client)
     organization = get_organization(db.session)
-    profile = service.build_enrollment_profile(
-        db.session,
+    profile = service.build_enrollment_profile(db.session, service.EnrollmentSettings(
         public_url=config["PUBLIC_URL"],
         topic=push_topic(db.session),
         organization=organization.name,
         prefix=organization.payload_prefix,
         box=secret_box(),
         lifetime_days=config["IDENTITY_LIFETIME_DAYS"],
-    )
+        identity=service.EnrollmentIdentity(config["ENROLLMENT_IDENTITY"]),
+        scep_challenge_ttl=timedelta(seconds=int(config["SCEP_CHALLENGE_TTL"])),
+    ))
     db.session.commit()
-    log.info("enrollment profile issued to %s (identity certificate %s)", client, profile.certificate_id)
+    if profile.certificate_id is not None:
+        log.info("enrollment profile %s issued to %s (identity certificate %s)", profile.enrollment_id, client,
+                 profile.certificate_id)
+    else:
+        log.info("enrollment profile %s issued to %s (identity by SCEP)", profile.enrollment_id, client)
     return Response(
         profile.signed,
         status=200,

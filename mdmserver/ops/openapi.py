@@ -45,6 +45,7 @@ _ERROR_TEXT = {
     413: "The request body is too large",
     415: "The body is not JSON",
     422: "The body or a value in it is invalid; each error points at the offending member",
+    429: "Too many enrollment requests from this client address; retry after Retry-After seconds",
 }
 
 
@@ -213,6 +214,11 @@ def _request_body(doc: ApiDoc) -> dict[str, Any]:
             "application/x-apple-aspen-mdm": {"schema": {"type": "string", "description": "an XML property list"}},
             "application/xml": {"schema": {"type": "string", "description": "an XML property list"}},
         }}
+    if doc.body_kind is Body.PKI_MESSAGE:
+        return {"required": True, "content": {
+            "application/x-pki-message": {"schema": {"type": "string", "format": "binary",
+                                                      "description": "a SCEP pkiMessage (RFC 8894), DER"}},
+        }}
     return {"required": False, "content": {"application/json": {"schema": EmptyBodySchema}}}
 
 
@@ -256,7 +262,7 @@ def _errors(rule: Rule, method: str, doc: ApiDoc, has_parameters: bool) -> dict[
         statuses |= {400, 413, 415, 422}
     if writes and doc.body_kind is Body.RESOURCE:
         statuses.add(409)
-    if writes and doc.body_kind in (Body.MULTIPART, Body.PLIST):
+    if writes and doc.body_kind in (Body.MULTIPART, Body.PLIST, Body.PKI_MESSAGE):
         statuses |= {400, 413}
     if rule.rule == "/mdm" or rule.rule.startswith("/mdm/"):
         content: dict[str, Any] = {"text/plain": {"schema": {"type": "string"}}}

@@ -39,6 +39,7 @@ __all__ = [
     "MAX_ATTACHED_SIZE",
     "MAX_SIGNATURE_SIZE",
     "SignedContent",
+    "check_structure",
     "looks_like_cms",
     "sign",
     "unwrap_signed",
@@ -190,6 +191,13 @@ def _prescan(data: bytes) -> None:
             pos += length
             if pos > limit:
                 raise CMSError("malformed CMS: length exceeds data")
+
+
+def check_structure(data: bytes) -> None:
+    """Refuse (:class:`CMSError`) BER/DER that a parser should not see: truncated, trailing data,
+    lengths that do not fit, nesting deeper than ``MAX_DEPTH``, more than ``MAX_ELEMENTS`` elements.
+    For structures found inside a verified one (an encrypted envelope's content) before parsing them."""
+    _prescan(data)
 
 
 # --- verification --------------------------------------------------------------------------------

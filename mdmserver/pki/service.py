@@ -23,6 +23,13 @@ PURPOSE_SERVER = "server_identity"
 PURPOSE_DEVICE = "device_identity"
 #: the key of an APNs push certificate request, waiting for the certificate Apple returns
 KEY_PURPOSE_PUSH_REQUEST = "push_request"
+#: lifetime of a device's enrollment identity certificate (PKCS#12 or SCEP)
+DEVICE_IDENTITY_DAYS = 365 * 2
+
+
+def device_common_name(enrollment_id: str) -> str:
+    """The common name of the identity certificate issued for one enrollment."""
+    return f"mdmserver device {enrollment_id}"
 
 
 @functools.cache

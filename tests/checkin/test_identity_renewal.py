@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from mdmserver.audit.models import AuditEvent
 from mdmserver.checkin.enrollment import purge_unused_identities
 from mdmserver.checkin.renewal import RENEWAL_ACTOR, RenewalSettings, renew_identities
+from mdmserver.checkin.service import EnrollmentIdentity
 from mdmserver.commands.service import command_parameters
 from mdmserver.db import db, utcnow
 from mdmserver.jobs import Upkeep
@@ -27,17 +28,20 @@ from mdmserver.pki.service import load_secret_box
 from mdmserver.protocol.plist import load_plist
 from mdmserver.records.commands import Command
 from mdmserver.records.devices import Device
+from mdmserver.scep.models import ScepChallenge
 from mdmserver.simulator.device import Identity, SimulatedDevice
+from mdmserver.simulator.scep import ScepClient, ScepSettings
 
 #: lifetime of the identities the enrollments in these tests get (seconds)
 SHORT_LIFETIME = 4.0
 
 
-@pytest.fixture
-def settings(app):
+@pytest.fixture(params=[EnrollmentIdentity.SCEP, EnrollmentIdentity.PKCS12])
+def settings(app, request):
+    """Renewal settings, with the new identity obtained through SCEP or shipped in a PKCS#12."""
     return RenewalSettings(
         renew_before=timedelta(days=30), lifetime_days=1.0, public_url=app.config["PUBLIC_URL"],
-        box=load_secret_box(app.config["SECRET_KEY_FILE"]),
+        box=load_secret_box(app.config["SECRET_KEY_FILE"]), identity=request.param,
     )
 
 
@@ -60,12 +64,18 @@ def _renewals(db_session, device_id: int) -> list[Command]:
         Command.device_id == device_id, Command.enqueued_by == RENEWAL_ACTOR).order_by(Command.id)))
 
 
-def _renewal_identity(db_session, command: Command, box) -> Identity:
-    """The identity inside a queued renewal, read the way an eavesdropper on the queue would need to."""
+def _renewal_identity(transport, command: Command, box) -> Identity:
+    """The identity a queued renewal gives, obtained by someone who read the command: the PKCS#12 inside,
+    or a certificate for their own key through SCEP with the challenge inside."""
     payload = command_parameters(command, box)["Payload"]
     profile = load_plist(cms.unwrap_signed(payload).content)
-    p12 = next(p for p in profile["PayloadContent"] if p["PayloadType"] == "com.apple.security.pkcs12")
-    cert, key, _ = x509.load_pkcs12(p12["PayloadContent"], p12["Password"].encode())
+    by_uuid = {p["PayloadUUID"]: p for p in profile["PayloadContent"]}
+    mdm = next(p for p in profile["PayloadContent"] if p["PayloadType"] == "com.apple.mdm")
+    identity = by_uuid[mdm["IdentityCertificateUUID"]]
+    if identity["PayloadType"] == "com.apple.security.scep":
+        result = ScepClient(transport, ScepSettings.from_payload(identity)).enroll()
+        return Identity(result.certificate, result.key)
+    cert, key, _ = x509.load_pkcs12(identity["PayloadContent"], identity["Password"].encode())
     return Identity(cert, key)
 
 
@@ -127,7 +137,7 @@ def test_a_renewal_certificate_cannot_enroll_or_take_another_device(enrolled, db
     renew_identities(db_session, now=utcnow() + timedelta(days=729), settings=settings)
     db_session.commit()
     (command,) = _renewals(db_session, _device(db_session, target.udid).id)
-    stolen = _renewal_identity(db_session, command, settings.box)
+    stolen = _renewal_identity(other.transport, command, settings.box)
     other_fingerprint = _device(db_session, other.udid).identity_fingerprint
 
     # presented for another UDID, as that device: refused, nothing moves
@@ -192,6 +202,12 @@ def test_an_unused_renewal_certificate_survives_the_unused_identity_purge_until_
     enrolled, db_session, settings
 ):
     sim = enrolled("ios")
+    if settings.identity == EnrollmentIdentity.SCEP:
+        # nothing is issued before the device asks: its challenge stays good through the renewal window
+        renew_identities(db_session, now=utcnow() + timedelta(days=729), settings=settings)
+        expires_at = db_session.scalar(select(ScepChallenge.expires_at).where(ScepChallenge.renews_udid == sim.udid))
+        assert expires_at > utcnow() + timedelta(days=29)
+        return
     renew_identities(db_session, now=utcnow() + timedelta(days=729), settings=replace(settings, lifetime_days=30))
     db_session.commit()
     waiting_id, not_after = db_session.execute(

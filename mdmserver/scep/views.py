@@ -1,0 +1,120 @@
+"""``/scep``: the built-in SCEP server (RFC 8894) devices get their identity from.
+
+``GET ?operation=GetCACaps`` and ``GetCACert``; ``PKIOperation`` by ``POST`` (the DER body) or by
+``GET`` with the base64 ``message`` parameter. A message that cannot be read is a 400 JSON:API error;
+a request that is refused is a signed CertRep FAILURE, answered 200 (RFC 8894 3.3.2). Every
+PKIOperation counts against the enrollment rate limit of its client address, like ``/mdm/enroll``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+
+from flask import Blueprint, Response, current_app, request
+
+from mdmserver.api.requests import read_limited_body
+from mdmserver.api.transactions import writes
+from mdmserver.checkin import enrollment, peers
+from mdmserver.collaborators import secret_box
+from mdmserver.db import db
+from mdmserver.errors import BadRequest, PayloadTooLarge, TooManyRequests
+from mdmserver.organization.service import get_organization
+from mdmserver.pki.scep import MAX_MESSAGE_SIZE
+from mdmserver.scep import service
+
+log = logging.getLogger("mdmserver.scep")
+
+bp = Blueprint("scep", __name__)
+
+PKI_MESSAGE = "application/x-pki-message"
+#: a base64 message in the URL: 4/3 of the largest body, plus URL-encoding slack
+_MAX_MESSAGE_PARAMETER = MAX_MESSAGE_SIZE * 2
+
+
+def _client() -> str:
+    networks = peers.trusted_networks(tuple(current_app.config.get("TRUSTED_PROXIES") or ()))
+    return peers.client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"), networks)
+
+
+def _count_attempt(client: str) -> None:
+    limit = int(current_app.config.get("ENROLL_RATE_LIMIT") or 0)
+    if limit <= 0:
+        return
+    allowed = enrollment.record_attempt(db.session, peers.limit_key(client), limit=limit)
+    db.session.commit()
+    if not allowed:
+        log.warning("SCEP request from %s refused: more than %d enrollment attempts a minute", client, limit)
+        raise TooManyRequests("too many enrollment requests; try again in a minute", headers={"Retry-After": "60"})
+
+
+def _message_parameter() -> bytes:
+    text = request.args.get("message")
+    if not text:
+        raise BadRequest("PKIOperation by GET needs the base64 message parameter", parameter="message")
+    if len(text) > _MAX_MESSAGE_PARAMETER:
+        raise PayloadTooLarge(f"SCEP messages are limited to {MAX_MESSAGE_SIZE} bytes")
+    try:
+        # a client that did not URL-encode its base64 sends "+" that arrives as " "
+        return base64.b64decode("".join(text.replace(" ", "+").split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("the message parameter is not base64", parameter="message") from None
+
+
+def _pki_operation(message: bytes, client: str) -> Response:
+    settings = service.ScepSettings(organization=get_organization(db.session).name, box=secret_box(),
+                                    client=client, allow_des=bool(current_app.config.get("SCEP_ALLOW_DES")))
+    reply = service.answer_pki_operation(db.session, message, settings)
+    db.session.commit()
+    return Response(reply, status=200, mimetype=PKI_MESSAGE)
+
+
+def _ca_caps() -> Response:
+    return Response("\n".join(service.ca_capabilities()) + "\n", status=200, mimetype="text/plain")
+
+
+def _ca_cert() -> Response:
+    return Response(service.ca_certificate_der(db.session), status=200, mimetype="application/x-x509-ca-cert")
+
+
+def _pki_operation_get() -> Response:
+    client = _client()
+    _count_attempt(client)
+    return _pki_operation(_message_parameter(), client)
+
+
+_GET_OPERATIONS = {
+    "GetCACaps": _ca_caps,
+    "GetCACert": _ca_cert,
+    "PKIOperation": _pki_operation_get,
+}
+
+
+def _operation() -> str:
+    operation = request.args.get("operation")
+    if not operation:
+        raise BadRequest("the operation parameter is required", parameter="operation")
+    return operation
+
+
+@bp.get("/scep")
+@writes  # PKIOperation by GET issues certificates (and every operation shares the route)
+def scep_get() -> Response:
+    """SCEP by GET: the CA's capabilities, its certificate, or a PKIOperation with the message in the URL."""
+    operation = _operation()
+    handler = _GET_OPERATIONS.get(operation)
+    if handler is None:
+        raise BadRequest(f"unknown SCEP operation {operation[:32]!r}", parameter="operation")
+    return handler()
+
+
+@bp.post("/scep")
+def scep_post() -> Response:
+    """SCEP PKIOperation: a pkiMessage (DER) in, a CertRep signed by our CA out."""
+    operation = _operation()
+    if operation != "PKIOperation":
+        raise BadRequest(f"SCEP operation {operation[:32]!r} is not sent by POST", parameter="operation")
+    client = _client()
+    _count_attempt(client)
+    return _pki_operation(read_limited_body(MAX_MESSAGE_SIZE, "SCEP messages"), client)

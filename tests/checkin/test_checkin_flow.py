@@ -29,7 +29,9 @@ def _row(db_session, sim: SimulatedDevice) -> Device:
     return db_session.scalar(select(Device).where(Device.udid == sim.udid))
 
 
-def test_enroll_profile_is_signed_and_complete(client, topic) -> None:
+def test_enroll_profile_is_signed_and_complete(app, client, topic, monkeypatch) -> None:
+    """The PKCS#12 mode's profile (the SCEP mode's, the default, is tested in tests/scep)."""
+    monkeypatch.setitem(app.config, "ENROLLMENT_IDENTITY", "pkcs12")
     response = client.get("/mdm/enroll")
     assert response.status_code == 200
     assert response.mimetype == "application/x-apple-aspen-config"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 from sqlalchemy import select
 
-from mdmserver.api.auth import current_actor, may_read_secrets, requires_scope
+from mdmserver.api.auth import current_actor, current_token, requires_scope
 from mdmserver.api.jsonapi import (
     document,
     jsonapi_response,
@@ -48,9 +48,17 @@ def _statuses(value: str):
     return WebhookDelivery.status.in_(wanted)
 
 
+def _shows_secrets() -> bool:
+    """Whether this token was given the ``secrets`` scope itself: every webhook route needs ``admin``
+    (which implies ``secrets`` elsewhere), so an admin token alone sees a secret only when it is created
+    or rotated."""
+    token = current_token()
+    return token is not None and "secrets" in token.scope_set
+
+
 def _resources(subscriptions: list[WebhookSubscription]) -> list[dict]:
     types = service.event_types(db.session, [s.id for s in subscriptions])
-    reveal = may_read_secrets()
+    reveal = _shows_secrets()
     box = secret_box() if reveal else None
     return [webhook_resource(s, types[s.id], secret=service.reveal_secret(s, box=box) if box else None)
             for s in subscriptions]

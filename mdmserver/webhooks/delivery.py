@@ -32,7 +32,7 @@ from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from mdmserver import __version__
-from mdmserver.db import db, utcnow
+from mdmserver.db import db, lease_batch, utcnow
 from mdmserver.pki.secretbox import SecretBox, SecretBoxError
 from mdmserver.pki.service import load_secret_box
 from mdmserver.push.worker import backoff_delay
@@ -164,20 +164,11 @@ class DeliveryWorker:
             .order_by(WebhookDelivery.id)
             .limit(self.settings.batch_size)
         )
-        if session.get_bind().dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True, of=WebhookDelivery)
-        ids = list(session.scalars(candidates))
+        claim, ids = lease_batch(session, WebhookDelivery, candidates, holder=self.name,
+                                 until=now + self.settings.lease, status=DeliveryStatus.SENDING.value)
         if not ids:
             session.commit()
             return "", []
-        claim = f"{self.name}-{secrets.token_hex(4)}"
-        session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id.in_(ids))
-            .values(status=DeliveryStatus.SENDING.value, claimed_by=claim,
-                    lease_until=now + self.settings.lease, attempts=WebhookDelivery.attempts + 1)
-            .execution_options(synchronize_session=False)
-        )
         rows = session.execute(
             select(WebhookDelivery.id, WebhookDelivery.attempts, WebhookEvent.type, WebhookEvent.body,
                    WebhookSubscription.id, WebhookSubscription.url, WebhookSubscription.secret_encrypted)

@@ -303,3 +303,25 @@ def test_concurrent_workers_claim_each_delivery_once(live, api, transport):
     with live.app.app_context():
         assert db.session.scalar(select(func.count()).select_from(WebhookAttempt)) >= 18
         db.session.remove()
+
+
+def test_a_held_rebinding_is_enrolled_when_an_admin_accepts_it(live, api, transport):
+    """A new certificate claiming an enrolled device is held (nothing is told: it may be an impostor);
+    accepting it completes the enrollment: ``device.enrolled`` with ``rebinding`` true."""
+    with receiver() as hooks:
+        _subscribe(api, hooks.url, "device.enrolled", "device.admission_changed")
+        first = _enrolled(transport)
+        again = SimulatedDevice(transport, udid=first.udid, serial_number=first.serial_number, seed=7)
+        again.enroll()
+        assert again.authenticate() == 200  # held for an administrator
+        _drain(live.app)
+        assert [r.event["type"] for r in hooks.requests] == ["device.admission_changed", "device.enrolled"]
+        device_id = _device_id(api, first)
+        sets = api.get("/api/management/v1/admission/devices", params={"device_id": device_id}).json()
+        held = next(s for s in sets if s["status"] == "pending")
+        assert api.put(f"/api/management/v1/admission/devices/{held['id']}/status",
+                       json={"status": "accepted"}).status_code == 200
+        _drain(live.app)
+    last = hooks.requests[-1].event
+    assert last["type"] == "device.enrolled" and last["data"]["rebinding"] is True
+    assert last["data"]["device"]["id"] == device_id and len(hooks.requests) == 3

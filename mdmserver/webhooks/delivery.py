@@ -245,12 +245,15 @@ class DeliveryWorker:
             else:
                 report.dead += 1
             updates.append(values)
+        # a webhook deleted meanwhile took its deliveries with it: nothing of theirs to record
+        still_there = set(session.scalars(select(WebhookDelivery.id).where(
+            WebhookDelivery.id.in_([c.delivery_id for c in claimed]))))
+        attempts = [{"delivery_id": c.delivery_id, "attempted_at": now, "status_code": o.status_code,
+                     "error": o.error, "duration_ms": o.duration_ms, "response_body": o.body}
+                    for c, o in zip(claimed, outcomes, strict=True) if c.delivery_id in still_there]
         connection = session.connection()
-        connection.execute(insert(WebhookAttempt.__table__), [
-            {"delivery_id": c.delivery_id, "attempted_at": now, "status_code": o.status_code, "error": o.error,
-             "duration_ms": o.duration_ms, "response_body": o.body}
-            for c, o in zip(claimed, outcomes, strict=True)
-        ])
+        if attempts:
+            connection.execute(insert(WebhookAttempt.__table__), attempts)
         connection.execute(
             update(WebhookDelivery.__table__)
             .where(WebhookDelivery.__table__.c.id == bindparam("b_id"),

@@ -325,3 +325,25 @@ def test_a_held_rebinding_is_enrolled_when_an_admin_accepts_it(live, api, transp
     last = hooks.requests[-1].event
     assert last["type"] == "device.enrolled" and last["data"]["rebinding"] is True
     assert last["data"]["device"]["id"] == device_id and len(hooks.requests) == 3
+
+
+def test_a_webhook_deleted_while_its_batch_is_in_flight(live, api, transport):
+    with receiver() as hooks:
+        hook_id, _ = _subscribe(api, hooks.url, "command.acknowledged")
+        kept_id, _ = _subscribe(api, hooks.url, "command.acknowledged")
+        sim = _enrolled(transport)
+        _query(api, sim, "SecurityInfo")
+        sim.run_session()
+        worker = DeliveryWorker(live.app, settings=FAST)
+        with live.app.app_context():
+            claim, claimed = worker.claim(db.session, utcnow())
+            db.session.remove()
+        outcomes = worker._loop.run_until_complete(worker._send_all(claimed))
+        assert api.delete(f"/api/v1/webhooks/{hook_id}").status_code == 204
+        with live.app.app_context():
+            report = worker.record(db.session, claim, claimed, outcomes)
+            db.session.remove()
+        worker.close()
+    assert report.claimed == 2 and len(hooks.requests) == 2
+    kept = api.get(f"/api/v1/webhooks/{kept_id}/deliveries").json()["data"]
+    assert [d["attributes"]["status"] for d in kept] == ["delivered"]

@@ -3,7 +3,7 @@
 :func:`emit_many` is two statements whatever the number of events and subscriptions: an
 ``INSERT … SELECT … WHERE EXISTS`` of the events (an event no enabled subscription listens to is not
 stored at all) and one ``INSERT … SELECT`` of a delivery per enabled subscription to each event's type,
-left out when no event was stored (so without subscribers an event costs one statement).
+left out when the one event was not stored (so without subscribers an event costs one statement).
 The delivery worker (:mod:`mdmserver.webhooks.delivery`) takes it from there.
 """
 
@@ -65,6 +65,11 @@ def _insert_events():
 
 
 @cache
+def _insert_event():
+    return _insert_events().returning(WebhookEvent.__table__.c.id)
+
+
+@cache
 def _insert_deliveries():
     event, link, sub = WebhookEvent.__table__, WebhookSubscriptionEvent.__table__, WebhookSubscription.__table__
     now = bindparam("d_at", type_=UTCDateTime())
@@ -91,9 +96,12 @@ def emit_many(session: Session, events: Sequence[Event]) -> None:
         rows.append({"e_id": event_id, "e_type": event.type.value, "e_subject": event.subject,
                      "e_body": event_body(event_id, event.type.value, at, event.data), "e_at": at})
     connection = session.connection()
-    stored = connection.execute(_insert_events(), rows[0] if len(rows) == 1 else rows).rowcount
-    if stored == 0:
-        return  # nobody listens: one statement, and no row (a driver that cannot count goes on)
+    if len(rows) == 1:
+        # RETURNING tells whether anyone listens (psycopg reports no row count for this INSERT … SELECT)
+        if connection.execute(_insert_event(), rows[0]).first() is None:
+            return  # nobody listens: one statement, and no row
+    else:
+        connection.execute(_insert_events(), rows)  # executemany: RETURNING is not available
     connection.execute(_insert_deliveries(), {"d_at": now, "d_events": [row["e_id"] for row in rows]})
 
 

@@ -16,7 +16,7 @@ from mdmserver.records.devices import Device
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 from mdmserver.webhooks import events
 from mdmserver.webhooks.models import EventType, WebhookDelivery, WebhookEvent
-from mdmserver.webhooks.outbox import emit
+from mdmserver.webhooks.outbox import Event, emit, emit_many
 from mdmserver.webhooks.service import create_subscription, purge
 from tests.apps.builders import info_plist, make_ipa
 from tests.factories import install_push_topic
@@ -135,3 +135,19 @@ def test_purge_keeps_what_is_unfinished_or_recent(db_session):
     assert purge(db_session, older_than=timedelta(days=90), now=utcnow() + timedelta(days=91)) == 3
     assert [d.id for d in db_session.scalars(select(WebhookDelivery))] == [waiting.id]
     assert len(_events(db_session)) == 1
+
+
+def test_several_events_at_once_keep_their_order(db_session):
+    _subscribe(db_session, "device.enrolled", "app.install_failed")
+    emit_many(db_session, [
+        Event(EventType.APP_INSTALL_FAILED, "device:2", {"n": 1}),
+        Event(EventType.DEVICE_CHECKED_OUT, "device:2", {"n": 2}),  # nobody listens: not stored
+        Event(EventType.DEVICE_ENROLLED, "device:2", {"n": 3}),
+        Event(EventType.APP_INSTALL_FAILED, "device:3", {"n": 4}),
+    ])
+    rows = db_session.execute(select(WebhookDelivery.subject, WebhookEvent.body)
+                              .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
+                              .order_by(WebhookDelivery.id)).all()
+    assert [(subject, json.loads(body)["data"]["n"]) for subject, body in rows] == [
+        ("device:2", 1), ("device:2", 3), ("device:3", 4)]
+    assert len(_events(db_session)) == 3

@@ -72,7 +72,7 @@ def _deliveries(deliveries: list[WebhookDelivery]) -> list[dict]:
 @bp.get("/webhooks")
 @requires_scope("admin")
 def list_webhooks():
-    """Webhook subscriptions (their secrets only with scope ``secrets``)."""
+    """Webhook subscriptions (each secret only to a token that was given the ``secrets`` scope itself)."""
     query = parse_list_query(
         request.args,
         filters={

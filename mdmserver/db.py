@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import weakref
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
-from sqlalchemy import ColumnElement, DateTime, MetaData, delete, event, select
+from sqlalchemy import ColumnElement, DateTime, MetaData, Select, delete, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -190,6 +191,27 @@ def delete_in_batches(session, model, condition: ColumnElement[bool], *, batch_s
             session.commit()
         if deleted < batch_size:
             return total
+
+
+def lease_batch(
+    session: Session, model: Any, candidates: Select, *, holder: str, until: datetime, status: str,
+) -> tuple[str, list[int]]:
+    """Claim the outbox rows ``candidates`` selects (their ids) for ``holder`` until ``until``: ``status``
+    becomes the sending one, ``attempts`` grows by one, ``claimed_by`` names this claim (returned with the
+    ids; ``""`` and none when nothing was due). PostgreSQL skips rows another worker is claiming
+    (``FOR UPDATE SKIP LOCKED``); SQLite's write lock serialises claims. The caller commits."""
+    if session.get_bind().dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True, of=model)
+    ids = list(session.scalars(candidates))
+    if not ids:
+        return "", []
+    claim = f"{holder}-{secrets.token_hex(4)}"
+    session.execute(
+        update(model).where(model.id.in_(ids))
+        .values(status=status, claimed_by=claim, lease_until=until, attempts=model.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return claim, ids
 
 
 def isoformat(value: datetime | None) -> str | None:

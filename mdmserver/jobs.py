@@ -12,7 +12,10 @@ on its own period:
 - *purge*: push records and finished commands past the retention, enrollment identities never used,
   SCEP challenges that expired unused;
 - *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report);
-- *renew*: identities that expire soon are renewed (``mdmserver/checkin/renewal.py``).
+- *renew*: identities that expire soon are renewed (``mdmserver/checkin/renewal.py``);
+- *notices*: ``push_certificate.expiring`` webhook events (30, 14, 7 and 1 days before, once each).
+
+Each loop also drains one batch of the webhook outbox (:class:`mdmserver.webhooks.delivery.DeliveryWorker`).
 
 This is an entry module (beside the views and the CLI): it may call any feature, and nothing imports it
 but the CLI.
@@ -41,6 +44,9 @@ from mdmserver.pki.service import load_secret_box
 from mdmserver.push import service as push
 from mdmserver.push.worker import PushWorker
 from mdmserver.scep.service import purge_expired_challenges
+from mdmserver.webhooks import events as webhook_events
+from mdmserver.webhooks import service as webhooks
+from mdmserver.webhooks.delivery import DeliveryWorker
 
 log = logging.getLogger("mdmserver.jobs")
 
@@ -56,6 +62,7 @@ class UpkeepSettings:
     retention_days: int = 90
     purge_every: float = 3600.0
     reconcile_every: float = 900.0
+    notices_every: float = 3600.0
     unused_identity_age: timedelta = UNUSED_IDENTITY_AGE
     renew_every: float = 3600.0
     renew_before: timedelta = timedelta(days=30)
@@ -82,6 +89,7 @@ class Upkeep:
         self._last_purge = 0.0
         self._last_reconcile = 0.0
         self._last_renew = 0.0
+        self._last_notices = 0.0
 
     def run(self, *, force: bool = False, now: datetime | None = None) -> None:
         """Run the jobs whose period has passed; ``now`` drives the purges' clock (tests)."""
@@ -101,6 +109,9 @@ class Upkeep:
                 if force or clock - self._last_renew >= settings.renew_every:
                     self._last_renew = clock
                     self._renew(now)
+                if force or clock - self._last_notices >= settings.notices_every:
+                    self._last_notices = clock
+                    self._notices(now)
             finally:
                 db.session.remove()
 
@@ -118,6 +129,9 @@ class Upkeep:
         deleted = purge_finished_commands(db.session, retention_days=settings.retention_days, now=now)
         if deleted:
             log.info("purged %d finished commands older than %d days", deleted, settings.retention_days)
+        hooks = webhooks.purge(db.session, older_than=settings.retention, now=now)
+        if hooks:
+            log.info("purged %d webhook deliveries and events older than %s", hooks, settings.retention)
         unused = purge_unused_identities(db.session, older_than=settings.unused_identity_age, now=now)
         if unused:
             log.info("purged %d enrollment identities not used within %s", unused, settings.unused_identity_age)
@@ -145,13 +159,24 @@ class Upkeep:
         renew_identities(db.session, now=now or utcnow(), settings=renewal)
         db.session.commit()
 
+    def _notices(self, now: datetime | None) -> None:
+        certificate = push.get_active_certificate(db.session)
+        told = webhook_events.push_certificate_expiring(db.session, certificate, now or utcnow()) \
+            if certificate is not None else None
+        db.session.commit()
+        if told is not None:
+            log.warning("the push certificate %s expires within %d days (webhook event queued)",
+                        certificate.topic, told)
+
 
 def run_worker(
-    app: Flask, stop: threading.Event, *, worker: PushWorker | None = None, upkeep: Upkeep | None = None
+    app: Flask, stop: threading.Event, *, worker: PushWorker | None = None, upkeep: Upkeep | None = None,
+    webhook_worker: DeliveryWorker | None = None,
 ) -> None:
     """Work until ``stop`` is set; the batch in flight is always finished and recorded."""
     worker = worker or PushWorker(app)
     upkeep = upkeep or Upkeep(app)
+    hooks = webhook_worker or DeliveryWorker(app)
     pace = worker.settings
     log.info("push worker %s started", worker.name)
     try:
@@ -159,6 +184,7 @@ def run_worker(
             try:
                 upkeep.run()
                 report = worker.run_once()
+                delivered = hooks.run_once()
             except OperationalError as exc:
                 if not is_database_busy(exc):
                     log.exception("push worker batch failed; retrying shortly")
@@ -173,9 +199,10 @@ def run_worker(
                 log.exception("push worker batch failed; retrying shortly")
                 stop.wait(min(30.0, pace.poll_interval * 5))
                 continue
-            if report.claimed < pace.batch_size:
+            if report.claimed < pace.batch_size and delivered.claimed < hooks.settings.batch_size:
                 stop.wait(pace.poll_interval)
     finally:
+        hooks.close()
         worker.close()
         log.info("push worker %s stopped", worker.name)
 

@@ -31,6 +31,7 @@ from mdmserver.protocol import catalogue
 from mdmserver.records.admission import AdmissionStatus, AuthSet
 from mdmserver.records.devices import Device
 from mdmserver.selection.conditions import manageable
+from mdmserver.webhooks import events as webhook_events
 
 # -- devices: asset fields (a new name renames the device), deletion ---------------------------
 
@@ -196,6 +197,8 @@ def decide_admission(
         decision.rejected = admission.reject_other_admitted(session, auth_set)
     admission.set_auth_set_status(session, auth_set, status)
     device = session.get(Device, auth_set.device_id)
+    if decision.moved_from is not None and device is not None:
+        webhook_events.device_enrolled(session, device, rebinding=True)  # the held enrollment completes now
     if device is not None and device.admission_status == AdmissionStatus.ACCEPTED:
         commands.request_push_if_queued(session, device.id, reason="admission")
     assignments.reconcile_devices(session, [auth_set.device_id], actor=actor, box=box,

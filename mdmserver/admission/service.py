@@ -118,7 +118,7 @@ def admit(
         auth_set.rebinding = True
         auth_set.previous_fingerprint = previous_fingerprint
     release_hold(auth_set)  # its certificate is the bound one now: nothing is held any more
-    devices.set_admission_status(device, effective_status(auth_set.status))
+    devices.set_admission_status(session, device, effective_status(auth_set.status))
     return auth_set
 
 
@@ -294,7 +294,7 @@ def set_auth_set_status(session: Session, auth_set: AuthSet, status: str) -> Aut
             newest = current_auth_set(session, device)
             bound = newest is None or newest.id == auth_set.id
         if bound:
-            devices.set_admission_status(device, effective_status(status))
+            devices.set_admission_status(session, device, effective_status(status))
     session.flush()
     return auth_set
 
@@ -337,7 +337,7 @@ def set_device_status(session: Session, device: Device, status: str) -> AuthSet:
 def decommission(session: Session, device: Device) -> None:
     """Refuse every request of the device from now on (Mender's DELETE /devices/<id>)."""
     _reject_auth_sets(session, device.id)
-    devices.set_admission_status(device, AdmissionStatus.DECOMMISSIONED.value)
+    devices.set_admission_status(session, device, AdmissionStatus.DECOMMISSIONED.value)
     session.flush()
 
 

@@ -72,6 +72,8 @@ from mdmserver.selection.conditions import manageable
 from mdmserver.selection.filters import group_condition
 from mdmserver.selection.resolve import resolve_targets
 from mdmserver.selection.sql import in_values
+from mdmserver.webhooks import events as webhook_events
+from mdmserver.webhooks.events import DeviceRef, FailedInstall
 
 log = logging.getLogger("mdmserver.app_assignments")
 
@@ -352,6 +354,7 @@ class _Known:
     detail: str | None
     version: str | None
     at: datetime | None = None
+    was: str | None = None  # the stored status before the news
 
 
 def _on_answer(known: _Known, row: Any, box: SecretBox) -> None:
@@ -462,14 +465,32 @@ def refresh_states(
     known: dict[tuple[int, int], _Known] = {}
     for at, _order, row, apply in sorted(news, key=lambda item: (item[0], item[1])):
         key = (row.device_id, row.app_id)
-        entry = known.setdefault(key, _Known(row.status, row.detail, row.installed_version))
+        entry = known.setdefault(key, _Known(row.status, row.detail, row.installed_version, was=row.status))
         apply(entry, row, box)
         entry.at = at
     if known:
         session.execute(_update_statement(), [
             {"b_device": d, "b_app": a, "b_status": k.status, "b_detail": k.detail, "b_version": k.version,
              "b_at": k.at} for (d, a), k in known.items()])
+        _tell_failed_installs(session, {key: k for key, k in known.items() if k.status == Status.FAILED.value
+                                        and k.was not in (Status.FAILED.value, Status.REMOVAL_SCHEDULED.value)})
     return len(known)
+
+
+def _tell_failed_installs(session: Session, failed: dict[tuple[int, int], _Known]) -> None:
+    """``app.install_failed`` for each install that has just failed (two reads, then the outbox)."""
+    if not failed:
+        return
+    device_ids = sorted({d for d, _ in failed})
+    app_ids = sorted({a for _, a in failed})
+    refs = {row.id: DeviceRef(row.id, row.udid, row.serial_number) for row in session.execute(
+        select(Device.id, Device.udid, Device.serial_number).where(in_values(session, Device.id, device_ids,
+                                                                              integer=True)))}
+    apps = {row.id: row for row in session.execute(select(App.id, App.bundle_id, App.name).where(App.id.in_(app_ids)))}
+    webhook_events.app_installs_failed(session, [
+        FailedInstall(refs[d], a, apps[a].bundle_id, apps[a].name, k.detail)
+        for (d, a), k in sorted(failed.items()) if d in refs and a in apps
+    ])
 
 
 _RECONCILE_LOCK_NAMESPACE = 0x4D444D01  # apps; profiles use 0x4D444D00

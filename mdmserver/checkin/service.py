@@ -40,6 +40,8 @@ from mdmserver.records.admission import REFUSED_STATUSES, AdmissionStatus, AuthS
 from mdmserver.records.commands import CommandStatus
 from mdmserver.records.devices import Device
 from mdmserver.scep import service as scep
+from mdmserver.webhooks import events as webhook_events
+from mdmserver.webhooks.events import DeviceRef
 
 log = logging.getLogger("mdmserver.checkin")
 
@@ -418,6 +420,7 @@ def _authenticate(
     )
     if device.admission_status in REFUSED_STATUSES:
         raise refuse("device %s is %s", device.udid, device.admission_status, record=rebinding)
+    webhook_events.device_enrolled(session, device, rebinding=rebinding)
 
     # Issue 9 item 6: a new enrollment gets the profiles assigned to it (directly, by group or smart
     # group) in this transaction; a pending device gets them when it is accepted.
@@ -566,11 +569,13 @@ def handle_connect(
         raise refuse("device %s is %s", result.udid, state.admission_status)
     devices.touch_last_seen(session, state, now)
     if not idle:
-        answered = commands.record_result(session, state.id, result, raw, box)
+        answered = commands.record_result(session, state.id, result, raw, box, serial_number=state.serial_number)
         queued_now = False
         if answered is not None and answered.status == CommandStatus.ACKNOWLEDGED:
             inventory_update = devices.apply_inventory(session, state.id, answered.request_type, result.raw)
             if inventory_update.group_fields_changed:
+                webhook_events.inventory_changed(session, DeviceRef(state.id, state.udid, state.serial_number),
+                                                 request_type=answered.request_type)
                 # it may have entered or left a smart group: its assignments follow, for this device only
                 counts = assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box)
                 apps = app_assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box,

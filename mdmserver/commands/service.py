@@ -40,6 +40,8 @@ from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandParamete
 from mdmserver.records.devices import Device
 from mdmserver.selection.conditions import manageable, unmanaged_reason
 from mdmserver.selection.sql import in_values, uuid_expression
+from mdmserver.webhooks import events as webhook_events
+from mdmserver.webhooks.events import DeviceRef
 
 log = logging.getLogger("mdmserver.commands")
 
@@ -338,6 +340,7 @@ class ConnectState:
     command_parameters: bytes | None
     #: when the certificate bound to the device was revoked (``None``: not revoked)
     identity_revoked_at: datetime | None = None
+    serial_number: str | None = None
 
 
 @cache
@@ -364,7 +367,7 @@ def _connect_statement(after_idle: bool):
         select(
             devices.c.id, devices.c.udid, devices.c.identity_fingerprint, devices.c.admission_status,
             devices.c.last_seen_at, commands.c.id, commands.c.uuid, commands.c.request_type,
-            stored.c.body, certificates.c.revoked_at,
+            stored.c.body, certificates.c.revoked_at, devices.c.serial_number,
         )
         .select_from(
             devices.outerjoin(commands, commands.c.id == next_id)
@@ -454,11 +457,13 @@ def _record_statement(final: bool):
 
 
 def record_result(
-    session: Session, device_id: int, result: CommandResult, raw: bytes, box: SecretBox
+    session: Session, device_id: int, result: CommandResult, raw: bytes, box: SecretBox, *,
+    serial_number: str | None = None,
 ) -> RecordedResult | None:
     """Store a device's answer with one ``UPDATE … RETURNING``; an answer holding secrets (bypass
     code, FileVault key...) is sealed. Answers for unknown or already finished UUIDs change
-    nothing: they are logged and ignored (``None``)."""
+    nothing: they are logged and ignored (``None``). A recorded answer is a ``command.*`` webhook
+    event (no parameters, no result: only the command's identity, status and error chain)."""
     status = _RESULT_STATUS[result.status]
     final = status is not CommandStatus.NOT_NOW
     params: dict[str, Any] = {
@@ -477,7 +482,13 @@ def record_result(
         log.warning("result %s for command %s from device %s ignored: unknown or already finished",
                     result.status.value, result.command_uuid, device_id)
         return None
-    return RecordedResult(*row)
+    recorded = RecordedResult(*row)
+    webhook_events.command_answered(
+        session, DeviceRef(device_id, result.udid, serial_number), command_uuid=params["command_uuid"],
+        request_type=recorded.request_type, status=recorded.status,
+        error_chain=[item.as_dict() for item in result.error_chain],
+    )
+    return recorded
 
 
 def result_value(command: Command, box: SecretBox) -> Any:

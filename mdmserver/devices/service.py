@@ -36,6 +36,7 @@ from mdmserver.records.devices import (
 )
 from mdmserver.records.users import DeviceOwnership
 from mdmserver.selection.filters import CUSTOM_PREFIX, FACETS
+from mdmserver.webhooks import events as webhook_events
 
 log = logging.getLogger("mdmserver.devices")
 
@@ -210,6 +211,7 @@ def apply_checkout(session: Session, device: Device, user_id: str | None = None)
     device.unenrolled_at = utcnow()
     device.push_token = None
     device.push_magic = None
+    webhook_events.device_checked_out(session, device, device.unenrolled_at)
 
 
 def _aad(device: Device, purpose: str) -> bytes:
@@ -505,9 +507,13 @@ def create_device(session: Session, *, udid: str, serial_number: str | None, mod
     return device
 
 
-def set_admission_status(device: Device, status: str) -> None:
-    """The device's admission status, as its bound auth set decides (``admission.effective_status``)."""
+def set_admission_status(session: Session, device: Device, status: str) -> None:
+    """The device's admission status, as its bound auth set decides (``admission.effective_status``);
+    a change is a ``device.admission_changed`` event."""
+    previous = device.admission_status
     device.admission_status = status
+    if previous != status:
+        webhook_events.admission_changed(session, device, previous, status)
 
 
 def rename_devices(session: Session, condition: ColumnElement[bool], name: str, now: datetime) -> None:

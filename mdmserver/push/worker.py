@@ -27,7 +27,7 @@ from flask import Flask
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from mdmserver.db import db, utcnow
+from mdmserver.db import db, lease_batch, utcnow
 from mdmserver.pki.service import load_secret_box
 from mdmserver.push import service
 from mdmserver.push.apns import APNsClient, HttpxAPNsClient, PushIdentity, PushMessage, PushResult
@@ -158,24 +158,11 @@ class PushWorker:
         candidates = (
             select(PushRequest.id).where(claimable).order_by(PushRequest.id).limit(self.settings.batch_size)
         )
-        if session.get_bind().dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
-        ids = list(session.scalars(candidates))
+        claim, ids = lease_batch(session, PushRequest, candidates, holder=self.name,
+                                 until=now + self.settings.lease, status=PushStatus.SENDING.value)
         if not ids:
             session.commit()
             return "", []
-        claim = f"{self.name}-{secrets.token_hex(4)}"
-        session.execute(
-            update(PushRequest)
-            .where(PushRequest.id.in_(ids))
-            .values(
-                status=PushStatus.SENDING.value,
-                claimed_by=claim,
-                lease_until=now + self.settings.lease,
-                attempts=PushRequest.attempts + 1,
-            )
-            .execution_options(synchronize_session=False)
-        )
         rows = session.execute(
             select(
                 PushRequest.id,

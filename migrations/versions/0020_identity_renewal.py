@@ -8,14 +8,14 @@ holding it for an administrator (``mdmserver/checkin/renewal.py``). A UDID, not 
 deleted rows can be handed out again on SQLite.
 
 Revision ID: 0020_identity_renewal
-Revises: 0018_scep_challenges
+Revises: 0019_webhooks
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0020_identity_renewal'
-down_revision = '0018_scep_challenges'
+down_revision = '0019_webhooks'
 branch_labels = None
 depends_on = None
 

@@ -185,6 +185,17 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/apps/<int:app_id>", "read"),
     ("PATCH", "/api/v1/apps/<int:app_id>", "write"),
     ("DELETE", "/api/v1/apps/<int:app_id>", "write"),
+    # webhooks (issue 16): subscriptions name URLs the server will POST to, signed with their secret: admin
+    ("GET", "/api/v1/webhooks", "admin"),
+    ("POST", "/api/v1/webhooks", "admin"),
+    ("GET", "/api/v1/webhooks/<webhook_id>", "admin"),
+    ("PATCH", "/api/v1/webhooks/<webhook_id>", "admin"),
+    ("DELETE", "/api/v1/webhooks/<webhook_id>", "admin"),
+    ("POST", "/api/v1/webhooks/<webhook_id>/rotate_secret", "admin"),
+    ("POST", "/api/v1/webhooks/<webhook_id>/ping", "admin"),
+    ("GET", "/api/v1/webhooks/<webhook_id>/deliveries", "admin"),
+    ("GET", "/api/v1/webhooks/<webhook_id>/deliveries/<delivery_id>", "admin"),
+    ("POST", "/api/v1/webhooks/<webhook_id>/deliveries/<delivery_id>/replay", "admin"),
 ]
 
 

@@ -33,6 +33,7 @@ from mdmserver.profiles.service import upload_profile
 from mdmserver.records.admission import AuthSet
 from mdmserver.records.groups import DeviceGroup
 from mdmserver.records.users import User
+from mdmserver.webhooks.service import create_subscription
 from tests.factories import make_app, make_device
 
 JSONAPI = "application/vnd.api+json"
@@ -153,6 +154,14 @@ def _cases(ids: dict[str, Any]) -> list[Case]:
              _resource("apps", {"platform": "android", "name": "Pages", "itunes_store_id": 361309726}), JSONAPI),
         Case("apps.update_app", "patch", "/api/v1/apps/{app_id}",
              _resource("apps", {"name": "Keynote"}), _resource("apps", {"name": ""}), JSONAPI),
+        Case("webhooks.create_webhook", "post", "/api/v1/webhooks",
+             _resource("webhooks", {"name": "bodies-new", "url": "https://hooks.example.com/mdm",
+                                    "event_types": ["device.enrolled"]}),
+             _resource("webhooks", {"name": "", "url": "https://hooks.example.com/mdm",
+                                    "event_types": ["device.enrolled"]}), JSONAPI),
+        Case("webhooks.update_webhook", "patch", "/api/v1/webhooks/{webhook_id}",
+             _resource("webhooks", {"event_types": ["command.error"]}),
+             _resource("webhooks", {"event_types": ["no.such.event"]}), JSONAPI),
         Case("mender.preauthorize", "post", f"{MENDER}/devices",
              {"device_identity": json.dumps({"serial_number": "BODIES-SERIAL"})}, {"device_identity": 5}, status=400),
         Case("mender.submit", "put", f"{MENDER}/devices/{{auth_set_id}}",
@@ -177,9 +186,12 @@ def ids(db_session) -> dict[str, Any]:
     db_session.add(group)
     db_session.flush()
     app = make_app(db_session, "com.example.bodies")
+    hook, _secret = create_subscription(db_session, {"name": "bodies-hook", "url": "https://hooks.example.com/",
+                                                     "event_types": ["device.enrolled"]},
+                                        box=secret_box(), actor="tests")
     db_session.commit()
     return {"device": device.id, "ident": device.id, "profile_id": profile.id, "user_id": user.id,
-            "group_id": group.id, "app_id": app.id, "name": "lock", "db_session": db_session}
+            "group_id": group.id, "app_id": app.id, "webhook_id": hook.id, "name": "lock", "db_session": db_session}
 
 
 def _auth_set(db_session, pem: str | None = None) -> str:
@@ -237,7 +249,8 @@ def test_every_schema_body_is_in_the_table(app):
     schema_bodies = {r.endpoint for r in documented_rules(app)
                      if (doc := docs.get(r.endpoint)) is not None and _documented(doc) is not None
                      and doc.body_kind in (Body.RESOURCE, Body.JSON)}
-    covered = {case.endpoint for case in _cases({"device": 1, "user_id": 1, "group_id": 1, "profile_id": 1, "app_id": 1})}
+    covered = {case.endpoint for case in _cases({"device": 1, "user_id": 1, "group_id": 1, "profile_id": 1, "app_id": 1,
+                                                  "webhook_id": 1})}
     assert schema_bodies == covered
 
 
@@ -311,7 +324,7 @@ def test_every_documented_list_parameter_is_accepted(app, client, auth, ids):
     spec = client.get("/api/openapi.json").get_json()
     h = auth("read", "admin")
     fill = {"ident": ids["device"], "group_id": ids["group_id"], "profile_id": ids["profile_id"],
-            "user_id": ids["user_id"], "app_id": ids["app_id"]}
+            "user_id": ids["user_id"], "app_id": ids["app_id"], "webhook_id": ids["webhook_id"]}
     checked = 0
     for path, item in spec["paths"].items():
         operation = item.get("get")

@@ -43,6 +43,8 @@ LISTS = {
     "/api/v1/rsa_private_keys",
     "/api/v1/users",
     "/api/v1/users/{user_id}/devices",
+    "/api/v1/webhooks",
+    "/api/v1/webhooks/{webhook_id}/deliveries",
 }
 UNFILTERED_LISTS = {"/api/v1/devices/{ident}/locations"}
 

@@ -49,6 +49,7 @@ cli = FlaskGroup(
 def init_command() -> None:
     """Run migrations and create the CA, server identity, organization and first admin token (idempotent)."""
     app = current_app._get_current_object()
+    Path(app.config["DATA_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)  # where SQLite's file goes
     _require_database()
     token_file = initialize(app)
     click.echo(f"data directory: {app.config['DATA_DIR']}", err=True)

@@ -17,6 +17,7 @@ from gunicorn.glogging import Logger
 
 from mdmserver.app import create_app
 from mdmserver.config import ConfigError
+from mdmserver.ops import metrics
 from mdmserver.protocol.secrets import REDACTED, is_secret_query_parameter
 
 log = logging.getLogger("mdmserver.server")
@@ -132,6 +133,11 @@ def serve(
             except subprocess.TimeoutExpired:
                 process.kill()
 
+    data_dir = Path(config["DATA_DIR"])
+    # Every worker writes its counters here and /metrics sums them (inherited through the fork).
+    metrics_dir = data_dir / metrics.DIRECTORY_NAME
+    metrics.prepare_directory(metrics_dir)
+    metrics.share_through(metrics_dir)
     options = {
         "bind": bind,
         "workers": workers,

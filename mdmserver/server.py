@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.config import KNOWN_SETTINGS
 from gunicorn.glogging import Logger
 
 from mdmserver.app import create_app
@@ -105,6 +107,25 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
+#: gunicorn's control socket, in the data directory.
+CONTROL_SOCKET = "gunicorn.ctl"
+#: sun_path holds 108 bytes on Linux (104 on the BSDs and macOS), the terminating NUL included.
+_MAX_SOCKET_PATH = 103
+
+
+def _control_socket_options(data_dir: Path) -> dict[str, Any]:
+    """gunicorn's control socket (``gunicornc``) in the data directory, so two instances on one host
+    never share gunicorn's default path ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl). A data directory
+    too deep for a Unix socket path gets none (logged), rather than a shared one."""
+    if not any(setting.name == "control_socket" for setting in KNOWN_SETTINGS):
+        return {}  # gunicorn before 25.1 has no control socket
+    path = (data_dir / CONTROL_SOCKET).absolute()
+    if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+        log.warning("no gunicorn control socket: %s is longer than a Unix socket path may be", path)
+        return {"control_socket_disable": True}
+    return {"control_socket": str(path), "control_socket_mode": 0o600}
+
+
 def serve(
     config: Mapping[str, Any], *, bind: str, workers: int, threads: int, push_worker: bool,
     tls: TlsFiles | None = None,
@@ -149,6 +170,7 @@ def serve(
         "logger_class": AccessLogger,
         "when_ready": when_ready,
         "on_exit": on_exit,
+        **_control_socket_options(data_dir),
     }
     if tls is not None:
         check_tls_files(tls)

@@ -1,5 +1,5 @@
 """`mdmserver serve` with several gunicorn workers: /metrics reports the whole server whichever worker
-answers."""
+answers, and gunicorn's control socket lives in the data directory (two instances never share it)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -108,3 +109,15 @@ def test_a_restarted_server_counts_from_zero(served):
     first.stop()
     again = served(workers=1)
     assert _count(httpx.get(f"{again.url}/metrics", timeout=10).text, "/healthz") == again.probes
+
+
+def test_control_socket_in_each_data_directory(served):
+    one, two = served("one"), served("two")
+    for instance in (one, two):
+        path = instance.data_dir / "gunicorn.ctl"
+        deadline = time.monotonic() + 10
+        while not path.exists():
+            assert time.monotonic() < deadline, f"no control socket at {path}"
+            time.sleep(0.1)
+        mode = path.stat().st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600

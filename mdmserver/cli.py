@@ -25,7 +25,7 @@ from mdmserver.db import DatabaseUnavailable, check_connection, db, isoformat
 from mdmserver.errors import AppError
 from mdmserver.jobs import run_standalone
 from mdmserver.pki.service import load_secret_box
-from mdmserver.server import TlsFiles, serve
+from mdmserver.server import TlsFiles, check_tls_files, serve
 from mdmserver.tokens import service as tokens
 from mdmserver.tokens.models import SCOPES
 
@@ -90,9 +90,11 @@ def serve_command(
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     tls = TlsFiles(tls_cert, tls_key) if tls_cert is not None else None
+    _warn_public_url(current_app.config["PUBLIC_URL"])
+    if tls is not None:
+        check_tls_files(tls)  # unusable files first: they are named whatever the database's state
     _require_database()
     db.engine.dispose()  # no connection of the master's is inherited by the forked workers
-    _warn_public_url(current_app.config["PUBLIC_URL"])
     serve(current_app.config, bind=bind, workers=workers, threads=threads, push_worker=not no_push_worker,
           tls=tls)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import struct
 import threading
@@ -22,6 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from flask import Flask, Response, g, request
+
+log = logging.getLogger("mdmserver.metrics")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -99,10 +102,14 @@ class _Shared:
         if directory is None:
             return
         with self.lock:
-            if self.file is None or self.pid != os.getpid():
-                self.pid = os.getpid()
-                self.file = _ValueFile(directory / f"{self.pid}{VALUES_SUFFIX}")
-            self.file.set(key, value)
+            try:
+                if self.file is None or self.pid != os.getpid():
+                    self.pid = os.getpid()
+                    self.file = _ValueFile(directory / f"{self.pid}{VALUES_SUFFIX}")
+                self.file.set(key, value)
+            except OSError as exc:  # the directory removed or full: requests go on, counted here alone
+                log.warning("metrics no longer shared with the other workers (%s): %s", directory, exc)
+                self.directory, self.file = None, None
 
     def others(self) -> list[dict[str, float]]:
         directory = self.directory

@@ -3,6 +3,7 @@ answers, and gunicorn's control socket lives in the data directory (two instance
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -112,7 +113,7 @@ def test_a_restarted_server_counts_from_zero(served):
 
 
 def test_control_socket_in_each_data_directory(served):
-    one, two = served("one"), served("two")
+    one, two = served("one"), served("two", workers=1)
     for instance in (one, two):
         path = instance.data_dir / "gunicorn.ctl"
         deadline = time.monotonic() + 10
@@ -121,3 +122,12 @@ def test_control_socket_in_each_data_directory(served):
             time.sleep(0.1)
         mode = path.stat().st_mode
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    # each socket answers for its own instance: gunicornc sees one's 2 workers, the other's 1
+    gunicornc = Path(sys.executable).parent / "gunicornc"
+    if gunicornc.exists():
+        for instance, workers in ((one, 2), (two, 1)):
+            shown = subprocess.run([str(gunicornc), "-s", str(instance.data_dir / "gunicorn.ctl"), "-c",
+                                    "show workers", "-j"], capture_output=True, text=True, timeout=30)
+            assert shown.returncode == 0, shown.stderr
+            listed = json.loads(shown.stdout)
+            assert len(listed.get("workers", listed)) == workers, listed

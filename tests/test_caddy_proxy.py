@@ -11,7 +11,9 @@ with ``device_auth = both``, ``client_cert_header = X-MDM-Client-Cert`` and ``tr
   the certificate in the header and mdmserver accepts it;
 - a client without a certificate that sends the header itself, naming that device, is refused: Caddy
   removes it;
-- a forged ``X-Forwarded-For`` does not open a new enrollment rate-limit bucket: Caddy overwrites it.
+- a forged ``X-Forwarded-For`` does not open a new enrollment rate-limit bucket: Caddy overwrites it;
+- the bucket is the client's own address as Caddy saw it: ``::1`` still enrolls when ``127.0.0.1`` has
+  used its enrollments up.
 
 Caddy is Debian's package; `.ci/run` installs it. Without it the test skips on a developer's machine and
 fails in CI (``CI=true``).
@@ -114,6 +116,17 @@ def test_devices_and_admins_through_the_documented_caddy(tmp_path: Path, tls_cha
         api = httpx.Client(base_url=url, verify=trust, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         clients.append(api)
         check_devices_through(url, tls_chain["root"], api, tmp_path, clients)
+
+        # 5. the limit is the client's own: 127.0.0.1 has used its enrollments up, ::1 (another client
+        # address, through the same Caddy) still enrolls, so Caddy's X-Forwarded-For is what counts
+        exhausted = httpx.get(f"{url}/mdm/enroll", verify=trust, timeout=30)
+        assert exhausted.status_code == 429
+        with httpx.Client(verify=trust, timeout=30) as ipv6:
+            request = ipv6.build_request("GET", f"https://[::1]:{port}/mdm/enroll",
+                                         headers={"Host": f"localhost:{port}"},
+                                         extensions={"sni_hostname": "localhost"})
+            other_client = ipv6.send(request)
+        assert other_client.status_code == 200, other_client.text
     finally:
         for client in clients:
             client.close()

@@ -44,6 +44,7 @@ from sqlalchemy.pool import NullPool
 
 from mdmserver.apps.storage import staging_root
 from mdmserver.config import sqlite_path
+from mdmserver.ops import metrics
 from mdmserver.pki.secretbox import SecretBox, SecretBoxError
 
 FORMAT = "mdmserver-backup"
@@ -106,9 +107,10 @@ class Locations:
     def is_data_file(self, path: Path) -> bool:
         """A file of the data directory that goes into the archive as ``data/…`` (not the database,
         its journals or the secret key, which have their own members, nor an app package still being
-        uploaded, which is renamed or removed while the backup reads)."""
+        uploaded, which is renamed or removed while the backup reads, nor the running server's metrics)."""
         own = {self.database, self.secret_key, *self.journals()} - {None}
-        return path not in own and staging_root(self.data_dir) not in path.parents
+        transient = (staging_root(self.data_dir), self.data_dir / metrics.DIRECTORY_NAME)
+        return path not in own and not any(folder in path.parents for folder in transient)
 
 
 def locations(config: Mapping[str, Any]) -> Locations:

@@ -21,11 +21,11 @@ from mdmserver.bootstrap import (
     upgrade_database,
 )
 from mdmserver.config import ConfigError, public_url_warning
-from mdmserver.db import db, isoformat
+from mdmserver.db import DatabaseUnavailable, check_connection, db, isoformat
 from mdmserver.errors import AppError
 from mdmserver.jobs import run_standalone
 from mdmserver.pki.service import load_secret_box
-from mdmserver.server import TlsFiles, serve
+from mdmserver.server import TlsFiles, check_tls_files, serve
 from mdmserver.tokens import service as tokens
 from mdmserver.tokens.models import SCOPES
 
@@ -49,6 +49,8 @@ cli = FlaskGroup(
 def init_command() -> None:
     """Run migrations and create the CA, server identity, organization and first admin token (idempotent)."""
     app = current_app._get_current_object()
+    Path(app.config["DATA_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)  # where SQLite's file goes
+    _require_database()
     token_file = initialize(app)
     click.echo(f"data directory: {app.config['DATA_DIR']}", err=True)
     if token_file is not None:
@@ -57,6 +59,11 @@ def init_command() -> None:
             click.echo(f"{token_file.with_name(ADMIN_TOKEN_FILE)} already existed (a token of another database?) and "
                        f"was left as it was: the new database's token is the one in {token_file}", err=True)
     _warn_public_url(app.config["PUBLIC_URL"])
+
+
+def _require_database() -> None:
+    """Stop now, with the fix, when the configured database cannot be reached (:func:`check_connection`)."""
+    check_connection(db.engine, current_app.config["DATABASE_URL"])
 
 
 def _warn_public_url(public_url: str) -> None:
@@ -84,6 +91,10 @@ def serve_command(
         raise click.UsageError("--tls-cert and --tls-key go together")
     tls = TlsFiles(tls_cert, tls_key) if tls_cert is not None else None
     _warn_public_url(current_app.config["PUBLIC_URL"])
+    if tls is not None:
+        check_tls_files(tls)  # unusable files first: they are named whatever the database's state
+    _require_database()
+    db.engine.dispose()  # no connection of the master's is inherited by the forked workers
     serve(current_app.config, bind=bind, workers=workers, threads=threads, push_worker=not no_push_worker,
           tls=tls)
 
@@ -92,6 +103,7 @@ def serve_command(
 @with_appcontext
 def push_worker_command() -> None:
     """Run a standalone push worker, with the upkeep jobs (several may run against one PostgreSQL database)."""
+    _require_database()
     run_standalone(current_app._get_current_object())
 
 
@@ -216,4 +228,7 @@ def main() -> None:
         sys.exit(cli.main(prog_name="mdmserver"))
     except ConfigError as exc:
         click.echo(f"mdmserver: configuration error: {exc.detail}", err=True)
+        sys.exit(2)
+    except DatabaseUnavailable as exc:
+        click.echo(f"mdmserver: {exc}", err=True)
         sys.exit(2)

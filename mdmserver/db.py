@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import sqlite3
 import weakref
@@ -13,7 +14,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import ColumnElement, DateTime, MetaData, Select, delete, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError as UrlError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, scoped_session
 from sqlalchemy.types import TypeDecorator
@@ -246,3 +248,107 @@ def _sqlite_begin(connection: Connection) -> None:
     if connection.dialect.name == "sqlite":
         mode = connection.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+# --- A database that cannot be reached: one paragraph with the fix, not a traceback -------------------
+
+
+class DatabaseUnavailable(Exception):
+    """The configured database refused or failed the first connection; the message says how to fix it."""
+
+
+def _url_parts(url: str) -> dict[str, str]:
+    parsed = make_url(url)
+    return {
+        "shown": parsed.render_as_string(hide_password=True),
+        "host": parsed.host or "localhost",
+        "port": str(parsed.port or 5432),
+        "user": parsed.username or "postgres",
+        "database": parsed.database or parsed.username or "postgres",
+    }
+
+
+def _no_role(match: re.Match, url: dict[str, str]) -> str:
+    role = match.group(1)
+    return (f'PostgreSQL at {url["host"]}:{url["port"]} has no role "{role}". Create the role and its database '
+            f"first (as PostgreSQL's superuser: `sudo -u postgres createuser --pwprompt {role}` then "
+            f'`sudo -u postgres createdb --owner {role} {url["database"]}`), or correct the user in '
+            "MDMSERVER_DATABASE_URL.")
+
+
+def _no_database(match: re.Match, url: dict[str, str]) -> str:
+    return (f'PostgreSQL at {url["host"]}:{url["port"]} has no database "{match.group(1)}". Create it (as '
+            f'PostgreSQL\'s superuser: `sudo -u postgres createdb --owner {url["user"]} {match.group(1)}`), or '
+            "correct the database name in MDMSERVER_DATABASE_URL.")
+
+
+def _bad_password(_match: re.Match, url: dict[str, str]) -> str:
+    return (f'PostgreSQL at {url["host"]}:{url["port"]} refused the password of role "{url["user"]}". Correct '
+            "the password in MDMSERVER_DATABASE_URL (postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB; encode "
+            f"special characters with %XX), or set it: `sudo -u postgres psql -c \"ALTER ROLE {url['user']} "
+            "PASSWORD '...'\"`.")
+
+
+def _not_allowed(_match: re.Match, url: dict[str, str]) -> str:
+    return (f'PostgreSQL at {url["host"]}:{url["port"]} does not let role "{url["user"]}" connect from this '
+            "host (pg_hba.conf has no entry for it). Add a line for this address, database and user to the "
+            "server's pg_hba.conf and reload PostgreSQL, or connect through an address it allows.")
+
+
+def _not_running(_match: re.Match, url: dict[str, str]) -> str:
+    return (f"Is PostgreSQL running at {url['host']}:{url['port']} and accepting TCP connections? Start it "
+            "(e.g. `sudo systemctl start postgresql`), or correct the host and port in MDMSERVER_DATABASE_URL.")
+
+
+def _unknown_host(_match: re.Match, url: dict[str, str]) -> str:
+    return (f'The host name "{url["host"]}" of MDMSERVER_DATABASE_URL does not resolve. Correct it (e.g. '
+            "127.0.0.1 for a PostgreSQL on this machine).")
+
+
+def _sqlite_unopenable(_match: re.Match, url: dict[str, str]) -> str:
+    return ("SQLite cannot open the database file: its directory does not exist or this user may not write "
+            "there. Run `mdmserver init` (it creates the data directory), or correct MDMSERVER_DATA_DIR / "
+            "MDMSERVER_DATABASE_URL.")
+
+
+#: What the driver's message says -> the paragraph that explains it. The first match wins.
+_CONNECTION_PROBLEMS: tuple[tuple[re.Pattern[str], Callable[[re.Match, dict[str, str]], str]], ...] = (
+    (re.compile(r'role "([^"]+)" does not exist'), _no_role),
+    (re.compile(r'database "([^"]+)" does not exist'), _no_database),
+    (re.compile(r"password authentication failed|no password supplied"), _bad_password),
+    (re.compile(r"no pg_hba\.conf entry"), _not_allowed),
+    (re.compile(r"Connection refused|timeout expired|No route to host|Network is unreachable"), _not_running),
+    (re.compile(r"could not translate host name|Name or service not known|nodename nor servname"), _unknown_host),
+    (re.compile(r"unable to open database file"), _sqlite_unopenable),
+)
+
+
+def connection_problem(exc: BaseException, url: str) -> str | None:
+    """The paragraph explaining why the first connection to ``url`` failed with ``exc`` and what to do,
+    or ``None`` when ``exc`` is not a connection failure this module recognises."""
+    if not isinstance(exc, OperationalError):
+        return None
+    text = str(exc.orig or exc)
+    try:
+        parts = _url_parts(url)
+    except UrlError:
+        return None
+    for pattern, explain in _CONNECTION_PROBLEMS:
+        match = pattern.search(text)
+        if match is not None:
+            first_line = text.strip().splitlines()[0]
+            return f"cannot connect to the database {parts['shown']}: {first_line}\n{explain(match, parts)}"
+    return None
+
+
+def check_connection(engine: Engine, url: str) -> None:
+    """Open and close one connection, so a command that needs the database stops at once with
+    :class:`DatabaseUnavailable` (one paragraph with the fix) instead of failing later with a traceback."""
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        message = connection_problem(exc, url)
+        if message is None:
+            raise
+        raise DatabaseUnavailable(message) from None

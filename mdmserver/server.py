@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import subprocess
 import sys
@@ -13,10 +14,12 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.config import KNOWN_SETTINGS
 from gunicorn.glogging import Logger
 
 from mdmserver.app import create_app
 from mdmserver.config import ConfigError
+from mdmserver.ops import metrics
 from mdmserver.protocol.secrets import REDACTED, is_secret_query_parameter
 
 log = logging.getLogger("mdmserver.server")
@@ -104,6 +107,25 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
+#: gunicorn's control socket, in the data directory.
+CONTROL_SOCKET = "gunicorn.ctl"
+#: sun_path holds 108 bytes on Linux (104 on the BSDs and macOS), the terminating NUL included.
+_MAX_SOCKET_PATH = 103
+
+
+def _control_socket_options(data_dir: Path) -> dict[str, Any]:
+    """gunicorn's control socket (``gunicornc``) in the data directory, so two instances on one host
+    never share gunicorn's default path ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl). A data directory
+    too deep for a Unix socket path gets none (logged), rather than a shared one."""
+    if not any(setting.name == "control_socket" for setting in KNOWN_SETTINGS):
+        return {}  # gunicorn before 25.1 has no control socket
+    path = (data_dir / CONTROL_SOCKET).absolute()
+    if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+        log.warning("no gunicorn control socket: %s is longer than a Unix socket path may be", path)
+        return {"control_socket_disable": True}
+    return {"control_socket": str(path), "control_socket_mode": 0o600}
+
+
 def serve(
     config: Mapping[str, Any], *, bind: str, workers: int, threads: int, push_worker: bool,
     tls: TlsFiles | None = None,
@@ -132,6 +154,11 @@ def serve(
             except subprocess.TimeoutExpired:
                 process.kill()
 
+    data_dir = Path(config["DATA_DIR"])
+    # Every worker writes its counters here and /metrics sums them (inherited through the fork).
+    metrics_dir = data_dir / metrics.DIRECTORY_NAME
+    metrics.prepare_directory(metrics_dir)
+    metrics.share_through(metrics_dir)
     options = {
         "bind": bind,
         "workers": workers,
@@ -143,6 +170,7 @@ def serve(
         "logger_class": AccessLogger,
         "when_ready": when_ready,
         "on_exit": on_exit,
+        **_control_socket_options(data_dir),
     }
     if tls is not None:
         check_tls_files(tls)

@@ -543,3 +543,16 @@ def test_the_password_reaches_pg_dump_through_its_environment_only(pg_server, tm
     args, password = record.read_text().splitlines()
     assert "pw!x" not in args and password == "PGPASSWORD pw!x"
     assert f'--schema="{_schema_of(app)}"' in args and "--format=custom" in args
+
+
+def test_backup_leaves_out_the_running_servers_metrics(server, tmp_path) -> None:
+    app, data_dir, _sims = server
+    (data_dir / "metrics").mkdir(exist_ok=True)
+    (data_dir / "metrics" / "4242.values").write_bytes(b"\x08" + b"\x00" * 7)
+    (data_dir / "notes.txt").write_text("kept")
+    archive = tmp_path / "mdm.tar.gz"
+    assert _cli(app, backup_command, str(archive)).exit_code == 0
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert "data/notes.txt" in names
+    assert not [name for name in names if "metrics" in name], names

@@ -21,36 +21,32 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import ssl
 import subprocess
-import sys
-import time
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
 
-from mdmserver.simulator.device import HttpxTransport, SimulatedDevice
 from tests.apps.builders import info_plist, make_ipa
-from tests.factories import push_certificate_pem
+from tests.proxy_checks import (
+    check_devices_through,
+    prepare_server,
+    require_program,
+    serve,
+    stop,
+    wait_for,
+)
 from tests.test_serve import _free_port
-from tests.test_serve_tls import _environment, _mdmserver, tls_chain  # noqa: F401 (a fixture)
+from tests.test_serve_tls import tls_chain  # noqa: F401 (a fixture)
 
 DEPLOY_DOC = Path(__file__).resolve().parents[1] / "docs" / "deploy.md"
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
-RATE_LIMIT = 4  # enrollment requests per client address per minute, for the X-Forwarded-For check
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_nginx() -> None:
-    if NGINX is None:
-        message = "nginx is not installed (apt-get install nginx; .ci/run does)"
-        if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
-            pytest.fail(message)
-        pytest.skip(message)
+    require_program(NGINX, "nginx")
 
 
 def documented_server_block() -> str:
@@ -106,29 +102,6 @@ http {{
 """
 
 
-def _wait_for(url: str, verify, process: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url, verify=verify, timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, f"{what} exited: {process.stderr.read() if process.stderr else ''}"
-        assert time.monotonic() < deadline, f"{what} did not answer"
-        time.sleep(0.3)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 def test_documented_nginx_block_is_what_this_test_runs() -> None:
     block = documented_server_block()
     # the properties the rest of the test relies on are in the document, not added here
@@ -141,20 +114,7 @@ def test_documented_nginx_block_is_what_this_test_runs() -> None:
 def test_devices_and_admins_through_the_documented_nginx(tmp_path: Path, tls_chain) -> None:  # noqa: F811
     port, upstream = _free_port(), _free_port()
     url = f"https://127.0.0.1:{port}"
-    env = {
-        **_environment(tmp_path, url),
-        "MDMSERVER_DEVICE_AUTH": "both",
-        "MDMSERVER_CLIENT_CERT_HEADER": "X-MDM-Client-Cert",
-        "MDMSERVER_TRUSTED_PROXIES": "127.0.0.1",
-        "MDMSERVER_ENROLL_RATE_LIMIT": str(RATE_LIMIT),
-    }
-    assert _mdmserver(env, "init").returncode == 0
-    cert_pem, key_pem = push_certificate_pem()
-    (tmp_path / "push.pem").write_bytes(cert_pem)
-    (tmp_path / "push.key").write_bytes(key_pem)
-    assert _mdmserver(env, "push-cert", "import", str(tmp_path / "push.pem"), "--key",
-                      str(tmp_path / "push.key")).returncode == 0
-    token = (tmp_path / "var" / "admin-token").read_text().strip()
+    env, token = prepare_server(tmp_path, url)
 
     work = tmp_path / "nginx"
     work.mkdir()
@@ -164,29 +124,17 @@ def test_devices_and_admins_through_the_documented_nginx(tmp_path: Path, tls_cha
                              capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stderr
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mdmserver", "serve", "--bind", f"127.0.0.1:{upstream}", "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    server = serve(env, upstream)
     proxy = subprocess.Popen([NGINX, "-p", str(work), "-c", str(work / "nginx.conf")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     trust = ssl.create_default_context(cafile=str(tls_chain["root"]))
     clients: list = []
     try:
-        _wait_for(f"http://127.0.0.1:{upstream}/readyz", True, server, "mdmserver")
-        _wait_for(f"{url}/readyz", trust, proxy, "nginx")
+        wait_for(f"http://127.0.0.1:{upstream}/readyz", True, server, "mdmserver")
+        wait_for(f"{url}/readyz", trust, proxy, "nginx")
         api = httpx.Client(base_url=url, verify=trust, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         clients.append(api)
-
-        # 1. signed requests through the proxy (no client certificate: nginx sends no header)
-        plain = HttpxTransport(url, verify=trust)
-        clients.append(plain)
-        sim = SimulatedDevice(plain, platform="ios")
-        sim.enroll()
-        assert sim.server_url == f"{url}/mdm/connect"
-        assert sim.authenticate() == 200
-        assert sim.token_update() == 200
-        assert api.get(f"/api/v1/devices/{sim.udid}").json()["data"]["attributes"]["admission_status"] == "accepted"
+        check_devices_through(url, tls_chain["root"], api, tmp_path, clients)
 
         # the app upload location: a package streamed through nginx to the upload route
         package = make_ipa(info_plist("com.example.proxied", "1.0", "1", "Proxied", "16.0"))
@@ -196,45 +144,9 @@ def test_devices_and_admins_through_the_documented_nginx(tmp_path: Path, tls_cha
         manifest_url = uploaded.json()["data"]["attributes"]["manifest_url"]
         assert manifest_url.startswith(f"{url}/apps/")
         assert httpx.get(manifest_url, verify=trust, timeout=30).status_code == 200  # served through nginx
-
-        # 2. the device's TLS client certificate alone: no Mdm-Signature, nginx forwards the certificate
-        pem = serialization.Encoding.PEM
-        (tmp_path / "device.pem").write_bytes(sim.identity.certificate.public_bytes(pem))
-        (tmp_path / "device.key").write_bytes(sim.identity.key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-        device_tls = ssl.create_default_context(cafile=str(tls_chain["root"]))
-        device_tls.load_cert_chain(tmp_path / "device.pem", tmp_path / "device.key")
-        with_cert = httpx.Client(verify=device_tls, timeout=30)
-        clients.append(with_cert)
-        sim.transport = HttpxTransport(url, client=with_cert)
-        sim.header_auth = lambda _identity: {}  # sign nothing
-        queued = api.post(f"/api/v1/devices/{sim.udid}/commands", json={"request_type": "ProfileList"})
-        assert queued.status_code == 201, queued.text
-        handled = sim.run_session()
-        assert [(kind, status) for _uuid, kind, status in handled] == [("ProfileList", "Acknowledged")]
-        command = api.get(f"/api/v1/commands/{queued.json()['data']['id']}").json()["data"]["attributes"]
-        assert command["status"] == "acknowledged"
-
-        # 3. no client certificate, the header forged by the client itself (naming the enrolled device)
-        forged = SimulatedDevice(plain, platform="ios")
-        forged.enroll()
-        forged.identity = sim.identity  # it claims to be the enrolled device…
-        forged.udid = sim.udid
-        stolen = quote(sim.identity.certificate.public_bytes(pem).decode())
-        forged.header_auth = lambda _identity: {"X-MDM-Client-Cert": stolen}  # …with a header and no signature
-        status, _command = forged.idle()
-        assert status == 403, status  # refused, and never a 401 to a device
-
-        # 4. a forged X-Forwarded-For does not open a new rate-limit bucket: nginx overwrites it
-        statuses = []
-        for index in range(RATE_LIMIT + 2):
-            response = httpx.get(f"{url}/mdm/enroll", verify=trust, timeout=30,
-                                 headers={"X-Forwarded-For": f"198.51.100.{index + 1}"})
-            statuses.append(response.status_code)
-        assert 429 in statuses, statuses
     finally:
         for client in clients:
             client.close()
-        _stop(proxy)
-        _stop(server)
+        stop(proxy)
+        stop(server)
     assert server.returncode == 0

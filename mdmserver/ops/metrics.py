@@ -1,19 +1,162 @@
 """A small Prometheus text-format registry: request counts by route and status, latency histogram.
 
-Counters live in the process that serves the request; under gunicorn each worker reports its own, which
-Prometheus sums when it scrapes through a load balancer or per-worker port. Features add counters with
-``counter(name, help)``.
+Counters live in the process that serves the request. Under ``mdmserver serve`` (several gunicorn
+workers) every process also keeps its values in its own file of a shared directory (:func:`share_through`:
+``<data dir>/metrics``, emptied when the server starts): each change writes the series' 8-byte value in
+place, before the response leaves. ``/metrics`` adds every other process's file to its own values, so
+whichever worker answers reports the whole server, including workers that have exited since (counters
+never go down). Features add counters with ``counter(name, help)``; figures other processes keep in the
+database (the push worker's) are rendered by collectors (:func:`register_collector`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
+import os
+import struct
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
 
 from flask import Flask, Response, g, request
 
+log = logging.getLogger("mdmserver.metrics")
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+# --- Several processes: one value file each in a shared directory ------------------------------------
+#
+# A value file: an 8-byte little-endian count of the bytes in use, then records, each a 4-byte key length,
+# the key (JSON: [metric name, label pairs, part]), spaces up to a multiple of 8 bytes, and the value (an
+# 8-byte double). A record is written in full before the count that covers it, so a reader that reads
+# the count first never parses a half-written record; a value is then updated in place.
+
+_USED = struct.Struct("<Q")
+_LENGTH = struct.Struct("<I")
+_VALUE = struct.Struct("<d")
+VALUES_SUFFIX = ".values"
+#: The shared directory, in the data directory (``mdmserver serve``): transient, never backed up.
+DIRECTORY_NAME = "metrics"
+
+
+class _ValueFile:
+    """This process's value file (opened on first write, so a forked worker never writes its parent's)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.used = _USED.size
+        self.offsets: dict[str, int] = {}
+        os.pwrite(self.fd, _USED.pack(self.used), 0)
+
+    def set(self, key: str, value: float) -> None:
+        offset = self.offsets.get(key)
+        if offset is not None:
+            os.pwrite(self.fd, _VALUE.pack(value), offset)
+            return
+        encoded = key.encode()
+        padding = b" " * (-(_LENGTH.size + len(encoded)) % 8)
+        record = _LENGTH.pack(len(encoded)) + encoded + padding + _VALUE.pack(value)
+        os.pwrite(self.fd, record, self.used)
+        self.offsets[key] = self.used + len(record) - _VALUE.size
+        self.used += len(record)
+        os.pwrite(self.fd, _USED.pack(self.used), 0)
+
+
+def read_values(path: Path) -> dict[str, float]:
+    """The values of one value file by key (empty when it is unreadable or not one)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return {}
+    if len(data) < _USED.size:
+        return {}
+    used = min(_USED.unpack_from(data)[0], len(data))
+    values, position = {}, _USED.size
+    while position + _LENGTH.size <= used:
+        (length,) = _LENGTH.unpack_from(data, position)
+        start = position + _LENGTH.size
+        value_at = start + length + (-(_LENGTH.size + length) % 8)
+        if value_at + _VALUE.size > used:
+            break
+        values[data[start:start + length].decode(errors="replace")] = _VALUE.unpack_from(data, value_at)[0]
+        position = value_at + _VALUE.size
+    return values
+
+
+class _Shared:
+    """Where values are shared (``None``: this process alone) and this process's open value file."""
+
+    def __init__(self) -> None:
+        self.directory: Path | None = None
+        self.lock = threading.Lock()
+        self.file: _ValueFile | None = None
+        self.pid = 0
+
+    def write(self, key: str, value: float) -> None:
+        directory = self.directory
+        if directory is None:
+            return
+        with self.lock:
+            try:
+                if self.file is None or self.pid != os.getpid():
+                    self.pid = os.getpid()
+                    self.file = _ValueFile(directory / f"{self.pid}{VALUES_SUFFIX}")
+                self.file.set(key, value)
+            except OSError as exc:  # the directory removed or full: requests go on, counted here alone
+                log.warning("metrics no longer shared with the other workers (%s): %s", directory, exc)
+                self.directory, self.file = None, None
+
+    def others(self) -> list[dict[str, float]]:
+        directory = self.directory
+        if directory is None:
+            return []
+        own = f"{os.getpid()}{VALUES_SUFFIX}"
+        return [read_values(path) for path in directory.glob(f"*{VALUES_SUFFIX}") if path.name != own]
+
+
+_shared = _Shared()
+
+
+@functools.lru_cache(maxsize=8192)
+def _key(name: str, labels: tuple, part: int | str | None = None) -> str:
+    return json.dumps([name, [list(pair) for pair in labels], part], separators=(",", ":"))
+
+
+def share_through(directory: Path | None) -> None:
+    """From now on, keep this process's values in ``<directory>/<pid>.values`` and add every other
+    process's file there to what :func:`render` reports (``None``: this process alone). Set in the gunicorn
+    master before it forks, so every worker inherits it."""
+    _shared.directory = None if directory is None else Path(directory)
+
+
+def prepare_directory(directory: Path) -> None:
+    """Create ``directory`` (mode 0700) and remove the files of a previous run, so a restarted server
+    counts from zero as a single process does."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for stale in directory.glob(f"*{VALUES_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+
+
+def _by_metric(files: list[dict[str, float]]) -> dict[str, list[dict[tuple, dict]]]:
+    """Other processes' values by metric name: one ``{label pairs: {part: value}}`` per process."""
+    found: dict[str, list[dict[tuple, dict]]] = defaultdict(list)
+    for values in files:
+        series: dict[str, dict[tuple, dict]] = defaultdict(lambda: defaultdict(dict))
+        for key, value in values.items():
+            try:
+                metric, pairs, part = json.loads(key)
+                labels = tuple(tuple(pair) for pair in pairs)
+            except (ValueError, TypeError):
+                continue
+            series[metric][labels][part] = value
+        for metric, rows in series.items():
+            found[metric].append(rows)
+    return found
 
 
 class Counter:
@@ -27,15 +170,21 @@ class Counter:
         key = tuple(sorted(labels.items()))
         with self._lock:
             self._values[key] += amount
+            _shared.write(_key(self.name, key), self._values[key])
 
     def value(self, **labels: str) -> float:
         return self._values.get(tuple(sorted(labels.items())), 0.0)
 
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+    def render(self, others: Iterable[dict[tuple, dict]] = ()) -> list[str]:
+        """The text format, with ``others`` (other processes' series, :func:`_by_metric`) added in."""
         with self._lock:
-            for key, value in sorted(self._values.items()):
-                lines.append(f"{self.name}{_labels(dict(key))} {value:g}")
+            totals: dict[tuple, float] = defaultdict(float, self._values)
+        for series in others:
+            for labels, parts in series.items():
+                totals[labels] += parts.get(None, 0.0)
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        for key, value in sorted(totals.items()):
+            lines.append(f"{self.name}{_labels(dict(key))} {value:g}")
         return lines
 
 
@@ -55,19 +204,31 @@ class Histogram:
             for index, bound in enumerate(self.buckets):
                 if value <= bound:
                     counts[index] += 1
+                    _shared.write(_key(self.name, key, index), counts[index])
             counts[-1] += 1
             self._sums[key] += value
+            _shared.write(_key(self.name, key, len(self.buckets)), counts[-1])
+            _shared.write(_key(self.name, key, "sum"), self._sums[key])
 
-    def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+    def render(self, others: Iterable[dict[tuple, dict]] = ()) -> list[str]:
+        """The text format, with ``others`` (other processes' series, :func:`_by_metric`) added in."""
         with self._lock:
-            for key, counts in sorted(self._counts.items()):
-                labels = dict(key)
-                for bound, count in zip(self.buckets, counts, strict=False):
-                    lines.append(f"{self.name}_bucket{_labels({**labels, 'le': f'{bound:g}'})} {count}")
-                lines.append(f"{self.name}_bucket{_labels({**labels, 'le': '+Inf'})} {counts[-1]}")
-                lines.append(f"{self.name}_sum{_labels(labels)} {self._sums[key]:.6f}")
-                lines.append(f"{self.name}_count{_labels(labels)} {counts[-1]}")
+            merged = {key: list(counts) for key, counts in self._counts.items()}
+            sums = defaultdict(float, self._sums)
+        for series in others:
+            for labels, parts in series.items():
+                counts = merged.setdefault(labels, [0] * (len(self.buckets) + 1))
+                for index in range(len(counts)):
+                    counts[index] += int(parts.get(index, 0))
+                sums[labels] += parts.get("sum", 0.0)
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        for key, counts in sorted(merged.items()):
+            labels = dict(key)
+            for bound, count in zip(self.buckets, counts, strict=False):
+                lines.append(f"{self.name}_bucket{_labels({**labels, 'le': f'{bound:g}'})} {count}")
+            lines.append(f"{self.name}_bucket{_labels({**labels, 'le': '+Inf'})} {counts[-1]}")
+            lines.append(f"{self.name}_sum{_labels(labels)} {sums[key]:.6f}")
+            lines.append(f"{self.name}_count{_labels(labels)} {counts[-1]}")
         return lines
 
 
@@ -124,8 +285,12 @@ def render() -> str:
     lines: list[str] = []
     with _registry_lock:
         metrics = list(_registry.values())
+    others = _by_metric(_shared.others())
     for metric in metrics:
-        lines.extend(metric.render())
+        if isinstance(metric, Counter | Histogram):
+            lines.extend(metric.render(others.get(metric.name, ())))
+        else:
+            lines.extend(metric.render())
     return "\n".join(lines) + "\n"
 
 

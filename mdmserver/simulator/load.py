@@ -14,13 +14,29 @@ import httpx
 
 from mdmserver.simulator.device import HttpxTransport, SimulatedDevice, SimulatorError
 
+#: The status a device answers a command it carried out with.
+ACKNOWLEDGED = "Acknowledged"
+ENROLL_PATH = "/mdm/enroll"
+
 
 @dataclass
 class Stats:
     latencies: list[float] = field(default_factory=list)
     statuses: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
+    #: commands devices received, and those they answered ``Acknowledged``
+    delivered: int = 0
+    acknowledged: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def handled(self, results: list[tuple[str, str, str]]) -> None:
+        """Count the (uuid, request type, status) a device's session handled."""
+        with self.lock:
+            self.delivered += len(results)
+            self.acknowledged += sum(1 for _uuid, _type, status in results if status == ACKNOWLEDGED)
+
+    def status_count(self, path: str, status: int) -> int:
+        return self.statuses.get((path, status), 0)
 
     def record(self, path: str, status: int, seconds: float) -> None:
         with self.lock:
@@ -50,7 +66,37 @@ class Stats:
             "mean_ms": round(statistics.fmean(self.latencies) * 1000, 2) if count else 0.0,
             "statuses": {f"{path} {status}": n for (path, status), n in sorted(self.statuses.items())},
             "errors": dict(self.errors),
+            "commands": {"delivered": self.delivered, "acknowledged": self.acknowledged},
         }
+
+
+def rate_limit_explanation(enroll_stats: Stats) -> str | None:
+    """What a 429 from ``/mdm/enroll`` means and how to raise the limit, or ``None`` when there was none."""
+    refused = enroll_stats.status_count(ENROLL_PATH, 429)
+    if not refused:
+        return None
+    return (f"{refused} enrollment request(s) answered 429 Too Many Requests: the server's enrollment rate "
+            "limit (MDMSERVER_ENROLL_RATE_LIMIT, default 30 a minute per client address) counts every "
+            "GET /mdm/enroll from this address, and these simulated devices all share it. Wait a minute, "
+            "enroll fewer devices, or restart the server with a higher MDMSERVER_ENROLL_RATE_LIMIT (0 turns "
+            "the limit off: for a test server only).")
+
+
+def undelivered_explanation(queued: int, delivered: int, admission: Counter) -> str | None:
+    """Why commands queued were not delivered (``admission``: the admission status of the devices that
+    received none), or ``None`` when every queued command was delivered."""
+    if queued <= delivered:
+        return None
+    pending = admission.get("pending", 0)
+    reason = ""
+    if pending:
+        reason = (f"; {pending} device(s) stayed pending admission, and a pending device is given no command: "
+                  "accept them (PUT /api/management/v1/admission/devices/<auth set id>/status with "
+                  '{"status": "accepted"}) or set MDMSERVER_ADMISSION_POLICY=auto on the server')
+    others = {status: n for status, n in admission.items() if status != "pending"}
+    if others:
+        reason += f"; admission status of the devices that received none: {others}"
+    return f"{queued - delivered} of {queued} queued command(s) were not delivered{reason}."
 
 
 class TimedTransport:
@@ -113,7 +159,7 @@ def poll(
                     if status not in (400, 403):
                         stats.error(f"misbehaviour {misbehave} answered {status}")
                 else:
-                    sim.run_session()
+                    stats.handled(sim.run_session())
             except (SimulatorError, OSError, httpx.HTTPError, ValueError) as exc:
                 stats.error(type(exc).__name__)
             on_progress(1)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 
 from mdmserver.collaborators import secret_box
+from mdmserver.ops import metrics
 from mdmserver.ops.readiness import Advisory, _checks, register_check
 from mdmserver.pki import x509 as px
 from mdmserver.push import service
@@ -87,3 +88,29 @@ def test_an_advisory_never_hides_a_failing_check(client):
     finally:
         _checks.pop("test-advisory", None)
         _checks.pop("test-failure", None)
+
+
+def test_metrics_shared_through_a_directory_add_other_processes_and_survive_its_loss(app, tmp_path):
+    """Values another process wrote to the shared directory are added in; when the directory goes away,
+    counting goes on in this process alone instead of failing the request."""
+    other = tmp_path / "4242.values"
+    try:
+        metrics.prepare_directory(tmp_path)
+        metrics.share_through(tmp_path)
+        metrics.REQUESTS.inc(method="GET", route="/shared-test", status="200")
+        own = next(tmp_path.glob("*.values"))
+        other.write_bytes(own.read_bytes())  # "another worker" that counted the same request once
+        assert metrics.read_values(other) == metrics.read_values(own)
+        with app.app_context():
+            text = metrics.render()
+        mine = metrics.REQUESTS.value(method="GET", route="/shared-test", status="200")
+        assert f'route="/shared-test",status="200"}} {mine + 1:g}' in text
+
+        for path in tmp_path.iterdir():
+            path.unlink()
+        tmp_path.rmdir()
+        metrics._shared.file = None  # as a freshly forked worker: it must open its file again
+        metrics.REQUESTS.inc(method="GET", route="/shared-test", status="200")
+        assert metrics.REQUESTS.value(method="GET", route="/shared-test", status="200") == mine + 1
+    finally:
+        metrics.share_through(None)

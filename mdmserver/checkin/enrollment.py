@@ -64,6 +64,22 @@ def record_attempt(
     return count + previous * still_relevant <= limit
 
 
+def limit_exceeded(
+    session: Session, client: str, *, limit: int, now: datetime | None = None, window: int = WINDOW_SECONDS
+) -> bool:
+    """Whether ``client`` went past its ``limit`` attempts per ``window`` seconds (the estimate of
+    :func:`record_attempt`), without counting one: for requests that count only when they fail."""
+    moment = int((now or utcnow()).timestamp())
+    start = moment - moment % window
+    rows = dict(session.execute(
+        select(EnrollmentAttempt.window_start, EnrollmentAttempt.attempts).where(
+            EnrollmentAttempt.client == client, EnrollmentAttempt.window_start.in_([start, start - window])
+        )
+    ).all())
+    still_relevant = 1 - (moment - start) / window
+    return rows.get(start, 0) + rows.get(start - window, 0) * still_relevant > limit
+
+
 def purge_unused_identities(
     session: Session, *, older_than: timedelta = UNUSED_IDENTITY_AGE, now: datetime | None = None,
     commit: bool = True,

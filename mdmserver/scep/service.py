@@ -99,9 +99,17 @@ def purge_expired_challenges(session: Session, *, now: datetime | None = None) -
     return result.rowcount or 0
 
 
+@dataclass(frozen=True)
+class ScepAnswer:
+    #: the DER CertRep
+    der: bytes
+    #: a certificate was issued (or issued again to a retransmission); ``False``: a FAILURE CertRep
+    granted: bool
+
+
 def answer_pki_operation(session: Session, message: bytes, settings: ScepSettings,
-                         *, now: datetime | None = None) -> bytes:
-    """The DER CertRep answering a pkiMessage (``ScepError`` when it cannot be read at all)."""
+                         *, now: datetime | None = None) -> ScepAnswer:
+    """The CertRep answering a pkiMessage (``ScepError`` when it cannot be read at all)."""
     ca_cert, ca_key = pki.get_ca(session, settings.box)
     request = scep.parse_pki_message(message, ca_cert=ca_cert, ca_key=ca_key, allow_des=settings.allow_des)
     handler = _HANDLERS.get(request.message_type, _unsupported) if request.refusal is None else _refused
@@ -110,10 +118,11 @@ def answer_pki_operation(session: Session, message: bytes, settings: ScepSetting
     except ScepRefused as refused:
         log.warning("SCEP %s from %s refused (%s, transaction %s): %s", request.message_type.name,
                     settings.client, refused.fail_info.name, request.transaction_id[:64], refused.reason)
-        return scep.build_cert_rep(request, ca_cert=ca_cert, ca_key=ca_key, status=scep.PkiStatus.FAILURE,
-                                   fail_info=refused.fail_info)
-    return scep.build_cert_rep(request, ca_cert=ca_cert, ca_key=ca_key, status=scep.PkiStatus.SUCCESS,
-                               issued=granted.certificate)
+        return ScepAnswer(scep.build_cert_rep(request, ca_cert=ca_cert, ca_key=ca_key,
+                                              status=scep.PkiStatus.FAILURE, fail_info=refused.fail_info),
+                          granted=False)
+    return ScepAnswer(scep.build_cert_rep(request, ca_cert=ca_cert, ca_key=ca_key, status=scep.PkiStatus.SUCCESS,
+                                          issued=granted.certificate), granted=True)
 
 
 def _check_keys(request: scep.ScepRequest) -> cx509.Certificate:

@@ -2,8 +2,10 @@
 
 ``GET ?operation=GetCACaps`` and ``GetCACert``; ``PKIOperation`` by ``POST`` (the DER body) or by
 ``GET`` with the base64 ``message`` parameter. A message that cannot be read is a 400 JSON:API error;
-a request that is refused is a signed CertRep FAILURE, answered 200 (RFC 8894 3.3.2). Every
-PKIOperation counts against the enrollment rate limit of its client address, like ``/mdm/enroll``.
+a request that is refused is a signed CertRep FAILURE, answered 200 (RFC 8894 3.3.2). A PKIOperation
+that gets no certificate counts against the enrollment rate limit of its client address (shared with
+``/mdm/enroll``), and a client past that limit gets 429; one that gets a certificate does not count (its
+single-use challenge came from a counted ``/mdm/enroll``), so an enrollment costs one attempt.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Callable
 
 from flask import Blueprint, Response, current_app, request
 
@@ -19,9 +22,9 @@ from mdmserver.api.transactions import writes
 from mdmserver.checkin import enrollment, peers
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db
-from mdmserver.errors import BadRequest, PayloadTooLarge, TooManyRequests
+from mdmserver.errors import AppError, BadRequest, PayloadTooLarge, TooManyRequests
 from mdmserver.organization.service import get_organization
-from mdmserver.pki.scep import MAX_MESSAGE_SIZE
+from mdmserver.pki.scep import MAX_MESSAGE_SIZE, ScepError
 from mdmserver.scep import service
 
 log = logging.getLogger("mdmserver.scep")
@@ -38,15 +41,29 @@ def _client() -> str:
     return peers.client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"), networks)
 
 
-def _count_attempt(client: str) -> None:
-    limit = int(current_app.config.get("ENROLL_RATE_LIMIT") or 0)
-    if limit <= 0:
-        return
-    allowed = enrollment.record_attempt(db.session, peers.limit_key(client), limit=limit)
-    db.session.commit()
-    if not allowed:
-        log.warning("SCEP request from %s refused: more than %d enrollment attempts a minute", client, limit)
+def _limit() -> int:
+    return int(current_app.config.get("ENROLL_RATE_LIMIT") or 0)
+
+
+def _refuse_when_limited(client: str) -> None:
+    """A client past the enrollment rate limit gets 429 (counted: hammering keeps it locked out). At
+    the limit a PKIOperation still runs: the limit-th enrollment's profile leaves room for its own SCEP
+    request, which only counts if it fails."""
+    limit = _limit()
+    if limit > 0 and enrollment.limit_exceeded(db.session, peers.limit_key(client), limit=limit):
+        enrollment.record_attempt(db.session, peers.limit_key(client), limit=limit)
+        db.session.commit()
+        log.warning("SCEP request from %s refused: more than %d failed enrollment attempts a minute", client, limit)
         raise TooManyRequests("too many enrollment requests; try again in a minute", headers={"Retry-After": "60"})
+
+
+def _count_failure(client: str) -> None:
+    """A PKIOperation that got no certificate (unreadable, or refused: a wrong challenge is a guess)
+    counts against the client's enrollment rate limit; one that got a certificate redeemed a
+    single-use challenge that ``/mdm/enroll`` counted already."""
+    limit = _limit()
+    if limit > 0:
+        enrollment.record_attempt(db.session, peers.limit_key(client), limit=limit)
 
 
 def _message_parameter() -> bytes:
@@ -62,12 +79,22 @@ def _message_parameter() -> bytes:
         raise BadRequest("the message parameter is not base64", parameter="message") from None
 
 
-def _pki_operation(message: bytes, client: str) -> Response:
+def _pki_operation(read_message: Callable[[], bytes]) -> Response:
+    client = _client()
+    _refuse_when_limited(client)
     settings = service.ScepSettings(organization=get_organization(db.session).name, box=secret_box(),
                                     client=client, allow_des=bool(current_app.config.get("SCEP_ALLOW_DES")))
-    reply = service.answer_pki_operation(db.session, message, settings)
+    try:
+        answer = service.answer_pki_operation(db.session, read_message(), settings)
+    except (ScepError, AppError):
+        db.session.rollback()
+        _count_failure(client)
+        db.session.commit()
+        raise
+    if not answer.granted:
+        _count_failure(client)
     db.session.commit()
-    return Response(reply, status=200, mimetype=PKI_MESSAGE)
+    return Response(answer.der, status=200, mimetype=PKI_MESSAGE)
 
 
 def _ca_caps() -> Response:
@@ -79,9 +106,7 @@ def _ca_cert() -> Response:
 
 
 def _pki_operation_get() -> Response:
-    client = _client()
-    _count_attempt(client)
-    return _pki_operation(_message_parameter(), client)
+    return _pki_operation(_message_parameter)
 
 
 _GET_OPERATIONS = {
@@ -115,6 +140,4 @@ def scep_post() -> Response:
     operation = _operation()
     if operation != "PKIOperation":
         raise BadRequest(f"SCEP operation {operation[:32]!r} is not sent by POST", parameter="operation")
-    client = _client()
-    _count_attempt(client)
-    return _pki_operation(read_limited_body(MAX_MESSAGE_SIZE, "SCEP messages"), client)
+    return _pki_operation(lambda: read_limited_body(MAX_MESSAGE_SIZE, "SCEP messages"))

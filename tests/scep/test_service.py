@@ -48,7 +48,7 @@ def spki_sha256(key) -> str:
 
 
 def ask(session, settings, message: bytes, requester: sr.Requester, **kw) -> sr.Reply:
-    reply = sr.read_reply(service.answer_pki_operation(session, message, settings, **kw), requester)
+    reply = sr.read_reply(service.answer_pki_operation(session, message, settings, **kw).der, requester)
     assert reply.signature_ok
     assert reply.attributes[sr.TRANSACTION_ID] == requester.transaction_id
     return reply
@@ -93,7 +93,7 @@ def test_reply_uses_the_request_content_encryption(db_session, ca, settings, alg
     challenge = service.issue_challenge(db_session, enrollment_id=ENROLLMENT)
     requester = sr.Requester.new()
     reply_der = service.answer_pki_operation(db_session, sr.pkcs_req(requester, ca, challenge, algorithm=algorithm),
-                                             settings)
+                                             settings).der
     reply = sr.read_reply(reply_der, requester)
     assert reply.status == "0" and len(reply.certificates) == 1
     envelope = acms.ContentInfo.load(acms.ContentInfo.load(reply_der)["content"]["encap_content_info"]["content"]
@@ -242,7 +242,7 @@ def test_racing_requests_with_one_challenge_issue_one_certificate(tmp_path, same
         def work(session):
             with lock:
                 requester, message = messages.pop()
-            replies.append(sr.read_reply(service.answer_pki_operation(session, message, settings), requester))
+            replies.append(sr.read_reply(service.answer_pki_operation(session, message, settings).der, requester))
 
         assert race(app, work) == []
         statuses = sorted(r.status for r in replies)

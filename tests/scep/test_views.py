@@ -15,8 +15,9 @@ from asn1crypto import cms as acms
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from mdmserver.checkin.models import EnrollmentAttempt
 from mdmserver.config import load_config
 from mdmserver.db import db, utcnow
 from mdmserver.jobs import Upkeep
@@ -245,19 +246,43 @@ def test_get_operations_are_not_posted(http):
     assert_json_error(http.post("/scep", params={"operation": "GetCACaps"}, content=b""), 400)
 
 
-def test_pki_operations_count_against_the_enrollment_rate_limit(live, http, ca, monkeypatch):
-    monkeypatch.setitem(live.app.config, "ENROLL_RATE_LIMIT", 3)
-    # a fresh client address for the limiter is what the test's peer already is; the window is shared
-    # with /mdm/enroll, so one profile and two SCEP requests fill it
-    content = scep_payload(enrollment_profile(http))["PayloadContent"]
+@pytest.fixture
+def fresh_limiter(live):
+    """No attempt counted yet (the live server and its client address are shared by the module)."""
+    with live.app.app_context():
+        db.session.execute(delete(EnrollmentAttempt))
+        db.session.commit()
+
+
+def test_failed_pki_operations_count_against_the_enrollment_rate_limit(live, http, ca, monkeypatch, fresh_limiter):
+    """A PKIOperation that gets no certificate is a failed attempt (a wrong challenge is a guess); one
+    that gets a certificate is not counted again (the profile that carried its challenge was)."""
+    monkeypatch.setitem(live.app.config, "ENROLL_RATE_LIMIT", 4)
+    # the window is shared with /mdm/enroll: two profiles count two attempts
+    first = scep_payload(enrollment_profile(http))["PayloadContent"]
+    second = scep_payload(enrollment_profile(http))["PayloadContent"]
     requester = sr.Requester.new()
-    assert post(http, sr.pkcs_req(requester, ca, content["Challenge"])).status_code == 200
-    assert post(http, b"garbage").status_code == 400
-    answer = post(http, sr.pkcs_req(requester, ca, content["Challenge"]))
+    assert sr.read_reply(post(http, sr.pkcs_req(requester, ca, first["Challenge"])).content, requester).status == "0"
+    assert post(http, b"garbage").status_code == 400  # 3
+    guess = sr.read_reply(post(http, sr.pkcs_req(requester, ca, "a wrong challenge")).content, requester)
+    assert guess.status == "2"  # 4: the limit is reached, a request still runs
+    assert post(http, b"garbage").status_code == 400  # 5: past the limit
+    # now even the right challenge waits: the client is past the limit
+    answer = post(http, sr.pkcs_req(sr.Requester.new(), ca, second["Challenge"]))
     assert_json_error(answer, 429)
     assert answer.headers["Retry-After"] == "60"
     # GetCACaps and GetCACert are not enrollments
     assert http.get("/scep", params={"operation": "GetCACaps"}).status_code == 200
+
+
+def test_an_enrollment_through_scep_counts_once(live, http, ca, monkeypatch, fresh_limiter):
+    """Profile then a granted PKIOperation: one attempt, so a limit of N lets N devices enroll a minute."""
+    monkeypatch.setitem(live.app.config, "ENROLL_RATE_LIMIT", 3)
+    for _ in range(3):
+        content = scep_payload(enrollment_profile(http))["PayloadContent"]
+        device = sr.Requester.new()
+        assert sr.read_reply(post(http, sr.pkcs_req(device, ca, content["Challenge"])).content, device).status == "0"
+    assert http.get("/mdm/enroll").status_code == 429
 
 
 def test_upkeep_purges_challenges_that_expired_unused(live, http, ca):

@@ -10,7 +10,8 @@ on its own period:
 
 - *re-push*: push again the devices with queued commands that have been silent too long;
 - *purge*: push records and finished commands past the retention, enrollment identities never used;
-- *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report).
+- *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report),
+  and every blueprint (its smart-group scope, its OS target, and its ``start_on`` when it comes).
 
 This is an entry module (beside the views and the CLI): it may call any feature, and nothing imports it
 but the CLI.
@@ -113,7 +114,8 @@ class Upkeep:
         counts = workflows.group_membership_changed(db.session, actor=UPKEEP_ACTOR, box=box,
                                                     public_url=self.app.config["PUBLIC_URL"])
         db.session.commit()
-        if any(counts[k] for k in ("install_queued", "removal_queued", "app_install_queued", "app_removal_queued")):
+        if any(counts[k] for k in ("install_queued", "removal_queued", "app_install_queued", "app_removal_queued")) \
+                or any(v for k, v in counts["blueprints"].items() if k != "blueprints"):
             log.info("group assignments reconciled: %s", counts)
 
 

@@ -53,6 +53,7 @@ from mdmserver.apps.links import manifest_url
 from mdmserver.apps.manifests import app_manifest
 from mdmserver.apps.models import App, AppSource
 from mdmserver.audit.service import record_event
+from mdmserver.blueprints.scope import app_wanted
 from mdmserver.commands.service import (
     RESULT_CONTEXT,
     QueuePlan,
@@ -276,7 +277,8 @@ class Target:
 
 def targets(session: Session, app: App) -> list[Target]:
     """The app's targets in precedence order: direct assignments (grouped by identical options), then
-    group assignments oldest first, each without the devices an earlier target already covers."""
+    group assignments oldest first, then the blueprints holding the app (lowest ``apply_order`` first),
+    each without the devices an earlier target already covers."""
     rows = session.execute(
         select(AppAssignment.device_id, AppAssignment.group_id, AppAssignment.options)
         .where(AppAssignment.app_id == app.id)
@@ -298,6 +300,9 @@ def targets(session: Session, app: App) -> list[Target]:
             raise Conflict(f"group {row.group_id} cannot be evaluated: {exc}") from None
         result.append(Target(row.options or {}, and_(members, *(not_(c) for c in covered))))
         covered.append(members)
+    for want in app_wanted(session, app.id):  # blueprints, lowest apply_order first
+        result.append(Target(want.options, and_(want.condition, *(not_(c) for c in covered))))
+        covered.append(want.condition)
     return result
 
 

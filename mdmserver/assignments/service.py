@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, aliased
 
 from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState, ProfileAssignment
 from mdmserver.audit.service import record_event
+from mdmserver.blueprints.scope import profile_wanted
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import utcnow
 from mdmserver.errors import Conflict, UnprocessableEntity
@@ -111,7 +112,8 @@ def unassign(
 
 
 def desired_condition(session: Session, profile: Profile) -> ColumnElement[bool]:
-    """SQL on ``Device``: the profile should be on this device."""
+    """SQL on ``Device``: the profile should be on this device (assigned directly, through a group, or
+    wanted by a blueprint: ``blueprints.scope``)."""
     group_ids = session.scalars(
         select(ProfileAssignment.group_id)
         .where(ProfileAssignment.profile_id == profile.id, ProfileAssignment.group_id.is_not(None))
@@ -125,6 +127,9 @@ def desired_condition(session: Session, profile: Profile) -> ColumnElement[bool]
             clauses.append(group_condition(session, group_id))
         except ValueError as exc:
             raise Conflict(f"group {group_id} cannot be evaluated: {exc}") from None
+    wanted = profile_wanted(session, profile.id)  # the blueprints that hold the profile
+    if wanted is not None:
+        clauses.append(wanted)
     return or_(*clauses)
 
 

@@ -48,7 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from mdmserver.app_assignments.models import AppAssignment, AppInstallStatus, DeviceAppState
+from mdmserver.app_assignments.models import HELD, AppAssignment, AppInstallStatus, DeviceAppState
 from mdmserver.apps.links import manifest_url
 from mdmserver.apps.manifests import app_manifest
 from mdmserver.apps.models import App, AppSource
@@ -83,8 +83,6 @@ DEVICE_PLATFORMS: dict[str, tuple[str, ...]] = {
     Platform.IOS.value: (Platform.IOS.value, Platform.IPADOS.value),
     Platform.MACOS.value: (Platform.MACOS.value,),
 }
-#: states that hold the app on the device (or a failure not retried): no new install is queued
-HELD = (Status.SCHEDULED.value, Status.INSTALLING.value, Status.INSTALLED.value, Status.FAILED.value)
 #: states that have (or will have) the app on the device: RemoveApplication applies when no longer desired
 PRESENT = (Status.SCHEDULED.value, Status.INSTALLING.value, Status.INSTALLED.value)
 #: states the devices' inventory answers can move

@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState, ProfileAssignment
+from mdmserver.assignments.models import HELD, AssignmentStatus, DeviceProfileState, ProfileAssignment
 from mdmserver.audit.service import record_event
 from mdmserver.blueprints.scope import profile_wanted
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
@@ -52,7 +52,6 @@ from mdmserver.selection.sql import in_values
 
 log = logging.getLogger("mdmserver.assignments")
 
-HELD = (AssignmentStatus.SCHEDULED.value, AssignmentStatus.INSTALLED.value, AssignmentStatus.FAILED.value)
 
 
 # --- assignments ----------------------------------------------------------------------------------

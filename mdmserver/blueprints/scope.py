@@ -8,10 +8,11 @@ A blueprint wants its items on a device when
 
 - it is *active* (enabled, and its ``start_on`` has passed) and the device is in its scope (global, or
   one of its devices, or a member of one of its groups, smart groups and subgroups included); or
-- the device was unscoped once the blueprint was applied (``unscope_if_applied``): it keeps what it
-  got, and gets nothing more from this blueprint; or
-- the device was ever in its scope and the blueprint keeps its items when a device leaves the scope
-  (``remove_if_no_scope`` false), whether the device left, or the blueprint was disabled.
+- the device was unscoped once the blueprint was applied (``unscope_if_applied``) and holds the item:
+  it keeps what it got, and gets nothing more from this blueprint; or
+- the device was ever in its scope, holds the item, and the blueprint keeps its items when a device
+  leaves the scope (``remove_if_no_scope`` false), whether the device left or the blueprint was
+  disabled.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 from sqlalchemy.orm import Session
 
+from mdmserver.app_assignments.models import HELD as APP_HELD
+from mdmserver.app_assignments.models import DeviceAppState
+from mdmserver.assignments.models import HELD as PROFILE_HELD
+from mdmserver.assignments.models import DeviceProfileState
 from mdmserver.blueprints.models import (
     Blueprint,
     BlueprintApp,
@@ -36,6 +41,9 @@ from mdmserver.db import utcnow
 from mdmserver.errors import Conflict
 from mdmserver.records.devices import Device
 from mdmserver.selection.filters import group_condition
+
+
+_NOTHING = false()
 
 
 def is_active(blueprint: Blueprint, now: datetime) -> bool:
@@ -75,18 +83,21 @@ def member_in(blueprint_id: int, statuses: Sequence[str] | None = None) -> Colum
 def enforced_condition(session: Session, blueprint: Blueprint, now: datetime) -> ColumnElement[bool]:
     """SQL on ``Device``: the blueprint applies to the device now (active, in scope, not unscoped)."""
     if not is_active(blueprint, now):
-        return false()
+        return _NOTHING
     return and_(scope_condition(session, blueprint),
                 ~member_in(blueprint.id, [MemberStatus.UNSCOPED.value]))
 
 
-def wants_condition(session: Session, blueprint: Blueprint, now: datetime) -> ColumnElement[bool]:
-    """SQL on ``Device``: the blueprint wants its items on the device (the module's three cases)."""
-    keeps = (member_in(blueprint.id) if not blueprint.remove_if_no_scope
-             else member_in(blueprint.id, [MemberStatus.UNSCOPED.value]))
-    if not is_active(blueprint, now):
-        return keeps
-    return or_(scope_condition(session, blueprint), keeps)
+def wants_condition(
+    session: Session, blueprint: Blueprint, now: datetime, holds: ColumnElement[bool]
+) -> ColumnElement[bool]:
+    """SQL on ``Device``: the blueprint wants an item on the device (the module's three cases).
+    ``holds``: the device has the item (queued or installed); a device out of the scope keeps what it
+    holds, and gets nothing new."""
+    keeps = and_(member_in(blueprint.id) if not blueprint.remove_if_no_scope
+                 else member_in(blueprint.id, [MemberStatus.UNSCOPED.value]), holds)
+    enforced = enforced_condition(session, blueprint, now)
+    return keeps if enforced is _NOTHING else or_(enforced, keeps)
 
 
 def profile_wanted(session: Session, profile_id: int) -> ColumnElement[bool] | None:
@@ -98,7 +109,9 @@ def profile_wanted(session: Session, profile_id: int) -> ColumnElement[bool] | N
     if not blueprints:
         return None
     now = utcnow()
-    return or_(*(wants_condition(session, b, now) for b in blueprints))
+    holds = exists().where(DeviceProfileState.device_id == Device.id, DeviceProfileState.profile_id == profile_id,
+                           DeviceProfileState.status.in_(PROFILE_HELD))
+    return or_(*(wants_condition(session, b, now, holds) for b in blueprints))
 
 
 @dataclass(frozen=True)
@@ -117,5 +130,7 @@ def app_wanted(session: Session, app_id: int) -> list[AppWant]:
         .where(BlueprintApp.app_id == app_id).order_by(Blueprint.apply_order, Blueprint.id)
     ).all()
     now = utcnow()
-    return [AppWant(blueprint.id, dict(options or {}), wants_condition(session, blueprint, now))
+    holds = exists().where(DeviceAppState.device_id == Device.id, DeviceAppState.app_id == app_id,
+                           DeviceAppState.status.in_(APP_HELD))
+    return [AppWant(blueprint.id, dict(options or {}), wants_condition(session, blueprint, now, holds))
             for blueprint, options in rows]

@@ -39,9 +39,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from mdmserver.app_assignments import service as app_assignments
+from mdmserver.app_assignments.models import HELD as APP_HELD
 from mdmserver.app_assignments.models import DeviceAppState
 from mdmserver.apps.models import App
 from mdmserver.assignments import service as assignments
+from mdmserver.assignments.models import HELD as PROFILE_HELD
 from mdmserver.assignments.models import DeviceProfileState
 from mdmserver.audit.service import record_event
 from mdmserver.blueprints.models import (
@@ -73,9 +75,6 @@ log = logging.getLogger("mdmserver.blueprints")
 
 #: the platforms ScheduleOSUpdate applies to (Apple: iOS, macOS, tvOS; iPadOS is iOS)
 OS_UPDATE_PLATFORMS = (Platform.IOS.value, Platform.IPADOS.value, Platform.MACOS.value, Platform.TVOS.value)
-#: profile states that hold the profile (queued or on the device, or a failure not retried)
-_PROFILE_HELD = assignments.HELD
-_APP_HELD = app_assignments.HELD
 _ACTIVE_COMMANDS = tuple(s.value for s in ACTIVE_STATUSES)
 _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 
@@ -465,10 +464,10 @@ def _sync_members(session: Session, blueprint: Blueprint, device_ids: Sequence[i
     if blueprint.unscope_if_applied and is_active(blueprint, now):
         items = contents(session, [blueprint.id])[blueprint.id]
         applied = [exists().where(DeviceProfileState.device_id == BlueprintMember.device_id,
-                                  DeviceProfileState.profile_id == p, DeviceProfileState.status.in_(_PROFILE_HELD))
+                                  DeviceProfileState.profile_id == p, DeviceProfileState.status.in_(PROFILE_HELD))
                    for p in items.profile_ids]
         applied += [exists().where(DeviceAppState.device_id == BlueprintMember.device_id,
-                                   DeviceAppState.app_id == a["app_id"], DeviceAppState.status.in_(_APP_HELD))
+                                   DeviceAppState.app_id == a["app_id"], DeviceAppState.status.in_(APP_HELD))
                     for a in items.apps]
         if blueprint.os_update_version is not None:
             applied.append(exists().where(BlueprintOSUpdate.blueprint_id == blueprint.id,

@@ -33,7 +33,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from mdmserver.assignments.models import HELD, AssignmentStatus, DeviceProfileState, ProfileAssignment
+from mdmserver.assignments.models import (
+    HELD,
+    AssignmentStatus,
+    DeviceProfileState,
+    ProfileAssignment,
+)
 from mdmserver.audit.service import record_event
 from mdmserver.blueprints.scope import profile_wanted
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command

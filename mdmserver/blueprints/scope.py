@@ -42,7 +42,6 @@ from mdmserver.errors import Conflict
 from mdmserver.records.devices import Device
 from mdmserver.selection.filters import group_condition
 
-
 _NOTHING = false()
 
 

@@ -11,7 +11,16 @@ from mdmserver.blueprints.models import Blueprint
 from mdmserver.db import utcnow
 from mdmserver.jobs import Upkeep
 from mdmserver.records.groups import GroupMember
-from tests.blueprints.helpers import JSONAPI, commands, create, created, group, parameters, patch, states
+from tests.blueprints.helpers import (
+    JSONAPI,
+    commands,
+    create,
+    created,
+    group,
+    parameters,
+    patch,
+    states,
+)
 from tests.factories import make_app, make_wifi_profile, seed_devices
 
 

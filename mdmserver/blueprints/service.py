@@ -29,6 +29,7 @@ from sqlalchemy import (
     delete,
     exists,
     false,
+    func,
     insert,
     literal,
     not_,
@@ -105,6 +106,14 @@ def get_blueprint(session: Session, blueprint_id: int) -> Blueprint:
 
 def blueprints_query():
     return select(Blueprint)
+
+
+def page_of_blueprints(session: Session, number: int, size: int) -> tuple[list[Blueprint], int]:
+    """Page ``number`` (from 1) of the blueprints in ``apply_order``, and how many there are."""
+    total = session.scalar(select(func.count()).select_from(Blueprint)) or 0
+    rows = session.scalars(select(Blueprint).order_by(Blueprint.apply_order, Blueprint.id)
+                           .offset((number - 1) * size).limit(size)).all()
+    return list(rows), total
 
 
 @dataclass

@@ -144,7 +144,9 @@ def app_revised(session: Session, app: App, *, actor: str | None, box: SecretBox
 
 
 def delete_profile(session: Session, profile: Profile, *, actor: str | None, box: SecretBox) -> None:
-    """Delete a profile; where it was assigned and installed, RemoveProfile is queued first."""
+    """Delete a profile; where it was assigned (or in a blueprint) and installed, RemoveProfile is queued
+    first."""
+    blueprints.drop_profile(session, profile, actor=actor, box=box)
     assigned = assignments.list_assignments(session, profile)
     if assigned:
         assignments.unassign(

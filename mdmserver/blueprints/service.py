@@ -295,6 +295,15 @@ def delete_blueprint(session: Session, blueprint: Blueprint, *, with_: Collabora
     return counts
 
 
+def drop_profile(session: Session, profile: Profile, *, actor: str | None, box: SecretBox) -> int:
+    """Take a profile that is being deleted out of every blueprint, and queue RemoveProfile where
+    nothing else wants it. Returns how many blueprints held it."""
+    held = session.execute(delete(BlueprintProfile).where(BlueprintProfile.profile_id == profile.id)).rowcount or 0
+    if held:
+        assignments.reconcile(session, profile, actor=actor, box=box)
+    return held
+
+
 # --- reconcile ------------------------------------------------------------------------------------
 
 
@@ -479,14 +488,35 @@ def _sync_members(session: Session, blueprint: Blueprint, device_ids: Sequence[i
                                    DeviceAppState.app_id == a["app_id"], DeviceAppState.status.in_(APP_HELD))
                     for a in items.apps]
         if blueprint.os_update_version is not None:
-            applied.append(exists().where(BlueprintOSUpdate.blueprint_id == blueprint.id,
-                                          BlueprintOSUpdate.device_id == BlueprintMember.device_id))
+            applied.append(in_values(session, BlueprintMember.device_id, _os_target_settled(session, blueprint, scope),
+                                     integer=True))
         session.execute(
             update(BlueprintMember)
             .where(BlueprintMember.blueprint_id == blueprint.id, BlueprintMember.status == MemberStatus.IN_SCOPE.value,
                    BlueprintMember.device_id.in_(select(Device.id).where(scope)), *applied)
             .values(status=MemberStatus.UNSCOPED.value, updated_at=now)
         )
+
+
+def _os_target_settled(session: Session, blueprint: Blueprint, scope: ColumnElement[bool]) -> list[int]:
+    """Members in scope for whom the OS target is done with: sent (a state row), or not needed (the
+    device reports the target or later; with ``latest``, any known version: what it was offered was sent
+    in this pass). A device whose version is unknown is not settled."""
+    target = parse_version(blueprint.os_update_version)
+    rows = session.execute(
+        select(Device.id, Device.os_version, BlueprintOSUpdate.device_id.label("sent"))
+        .join(BlueprintMember, and_(BlueprintMember.device_id == Device.id,
+                                    BlueprintMember.blueprint_id == blueprint.id))
+        .outerjoin(BlueprintOSUpdate, and_(BlueprintOSUpdate.device_id == Device.id,
+                                           BlueprintOSUpdate.blueprint_id == blueprint.id))
+        .where(scope, BlueprintMember.status == MemberStatus.IN_SCOPE.value)
+    ).all()
+    settled = []
+    for row in rows:
+        reported = parse_version(row.os_version)
+        if row.sent is not None or (reported is not None and (target is None or reported >= target)):
+            settled.append(row.id)
+    return settled
 
 
 #: the order of a blueprint's steps, by its ``first_item``

@@ -246,3 +246,35 @@ def test_bad_input_is_refused_and_writes_nothing(client, auth, db_session):
     assert client.get("/api/v1/devices/nope/blueprints", headers=h).status_code == 404
     assert client.get("/api/v1/blueprints?filter[colour]=red", headers=h).status_code == 400
     assert commands(db_session) == []
+
+
+def test_deleting_an_item_of_a_blueprint(client, auth, db_session):
+    """A profile deleted from the library leaves the devices the blueprint put it on; an app in a
+    blueprint cannot be deleted from the catalogue (as an assigned one)."""
+    h = auth("read", "write")
+    profile = make_wifi_profile(db_session, "com.example.deleted")
+    notes = make_app(db_session, "com.example.kept", enterprise=False, itunes_store_id=7)
+    ids = seed_devices(db_session, 2, platform="ios")
+    db_session.commit()
+    doc = created(client, h, name="items", scope={"devices": ids}, profiles=[profile.id], apps=[{"app_id": notes.id}])
+    assert client.delete(f"/api/v1/apps/{notes.id}", headers=h).status_code == 409
+    assert client.delete(f"/api/v1/profiles/{profile.id}", headers=h).status_code == 204
+    assert sorted(c.device_id for c in commands(db_session, "RemoveProfile")) == ids
+    assert client.get(f"/api/v1/blueprints/{doc['data']['id']}", headers=h).get_json()["data"]["attributes"][
+        "profiles"] == []
+
+
+def test_unscope_if_applied_with_an_os_target(client, auth, db_session):
+    """The OS part counts as applied once ScheduleOSUpdate is sent, or when the device already runs the
+    target; a device whose version is unknown stays in scope until its inventory says."""
+    h = auth("read", "write")
+    behind, current, unknown = (seed_devices(db_session, 1, start=i, platform="ios", os_version=v)[0]
+                                for i, v in ((1, "17.5"), (2, "17.6.1"), (3, None)))
+    db_session.commit()
+    doc = created(client, h, name="os once", scope={"devices": [behind, current, unknown]}, unscope_if_applied=True,
+                  os_update={"version": "17.6"})
+    assert doc["meta"]["reconcile"]["os_update_queued"] == 1
+    rows = {int(r["device_id"]): r for r in states(client, h, f"/api/v1/blueprints/{doc['data']['id']}/devices")}
+    assert {d: r["membership"] for d, r in rows.items()} == {behind: "unscoped", current: "unscoped",
+                                                             unknown: "in_scope"}
+    assert (rows[current]["os_update"]["state"], rows[unknown]["os_update"]["state"]) == ("installed", "pending")

@@ -53,7 +53,6 @@ from mdmserver.apps.links import manifest_url
 from mdmserver.apps.manifests import app_manifest
 from mdmserver.apps.models import App, AppSource
 from mdmserver.audit.service import record_event
-from mdmserver.blueprints.scope import app_wanted
 from mdmserver.commands.service import (
     RESULT_CONTEXT,
     QueuePlan,
@@ -69,6 +68,7 @@ from mdmserver.protocol.plist import ProtocolError, load_stored
 from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.records.devices import Device, InstalledApplication, Platform
+from mdmserver.selection.blueprints import app_wanted
 from mdmserver.selection.conditions import manageable
 from mdmserver.selection.filters import group_condition
 from mdmserver.selection.resolve import resolve_targets
@@ -298,7 +298,9 @@ def targets(session: Session, app: App) -> list[Target]:
             raise Conflict(f"group {row.group_id} cannot be evaluated: {exc}") from None
         result.append(Target(row.options or {}, and_(members, *(not_(c) for c in covered))))
         covered.append(members)
-    for want in app_wanted(session, app.id):  # blueprints, lowest apply_order first
+    holds = exists().where(DeviceAppState.device_id == Device.id, DeviceAppState.app_id == app.id,
+                           DeviceAppState.status.in_(HELD))
+    for want in app_wanted(session, app.id, holds):  # blueprints, lowest apply_order first
         result.append(Target(want.options, and_(want.condition, *(not_(c) for c in covered))))
         covered.append(want.condition)
     return result

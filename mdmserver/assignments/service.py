@@ -40,7 +40,6 @@ from mdmserver.assignments.models import (
     ProfileAssignment,
 )
 from mdmserver.audit.service import record_event
-from mdmserver.blueprints.scope import profile_wanted
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import utcnow
 from mdmserver.errors import Conflict, UnprocessableEntity
@@ -50,6 +49,7 @@ from mdmserver.profiles.service import profile_bytes
 from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.commands import Command, CommandStatus
 from mdmserver.records.devices import Device, InstalledProfile
+from mdmserver.selection.blueprints import profile_wanted
 from mdmserver.selection.conditions import manageable
 from mdmserver.selection.filters import group_condition
 from mdmserver.selection.resolve import resolve_targets
@@ -131,7 +131,9 @@ def desired_condition(session: Session, profile: Profile) -> ColumnElement[bool]
             clauses.append(group_condition(session, group_id))
         except ValueError as exc:
             raise Conflict(f"group {group_id} cannot be evaluated: {exc}") from None
-    wanted = profile_wanted(session, profile.id)  # the blueprints that hold the profile
+    holds = exists().where(DeviceProfileState.device_id == Device.id, DeviceProfileState.profile_id == profile.id,
+                           DeviceProfileState.status.in_(HELD))
+    wanted = profile_wanted(session, profile.id, holds)  # the blueprints that hold the profile
     if wanted is not None:
         clauses.append(wanted)
     return or_(*clauses)

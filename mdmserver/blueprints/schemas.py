@@ -18,8 +18,8 @@ from marshmallow import (
 from mdmserver.api.apidoc import ApiDoc, Body, IdField, NameField, Reply, StrictBoolean, listing
 from mdmserver.api.jsonapi import resource
 from mdmserver.app_assignments.schemas import InstallOptionsSchema
-from mdmserver.blueprints.models import LATEST, Blueprint, FirstItem, InstallAction
 from mdmserver.db import isoformat
+from mdmserver.records.blueprints import LATEST, Blueprint, FirstItem, InstallAction
 
 _VERSION = r"^\d+(\.\d+){0,3}$"
 

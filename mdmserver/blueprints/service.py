@@ -47,7 +47,13 @@ from mdmserver.assignments import service as assignments
 from mdmserver.assignments.models import HELD as PROFILE_HELD
 from mdmserver.assignments.models import DeviceProfileState
 from mdmserver.audit.service import record_event
-from mdmserver.blueprints.models import (
+from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
+from mdmserver.db import UTCDateTime, utcnow
+from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
+from mdmserver.pki.secretbox import SecretBox
+from mdmserver.profiles.models import Profile
+from mdmserver.records.admission import AdmissionStatus
+from mdmserver.records.blueprints import (
     LATEST,
     Blueprint,
     BlueprintApp,
@@ -59,15 +65,9 @@ from mdmserver.blueprints.models import (
     MemberStatus,
     OSUpdateStatus,
 )
-from mdmserver.blueprints.scope import enforced_condition, is_active, member_in, scope_condition
-from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
-from mdmserver.db import UTCDateTime, utcnow
-from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
-from mdmserver.pki.secretbox import SecretBox
-from mdmserver.profiles.models import Profile
-from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.records.devices import AvailableOSUpdate, Device, Platform
+from mdmserver.selection.blueprints import enforced_condition, is_active, member_in, scope_condition
 from mdmserver.selection.conditions import manageable
 from mdmserver.selection.resolve import resolve_targets
 from mdmserver.selection.sql import in_values

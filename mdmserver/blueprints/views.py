@@ -22,11 +22,11 @@ from mdmserver.api.jsonapi import (
 )
 from mdmserver.api.transactions import writes
 from mdmserver.blueprints import service
-from mdmserver.blueprints.models import Blueprint, BlueprintMember, MemberStatus
 from mdmserver.blueprints.schemas import BlueprintSchema, blueprint_resource, device_state_resource
 from mdmserver.collaborators import public_url, secret_box
 from mdmserver.db import db
 from mdmserver.errors import NotFound
+from mdmserver.records.blueprints import Blueprint, BlueprintMember, MemberStatus
 from mdmserver.selection import resolve
 from mdmserver.selection.filters import contains, one_of
 

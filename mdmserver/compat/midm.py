@@ -42,10 +42,10 @@ from mdmserver.api.auth import current_actor
 from mdmserver.api.jsonapi import is_id, load_body
 from mdmserver.api.requests import request_id
 from mdmserver.blueprints import service as blueprints
-from mdmserver.blueprints.models import Blueprint, FirstItem
 from mdmserver.collaborators import public_url, secret_box
 from mdmserver.db import db, isoformat, utcnow
 from mdmserver.errors import BadRequest, NotFound, UnprocessableEntity
+from mdmserver.records.blueprints import Blueprint, FirstItem
 
 bp = FlaskBlueprint("compat_midm", __name__, url_prefix="/api/v1/midm")
 

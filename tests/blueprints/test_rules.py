@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import event, func, select, update
 
-from mdmserver.blueprints.models import Blueprint
 from mdmserver.db import utcnow
 from mdmserver.jobs import Upkeep
+from mdmserver.records.blueprints import Blueprint
 from mdmserver.records.groups import GroupMember
 from tests.blueprints.helpers import (
     JSONAPI,

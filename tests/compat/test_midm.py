@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from mdmserver.blueprints.models import Blueprint
+from mdmserver.records.blueprints import Blueprint
 from mdmserver.records.commands import Command
 from tests.factories import make_app, make_wifi_profile, seed_devices
 

@@ -1,7 +1,9 @@
 """Which devices a blueprint wants its items on, as SQL conditions on ``Device``.
 
-The profile and app reconciles (``assignments.service``, ``app_assignments.service``) add these to the
-devices their direct and group assignments want, so an item is installed where anything wants it and
+The blueprint tables live in ``records/blueprints.py`` and these conditions here, below the features, for
+the same reason as the other tables selection reads: the profile and app reconciles
+(``assignments.service``, ``app_assignments.service``) read them, and ``blueprints.service`` builds on
+those reconciles. The reconciles add these to the devices their direct and group assignments want, so an item is installed where anything wants it and
 removed only where nothing does: overlaps resolve in one place (docs/blueprints.md).
 
 A blueprint wants its items on a device when
@@ -25,11 +27,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 from sqlalchemy.orm import Session
 
-from mdmserver.app_assignments.models import HELD as APP_HELD
-from mdmserver.app_assignments.models import DeviceAppState
-from mdmserver.assignments.models import HELD as PROFILE_HELD
-from mdmserver.assignments.models import DeviceProfileState
-from mdmserver.blueprints.models import (
+from mdmserver.db import utcnow
+from mdmserver.errors import Conflict
+from mdmserver.records.blueprints import (
     Blueprint,
     BlueprintApp,
     BlueprintMember,
@@ -37,8 +37,6 @@ from mdmserver.blueprints.models import (
     BlueprintTarget,
     MemberStatus,
 )
-from mdmserver.db import utcnow
-from mdmserver.errors import Conflict
 from mdmserver.records.devices import Device
 from mdmserver.selection.filters import group_condition
 
@@ -99,8 +97,9 @@ def wants_condition(
     return keeps if enforced is _NOTHING else or_(enforced, keeps)
 
 
-def profile_wanted(session: Session, profile_id: int) -> ColumnElement[bool] | None:
-    """SQL on ``Device``: some blueprint wants the profile there (``None``: no blueprint holds it)."""
+def profile_wanted(session: Session, profile_id: int, holds: ColumnElement[bool]) -> ColumnElement[bool] | None:
+    """SQL on ``Device``: some blueprint wants the profile there (``None``: no blueprint holds it).
+    ``holds``: the device holds the profile (its state is queued, installed, or a failure not retried)."""
     blueprints = session.scalars(
         select(Blueprint).join(BlueprintProfile, BlueprintProfile.blueprint_id == Blueprint.id)
         .where(BlueprintProfile.profile_id == profile_id).order_by(Blueprint.apply_order, Blueprint.id)
@@ -108,8 +107,6 @@ def profile_wanted(session: Session, profile_id: int) -> ColumnElement[bool] | N
     if not blueprints:
         return None
     now = utcnow()
-    holds = exists().where(DeviceProfileState.device_id == Device.id, DeviceProfileState.profile_id == profile_id,
-                           DeviceProfileState.status.in_(PROFILE_HELD))
     return or_(*(wants_condition(session, b, now, holds) for b in blueprints))
 
 
@@ -122,14 +119,13 @@ class AppWant:
     condition: ColumnElement[bool]
 
 
-def app_wanted(session: Session, app_id: int) -> list[AppWant]:
-    """The blueprints that hold the app, lowest ``apply_order`` first, with their options."""
+def app_wanted(session: Session, app_id: int, holds: ColumnElement[bool]) -> list[AppWant]:
+    """The blueprints that hold the app, lowest ``apply_order`` first, with their options. ``holds``: the
+    device holds the app (its state is queued, installing, installed, or a failure not retried)."""
     rows = session.execute(
         select(Blueprint, BlueprintApp.options).join(BlueprintApp, BlueprintApp.blueprint_id == Blueprint.id)
         .where(BlueprintApp.app_id == app_id).order_by(Blueprint.apply_order, Blueprint.id)
     ).all()
     now = utcnow()
-    holds = exists().where(DeviceAppState.device_id == Device.id, DeviceAppState.app_id == app_id,
-                           DeviceAppState.status.in_(APP_HELD))
     return [AppWant(blueprint.id, dict(options or {}), wants_condition(session, blueprint, now, holds))
             for blueprint, options in rows]

@@ -105,6 +105,12 @@ class BlueprintSchema(Schema):
             raise ValidationError("a global blueprint has no devices or groups in its scope", "scope")
 
 
+class BlueprintUpdateSchema(BlueprintSchema):
+    """A change: every field optional; the lists given replace the old ones whole."""
+
+    name = fields.String(validate=validate.Length(min=1, max=200))
+
+
 def blueprint_resource(row: Blueprint, items: Any) -> dict[str, Any]:
     """``items``: the blueprint's ``service.Contents``."""
     os_update = None if row.os_update_version is None else {
@@ -139,7 +145,7 @@ OPENAPI: dict[str, ApiDoc] = {
     "blueprints.create_blueprint": ApiDoc(type="blueprints", body=BlueprintSchema, reply=Reply.RESOURCE,
                                           status=201),
     "blueprints.get_blueprint": ApiDoc(type="blueprints", reply=Reply.RESOURCE),
-    "blueprints.update_blueprint": ApiDoc(type="blueprints", body=BlueprintSchema, reply=Reply.RESOURCE),
+    "blueprints.update_blueprint": ApiDoc(type="blueprints", body=BlueprintUpdateSchema, reply=Reply.RESOURCE),
     "blueprints.delete_blueprint": ApiDoc(body_kind=Body.NONE, reply=Reply.META),
     "blueprints.reconcile_blueprint": ApiDoc(body_kind=Body.NONE, reply=Reply.META),
     "blueprints.blueprint_devices": _STATES,

@@ -22,7 +22,12 @@ from mdmserver.api.jsonapi import (
 )
 from mdmserver.api.transactions import writes
 from mdmserver.blueprints import service
-from mdmserver.blueprints.schemas import BlueprintSchema, blueprint_resource, device_state_resource
+from mdmserver.blueprints.schemas import (
+    BlueprintSchema,
+    BlueprintUpdateSchema,
+    blueprint_resource,
+    device_state_resource,
+)
 from mdmserver.collaborators import public_url, secret_box
 from mdmserver.db import db
 from mdmserver.errors import NotFound
@@ -87,7 +92,7 @@ def update_blueprint(blueprint_id: str):
     """Change a blueprint (lists given replace the old ones whole); the devices follow at once."""
     blueprint = _blueprint(blueprint_id)
     _, attributes = parse_resource_body(None, TYPE, require_id=blueprint.id)
-    values = load_attributes(BlueprintSchema(partial=True), attributes, "blueprint")
+    values = load_attributes(BlueprintUpdateSchema(), attributes, "blueprint")
     blueprint, counts = service.update_blueprint(db.session, blueprint, values, with_=_with())
     db.session.commit()
     return jsonapi_response(document(_resource(blueprint), meta={"reconcile": counts}))

@@ -65,6 +65,10 @@ class _SeedBool(fields.Field):
 
     default_error_messages = {"invalid": "expected true or false"}
 
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("metadata", {"oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "false"]}]})
+        super().__init__(**kwargs)
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
         if isinstance(value, bool):
             return value
@@ -286,10 +290,10 @@ def create_profile():
     return _saved(row, 201)
 
 
-@bp.put("/profiles/<profile_id>")
-def save_profile(profile_id: str):
+@bp.put("/profiles/<blueprint_id>")
+def save_profile(blueprint_id: str):
     """Save a loaded scoped profile: the fields the seed knows change; profiles and the OS target stay."""
-    row = _blueprint(profile_id)
+    row = _blueprint(blueprint_id)
     body = load_body(ScopedProfileSchema(), "scoped profile")
     try:
         row, _ = blueprints.update_blueprint(db.session, row, _values(body, creating=False), with_=_with())
@@ -299,10 +303,10 @@ def save_profile(profile_id: str):
     return _saved(row, 200)
 
 
-@bp.get("/profiles/<profile_id>")
-def get_profile(profile_id: str):
+@bp.get("/profiles/<blueprint_id>")
+def get_profile(blueprint_id: str):
     """One scoped profile in the seed's shape."""
-    row = _blueprint(profile_id)
+    row = _blueprint(blueprint_id)
     return _envelope(_seed_object(row, blueprints.contents(db.session, [row.id])[row.id]))
 
 

@@ -153,8 +153,8 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     # the Android MDM seed's scoped profiles (compat, onto blueprints)
     ("GET", "/api/v1/midm/profiles", "read"),
     ("POST", "/api/v1/midm/profiles", "write"),
-    ("GET", "/api/v1/midm/profiles/<profile_id>", "read"),
-    ("PUT", "/api/v1/midm/profiles/<profile_id>", "write"),
+    ("GET", "/api/v1/midm/profiles/<blueprint_id>", "read"),
+    ("PUT", "/api/v1/midm/profiles/<blueprint_id>", "write"),
     # ManageEngine's Devices API (compat)
     ("GET", "/api/v1/mdm/devices", "read"),
     ("GET", "/api/v1/mdm/devices/<ident>", "read"),

@@ -117,7 +117,7 @@ def run(devices: int) -> dict:
             assert not any(again[k] for k in again if k.endswith("_queued")), again
             return {
                 "backend": backend, "devices": devices, "devices_in_scope": in_group,
-                "baseline_assign_two_profiles_ms": base_ms, "baseline_sql_statements": base_sql,
+                "baseline_assign_two_profiles_ms": round(base_ms, 1), "baseline_sql_statements": base_sql,
                 "blueprint_create_ms": bp_ms, "blueprint_sql_statements": bp_sql,
                 "blueprint_commands_queued": queued["profile_install_queued"] + queued["os_update_queued"],
                 "blueprint_ratio_to_baseline": round(bp_ms / base_ms, 2) if base_ms else None,

@@ -54,7 +54,7 @@ def _local_date_time(value: str) -> None:
                               "(the device's own time, as Apple's TargetLocalDateTime)")
 
 
-class OSUpdateSchema(Schema):
+class OSUpdateTargetSchema(Schema):
     """The OS-update target: a version (``17.5.1``) or ``latest``, a deadline in the device's local time,
     and ``ScheduleOSUpdate``'s ``InstallAction``."""
 
@@ -86,7 +86,7 @@ class BlueprintSchema(Schema):
     scope = fields.Nested(ScopeSchema)
     profiles = fields.List(IdField(), validate=validate.Length(max=200))
     apps = fields.List(fields.Nested(AppItemSchema), validate=validate.Length(max=200))
-    os_update = fields.Nested(OSUpdateSchema, allow_none=True)
+    os_update = fields.Nested(OSUpdateTargetSchema, allow_none=True)
 
     @validates("profiles")
     def _distinct_profiles(self, value: list[int], **_kwargs: Any) -> None:

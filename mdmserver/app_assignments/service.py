@@ -14,7 +14,8 @@ each device's state and queues, with one ``INSERT … SELECT`` per distinct set 
 
 **Overlapping assignments.** A device assigned directly gets its direct assignment's options; a device
 reached only through groups gets the options of the oldest of those group assignments (``created_at``,
-then id). Options are read when a command is queued: changing them takes unassigning and assigning
+then id); a device reached only through blueprints (``selection/blueprints.py``), the options of the one
+with the lowest ``apply_order``. The app is removed only where nothing wants it (docs/blueprints.md). Options are read when a command is queued: changing them takes unassigning and assigning
 again, and reaches the devices with their next install or update.
 
 States follow the queue's results and what the devices report (``refresh_states``), which runs before

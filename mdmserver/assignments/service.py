@@ -1,7 +1,7 @@
 """Profile assignment and reconciliation, set-based.
 
 A profile's *desired* devices are those assigned directly plus the members of its assigned groups
-(subgroups and smart groups included). ``reconcile`` compares them with each device's state and
+(subgroups and smart groups included) plus those a blueprint wants it on (``selection/blueprints.py``). ``reconcile`` compares them with each device's state and
 queues, with one ``INSERT … SELECT`` each, InstallProfile for devices that should have the current
 revision and do not, and RemoveProfile for devices that have it and should not. States follow the
 commands' results and the devices' ProfileList answers (``refresh_states``).

@@ -94,3 +94,28 @@ def test_smart_group_blueprint_reaches_enrolling_devices_in_order(client, auth, 
     # the others keep theirs
     rows = states(client, h, f"/api/v1/blueprints/{blueprint_id}/devices?filter[membership]=in_scope&page[size]=100")
     assert len(rows) == FLEET - 1
+
+
+def test_a_pending_device_gets_the_blueprint_when_accepted(client, auth, db_session, topic, monkeypatch, app):
+    """Nothing waits in the queue of a device nobody admitted; accepting it (Mender's API) brings the
+    blueprint's items in the same transaction."""
+    monkeypatch.setitem(app.config, "ADMISSION_POLICY", "manual")
+    h = auth("read", "write")
+    profile = make_wifi_profile(db_session, "com.example.bp.pending")
+    db_session.commit()
+    created(client, h, name="everyone", is_global=True, profiles=[profile.id], os_update={"version": "17.6"})
+    sim = SimulatedDevice(FlaskTransport(client), platform="ios", seed=1700)
+    sim.enroll()
+    assert sim.authenticate() == 200
+    device_id = db_session.scalar(select(Device.id).where(Device.udid == sim.udid))
+    assert commands(db_session, device_id=device_id) == []
+    pending = client.get("/api/management/v1/admission/devices?status=pending", headers=h).get_json()
+    (auth_set,) = [a for a in pending if a["device_id"] == str(device_id)]
+    accepted = client.put(f"/api/management/v1/admission/devices/{auth_set['id']}/status", headers=h,
+                          json={"status": "accepted"})
+    assert accepted.status_code == 200
+    assert [c.request_type for c in commands(db_session, device_id=device_id)] == ["InstallProfile",
+                                                                                   "ScheduleOSUpdate"]
+    assert sim.token_update() == 200
+    assert [(t, s) for _, t, s in sim.run_session()] == [("InstallProfile", "Acknowledged"),
+                                                         ("ScheduleOSUpdate", "Acknowledged")]

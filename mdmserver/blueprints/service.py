@@ -47,11 +47,18 @@ from mdmserver.assignments import service as assignments
 from mdmserver.assignments.models import HELD as PROFILE_HELD
 from mdmserver.assignments.models import DeviceProfileState
 from mdmserver.audit.service import record_event
-from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
+from mdmserver.commands.service import (
+    RESULT_CONTEXT,
+    QueuePlan,
+    enqueue_where,
+    open_blob,
+    validate_command,
+)
 from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.profiles.models import Profile
+from mdmserver.protocol.plist import load_stored
 from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.blueprints import (
     LATEST,
@@ -339,18 +346,52 @@ def _device_scope(session: Session, device_ids: Sequence[int] | None) -> ColumnE
     return in_values(session, Device.id, device_ids, integer=True) if device_ids is not None else true()
 
 
+#: ``UpdateResults[].Status`` values (Apple's enum) that say the update will not happen
+UPDATE_FAILURES = frozenset({
+    "DownloadFailed", "DownloadRequiresComputer", "DownloadInsufficientSpace", "DownloadInsufficientPower",
+    "DownloadInsufficientNetwork", "InstallInsufficientSpace", "InstallInsufficientPower",
+    "InstallPhoneCallInProgress", "InstallFailed",
+})
+
+
+def _update_results(blob: bytes | None, box: SecretBox) -> list[str]:
+    """The ``UpdateResults[].Status`` values of a ScheduleOSUpdate answer (none when unreadable)."""
+    if blob is None:
+        return []
+    try:
+        answer = load_stored(open_blob(bytes(blob), box, RESULT_CONTEXT))
+    except ValueError:
+        return []
+    results = answer.get("UpdateResults") if isinstance(answer, dict) else None
+    return [r["Status"] for r in results or [] if isinstance(r, dict) and isinstance(r.get("Status"), str)]
+
+
+def _answered(row: Any, box: SecretBox) -> tuple[str, str]:
+    """The state and detail a ScheduleOSUpdate answer gives."""
+    if row.command_status != CommandStatus.ACKNOWLEDGED.value:
+        return OSUpdateStatus.FAILED.value, f"ScheduleOSUpdate: {row.command_status}"
+    statuses = _update_results(row.result, box)
+    failed = [s for s in statuses if s in UPDATE_FAILURES]
+    if failed:
+        return OSUpdateStatus.FAILED.value, "UpdateResults: " + ", ".join(failed)
+    if statuses:
+        return OSUpdateStatus.SCHEDULED.value, "UpdateResults: " + ", ".join(statuses)
+    return OSUpdateStatus.SCHEDULED.value, "the device accepted ScheduleOSUpdate"
+
+
 def refresh_os_updates(session: Session, blueprint_ids: Sequence[int] | None = None,
-                       device_ids: Sequence[int] | None = None) -> int:
-    """Bring OS-update states up to date: the ScheduleOSUpdate answers (acknowledged → scheduled, refused
-    or dropped → failed) and the OS version the devices report (at or above the target → installed).
-    One ``SELECT`` of the unfinished states and one ``executemany`` ``UPDATE``."""
+                       device_ids: Sequence[int] | None = None, *, box: SecretBox) -> int:
+    """Bring OS-update states up to date: the ScheduleOSUpdate answers (acknowledged → scheduled, with
+    ``UpdateResults``' status; a failure status, a refusal or a dropped command → failed) and the OS
+    version the devices report (at or above the target → installed). One ``SELECT`` of the unfinished
+    states and one ``executemany`` ``UPDATE``."""
     state = BlueprintOSUpdate
     scope = state.blueprint_id.in_(list(blueprint_ids)) if blueprint_ids is not None else true()
     if device_ids is not None:
         scope = and_(scope, in_values(session, state.device_id, device_ids, integer=True))
     rows = session.execute(
         select(state.blueprint_id, state.device_id, state.target_version, state.status, state.detail,
-               Device.os_version, Command.status.label("command_status"), Command.request_type)
+               Device.os_version, Command.status.label("command_status"), Command.result)
         .join(Device, Device.id == state.device_id)
         .outerjoin(Command, Command.uuid == state.command_uuid)
         .where(scope, state.status.in_([OSUpdateStatus.QUEUED.value, OSUpdateStatus.SCHEDULED.value]))
@@ -363,10 +404,7 @@ def refresh_os_updates(session: Session, blueprint_ids: Sequence[int] | None = N
         if target is not None and reported is not None and reported >= target:
             status, detail = OSUpdateStatus.INSTALLED.value, f"the device reports {row.os_version}"
         elif row.status == OSUpdateStatus.QUEUED.value and row.command_status not in (None, *_ACTIVE_COMMANDS):
-            if row.command_status == CommandStatus.ACKNOWLEDGED.value:
-                status, detail = OSUpdateStatus.SCHEDULED.value, "the device accepted ScheduleOSUpdate"
-            else:
-                status, detail = OSUpdateStatus.FAILED.value, f"ScheduleOSUpdate: {row.command_status}"
+            status, detail = _answered(row, box)
         if (status, detail) != (row.status, row.detail):
             changes.append({"b": row.blueprint_id, "d": row.device_id, "s": status, "t": detail, "u": now})
     if changes:
@@ -431,7 +469,7 @@ def _os_update_plans(session: Session, blueprint: Blueprint, device_ids: Sequenc
 
 def _queue_os_update(session: Session, blueprint: Blueprint, device_ids: Sequence[int] | None,
                      with_: Collaborators, counts: dict[str, int], now: datetime) -> None:
-    refresh_os_updates(session, [blueprint.id], device_ids)
+    refresh_os_updates(session, [blueprint.id], device_ids, box=with_.box)
     plans = _os_update_plans(session, blueprint, device_ids, now)
     if not plans:
         return
@@ -621,7 +659,7 @@ def refresh_states(session: Session, blueprint_ids: Sequence[int], device_ids: S
         assignments.refresh_states(session, profile_ids, device_ids)
     if app_ids:
         app_assignments.refresh_states(session, app_ids, device_ids, box=box)
-    refresh_os_updates(session, blueprint_ids, device_ids)
+    refresh_os_updates(session, blueprint_ids, device_ids, box=box)
 
 
 def device_states(session: Session, members: Sequence[BlueprintMember]) -> list[dict[str, Any]]:

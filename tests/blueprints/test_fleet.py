@@ -119,3 +119,36 @@ def test_a_pending_device_gets_the_blueprint_when_accepted(client, auth, db_sess
     assert sim.token_update() == 200
     assert [(t, s) for _, t, s in sim.run_session()] == [("InstallProfile", "Acknowledged"),
                                                          ("ScheduleOSUpdate", "Acknowledged")]
+
+
+def test_latest_takes_the_update_the_device_offers_and_a_refusal_is_failed(client, auth, db_session, topic):
+    h = auth("read", "write")
+    transport = FlaskTransport(client)
+    phones = [SimulatedDevice(transport, platform="ios", seed=1800 + i) for i in range(2)]  # report 17.5
+    ids = []
+    for sim in phones:
+        sim.enroll()
+        assert sim.authenticate() == 200 and sim.token_update() == 200
+        ids.append(db_session.scalar(select(Device.id).where(Device.udid == sim.udid)))
+        asked = client.post(f"/api/v1/devices/{ids[-1]}/commands", headers=h,
+                            json={"request_type": "AvailableOSUpdates"})
+        assert asked.status_code in (201, 202)
+        assert [(t, s) for _, t, s in sim.run_session()] == [("AvailableOSUpdates", "Acknowledged")]  # 17.6
+    refusing = phones[1]
+    refusing.answer_overrides["ScheduleOSUpdate"] = "Error"
+
+    doc = created(client, h, name="latest", scope={"devices": ids},
+                  os_update={"version": "latest", "install_action": "InstallASAP"})
+    assert doc["meta"]["reconcile"]["os_update_queued"] == 2
+    for sim, device_id in zip(phones, ids, strict=True):
+        (schedule,) = commands(db_session, "ScheduleOSUpdate", device_id)
+        assert parameters(schedule) == {"Updates": [{"InstallAction": "InstallASAP", "ProductVersion": "17.6",
+                                                     "ProductKey": f"iOSUpdate{sim.build_version}X"}]}
+        sim.run_session()
+    rows = {int(r["device_id"]): r["os_update"]
+            for r in states(client, h, f"/api/v1/blueprints/{doc['data']['id']}/devices")}
+    assert (rows[ids[0]]["state"], rows[ids[0]]["detail"]) == ("queued", "UpdateResults: Installing")
+    assert (rows[ids[1]]["state"], rows[ids[1]]["detail"]) == ("failed", "ScheduleOSUpdate: error")
+    assert rows[ids[0]]["target_version"] == "17.6"
+    again = client.post(f"/api/v1/blueprints/{doc['data']['id']}/reconcile", headers=h).get_json()
+    assert again["os_update_queued"] == 0  # once per target: the refused one is not retried in a loop

@@ -208,7 +208,8 @@ def decide_admission(
                                   new_enrollment=decision.moved_from is not None)
     app_assignments.reconcile_devices(session, [auth_set.device_id], actor=actor, box=box, public_url=public_url,
                                       new_enrollment=decision.moved_from is not None)
-    blueprints.reconcile_devices(session, [auth_set.device_id], with_=blueprints.Collaborators(actor, box, public_url))
+    blueprints.reconcile_devices(session, [auth_set.device_id], with_=blueprints.Collaborators(actor, box, public_url),
+                                 new_enrollment=decision.moved_from is not None)
     return decision
 
 

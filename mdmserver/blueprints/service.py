@@ -613,11 +613,21 @@ def reconcile_all(session: Session, *, with_: Collaborators) -> dict[str, int]:
     return _reconcile_many(session, None, with_)
 
 
-def reconcile_devices(session: Session, device_ids: Sequence[int], *, with_: Collaborators) -> dict[str, int]:
+def reconcile_devices(
+    session: Session, device_ids: Sequence[int], *, with_: Collaborators, new_enrollment: bool = False,
+) -> dict[str, int]:
     """Every blueprint for these devices only (their enrollment, admission, or an inventory change that
-    moves them in or out of a smart group); only admitted devices get commands."""
+    moves them in or out of a smart group); only admitted devices get commands. ``new_enrollment``: the
+    devices enrolled (again): what an earlier enrollment was given is gone with it, so their membership
+    and OS-update history are forgotten (a one-shot blueprint applies to the new enrollment again)."""
+    ids = list(dict.fromkeys(device_ids))
+    if new_enrollment and ids:
+        session.execute(delete(BlueprintMember).where(in_values(session, BlueprintMember.device_id, ids,
+                                                                integer=True)))
+        session.execute(delete(BlueprintOSUpdate).where(in_values(session, BlueprintOSUpdate.device_id, ids,
+                                                                  integer=True)))
     admitted = list(session.scalars(
-        select(Device.id).where(in_values(session, Device.id, list(dict.fromkeys(device_ids)), integer=True),
+        select(Device.id).where(in_values(session, Device.id, ids, integer=True),
                                 Device.admission_status == AdmissionStatus.ACCEPTED.value)))
     if not admitted:
         return {"blueprints": 0, **_new_counts()}

@@ -340,7 +340,7 @@ def _authenticate(
     app_assignments.reconcile_devices(session, [device.id], actor=RECONCILE_ACTOR, box=settings.box,
                                       public_url=settings.public_url, new_enrollment=True)
     blueprints.reconcile_devices(session, [device.id], with_=blueprints.Collaborators(
-        RECONCILE_ACTOR, settings.box, settings.public_url))
+        RECONCILE_ACTOR, settings.box, settings.public_url), new_enrollment=True)
 
     log.info("device %s authenticated (admission %s)", device.udid, device.admission_status)
     return None

@@ -152,3 +152,26 @@ def test_latest_takes_the_update_the_device_offers_and_a_refusal_is_failed(clien
     assert rows[ids[0]]["target_version"] == "17.6"
     again = client.post(f"/api/v1/blueprints/{doc['data']['id']}/reconcile", headers=h).get_json()
     assert again["os_update_queued"] == 0  # once per target: the refused one is not retried in a loop
+
+
+def test_a_one_shot_blueprint_applies_again_to_a_new_enrollment(client, auth, db_session, topic):
+    h = auth("read", "write")
+    profile = make_wifi_profile(db_session, "com.example.bp.once")
+    db_session.commit()
+    doc = created(client, h, name="once", is_global=True, profiles=[profile.id], unscope_if_applied=True)
+    sim = SimulatedDevice(FlaskTransport(client), platform="ios", seed=1900)
+    sim.enroll()
+    assert sim.authenticate() == 200 and sim.token_update() == 200
+    assert [(t, s) for _, t, s in sim.run_session()] == [("InstallProfile", "Acknowledged")]
+    (row,) = states(client, h, f"/api/v1/blueprints/{doc['data']['id']}/devices")
+    assert row["membership"] == "unscoped"
+    assert client.post(f"/api/v1/blueprints/{doc['data']['id']}/reconcile", headers=h).get_json()[
+        "profile_install_queued"] == 0  # applied once
+
+    # the device left management (CheckOut) and enrolls again: a new enrollment gets it once more
+    assert sim.checkout() == 200
+    sim.profiles.clear()
+    sim.enroll()
+    assert sim.authenticate() == 200 and sim.token_update() == 200
+    assert [(t, s) for _, t, s in sim.run_session()] == [("InstallProfile", "Acknowledged")]
+    assert "com.example.bp.once" in sim.profiles

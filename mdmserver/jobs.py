@@ -11,7 +11,8 @@ on its own period:
 - *re-push*: push again the devices with queued commands that have been silent too long;
 - *purge*: push records and finished commands past the retention, enrollment identities never used,
   SCEP challenges that expired unused;
-- *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report);
+- *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report),
+  and every blueprint (its smart-group scope, its OS target, and its ``start_on`` when it comes);
 - *renew*: identities that expire soon are renewed (``mdmserver/checkin/renewal.py``);
 - *notices*: ``push_certificate.expiring`` webhook events (30, 14, 7 and 1 days before, once each).
 
@@ -145,7 +146,8 @@ class Upkeep:
         counts = workflows.group_membership_changed(db.session, actor=UPKEEP_ACTOR, box=box,
                                                     public_url=self.app.config["PUBLIC_URL"])
         db.session.commit()
-        if any(counts[k] for k in ("install_queued", "removal_queued", "app_install_queued", "app_removal_queued")):
+        if any(counts[k] for k in ("install_queued", "removal_queued", "app_install_queued", "app_removal_queued")) \
+                or any(v for k, v in counts["blueprints"].items() if k != "blueprints"):
             log.info("group assignments reconciled: %s", counts)
 
 

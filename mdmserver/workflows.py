@@ -18,6 +18,7 @@ from mdmserver.app_assignments import service as app_assignments
 from mdmserver.apps.models import App
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
+from mdmserver.blueprints import service as blueprints
 from mdmserver.commands import service as commands
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import utcnow
@@ -109,11 +110,14 @@ def group_membership_changed(
     changed (custom attributes, asset fields, the inventory devices report). Bring the profiles, then
     the apps, assigned to groups in line (InstallProfile / RemoveProfile, InstallApplication /
     InstallEnterpriseApplication / RemoveApplication queued, set-based); returns the profile reconcile
-    counts and the apps' as ``app_install_queued`` / ``app_removal_queued``. ``public_url``: the base of
-    the app manifests' URLs."""
+    counts and the apps' as ``app_install_queued`` / ``app_removal_queued``. Then every blueprint, in
+    ``apply_order`` (their smart-group scopes, and those whose ``start_on`` has come: the upkeep job calls
+    this periodically), its counts as ``blueprints``. ``public_url``: the base of the app manifests' URLs."""
     counts = assignments.reconcile_all(session, actor=actor, box=box, groups_only=True)
     apps = app_assignments.reconcile_all(session, actor=actor, box=box, public_url=public_url, groups_only=True)
-    return {**counts, "app_install_queued": apps["install_queued"], "app_removal_queued": apps["removal_queued"]}
+    plans = blueprints.reconcile_all(session, with_=blueprints.Collaborators(actor, box, public_url))
+    return {**counts, "app_install_queued": apps["install_queued"], "app_removal_queued": apps["removal_queued"],
+            "blueprints": plans}
 
 
 def custom_attributes_changed(session: Session, *, actor: str | None, box: SecretBox, public_url: str) -> None:
@@ -141,7 +145,9 @@ def app_revised(session: Session, app: App, *, actor: str | None, box: SecretBox
 
 
 def delete_profile(session: Session, profile: Profile, *, actor: str | None, box: SecretBox) -> None:
-    """Delete a profile; where it was assigned and installed, RemoveProfile is queued first."""
+    """Delete a profile; where it was assigned (or in a blueprint) and installed, RemoveProfile is queued
+    first."""
+    blueprints.drop_profile(session, profile, actor=actor, box=box)
     assigned = assignments.list_assignments(session, profile)
     if assigned:
         assignments.unassign(
@@ -205,6 +211,8 @@ def decide_admission(
                                   new_enrollment=decision.moved_from is not None)
     app_assignments.reconcile_devices(session, [auth_set.device_id], actor=actor, box=box, public_url=public_url,
                                       new_enrollment=decision.moved_from is not None)
+    blueprints.reconcile_devices(session, [auth_set.device_id], with_=blueprints.Collaborators(actor, box, public_url),
+                                 new_enrollment=decision.moved_from is not None)
     return decision
 
 

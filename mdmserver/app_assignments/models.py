@@ -21,6 +21,11 @@ class AppInstallStatus(StrEnum):
     REMOVED = "removed"  # RemoveApplication acknowledged
 
 
+#: states that hold the app (or a failure not retried): no new install is queued
+HELD = (AppInstallStatus.SCHEDULED.value, AppInstallStatus.INSTALLING.value, AppInstallStatus.INSTALLED.value,
+        AppInstallStatus.FAILED.value)
+
+
 class AppAssignment(db.Model):
     """An app assigned to one device or to one group (its members, subgroups and smart groups included),
     with the install options Apple defines (management flags, removable, attributes, configuration)."""

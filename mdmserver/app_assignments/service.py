@@ -14,7 +14,8 @@ each device's state and queues, with one ``INSERT … SELECT`` per distinct set 
 
 **Overlapping assignments.** A device assigned directly gets its direct assignment's options; a device
 reached only through groups gets the options of the oldest of those group assignments (``created_at``,
-then id). Options are read when a command is queued: changing them takes unassigning and assigning
+then id); a device reached only through blueprints (``selection/blueprints.py``), the options of the one
+with the lowest ``apply_order``. The app is removed only where nothing wants it (docs/blueprints.md). Options are read when a command is queued: changing them takes unassigning and assigning
 again, and reaches the devices with their next install or update.
 
 States follow the queue's results and what the devices report (``refresh_states``), which runs before
@@ -48,7 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from mdmserver.app_assignments.models import AppAssignment, AppInstallStatus, DeviceAppState
+from mdmserver.app_assignments.models import HELD, AppAssignment, AppInstallStatus, DeviceAppState
 from mdmserver.apps.links import manifest_url
 from mdmserver.apps.manifests import app_manifest
 from mdmserver.apps.models import App, AppSource
@@ -68,6 +69,7 @@ from mdmserver.protocol.plist import ProtocolError, load_stored
 from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandStatus
 from mdmserver.records.devices import Device, InstalledApplication, Platform
+from mdmserver.selection.blueprints import app_wanted
 from mdmserver.selection.conditions import manageable
 from mdmserver.selection.filters import group_condition
 from mdmserver.selection.resolve import resolve_targets
@@ -84,8 +86,6 @@ DEVICE_PLATFORMS: dict[str, tuple[str, ...]] = {
     Platform.IOS.value: (Platform.IOS.value, Platform.IPADOS.value),
     Platform.MACOS.value: (Platform.MACOS.value,),
 }
-#: states that hold the app on the device (or a failure not retried): no new install is queued
-HELD = (Status.SCHEDULED.value, Status.INSTALLING.value, Status.INSTALLED.value, Status.FAILED.value)
 #: states that have (or will have) the app on the device: RemoveApplication applies when no longer desired
 PRESENT = (Status.SCHEDULED.value, Status.INSTALLING.value, Status.INSTALLED.value)
 #: states the devices' inventory answers can move
@@ -278,7 +278,8 @@ class Target:
 
 def targets(session: Session, app: App) -> list[Target]:
     """The app's targets in precedence order: direct assignments (grouped by identical options), then
-    group assignments oldest first, each without the devices an earlier target already covers."""
+    group assignments oldest first, then the blueprints holding the app (lowest ``apply_order`` first),
+    each without the devices an earlier target already covers."""
     rows = session.execute(
         select(AppAssignment.device_id, AppAssignment.group_id, AppAssignment.options)
         .where(AppAssignment.app_id == app.id)
@@ -300,6 +301,11 @@ def targets(session: Session, app: App) -> list[Target]:
             raise Conflict(f"group {row.group_id} cannot be evaluated: {exc}") from None
         result.append(Target(row.options or {}, and_(members, *(not_(c) for c in covered))))
         covered.append(members)
+    holds = exists().where(DeviceAppState.device_id == Device.id, DeviceAppState.app_id == app.id,
+                           DeviceAppState.status.in_(HELD))
+    for want in app_wanted(session, app.id, holds):  # blueprints, lowest apply_order first
+        result.append(Target(want.options, and_(want.condition, *(not_(c) for c in covered))))
+        covered.append(want.condition)
     return result
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, BinaryIO
 
-from sqlalchemy import Select, column, exists, select, table
+from sqlalchemy import Select, column, exists, or_, select, table
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,8 @@ POINTER = "/data/attributes"
 #: The assignments table, read (never written) to refuse deleting an assigned app. Named here rather than
 #: imported: ``app_assignments`` builds on the catalogue, so importing its model would close a package cycle.
 _ASSIGNMENTS = table("app_assignments", column("app_id"))
+#: the blueprints' apps, read for the same reason (``blueprints`` builds on the catalogue too)
+_BLUEPRINT_APPS = table("blueprint_apps", column("app_id"))
 
 #: Attributes of an enterprise entry that come from its package and cannot be changed by hand.
 PACKAGE_FACTS = ("bundle_id", "version", "minimum_os")
@@ -122,14 +124,16 @@ def update_app(session: Session, app: App, values: dict[str, Any]) -> App:
 
 
 def is_assigned(session: Session, app: App) -> bool:
-    return bool(session.scalar(select(exists().where(_ASSIGNMENTS.c.app_id == app.id))))
+    """Assigned to a device or a group, or held by a blueprint."""
+    return bool(session.scalar(select(or_(exists().where(_ASSIGNMENTS.c.app_id == app.id),
+                                          exists().where(_BLUEPRINT_APPS.c.app_id == app.id)))))
 
 
 def delete_app(session: Session, app: App) -> tuple[str, ...]:
     """Delete an entry that is assigned nowhere (409 ``app_assigned`` otherwise). Answers the packages
     to release after the commit."""
     if is_assigned(session, app):
-        raise Conflict("the app is assigned to devices or groups: remove its assignments first",
+        raise Conflict("the app is assigned to devices or groups, or in a blueprint: remove it from them first",
                        code="app_assigned")
     record_event(session, "app:delete", "apps", app.id,
                  {"platform": app.platform, "bundle_id": app.bundle_id, "package_sha256": app.package_sha256})

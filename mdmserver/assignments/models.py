@@ -19,6 +19,10 @@ class AssignmentStatus(StrEnum):
     REMOVED = "removed"  # RemoveProfile acknowledged
 
 
+#: states that hold the profile on the device (queued, installed, or a failure not retried)
+HELD = (AssignmentStatus.SCHEDULED.value, AssignmentStatus.INSTALLED.value, AssignmentStatus.FAILED.value)
+
+
 class ProfileAssignment(db.Model):
     """A profile assigned to one device or to one group (its members, subgroups included)."""
 

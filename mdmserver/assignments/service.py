@@ -1,7 +1,7 @@
 """Profile assignment and reconciliation, set-based.
 
 A profile's *desired* devices are those assigned directly plus the members of its assigned groups
-(subgroups and smart groups included). ``reconcile`` compares them with each device's state and
+(subgroups and smart groups included) plus those a blueprint wants it on (``selection/blueprints.py``). ``reconcile`` compares them with each device's state and
 queues, with one ``INSERT … SELECT`` each, InstallProfile for devices that should have the current
 revision and do not, and RemoveProfile for devices that have it and should not. States follow the
 commands' results and the devices' ProfileList answers (``refresh_states``).
@@ -33,7 +33,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from mdmserver.assignments.models import AssignmentStatus, DeviceProfileState, ProfileAssignment
+from mdmserver.assignments.models import (
+    HELD,
+    AssignmentStatus,
+    DeviceProfileState,
+    ProfileAssignment,
+)
 from mdmserver.audit.service import record_event
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import utcnow
@@ -44,6 +49,7 @@ from mdmserver.profiles.service import profile_bytes
 from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.commands import Command, CommandStatus
 from mdmserver.records.devices import Device, InstalledProfile
+from mdmserver.selection.blueprints import profile_wanted
 from mdmserver.selection.conditions import manageable
 from mdmserver.selection.filters import group_condition
 from mdmserver.selection.resolve import resolve_targets
@@ -51,7 +57,6 @@ from mdmserver.selection.sql import in_values
 
 log = logging.getLogger("mdmserver.assignments")
 
-HELD = (AssignmentStatus.SCHEDULED.value, AssignmentStatus.INSTALLED.value, AssignmentStatus.FAILED.value)
 
 
 # --- assignments ----------------------------------------------------------------------------------
@@ -111,7 +116,8 @@ def unassign(
 
 
 def desired_condition(session: Session, profile: Profile) -> ColumnElement[bool]:
-    """SQL on ``Device``: the profile should be on this device."""
+    """SQL on ``Device``: the profile should be on this device (assigned directly, through a group, or
+    wanted by a blueprint: ``blueprints.scope``)."""
     group_ids = session.scalars(
         select(ProfileAssignment.group_id)
         .where(ProfileAssignment.profile_id == profile.id, ProfileAssignment.group_id.is_not(None))
@@ -125,6 +131,11 @@ def desired_condition(session: Session, profile: Profile) -> ColumnElement[bool]
             clauses.append(group_condition(session, group_id))
         except ValueError as exc:
             raise Conflict(f"group {group_id} cannot be evaluated: {exc}") from None
+    holds = exists().where(DeviceProfileState.device_id == Device.id, DeviceProfileState.profile_id == profile.id,
+                           DeviceProfileState.status.in_(HELD))
+    wanted = profile_wanted(session, profile.id, holds)  # the blueprints that hold the profile
+    if wanted is not None:
+        clauses.append(wanted)
     return or_(*clauses)
 
 

@@ -24,6 +24,7 @@ from mdmserver.admission import service as admission
 from mdmserver.app_assignments import service as app_assignments
 from mdmserver.assignments import service as assignments
 from mdmserver.audit.service import record_event
+from mdmserver.blueprints import service as blueprints
 from mdmserver.checkin.auth import DeviceIdentity
 from mdmserver.commands import service as commands
 from mdmserver.db import utcnow
@@ -428,6 +429,8 @@ def _authenticate(
                                  new_enrollment=True)
     app_assignments.reconcile_devices(session, [device.id], actor=RECONCILE_ACTOR, box=settings.box,
                                       public_url=settings.public_url, new_enrollment=True)
+    blueprints.reconcile_devices(session, [device.id], with_=blueprints.Collaborators(
+        RECONCILE_ACTOR, settings.box, settings.public_url), new_enrollment=True)
 
     log.info("device %s authenticated (admission %s)", device.udid, device.admission_status)
     return None
@@ -580,8 +583,10 @@ def handle_connect(
                 counts = assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box)
                 apps = app_assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box,
                                                          public_url=public_url)
+                plans = blueprints.reconcile_devices(session, [state.id], with_=blueprints.Collaborators(
+                    RECONCILE_ACTOR, box, public_url))
                 queued_now = any((counts["install_queued"], counts["removal_queued"], apps["install_queued"],
-                                  apps["removal_queued"]))
+                                  apps["removal_queued"], *(v for k, v in plans.items() if k != "blueprints")))
         if answered is not None and (answered.id == state.command_id or queued_now):
             # the device answered a command it was never offered, or a profile command was just
             # queued for it: look again

@@ -752,6 +752,24 @@ class SimulatedDevice:
             "IsConfigDataUpdate": False, "IsFirmwareUpdate": False, "IsMajorOSUpdate": False,
         }]}
 
+    def _answer_ScheduleOSUpdate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Accept each update; one with a ``ProductVersion`` and an install action that installs
+        ("installs" at once: the device reports the new version from its next DeviceInformation)."""
+        results = []
+        for update in params.get("Updates") or []:
+            action = update.get("InstallAction", "Default")
+            version = update.get("ProductVersion")
+            installs = action in ("Default", "InstallASAP", "InstallForceRestart", "InstallLater")
+            if isinstance(version, str) and installs:
+                self.os_version = version
+            results.append({"ProductKey": update.get("ProductKey") or f"update-{version}",
+                            "InstallAction": action if action != "Default" else "InstallASAP",
+                            "Status": "Installing" if installs else "Idle"})
+        return {"UpdateResults": results}
+
+    def _answer_OSUpdateStatus(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"OSUpdateStatus": []}  # updates "install" at once (``_answer_ScheduleOSUpdate``)
+
     def _answer_ActivationLockBypassCode(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ActivationLockBypassCode": self.activation_lock_bypass_code}
 

@@ -141,6 +141,20 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("POST", "/api/v1/apps/<app_id>/update", "write"),
     ("GET", "/api/v1/devices/<ident>/apps", "read"),
     ("POST", "/api/v1/devices/<ident>/apps/refresh", "write"),
+    # blueprints (issue 15)
+    ("GET", "/api/v1/blueprints", "read"),
+    ("POST", "/api/v1/blueprints", "write"),
+    ("GET", "/api/v1/blueprints/<blueprint_id>", "read"),
+    ("PATCH", "/api/v1/blueprints/<blueprint_id>", "write"),
+    ("DELETE", "/api/v1/blueprints/<blueprint_id>", "write"),
+    ("POST", "/api/v1/blueprints/<blueprint_id>/reconcile", "write"),
+    ("GET", "/api/v1/blueprints/<blueprint_id>/devices", "read"),
+    ("GET", "/api/v1/devices/<ident>/blueprints", "read"),
+    # the Android MDM seed's scoped profiles (compat, onto blueprints)
+    ("GET", "/api/v1/midm/profiles", "read"),
+    ("POST", "/api/v1/midm/profiles", "write"),
+    ("GET", "/api/v1/midm/profiles/<blueprint_id>", "read"),
+    ("PUT", "/api/v1/midm/profiles/<blueprint_id>", "write"),
     # ManageEngine's Devices API (compat)
     ("GET", "/api/v1/mdm/devices", "read"),
     ("GET", "/api/v1/mdm/devices/<ident>", "read"),

@@ -31,6 +31,7 @@ from mdmserver.ops.openapi import documented_rules, endpoint_docs, openapi_path
 from mdmserver.pki import x509
 from mdmserver.profiles.service import upload_profile
 from mdmserver.records.admission import AuthSet
+from mdmserver.records.blueprints import Blueprint
 from mdmserver.records.groups import DeviceGroup
 from mdmserver.records.users import User
 from mdmserver.webhooks.service import create_subscription
@@ -162,6 +163,16 @@ def _cases(ids: dict[str, Any]) -> list[Case]:
         Case("webhooks.update_webhook", "patch", "/api/v1/webhooks/{webhook_id}",
              _resource("webhooks", {"event_types": ["command.error"]}),
              _resource("webhooks", {"event_types": ["no.such.event"]}), JSONAPI),
+        Case("blueprints.create_blueprint", "post", "/api/v1/blueprints",
+             _resource("blueprints", {"name": "bodies-new", "profiles": [ids["profile_id"]]}),
+             _resource("blueprints", {"name": "bodies-bad", "enabled": "yes"}), JSONAPI),
+        Case("blueprints.update_blueprint", "patch", "/api/v1/blueprints/{blueprint_id}",
+             _resource("blueprints", {"description": "changed"}), _resource("blueprints", {"apply_order": "1"}),
+             JSONAPI),
+        Case("compat_midm.create_profile", "post", "/api/v1/midm/profiles",
+             {"profile": {"name": "bodies-midm"}, "isGlobal": False}, {"otas": ["48231c37"]}),
+        Case("compat_midm.save_profile", "put", "/api/v1/midm/profiles/{blueprint_id}",
+             {"enabled": True}, {"enabled": "yes"}),
         Case("mender.preauthorize", "post", f"{MENDER}/devices",
              {"device_identity": json.dumps({"serial_number": "BODIES-SERIAL"})}, {"device_identity": 5}, status=400),
         Case("mender.submit", "put", f"{MENDER}/devices/{{auth_set_id}}",
@@ -189,9 +200,12 @@ def ids(db_session) -> dict[str, Any]:
     hook, _secret = create_subscription(db_session, {"name": "bodies-hook", "url": "https://hooks.example.com/",
                                                      "event_types": ["device.enrolled"]},
                                         box=secret_box(), actor="tests")
+    blueprint = Blueprint(name="bodies-blueprint")
+    db_session.add(blueprint)
     db_session.commit()
     return {"device": device.id, "ident": device.id, "profile_id": profile.id, "user_id": user.id,
-            "group_id": group.id, "app_id": app.id, "webhook_id": hook.id, "name": "lock", "db_session": db_session}
+            "group_id": group.id, "app_id": app.id, "webhook_id": hook.id, "blueprint_id": blueprint.id,
+            "name": "lock", "db_session": db_session}
 
 
 def _auth_set(db_session, pem: str | None = None) -> str:
@@ -250,7 +264,7 @@ def test_every_schema_body_is_in_the_table(app):
                      if (doc := docs.get(r.endpoint)) is not None and _documented(doc) is not None
                      and doc.body_kind in (Body.RESOURCE, Body.JSON)}
     covered = {case.endpoint for case in _cases({"device": 1, "user_id": 1, "group_id": 1, "profile_id": 1, "app_id": 1,
-                                                  "webhook_id": 1})}
+                                                  "webhook_id": 1, "blueprint_id": 1})}
     assert schema_bodies == covered
 
 
@@ -324,7 +338,8 @@ def test_every_documented_list_parameter_is_accepted(app, client, auth, ids):
     spec = client.get("/api/openapi.json").get_json()
     h = auth("read", "admin")
     fill = {"ident": ids["device"], "group_id": ids["group_id"], "profile_id": ids["profile_id"],
-            "user_id": ids["user_id"], "app_id": ids["app_id"], "webhook_id": ids["webhook_id"]}
+            "user_id": ids["user_id"], "app_id": ids["app_id"], "webhook_id": ids["webhook_id"],
+            "blueprint_id": ids["blueprint_id"]}
     checked = 0
     for path, item in spec["paths"].items():
         operation = item.get("get")

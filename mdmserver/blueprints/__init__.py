@@ -1,0 +1,1 @@
+"""Blueprints: scoped bundles of profiles, apps and an OS-update target."""

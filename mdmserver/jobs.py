@@ -10,7 +10,11 @@ on its own period:
 
 - *re-push*: push again the devices with queued commands that have been silent too long;
 - *purge*: push records and finished commands past the retention, enrollment identities never used;
-- *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report).
+- *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report);
+- *compliance*: every device judged again against the compliance policies (last-check-in rules depend
+  on the time);
+- *due*: the compliance remediations past their grace period, and the scheduled actions whose time
+  (and maintenance window) has come: each claimed by one ``UPDATE … RETURNING``, so exactly once.
 
 This is an entry module (beside the views and the CLI): it may call any feature, and nothing imports it
 but the CLI.
@@ -30,8 +34,10 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 
 from mdmserver import workflows
+from mdmserver.actions.service import run_due_schedules
 from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
 from mdmserver.commands.service import purge_finished as purge_finished_commands
+from mdmserver.compliance.remediation import remediate
 from mdmserver.db import db, is_database_busy
 from mdmserver.pki.service import load_secret_box
 from mdmserver.push import service as push
@@ -51,6 +57,8 @@ class UpkeepSettings:
     retention_days: int = 90
     purge_every: float = 3600.0
     reconcile_every: float = 900.0
+    compliance_every: float = 300.0
+    due_every: float = 30.0
     unused_identity_age: timedelta = UNUSED_IDENTITY_AGE
 
     @classmethod
@@ -71,6 +79,8 @@ class Upkeep:
         self._last_repush = 0.0
         self._last_purge = 0.0
         self._last_reconcile = 0.0
+        self._last_compliance = 0.0
+        self._last_due = 0.0
 
     def run(self, *, force: bool = False, now: datetime | None = None) -> None:
         """Run the jobs whose period has passed; ``now`` drives the purges' clock (tests)."""
@@ -87,6 +97,12 @@ class Upkeep:
                 if force or clock - self._last_reconcile >= settings.reconcile_every:
                     self._last_reconcile = clock
                     self._reconcile()
+                if force or clock - self._last_compliance >= settings.compliance_every:
+                    self._last_compliance = clock
+                    self._compliance()
+                if force or clock - self._last_due >= settings.due_every:
+                    self._last_due = clock
+                    self._due(now)
             finally:
                 db.session.remove()
 
@@ -115,6 +131,24 @@ class Upkeep:
         db.session.commit()
         if any(counts[k] for k in ("install_queued", "removal_queued", "app_install_queued", "app_removal_queued")):
             log.info("group assignments reconciled: %s", counts)
+
+
+    def _compliance(self) -> None:
+        changed = workflows.reevaluate_compliance(db.session)
+        db.session.commit()
+        if changed:
+            log.info("compliance: %d devices changed state", len(changed))
+
+    def _due(self, now: datetime | None) -> None:
+        box = load_secret_box(self.app.config["SECRET_KEY_FILE"])
+        remediated = remediate(db.session, box=box, public_url=self.app.config["PUBLIC_URL"], now=now)
+        db.session.commit()
+        if remediated:
+            log.info("compliance remediations: %s", remediated)
+        ran = run_due_schedules(db.session, box=box, now=now)
+        db.session.commit()
+        if ran:
+            log.info("scheduled actions queued: %s", ran)
 
 
 def run_worker(

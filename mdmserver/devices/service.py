@@ -35,7 +35,7 @@ from mdmserver.records.devices import (
     Platform,
 )
 from mdmserver.records.users import DeviceOwnership
-from mdmserver.selection.filters import CUSTOM_PREFIX, FACETS
+from mdmserver.selection.filters import CUSTOM_PREFIX, FACETS, JOINED_FACETS
 
 log = logging.getLogger("mdmserver.devices")
 
@@ -409,11 +409,11 @@ def parse_facets(raw: str | None) -> list[str]:
     if len(names) > MAX_FACETS:
         raise BadRequest(f"at most {MAX_FACETS} facets per request", parameter="facets")
     for name in names:
-        if name in FACETS:
+        if name in FACETS or name in JOINED_FACETS:
             continue
         if name.startswith(CUSTOM_PREFIX) and ATTRIBUTE_NAME.match(name[len(CUSTOM_PREFIX):]):
             continue
-        allowed = ", ".join(sorted(FACETS))
+        allowed = ", ".join(sorted({*FACETS, *JOINED_FACETS}))
         raise BadRequest(f"unknown facet {name!r}; allowed: {allowed}, custom.<name>", parameter="facets")
     return names
 
@@ -427,6 +427,11 @@ def facet_counts(
         if name in FACETS:
             column = FACETS[name]
             stmt = select(column, func.count()).select_from(Device).where(*conditions).group_by(column)
+        elif name in JOINED_FACETS:
+            joined, on, missing = JOINED_FACETS[name]
+            column = func.coalesce(joined, missing)
+            stmt = (select(column, func.count()).select_from(Device).outerjoin(joined.table, on)
+                    .where(*conditions).group_by(column))
         else:
             attr = name[len(CUSTOM_PREFIX):]
             column = CustomAttribute.value

@@ -26,12 +26,14 @@ LISTS = {
     "/api/v1/audit_events",
     "/api/v1/certificates",
     "/api/v1/commands",
+    "/api/v1/compliance_policies",
     "/api/v1/device_groups",
     "/api/v1/device_groups/{group_id}/devices",
     "/api/v1/devices",
     "/api/v1/devices/{ident}/apps",
     "/api/v1/devices/{ident}/certificates",
     "/api/v1/devices/{ident}/commands",
+    "/api/v1/devices/{ident}/compliance/history",
     "/api/v1/devices/{ident}/installed_applications",
     "/api/v1/devices/{ident}/installed_profiles",
     "/api/v1/devices/{ident}/locations",
@@ -41,10 +43,11 @@ LISTS = {
     "/api/v1/profiles",
     "/api/v1/profiles/{profile_id}/assignments/status",
     "/api/v1/rsa_private_keys",
+    "/api/v1/scheduled_actions",
     "/api/v1/users",
     "/api/v1/users/{user_id}/devices",
 }
-UNFILTERED_LISTS = {"/api/v1/devices/{ident}/locations"}
+UNFILTERED_LISTS = {"/api/v1/devices/{ident}/locations", "/api/v1/devices/{ident}/compliance/history"}
 
 
 @pytest.fixture

@@ -34,10 +34,10 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 
 from mdmserver import workflows
+from mdmserver.actions.remediation import remediate
 from mdmserver.actions.service import run_due_schedules
 from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
 from mdmserver.commands.service import purge_finished as purge_finished_commands
-from mdmserver.compliance.remediation import remediate
 from mdmserver.db import db, is_database_busy
 from mdmserver.pki.service import load_secret_box
 from mdmserver.push import service as push

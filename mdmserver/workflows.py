@@ -243,6 +243,8 @@ def compliance_changed(session: Session, changes: list[Transition]) -> None:
     )
 
 
-def inventory_applied(session: Session, device_id: int) -> None:
-    """A device's answer was applied to its inventory: judge that device again."""
-    reevaluate_compliance(session, [device_id])
+def inventory_applied(session: Session, device_id: int, request_type: str) -> None:
+    """A device's answer was applied to its inventory: judge that device again when the answer is one
+    the compliance rules read."""
+    if request_type in compliance.INVENTORY_INPUTS:
+        reevaluate_compliance(session, [device_id])

@@ -456,7 +456,7 @@ def handle_connect(
         if answered is not None and answered.status == CommandStatus.ACKNOWLEDGED:
             inventory_update = devices.apply_inventory(session, state.id, answered.request_type, result.raw)
             if inventory_update.applied:
-                workflows.inventory_applied(session, state.id)
+                workflows.inventory_applied(session, state.id, answered.request_type)
             if inventory_update.group_fields_changed:
                 # it may have entered or left a smart group: its assignments follow, for this device only
                 counts = assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box)

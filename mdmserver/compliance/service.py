@@ -73,6 +73,9 @@ COMPLIANT = ComplianceState.COMPLIANT.value
 NON_COMPLIANT = ComplianceState.NON_COMPLIANT.value
 UNKNOWN = ComplianceState.UNKNOWN.value
 
+#: the inventory answers the rules judge: after one of these is applied, the device is judged again
+INVENTORY_INPUTS = frozenset({"DeviceInformation", "SecurityInfo", "ProfileList", "InstalledApplicationList"})
+
 #: a version component has at most this many digits; the numeric key is a·S² + b·S + c with S = 10⁶
 VERSION_DIGITS = 6
 _SCALE = 10 ** VERSION_DIGITS
@@ -437,6 +440,10 @@ def evaluate(session: Session, device_ids: Sequence[int] | None = None, *, now: 
         result_subset = in_values(session, DevicePolicyResult.device_id, device_ids, integer=True)
     policies = list(session.scalars(select(CompliancePolicy).where(CompliancePolicy.enabled.is_(True))
                                     .order_by(CompliancePolicy.id)))
+    if not policies and device_ids is not None:
+        # a device's new inventory cannot change anything without a policy (the connect path pays one
+        # statement); a full run still settles every device, so deleting the last policy clears the states
+        return []
     computed = _computed(session, policies, subset, now)
     result = DevicePolicyResult
     same_row = and_(result.device_id == computed.c.device_id, result.policy_id == computed.c.policy_id)

@@ -24,8 +24,8 @@ from mdmserver.compliance import service
 from mdmserver.compliance.models import ComplianceHistory, CompliancePolicy, RuleType
 from mdmserver.compliance.schemas import (
     PolicyCreateSchema,
-    PolicyUpdateSchema,
     PolicyTargetsSchema,
+    PolicyUpdateSchema,
     device_compliance_resource,
     history_resource,
     load_rule_parameters,

@@ -27,6 +27,7 @@ from referencing import Registry, Resource
 from mdmserver.admission import service as admission
 from mdmserver.api.apidoc import ApiDoc, Body
 from mdmserver.collaborators import secret_box
+from mdmserver.compliance.models import CompliancePolicy
 from mdmserver.ops.openapi import documented_rules, endpoint_docs, openapi_path
 from mdmserver.pki import x509
 from mdmserver.profiles.service import upload_profile
@@ -75,6 +76,16 @@ def _cases(ids: dict[str, Any]) -> list[Case]:
         Case("groups.update_group", "patch", "/api/v1/device_groups/{group_id}",
              _resource("device_groups", {"description": "x"}), _resource("device_groups", {"kind": "magic"}),
              JSONAPI),
+        Case("compliance.create_policy", "post", "/api/v1/compliance_policies",
+             _resource("compliance_policies", {"name": "bodies", "rule": "supervised"}),
+             _resource("compliance_policies", {"name": "", "rule": "supervised"}), JSONAPI),
+        Case("compliance.update_policy", "patch", "/api/v1/compliance_policies/{policy_id}",
+             _resource("compliance_policies", {"description": "x"}),
+             _resource("compliance_policies", {"grace_minutes": -1}), JSONAPI),
+        Case("compliance.add_targets", "post", "/api/v1/compliance_policies/{policy_id}/targets",
+             {"devices": [ids["device"]]}, {"devices": "all"}),
+        Case("compliance.remove_targets", "delete", "/api/v1/compliance_policies/{policy_id}/targets",
+             {"devices": [ids["device"]]}, {"groups": ["x"]}),
         Case("groups.add_members", "post", "/api/v1/device_groups/{group_id}/relationships/devices",
              members, not_members),
         Case("groups.remove_members", "delete", "/api/v1/device_groups/{group_id}/relationships/devices",
@@ -177,9 +188,11 @@ def ids(db_session) -> dict[str, Any]:
     db_session.add(group)
     db_session.flush()
     app = make_app(db_session, "com.example.bodies")
+    policy = CompliancePolicy(name="bodies-policy", rule="supervised", parameters={})
+    db_session.add(policy)
     db_session.commit()
     return {"device": device.id, "ident": device.id, "profile_id": profile.id, "user_id": user.id,
-            "group_id": group.id, "app_id": app.id, "name": "lock", "db_session": db_session}
+            "group_id": group.id, "app_id": app.id, "policy_id": policy.id, "name": "lock", "db_session": db_session}
 
 
 def _auth_set(db_session, pem: str | None = None) -> str:

@@ -585,3 +585,16 @@ def policy_counts(session: Session, policy_ids: Sequence[int]) -> dict[int, dict
     ):
         out[policy_id][status] = count
     return out
+
+
+def states_of(session: Session, device_ids: Sequence[int]) -> dict[int, DeviceCompliance]:
+    """device id → its compliance row, for one page of devices (one query; never evaluated: absent)."""
+    ids = list(device_ids)
+    if not ids:
+        return {}
+    return {row.device_id: row for row in session.scalars(
+        select(DeviceCompliance).where(in_values(session, DeviceCompliance.device_id, ids, integer=True)))}
+
+
+def security_of(session: Session, device_id: int) -> DeviceSecurityInfo | None:
+    return session.get(DeviceSecurityInfo, device_id)

@@ -55,6 +55,7 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("DELETE", "/api/v1/compliance_policies/<policy_id>/targets", "write"),
     ("GET", "/api/v1/devices/<ident>/compliance", "read"),
     ("GET", "/api/v1/devices/<ident>/compliance/history", "read"),
+    ("GET", "/api/v1/device/<ident>/policies", "read"),
     # audit log: admin only
     ("GET", "/api/v1/audit_events", "admin"),
     # certificates and keys: metadata is read, private key material is secrets

@@ -65,6 +65,24 @@ def test_minimum_os_non_compliant_and_back_with_one_remediation(live, api, trans
     assert {f["value"]: f["count"] for f in listed["meta"]["facets"]["compliance_state"]} == {"non_compliant": 1}
     assert api.get("/api/v1/devices?filter[compliance_state]=bogus").status_code == 400
 
+    # Ivanti's shapes: the device's compliance fields and "Get Compliance Status of a Particular Device"
+    details = api.get(f"/api/v1/device/{phone}").json()["result"]
+    assert (details["complianceState"], details["policyViolationCount"], details["quarantined"]) == (False, 1, False)
+    assert [(v["id"], v["observedValue"]) for v in details["violatedPolicies"]] == [(int(policy["id"]), "17.3.1")]
+    assert api.get(f"/api/v1/device/{computer}").json()["result"]["complianceState"] is True
+    found = api.get("/api/v1/device", params={"q": sim.serial_number}).json()["result"]["searchResults"]
+    assert [(r["complianceState"], r["policyViolationCount"]) for r in found] == [(False, 1)]
+    status = api.get(f"/api/v1/device/{phone}/policies").json()
+    assert status["errors"] is None and status["result"]["totalCount"] == 1
+    entry = status["result"]["searchResults"][0]
+    assert {k: entry[k] for k in ("id", "name", "policyType", "policyRuleType", "enabled", "violationDeviceCount",
+                                  "compliant", "pendingCompliant")} == {
+        "id": int(policy["id"]), "name": "iOS 17.4 or later", "policyType": "POLICY",
+        "policyRuleType": "OS_VERSION_MIN", "enabled": True, "violationDeviceCount": 1, "compliant": False,
+        "pendingCompliant": False}
+    assert api.get(f"/api/v1/device/{computer}/policies").json()["result"]["searchResults"] == []
+    assert api.get("/api/v1/device/999999/policies").status_code == 404
+
     # remediation: the lock is queued once for the transition, however often the job runs
     upkeep = Upkeep(live.app)
     upkeep.run(force=True)

@@ -42,6 +42,8 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from mdmserver.audit.service import record_event
@@ -75,6 +77,11 @@ UNKNOWN = ComplianceState.UNKNOWN.value
 
 #: the inventory answers the rules judge: after one of these is applied, the device is judged again
 INVENTORY_INPUTS = frozenset({"DeviceInformation", "SecurityInfo", "ProfileList", "InstalledApplicationList"})
+
+#: the PostgreSQL advisory lock that orders evaluations: a full one takes it exclusively, a device's
+#: own (the connect path) shared, so concurrent devices do not wait for each other but nobody reads
+#: the states a full evaluation of another worker is rewriting (SQLite writers are serialized anyway)
+EVALUATION_LOCK = 0x6D646D636F6D70
 
 #: a version component has at most this many digits; the numeric key is a·S² + b·S + c with S = 10⁶
 VERSION_DIGITS = 6
@@ -444,6 +451,9 @@ def evaluate(session: Session, device_ids: Sequence[int] | None = None, *, now: 
         # a device's new inventory cannot change anything without a policy (the connect path pays one
         # statement); a full run still settles every device, so deleting the last policy clears the states
         return []
+    if dialect_name(session) == "postgresql":
+        lock = func.pg_advisory_xact_lock if device_ids is None else func.pg_advisory_xact_lock_shared
+        session.execute(select(lock(EVALUATION_LOCK)))
     computed = _computed(session, policies, subset, now)
     result = DevicePolicyResult
     same_row = and_(result.device_id == computed.c.device_id, result.policy_id == computed.c.policy_id)
@@ -463,7 +473,7 @@ def evaluate(session: Session, device_ids: Sequence[int] | None = None, *, now: 
         )
         .execution_options(synchronize_session=False)
     )
-    session.execute(insert(result).from_select(
+    session.execute(_insert_new(session, result).from_select(
         ["device_id", "policy_id", "status", "observed", "changed_at", "violated_at", "remediate_after"],
         select(computed.c.device_id, computed.c.policy_id, computed.c.status, computed.c.observed, at,
                case((violated, at), else_=null()), case((violated, computed.c.remediate_after), else_=null()))
@@ -475,6 +485,13 @@ def evaluate(session: Session, device_ids: Sequence[int] | None = None, *, now: 
         .execution_options(synchronize_session=False)
     )
     return _write_states(session, subset, now)
+
+
+def _insert_new(session: Session, model: Any):
+    """``INSERT … ON CONFLICT DO NOTHING``: two evaluations of one device that raced past the lock (two
+    answers of the same device at once) leave one row, never an integrity error on a device request."""
+    build = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
+    return build(model).on_conflict_do_nothing()
 
 
 def _write_states(session: Session, subset: ColumnElement[bool], now: datetime) -> list[Transition]:
@@ -515,7 +532,7 @@ def _write_states(session: Session, subset: ColumnElement[bool], now: datetime) 
                 changed_at=case((state_row.state.is_distinct_from(states.c.state), at), else_=state_row.changed_at))
         .execution_options(synchronize_session=False)
     )
-    session.execute(insert(state_row).from_select(
+    session.execute(_insert_new(session, state_row).from_select(
         ["device_id", "state", "violation_count", "changed_at"],
         select(states.c.device_id, states.c.state, states.c.violations, at).where(~exists().where(same)),
     ))

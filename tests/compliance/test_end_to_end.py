@@ -12,6 +12,7 @@ from mdmserver.db import db
 from mdmserver.jobs import Upkeep
 from mdmserver.records.commands import Command
 from mdmserver.simulator.device import SimulatedDevice
+from tests.concurrency import race
 
 JSONAPI = {"Content-Type": "application/vnd.api+json"}
 
@@ -203,8 +204,6 @@ def test_bad_policies_and_schedules_are_4xx(live, api, transport):
 
 
 def test_two_workers_racing_queue_a_scheduled_action_once(live, api, transport):
-    import threading
-
     sims = [SimulatedDevice(transport, platform="ios", seed=110 + i) for i in range(3)]
     for sim in sims:
         sim.enroll()
@@ -215,22 +214,8 @@ def test_two_workers_racing_queue_a_scheduled_action_once(live, api, transport):
         assert api.post("/api/v1/actions/scan", json={
             "devices": devices, "not_before": "2026-01-01T00:00:00Z"}).status_code == 202
     now = datetime.now(UTC)
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait()
-            Upkeep(live.app).run(force=True, now=now)
-        except BaseException as exc:  # noqa: BLE001 — reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
+    # two workers, each its own upkeep (and session), at once
+    assert race(live.app, lambda _session: Upkeep(live.app).run(force=True, now=now), threads=2) == []
     # five scheduled scans of three devices: fifteen DeviceInformation queries, each queued once
     assert sum(_commands(live, d, "DeviceInformation") for d in devices) == before + 15
     statuses = {d["attributes"]["status"] for d in api.get("/api/v1/scheduled_actions?filter[action]=scan").json()["data"]}

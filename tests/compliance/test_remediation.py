@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import plistlib
 import re
-import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from mdmserver.records.devices import InstalledProfile
 from mdmserver.records.groups import DeviceGroup, GroupMember
 from mdmserver.simulator.device import SimulatedDevice
 from tests.commands.test_secrets_end_to_end import _scan_database
+from tests.concurrency import race
 from tests.factories import make_device, seed_devices
 
 
@@ -84,25 +84,11 @@ def test_two_workers_claim_each_due_remediation_once(live_server):
         service.evaluate(db.session)
         db.session.commit()
     claims: list[list[int]] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
 
-    def worker() -> None:
-        try:
-            with app.app_context():
-                barrier.wait()
-                got = [d for claim in service.claim_remediations(db.session) for d in claim.device_ids]
-                db.session.commit()
-                claims.append(got)
-        except BaseException as exc:  # noqa: BLE001 — reported below
-            errors.append(exc)
+    def claim(session) -> None:
+        claims.append([d for c in service.claim_remediations(session) for d in c.device_ids])
 
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, errors
+    assert race(app, claim, threads=2) == []
     first, second = claims
     assert not set(first) & set(second)
     assert sorted(first + second) == sorted(ids)

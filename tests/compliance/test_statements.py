@@ -3,32 +3,15 @@ verdicts are right for the seeded inventory."""
 
 from __future__ import annotations
 
-import contextlib
-
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from mdmserver.compliance import service
 from mdmserver.compliance.models import CompliancePolicy, CompliancePolicyTarget, DevicePolicyResult
-from mdmserver.db import db
 from mdmserver.records.attributes import CustomAttribute
 from mdmserver.records.compliance import DeviceCompliance
 from mdmserver.records.groups import DeviceGroup
+from tests.checkin.test_connect_statements import count_statements
 from tests.factories import seed_devices
-
-
-@contextlib.contextmanager
-def count_statements():
-    seen: list[str] = []
-
-    def before(conn, cursor, statement, parameters, context, executemany):
-        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK TO")):
-            seen.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", before)
 
 
 def _policies(db_session) -> dict[str, int]:

@@ -138,6 +138,11 @@ class Compiled:
     applies: ColumnElement[bool]
 
 
+def _when(known: ColumnElement[bool], observed: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The observed value, NULL while the inventory it comes from was not reported."""
+    return case((known, observed), else_=null())
+
+
 def _flag(column: Any) -> ColumnElement[str | None]:
     return case((column.is_(True), "true"), (column.is_(False), "false"), else_=null())
 
@@ -173,7 +178,8 @@ def _passcode(session: Session, params: dict[str, Any], now: datetime) -> Compil
             (info.passcode_compliant_with_profiles.is_(False), "passcode not compliant with profiles"),
             else_="passcode compliant",
         )
-    return Compiled(known=and_(*known), holds=and_(*conditions), observed=observed, applies=true())
+    return Compiled(known=and_(*known), holds=and_(*conditions), observed=_when(and_(*known), observed),
+                    applies=true())
 
 
 def _encryption(session: Session, params: dict[str, Any], now: datetime) -> Compiled:
@@ -182,14 +188,15 @@ def _encryption(session: Session, params: dict[str, Any], now: datetime) -> Comp
     info = DeviceSecurityInfo
     mac = Device.platform == Platform.MACOS.value
     data_protection = and_(info.hardware_encryption_caps.op("&")(3) == 3, info.passcode_present.is_(True))
+    known = case((mac, info.fde_enabled.is_not(None)),
+                 else_=and_(info.hardware_encryption_caps.is_not(None), info.passcode_present.is_not(None)))
     return Compiled(
-        known=case((mac, info.fde_enabled.is_not(None)),
-                   else_=and_(info.hardware_encryption_caps.is_not(None), info.passcode_present.is_not(None))),
+        known=known,
         holds=case((mac, info.fde_enabled.is_(True)), else_=data_protection),
-        observed=case(
+        observed=_when(known, case(
             (mac, case((info.fde_enabled.is_(True), "FileVault on"), else_="FileVault off")),
             else_=case((data_protection, "data protection on"), else_="data protection off"),
-        ),
+        )),
         applies=true(),
     )
 
@@ -208,13 +215,11 @@ def _last_checkin(session: Session, params: dict[str, Any], now: datetime) -> Co
 
 def _reported(model: Any, identifier: str) -> Compiled:
     """A profile or app the device reports: known once the device answered the list at all."""
-    return Compiled(
-        known=exists().where(model.device_id == Device.id),
-        holds=exists().where(model.device_id == Device.id, model.identifier == identifier),
-        observed=case((exists().where(model.device_id == Device.id, model.identifier == identifier), "installed"),
-                      else_="not installed"),
-        applies=true(),
-    )
+    known = exists().where(model.device_id == Device.id)
+    installed = exists().where(model.device_id == Device.id, model.identifier == identifier)
+    return Compiled(known=known, holds=installed,
+                    observed=case((~known, null()), (installed, "installed"), else_="not installed"),
+                    applies=true())
 
 
 def _profile_installed(session: Session, params: dict[str, Any], now: datetime) -> Compiled:

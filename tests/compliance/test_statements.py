@@ -40,15 +40,20 @@ def _status_counts(db_session, policy_id: int) -> dict[str, int]:
 
 def test_full_reevaluation_statement_count_is_constant(db_session):
     ids = _policies(db_session)
-    seed_devices(db_session, 100)
+    first = seed_devices(db_session, 100)[0]
     with count_statements() as small:
         service.evaluate(db_session)
+    with count_statements() as one_small:  # the connect path: one device judged after its answer
+        service.evaluate(db_session, [first])
     # the seeded OS versions: ios 17.4 / ipados 17.3 / macos 14.4 / ios 16.7 in turn
     assert _status_counts(db_session, ids["os"]) == {"compliant": 25, "non_compliant": 50}
     seed_devices(db_session, 9900, start=100)
     with count_statements() as large:
         transitions = service.evaluate(db_session)
     assert len(large) == len(small), (small, large)
+    with count_statements() as one_large:
+        service.evaluate(db_session, [first])
+    assert len(one_large) == len(one_small)
     assert len(transitions) == 9900  # the new devices' first states; the first 100 did not change
     assert _status_counts(db_session, ids["os"]) == {"compliant": 2500, "non_compliant": 5000}
     # the supervised rule applies to the iPhones only (the smart group): every third seed is unsupervised

@@ -14,7 +14,11 @@ on its own period:
 - *reconcile*: the profiles and apps assigned to groups (smart groups follow the inventory devices report),
   and every blueprint (its smart-group scope, its OS target, and its ``start_on`` when it comes);
 - *renew*: identities that expire soon are renewed (``mdmserver/checkin/renewal.py``);
-- *notices*: ``push_certificate.expiring`` webhook events (30, 14, 7 and 1 days before, once each).
+- *notices*: ``push_certificate.expiring`` webhook events (30, 14, 7 and 1 days before, once each);
+- *compliance*: every device judged again against the compliance policies (last-check-in rules depend
+  on the time);
+- *due*: the compliance remediations past their grace period, and the scheduled actions whose time
+  (and maintenance window) has come: each claimed by one ``UPDATE … RETURNING``, so exactly once.
 
 Each loop also drains one batch of the webhook outbox (:class:`mdmserver.webhooks.delivery.DeliveryWorker`).
 
@@ -36,6 +40,8 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 
 from mdmserver import workflows
+from mdmserver.actions.remediation import remediate
+from mdmserver.actions.service import run_due_schedules
 from mdmserver.checkin.enrollment import UNUSED_IDENTITY_AGE, purge_unused_identities
 from mdmserver.checkin.renewal import RenewalSettings, renew_identities
 from mdmserver.checkin.service import EnrollmentIdentity
@@ -64,6 +70,8 @@ class UpkeepSettings:
     purge_every: float = 3600.0
     reconcile_every: float = 900.0
     notices_every: float = 3600.0
+    compliance_every: float = 300.0
+    due_every: float = 30.0
     unused_identity_age: timedelta = UNUSED_IDENTITY_AGE
     renew_every: float = 3600.0
     renew_before: timedelta = timedelta(days=30)
@@ -91,6 +99,8 @@ class Upkeep:
         self._last_reconcile = 0.0
         self._last_renew = 0.0
         self._last_notices = 0.0
+        self._last_compliance = 0.0
+        self._last_due = 0.0
 
     def run(self, *, force: bool = False, now: datetime | None = None) -> None:
         """Run the jobs whose period has passed; ``now`` drives the purges' clock (tests)."""
@@ -113,6 +123,12 @@ class Upkeep:
                 if force or clock - self._last_notices >= settings.notices_every:
                     self._last_notices = clock
                     self._notices(now)
+                if force or clock - self._last_compliance >= settings.compliance_every:
+                    self._last_compliance = clock
+                    self._compliance()
+                if force or clock - self._last_due >= settings.due_every:
+                    self._last_due = clock
+                    self._due(now)
             finally:
                 db.session.remove()
 
@@ -169,6 +185,23 @@ class Upkeep:
         if told is not None:
             log.warning("the push certificate %s expires within %d days (webhook event queued)",
                         certificate.topic, told)
+
+    def _compliance(self) -> None:
+        changed = workflows.reevaluate_compliance(db.session)
+        db.session.commit()
+        if changed:
+            log.info("compliance: %d devices changed state", len(changed))
+
+    def _due(self, now: datetime | None) -> None:
+        box = load_secret_box(self.app.config["SECRET_KEY_FILE"])
+        remediated = remediate(db.session, box=box, public_url=self.app.config["PUBLIC_URL"], now=now)
+        db.session.commit()
+        if remediated:
+            log.info("compliance remediations: %s", remediated)
+        ran = run_due_schedules(db.session, box=box, now=now)
+        db.session.commit()
+        if ran:
+            log.info("scheduled actions queued: %s", ran)
 
 
 def run_worker(

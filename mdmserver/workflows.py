@@ -21,6 +21,8 @@ from mdmserver.audit.service import record_event
 from mdmserver.blueprints import service as blueprints
 from mdmserver.commands import service as commands
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
+from mdmserver.compliance import service as compliance
+from mdmserver.compliance.service import Transition
 from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
 from mdmserver.errors import Conflict
@@ -116,6 +118,7 @@ def group_membership_changed(
     counts = assignments.reconcile_all(session, actor=actor, box=box, groups_only=True)
     apps = app_assignments.reconcile_all(session, actor=actor, box=box, public_url=public_url, groups_only=True)
     plans = blueprints.reconcile_all(session, with_=blueprints.Collaborators(actor, box, public_url))
+    reevaluate_compliance(session)  # compliance policies are scoped to groups, and judge custom attributes
     return {**counts, "app_install_queued": apps["install_queued"], "app_removal_queued": apps["removal_queued"],
             "blueprints": plans}
 
@@ -219,3 +222,45 @@ def decide_admission(
 def token_updated(session: Session, device_id: int) -> None:
     """The device sent its (new) push token on the device channel: owe it a push if commands wait."""
     commands.request_push_if_queued(session, device_id, reason="token_update")
+
+
+# -- compliance: policies judged over the inventory --------------------------------------------------
+
+#: the most transitions one audit event lists (the count is always complete)
+AUDITED_TRANSITIONS = 100
+
+
+def reevaluate_compliance(session: Session, device_ids: list[int] | None = None) -> list[Transition]:
+    """Judge the devices (all of them, or ``device_ids``) against every enabled compliance policy,
+    set-based; the transitions go to :func:`compliance_changed`. Called after a policy or its scope
+    changed, after a device's inventory answer was stored, when group membership may have changed, and
+    by the upkeep job (last-check-in rules depend on the time)."""
+    transitions = compliance.evaluate(session, device_ids)
+    compliance_changed(session, transitions)
+    return transitions
+
+
+def compliance_changed(session: Session, changes: list[Transition]) -> None:
+    """Devices' overall compliance states changed (the history rows are written already): one audit
+    event naming them, and a ``compliance.changed`` webhook event per device."""
+    if not changes:
+        return
+    record_event(
+        session, "compliance:changed", "devices", changes[0].device_id if len(changes) == 1 else "bulk",
+        {"count": len(changes),
+         "changes": [{"device_id": c.device_id, "from": c.from_state, "to": c.to_state}
+                     for c in changes[:AUDITED_TRANSITIONS]]},
+        actor="compliance",
+    )
+    refs = devices.device_refs(session, [c.device_id for c in changes])
+    webhook_events.compliance_changed(session, [
+        webhook_events.ComplianceChange(refs[c.device_id], c.from_state, c.to_state)
+        for c in changes if c.device_id in refs
+    ])
+
+
+def inventory_applied(session: Session, device_id: int, request_type: str) -> None:
+    """A device's answer was applied to its inventory: judge that device again when the answer is one
+    the compliance rules read."""
+    if request_type in compliance.INVENTORY_INPUTS:
+        reevaluate_compliance(session, [device_id])

@@ -4,11 +4,25 @@ OpenAPI document shows the same ones."""
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from mdmserver.actions.catalogue import ACTIONS, FLAT_ARGUMENTS, IGNORED_ARGUMENTS
-from mdmserver.api.apidoc import ApiDoc, Body, CommaList, IdField, NameField, Reply, StrictBoolean
+from mdmserver.actions.models import ScheduledAction
+from mdmserver.actions.windows import WEEKDAYS, parse_clock
+from mdmserver.api.apidoc import (
+    ApiDoc,
+    Body,
+    CommaList,
+    IdField,
+    NameField,
+    Reply,
+    StrictBoolean,
+    listing,
+)
+from mdmserver.api.jsonapi import resource
+from mdmserver.db import isoformat
 
 
 def _flat_members() -> dict[str, fields.Field]:
@@ -31,6 +45,53 @@ def _flat_members() -> dict[str, fields.Field]:
 FlatActionMembers = Schema.from_dict(_flat_members(), name="FlatActionMembers")
 
 
+def _zone(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError("not an IANA time zone (Europe/Paris, America/New_York, UTC)") from None
+
+
+def _clock(value: str) -> None:
+    try:
+        parse_clock(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+class WindowSchema(Schema):
+    """A maintenance window: the action runs only on these ``weekdays`` between the local ``start`` and
+    ``end`` (HH:MM; a start after the end spans midnight) in ``time_zone``."""
+
+    class Meta:
+        unknown = RAISE
+
+    weekdays = fields.List(fields.String(validate=validate.OneOf(WEEKDAYS)), required=True,
+                           validate=validate.Length(min=1, max=7))
+    start = fields.String(required=True, validate=_clock)
+    end = fields.String(required=True, validate=_clock)
+    time_zone = fields.String(required=True, validate=[validate.Length(max=64), _zone])
+
+    @validates_schema
+    def _not_empty(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if data.get("start") == data.get("end"):
+            raise ValidationError("start and end must differ", "end")
+
+
+def _not_before() -> fields.Field:
+    return fields.AwareDateTime(metadata={"description": "schedule: queue the action at or after this time "
+                                                         "(ISO 8601 with a zone)"})
+
+
+def _window() -> fields.Field:
+    return fields.Nested(WindowSchema, metadata={"description": "schedule: queue it only inside this "
+                                                                "maintenance window"})
+
+
+#: the members of an action body that schedule it
+SCHEDULE_MEMBERS = ("not_before", "window")
+
+
 class PerformSchema(FlatActionMembers):
     """``{"parameters": {…}}``, the parameters as members of the body (ours or ManageEngine's:
     ``lock_message``, ``phone_number``, ``unlock_pin``, ``wipe_lock_pin``..., see
@@ -40,6 +101,8 @@ class PerformSchema(FlatActionMembers):
         unknown = RAISE
 
     parameters = fields.Dict(allow_none=True)
+    not_before = _not_before()
+    window = _window()
 
 
 class BulkActionSchema(FlatActionMembers):
@@ -60,6 +123,8 @@ class BulkActionSchema(FlatActionMembers):
                                                                  "for every device)"))
     all_devices = StrictBoolean(load_default=False)
     parameters = fields.Dict(allow_none=True)
+    not_before = _not_before()
+    window = _window()
 
     @validates_schema
     def _names_devices(self, data: dict[str, Any], **_kwargs: Any) -> None:
@@ -97,4 +162,23 @@ OPENAPI: dict[str, ApiDoc] = {
     "actions.bulk_action": ApiDoc(body=BulkActionSchema, body_kind=Body.JSON, reply=Reply.JSON),
     "actions.viability": ApiDoc(reply=Reply.JSON, query=ViabilityQuerySchema),
     "actions.check_viability": ApiDoc(reply=Reply.JSON, query=CheckViabilityQuerySchema),
+    "actions.list_scheduled": listing("scheduled_actions", filters=("status", "action"), sorts=("id", "not_before")),
+    "actions.get_scheduled": ApiDoc(type="scheduled_actions"),
+    "actions.cancel_scheduled": ApiDoc(type="scheduled_actions", errors=(409,)),
 }
+
+
+def scheduled_action_resource(row: ScheduledAction) -> dict[str, Any]:
+    """A scheduled action; its parameters are not shown (they may hold a PIN, and are kept sealed)."""
+    return resource("scheduled_actions", row.id, {
+        "action": row.action,
+        "selection": row.selection,
+        "not_before": isoformat(row.not_before),
+        "window": row.window,
+        "status": row.status,
+        "result": row.result,
+        "detail": row.detail,
+        "created_by": row.created_by,
+        "created_at": isoformat(row.created_at),
+        "queued_at": isoformat(row.queued_at),
+    }, links={"self": f"/api/v1/scheduled_actions/{row.id}"})

@@ -9,9 +9,12 @@ rows, the new name), the push outbox (one INSERT … SELECT) and one audit event
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from marshmallow import ValidationError
@@ -30,6 +33,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    update,
 )
 from sqlalchemy.orm import Session
 
@@ -42,12 +46,14 @@ from mdmserver.actions.catalogue import (
     Action,
     CommandPlan,
 )
+from mdmserver.actions.models import ScheduledAction, ScheduleStatus
+from mdmserver.actions.windows import in_window
 from mdmserver.api.jsonapi import marshmallow_errors
 from mdmserver.audit.service import record_event
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
-from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
+from mdmserver.errors import AppError, Conflict, NotFound, UnprocessableEntity
 from mdmserver.organization.service import enrollment_profile_identifier, get_organization
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol import catalogue
@@ -60,6 +66,8 @@ from mdmserver.selection.sql import in_values
 from mdmserver.selection.targets import Targets, select_targets
 
 MDM_PAYLOAD_TYPE = "com.apple.mdm"
+
+log = logging.getLogger("mdmserver.actions")
 
 
 def get_action(name: str) -> Action:
@@ -437,3 +445,115 @@ def viability(session: Session, action: Action, target: Targets) -> dict[str, An
         "not_eligible_count": len(blocked),
         "not_eligible": blocked,
     }
+
+
+# --- scheduled actions ----------------------------------------------------------------------------
+
+#: the most due scheduled actions one upkeep run queues (the rest wait for the next run)
+DUE_BATCH = 100
+#: the actor of a scheduled action whose creator is not known
+SCHEDULER_ACTOR = "scheduler"
+_SEAL_CONTEXT = b"mdmserver.scheduled_action.parameters"
+
+
+def schedule_action(
+    session: Session, action: Action, selection: dict[str, Any], raw_params: Any, *, not_before: datetime,
+    window: dict[str, Any] | None, actor: str | None, box: SecretBox,
+) -> ScheduledAction:
+    """Store an action to be queued at ``not_before`` (inside ``window`` when given). Everything that can
+    be checked now is (parameters, groups, filter: 422); which devices it reaches and whether the action
+    applies to each is decided when it runs. The parameters are sealed (a lock PIN is a secret)."""
+    params = load_parameters(action, raw_params)
+    if not action.retires:
+        _plans(action, params)
+    select_targets(session, devices=selection.get("devices"), groups=selection.get("groups"),
+                   filter_=selection.get("filter"), all_devices=bool(selection.get("all_devices")))
+    sealed = box.encrypt(json.dumps(raw_params or {}).encode(), associated_data=_SEAL_CONTEXT)
+    row = ScheduledAction(action=action.name, selection={k: v for k, v in selection.items() if v not in (None, False)},
+                          parameters_sealed=sealed, not_before=not_before, window=window,
+                          status=ScheduleStatus.SCHEDULED.value, created_by=actor)
+    session.add(row)
+    session.flush()
+    record_event(session, f"device:schedule:{action.name}", "scheduled_actions", row.id,
+                 {"not_before": not_before.isoformat(), "window": window, "selection": row.selection,
+                  "parameters": _public(params)})
+    return row
+
+
+def get_scheduled(session: Session, schedule_id: int) -> ScheduledAction:
+    row = session.get(ScheduledAction, schedule_id)
+    if row is None:
+        raise NotFound(f"no scheduled action {schedule_id}")
+    return row
+
+
+def scheduled_query():
+    return select(ScheduledAction)
+
+
+def cancel_scheduled(session: Session, row: ScheduledAction) -> ScheduledAction:
+    """Cancel a scheduled action that has not run: 409 once a worker claimed it (the same conditional
+    UPDATE the worker's claim uses, so the two never both win)."""
+    cancelled = session.execute(
+        update(ScheduledAction)
+        .where(ScheduledAction.id == row.id, ScheduledAction.status == ScheduleStatus.SCHEDULED.value)
+        .values(status=ScheduleStatus.CANCELLED.value)
+        .returning(ScheduledAction.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    session.refresh(row)
+    if cancelled is None:
+        raise Conflict(f"scheduled action {row.id} is {row.status}; only a scheduled one can be cancelled",
+                       code="not_scheduled")
+    record_event(session, "device:schedule:cancel", "scheduled_actions", row.id, {"action": row.action})
+    return row
+
+
+def run_due_schedules(session: Session, *, box: SecretBox, now: datetime | None = None) -> dict[int, str]:
+    """Queue the scheduled actions that are due: ``not_before`` passed and, with a window, inside it.
+    Each is claimed with ``UPDATE … WHERE status = 'scheduled' RETURNING``: with several workers on
+    PostgreSQL the second waits on the row lock and then finds it claimed, so each runs exactly once.
+    Returns id → final status; the caller commits."""
+    now = now or utcnow()
+    candidates = session.execute(
+        select(ScheduledAction.id, ScheduledAction.window)
+        .where(ScheduledAction.status == ScheduleStatus.SCHEDULED.value, ScheduledAction.not_before <= now)
+        .order_by(ScheduledAction.not_before, ScheduledAction.id)
+        .limit(DUE_BATCH)
+    ).all()
+    due = [row.id for row in candidates if in_window(row.window, now)]
+    if not due:
+        return {}
+    claimed = session.scalars(
+        update(ScheduledAction)
+        .where(ScheduledAction.id.in_(due), ScheduledAction.status == ScheduleStatus.SCHEDULED.value)
+        .values(status=ScheduleStatus.QUEUED.value, queued_at=now)
+        .returning(ScheduledAction.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    done: dict[int, str] = {}
+    for schedule_id in sorted(claimed):
+        row = session.get(ScheduledAction, schedule_id, populate_existing=True)
+        try:
+            with session.begin_nested():
+                result = _run_scheduled(session, row, box)
+            row.result = result
+        except AppError as exc:  # its group was deleted, its filter no longer applies...
+            row.status, row.detail = ScheduleStatus.FAILED.value, exc.detail
+            log.warning("scheduled action %s (%s) failed: %s", row.id, row.action, exc.detail)
+        done[row.id] = row.status
+    session.flush()
+    return done
+
+
+def _run_scheduled(session: Session, row: ScheduledAction, box: SecretBox) -> dict[str, Any]:
+    action = get_action(row.action)
+    params = json.loads(box.decrypt(row.parameters_sealed, associated_data=_SEAL_CONTEXT)) if row.parameters_sealed else {}
+    selection = row.selection or {}
+    target = select_targets(session, devices=selection.get("devices"), groups=selection.get("groups"),
+                            filter_=selection.get("filter"), all_devices=bool(selection.get("all_devices")))
+    outcome = run_action(session, action, target, params, actor=row.created_by or SCHEDULER_ACTOR, box=box)
+    result = outcome.as_result()
+    return {"success_count": result["success_count"], "not_applicable_count": result["not_applicable_count"],
+            "command_uuids": [uuid for entry in outcome.success for uuid in entry["command_uuids"]][:1000],
+            "na_list": result["na_list"][:100]}

@@ -576,6 +576,8 @@ def handle_connect(
         queued_now = False
         if answered is not None and answered.status == CommandStatus.ACKNOWLEDGED:
             inventory_update = devices.apply_inventory(session, state.id, answered.request_type, result.raw)
+            if inventory_update.applied:
+                workflows.inventory_applied(session, state.id, answered.request_type)
             if inventory_update.group_fields_changed:
                 webhook_events.inventory_changed(session, DeviceRef(state.id, state.udid, state.serial_number),
                                                  request_type=answered.request_type)

@@ -24,6 +24,8 @@ from mdmserver.api.jsonapi import ListQuery, load_attributes, load_body, load_qu
 from mdmserver.attributes import service as attributes
 from mdmserver.attributes.schemas import AttributeValuesSchema
 from mdmserver.collaborators import public_url, secret_box
+from mdmserver.compliance import service as compliance
+from mdmserver.compliance.models import RuleType
 from mdmserver.db import db, utcnow
 from mdmserver.devices import service as devices
 from mdmserver.errors import BadRequest, NotFound, UnprocessableEntity
@@ -229,10 +231,34 @@ def _registration_state(device: Device) -> str:
     return device.admission_status.upper()
 
 
+#: Ivanti's policy rule type for ours (Ivanti's out-of-contact policy is our last check-in rule)
+_RULE_TYPES = {RuleType.LAST_CHECKIN.value: "OUT_OF_CONTACT"}
+#: our compliance state → Ivanti's ``complianceState`` (null: not known yet)
+_COMPLIANT = {"compliant": True, "non_compliant": False}
+
+
+def _compliance(state: Any) -> dict[str, Any]:
+    """Ivanti's compliance fields of a device row from its ``device_compliance`` row (or None)."""
+    return {"complianceState": _COMPLIANT.get(state.state) if state is not None else None,
+            "policyViolationCount": state.violation_count if state is not None else 0,
+            "quarantined": False}
+
+
 def _details(device: Device) -> dict[str, Any]:
     owner: User | None = users.owner_of(db.session, device)
+    security = compliance.security_of(db.session, device.id)
+    results = compliance.device_results(db.session, device.id)
+    ios = device.platform in ("ios", "ipados")
     return {
         **_search_row(device, owner.id if owner else None, attributes.get_attributes(db.session, device.id)),
+        **_compliance(compliance.device_state(db.session, device.id)),
+        "violatedPolicies": [{"id": p.id, "name": p.name, "policyRuleType": _RULE_TYPES.get(p.rule, p.rule.upper()),
+                              "observedValue": r.observed}
+                             for r, p in results if r.status == "non_compliant"],
+        "passcodeCompliant": security.passcode_compliant if ios and security is not None else None,
+        "passcodeCompliantWithProfiles": (security.passcode_compliant_with_profiles
+                                          if ios and security is not None else None),
+        "jailbroken": None,  # Apple's MDM protocol does not report it
         "registrationState": _registration_state(device),
         "iccid": device.iccid, "phoneNumber": device.phone_number,
         "activationLockEnabled": device.activation_lock_enabled,
@@ -479,11 +505,35 @@ def search_devices():
     ids = [d.id for d in page.items]
     owners = devices.owners_of(db.session, ids)
     values = attributes.attributes_of(db.session, ids)
-    rows = [_search_row(d, owners.get(d.id), values.get(d.id, {})) for d in page.items]
+    states = compliance.states_of(db.session, ids)
+    rows = [{**_search_row(d, owners.get(d.id), values.get(d.id, {})), **_compliance(states.get(d.id))}
+            for d in page.items]
     return _ivanti({"totalCount": page.total, "searchResults": rows, "offset": params["start"], "queryTime": 0})
 
 
+@bp.get("/device/<ident>/policies")
+def device_policies(ident: str):
+    """Ivanti's "Get Compliance Status of a Particular Device": every compliance policy that applies to
+    the device, with its device counts and whether this device complies (``pendingCompliant``: not
+    violated, possibly not judged yet)."""
+    if request.args:
+        raise BadRequest(f"unknown query parameter {next(iter(request.args))!r}", parameter=next(iter(request.args)))
+    device = resolve.get_device(db.session, ident)
+    results = compliance.device_results(db.session, device.id)
+    counts = compliance.policy_counts(db.session, [p.id for _, p in results])
+    rows = [{
+        "id": p.id, "name": p.name, "systemName": None, "description": p.description, "policyType": "POLICY",
+        "policyRuleType": _RULE_TYPES.get(p.rule, p.rule.upper()), "uuid": None, "enabled": p.enabled,
+        "priority": index + 1, "totalDeviceCount": sum(counts[p.id].values()),
+        "installedDeviceCount": sum(counts[p.id].values()), "violationDeviceCount": counts[p.id]["non_compliant"],
+        "modifiedAt": _ms(p.updated_at), "modifiedBy": p.created_by, "actions": p.remediation,
+        "compliant": r.status == "compliant", "pendingCompliant": r.status != "non_compliant",
+    } for index, (r, p) in enumerate(results)]
+    return _ivanti({"totalCount": len(rows), "queryTime": 0, "searchResults": rows, "offset": 0, "limit": len(rows)})
+
+
 OPENAPI: dict[str, ApiDoc] = {
+    "compat_ivanti.device_policies": ApiDoc(reply=Reply.JSON),
     "compat_ivanti.perform": ApiDoc(body_kind=Body.NONE, reply=Reply.JSON, query=TargetsSchema),
     "compat_ivanti.get_device": ApiDoc(reply=Reply.JSON, query=TargetsSchema),
     "compat_ivanti.search_devices": ApiDoc(reply=Reply.JSON, query=SearchSchema),

@@ -35,8 +35,9 @@ from mdmserver.records.devices import (
     Platform,
 )
 from mdmserver.records.users import DeviceOwnership
-from mdmserver.selection.filters import CUSTOM_PREFIX, FACETS
+from mdmserver.selection.filters import CUSTOM_PREFIX, FACETS, JOINED_FACETS
 from mdmserver.webhooks import events as webhook_events
+from mdmserver.webhooks.events import DeviceRef
 
 log = logging.getLogger("mdmserver.devices")
 
@@ -67,6 +68,17 @@ def platform_for(product_name: str | None, model: str | None = None, model_name:
 
 def get_device_by_udid(session: Session, udid: str) -> Device | None:
     return session.scalar(select(Device).where(Device.udid == udid))
+
+
+def device_refs(session: Session, device_ids: Iterable[int]) -> dict[int, DeviceRef]:
+    """What events say about these devices (id, UDID, serial number), by id; one SELECT per 5,000."""
+    ids = list(dict.fromkeys(device_ids))
+    refs: dict[int, DeviceRef] = {}
+    for start in range(0, len(ids), 5000):
+        rows = session.execute(select(Device.id, Device.udid, Device.serial_number)
+                               .where(Device.id.in_(ids[start:start + 5000])))
+        refs.update({row.id: DeviceRef(row.id, row.udid, row.serial_number) for row in rows})
+    return refs
 
 
 def device_bound_to(session: Session, fingerprint: str) -> Device | None:
@@ -426,11 +438,11 @@ def parse_facets(raw: str | None) -> list[str]:
     if len(names) > MAX_FACETS:
         raise BadRequest(f"at most {MAX_FACETS} facets per request", parameter="facets")
     for name in names:
-        if name in FACETS:
+        if name in FACETS or name in JOINED_FACETS:
             continue
         if name.startswith(CUSTOM_PREFIX) and ATTRIBUTE_NAME.match(name[len(CUSTOM_PREFIX):]):
             continue
-        allowed = ", ".join(sorted(FACETS))
+        allowed = ", ".join(sorted({*FACETS, *JOINED_FACETS}))
         raise BadRequest(f"unknown facet {name!r}; allowed: {allowed}, custom.<name>", parameter="facets")
     return names
 
@@ -444,6 +456,11 @@ def facet_counts(
         if name in FACETS:
             column = FACETS[name]
             stmt = select(column, func.count()).select_from(Device).where(*conditions).group_by(column)
+        elif name in JOINED_FACETS:
+            joined, on, missing = JOINED_FACETS[name]
+            column = func.coalesce(joined, missing)
+            stmt = (select(column, func.count()).select_from(Device).outerjoin(joined.table, on)
+                    .where(*conditions).group_by(column))
         else:
             attr = name[len(CUSTOM_PREFIX):]
             column = CustomAttribute.value

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from mdmserver.api.jsonapi import is_id, parse_bool
 from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.attributes import ATTRIBUTE_NAME, CustomAttribute
+from mdmserver.records.compliance import COMPLIANCE_STATES, ComplianceState, DeviceCompliance
 from mdmserver.records.devices import Device, Platform
 from mdmserver.records.groups import DeviceGroup, GroupKind, GroupMember
 from mdmserver.records.users import DeviceOwnership, User
@@ -123,6 +124,16 @@ def custom_attribute_condition(name: str, value: str) -> ColumnElement[bool]:
     return exists().where(clause)
 
 
+def compliance_state_condition(value: str) -> ColumnElement[bool]:
+    """``filter[compliance_state]=non_compliant`` (or a comma-separated list): through the indexed
+    ``device_compliance.state``; a device never evaluated counts as ``unknown``."""
+    wanted = _choice_list(COMPLIANCE_STATES)(value)
+    condition = Device.id.in_(select(DeviceCompliance.device_id).where(DeviceCompliance.state.in_(wanted)))
+    if ComplianceState.UNKNOWN.value in wanted:
+        condition = or_(condition, ~exists().where(DeviceCompliance.device_id == Device.id))
+    return condition
+
+
 def owner_email_condition(value: str) -> ColumnElement[bool]:
     email = value.strip().lower()
     if not email:
@@ -217,6 +228,7 @@ def device_filters(session: Session, _seen: frozenset[int] = frozenset()) -> dic
         else or_(Device.lost_mode_enabled.is_(False), Device.lost_mode_enabled.is_(None)),
         "admission_status": lambda v: Device.admission_status.in_(_choice_list(ADMISSION_VALUES)(v)),
         "owner_email": owner_email_condition,
+        "compliance_state": compliance_state_condition,
         "owner_uid": owner_uid_condition,
         "group": group,
         "last_seen_before": lambda v: Device.last_seen_at < parse_datetime(v),
@@ -284,6 +296,12 @@ DEVICE_SORTS: dict[str, Any] = {
     "updated_at": Device.updated_at,
     "asset_tag": Device.asset_tag,
     "office": Device.office,
+}
+
+#: facets over a table beside ``devices``: name → (column, the join condition); a device without a row
+#: counts under the value given
+JOINED_FACETS: dict[str, tuple[Any, Any, str]] = {
+    "compliance_state": (DeviceCompliance.state, DeviceCompliance.device_id == Device.id, ComplianceState.UNKNOWN.value),
 }
 
 #: facet name → column (``custom.<name>`` facets are handled separately)

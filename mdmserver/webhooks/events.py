@@ -120,6 +120,22 @@ def app_installs_failed(session: Session, failures: Iterable[FailedInstall]) -> 
     ])
 
 
+@dataclass(frozen=True)
+class ComplianceChange:
+    device: DeviceRef
+    from_state: str | None
+    to_state: str
+
+
+def compliance_changed(session: Session, changes: Iterable[ComplianceChange]) -> None:
+    """Devices' overall compliance states changed (``from_state`` None: the device's first evaluation)."""
+    emit_many(session, [
+        Event(EventType.COMPLIANCE_CHANGED, c.device.subject,
+              {"device": c.device.as_data(), "from": c.from_state, "to": c.to_state})
+        for c in changes
+    ])
+
+
 def _insert_notice(session: Session, key: str, now: datetime) -> bool:
     """Insert the notice ``key``; false when it was there already (by any worker, any time)."""
     dialect = session.get_bind().dialect.name

@@ -28,6 +28,7 @@ class EventType(StrEnum):
     INVENTORY_CHANGED = "inventory.changed"
     PUSH_CERTIFICATE_EXPIRING = "push_certificate.expiring"
     APP_INSTALL_FAILED = "app.install_failed"
+    COMPLIANCE_CHANGED = "compliance.changed"
     PING = "ping"
 
 

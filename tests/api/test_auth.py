@@ -39,6 +39,23 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("GET", "/api/v1/actions/<name>", "read"),
     ("GET", "/api/v1/devices/<ident>/actions", "read"),
     ("POST", "/api/v1/devices/<ident>/actions/<name>", "write"),
+    # scheduled actions
+    ("GET", "/api/v1/scheduled_actions", "read"),
+    ("GET", "/api/v1/scheduled_actions/<schedule_id>", "read"),
+    ("DELETE", "/api/v1/scheduled_actions/<schedule_id>", "write"),
+    # compliance policies and each device's compliance
+    ("GET", "/api/v1/compliance_policies", "read"),
+    ("POST", "/api/v1/compliance_policies", "write"),
+    ("POST", "/api/v1/compliance_policies/evaluate", "write"),
+    ("GET", "/api/v1/compliance_policies/<policy_id>", "read"),
+    ("PATCH", "/api/v1/compliance_policies/<policy_id>", "write"),
+    ("DELETE", "/api/v1/compliance_policies/<policy_id>", "write"),
+    ("GET", "/api/v1/compliance_policies/<policy_id>/targets", "read"),
+    ("POST", "/api/v1/compliance_policies/<policy_id>/targets", "write"),
+    ("DELETE", "/api/v1/compliance_policies/<policy_id>/targets", "write"),
+    ("GET", "/api/v1/devices/<ident>/compliance", "read"),
+    ("GET", "/api/v1/devices/<ident>/compliance/history", "read"),
+    ("GET", "/api/v1/device/<ident>/policies", "read"),
     # audit log: admin only
     ("GET", "/api/v1/audit_events", "admin"),
     # certificates and keys: metadata is read, private key material is secrets

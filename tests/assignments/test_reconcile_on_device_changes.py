@@ -169,8 +169,9 @@ def test_inventory_changes_move_the_device_into_and_out_of_a_smart_group(
     scan_answer = sim.answer(command["CommandUUID"], "DeviceInformation", command["Command"])
     statements.clear()
     assert sim.send("/mdm/connect", scan_answer) == (200, b"")
-    # device and next command + result UPDATE … RETURNING + inventory UPDATE … RETURNING
-    assert len(statements) == 3, statements
+    # device and next command + result UPDATE … RETURNING + inventory UPDATE … RETURNING + the enabled
+    # compliance policies (none: the device is not judged again)
+    assert len(statements) == 4, statements
     assert not any("profile_assignments" in s for s in statements)
 
     sim.os_version = "18.0"  # the device updated its OS: it enters the smart group
@@ -211,7 +212,7 @@ def test_group_filter_columns_cover_what_device_filters_read():
     samples = {"id": "1", "platform": "ios", "supervised": "true", "enrolled": "true", "lost_mode": "true",
                "admission_status": "accepted", "owner_email": "a@example.com", "retired": "true",
                "last_seen_before": "2026-01-01", "last_seen_after": "2026-01-01", "enrolled_after": "2026-01-01",
-               "os_version": "17.*"}
+               "os_version": "17.*", "compliance_state": "non_compliant"}
     reported = {column for column, _ in DEVICE_INFORMATION_COLUMNS.values()} | {"platform", "lost_mode_enabled"}
     read: set[str] = set()
     for name, build in device_filters(None).items():

@@ -74,6 +74,7 @@ def test_connect_statement_count_is_constant(client, db_session, topic, auto_adm
     # device and next command in one query + mark sent
     assert small["idle_deliver"] == 2
     # device and next command + result UPDATE … RETURNING + the webhook outbox's conditional event
-    # INSERT (command.acknowledged; nothing more without a subscriber) + inventory (delete + insert) + mark sent
+    # INSERT (command.acknowledged; nothing more without a subscriber) + inventory (delete + insert) + the
+    # enabled compliance policies (none here: the device is not judged again) + mark sent
     assert small["result_apply_and_deliver"] == 6
     assert small["idle_empty"] == 1

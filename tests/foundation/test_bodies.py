@@ -27,6 +27,7 @@ from referencing import Registry, Resource
 from mdmserver.admission import service as admission
 from mdmserver.api.apidoc import ApiDoc, Body
 from mdmserver.collaborators import secret_box
+from mdmserver.compliance.models import CompliancePolicy
 from mdmserver.ops.openapi import documented_rules, endpoint_docs, openapi_path
 from mdmserver.pki import x509
 from mdmserver.profiles.service import upload_profile
@@ -77,6 +78,16 @@ def _cases(ids: dict[str, Any]) -> list[Case]:
         Case("groups.update_group", "patch", "/api/v1/device_groups/{group_id}",
              _resource("device_groups", {"description": "x"}), _resource("device_groups", {"kind": "magic"}),
              JSONAPI),
+        Case("compliance.create_policy", "post", "/api/v1/compliance_policies",
+             _resource("compliance_policies", {"name": "bodies", "rule": "supervised"}),
+             _resource("compliance_policies", {"name": "", "rule": "supervised"}), JSONAPI),
+        Case("compliance.update_policy", "patch", "/api/v1/compliance_policies/{policy_id}",
+             _resource("compliance_policies", {"description": "x"}),
+             _resource("compliance_policies", {"grace_minutes": -1}), JSONAPI),
+        Case("compliance.add_targets", "post", "/api/v1/compliance_policies/{policy_id}/targets",
+             {"devices": [ids["device"]]}, {"devices": "all"}),
+        Case("compliance.remove_targets", "delete", "/api/v1/compliance_policies/{policy_id}/targets",
+             {"devices": [ids["device"]]}, {"groups": ["x"]}),
         Case("groups.add_members", "post", "/api/v1/device_groups/{group_id}/relationships/devices",
              members, not_members),
         Case("groups.remove_members", "delete", "/api/v1/device_groups/{group_id}/relationships/devices",
@@ -201,11 +212,12 @@ def ids(db_session) -> dict[str, Any]:
                                                      "event_types": ["device.enrolled"]},
                                         box=secret_box(), actor="tests")
     blueprint = Blueprint(name="bodies-blueprint")
-    db_session.add(blueprint)
+    policy = CompliancePolicy(name="bodies-policy", rule="supervised", parameters={})
+    db_session.add_all([blueprint, policy])
     db_session.commit()
     return {"device": device.id, "ident": device.id, "profile_id": profile.id, "user_id": user.id,
             "group_id": group.id, "app_id": app.id, "webhook_id": hook.id, "blueprint_id": blueprint.id,
-            "name": "lock", "db_session": db_session}
+            "policy_id": policy.id, "name": "lock", "db_session": db_session}
 
 
 def _auth_set(db_session, pem: str | None = None) -> str:
@@ -264,7 +276,7 @@ def test_every_schema_body_is_in_the_table(app):
                      if (doc := docs.get(r.endpoint)) is not None and _documented(doc) is not None
                      and doc.body_kind in (Body.RESOURCE, Body.JSON)}
     covered = {case.endpoint for case in _cases({"device": 1, "user_id": 1, "group_id": 1, "profile_id": 1, "app_id": 1,
-                                                  "webhook_id": 1, "blueprint_id": 1})}
+                                                  "webhook_id": 1, "blueprint_id": 1, "policy_id": 1})}
     assert schema_bodies == covered
 
 
@@ -339,7 +351,7 @@ def test_every_documented_list_parameter_is_accepted(app, client, auth, ids):
     h = auth("read", "admin")
     fill = {"ident": ids["device"], "group_id": ids["group_id"], "profile_id": ids["profile_id"],
             "user_id": ids["user_id"], "app_id": ids["app_id"], "webhook_id": ids["webhook_id"],
-            "blueprint_id": ids["blueprint_id"]}
+            "blueprint_id": ids["blueprint_id"], "policy_id": ids["policy_id"]}
     checked = 0
     for path, item in spec["paths"].items():
         operation = item.get("get")

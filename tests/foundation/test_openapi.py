@@ -28,6 +28,7 @@ LISTS = {
     "/api/v1/blueprints/{blueprint_id}/devices",
     "/api/v1/certificates",
     "/api/v1/commands",
+    "/api/v1/compliance_policies",
     "/api/v1/device_groups",
     "/api/v1/device_groups/{group_id}/devices",
     "/api/v1/devices",
@@ -35,6 +36,7 @@ LISTS = {
     "/api/v1/devices/{ident}/blueprints",
     "/api/v1/devices/{ident}/certificates",
     "/api/v1/devices/{ident}/commands",
+    "/api/v1/devices/{ident}/compliance/history",
     "/api/v1/devices/{ident}/installed_applications",
     "/api/v1/devices/{ident}/installed_profiles",
     "/api/v1/devices/{ident}/locations",
@@ -44,12 +46,13 @@ LISTS = {
     "/api/v1/profiles",
     "/api/v1/profiles/{profile_id}/assignments/status",
     "/api/v1/rsa_private_keys",
+    "/api/v1/scheduled_actions",
     "/api/v1/users",
     "/api/v1/users/{user_id}/devices",
     "/api/v1/webhooks",
     "/api/v1/webhooks/{webhook_id}/deliveries",
 }
-UNFILTERED_LISTS = {"/api/v1/devices/{ident}/locations"}
+UNFILTERED_LISTS = {"/api/v1/devices/{ident}/locations", "/api/v1/devices/{ident}/compliance/history"}
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from mdmserver import workflows
 from mdmserver.collaborators import secret_box
 from mdmserver.db import utcnow
 from mdmserver.push import service as push_service
@@ -151,3 +152,26 @@ def test_several_events_at_once_keep_their_order(db_session):
     assert [(subject, json.loads(body)["data"]["n"]) for subject, body in rows] == [
         ("device:2", 1), ("device:2", 3), ("device:3", 4)]
     assert len(_events(db_session)) == 3
+
+
+def test_a_compliance_change_is_an_event_per_device(client, auth, db_session, enrolled):
+    _subscribe(db_session, "compliance.changed")
+    old, current = enrolled("ios"), enrolled("ios")
+    rows = {s.udid: db_session.scalar(select(Device).where(Device.udid == s.udid)) for s in (old, current)}
+    rows[old.udid].os_version, rows[current.udid].os_version = "16.7", "17.5"
+    db_session.commit()
+    created = client.post("/api/v1/compliance_policies", headers=auth("read", "write"), json={"data": {
+        "type": "compliance_policies",
+        "attributes": {"name": "iOS 17", "rule": "os_version_min", "parameters": {"versions": {"ios": "17.0"}},
+                       "all_devices": True}}})
+    assert created.status_code == 201, created.get_json()
+    told = {e["data"]["device"]["udid"]: (e["data"]["from"], e["data"]["to"])
+            for e in _events(db_session, "compliance.changed")}
+    assert told == {old.udid: (None, "non_compliant"), current.udid: (None, "compliant")}
+    # the device updates: one more event, for it alone
+    rows[old.udid].os_version = "17.1"
+    db_session.commit()
+    workflows.reevaluate_compliance(db_session)
+    db_session.commit()
+    later = [e["data"] for e in _events(db_session, "compliance.changed")][2:]
+    assert [(e["device"]["udid"], e["from"], e["to"]) for e in later] == [(old.udid, "non_compliant", "compliant")]

@@ -1,0 +1,1 @@
+"""Compliance policies: named rules over the inventory devices report, evaluated set-based in SQL."""

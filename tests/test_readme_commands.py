@@ -35,6 +35,9 @@ EXPECTED_REFUSALS = {
     "/api/v1/devices/C02XXXXXXXXX/installed_applications": 404,  # an example serial no device has
     "/api/v1/apps/1/assignments": 422,  # group 7: an example id (this server has no group)
     "/api/v1/actions/scan": 422,  # the same group 7
+    "/api/v1/blueprints": 422,  # scoped to the same group 7
+    "/api/v1/blueprints/1/devices": 404,  # so blueprint 1 was not made
+    "/api/v1/actions/restart": 422,  # scheduled for the same group 7
 }
 
 

@@ -21,6 +21,7 @@ class RuleType(StrEnum):
     PROFILE_INSTALLED = "profile_installed"
     APP_INSTALLED = "app_installed"
     CUSTOM_ATTRIBUTE = "custom_attribute"
+    OS_UPDATE_DEADLINE = "os_update_deadline"
 
 
 class RemediationType(StrEnum):

@@ -86,6 +86,7 @@ RULE_PARAMETERS: dict[str, type[Schema]] = {
     RuleType.PROFILE_INSTALLED: IdentifierSchema,
     RuleType.APP_INSTALLED: IdentifierSchema,
     RuleType.CUSTOM_ATTRIBUTE: CustomAttributeSchema,
+    RuleType.OS_UPDATE_DEADLINE: NoParametersSchema,
 }
 
 

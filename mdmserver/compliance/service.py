@@ -58,8 +58,10 @@ from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.profiles.models import Profile
 from mdmserver.records.attributes import CustomAttribute
+from mdmserver.records.blueprints import LATEST, Blueprint, BlueprintMember, MemberStatus
 from mdmserver.records.compliance import ComplianceState, DeviceCompliance
 from mdmserver.records.devices import (
+    AvailableOSUpdate,
     Device,
     DeviceSecurityInfo,
     InstalledApplication,
@@ -76,7 +78,8 @@ NON_COMPLIANT = ComplianceState.NON_COMPLIANT.value
 UNKNOWN = ComplianceState.UNKNOWN.value
 
 #: the inventory answers the rules judge: after one of these is applied, the device is judged again
-INVENTORY_INPUTS = frozenset({"DeviceInformation", "SecurityInfo", "ProfileList", "InstalledApplicationList"})
+INVENTORY_INPUTS = frozenset({"DeviceInformation", "SecurityInfo", "ProfileList", "InstalledApplicationList",
+                              "AvailableOSUpdates"})
 
 #: the PostgreSQL advisory lock that orders evaluations: a full one takes it exclusively, a device's
 #: own (the connect path) shared, so concurrent devices do not wait for each other but nobody reads
@@ -241,6 +244,60 @@ def _custom_attribute(session: Session, params: dict[str, Any], now: datetime) -
     )
 
 
+#: a blueprint's OS-update deadline is a local date-time without a zone (the device's own clock); the
+#: server does not know the device's zone, so a deadline counts as passed once it has passed on every
+#: clock on Earth: the latest zone is UTC-12, so the UTC time must be at least the deadline + 12 hours
+DEADLINE_SLACK = timedelta(hours=12)
+
+
+def _os_update_deadline(session: Session, params: dict[str, Any], now: datetime) -> Compiled:
+    """Blueprints the device is an in-scope member of, active, with an OS-update target and a deadline:
+    the device violates the rule when one's deadline has passed (:data:`DEADLINE_SLACK`) and the device
+    reports a version below that target (``latest``: below the newest version it reports as available)."""
+    reported = version_key_sql(session, Device.os_version)
+    newest = (select(AvailableOSUpdate.version)
+              .where(AvailableOSUpdate.device_id == Device.id,
+                     version_key_sql(session, AvailableOSUpdate.version).is_not(None))
+              .order_by(version_key_sql(session, AvailableOSUpdate.version).desc(), AvailableOSUpdate.id)
+              .limit(1).correlate(Device).scalar_subquery())
+    target_text = case((Blueprint.os_update_version == LATEST, newest), else_=Blueprint.os_update_version)
+    target_key = case((Blueprint.os_update_version == LATEST,
+                       select(func.max(version_key_sql(session, AvailableOSUpdate.version)))
+                       .where(AvailableOSUpdate.device_id == Device.id).correlate(Device).scalar_subquery()),
+                      else_=version_key_sql(session, Blueprint.os_update_version))
+    # the schema allows "2026-12-08 18:00:00" as well; both compare as text once the separator is a T
+    deadline = func.replace(Blueprint.os_update_deadline, " ", "T")
+    cutoff = (now - DEADLINE_SLACK).strftime("%Y-%m-%dT%H:%M:%S")
+
+    def targets(*conditions: ColumnElement[bool]):
+        return (select(Blueprint.id)
+                .join(BlueprintMember, BlueprintMember.blueprint_id == Blueprint.id)
+                .where(BlueprintMember.device_id == Device.id, BlueprintMember.status == MemberStatus.IN_SCOPE.value,
+                       Blueprint.enabled.is_(True),
+                       or_(Blueprint.start_on.is_(None), Blueprint.start_on <= literal(now, UTCDateTime())),
+                       Blueprint.os_update_version.is_not(None), Blueprint.os_update_deadline.is_not(None),
+                       *conditions)
+                .correlate(Device))
+
+    passed = deadline <= cutoff
+    overdue = and_(passed, reported < target_key)
+    first_overdue = (
+        targets(overdue)
+        .with_only_columns(func.substr(
+            Device.os_version + " < " + target_text + " (deadline " + Blueprint.os_update_deadline
+            + ", blueprint " + cast(Blueprint.id, String) + ")", 1, 255))
+        .order_by(deadline, Blueprint.id).limit(1).scalar_subquery()
+    )
+    any_overdue = exists(targets(overdue))
+    known = or_(reported.is_not(None), ~exists(targets(passed)))
+    return Compiled(
+        known=known,
+        holds=~any_overdue,
+        observed=case((and_(known, any_overdue), first_overdue), else_=Device.os_version),
+        applies=exists(targets()),
+    )
+
+
 #: rule type → its compiler (the parameters were validated by the rule's schema)
 RULES: dict[str, Callable[[Session, dict[str, Any], datetime], Compiled]] = {
     RuleType.OS_VERSION_MIN: _os_version_min,
@@ -251,6 +308,7 @@ RULES: dict[str, Callable[[Session, dict[str, Any], datetime], Compiled]] = {
     RuleType.PROFILE_INSTALLED: _profile_installed,
     RuleType.APP_INSTALLED: _app_installed,
     RuleType.CUSTOM_ATTRIBUTE: _custom_attribute,
+    RuleType.OS_UPDATE_DEADLINE: _os_update_deadline,
 }
 
 

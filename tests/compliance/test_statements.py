@@ -3,11 +3,15 @@ verdicts are right for the seeded inventory."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from datetime import timedelta
+
+from sqlalchemy import func, insert, select
 
 from mdmserver.compliance import service
 from mdmserver.compliance.models import CompliancePolicy, CompliancePolicyTarget, DevicePolicyResult
+from mdmserver.db import utcnow
 from mdmserver.records.attributes import CustomAttribute
+from mdmserver.records.blueprints import Blueprint, BlueprintMember
 from mdmserver.records.compliance import DeviceCompliance
 from mdmserver.records.groups import DeviceGroup
 from tests.checkin.test_connect_statements import count_statements
@@ -24,6 +28,7 @@ def _policies(db_session) -> dict[str, int]:
         "supervised": CompliancePolicy(name="supervised", rule="supervised", parameters={}),
         "dept": CompliancePolicy(name="dept", rule="custom_attribute", parameters={"name": "dept", "value": "IT"},
                                  all_devices=True, enabled=False),
+        "deadline": CompliancePolicy(name="deadline", rule="os_update_deadline", parameters={}, all_devices=True),
     }
     db_session.add_all(rows.values())
     db_session.flush()
@@ -40,13 +45,23 @@ def _status_counts(db_session, policy_id: int) -> dict[str, int]:
 
 def test_full_reevaluation_statement_count_is_constant(db_session):
     ids = _policies(db_session)
-    first = seed_devices(db_session, 100)[0]
+    seeded = seed_devices(db_session, 100)
+    first = seeded[0]
+    # an OS target 17.4 overdue since yesterday for the first 100 devices
+    blueprint = Blueprint(name="overdue", os_update_version="17.4",
+                          os_update_deadline=(utcnow() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S"))
+    db_session.add(blueprint)
+    db_session.flush()
+    db_session.execute(insert(BlueprintMember), [{"blueprint_id": blueprint.id, "device_id": d, "status": "in_scope"}
+                                                 for d in seeded])
     with count_statements() as small:
         service.evaluate(db_session)
     with count_statements() as one_small:  # the connect path: one device judged after its answer
         service.evaluate(db_session, [first])
     # the seeded OS versions: ios 17.4 / ipados 17.3 / macos 14.4 / ios 16.7 in turn
     assert _status_counts(db_session, ids["os"]) == {"compliant": 25, "non_compliant": 50}
+    # the deadline rule judges the blueprint's members only, on every platform (macOS 14.4 < 17.4)
+    assert _status_counts(db_session, ids["deadline"]) == {"compliant": 25, "non_compliant": 75}
     seed_devices(db_session, 9900, start=100)
     with count_statements() as large:
         transitions = service.evaluate(db_session)
@@ -56,6 +71,7 @@ def test_full_reevaluation_statement_count_is_constant(db_session):
     assert len(one_large) == len(one_small)
     assert len(transitions) == 9900  # the new devices' first states; the first 100 did not change
     assert _status_counts(db_session, ids["os"]) == {"compliant": 2500, "non_compliant": 5000}
+    assert _status_counts(db_session, ids["deadline"]) == {"compliant": 25, "non_compliant": 75}
     # the supervised rule applies to the iPhones only (the smart group): every third seed is unsupervised
     supervised = _status_counts(db_session, ids["supervised"])
     assert sum(supervised.values()) == 5000

@@ -3,8 +3,9 @@
 
 1. gunicorn serves the real app (``connect_apps:mdm_app()``) on PostgreSQL (``--postgres URL``, a
    private schema dropped at the end) or on SQLite in a temporary folder.
-2. N simulated devices enroll over HTTP (``--enroll-concurrency`` threads; the server generates each
-   device's RSA key, which is what enrollment costs).
+2. N simulated devices enroll over HTTP (``--enroll-concurrency`` threads; each makes its RSA key and
+   gets its certificate through SCEP, or with ``MDMSERVER_ENROLLMENT_IDENTITY=pkcs12`` the server makes
+   the key: the keys are what enrollment costs).
 3. One admin request queues one ``DeviceLock`` per device: ``POST /api/v1/actions/lock`` with
    ``{"all_devices": true}`` (set-based on the server).
 4. Every device's requests are signed (outside the timed part): its ``Idle`` and its

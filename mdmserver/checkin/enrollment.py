@@ -1,21 +1,15 @@
-"""Enrollment bookkeeping: the attempt limit shared by every worker, and the purge of identities
-that were issued but never used.
-
-Every ``GET /mdm/enroll`` issues a key and a certificate, and a wrong enrollment secret is a guess:
-both are counted per client address in the database, so the limit holds across web workers and
-servers, and failures are counted before the secret is even looked at.
-"""
+"""Enrollment bookkeeping: the purge of identities that were issued but never used (the attempt
+limit is ``mdmserver/enrollment_limit``, shared with ``/scep``)."""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, union_all
+from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
-from mdmserver.checkin.models import EnrollmentAttempt
-from mdmserver.db import upsert_insert, utcnow
+from mdmserver.db import utcnow
 from mdmserver.pki import service as pki
 from mdmserver.pki.models import Certificate
 from mdmserver.records.admission import AuthSet
@@ -23,61 +17,8 @@ from mdmserver.records.devices import Device
 
 log = logging.getLogger("mdmserver.checkin")
 
-WINDOW_SECONDS = 60
 #: An identity issued at enrollment and not bound by an ``Authenticate`` within this time is deleted.
 UNUSED_IDENTITY_AGE = timedelta(days=1)
-
-
-def record_attempt(
-    session: Session, client: str, *, limit: int, now: datetime | None = None, window: int = WINDOW_SECONDS
-) -> bool:
-    """Count one enrollment attempt by ``client``; ``True`` while the client is within ``limit``
-    attempts per ``window`` seconds.
-
-    A sliding-window estimate over two fixed windows: this window's count plus the previous window's
-    weighted by how much of it still falls within the last ``window`` seconds. Refused attempts
-    count too, so hammering keeps a client locked out. One upsert (atomic on SQLite and
-    PostgreSQL) and one read; a new window also prunes rows older than the previous one. The caller
-    commits.
-    """
-    moment = int((now or utcnow()).timestamp())
-    start = moment - moment % window
-    insert = upsert_insert(session, EnrollmentAttempt).values(client=client, window_start=start, attempts=1)
-    count = session.execute(
-        insert.on_conflict_do_update(
-            index_elements=[EnrollmentAttempt.client, EnrollmentAttempt.window_start],
-            set_={"attempts": EnrollmentAttempt.attempts + 1},
-        ).returning(EnrollmentAttempt.attempts)
-    ).scalar_one()
-    if count == 1:
-        session.execute(
-            delete(EnrollmentAttempt)
-            .where(EnrollmentAttempt.window_start < start - window)
-            .execution_options(synchronize_session=False)
-        )
-    previous = session.scalar(
-        select(EnrollmentAttempt.attempts).where(
-            EnrollmentAttempt.client == client, EnrollmentAttempt.window_start == start - window
-        )
-    ) or 0
-    still_relevant = 1 - (moment - start) / window
-    return count + previous * still_relevant <= limit
-
-
-def limit_exceeded(
-    session: Session, client: str, *, limit: int, now: datetime | None = None, window: int = WINDOW_SECONDS
-) -> bool:
-    """Whether ``client`` went past its ``limit`` attempts per ``window`` seconds (the estimate of
-    :func:`record_attempt`), without counting one: for requests that count only when they fail."""
-    moment = int((now or utcnow()).timestamp())
-    start = moment - moment % window
-    rows = dict(session.execute(
-        select(EnrollmentAttempt.window_start, EnrollmentAttempt.attempts).where(
-            EnrollmentAttempt.client == client, EnrollmentAttempt.window_start.in_([start, start - window])
-        )
-    ).all())
-    still_relevant = 1 - (moment - start) / window
-    return rows.get(start, 0) + rows.get(start - window, 0) * still_relevant > limit
 
 
 def purge_unused_identities(

@@ -20,9 +20,11 @@ from sqlalchemy.orm import Session
 from mdmserver.api.requests import read_limited_body
 from mdmserver.api.transactions import writes
 from mdmserver.checkin import auth as device_auth
-from mdmserver.checkin import enrollment, peers, service
+from mdmserver.checkin import service
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db, run_read_first
+from mdmserver.enrollment_limit import peers
+from mdmserver.enrollment_limit import service as enrollment_limit
 from mdmserver.errors import BadRequest, TooManyRequests
 from mdmserver.organization.service import get_organization
 from mdmserver.pki import cms
@@ -197,7 +199,7 @@ def enroll() -> Response:
     client = _client_address()
     limit = int(config.get("ENROLL_RATE_LIMIT") or 0)
     if limit > 0:
-        allowed = enrollment.record_attempt(db.session, peers.limit_key(client), limit=limit)
+        allowed = enrollment_limit.record_attempt(db.session, peers.limit_key(client), limit=limit)
         db.session.commit()
         if not allowed:
             log.warning("enrollment from %s refused: more than %d attempts a minute", client, limit)

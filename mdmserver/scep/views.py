@@ -19,9 +19,10 @@ from flask import Blueprint, Response, current_app, request
 
 from mdmserver.api.requests import read_limited_body
 from mdmserver.api.transactions import writes
-from mdmserver.checkin import enrollment, peers
 from mdmserver.collaborators import secret_box
 from mdmserver.db import db
+from mdmserver.enrollment_limit import peers
+from mdmserver.enrollment_limit import service as enrollment_limit
 from mdmserver.errors import AppError, BadRequest, PayloadTooLarge, TooManyRequests
 from mdmserver.organization.service import get_organization
 from mdmserver.pki.scep import MAX_MESSAGE_SIZE, ScepError
@@ -50,8 +51,8 @@ def _refuse_when_limited(client: str) -> None:
     the limit a PKIOperation still runs: the limit-th enrollment's profile leaves room for its own SCEP
     request, which only counts if it fails."""
     limit = _limit()
-    if limit > 0 and enrollment.limit_exceeded(db.session, peers.limit_key(client), limit=limit):
-        enrollment.record_attempt(db.session, peers.limit_key(client), limit=limit)
+    if limit > 0 and enrollment_limit.limit_exceeded(db.session, peers.limit_key(client), limit=limit):
+        enrollment_limit.record_attempt(db.session, peers.limit_key(client), limit=limit)
         db.session.commit()
         log.warning("SCEP request from %s refused: more than %d failed enrollment attempts a minute", client, limit)
         raise TooManyRequests("too many enrollment requests; try again in a minute", headers={"Retry-After": "60"})
@@ -63,7 +64,7 @@ def _count_failure(client: str) -> None:
     single-use challenge that ``/mdm/enroll`` counted already."""
     limit = _limit()
     if limit > 0:
-        enrollment.record_attempt(db.session, peers.limit_key(client), limit=limit)
+        enrollment_limit.record_attempt(db.session, peers.limit_key(client), limit=limit)
 
 
 def _message_parameter() -> bytes:

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from mdmserver.checkin.enrollment import record_attempt
-from mdmserver.checkin.models import EnrollmentAttempt
 from mdmserver.db import db, utcnow
+from mdmserver.enrollment_limit.models import EnrollmentAttempt
+from mdmserver.enrollment_limit.service import record_attempt
 from mdmserver.jobs import Upkeep
 from mdmserver.pki import x509
 from mdmserver.pki.models import Certificate, RSAPrivateKey

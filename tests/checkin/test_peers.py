@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mdmserver.checkin.peers import client_address, is_trusted, limit_key, trusted_networks
+from mdmserver.enrollment_limit.peers import client_address, is_trusted, limit_key, trusted_networks
 
 PROXIES = trusted_networks(("10.0.0.0/8", "192.0.2.1/32", "2001:db8:ffff::/48"))
 

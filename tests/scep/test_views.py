@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 from sqlalchemy import delete, select
 
-from mdmserver.checkin.models import EnrollmentAttempt
 from mdmserver.config import load_config
 from mdmserver.db import db, utcnow
+from mdmserver.enrollment_limit.models import EnrollmentAttempt
 from mdmserver.jobs import Upkeep
 from mdmserver.records.devices import Device
 from mdmserver.scep.models import ScepChallenge

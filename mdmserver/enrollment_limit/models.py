@@ -1,4 +1,4 @@
-"""Check-in bookkeeping: enrollment attempts counted per client address and window."""
+"""Enrollment attempts counted per client address and window."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from mdmserver.db import db
 
 
 class EnrollmentAttempt(db.Model):
-    """How many ``GET /mdm/enroll`` requests a client made in one fixed window.
+    """How many enrollment attempts (``GET /mdm/enroll``, failed ``/scep`` PKIOperations) a client made
+    in one fixed window.
 
     Shared by every web worker and server through the database. ``window_start`` is the window's
     start in seconds since the epoch. Rows older than the previous window are pruned as new windows

@@ -37,7 +37,8 @@ from mdmserver.simulator.apps import (
     parse_manifest,
     verify_package,
 )
-from mdmserver.simulator.errors import SimulatorError
+from mdmserver.simulator.ddm import DDMError, DeclarativeClient
+from mdmserver.simulator.errors import ResponseTooLarge, SimulatorError
 from mdmserver.simulator.scep import ScepClient, ScepSettings
 
 SCEP_PAYLOAD = "com.apple.security.scep"
@@ -71,6 +72,17 @@ class HttpxTransport:
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         response = self.client.request(method, url, content=content, headers=headers)
         return response.status_code, dict(response.headers), response.content
+
+    def request_limited(self, method, path, content=None, headers=None, *, max_bytes: int):
+        """As ``request``, reading at most ``max_bytes`` of the answer (``ResponseTooLarge`` past it)."""
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        with self.client.stream(method, url, content=content, headers=headers) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ResponseTooLarge(f"{url} answered more than {max_bytes} bytes")
+            return response.status_code, dict(response.headers), bytes(body)
 
     def close(self) -> None:
         self.client.close()
@@ -173,6 +185,12 @@ class SimulatedDevice:
     enrolled: bool = False
     #: set by RemoveProfile of the MDM profile: the device leaves management after acknowledging
     _leaving: bool = field(default=False, init=False, repr=False)
+    #: declarative management: the declarations the device holds, its status, a pending OS update
+    #: (``mdmserver/simulator/ddm.py``); ``ddm.update_delay`` sets how long an enforced update takes
+    ddm: DeclarativeClient = field(init=False, repr=False)
+    #: set by the ``DeclarativeManagement`` command: the sync the device makes once the session ends
+    #: (the SyncTokens the command carried, or an empty dict to ask ``tokens``)
+    _ddm_due: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed)
@@ -195,6 +213,7 @@ class SimulatedDevice:
                                 "BetaApp": False, "AdHocCodeSigned": False, "DeviceBasedVPP": False,
                                 "HasUpdateAvailable": False, "ExternalVersionIdentifier": 863519063},
         }
+        self.ddm = DeclarativeClient(self)
 
     # --- enrollment --------------------------------------------------------------------------------
 
@@ -275,9 +294,23 @@ class SimulatedDevice:
             raise SimulatorError("not enrolled")
         return base64.b64encode(cms.sign(body, ident.certificate, ident.key, detached=True)).decode()
 
+    def request(
+        self, method: str, path: str, content: bytes | None = None, headers: dict[str, str] | None = None,
+        *, max_bytes: int | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request through the transport; ``max_bytes`` bounds the answer (``ResponseTooLarge``),
+        read no further than that when the transport can stream (``request_limited``)."""
+        limited = getattr(self.transport, "request_limited", None)
+        if max_bytes is not None and limited is not None:
+            return limited(method, path, content=content, headers=headers, max_bytes=max_bytes)
+        status, response_headers, body = self.transport.request(method, path, content=content, headers=headers)
+        if max_bytes is not None and len(body) > max_bytes:
+            raise ResponseTooLarge(f"{path} answered more than {max_bytes} bytes")
+        return status, response_headers, body
+
     def send(
         self, path: str, message: dict[str, Any] | bytes, *, misbehave: str | None = None,
-        other: SimulatedDevice | None = None,
+        other: SimulatedDevice | None = None, max_bytes: int | None = None,
     ) -> tuple[int, bytes]:
         body = message if isinstance(message, bytes) else dump_plist(message)
         headers = {"Content-Type": "application/x-apple-aspen-mdm-checkin" if "checkin" in path
@@ -305,7 +338,7 @@ class SimulatedDevice:
             headers["Mdm-Signature"] = "not base64!!"
         else:
             raise ValueError(f"unknown misbehaviour {misbehave!r}")
-        status, _h, content = self.transport.request("PUT", path, content=body, headers=headers)
+        status, _h, content = self.request("PUT", path, content=body, headers=headers, max_bytes=max_bytes)
         return status, content
 
     def _checkin(self, message: dict[str, Any], **kw) -> tuple[int, bytes]:
@@ -355,8 +388,13 @@ class SimulatedDevice:
         return status, load_dict(body)
 
     def run_session(self, max_commands: int = 1000) -> list[tuple[str, str, str]]:
-        """Idle, then answer commands until the server has none; returns (uuid, type, status) handled."""
+        """Idle, then answer commands until the server has none; returns (uuid, type, status) handled.
+
+        With declarative management on, the device first reports what changed since its last report
+        (an OS update that went on); a ``DeclarativeManagement`` command makes it sync once the session
+        ends, as a device syncs after acknowledging it."""
         handled: list[tuple[str, str, str]] = []
+        self.ddm.tick()
         status, command = self.idle()
         if status != 200:
             raise SimulatorError(f"Idle answered HTTP {status}")
@@ -371,7 +409,15 @@ class SimulatedDevice:
                 self._leave_management()
                 break
         self.handled.extend(handled)
+        if self._ddm_due is not None and self.enrolled:
+            tokens, self._ddm_due = self._ddm_due, None
+            self.ddm.sync(tokens or None)
         return handled
+
+    def sync_declarations(self) -> dict[str, Any] | None:
+        """Declarative management sync now (tokens → declaration items → declarations → status report);
+        returns the status report sent, None when nothing changed since the last one."""
+        return self.ddm.sync()
 
     def _leave_management(self) -> None:
         """What a device does once its MDM profile is gone: every profile installed through MDM goes
@@ -384,7 +430,8 @@ class SimulatedDevice:
             if app.managed and app.management_flags & 1:
                 self.apps.pop(identifier, None)
         self.app_installs.clear()
-        self._leaving, self.enrolled = False, False
+        self.ddm.reset()
+        self._leaving, self.enrolled, self._ddm_due = False, False, None
         if mdm.get("CheckOutWhenRemoved"):
             status = self.checkout()
             if status != 200:
@@ -415,7 +462,20 @@ class SimulatedDevice:
             return {**base, **payload}
         return {**base, "Status": "Acknowledged", **payload}
 
+    def _answer_DeclarativeManagement(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Acknowledged, then a sync once the session ends (with the SyncTokens of ``Data`` when it has
+        them); an OS before DDM answers it as an unknown request type, as such a device does."""
+        if not self.ddm.supported:
+            return error_answer(12021, "“DeclarativeManagement” is not a valid request type.")
+        try:
+            tokens = self.ddm.command_tokens(params)
+        except (ValueError, DDMError):
+            return COMMAND_FORMAT_ERROR
+        self._ddm_due = tokens or {}
+        return {}
+
     def _answer_DeviceInformation(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.ddm.advance()
         known = {
             "UDID": self.udid, "DeviceName": self.device_name, "OSVersion": self.os_version,
             "BuildVersion": self.build_version, "ModelName": self.model_name, "Model": self.model,

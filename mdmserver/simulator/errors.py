@@ -6,3 +6,7 @@ from __future__ import annotations
 
 class SimulatorError(RuntimeError):
     pass
+
+
+class ResponseTooLarge(SimulatorError):
+    """An answer longer than the reader allowed (the rest was not read)."""

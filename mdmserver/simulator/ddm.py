@@ -113,8 +113,11 @@ TYPE_INTRODUCED: dict[str, dict[str, tuple[int, ...]]] = {
     **{t: DDM_INTRODUCED for t in MANAGEMENT_TYPES},
 }
 
-#: status items every report may carry without a subscription (Apple: the client always reports them)
-ALWAYS_REPORTED = ("management.declarations", "management.client-capabilities")
+DECLARATIONS_ITEM = "management.declarations"
+#: status items the device reports without a subscription (as the real first reports show)
+ALWAYS_REPORTED = (DECLARATIONS_ITEM, "management.client-capabilities")
+#: from these versions a full status report says so (``FullReport``, Apple's StatusReport schema)
+FULL_REPORT_INTRODUCED = {"ios": (17, 0), "ipados": (17, 0), "macos": (14, 0)}
 #: the ``Code`` of a status report's ``Errors`` entry for a subscribed item the device cannot report
 #: (Apple documents the shape of ``Errors`` but no code list: this code is the simulator's choice)
 UNSUPPORTED_STATUS_ITEM = "Error.UnsupportedStatusItem"
@@ -615,23 +618,35 @@ class DeclarativeClient:
         return items, unsupported
 
     def report(self, *, full: bool = False) -> dict[str, Any] | None:
-        """Send a status report: everything the first time (or with ``full``), else only the items whose
-        value changed since the last report the server accepted; nothing when nothing changed."""
+        """Send a status report: everything the first time or with ``full`` (Apple's 24-hour "safety
+        sync"; ``FullReport: true`` from iOS 17 / macOS 14), else only what changed since the last report
+        the server accepted: the items whose value changed and, inside ``management.declarations``, only
+        the declaration rows that are new or changed (Apple: a full report "will include the full set of
+        items in any status array item (not just the changes)"). Nothing is sent when nothing changed."""
         items, unsupported = self.status_items()
-        first = full or self.reported is None
+        full = full or self.reported is None
         previous = self.reported or {}
-        changed = {k: v for k, v in items.items() if first or previous.get(k) != v}
-        new_errors = [n for n in unsupported if first or n not in self.reported_errors]
+        changed: dict[str, Any] = {}
+        for name, value in items.items():
+            if name == DECLARATIONS_ITEM and not full:
+                delta = _declarations_delta(value, previous.get(name))
+                if delta is not None:
+                    changed[name] = delta
+            elif full or previous.get(name) != value:
+                changed[name] = value
+        new_errors = [n for n in unsupported if full or n not in self.reported_errors]
         if not changed and not new_errors:
             return None
-        report = {"StatusItems": _nest(changed), "Errors": [
+        report: dict[str, Any] = {"StatusItems": _nest(changed), "Errors": [
             {"StatusItem": name, "Reasons": [{"Code": UNSUPPORTED_STATUS_ITEM,
                                               "Description": f"The status item {name} is not supported"}]}
             for name in new_errors]}
+        if full and self._os() >= FULL_REPORT_INTRODUCED.get(self.device.platform, (99,)):
+            report["FullReport"] = True
         status, _body = self._ask("status", json.dumps(report, ensure_ascii=False).encode())
         if status != 200:
             raise DDMError(f"status answered HTTP {status}")
-        self.reported = {**previous, **changed}
+        self.reported = {**previous, **{name: items[name] for name in changed}}
         self.reported_errors |= set(new_errors)
         self.reports.append(report)
         return report
@@ -740,6 +755,17 @@ def _declarations_status(client: DeclarativeClient) -> dict[str, Any]:
     for (kind, _ident), declaration in sorted(client.declarations.items()):
         out[STATUS_KEYS[kind]].append(declaration.as_status())
     return out
+
+
+def _declarations_delta(current: dict[str, list[dict[str, Any]]],
+                        previous: dict[str, list[dict[str, Any]]] | None) -> dict[str, Any] | None:
+    """The rows of ``management.declarations`` that are new or changed since ``previous`` (every
+    kind's array present, possibly empty); None when no row changed."""
+    delta: dict[str, list[dict[str, Any]]] = {}
+    for kind, rows in current.items():
+        before = {row["identifier"]: row for row in (previous or {}).get(kind, [])}
+        delta[kind] = [row for row in rows if before.get(row["identifier"]) != row]
+    return delta if any(delta.values()) else None
 
 
 def _capabilities(client: DeclarativeClient) -> dict[str, Any]:

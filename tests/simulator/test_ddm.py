@@ -222,6 +222,7 @@ def test_first_sync_fetches_everything_and_reports_in_full(server, device) -> No
     assert server.requests[-1] == "status" and server.reports == [report]
     items = report["StatusItems"]
     assert set(items) == {"management", "device", "softwareupdate"} and report["Errors"] == []
+    assert report["FullReport"] is True  # iOS 17.5: Apple's FullReport flag (iOS 17+)
     for kind in ("activations", "configurations"):
         assert all(r["active"] and r["valid"] == "valid" for r in _statuses(report, kind).values())
     assert _statuses(report, "configurations")["os"]["server-token"] == server.declarations[
@@ -272,8 +273,14 @@ def test_same_token_fetches_nothing_and_changes_fetch_only_what_changed(server, 
     server.requests.clear()
     report = device.sync_declarations()
     assert server.requests == ["tokens", "declaration-items", "declaration/configuration/os", "status"]
-    # incremental: only what changed (declarations, the version, the build); not the capabilities
+    # incremental: only what changed (the changed declaration's row, the version, the build); not the
+    # capabilities, not the unchanged rows
+    assert "FullReport" not in report
     assert set(report["StatusItems"]["management"]) == {"declarations"}
+    assert report["StatusItems"]["management"]["declarations"] == {
+        "activations": [], "assets": [], "management": [],
+        "configurations": [{"identifier": "os", "server-token": server.declarations[("configuration", "os")][
+            "ServerToken"], "active": True, "valid": "valid"}]}
     assert report["StatusItems"]["device"] == {"operating-system": {"version": "17.6", "build-version": "21G80"}}
     assert "install-state" not in report["StatusItems"].get("softwareupdate", {})
 
@@ -296,8 +303,9 @@ def test_removed_declarations_are_dropped(server, device) -> None:
     server.requests.clear()
     report = device.sync_declarations()
     assert server.fetches() == ["declaration/activation/act"]
-    assert "wifi" not in _statuses(report, "configurations") and "wifi" not in device.ddm.held("configuration")
+    assert list(_statuses(report, "activations")) == ["act"] and "wifi" not in device.ddm.held("configuration")
     assert "com.example.wifi" not in device.profiles
+    assert set(_statuses(device.ddm.report(full=True), "configurations")) == {"os", "subs"}
 
 
 def test_a_declaration_the_server_no_longer_has_is_dropped(server, device) -> None:
@@ -508,6 +516,7 @@ def test_an_os_before_ddm_or_before_the_enforcement(server, device, identity) ->
     device.os_version = "16.7"
     _os_blueprint(server, "17.6")
     report = device.sync_declarations()
+    assert "FullReport" not in report  # before iOS 17 a report does not carry it
     row = _statuses(report, "configurations")["os"]
     assert row["valid"] == "invalid" and row["reasons"][0]["code"] == "Error.UnknownDeclarationType"
     assert SOFTWARE_UPDATE not in report["StatusItems"]["management"]["client-capabilities"][
@@ -558,6 +567,10 @@ def test_a_refused_report_is_sent_again(server, device) -> None:
     report = device.ddm.report()
     assert "client-capabilities" in report["StatusItems"]["management"]  # still the full first report
     assert device.ddm.report() is None
+    # the safety sync: everything again, every declaration row
+    safety = device.ddm.report(full=True)
+    assert safety["FullReport"] is True and len(_statuses(safety, "configurations")) == 2
+    assert safety["StatusItems"]["management"]["client-capabilities"]
 
 
 def test_leaving_management_forgets_the_declarations(server, device) -> None:

@@ -278,6 +278,8 @@ class DeclarativeClient:
         #: every report sent, as sent, and every endpoint asked, in order (for tests and debugging)
         self.reports: list[dict[str, Any]] = []
         self.requests: list[str] = []
+        #: failures of syncs and reports the device made on its own (``run_session``), in order
+        self.errors: list[str] = []
 
     # --- what the device supports -----------------------------------------------------------------
 

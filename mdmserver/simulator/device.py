@@ -392,9 +392,10 @@ class SimulatedDevice:
 
         With declarative management on, the device first reports what changed since its last report
         (an OS update that went on); a ``DeclarativeManagement`` command makes it sync once the session
-        ends, as a device syncs after acknowledging it."""
+        ends, as a device syncs after acknowledging it. A DDM failure there does not stop the command
+        channel: it is kept in ``ddm.errors`` (``sync_declarations`` raises it instead)."""
         handled: list[tuple[str, str, str]] = []
-        self.ddm.tick()
+        self._ddm_quietly(self.ddm.tick)
         status, command = self.idle()
         if status != 200:
             raise SimulatorError(f"Idle answered HTTP {status}")
@@ -411,8 +412,14 @@ class SimulatedDevice:
         self.handled.extend(handled)
         if self._ddm_due is not None and self.enrolled:
             tokens, self._ddm_due = self._ddm_due, None
-            self.ddm.sync(tokens or None)
+            self._ddm_quietly(self.ddm.sync, tokens or None)
         return handled
+
+    def _ddm_quietly(self, step: Callable[..., Any], *args: Any) -> None:
+        try:
+            step(*args)
+        except SimulatorError as exc:
+            self.ddm.errors.append(str(exc))
 
     def sync_declarations(self) -> dict[str, Any] | None:
         """Declarative management sync now (tokens → declaration items → declarations → status report);

@@ -505,6 +505,12 @@ def test_the_command_triggers_a_sync_with_its_tokens(server, device) -> None:
     server.commands.append({"CommandUUID": "C3", "Command": {"RequestType": "DeclarativeManagement",
                                                              "Data": b"{not json"}})
     assert device.run_session() == [("C3", "DeclarativeManagement", "CommandFormatError")]
+    assert device.ddm.errors == []
+    # a sync that fails after the command does not break the command channel: it is kept
+    server.endpoint_overrides["tokens"] = (500, b"")
+    server.commands.append({"CommandUUID": "C4", "Command": {"RequestType": "DeclarativeManagement"}})
+    assert device.run_session() == [("C4", "DeclarativeManagement", "Acknowledged")]
+    assert device.ddm.errors == ["tokens answered HTTP 500"]
 
 
 def test_an_os_before_ddm_or_before_the_enforcement(server, device, identity) -> None:

@@ -21,7 +21,6 @@ declaration items announced is refused; a legacy profile is fetched only from th
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Callable
@@ -671,9 +670,7 @@ class DeclarativeClient:
         data = params.get("Data")
         if data is None:
             return None
-        if isinstance(data, str):  # a server that sent the base64 text rather than plist data
-            data = base64.b64decode(data, validate=True)
-        if not isinstance(data, bytes):
+        if not isinstance(data, bytes):  # a plist <data> element (base64 in the XML), nothing else
             raise ValueError("Data is not data")
         try:
             answer = parse_json(data, "DeclarativeManagement Data")

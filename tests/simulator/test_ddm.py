@@ -505,6 +505,10 @@ def test_the_command_triggers_a_sync_with_its_tokens(server, device) -> None:
     server.commands.append({"CommandUUID": "C3", "Command": {"RequestType": "DeclarativeManagement",
                                                              "Data": b"{not json"}})
     assert device.run_session() == [("C3", "DeclarativeManagement", "CommandFormatError")]
+    # the base64 text as a string instead of plist data: not what Apple's command carries
+    server.commands.append({"CommandUUID": "C5", "Command": {"RequestType": "DeclarativeManagement",
+                                                             "Data": base64.b64encode(data).decode()}})
+    assert device.run_session() == [("C5", "DeclarativeManagement", "CommandFormatError")]
     assert device.ddm.errors == []
     # a sync that fails after the command does not break the command channel: it is kept
     server.endpoint_overrides["tokens"] = (500, b"")

@@ -33,6 +33,7 @@ from sqlalchemy import (
     insert,
     literal,
     not_,
+    or_,
     select,
     true,
     update,
@@ -55,6 +56,7 @@ from mdmserver.commands.service import (
     validate_command,
 )
 from mdmserver.db import UTCDateTime, utcnow
+from mdmserver.ddm import service as ddm
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.profiles.models import Profile
@@ -299,6 +301,7 @@ def delete_blueprint(session: Session, blueprint: Blueprint, *, with_: Collabora
     counts = _new_counts()
     _reconcile_profiles(session, before.profile_ids, None, with_, counts)
     _reconcile_apps(session, [a["app_id"] for a in before.apps], None, with_, counts)
+    counts["declarative_management_queued"] = ddm.sync(session, None, actor=with_.actor, box=with_.box)
     return counts
 
 
@@ -391,18 +394,30 @@ def refresh_os_updates(session: Session, blueprint_ids: Sequence[int] | None = N
         scope = and_(scope, in_values(session, state.device_id, device_ids, integer=True))
     rows = session.execute(
         select(state.blueprint_id, state.device_id, state.target_version, state.status, state.detail,
-               Device.os_version, Command.status.label("command_status"), Command.result)
+               state.command_uuid, Device.os_version, Command.status.label("command_status"), Command.result)
         .join(Device, Device.id == state.device_id)
         .outerjoin(Command, Command.uuid == state.command_uuid)
-        .where(scope, state.status.in_([OSUpdateStatus.QUEUED.value, OSUpdateStatus.SCHEDULED.value]))
+        .where(scope, or_(state.status.in_([OSUpdateStatus.QUEUED.value, OSUpdateStatus.SCHEDULED.value]),
+                          # a declaration's failure is the device's latest word, not the end: it retries
+                          and_(state.status == OSUpdateStatus.FAILED.value, state.command_uuid.is_(None))))
     ).all()
     now = utcnow()
+    declarative = [row.device_id for row in rows if row.command_uuid is None]
+    reports = ddm.os_update_reports(session, declarative) if declarative else {}
     changes = []
     for row in rows:
         status, detail = row.status, row.detail
-        target, reported = parse_version(row.target_version), parse_version(row.os_version)
+        os_version = row.os_version
+        report = reports.get(row.device_id)
+        if report is not None and report.os_version is not None and (
+                parse_version(os_version) is None
+                or (parse_version(report.os_version) or ()) > (parse_version(os_version) or ())):
+            os_version = report.os_version
+        target, reported = parse_version(row.target_version), parse_version(os_version)
         if target is not None and reported is not None and reported >= target:
-            status, detail = OSUpdateStatus.INSTALLED.value, f"the device reports {row.os_version}"
+            status, detail = OSUpdateStatus.INSTALLED.value, f"the device reports {os_version}"
+        elif row.command_uuid is None and report is not None and report.state is not None:
+            status, detail = report.state
         elif row.status == OSUpdateStatus.QUEUED.value and row.command_status not in (None, *_ACTIVE_COMMANDS):
             status, detail = _answered(row, box)
         if (status, detail) != (row.status, row.detail):
@@ -426,10 +441,14 @@ def _os_update_plans(session: Session, blueprint: Blueprint, device_ids: Sequenc
     target = blueprint.os_update_version
     if target is None or not is_active(blueprint, now):
         return []
+    # devices that get the target declaratively never get ScheduleOSUpdate for it (docs/ddm.md)
+    declarative = list(ddm.os_targets(session, blueprint, device_ids, now))
     sent = exists().where(BlueprintOSUpdate.blueprint_id == blueprint.id, BlueprintOSUpdate.device_id == Device.id,
                           BlueprintOSUpdate.target_version == (Device.os_version if target == LATEST else target))
     candidates = and_(_device_scope(session, device_ids), enforced_condition(session, blueprint, now), manageable(),
                       Device.platform.in_(OS_UPDATE_PLATFORMS))
+    if declarative:
+        candidates = and_(candidates, not_(in_values(session, Device.id, declarative, integer=True)))
     action = blueprint.os_update_install_action
     groups: dict[tuple[str, str | None], list[int]] = {}
     if target == LATEST:
@@ -467,9 +486,33 @@ def _os_update_plans(session: Session, blueprint: Blueprint, device_ids: Sequenc
     return plans
 
 
+def _record_declarative_targets(session: Session, blueprint: Blueprint, device_ids: Sequence[int] | None,
+                                now: datetime) -> None:
+    """A state row (no command) for each device that gets the OS target as a declaration and has none for
+    this target version yet: its state then follows the device's status reports (:func:`refresh_os_updates`)."""
+    targets = {d: v for d, v in ddm.os_targets(session, blueprint, device_ids, now).items() if v is not None}
+    if not targets:
+        return
+    have = set(session.execute(
+        select(BlueprintOSUpdate.device_id, BlueprintOSUpdate.target_version)
+        .where(BlueprintOSUpdate.blueprint_id == blueprint.id,
+               in_values(session, BlueprintOSUpdate.device_id, list(targets), integer=True))).all())
+    due = {d: v for d, v in targets.items() if (d, v) not in have}
+    if not due:
+        return
+    session.execute(delete(BlueprintOSUpdate).where(
+        BlueprintOSUpdate.blueprint_id == blueprint.id,
+        in_values(session, BlueprintOSUpdate.device_id, list(due), integer=True)))
+    session.execute(insert(BlueprintOSUpdate), [
+        {"blueprint_id": blueprint.id, "device_id": d, "target_version": v, "status": OSUpdateStatus.QUEUED.value,
+         "command_uuid": None, "detail": f"declaration {ddm.enforcement_id(blueprint.id)}", "updated_at": now}
+        for d, v in due.items()])
+
+
 def _queue_os_update(session: Session, blueprint: Blueprint, device_ids: Sequence[int] | None,
                      with_: Collaborators, counts: dict[str, int], now: datetime) -> None:
     refresh_os_updates(session, [blueprint.id], device_ids, box=with_.box)
+    _record_declarative_targets(session, blueprint, device_ids, now)
     plans = _os_update_plans(session, blueprint, device_ids, now)
     if not plans:
         return
@@ -567,11 +610,12 @@ _ORDER: dict[str, tuple[str, ...]] = {
 
 def reconcile(
     session: Session, blueprint: Blueprint, *, with_: Collaborators, device_ids: Sequence[int] | None = None,
-    formerly: Contents | None = None,
+    formerly: Contents | None = None, notify: bool = True,
 ) -> dict[str, int]:
     """Queue what the blueprint says (profiles, apps, OS update, in its order) where it applies, remove
     what it no longer wants where nothing else wants it, and record its members. ``device_ids`` limits
-    the work to those devices; ``formerly``: the items before a change (they are reconciled too)."""
+    the work to those devices; ``formerly``: the items before a change (they are reconciled too).
+    ``notify``: then tell the devices whose declaration set changed (``DeclarativeManagement``)."""
     now = utcnow()
     items = contents(session, [blueprint.id])[blueprint.id]
     profile_ids = items.profile_ids + (formerly.profile_ids if formerly else [])
@@ -585,6 +629,8 @@ def reconcile(
     for step in _ORDER[blueprint.first_item]:
         steps[step]()
     _sync_members(session, blueprint, device_ids, now)
+    if notify:
+        counts["declarative_management_queued"] = ddm.sync(session, device_ids, actor=with_.actor, box=with_.box)
     if any(counts.values()):
         record_event(session, "blueprint:reconcile", "blueprints", blueprint.id,
                      {**counts, **({"devices": len(device_ids)} if device_ids else {})}, actor=with_.actor)
@@ -596,7 +642,8 @@ def _reconcile_many(session: Session, device_ids: Sequence[int] | None, with_: C
     ids = session.scalars(select(Blueprint.id).order_by(Blueprint.apply_order, Blueprint.id)).all()
     for blueprint_id in ids:
         try:
-            counts = reconcile(session, session.get(Blueprint, blueprint_id), with_=with_, device_ids=device_ids)
+            counts = reconcile(session, session.get(Blueprint, blueprint_id), with_=with_, device_ids=device_ids,
+                               notify=False)
         except Conflict as exc:
             # a group that cannot be evaluated must not stop the other blueprints, nor a device's check-in
             log.warning("blueprint %s not reconciled: %s", blueprint_id, exc.detail)
@@ -604,6 +651,7 @@ def _reconcile_many(session: Session, device_ids: Sequence[int] | None, with_: C
         totals["blueprints"] += 1
         for key, value in counts.items():
             totals[key] += value
+    totals["declarative_management_queued"] = ddm.sync(session, device_ids, actor=with_.actor, box=with_.box)
     return totals
 
 
@@ -630,7 +678,7 @@ def reconcile_devices(
         select(Device.id).where(in_values(session, Device.id, ids, integer=True),
                                 Device.admission_status == AdmissionStatus.ACCEPTED.value)))
     if not admitted:
-        return {"blueprints": 0, **_new_counts()}
+        return {"blueprints": 0, **_new_counts(), "declarative_management_queued": 0}
     return _reconcile_many(session, admitted, with_)
 
 

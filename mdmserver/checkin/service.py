@@ -28,6 +28,7 @@ from mdmserver.blueprints import service as blueprints
 from mdmserver.checkin.auth import DeviceIdentity
 from mdmserver.commands import service as commands
 from mdmserver.db import utcnow
+from mdmserver.ddm import service as ddm
 from mdmserver.devices import service as devices
 from mdmserver.errors import BadRequest, Forbidden, Gone, ServiceUnavailable
 from mdmserver.organization.service import enrollment_profile_identifier
@@ -513,26 +514,12 @@ def _record_rebind(
 def _declarative(
     session: Session, device: Device, message: msgs.DeclarativeManagement, settings: CheckinSettings
 ) -> bytes | None:
-    """Minimal declarative management: no declarations are managed by this server."""
-    endpoint = message.endpoint or ""
-    token = "mdmserver-no-declarations"
-    if endpoint == "status":
-        if message.data is not None:
-            try:
-                json.loads(message.data)
-            except (ValueError, RecursionError):
-                raise BadRequest("DeclarativeManagement status Data is not JSON") from None
-        log.info("device %s sent a declarative status report (not stored: no declarations managed)",
-                 device.udid)
-        return None
-    if endpoint == "tokens":
-        body = {"SyncTokens": {"DeclarationsToken": token, "Timestamp": "2000-01-01T00:00:00Z"}}
-    elif endpoint == "declaration-items":
-        body = {"Declarations": {"Activations": [], "Assets": [], "Configurations": [], "Management": []},
-                "DeclarationsToken": token}
-    else:
-        raise BadRequest(f"unknown declarative management endpoint {endpoint!r}")
-    return json.dumps(body).encode()
+    """Declarative management: the device's sync tokens, declaration items and declarations (its own
+    set only), and its status reports (``ddm.service``). The user channel has no declarations here."""
+    if message.is_user_channel:
+        raise BadRequest("declarative management on the user channel is not supported")
+    body = ddm.answer(session, device, message.endpoint, message.data)
+    return None if body is None else json.dumps(body).encode()
 
 
 #: MessageType → its handler, for every check-in message but Authenticate (which binds the device first)

@@ -38,7 +38,8 @@ def test_smart_group_blueprint_reaches_enrolling_devices_in_order(client, auth, 
     smart = group(client, h, name="iOS 17", kind="smart", filter={"os_version": "17.*"})
     doc = created(client, h, name="Office iPhones", scope={"groups": [smart]},
                   profiles=[second.id, first.id],  # the blueprint's order, not the ids'
-                  os_update={"version": "17.6", "install_action": "InstallASAP", "deadline": "2026-12-01T18:00:00"})
+                  # no deadline: the target goes by ScheduleOSUpdate even to iOS 17 (with one, a declaration: tests/ddm)
+                  os_update={"version": "17.6", "install_action": "InstallASAP"})
     blueprint_id = doc["data"]["id"]
     assert doc["meta"]["reconcile"]["profile_install_queued"] == 0  # nobody enrolled yet
 

@@ -155,7 +155,7 @@ def test_over_http_a_simulated_iphone_past_its_deadline_and_back(client, auth, d
     phone, other = SimulatedDevice(transport, platform="ios", seed=1701), SimulatedDevice(transport, platform="ios",
                                                                                          seed=1702)
     for sim in (phone, other):
-        sim.os_version = "17.3.1"
+        sim.os_version = "16.7.2"  # below iOS 17: the target goes by ScheduleOSUpdate, not DDM (docs/ddm.md)
         sim.enroll()
         assert sim.authenticate() == 200 and sim.token_update() == 200
     ids = {sim.udid: str(db_session.scalar(select(Device.id).where(Device.udid == sim.udid))) for sim in (phone, other)}
@@ -179,7 +179,7 @@ def test_over_http_a_simulated_iphone_past_its_deadline_and_back(client, auth, d
     state = client.get(f"/api/v1/devices/{mine}/compliance", headers=h).get_json()["data"]["attributes"]
     assert state["compliance_state"] == "non_compliant"
     assert [(v["policy_id"], v["observed"]) for v in state["violated_policies"]] == [
-        (policy_id, f"17.3.1 < 17.6 (deadline {deadline}, blueprint {blueprint['data']['id']})")]
+        (policy_id, f"16.7.2 < 17.6 (deadline {deadline}, blueprint {blueprint['data']['id']})")]
     # the other iPhone is outside the blueprint: the rule does not judge it
     assert client.get(f"/api/v1/devices/{theirs}/compliance", headers=h).get_json()["data"]["attributes"][
         "policies"] == []

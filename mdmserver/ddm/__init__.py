@@ -1,0 +1,1 @@
+"""Declarative device management: declarations from blueprints, tokens, status reports."""

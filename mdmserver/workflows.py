@@ -130,11 +130,14 @@ def custom_attributes_changed(session: Session, *, actor: str | None, box: Secre
 
 # -- profiles: a new revision, deletion ----------------------------------------------------------
 
-def profile_revised(session: Session, profile: Profile, *, actor: str | None, box: SecretBox) -> dict[str, int]:
+def profile_revised(session: Session, profile: Profile, *, actor: str | None, box: SecretBox,
+                    public_url: str) -> dict[str, int]:
     """A new revision of the profile (its keys or payloads changed, or a replacing upload): install it
-    where the profile is assigned (InstallProfile queued, set-based). Returns the reconcile counts, which
-    the profile replies show as ``meta.assignments``."""
-    return assignments.reconcile(session, profile, actor=actor, box=box)
+    where the profile is assigned (InstallProfile queued, set-based), and tell the devices that get it as
+    a declaration. Returns the reconcile counts, which the profile replies show as ``meta.assignments``."""
+    counts = assignments.reconcile(session, profile, actor=actor, box=box)
+    blueprints.profile_revised(session, with_=blueprints.Collaborators(actor, box, public_url))
+    return counts
 
 
 # -- apps: a new revision --------------------------------------------------------------------------
@@ -147,10 +150,10 @@ def app_revised(session: Session, app: App, *, actor: str | None, box: SecretBox
     return app_assignments.reconcile(session, app, actor=actor, box=box, public_url=public_url)
 
 
-def delete_profile(session: Session, profile: Profile, *, actor: str | None, box: SecretBox) -> None:
+def delete_profile(session: Session, profile: Profile, *, actor: str | None, box: SecretBox, public_url: str) -> None:
     """Delete a profile; where it was assigned (or in a blueprint) and installed, RemoveProfile is queued
-    first."""
-    blueprints.drop_profile(session, profile, actor=actor, box=box)
+    first (DeclarativeManagement where a blueprint sent it as a declaration)."""
+    blueprints.drop_profile(session, profile, with_=blueprints.Collaborators(actor, box, public_url))
     assigned = assignments.list_assignments(session, profile)
     if assigned:
         assignments.unassign(

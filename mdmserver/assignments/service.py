@@ -49,7 +49,7 @@ from mdmserver.profiles.service import profile_bytes
 from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.commands import Command, CommandStatus
 from mdmserver.records.devices import Device, InstalledProfile
-from mdmserver.selection.blueprints import profile_wanted
+from mdmserver.selection.blueprints import delivered_declaratively, profile_wanted
 from mdmserver.selection.conditions import manageable
 from mdmserver.selection.filters import group_condition
 from mdmserver.selection.resolve import resolve_targets
@@ -223,6 +223,10 @@ def reconcile(
     holds_any = exists().where(state.device_id == Device.id, state.profile_id == profile.id,
                                state.status.in_(HELD))
     now = utcnow()
+    declarative = delivered_declaratively(session, profile.id)
+    if declarative is not None:
+        # where a declarative blueprint delivers it (a legacy-profile declaration), MDM leaves it alone
+        scope = and_(scope, not_(declarative))
     to_install = and_(scope, desired, manageable(), not_(holds_current))
     plans: list[QueuePlan] = []
     if device_ids is None or session.scalar(select(Device.id).where(to_install).limit(1)) is not None:

@@ -82,6 +82,7 @@ class BlueprintSchema(Schema):
     first_item = fields.String(validate=validate.OneOf([f.value for f in FirstItem]))
     remove_if_no_scope = StrictBoolean()
     unscope_if_applied = StrictBoolean()
+    declarative_profiles = StrictBoolean()
     start_on = fields.AwareDateTime(allow_none=True, default_timezone=None)
     scope = fields.Nested(ScopeSchema)
     profiles = fields.List(IdField(), validate=validate.Length(max=200))
@@ -119,7 +120,8 @@ def blueprint_resource(row: Blueprint, items: Any) -> dict[str, Any]:
     return resource("blueprints", row.id, {
         "name": row.name, "description": row.description, "enabled": row.enabled, "is_global": row.is_global,
         "apply_order": row.apply_order, "first_item": row.first_item, "remove_if_no_scope": row.remove_if_no_scope,
-        "unscope_if_applied": row.unscope_if_applied, "start_on": isoformat(row.start_on),
+        "unscope_if_applied": row.unscope_if_applied, "declarative_profiles": row.declarative_profiles,
+        "start_on": isoformat(row.start_on),
         "scope": {"devices": [str(d) for d in items.device_ids], "groups": [str(g) for g in items.group_ids]},
         "profiles": [str(p) for p in items.profile_ids],
         "apps": [{"app_id": str(a["app_id"]), "options": a["options"]} for a in items.apps],

@@ -162,7 +162,7 @@ def contents(session: Session, blueprint_ids: Sequence[int]) -> dict[int, Conten
 # --- writing --------------------------------------------------------------------------------------
 
 _PLAIN_FIELDS = ("name", "description", "enabled", "is_global", "apply_order", "first_item", "remove_if_no_scope",
-                 "unscope_if_applied", "start_on")
+                 "unscope_if_applied", "declarative_profiles", "start_on")
 
 
 def _check_items(session: Session, values: dict[str, Any]) -> None:
@@ -301,20 +301,33 @@ def delete_blueprint(session: Session, blueprint: Blueprint, *, with_: Collabora
     counts = _new_counts()
     _reconcile_profiles(session, before.profile_ids, None, with_, counts)
     _reconcile_apps(session, [a["app_id"] for a in before.apps], None, with_, counts)
-    counts["declarative_management_queued"] = ddm.sync(session, None, actor=with_.actor, box=with_.box)
+    counts["declarative_management_queued"] = _notify(session, None, with_)
     return counts
 
 
-def drop_profile(session: Session, profile: Profile, *, actor: str | None, box: SecretBox) -> int:
+def drop_profile(session: Session, profile: Profile, *, with_: Collaborators) -> int:
     """Take a profile that is being deleted out of every blueprint, and queue RemoveProfile where
-    nothing else wants it. Returns how many blueprints held it."""
+    nothing else wants it (and DeclarativeManagement where it was a declaration). Returns how many
+    blueprints held it."""
     held = session.execute(delete(BlueprintProfile).where(BlueprintProfile.profile_id == profile.id)).rowcount or 0
     if held:
-        assignments.reconcile(session, profile, actor=actor, box=box)
+        assignments.reconcile(session, profile, actor=with_.actor, box=with_.box)
+        _notify(session, None, with_)
     return held
 
 
+def profile_revised(session: Session, *, with_: Collaborators) -> int:
+    """A profile changed (a new revision): the devices that get it as a declaration are told (its URL,
+    hence the declaration's server token, changed). Returns how many DeclarativeManagement were queued."""
+    return _notify(session, None, with_)
+
+
 # --- reconcile ------------------------------------------------------------------------------------
+
+
+def _notify(session: Session, device_ids: Sequence[int] | None, with_: Collaborators) -> int:
+    """Tell the devices whose declaration set changed (``DeclarativeManagement``, once per change)."""
+    return ddm.sync(session, device_ids, actor=with_.actor, links=ddm.Links(with_.public_url, with_.box))
 
 
 def _new_counts() -> dict[str, int]:
@@ -630,7 +643,7 @@ def reconcile(
         steps[step]()
     _sync_members(session, blueprint, device_ids, now)
     if notify:
-        counts["declarative_management_queued"] = ddm.sync(session, device_ids, actor=with_.actor, box=with_.box)
+        counts["declarative_management_queued"] = _notify(session, device_ids, with_)
     if any(counts.values()):
         record_event(session, "blueprint:reconcile", "blueprints", blueprint.id,
                      {**counts, **({"devices": len(device_ids)} if device_ids else {})}, actor=with_.actor)
@@ -651,7 +664,7 @@ def _reconcile_many(session: Session, device_ids: Sequence[int] | None, with_: C
         totals["blueprints"] += 1
         for key, value in counts.items():
             totals[key] += value
-    totals["declarative_management_queued"] = ddm.sync(session, device_ids, actor=with_.actor, box=with_.box)
+    totals["declarative_management_queued"] = _notify(session, device_ids, with_)
     return totals
 
 
@@ -674,6 +687,7 @@ def reconcile_devices(
                                                                 integer=True)))
         session.execute(delete(BlueprintOSUpdate).where(in_values(session, BlueprintOSUpdate.device_id, ids,
                                                                   integer=True)))
+        ddm.forget_enrollments(session, ids)
     admitted = list(session.scalars(
         select(Device.id).where(in_values(session, Device.id, ids, integer=True),
                                 Device.admission_status == AdmissionStatus.ACCEPTED.value)))

@@ -518,7 +518,7 @@ def _declarative(
     set only), and its status reports (``ddm.service``). The user channel has no declarations here."""
     if message.is_user_channel:
         raise BadRequest("declarative management on the user channel is not supported")
-    body = ddm.answer(session, device, message.endpoint, message.data)
+    body = ddm.answer(session, device, message.endpoint, message.data, ddm.Links(settings.public_url, settings.box))
     return None if body is None else json.dumps(body).encode()
 
 

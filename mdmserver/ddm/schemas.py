@@ -34,4 +34,5 @@ def status_resource(status: Any) -> dict[str, Any]:
 OPENAPI: dict[str, ApiDoc] = {
     "ddm.device_declarations": ApiDoc(type="ddm_declarations", reply=Reply.COLLECTION),
     "ddm.device_status": ApiDoc(type="ddm_status"),
+    "ddm_device.legacy_profile": ApiDoc(reply=Reply.FILE),
 }

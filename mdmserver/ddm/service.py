@@ -18,9 +18,11 @@ same blueprint through MDM commands (``blueprints.service``).
 
 from __future__ import annotations
 
+import hmac
 import logging
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,15 +32,27 @@ from sqlalchemy.orm import Session
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
 from mdmserver.db import isoformat, utcnow
 from mdmserver.ddm.models import DDMDeclarationStatus, DDMDevice, DDMStatusItem
-from mdmserver.errors import NotFound
+from mdmserver.errors import Forbidden, NotFound
 from mdmserver.pki.secretbox import SecretBox
+from mdmserver.profiles.models import Profile
+from mdmserver.profiles.service import profile_bytes
 from mdmserver.protocol import ddm
 from mdmserver.protocol.plist import ProtocolError
 from mdmserver.records.admission import AdmissionStatus
-from mdmserver.records.blueprints import LATEST, Blueprint, BlueprintOSUpdate, OSUpdateStatus
+from mdmserver.records.blueprints import (
+    LATEST,
+    Blueprint,
+    BlueprintOSUpdate,
+    BlueprintProfile,
+    OSUpdateStatus,
+)
 from mdmserver.records.commands import Command, CommandStatus
 from mdmserver.records.devices import AvailableOSUpdate, Device
-from mdmserver.selection.blueprints import enforced_condition, is_active
+from mdmserver.selection.blueprints import (
+    declarative_profile_blueprints,
+    enforced_condition,
+    is_active,
+)
 from mdmserver.selection.conditions import manageable
 from mdmserver.selection.sql import in_values
 
@@ -55,6 +69,10 @@ STATUS_ACTIVATION_ID = "mdmserver.activation.status"
 
 def enforcement_id(blueprint_id: int) -> str:
     return f"mdmserver.blueprint.{blueprint_id}.softwareupdate"
+
+
+def legacy_profile_id(blueprint_id: int, profile_id: int) -> str:
+    return f"mdmserver.blueprint.{blueprint_id}.profile.{profile_id}"
 
 
 def activation_id(blueprint_id: int) -> str:
@@ -130,61 +148,125 @@ def os_targets(session: Session, blueprint: Blueprint, device_ids: Sequence[int]
     return {d: v for d, v in targets.items() if (d, v) not in by_command}
 
 
-def _build(targets: tuple[OSTarget, ...]) -> list[ddm.Declaration]:
-    """The declarations for one combination of OS targets."""
-    if not targets:
-        return []
+@dataclass(frozen=True)
+class Links:
+    """What building declarations needs besides the session: the public URL (legacy profiles are
+    downloaded from it) and the secret box (its keyed digest makes their URLs unguessable)."""
+
+    public_url: str
+    box: SecretBox
+
+
+PROFILE_URL_CONTEXT = b"mdmserver.ddm.legacy-profile-url"
+PROFILE_PATH = "/mdm/ddm/profiles/"
+
+
+def _profile_mac(box: SecretBox, udid: str, profile_id: int, revision: int) -> str:
+    return box.digest(f"{udid}\n{profile_id}\n{revision}".encode(), context=PROFILE_URL_CONTEXT)
+
+
+def profile_url(links: Links, device_id: int, udid: str, profile_id: int, revision: int) -> str:
+    """The URL a device downloads one of its legacy profiles from: bound to the device, the profile and
+    its revision by a keyed digest (HMAC with the server's key), so it cannot be guessed or moved to
+    another device, and changes (with the declaration's server token) when the profile does."""
+    mac = _profile_mac(links.box, udid, profile_id, revision)
+    return f"{links.public_url}{PROFILE_PATH}{device_id}-{profile_id}-{revision}-{mac}"
+
+
+@dataclass
+class _DeviceSet:
+    udid: str
+    os: dict[int, OSTarget] = field(default_factory=dict)
+    profiles: dict[int, list[int]] = field(default_factory=dict)  # blueprint id → profile ids, in order
+
+
+def _build(device_id: int, entry: _DeviceSet, order: list[int], revisions: dict[int, int],
+           links: Links) -> list[ddm.Declaration]:
+    """One device's declarations, blueprint by blueprint in ``order``."""
     result: list[ddm.Declaration] = []
-    for target in targets:
-        config = ddm.Declaration(ddm.Kind.CONFIGURATION, ddm.SOFTWARE_UPDATE_ENFORCEMENT,
-                                 enforcement_id(target.blueprint_id),
-                                 {"TargetOSVersion": target.version, "TargetLocalDateTime": target.deadline})
-        result.append(config)
-        result.append(ddm.Declaration(ddm.Kind.ACTIVATION, ddm.ACTIVATION_SIMPLE, activation_id(target.blueprint_id),
-                                      {"StandardConfigurations": [config.identifier]}))
-    result.append(ddm.Declaration(ddm.Kind.CONFIGURATION, ddm.STATUS_SUBSCRIPTIONS, STATUS_SUBSCRIPTION_ID,
-                                  {"StatusItems": [{"Name": name} for name in ddm.SUBSCRIBED_ITEMS]}))
-    result.append(ddm.Declaration(ddm.Kind.ACTIVATION, ddm.ACTIVATION_SIMPLE, STATUS_ACTIVATION_ID,
-                                  {"StandardConfigurations": [STATUS_SUBSCRIPTION_ID]}))
+    for blueprint_id in order:
+        configs: list[ddm.Declaration] = []
+        target = entry.os.get(blueprint_id)
+        if target is not None:
+            configs.append(ddm.Declaration(
+                ddm.Kind.CONFIGURATION, ddm.SOFTWARE_UPDATE_ENFORCEMENT, enforcement_id(blueprint_id),
+                {"TargetOSVersion": target.version, "TargetLocalDateTime": target.deadline}))
+        for profile_id in entry.profiles.get(blueprint_id, []):
+            configs.append(ddm.Declaration(
+                ddm.Kind.CONFIGURATION, ddm.LEGACY_PROFILE, legacy_profile_id(blueprint_id, profile_id),
+                {"ProfileURL": profile_url(links, device_id, entry.udid, profile_id, revisions[profile_id])}))
+        if configs:
+            result += configs
+            result.append(ddm.Declaration(ddm.Kind.ACTIVATION, ddm.ACTIVATION_SIMPLE, activation_id(blueprint_id),
+                                          {"StandardConfigurations": [c.identifier for c in configs]}))
+    if result:
+        result += _STATUS_DECLARATIONS
     return result
 
 
-def declaration_sets(session: Session, device_ids: Sequence[int] | None,
+_STATUS_DECLARATIONS = [
+    ddm.Declaration(ddm.Kind.CONFIGURATION, ddm.STATUS_SUBSCRIPTIONS, STATUS_SUBSCRIPTION_ID,
+                    {"StatusItems": [{"Name": name} for name in ddm.SUBSCRIBED_ITEMS]}),
+    ddm.Declaration(ddm.Kind.ACTIVATION, ddm.ACTIVATION_SIMPLE, STATUS_ACTIVATION_ID,
+                    {"StandardConfigurations": [STATUS_SUBSCRIPTION_ID]}),
+]
+
+
+def declaration_sets(session: Session, device_ids: Sequence[int] | None, links: Links,
                      now: datetime | None = None) -> dict[int, list[ddm.Declaration]]:
-    """Each device's declaration set (devices with none are left out). One or two statements per
-    blueprint with an OS target, whatever the number of devices; the declarations are built once per
-    distinct combination of targets."""
+    """Each device's declaration set (devices with none are left out). A few statements per blueprint
+    that has an OS target or declarative profiles, whatever the number of devices."""
     now = now or utcnow()
-    per_device: dict[int, list[OSTarget]] = {}
+    scope = in_values(session, Device.id, device_ids, integer=True) if device_ids is not None else true()
+    per_device: dict[int, _DeviceSet] = {}
+    order: dict[int, tuple[int, int]] = {}
     for blueprint in declarative_os_blueprints(session, now):
         for device_id, version in os_targets(session, blueprint, device_ids, now).items():
             if version is not None:
-                per_device.setdefault(device_id, []).append(
-                    OSTarget(blueprint.id, version, blueprint.os_update_deadline))
-    built: dict[tuple[OSTarget, ...], list[ddm.Declaration]] = {}
-    result = {}
-    for device_id, targets in per_device.items():
-        key = tuple(targets)
-        if key not in built:
-            built[key] = _build(key)
-        result[device_id] = built[key]
-    return result
+                per_device.setdefault(device_id, _DeviceSet("")).os[blueprint.id] = OSTarget(
+                    blueprint.id, version, blueprint.os_update_deadline)
+                order[blueprint.id] = (blueprint.apply_order, blueprint.id)
+    profile_blueprints = declarative_profile_blueprints(session, now)
+    if profile_blueprints:
+        held: dict[int, list[int]] = {}
+        for blueprint_id, profile_id in session.execute(
+            select(BlueprintProfile.blueprint_id, BlueprintProfile.profile_id)
+            .where(BlueprintProfile.blueprint_id.in_([b.id for b in profile_blueprints]))
+            .order_by(BlueprintProfile.blueprint_id, BlueprintProfile.position)
+        ):
+            held.setdefault(blueprint_id, []).append(profile_id)
+        for blueprint in profile_blueprints:
+            for row in _capable(session, and_(scope, enforced_condition(session, blueprint, now))):
+                per_device.setdefault(row.id, _DeviceSet("")).profiles[blueprint.id] = held.get(blueprint.id, [])
+                order[blueprint.id] = (blueprint.apply_order, blueprint.id)
+    if not per_device:
+        return {}
+    ids = list(per_device)
+    for device_id, udid in session.execute(select(Device.id, Device.udid)
+                                           .where(in_values(session, Device.id, ids, integer=True))):
+        per_device[device_id].udid = udid
+    profile_ids = {p for entry in per_device.values() for ps in entry.profiles.values() for p in ps}
+    revisions = dict(session.execute(select(Profile.id, Profile.revision).where(Profile.id.in_(profile_ids)))
+                     .all()) if profile_ids else {}
+    ordered = sorted(order, key=order.__getitem__)
+    return {device_id: _build(device_id, entry, ordered, revisions, links)
+            for device_id, entry in per_device.items()}
 
 
-def device_declarations(session: Session, device_id: int) -> list[ddm.Declaration]:
-    return declaration_sets(session, [device_id]).get(device_id, [])
+def device_declarations(session: Session, device_id: int, links: Links) -> list[ddm.Declaration]:
+    return declaration_sets(session, [device_id], links).get(device_id, [])
 
 
 # --- telling the devices ----------------------------------------------------------------------------
 
 
-def sync(session: Session, device_ids: Sequence[int] | None, *, actor: str | None, box: SecretBox) -> int:
+def sync(session: Session, device_ids: Sequence[int] | None, *, actor: str | None, links: Links) -> int:
     """Queue ``DeclarativeManagement`` (``Data``: the new ``SyncTokens``) for every device (among
     ``device_ids``, else all) whose declaration set changed since it was last told, once: not for a
     device that still has one queued (it reads the current token when it syncs). Returns how many were
     queued. A constant number of statements whatever the number of devices (one plan per distinct token)."""
     now = utcnow()
-    sets = declaration_sets(session, device_ids, now)
+    sets = declaration_sets(session, device_ids, links, now)
     scope = (in_values(session, DDMDevice.device_id, device_ids, integer=True) if device_ids is not None
              else true())
     known = dict(session.execute(select(DDMDevice.device_id, DDMDevice.declarations_token).where(scope)).all())
@@ -216,11 +298,19 @@ def sync(session: Session, device_ids: Sequence[int] | None, *, actor: str | Non
                        condition=in_values(session, Device.id, ids, integer=True))
              for token, ids in by_token.items()]
     queued = enqueue_where(session, and_(manageable(), Device.admission_status == AdmissionStatus.ACCEPTED.value),
-                           plans, actor=actor, now=now, box=box)
+                           plans, actor=actor, now=now, box=links.box)
     count = sum(len(rows) for rows in queued)
     if count:
         log.info("declaration sets changed on %d devices: DeclarativeManagement queued for %d", len(changed), count)
     return count
+
+
+def forget_enrollments(session: Session, device_ids: Sequence[int]) -> None:
+    """The devices enrolled again: their declarations went with the previous enrollment, so the token
+    they were told of is forgotten (the next sync tells them of their set anew)."""
+    if device_ids:
+        session.execute(delete(DDMDevice).where(in_values(session, DDMDevice.device_id, list(device_ids),
+                                                          integer=True)))
 
 
 # --- the check-in endpoints -------------------------------------------------------------------------
@@ -235,18 +325,21 @@ def _token_timestamp(session: Session, device_id: int, token: str) -> str:
     return isoformat(utcnow())
 
 
-def _tokens(session: Session, device: Device, request: ddm.Request, data: bytes | None) -> dict[str, Any]:
-    token = ddm.declarations_token(device_declarations(session, device.id))
+def _tokens(session: Session, device: Device, request: ddm.Request, data: bytes | None,
+            links: Links) -> dict[str, Any]:
+    token = ddm.declarations_token(device_declarations(session, device.id, links))
     return ddm.tokens_body(token, _token_timestamp(session, device.id, token))
 
 
-def _items(session: Session, device: Device, request: ddm.Request, data: bytes | None) -> dict[str, Any]:
-    declarations = device_declarations(session, device.id)
+def _items(session: Session, device: Device, request: ddm.Request, data: bytes | None,
+           links: Links) -> dict[str, Any]:
+    declarations = device_declarations(session, device.id, links)
     return ddm.items_body(declarations, ddm.declarations_token(declarations))
 
 
-def _declaration(session: Session, device: Device, request: ddm.Request, data: bytes | None) -> dict[str, Any]:
-    for declaration in device_declarations(session, device.id):
+def _declaration(session: Session, device: Device, request: ddm.Request, data: bytes | None,
+                 links: Links) -> dict[str, Any]:
+    for declaration in device_declarations(session, device.id, links):
         if declaration.kind is request.kind and declaration.identifier == request.identifier:
             return declaration.document()
     log.warning("device %s asked for %s declaration %r, which is not in its set", device.udid, request.kind,
@@ -254,7 +347,7 @@ def _declaration(session: Session, device: Device, request: ddm.Request, data: b
     raise NotFound(f"no {request.kind} declaration {request.identifier!r} for this device")
 
 
-def _status(session: Session, device: Device, request: ddm.Request, data: bytes | None) -> None:
+def _status(session: Session, device: Device, request: ddm.Request, data: bytes | None, links: Links) -> None:
     store_status(session, device.id, ddm.parse_status_report(data))
     return None
 
@@ -268,10 +361,42 @@ _ENDPOINTS = {
 }
 
 
-def answer(session: Session, device: Device, endpoint: str | None, data: bytes | None) -> dict[str, Any] | None:
+def answer(session: Session, device: Device, endpoint: str | None, data: bytes | None,
+           links: Links) -> dict[str, Any] | None:
     """The answer to a ``DeclarativeManagement`` check-in (a JSON document, or ``None`` for an empty 200)."""
     request = ddm.parse_endpoint(endpoint)
-    return _ENDPOINTS[request.endpoint](session, device, request, data)
+    return _ENDPOINTS[request.endpoint](session, device, request, data, links)
+
+
+# --- legacy profiles --------------------------------------------------------------------------------
+
+_PROFILE_TOKEN = re.compile(r"^(\d{1,12})-(\d{1,12})-(\d{1,9})-([0-9a-f]{64})$")
+
+
+def legacy_profile(session: Session, token: str, links: Links) -> bytes:
+    """The signed profile a legacy-profile declaration's ``ProfileURL`` names (the same bytes
+    InstallProfile would carry), for the device the URL was made for, while the declaration is in its
+    set. A URL whose digest does not match (guessed, or moved to another device or profile) is refused
+    403; a stale one (the profile changed, or left the device's set) 404."""
+    match = _PROFILE_TOKEN.match(token)
+    device = session.get(Device, int(match.group(1))) if match else None
+    if match is None or device is None:
+        log.warning("legacy profile URL refused: malformed or unknown device")
+        raise Forbidden("forbidden")
+    profile_id, revision = int(match.group(2)), int(match.group(3))
+    expected = _profile_mac(links.box, device.udid, profile_id, revision)
+    if not hmac.compare_digest(expected, match.group(4)):
+        log.warning("legacy profile URL refused: digest does not match device %s, profile %s", device.udid,
+                    profile_id)
+        raise Forbidden("forbidden")
+    url = profile_url(links, device.id, device.udid, profile_id, revision)
+    wanted = any(d.type == ddm.LEGACY_PROFILE and d.payload.get("ProfileURL") == url
+                 for d in device_declarations(session, device.id, links))
+    profile = session.get(Profile, profile_id)
+    if not wanted or profile is None:
+        raise NotFound("this profile is not (or no longer) in the device's declarations")
+    log.info("device %s downloads legacy profile %s (revision %s)", device.udid, profile_id, revision)
+    return profile_bytes(session, profile, links.box, signed=True)
 
 
 # --- status reports ---------------------------------------------------------------------------------
@@ -373,24 +498,24 @@ class DeviceStatus:
     declarations_token: str
 
 
-def device_status(session: Session, device_id: int) -> DeviceStatus:
+def device_status(session: Session, device_id: int, links: Links) -> DeviceStatus:
     rows = session.execute(select(DDMStatusItem.key_path, DDMStatusItem.value, DDMStatusItem.updated_at)
                            .where(DDMStatusItem.device_id == device_id).order_by(DDMStatusItem.key_path)).all()
     row = session.get(DDMDevice, device_id)
     return DeviceStatus(device_id, {r.key_path: r.value for r in rows}, {r.key_path: r.updated_at for r in rows},
                         list(row.errors or []) if row is not None else [],
                         row.reported_at if row is not None else None,
-                        ddm.declarations_token(device_declarations(session, device_id)))
+                        ddm.declarations_token(device_declarations(session, device_id, links)))
 
 
-def device_declaration_view(session: Session, device_id: int) -> list[dict[str, Any]]:
+def device_declaration_view(session: Session, device_id: int, links: Links) -> list[dict[str, Any]]:
     """The device's current declarations (no payloads), each with the status it last reported for it
     (``reported`` null when it reported none; ``current`` false when the reported server token is not
     the current one)."""
     statuses = {s.identifier: s for s in session.scalars(
         select(DDMDeclarationStatus).where(DDMDeclarationStatus.device_id == device_id))}
     result = []
-    for d in sorted(device_declarations(session, device_id), key=lambda d: (d.kind.value, d.identifier)):
+    for d in sorted(device_declarations(session, device_id, links), key=lambda d: (d.kind.value, d.identifier)):
         status = statuses.get(d.identifier)
         result.append({
             "identifier": d.identifier, "kind": d.kind.value, "type": d.type, "server_token": d.server_token,

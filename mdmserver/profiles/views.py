@@ -18,7 +18,7 @@ from mdmserver.api.jsonapi import (
     parse_resource_body,
     request_json,
 )
-from mdmserver.collaborators import secret_box
+from mdmserver.collaborators import public_url, secret_box
 from mdmserver.db import db
 from mdmserver.errors import BadRequest, UnsupportedMediaType
 from mdmserver.pki.service import get_ca_certificate
@@ -56,7 +56,8 @@ def _only_params(*allowed: str) -> None:
 
 def _revised(profile: Profile) -> dict[str, int]:
     """A new revision is installed where the profile is assigned; the counts are ``meta.assignments``."""
-    return workflows.profile_revised(db.session, profile, actor=current_actor(), box=secret_box())
+    return workflows.profile_revised(db.session, profile, actor=current_actor(), box=secret_box(),
+                                     public_url=public_url())
 
 
 def _created(profile: Profile, warnings: list[dict], status: int = 201) -> Response:
@@ -217,7 +218,7 @@ def patch_profile(profile_id: int):
 def delete_profile(profile_id: int):
     """Delete a profile; where it was assigned and installed, RemoveProfile is queued first."""
     profile = service.get_profile(db.session, profile_id)
-    workflows.delete_profile(db.session, profile, actor=current_actor(), box=secret_box())
+    workflows.delete_profile(db.session, profile, actor=current_actor(), box=secret_box(), public_url=public_url())
     db.session.commit()
     return Response(status=204)
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -75,6 +76,8 @@ class Blueprint(db.Model):
     # the device's local date-time, without a zone ("2026-12-01T18:00:00"): DDM's TargetLocalDateTime
     os_update_deadline: Mapped[str | None] = mapped_column(String(19))
     os_update_install_action: Mapped[str] = mapped_column(String(24), default=InstallAction.DEFAULT.value)
+    # its profiles go to devices that take declarations as com.apple.configuration.legacy (docs/ddm.md)
+    declarative_profiles: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_by: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from mdmserver.db import utcnow
 from mdmserver.errors import Conflict
+from mdmserver.protocol.ddm import DDM_MINIMUM, supports_ddm
 from mdmserver.records.blueprints import (
     Blueprint,
     BlueprintApp,
@@ -39,6 +40,7 @@ from mdmserver.records.blueprints import (
 )
 from mdmserver.records.devices import Device
 from mdmserver.selection.filters import group_condition
+from mdmserver.selection.sql import in_values
 
 _NOTHING = false()
 
@@ -129,3 +131,33 @@ def app_wanted(session: Session, app_id: int, holds: ColumnElement[bool]) -> lis
     now = utcnow()
     return [AppWant(blueprint.id, dict(options or {}), wants_condition(session, blueprint, now, holds))
             for blueprint, options in rows]
+
+
+def declarative_device_ids(session: Session, condition: ColumnElement[bool]) -> list[int]:
+    """The devices meeting ``condition`` that take declarations, by their inventory
+    (``protocol.ddm.supports_ddm``): one statement; the version test is done here, not in SQL."""
+    rows = session.execute(select(Device.id, Device.platform, Device.os_version)
+                           .where(condition, Device.platform.in_(list(DDM_MINIMUM)))).all()
+    return [r.id for r in rows if supports_ddm(r.platform, r.os_version)]
+
+
+def declarative_profile_blueprints(session: Session, now: datetime, profile_id: int | None = None) -> list[Blueprint]:
+    """The active blueprints that send their profiles as declarations (``declarative_profiles``) and hold a
+    profile (``profile_id``, when given), lowest ``apply_order`` first."""
+    stmt = (select(Blueprint).where(Blueprint.declarative_profiles.is_(True), Blueprint.enabled.is_(True),
+                                    exists().where(BlueprintProfile.blueprint_id == Blueprint.id,
+                                                   *([BlueprintProfile.profile_id == profile_id]
+                                                     if profile_id is not None else [])))
+            .order_by(Blueprint.apply_order, Blueprint.id))
+    return [b for b in session.scalars(stmt) if is_active(b, now)]
+
+
+def delivered_declaratively(session: Session, profile_id: int) -> ColumnElement[bool] | None:
+    """SQL on ``Device``: the profile reaches the device as a legacy-profile declaration (a declarative
+    blueprint holding it applies to the device now, and the device takes declarations). There, MDM
+    commands neither install nor remove it, whoever else wants it (docs/ddm.md). ``None``: nowhere."""
+    blueprints = declarative_profile_blueprints(session, utcnow(), profile_id)
+    if not blueprints:
+        return None
+    ids = declarative_device_ids(session, or_(*(enforced_condition(session, b, utcnow()) for b in blueprints)))
+    return in_values(session, Device.id, ids, integer=True)

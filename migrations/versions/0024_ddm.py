@@ -1,5 +1,6 @@
 """ddm_devices, ddm_status_items, ddm_declaration_statuses: declarative device management per device
-(the token it was last told of, its status items and declaration statuses, its last report's errors)
+(the token it was last told of, its status items and declaration statuses, its last report's errors);
+blueprints.declarative_profiles (its profiles go as legacy-profile declarations where they can)
 
 Revision ID: 0024_ddm
 Revises: 0023_compliance_state_device
@@ -22,6 +23,8 @@ def _device_fk(table: str) -> sa.ForeignKeyConstraint:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('blueprints') as batch:
+        batch.add_column(sa.Column('declarative_profiles', sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_table(
         'ddm_devices',
         sa.Column('device_id', sa.Integer(), nullable=False),
@@ -60,3 +63,5 @@ def downgrade() -> None:
     op.drop_table('ddm_declaration_statuses')
     op.drop_table('ddm_status_items')
     op.drop_table('ddm_devices')
+    with op.batch_alter_table('blueprints') as batch:
+        batch.drop_column('declarative_profiles')

@@ -232,3 +232,15 @@ def test_declaration_generation_statements_do_not_grow_with_the_devices(client, 
         counts[size] = len(seen)
         patch(client, h, doc["data"]["id"], enabled=False)  # the next round measures one active blueprint
     assert counts[5] == counts[50], counts
+
+
+def test_a_device_enrolling_again_is_told_of_its_set_anew(client, auth, db_session, enrolled):
+    h = auth("read", "write")
+    phone = enrolled("ios")
+    created(client, h, name="again", scope={"devices": [device_id(db_session, phone)]},
+            os_update={"version": "17.6", "deadline": DEADLINE})
+    _acknowledge(phone, "DeclarativeManagement")
+    assert phone.authenticate() == 200 and phone.token_update() == 200  # a new enrollment of the same device
+    assert len(commands(db_session, "DeclarativeManagement")) == 2
+    command = _acknowledge(phone, "DeclarativeManagement")
+    assert json.loads(command["Data"])["SyncTokens"]["DeclarationsToken"] == tokens(phone)

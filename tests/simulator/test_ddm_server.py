@@ -6,6 +6,8 @@ changes the token and the device fetches only what changed."""
 
 from __future__ import annotations
 
+import plistlib
+import uuid
 from typing import Any
 
 import pytest
@@ -202,3 +204,43 @@ def test_an_incremental_report_keeps_the_status_of_unchanged_declarations(live, 
     assert len(phone.ddm.reports[-1]["StatusItems"]["management"]["declarations"]["configurations"]) == 1
     rows = _declarations(api, device_id)
     assert len(rows) == 4 and all(row["reported"] is not None for row in rows.values())
+
+
+def _upload_profile(api, identifier: str, ssid: str) -> str:
+    body = plistlib.dumps({
+        "PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": identifier,
+        "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadDisplayName": ssid,
+        "PayloadContent": [{"PayloadType": "com.apple.wifi.managed", "PayloadVersion": 1,
+                            "PayloadIdentifier": f"{identifier}.wifi", "PayloadUUID": str(uuid.uuid4()).upper(),
+                            "SSID_STR": ssid, "EncryptionType": "WPA2", "Password": "e2e-Secret-1"}]})
+    uploaded = api.post("/api/v1/upload/profiles", files={"file": (f"{ssid}.mobileconfig", body)})
+    assert uploaded.status_code in (200, 201), uploaded.text
+    return uploaded.json()["data"]["id"]
+
+
+def test_declarative_profiles_are_installed_through_ddm_not_install_profile(live, api, transport, clock) -> None:
+    phone = _enrolled(transport, 4106, clock)
+    device_id = _device_id(api, phone)
+    first, second = "com.example.e2e.first", "com.example.e2e.second"
+    profiles = [_upload_profile(api, first, "First"), _upload_profile(api, second, "Second")]
+    blueprint_id = _blueprint(api, name="ddm profiles", scope={"devices": [device_id]}, profiles=profiles,
+                              declarative_profiles=True)
+
+    handled = [t for _u, t, _s in phone.run_session()]
+    assert handled == ["DeclarativeManagement"] and phone.ddm.errors == []  # no InstallProfile
+    assert {first, second} <= set(phone.profiles)
+    assert phone.profiles[first]["PayloadContent"][0]["SSID_STR"] == "First"
+    legacy = {d.identifier: d for d in phone.ddm.held("configuration").values()
+              if d.type == "com.apple.configuration.legacy"}
+    assert len(legacy) == 2 and all(d.valid == "valid" and d.active for d in legacy.values())
+    # the URLs are the server's own, fetched with a plain GET
+    assert all(url.startswith(f"{live.url}/mdm/ddm/profiles/") for url in phone.downloads)
+    rows = _declarations(api, device_id)
+    assert all(row["reported"]["valid"] == "valid" for row in rows.values() if row["kind"] == "configuration")
+
+    # one profile leaves the blueprint: the device removes it, keeps the other
+    _patch(api, blueprint_id, profiles=[profiles[1]])
+    assert [t for _u, t, _s in phone.run_session()] == ["DeclarativeManagement"]
+    assert first not in phone.profiles and second in phone.profiles
+    history = api.get(f"/api/v1/devices/{device_id}/commands").json()["data"]
+    assert not {"InstallProfile", "RemoveProfile"} & {c["attributes"]["request_type"] for c in history}

@@ -104,11 +104,13 @@ MANAGEMENT_TYPES = frozenset({"com.apple.management.organization-info", "com.app
 #: the OS version from which a platform speaks DDM, and from which it knows each declaration type
 #: (Apple's schema: ``os.<platform>.introduced``)
 DDM_INTRODUCED = {"ios": (15, 0), "ipados": (15, 0), "macos": (13, 0)}
+#: the software-update enforcement and the ``softwareupdate.*`` status items
+SOFTWARE_UPDATE_INTRODUCED = {"ios": (17, 0), "ipados": (17, 0), "macos": (14, 0)}
 TYPE_INTRODUCED: dict[str, dict[str, tuple[int, ...]]] = {
     SIMPLE_ACTIVATION: DDM_INTRODUCED,
     LEGACY: DDM_INTRODUCED,
     STATUS_SUBSCRIPTIONS: DDM_INTRODUCED,
-    SOFTWARE_UPDATE: {"ios": (17, 0), "ipados": (17, 0), "macos": (14, 0)},
+    SOFTWARE_UPDATE: SOFTWARE_UPDATE_INTRODUCED,
     **{t: DDM_INTRODUCED for t in MANAGEMENT_TYPES},
 }
 
@@ -293,6 +295,11 @@ class DeclarativeClient:
     def knows(self, declaration_type: str) -> bool:
         introduced = TYPE_INTRODUCED.get(declaration_type)
         return introduced is not None and self._os() >= introduced.get(self.device.platform, (99,))
+
+    def has_status_item(self, name: str) -> bool:
+        """Whether the device reports this status item (the software-update ones from iOS 17 / macOS 14)."""
+        introduced = SOFTWARE_UPDATE_INTRODUCED if name.startswith("softwareupdate.") else DDM_INTRODUCED
+        return name in _STATUS_ITEMS and self._os() >= introduced.get(self.device.platform, (99,))
 
     def supported_types(self, kind: Kind) -> list[str]:
         prefix = TYPE_PREFIXES[kind]
@@ -611,7 +618,7 @@ class DeclarativeClient:
         names = [*ALWAYS_REPORTED, *(n for n in self.subscriptions() if n not in ALWAYS_REPORTED)]
         items, unsupported = {}, []
         for name in names:
-            provider = _STATUS_ITEMS.get(name)
+            provider = _STATUS_ITEMS.get(name) if self.has_status_item(name) else None
             if provider is None:
                 unsupported.append(name)
             else:
@@ -772,7 +779,7 @@ def _capabilities(client: DeclarativeClient) -> dict[str, Any]:
         "supported-versions": PROTOCOL_VERSIONS,
         "supported-payloads": {
             "declarations": {STATUS_KEYS[kind]: client.supported_types(kind) for kind in Kind},
-            "status-items": sorted(_STATUS_ITEMS),
+            "status-items": sorted(n for n in _STATUS_ITEMS if client.has_status_item(n)),
         },
         "supported-features": {},
     }
@@ -784,6 +791,13 @@ def _pending_version(client: DeclarativeClient) -> dict[str, Any]:
         return {"os-version": "", "build-version": ""}
     return {"os-version": update.os_version, "build-version": update.build_version,
             "target-local-date-time": update.target_local_date_time}
+
+
+def _install_reason(client: DeclarativeClient) -> dict[str, Any]:
+    update = client.pending_update
+    if update is None:
+        return {"reason": []}
+    return {"reason": ["declaration"], "declaration-id": update.declaration}
 
 
 def _failure_reason(client: DeclarativeClient) -> dict[str, Any]:
@@ -808,4 +822,5 @@ _STATUS_ITEMS: dict[str, Callable[[DeclarativeClient], Any]] = {
     "softwareupdate.install-state": lambda c: str(c.install_state),
     "softwareupdate.pending-version": _pending_version,
     "softwareupdate.failure-reason": _failure_reason,
+    "softwareupdate.install-reason": _install_reason,
 }

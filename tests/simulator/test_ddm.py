@@ -31,7 +31,8 @@ SOFTWARE_UPDATE = "com.apple.configuration.softwareupdate.enforcement.specific"
 SUBSCRIPTIONS = "com.apple.configuration.management.status-subscriptions"
 LEGACY = "com.apple.configuration.legacy"
 OS_ITEMS = ["device.operating-system.version", "device.operating-system.build-version",
-            "softwareupdate.install-state", "softwareupdate.pending-version", "softwareupdate.failure-reason"]
+            "softwareupdate.install-state", "softwareupdate.pending-version", "softwareupdate.failure-reason",
+            "softwareupdate.install-reason"]
 
 
 def _signed_over(body: bytes, header: str | None) -> bool:
@@ -232,7 +233,7 @@ def test_first_sync_fetches_everything_and_reports_in_full(server, device) -> No
     assert items["device"]["operating-system"] == {"version": "17.6", "build-version": "21G80"}
     assert items["softwareupdate"] == {"install-state": "none",
                                        "pending-version": {"os-version": "", "build-version": ""},
-                                       "failure-reason": {"count": 0}}
+                                       "failure-reason": {"count": 0}, "install-reason": {"reason": []}}
     capabilities = items["management"]["client-capabilities"]
     assert SOFTWARE_UPDATE in capabilities["supported-payloads"]["declarations"]["configurations"]
 
@@ -366,6 +367,8 @@ def test_os_update_goes_through_its_states_after_the_delay(server, device, clock
     assert report["StatusItems"]["softwareupdate"]["install-state"] == "downloading"
     assert report["StatusItems"]["softwareupdate"]["pending-version"] == {
         "os-version": "18.1", "build-version": "22B83", "target-local-date-time": "2026-12-01T09:00:00"}
+    assert report["StatusItems"]["softwareupdate"]["install-reason"] == {
+        "reason": ["declaration"], "declaration-id": "os"}
 
     clock.now += 6
     report = device.ddm.tick()
@@ -380,7 +383,8 @@ def test_os_update_goes_through_its_states_after_the_delay(server, device, clock
     report = device.ddm.tick()
     assert report["StatusItems"]["device"]["operating-system"] == {"version": "18.1", "build-version": "22B83"}
     assert report["StatusItems"]["softwareupdate"] == {"install-state": "none",
-                                                       "pending-version": {"os-version": "", "build-version": ""}}
+                                                       "pending-version": {"os-version": "", "build-version": ""},
+                                                       "install-reason": {"reason": []}}
     assert device.ddm.tick() is None  # nothing more to say
 
 
@@ -527,6 +531,9 @@ def test_an_os_before_ddm_or_before_the_enforcement(server, device, identity) ->
     _os_blueprint(server, "17.6")
     report = device.sync_declarations()
     assert "FullReport" not in report  # before iOS 17 a report does not carry it
+    # nor does it have the software-update status items: subscribed, they are Errors
+    assert {e["StatusItem"] for e in report["Errors"]} == {n for n in OS_ITEMS if n.startswith("softwareupdate.")}
+    assert "softwareupdate" not in report["StatusItems"]
     row = _statuses(report, "configurations")["os"]
     assert row["valid"] == "invalid" and row["reasons"][0]["code"] == "Error.UnknownDeclarationType"
     assert SOFTWARE_UPDATE not in report["StatusItems"]["management"]["client-capabilities"][

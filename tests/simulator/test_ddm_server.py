@@ -104,8 +104,8 @@ def test_os_target_over_ddm_round_trip(live, api, transport, clock) -> None:
         assert row["reported"]["current"] and row["reported"]["valid"] == "valid" and row["reported"]["active"]
     # the device could not report what it does not have: the report's Errors say which
     errors = api.get(f"/api/v1/devices/{device_id}/ddm_status").json()["data"]["attributes"]["errors"]
-    assert {e["StatusItem"] for e in errors} == {"softwareupdate.install-reason",
-                                                 "device.operating-system.supplemental.extra-version"}
+    assert {e["StatusItem"] for e in errors} == {"device.operating-system.supplemental.extra-version"}
+    assert items["softwareupdate.install-reason"] == {"reason": ["declaration"], "declaration-id": enforcement}
 
     # the update installs after its delay; the next session reports it, and so does DeviceInformation
     clock.now += 11

@@ -486,10 +486,11 @@ def _os_update_plans(session: Session, blueprint: Blueprint, device_ids: Sequenc
 def _queue_os_update(session: Session, blueprint: Blueprint, device_ids: Sequence[int] | None,
                      with_: Collaborators, counts: dict[str, int], now: datetime) -> None:
     refresh_os_updates(session, [blueprint.id], device_ids, box=with_.box)
-    if blueprint.os_update_version is not None:
-        # how the updates the devices accepted go, and the version they bring (at most one of each pending)
-        checks = os_updates.queue_progress_checks(session, _device_scope(session, device_ids), actor=with_.actor,
-                                                  now=now, box=with_.box)
+    if blueprint.os_update_version is not None and device_ids is None:
+        # the whole blueprint (the upkeep's pass, an admin's reconcile; not a device's own check-in, whose
+        # answers are the news): how the accepted updates go, and the version they bring, at most one of
+        # each pending per device
+        checks = os_updates.queue_progress_checks(session, blueprint.id, actor=with_.actor, now=now, box=with_.box)
         counts["os_update_checks_queued"] += checks["OSUpdateStatus"]
     plans = _os_update_plans(session, blueprint, device_ids, now)
     if not plans:
@@ -694,7 +695,7 @@ def refresh_states(session: Session, blueprint_ids: Sequence[int], device_ids: S
 
 
 def device_states(session: Session, members: Sequence[BlueprintMember]) -> list[dict[str, Any]]:
-    """Each member's items with their state: seven statements for a page of members."""
+    """Each member's items with their state: nine statements for a page of members, whatever its size."""
     if not members:
         return []
     blueprint_ids = sorted({m.blueprint_id for m in members})

@@ -18,7 +18,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, case, exists, func, literal, not_, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    not_,
+    null,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from mdmserver.commands.service import QueuePlan, enqueue_where
@@ -103,18 +115,18 @@ def viability_whens(session: Session, version: str | None, *,
     return whens
 
 
-def queue_progress_checks(session: Session, scope: ColumnElement[bool], *, actor: str | None, now: datetime,
+def queue_progress_checks(session: Session, blueprint_id: int, *, actor: str | None, now: datetime,
                           box: SecretBox) -> dict[str, int]:
-    """Ask the devices in ``scope`` (SQL on ``Device``) that accepted a blueprint's update and have not
-    installed it how it goes (``OSUpdateStatus``) and which version they run (``DeviceInformation``):
-    each command only where none of its kind is pending, so a device has at most one of each waiting.
-    One ``SELECT`` when no device is waiting; else the queue's constant handful."""
-    waiting = exists().where(BlueprintOSUpdate.device_id == Device.id,
+    """Ask the devices that accepted the blueprint's update and have not installed it how it goes
+    (``OSUpdateStatus``) and which version they run (``DeviceInformation``): each command only where
+    none of its kind is pending, so a device has at most one of each waiting, whatever the number of
+    blueprints. One ``SELECT`` when no device is waiting; else the queue's constant handful."""
+    waiting = exists().where(BlueprintOSUpdate.blueprint_id == blueprint_id, BlueprintOSUpdate.device_id == Device.id,
                              BlueprintOSUpdate.status == OSUpdateStatus.SCHEDULED.value)
-    if not session.scalar(select(select(Device.id).where(scope, waiting).exists())):
+    if not session.scalar(select(select(Device.id).where(waiting).exists())):
         return dict.fromkeys(PROGRESS_COMMANDS, 0)  # nothing to ask: nothing stored, nothing queued
     plans = [QueuePlan(request_type, {}, condition=not_(_pending(request_type))) for request_type in PROGRESS_COMMANDS]
-    queued = enqueue_where(session, and_(scope, waiting, manageable()), plans, actor=actor, now=now, box=box)
+    queued = enqueue_where(session, and_(waiting, manageable()), plans, actor=actor, now=now, box=box)
     return {request_type: len(rows) for request_type, rows in zip(PROGRESS_COMMANDS, queued, strict=True)}
 
 
@@ -123,10 +135,13 @@ def queue_progress_checks(session: Session, scope: ColumnElement[bool], *, actor
 
 def _target_key(session: Session) -> ColumnElement[Any]:
     """SQL: the numeric key of the correlated blueprint's target for the correlated device (``latest``:
-    the newest version the device is offered)."""
+    the newest version the device is offered; offered nothing, its own version: it is up to date; its
+    offers not known: NULL)."""
     newest = (select(func.max(version_key_sql(session, AvailableOSUpdate.version)))
               .where(AvailableOSUpdate.device_id == Device.id).correlate(Device).scalar_subquery())
-    return case((Blueprint.os_update_version == LATEST, newest),
+    up_to_date = case((Device.os_updates_reported_at.is_not(None), version_key_sql(session, Device.os_version)),
+                      else_=null())
+    return case((Blueprint.os_update_version == LATEST, func.coalesce(newest, up_to_date)),
                 else_=version_key_sql(session, Blueprint.os_update_version))
 
 

@@ -140,6 +140,9 @@ class ViabilityQuerySchema(Schema):
 
     ids = CommaList(NameField(), metadata={"description": "comma-separated device ids, UDIDs or serial numbers"})
     groups = CommaList(IdField(), metadata={"description": "comma-separated group ids"})
+    version = fields.String(validate=validate.Length(min=1, max=32), metadata={
+        "description": "update_os only: the OS version to update to (17.6); checked against the version the "
+                       "device runs and the updates it reports in AvailableOSUpdates"})
 
     @validates_schema
     def _names_devices(self, data: dict[str, Any], **_kwargs: Any) -> None:

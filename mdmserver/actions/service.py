@@ -51,10 +51,12 @@ from mdmserver.actions.windows import in_window
 from mdmserver.api.jsonapi import marshmallow_errors
 from mdmserver.audit.service import record_event
 from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
+from mdmserver.compliance.service import version_key
 from mdmserver.db import utcnow
 from mdmserver.devices import service as devices
-from mdmserver.errors import AppError, Conflict, NotFound, UnprocessableEntity
+from mdmserver.errors import AppError, BadRequest, Conflict, NotFound, UnprocessableEntity
 from mdmserver.organization.service import enrollment_profile_identifier, get_organization
+from mdmserver.os_updates import service as os_updates
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.protocol import catalogue
 from mdmserver.protocol.secrets import redact
@@ -84,6 +86,10 @@ def get_action(name: str) -> Action:
 
 def not_applicable_reason(action: Action, params: dict[str, Any] | None = None) -> ColumnElement[str | None]:
     """SQL for the first reason the action does not apply to a device (NULL when it applies)."""
+    return case(*_not_applicable_whens(action), else_=null()).label("reason")
+
+
+def _not_applicable_whens(action: Action) -> list[tuple[ColumnElement[bool], Any]]:
     whens: list[tuple[ColumnElement[bool], Any]] = [
         *unmanaged_whens(),
         (Device.platform.is_(None), literal("the device's platform is not known yet")),
@@ -109,7 +115,15 @@ def not_applicable_reason(action: Action, params: dict[str, Any] | None = None) 
     if action.needs_unlock_token:
         whens.append((Device.unlock_token_encrypted.is_(None),
                       literal("no UnlockToken is stored for the device (needed to clear its passcode)")))
-    return case(*whens, else_=null()).label("reason")
+    return whens
+
+
+#: actions whose viability also reads the inventory: name → the extra ``CASE`` branches, from the
+#: session, the version asked for (or None) and the platforms the caller offers the action on
+_VIABILITY_WHENS = {
+    "update_os": lambda session, version, platforms: os_updates.viability_whens(session, version,
+                                                                                 platforms=platforms),
+}
 
 
 def device_actions(session: Session, device: Device) -> list[dict[str, Any]]:
@@ -432,9 +446,27 @@ def retirement_state(session: Session, device: Device) -> dict[str, Any] | None:
             "command_uuid": retirement.command_uuid, "command_status": command_status, "detail": detail}
 
 
-def viability(session: Session, action: Action, target: Targets) -> dict[str, Any]:
-    """Ivanti's checkViability: which targeted devices would not be eligible, and why (nothing is queued)."""
-    rows = classify(session, action, target, None)
+def viability(session: Session, action: Action, target: Targets, *, version: str | None = None,
+              platforms: Sequence[str] | None = None) -> dict[str, Any]:
+    """Ivanti's checkViability: which targeted devices would not be eligible, and why (nothing is
+    queued). Beyond what :func:`run_action` checks, an action may read the inventory
+    (``update_os``: the version asked for, the updates the device is offered, an update pending);
+    ``platforms`` narrows the platforms the caller offers the action on (Ivanti's iOS-only OS update)."""
+    if version is not None and action.name not in _VIABILITY_WHENS:
+        raise BadRequest(f"version applies to the OS update's viability, not to {action.name}", parameter="version")
+    if version is not None:
+        try:
+            version_key(version)
+        except ValueError as exc:
+            raise BadRequest(str(exc), parameter="version") from None
+    extra = _VIABILITY_WHENS.get(action.name)
+    whens = _not_applicable_whens(action) + (extra(session, version, platforms) if extra else [])
+    rows = session.execute(
+        select(Device.id, Device.udid, Device.serial_number, Device.device_name,
+               case(*whens, else_=null()).label("reason"))
+        .where(target.condition)
+        .order_by(Device.id)
+    ).all()
     blocked = [{"device_id": str(r.id), "udid": r.udid, "serial_number": r.serial_number, "name": r.device_name,
                 "remarks": r.reason} for r in rows if r.reason is not None]
     blocked += [{"device_id": None, "device": name, "remarks": "no such device"} for name in target.missing]

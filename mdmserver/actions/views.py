@@ -188,4 +188,4 @@ def _viability(name: str, args: dict[str, str]) -> dict[str, Any]:
         fault = exc.errors[0] if exc.errors else {"detail": exc.detail, "pointer": exc.pointer}
         member = (fault.get("pointer") or "")[1:].partition("/")[0]
         raise BadRequest(fault["detail"], parameter=_QUERY_PARAMETER_OF.get(member, "ids")) from None
-    return service.viability(db.session, action, target)
+    return service.viability(db.session, action, target, version=query.get("version"))

@@ -58,6 +58,7 @@ from mdmserver.commands.service import (
 from mdmserver.db import UTCDateTime, utcnow
 from mdmserver.ddm import service as ddm
 from mdmserver.errors import Conflict, NotFound, UnprocessableEntity
+from mdmserver.os_updates import service as os_updates
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.profiles.models import Profile
 from mdmserver.protocol.plist import load_stored
@@ -332,7 +333,7 @@ def _notify(session: Session, device_ids: Sequence[int] | None, with_: Collabora
 
 def _new_counts() -> dict[str, int]:
     return {"profile_install_queued": 0, "profile_removal_queued": 0, "app_install_queued": 0,
-            "app_removal_queued": 0, "os_update_queued": 0}
+            "app_removal_queued": 0, "os_update_queued": 0, "os_update_checks_queued": 0}
 
 
 def _reconcile_profiles(session: Session, profile_ids: Sequence[int], device_ids: Sequence[int] | None,
@@ -370,8 +371,9 @@ UPDATE_FAILURES = frozenset({
 })
 
 
-def _update_results(blob: bytes | None, box: SecretBox) -> list[str]:
-    """The ``UpdateResults[].Status`` values of a ScheduleOSUpdate answer (none when unreadable)."""
+def _update_results(blob: bytes | None, box: SecretBox) -> list[dict[str, Any]]:
+    """The ``UpdateResults`` entries of a ScheduleOSUpdate answer that have a ``Status`` (none when
+    unreadable)."""
     if blob is None:
         return []
     try:
@@ -379,14 +381,28 @@ def _update_results(blob: bytes | None, box: SecretBox) -> list[str]:
     except ValueError:
         return []
     results = answer.get("UpdateResults") if isinstance(answer, dict) else None
-    return [r["Status"] for r in results or [] if isinstance(r, dict) and isinstance(r.get("Status"), str)]
+    return [r for r in results or [] if isinstance(r, dict) and isinstance(r.get("Status"), str)]
+
+
+def _error_text(result: dict[str, Any]) -> str:
+    """``InstallAction`` ``Error``: the first description of its ``ErrorChain``, else the status."""
+    chain = result.get("ErrorChain")
+    first = chain[0] if isinstance(chain, list) and chain and isinstance(chain[0], dict) else {}
+    text = first.get("USEnglishDescription") or first.get("LocalizedDescription")
+    return text if isinstance(text, str) and text else result["Status"]
 
 
 def _answered(row: Any, box: SecretBox) -> tuple[str, str]:
-    """The state and detail a ScheduleOSUpdate answer gives."""
+    """The state and detail a ScheduleOSUpdate answer gives: failed when the command was refused, or
+    an ``UpdateResults`` entry has a failure status or the ``Error`` install action (Apple's form for an
+    update the device cannot schedule)."""
     if row.command_status != CommandStatus.ACKNOWLEDGED.value:
         return OSUpdateStatus.FAILED.value, f"ScheduleOSUpdate: {row.command_status}"
-    statuses = _update_results(row.result, box)
+    results = _update_results(row.result, box)
+    statuses = [r["Status"] for r in results]
+    errors = [_error_text(r) for r in results if r.get("InstallAction") == "Error"]
+    if errors:
+        return OSUpdateStatus.FAILED.value, "UpdateResults: " + "; ".join(errors)
     failed = [s for s in statuses if s in UPDATE_FAILURES]
     if failed:
         return OSUpdateStatus.FAILED.value, "UpdateResults: " + ", ".join(failed)
@@ -526,6 +542,12 @@ def _queue_os_update(session: Session, blueprint: Blueprint, device_ids: Sequenc
                      with_: Collaborators, counts: dict[str, int], now: datetime) -> None:
     refresh_os_updates(session, [blueprint.id], device_ids, box=with_.box)
     _record_declarative_targets(session, blueprint, device_ids, now)
+    if blueprint.os_update_version is not None and device_ids is None:
+        # the whole blueprint (the upkeep's pass, an admin's reconcile; not a device's own check-in, whose
+        # answers are the news): how the accepted updates go, and the version they bring, at most one of
+        # each pending per device
+        checks = os_updates.queue_progress_checks(session, blueprint.id, actor=with_.actor, now=now, box=with_.box)
+        counts["os_update_checks_queued"] += checks["OSUpdateStatus"]
     plans = _os_update_plans(session, blueprint, device_ids, now)
     if not plans:
         return
@@ -735,7 +757,7 @@ def refresh_states(session: Session, blueprint_ids: Sequence[int], device_ids: S
 
 
 def device_states(session: Session, members: Sequence[BlueprintMember]) -> list[dict[str, Any]]:
-    """Each member's items with their state: five statements for a page of members."""
+    """Each member's items with their state: nine statements for a page of members, whatever its size."""
     if not members:
         return []
     blueprint_ids = sorted({m.blueprint_id for m in members})
@@ -758,6 +780,7 @@ def device_states(session: Session, members: Sequence[BlueprintMember]) -> list[
                                         in_values(session, BlueprintOSUpdate.device_id, device_ids, integer=True)))}
     versions = dict(session.execute(select(Device.id, Device.os_version)
                                     .where(in_values(session, Device.id, device_ids, integer=True))).all())
+    progress = os_updates.progress_of(session, device_ids)
     result = []
     for member in members:
         blueprint, content, device_id = blueprints[member.blueprint_id], items[member.blueprint_id], member.device_id
@@ -779,6 +802,8 @@ def device_states(session: Session, members: Sequence[BlueprintMember]) -> list[
             else:
                 os_update = {"target_version": blueprint.os_update_version, "state": "pending",
                              "detail": None, "command_uuid": None}
+            # what the device's last OSUpdateStatus answer lists (download progress, phase, deferrals)
+            os_update["progress"] = progress.get(device_id, [])
         result.append({
             "blueprint_id": blueprint.id, "device_id": device_id, "membership": member.status,
             "entered_at": member.entered_at, "os_version": versions.get(device_id),

@@ -30,6 +30,7 @@ from mdmserver.db import db, utcnow
 from mdmserver.devices import service as devices
 from mdmserver.errors import BadRequest, NotFound, UnprocessableEntity
 from mdmserver.groups import service as groups
+from mdmserver.os_updates.service import IVANTI_PLATFORMS
 from mdmserver.records.attributes import ATTRIBUTE_NAME
 from mdmserver.records.devices import Device
 from mdmserver.records.users import User
@@ -195,7 +196,12 @@ def _check_viability(name: str, params: dict[str, Any]) -> Response:
         raise BadRequest("GET on an action checks its viability: give checkViability=true",
                          parameter="checkViability")
     ivanti = _ivanti_action(name)
-    outcome = actions.viability(db.session, actions.get_action(ivanti.action), _select(_targets(params)))
+    action = actions.get_action(ivanti.action)
+    # the OS update's viability reads the inventory: the version asked for, the updates offered, and
+    # Ivanti documents the call for iOS only
+    os_update = {"version": params.get("version") or None, "platforms": IVANTI_PLATFORMS} \
+        if ivanti.action == "update_os" else {}
+    outcome = actions.viability(db.session, action, _select(_targets(params)), **os_update)
     rows = [{"id": int(item["device_id"]) if item["device_id"] else None,
              "guid": item.get("udid"), "deviceName": item.get("name"),
              "serialNumber": item.get("serial_number"), "actionExceptionCodes": [item["remarks"]]}

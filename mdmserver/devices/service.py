@@ -28,6 +28,7 @@ from mdmserver.records.devices import (
     Device,
     DeviceCertificate,
     DeviceLocation,
+    DeviceOSUpdateStatus,
     DeviceSecurityInfo,
     DeviceUser,
     InstalledApplication,
@@ -408,6 +409,20 @@ def _location(session: Session, device_id: int, data: dict[str, Any], now: datet
     return InventoryUpdate(True)
 
 
+def _available_os_updates(session: Session, device_id: int, data: list[dict[str, Any]],
+                          now: datetime) -> InventoryUpdate:
+    """The offered updates, replaced whole, and when the device said so (an empty list is known too)."""
+    _replace(session, AvailableOSUpdate, device_id, data, now)
+    session.execute(update(Device).where(Device.id == device_id).values(os_updates_reported_at=now))
+    return InventoryUpdate(True)
+
+
+def _os_update_status(session: Session, device_id: int, data: list[dict[str, Any]], now: datetime) -> InventoryUpdate:
+    rows = [{**u, "next_scheduled_install": _dt(u["next_scheduled_install"])} for u in data]
+    _replace(session, DeviceOSUpdateStatus, device_id, rows, now)
+    return InventoryUpdate(True)
+
+
 #: request type → what its parsed answer (``protocol.inventory.parse_inventory``) does to the inventory
 _INVENTORY_HANDLERS: dict[str, Callable[[Session, int, Any, datetime], InventoryUpdate]] = {
     "DeviceInformation": _device_information,
@@ -417,7 +432,8 @@ _INVENTORY_HANDLERS: dict[str, Callable[[Session, int, Any, datetime], Inventory
     "ManagedApplicationList": _managed_applications,
     "CertificateList": _certificates,
     "DeviceLocation": _location,
-    "AvailableOSUpdates": _replacing(AvailableOSUpdate),
+    "AvailableOSUpdates": _available_os_updates,
+    "OSUpdateStatus": _os_update_status,
 }
 
 

@@ -294,6 +294,31 @@ def parse_available_os_updates(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _date(d: dict[str, Any], key: str) -> str | None:
+    """A plist date as ISO 8601 ``Z`` text (None when absent or not a date)."""
+    value = d.get(key)
+    return jsonable(value) if isinstance(value, datetime) else None
+
+
+def parse_os_update_status(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """``OSUpdateStatus``: the updates downloading, installing or idle on the device. The download
+    progress is Apple's fraction from 0.0 to 1.0 (a value outside it is dropped); the deferral keys are
+    macOS 12.3 and later only."""
+    rows = []
+    for u in _dicts(_section(result, "OSUpdateStatus", list)):
+        percent = _f(u, "DownloadPercentComplete")
+        rows.append({
+            "product_key": _s(u, "ProductKey"),
+            "status": _s(u, "Status"),
+            "is_downloaded": _b(u, "IsDownloaded"),
+            "download_percent_complete": percent if percent is not None and 0.0 <= percent <= 1.0 else None,
+            "max_deferrals": _i(u, "MaxDeferrals"),
+            "deferrals_remaining": _i(u, "DeferralsRemaining"),
+            "next_scheduled_install": _date(u, "NextScheduledInstall"),
+        })
+    return rows
+
+
 # Request type → parser, and the top-level key that identifies the answer when RequestType is absent.
 PARSERS: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
     "DeviceInformation": ("QueryResponses", parse_device_information),
@@ -304,6 +329,7 @@ PARSERS: dict[str, tuple[str, Callable[[dict[str, Any]], Any]]] = {
     "CertificateList": ("CertificateList", parse_certificate_list),
     "DeviceLocation": ("Latitude", parse_device_location),
     "AvailableOSUpdates": ("AvailableOSUpdates", parse_available_os_updates),
+    "OSUpdateStatus": ("OSUpdateStatus", parse_os_update_status),
 }
 
 

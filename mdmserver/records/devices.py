@@ -95,6 +95,8 @@ class Device(db.Model):
     local_hostname: Mapped[str | None] = mapped_column(String(255))
     device_information: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     inventory_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: when the device last answered AvailableOSUpdates (NULL: what it is offered is not known yet)
+    os_updates_reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: when a device-reported field that device groups filter on last changed (see
     #: ``devices.service.GROUP_FILTER_COLUMNS``): such a change reconciles the device's assignments
     group_fields_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -251,4 +253,30 @@ class AvailableOSUpdate(db.Model):
     is_major_os_update: Mapped[bool | None] = mapped_column(Boolean)
     restart_required: Mapped[bool | None] = mapped_column(Boolean)
     allows_install_later: Mapped[bool | None] = mapped_column(Boolean)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OSUpdateProgress(StrEnum):
+    """``OSUpdateStatus[].Status`` (Apple's enum)."""
+
+    IDLE = "Idle"
+    DOWNLOADING = "Downloading"
+    INSTALLING = "Installing"
+
+
+class DeviceOSUpdateStatus(db.Model):
+    """The updates in progress on a device, as its last ``OSUpdateStatus`` answer lists them (replaced
+    whole by each answer: an empty answer means nothing is downloading or installing)."""
+
+    __tablename__ = "device_os_update_statuses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    product_key: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(16))  # OSUpdateProgress, or what the device said
+    is_downloaded: Mapped[bool | None] = mapped_column(Boolean)
+    download_percent_complete: Mapped[float | None] = mapped_column(Float)  # 0.0 to 1.0
+    max_deferrals: Mapped[int | None] = mapped_column(Integer)
+    deferrals_remaining: Mapped[int | None] = mapped_column(Integer)
+    next_scheduled_install: Mapped[datetime | None] = mapped_column(UTCDateTime)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import plistlib
 import random
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,6 +130,44 @@ _MODELS = {
     "macos": ("MacBookPro18,3", "MacBook Pro", "MKGR3LL/A", "14.5", "23F79"),
 }
 
+#: the update each platform is offered at first (AvailableOSUpdates): version, build, name, product name
+_OFFERED = {
+    "ios": ("17.6", "21G80", "iOS 17.6", "iOS"),
+    "ipados": ("17.6", "21G80", "iPadOS 17.6", "iOS"),
+    "macos": ("14.6", "23G80", "macOS Sonoma 14.6", "macOS"),
+}
+
+#: the install actions that install (the others download, or only notify): Apple's ``InstallAction``
+_INSTALLING_ACTIONS = frozenset({"Default", "InstallASAP", "InstallForceRestart", "InstallLater"})
+#: Apple documents the shape of a refused update (``UpdateResults[].InstallAction`` ``Error`` with an
+#: ``ErrorChain``), not its codes: the simulator's domain and codes are its own
+UPDATE_ERROR_DOMAIN = "SimulatedSoftwareUpdateErrorDomain"
+UPDATE_NOT_OFFERED, UPDATE_DOWNGRADE = 1, 2
+
+
+@dataclass
+class OSUpdateInProgress:
+    """A ScheduleOSUpdate the device accepted: downloading for the first half of its delay, then
+    installing; the device runs the new version once the delay has passed."""
+
+    product_key: str
+    version: str
+    build: str
+    install_action: str
+    started: float
+    delay: float
+
+    def progress(self, now: float) -> float:
+        return 1.0 if self.delay <= 0 else min(1.0, max(0.0, (now - self.started) / self.delay))
+
+    def status(self, now: float) -> dict[str, Any]:
+        """This update as an ``OSUpdateStatus`` entry (Apple's keys)."""
+        downloaded = min(1.0, self.progress(now) * 2)
+        installs = self.install_action in _INSTALLING_ACTIONS
+        phase = "Downloading" if downloaded < 1.0 else ("Installing" if installs else "Idle")
+        return {"ProductKey": self.product_key, "IsDownloaded": downloaded >= 1.0,
+                "DownloadPercentComplete": round(downloaded, 4), "Status": phase}
+
 
 @dataclass
 class SimulatedDevice:
@@ -183,6 +222,15 @@ class SimulatedDevice:
     identity_mode: str | None = None
     #: False once the MDM enrollment profile was removed (the device left management)
     enrolled: bool = False
+    #: seconds a scheduled OS update takes from ScheduleOSUpdate to the new version (downloading for the
+    #: first half, installing for the second); 0: it installs while ScheduleOSUpdate is answered
+    os_update_delay: float = 3.0
+    #: the clock the update delay is measured on (tests may drive it)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    #: what AvailableOSUpdates reports (Apple's keys); by default the platform's next minor update
+    offered_updates: list[dict[str, Any]] = field(default_factory=list)
+    #: the update downloading or installing now (ScheduleOSUpdate accepted, delay not over)
+    os_update: OSUpdateInProgress | None = None
     #: set by RemoveProfile of the MDM profile: the device leaves management after acknowledging
     _leaving: bool = field(default=False, init=False, repr=False)
     #: declarative management: the declarations the device holds, its status, a pending OS update
@@ -200,6 +248,14 @@ class SimulatedDevice:
         product, model_name, model, os_version, build = _MODELS[self.platform]
         self.product_name, self.model_name, self.model = product, model_name, model
         self.os_version, self.build_version = os_version, build
+        if not self.offered_updates:
+            version, update_build, name, product = _OFFERED[self.platform]
+            self.offered_updates = [{
+                "ProductKey": f"{product}Update{build}X", "HumanReadableName": name, "ProductName": product,
+                "Version": version, "Build": update_build, "DownloadSize": 225236247, "InstallSize": 537395200,
+                "IsCritical": False, "RestartRequired": True, "AllowsInstallLater": True,
+                "IsConfigDataUpdate": False, "IsFirmwareUpdate": False, "IsMajorOSUpdate": False,
+            }]
         self.udid = self.udid or _hex_udid(rng)
         self.serial_number = self.serial_number or "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789") for _ in range(12))
         self.device_name = self.device_name or f"{model_name} {self.serial_number[-4:]}"
@@ -449,6 +505,7 @@ class SimulatedDevice:
     def answer(self, command_uuid: str, request_type: str, params: dict[str, Any]) -> dict[str, Any]:
         base = {"UDID": self.udid, "CommandUUID": command_uuid}
         self.received.append((request_type, params))
+        self.advance_os_update()
         override = self.answer_overrides.get(request_type)
         if override == "NotNow":
             return {**base, "Status": "NotNow"}
@@ -812,30 +869,53 @@ class SimulatedDevice:
                 "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
     def _answer_AvailableOSUpdates(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"AvailableOSUpdates": [{
-            "ProductKey": f"iOSUpdate{self.build_version}X", "HumanReadableName": "iOS 17.6", "ProductName": "iOS",
-            "Version": "17.6", "Build": "21G80", "DownloadSize": 225236247, "InstallSize": 537395200,
-            "IsCritical": False, "RestartRequired": True, "AllowsInstallLater": True,
-            "IsConfigDataUpdate": False, "IsFirmwareUpdate": False, "IsMajorOSUpdate": False,
-        }]}
+        return {"AvailableOSUpdates": [dict(u) for u in self.offered_updates]}
+
+    def advance_os_update(self) -> None:
+        """Finish the update in progress once its delay has passed: the device runs the new version
+        (DeviceInformation reports it) and is no longer offered it nor anything older."""
+        pending = self.os_update
+        if pending is None or pending.install_action not in _INSTALLING_ACTIONS:
+            return
+        if pending.progress(self.clock()) < 1.0:
+            return
+        self.os_version, self.build_version, self.os_update = pending.version, pending.build, None
+        reached = _version_key(pending.version)
+        self.offered_updates = [u for u in self.offered_updates if _version_key(u.get("Version")) > reached]
 
     def _answer_ScheduleOSUpdate(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Accept each update; one with a ``ProductVersion`` and an install action that installs
-        ("installs" at once: the device reports the new version from its next DeviceInformation)."""
+        """Each update of ``Updates`` must be one the device is offered (by ``ProductKey``, else by
+        ``ProductVersion``) and above the running version; otherwise its result is Apple's error form
+        (``InstallAction`` ``Error``, ``Status`` ``Idle``, an ``ErrorChain``). An accepted update that
+        installs downloads and installs over ``os_update_delay`` seconds."""
         results = []
         for update in params.get("Updates") or []:
             action = update.get("InstallAction", "Default")
-            version = update.get("ProductVersion")
-            installs = action in ("Default", "InstallASAP", "InstallForceRestart", "InstallLater")
-            if isinstance(version, str) and installs:
-                self.os_version = version
-            results.append({"ProductKey": update.get("ProductKey") or f"update-{version}",
+            key, version = update.get("ProductKey"), update.get("ProductVersion")
+            offered = next((u for u in self.offered_updates
+                            if (u.get("ProductKey") == key if key else u.get("Version") == version)), None)
+            named = key or f"update-{version}"
+            if offered is None or _version_key(offered.get("Version")) <= _version_key(self.os_version):
+                code, text = ((UPDATE_NOT_OFFERED, f"The update {named} is not available for this device.")
+                              if offered is None else
+                              (UPDATE_DOWNGRADE, f"The device already runs {self.os_version}."))
+                results.append({"ProductKey": named, "InstallAction": "Error", "Status": "Idle", "ErrorChain": [{
+                    "ErrorCode": code, "ErrorDomain": UPDATE_ERROR_DOMAIN,
+                    "LocalizedDescription": text, "USEnglishDescription": text}]})
+                continue
+            self.os_update = OSUpdateInProgress(offered["ProductKey"], offered["Version"], offered.get("Build", ""),
+                                                action, self.clock(), self.os_update_delay)
+            self.advance_os_update()
+            installs = action in _INSTALLING_ACTIONS
+            results.append({"ProductKey": offered["ProductKey"],
                             "InstallAction": action if action != "Default" else "InstallASAP",
-                            "Status": "Installing" if installs else "Idle"})
+                            "Status": ("Installing" if self.os_update is None or self.os_update_delay <= 0
+                                       else "Downloading") if installs else "Idle"})
         return {"UpdateResults": results}
 
     def _answer_OSUpdateStatus(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"OSUpdateStatus": []}  # updates "install" at once (``_answer_ScheduleOSUpdate``)
+        pending = self.os_update
+        return {"OSUpdateStatus": [] if pending is None else [pending.status(self.clock())]}
 
     def _answer_ActivationLockBypassCode(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ActivationLockBypassCode": self.activation_lock_bypass_code}
@@ -853,6 +933,16 @@ class SimulatedDevice:
 
 #: the Settings items that change a managed app: item name → the key holding its dictionary
 _APP_SETTINGS = {"ApplicationConfiguration": "Configuration", "ApplicationAttributes": "Attributes"}
+
+
+def _version_key(text: Any) -> tuple[int, ...]:
+    """``"17.5.1"`` → ``(17, 5, 1)`` (trailing zeros dropped); ``()`` for anything else."""
+    if not isinstance(text, str) or not all(p.isdigit() for p in text.split(".")):
+        return ()
+    parts = tuple(int(p) for p in text.split("."))
+    while len(parts) > 1 and parts[-1] == 0:
+        parts = parts[:-1]
+    return parts
 
 
 def _strings_or_none(value: Any) -> bool:

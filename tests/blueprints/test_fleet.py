@@ -44,7 +44,8 @@ def test_smart_group_blueprint_reaches_enrolling_devices_in_order(client, auth, 
     assert doc["meta"]["reconcile"]["profile_install_queued"] == 0  # nobody enrolled yet
 
     transport = FlaskTransport(client)
-    phones = [SimulatedDevice(transport, platform="ios", seed=1500 + i) for i in range(FLEET)]  # report 17.5
+    # report 17.5; they install an update at once
+    phones = [SimulatedDevice(transport, platform="ios", seed=1500 + i, os_update_delay=0) for i in range(FLEET)]
     mac = SimulatedDevice(transport, platform="macos", seed=1600)  # reports 14.5: not in the group
     for sim in [*phones, mac]:
         sim.enroll()
@@ -70,17 +71,20 @@ def test_smart_group_blueprint_reaches_enrolling_devices_in_order(client, auth, 
     assert all([p["state"] for p in r["profiles"]] == ["installed", "installed"] for r in rows)
     assert all(r["os_update"]["state"] == "queued" and r["os_update"]["target_version"] == "17.6" for r in rows)
 
-    # a second reconcile (the upkeep's) queues nothing more: the OS target is sent once, not in a loop
+    # a second reconcile (the upkeep's) queues no OS update again (sent once per target, not in a loop);
+    # it asks each device that accepted it how it goes (OSUpdateStatus) and which version it runs
     again = client.post(f"/api/v1/blueprints/{blueprint_id}/reconcile", headers=h).get_json()
     assert again["os_update_queued"] == 0 and again["profile_install_queued"] == 0
+    assert again["os_update_checks_queued"] == FLEET
+    again = client.post(f"/api/v1/blueprints/{blueprint_id}/reconcile", headers=h).get_json()
+    assert again["os_update_checks_queued"] == 0  # one of each pending per device at most
 
     # the device reports the new version (DeviceInformation): the OS item is installed
     mover = phones[0]
     device_id = ids[mover.udid]
     assert mover.os_version == "17.6"  # the simulator "installed" it
-    scan = client.post(f"/api/v1/devices/{device_id}/commands", headers=h, json={"request_type": "DeviceInformation"})
-    assert scan.status_code in (201, 202)
-    assert [(t, s) for _, t, s in mover.run_session()] == [("DeviceInformation", "Acknowledged")]
+    assert [(t, s) for _, t, s in mover.run_session()] == [("OSUpdateStatus", "Acknowledged"),
+                                                           ("DeviceInformation", "Acknowledged")]
     (mine,) = states(client, h, f"/api/v1/devices/{device_id}/blueprints")
     assert mine["os_update"]["state"] == "installed" and mine["os_version"] == "17.6"
 
@@ -125,7 +129,7 @@ def test_a_pending_device_gets_the_blueprint_when_accepted(client, auth, db_sess
 def test_latest_takes_the_update_the_device_offers_and_a_refusal_is_failed(client, auth, db_session, topic):
     h = auth("read", "write")
     transport = FlaskTransport(client)
-    phones = [SimulatedDevice(transport, platform="ios", seed=1800 + i) for i in range(2)]  # report 17.5
+    phones = [SimulatedDevice(transport, platform="ios", seed=1800 + i, os_update_delay=0) for i in range(2)]  # 17.5
     ids = []
     for sim in phones:
         sim.enroll()

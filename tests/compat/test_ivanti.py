@@ -18,7 +18,7 @@ from mdmserver.attributes.service import attributes_of
 from mdmserver.db import db, utcnow
 from mdmserver.records.attributes import CustomAttribute
 from mdmserver.records.commands import Command
-from mdmserver.records.devices import Device
+from mdmserver.records.devices import AvailableOSUpdate, Device
 from mdmserver.records.users import User
 from tests.factories import make_device
 
@@ -239,11 +239,26 @@ def test_get_device_details(client, auth, db_session):
 _VIABLE = {"totalCount": 0, "queryTime": 0, "searchResults": [], "offset": 0, "limit": 0}
 
 
-@pytest.mark.parametrize("path", ["scheduleOSUpdate", "forceCheckin", "wipe", "lock", "retire"])
+@pytest.mark.parametrize("path", ["forceCheckin", "wipe", "lock", "retire"])
 def test_check_viability(client, auth, phone, path):
-    """Check Update OS / Force Check-in / Wipe / Lock / Retire Viability: viable → no device details."""
+    """Check Force Check-in / Wipe / Lock / Retire Viability: viable → no device details."""
     response = client.get(f"/api/v1/device/{path}?checkViability=true&ids={phone.id}", headers=auth("read"))
     assert _ok(response) == _VIABLE
+
+
+def test_check_update_os_viability(client, auth, db_session, phone):
+    """Check Update OS Version Viability reads the inventory (tests/os_updates has every reason): a
+    supervised iPhone on 17.5 offered 17.6 is viable for 17.6; one that never answered
+    AvailableOSUpdates is listed with the reason."""
+    phone.os_version, phone.os_updates_reported_at = "17.5", utcnow()
+    db_session.add(AvailableOSUpdate(device_id=phone.id, version="17.6", product_key="iOSUpdate21G80"))
+    silent = make_device(db_session, index=1, platform="ios", is_supervised=True, os_version="17.5")
+    db_session.commit()
+    path = "/api/v1/device/scheduleOSUpdate?checkViability=true"
+    assert _ok(client.get(f"{path}&ids={phone.id}&version=17.6", headers=auth("read"))) == _VIABLE
+    result = _ok(client.get(f"{path}&ids={phone.id}&ids={silent.id}&version=17.6", headers=auth("read")))
+    assert [(r["id"], r["actionExceptionCodes"]) for r in result["searchResults"]] == [
+        (silent.id, ["the updates the device is offered are not known yet (no AvailableOSUpdates answer)"])]
 
 
 def test_check_force_check_in_viability_repeated_ids(client, auth, db_session, phone):

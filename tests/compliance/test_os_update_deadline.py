@@ -152,8 +152,8 @@ def test_over_http_a_simulated_iphone_past_its_deadline_and_back(client, auth, d
     install_push_topic(db_session, monkeypatch)
     h = auth("read", "write")
     transport = FlaskTransport(client)
-    phone, other = SimulatedDevice(transport, platform="ios", seed=1701), SimulatedDevice(transport, platform="ios",
-                                                                                         seed=1702)
+    phone = SimulatedDevice(transport, platform="ios", seed=1701, os_update_delay=0)  # installs at once
+    other = SimulatedDevice(transport, platform="ios", seed=1702)
     for sim in (phone, other):
         sim.os_version = "16.7.2"  # below iOS 17: the target goes by ScheduleOSUpdate, not DDM (docs/ddm.md)
         sim.enroll()

@@ -1,0 +1,1 @@
+"""Software updates through MDM commands: viability, progress checks and the fleet view."""

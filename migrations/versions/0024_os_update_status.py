@@ -2,7 +2,7 @@
 devices.os_updates_reported_at (when it last answered AvailableOSUpdates)
 
 Revision ID: 0024_os_update_status
-Revises: 0023_compliance_state_device
+Revises: 0024_ddm
 """
 
 import sqlalchemy as sa

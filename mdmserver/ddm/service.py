@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, func, insert, select, true
 from sqlalchemy.orm import Session
 
-from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
+from mdmserver.commands.service import enqueue_each, validate_command
 from mdmserver.db import isoformat, utcnow
 from mdmserver.ddm.models import DDMDeclarationStatus, DDMDevice, DDMStatusItem
 from mdmserver.errors import Forbidden, NotFound
@@ -264,7 +264,8 @@ def sync(session: Session, device_ids: Sequence[int] | None, *, actor: str | Non
     """Queue ``DeclarativeManagement`` (``Data``: the new ``SyncTokens``) for every device (among
     ``device_ids``, else all) whose declaration set changed since it was last told, once: not for a
     device that still has one queued (it reads the current token when it syncs). Returns how many were
-    queued. A constant number of statements whatever the number of devices (one plan per distinct token)."""
+    queued. A constant number of statements whatever the number of devices (``commands.service.enqueue_each``:
+    each device's own token, one INSERT)."""
     now = utcnow()
     sets = declaration_sets(session, device_ids, links, now)
     scope = (in_values(session, DDMDevice.device_id, device_ids, integer=True) if device_ids is not None
@@ -289,17 +290,14 @@ def sync(session: Session, device_ids: Sequence[int] | None, *, actor: str | Non
         select(Command.device_id).where(Command.request_type == REQUEST_TYPE,
                                         Command.status == CommandStatus.QUEUED.value,
                                         in_values(session, Command.device_id, list(changed), integer=True))))
-    by_token: dict[str, list[int]] = {}
-    for device_id, token in changed.items():
-        if device_id not in pending:
-            by_token.setdefault(token, []).append(device_id)
     stamp = isoformat(now)
-    plans = [QueuePlan(REQUEST_TYPE, validate_command(REQUEST_TYPE, {"Data": ddm.sync_tokens_data(token, stamp)}),
-                       condition=in_values(session, Device.id, ids, integer=True))
-             for token, ids in by_token.items()]
-    queued = enqueue_where(session, and_(manageable(), Device.admission_status == AdmissionStatus.ACCEPTED.value),
-                           plans, actor=actor, now=now, box=links.box)
-    count = sum(len(rows) for rows in queued)
+    bodies: dict[str, dict[str, Any]] = {}  # one validated body per distinct token
+    for token in set(changed.values()):
+        bodies[token] = validate_command(REQUEST_TYPE, {"Data": ddm.sync_tokens_data(token, stamp)})
+    queued = enqueue_each(session, and_(manageable(), Device.admission_status == AdmissionStatus.ACCEPTED.value),
+                          REQUEST_TYPE, {d: bodies[t] for d, t in changed.items() if d not in pending},
+                          actor=actor, now=now, box=links.box)
+    count = len(queued)
     if count:
         log.info("declaration sets changed on %d devices: DeclarativeManagement queued for %d", len(changed), count)
     return count

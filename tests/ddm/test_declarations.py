@@ -11,7 +11,7 @@ from mdmserver.records.blueprints import BlueprintOSUpdate
 from mdmserver.records.devices import AvailableOSUpdate, Device
 from tests.blueprints.helpers import commands, created, parameters, patch
 from tests.ddm.helpers import DEADLINE, ddm, device_id, fetch_all, items, tokens
-from tests.factories import seed_devices
+from tests.factories import make_wifi_profile, seed_devices
 
 SOFTWARE_UPDATE = "com.apple.configuration.softwareupdate.enforcement.specific"
 
@@ -213,6 +213,7 @@ def test_declaration_generation_statements_do_not_grow_with_the_devices(client, 
     counts = {}
     for size in (5, 50):
         ids = seed_devices(db_session, size, start=size * 1000, platform="ios", os_version="17.5")
+        profile = make_wifi_profile(db_session, f"com.example.count{size}")
         db_session.commit()
         seen: list[str] = []
 
@@ -223,12 +224,14 @@ def test_declaration_generation_statements_do_not_grow_with_the_devices(client, 
         bind = db_session.get_bind()
         event.listen(bind, "before_execute", listener)
         try:
-            doc = created(client, h, name=f"n{size}", scope={"devices": ids},
-                          os_update={"version": f"17.6.{size}", "deadline": DEADLINE})
+            # legacy profiles make every device's set (its URLs), hence its token and command, its own
+            doc = created(client, h, name=f"n{size}", scope={"devices": ids}, profiles=[profile.id],
+                          declarative_profiles=True, os_update={"version": f"17.6.{size}", "deadline": DEADLINE})
         finally:
             event.remove(bind, "before_execute", listener)
         assert doc["meta"]["reconcile"]["declarative_management_queued"] == size
         assert doc["meta"]["reconcile"]["os_update_queued"] == 0
+        assert doc["meta"]["reconcile"]["profile_install_queued"] == 0
         counts[size] = len(seen)
         patch(client, h, doc["data"]["id"], enabled=False)  # the next round measures one active blueprint
     assert counts[5] == counts[50], counts

@@ -59,6 +59,9 @@ from mdmserver.selection.sql import in_values
 log = logging.getLogger("mdmserver.ddm")
 
 REQUEST_TYPE = "DeclarativeManagement"
+#: a DeclarativeManagement command in these states will still reach the device, which then reads the
+#: current token: no second one is queued (``sent`` is not: the device may have synced already)
+_NOT_YET_TAKEN = (CommandStatus.QUEUED.value, CommandStatus.NOT_NOW.value)
 #: status items one device may have stored (a report that would go past it is refused)
 MAX_ITEMS_PER_DEVICE = 1000
 DDM_PLATFORMS = tuple(ddm.DDM_MINIMUM)
@@ -88,13 +91,14 @@ class OSTarget:
     deadline: str
 
 
-def _capable(session: Session, condition) -> list[Any]:
-    """(id, platform, os_version) of the accepted, manageable devices meeting ``condition`` that are
-    managed declaratively."""
+def _capable(session: Session, condition, *, accepted: bool = True) -> list[Any]:
+    """(id, platform, os_version) of the manageable devices meeting ``condition`` that are managed
+    declaratively; ``accepted``: admitted ones only (only those have declarations: a pending device is
+    served none, it gets them once accepted)."""
+    admitted = Device.admission_status == AdmissionStatus.ACCEPTED.value if accepted else true()
     rows = session.execute(
         select(Device.id, Device.platform, Device.os_version)
-        .where(condition, manageable(), Device.admission_status == AdmissionStatus.ACCEPTED.value,
-               Device.platform.in_(DDM_PLATFORMS))
+        .where(condition, manageable(), admitted, Device.platform.in_(DDM_PLATFORMS))
     ).all()
     return [r for r in rows if ddm.supports_ddm(r.platform, r.os_version)]
 
@@ -111,15 +115,17 @@ def declarative_os_blueprints(session: Session, now: datetime) -> list[Blueprint
 
 
 def os_targets(session: Session, blueprint: Blueprint, device_ids: Sequence[int] | None,
-               now: datetime) -> dict[int, str | None]:
+               now: datetime, *, accepted: bool = True) -> dict[int, str | None]:
     """The devices (among ``device_ids``) that get this blueprint's OS target declaratively, with the
     version their declaration names (``None``: ``latest`` and no newer version known yet). Empty when
-    the target goes by MDM command to everyone. Three statements at most, whatever the number of devices."""
+    the target goes by MDM command to everyone. ``accepted=False``: pending devices too (they will get
+    it declaratively once accepted: the MDM path must leave them out). Three statements at most, whatever
+    the number of devices."""
     if (blueprint.os_update_version is None or blueprint.os_update_deadline is None
             or not is_active(blueprint, now)):
         return {}
     scope = in_values(session, Device.id, device_ids, integer=True) if device_ids is not None else true()
-    devices = _capable(session, and_(scope, enforced_condition(session, blueprint, now)))
+    devices = _capable(session, and_(scope, enforced_condition(session, blueprint, now)), accepted=accepted)
     if not devices:
         return {}
     # a target already sent by ScheduleOSUpdate (before the device could take declarations) stays on
@@ -288,7 +294,7 @@ def sync(session: Session, device_ids: Sequence[int] | None, *, actor: str | Non
             .values(declarations_token=bindparam("t"), token_changed_at=bindparam("at")), old)
     pending = set(session.scalars(
         select(Command.device_id).where(Command.request_type == REQUEST_TYPE,
-                                        Command.status == CommandStatus.QUEUED.value,
+                                        Command.status.in_(_NOT_YET_TAKEN),
                                         in_values(session, Command.device_id, list(changed), integer=True))))
     stamp = isoformat(now)
     bodies: dict[str, dict[str, Any]] = {}  # one validated body per distinct token

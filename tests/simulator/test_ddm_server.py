@@ -184,6 +184,30 @@ def test_a_downgrade_target_is_reported_invalid_to_the_server(live, api, transpo
     assert row["valid"] == "invalid" and row["reasons"][0]["code"] == "Error.ConfigurationCannotBeApplied"
 
 
+def test_a_failed_update_shows_as_failed_with_its_reason(live, api, transport, clock) -> None:
+    phone = _enrolled(transport, 4108, clock)
+    phone.ddm.update_failure = "Not enough storage"
+    device_id = _device_id(api, phone)
+    _blueprint(api, name="ddm failure", scope={"devices": [device_id]},
+               os_update={"version": "17.6", "deadline": DEADLINE})
+    phone.run_session()
+    clock.now += 11
+    phone.ddm.tick()
+    assert phone.os_version == "17.5"
+    items = _status_items(api, device_id)
+    assert items["softwareupdate.install-state"] == "failed"
+    assert items["softwareupdate.failure-reason"]["count"] == 1
+    state = _os_item(api, device_id)
+    assert state["state"] == "failed" and "Not enough storage" in state["detail"]
+
+    # the device tries again and succeeds: the item follows
+    phone.ddm.update_failure = None
+    phone.ddm.retry_update()
+    clock.now += 11
+    phone.ddm.tick()
+    assert phone.os_version == "17.6" and _os_item(api, device_id)["state"] == "installed"
+
+
 def test_a_device_without_ddm_gets_the_mdm_command(live, api, transport, clock) -> None:
     old = _enrolled(transport, 4104, clock, platform="ios")
     old.os_version = "16.7"

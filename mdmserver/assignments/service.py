@@ -223,7 +223,7 @@ def reconcile(
     holds_any = exists().where(state.device_id == Device.id, state.profile_id == profile.id,
                                state.status.in_(HELD))
     now = utcnow()
-    declarative = delivered_declaratively(session, profile.id)
+    declarative = delivered_declaratively(session, profile.id, within=scope if device_ids is not None else None)
     if declarative is not None:
         # where a declarative blueprint delivers it (a legacy-profile declaration), MDM leaves it alone
         scope = and_(scope, not_(declarative))

@@ -455,7 +455,7 @@ def _os_update_plans(session: Session, blueprint: Blueprint, device_ids: Sequenc
     if target is None or not is_active(blueprint, now):
         return []
     # devices that get the target declaratively never get ScheduleOSUpdate for it (docs/ddm.md)
-    declarative = list(ddm.os_targets(session, blueprint, device_ids, now))
+    declarative = list(ddm.os_targets(session, blueprint, device_ids, now, accepted=False))
     sent = exists().where(BlueprintOSUpdate.blueprint_id == blueprint.id, BlueprintOSUpdate.device_id == Device.id,
                           BlueprintOSUpdate.target_version == (Device.os_version if target == LATEST else target))
     candidates = and_(_device_scope(session, device_ids), enforced_condition(session, blueprint, now), manageable(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -39,7 +39,7 @@ from mdmserver.push import service as push_service
 from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
 from mdmserver.records.devices import Device
 from mdmserver.selection.conditions import manageable, unmanaged_reason
-from mdmserver.selection.sql import in_values, uuid_expression
+from mdmserver.selection.sql import in_values, int_pairs, uuid_expression
 from mdmserver.webhooks import events as webhook_events
 from mdmserver.webhooks.events import DeviceRef
 
@@ -222,6 +222,54 @@ def enqueue_where(
         # the wake-up push, in the same transaction (the push outbox coalesces per device)
         push_service.request_push(session, select(Device.id).where(in_values(session, Device.id, touched,
                                                                              integer=True)))
+    return queued
+
+
+def enqueue_each(
+    session: Session,
+    condition: ColumnElement[bool],
+    request_type: str,
+    parameters: Mapping[int, dict[str, Any]],
+    *,
+    actor: str | None,
+    now: datetime,
+    box: SecretBox,
+) -> list[tuple[int, str]]:
+    """Queue ``request_type`` for each device of ``parameters`` (device id → its own parameters, already
+    validated) that meets ``condition``, and owe those devices a push: :func:`enqueue_where` for
+    commands whose parameters differ per device (``DeclarativeManagement``'s per-device sync token).
+
+    A constant number of statements whatever the number of devices: the distinct parameters stored at
+    once (:func:`store_parameters_many`), one ``INSERT … SELECT … RETURNING`` joining the (device,
+    parameters) pairs bound as one parameter, one ``INSERT … SELECT`` into the push outbox.
+    Returns the ``(device_id, uuid)`` of the commands queued."""
+    if not parameters:
+        return []
+    ids = list(parameters)
+    parameter_ids = store_parameters_many(session, [parameters[d] for d in ids],
+                                          request_types=[request_type] * len(ids), box=box)
+    pairs = int_pairs(session, list(zip(ids, parameter_ids, strict=True)), ("device_id", "parameters_id"))
+    source = select(
+        uuid_expression(session),
+        Device.id,
+        literal(request_type, String),
+        pairs.c.parameters_id,
+        literal(0),
+        literal(CommandStatus.QUEUED.value, String),
+        literal(actor, String),
+        literal(now, UTCDateTime),
+        literal(None, UTCDateTime),
+        literal(0),
+    ).join(pairs, pairs.c.device_id == Device.id).where(condition)
+    stmt = insert(Command).from_select(
+        ["uuid", "device_id", "request_type", "parameters_id", "priority", "status", "enqueued_by",
+         "created_at", "expires_at", "attempts"],
+        source,
+    ).returning(Command.device_id, Command.uuid)
+    queued = [(device_id, uuid) for device_id, uuid in session.execute(stmt)]
+    if queued:
+        push_service.request_push(session, select(Device.id).where(
+            in_values(session, Device.id, [d for d, _ in queued], integer=True)))
     return queued
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, func, insert, select, true
 from sqlalchemy.orm import Session
 
-from mdmserver.commands.service import QueuePlan, enqueue_where, validate_command
+from mdmserver.commands.service import enqueue_each, validate_command
 from mdmserver.db import isoformat, utcnow
 from mdmserver.ddm.models import DDMDeclarationStatus, DDMDevice, DDMStatusItem
 from mdmserver.errors import Forbidden, NotFound
@@ -59,6 +59,9 @@ from mdmserver.selection.sql import in_values
 log = logging.getLogger("mdmserver.ddm")
 
 REQUEST_TYPE = "DeclarativeManagement"
+#: a DeclarativeManagement command in these states will still reach the device, which then reads the
+#: current token: no second one is queued (``sent`` is not: the device may have synced already)
+_NOT_YET_TAKEN = (CommandStatus.QUEUED.value, CommandStatus.NOT_NOW.value)
 #: status items one device may have stored (a report that would go past it is refused)
 MAX_ITEMS_PER_DEVICE = 1000
 DDM_PLATFORMS = tuple(ddm.DDM_MINIMUM)
@@ -88,13 +91,14 @@ class OSTarget:
     deadline: str
 
 
-def _capable(session: Session, condition) -> list[Any]:
-    """(id, platform, os_version) of the accepted, manageable devices meeting ``condition`` that are
-    managed declaratively."""
+def _capable(session: Session, condition, *, accepted: bool = True) -> list[Any]:
+    """(id, platform, os_version) of the manageable devices meeting ``condition`` that are managed
+    declaratively; ``accepted``: admitted ones only (only those have declarations: a pending device is
+    served none, it gets them once accepted)."""
+    admitted = Device.admission_status == AdmissionStatus.ACCEPTED.value if accepted else true()
     rows = session.execute(
         select(Device.id, Device.platform, Device.os_version)
-        .where(condition, manageable(), Device.admission_status == AdmissionStatus.ACCEPTED.value,
-               Device.platform.in_(DDM_PLATFORMS))
+        .where(condition, manageable(), admitted, Device.platform.in_(DDM_PLATFORMS))
     ).all()
     return [r for r in rows if ddm.supports_ddm(r.platform, r.os_version)]
 
@@ -111,15 +115,17 @@ def declarative_os_blueprints(session: Session, now: datetime) -> list[Blueprint
 
 
 def os_targets(session: Session, blueprint: Blueprint, device_ids: Sequence[int] | None,
-               now: datetime) -> dict[int, str | None]:
+               now: datetime, *, accepted: bool = True) -> dict[int, str | None]:
     """The devices (among ``device_ids``) that get this blueprint's OS target declaratively, with the
     version their declaration names (``None``: ``latest`` and no newer version known yet). Empty when
-    the target goes by MDM command to everyone. Three statements at most, whatever the number of devices."""
+    the target goes by MDM command to everyone. ``accepted=False``: pending devices too (they will get
+    it declaratively once accepted: the MDM path must leave them out). Three statements at most, whatever
+    the number of devices."""
     if (blueprint.os_update_version is None or blueprint.os_update_deadline is None
             or not is_active(blueprint, now)):
         return {}
     scope = in_values(session, Device.id, device_ids, integer=True) if device_ids is not None else true()
-    devices = _capable(session, and_(scope, enforced_condition(session, blueprint, now)))
+    devices = _capable(session, and_(scope, enforced_condition(session, blueprint, now)), accepted=accepted)
     if not devices:
         return {}
     # a target already sent by ScheduleOSUpdate (before the device could take declarations) stays on
@@ -264,7 +270,8 @@ def sync(session: Session, device_ids: Sequence[int] | None, *, actor: str | Non
     """Queue ``DeclarativeManagement`` (``Data``: the new ``SyncTokens``) for every device (among
     ``device_ids``, else all) whose declaration set changed since it was last told, once: not for a
     device that still has one queued (it reads the current token when it syncs). Returns how many were
-    queued. A constant number of statements whatever the number of devices (one plan per distinct token)."""
+    queued. A constant number of statements whatever the number of devices (``commands.service.enqueue_each``:
+    each device's own token, one INSERT)."""
     now = utcnow()
     sets = declaration_sets(session, device_ids, links, now)
     scope = (in_values(session, DDMDevice.device_id, device_ids, integer=True) if device_ids is not None
@@ -287,19 +294,16 @@ def sync(session: Session, device_ids: Sequence[int] | None, *, actor: str | Non
             .values(declarations_token=bindparam("t"), token_changed_at=bindparam("at")), old)
     pending = set(session.scalars(
         select(Command.device_id).where(Command.request_type == REQUEST_TYPE,
-                                        Command.status == CommandStatus.QUEUED.value,
+                                        Command.status.in_(_NOT_YET_TAKEN),
                                         in_values(session, Command.device_id, list(changed), integer=True))))
-    by_token: dict[str, list[int]] = {}
-    for device_id, token in changed.items():
-        if device_id not in pending:
-            by_token.setdefault(token, []).append(device_id)
     stamp = isoformat(now)
-    plans = [QueuePlan(REQUEST_TYPE, validate_command(REQUEST_TYPE, {"Data": ddm.sync_tokens_data(token, stamp)}),
-                       condition=in_values(session, Device.id, ids, integer=True))
-             for token, ids in by_token.items()]
-    queued = enqueue_where(session, and_(manageable(), Device.admission_status == AdmissionStatus.ACCEPTED.value),
-                           plans, actor=actor, now=now, box=links.box)
-    count = sum(len(rows) for rows in queued)
+    bodies: dict[str, dict[str, Any]] = {}  # one validated body per distinct token
+    for token in set(changed.values()):
+        bodies[token] = validate_command(REQUEST_TYPE, {"Data": ddm.sync_tokens_data(token, stamp)})
+    queued = enqueue_each(session, and_(manageable(), Device.admission_status == AdmissionStatus.ACCEPTED.value),
+                          REQUEST_TYPE, {d: bodies[t] for d, t in changed.items() if d not in pending},
+                          actor=actor, now=now, box=links.box)
+    count = len(queued)
     if count:
         log.info("declaration sets changed on %d devices: DeclarativeManagement queued for %d", len(changed), count)
     return count

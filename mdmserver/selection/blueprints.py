@@ -152,12 +152,16 @@ def declarative_profile_blueprints(session: Session, now: datetime, profile_id: 
     return [b for b in session.scalars(stmt) if is_active(b, now)]
 
 
-def delivered_declaratively(session: Session, profile_id: int) -> ColumnElement[bool] | None:
+def delivered_declaratively(session: Session, profile_id: int,
+                            within: ColumnElement[bool] | None = None) -> ColumnElement[bool] | None:
     """SQL on ``Device``: the profile reaches the device as a legacy-profile declaration (a declarative
     blueprint holding it applies to the device now, and the device takes declarations). There, MDM
-    commands neither install nor remove it, whoever else wants it (docs/ddm.md). ``None``: nowhere."""
+    commands neither install nor remove it, whoever else wants it (docs/ddm.md). ``within``: only these
+    devices are asked about (a reconcile of a few). ``None``: nowhere."""
     blueprints = declarative_profile_blueprints(session, utcnow(), profile_id)
     if not blueprints:
         return None
-    ids = declarative_device_ids(session, or_(*(enforced_condition(session, b, utcnow()) for b in blueprints)))
+    now = utcnow()
+    condition = or_(*(enforced_condition(session, b, now) for b in blueprints))
+    ids = declarative_device_ids(session, condition if within is None else and_(within, condition))
     return in_values(session, Device.id, ids, integer=True)

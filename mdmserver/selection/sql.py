@@ -38,6 +38,21 @@ def in_values(session: Session, column, values: Sequence[Any], *, integer: bool)
     return column.in_(select(each.c.value))
 
 
+def int_pairs(session: Session, pairs: Sequence[tuple[int, int]], names: tuple[str, str]):
+    """A subquery of integer pairs with columns ``names``, the whole list bound as one parameter (a JSON
+    array on SQLite, two PostgreSQL arrays): "this device gets these parameters" for many devices in one
+    statement."""
+    first, second = names
+    if dialect_name(session) == "postgresql":
+        table = func.unnest(bindparam(None, [a for a, _ in pairs], type_=ARRAY(Integer)),
+                            bindparam(None, [b for _, b in pairs], type_=ARRAY(Integer))).table_valued(
+            first, second).render_derived()
+        return select(table.c[first], table.c[second]).subquery()
+    each = func.json_each(bindparam(None, json.dumps([list(p) for p in pairs]), type_=String)).table_valued("value")
+    return select(func.json_extract(each.c.value, "$[0]").label(first),
+                  func.json_extract(each.c.value, "$[1]").label(second)).subquery()
+
+
 def uuid_expression(session: Session) -> ColumnElement[str]:
     """A new upper-case random (version 4) UUID per row, computed by the database."""
     if dialect_name(session) == "postgresql":

@@ -9,9 +9,10 @@ from sqlalchemy import event, update
 
 from mdmserver.records.blueprints import BlueprintOSUpdate
 from mdmserver.records.devices import AvailableOSUpdate, Device
+from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 from tests.blueprints.helpers import commands, created, parameters, patch
 from tests.ddm.helpers import DEADLINE, ddm, device_id, fetch_all, items, tokens
-from tests.factories import seed_devices
+from tests.factories import install_push_topic, make_wifi_profile, seed_devices
 
 SOFTWARE_UPDATE = "com.apple.configuration.softwareupdate.enforcement.specific"
 
@@ -213,6 +214,7 @@ def test_declaration_generation_statements_do_not_grow_with_the_devices(client, 
     counts = {}
     for size in (5, 50):
         ids = seed_devices(db_session, size, start=size * 1000, platform="ios", os_version="17.5")
+        profile = make_wifi_profile(db_session, f"com.example.count{size}")
         db_session.commit()
         seen: list[str] = []
 
@@ -223,12 +225,14 @@ def test_declaration_generation_statements_do_not_grow_with_the_devices(client, 
         bind = db_session.get_bind()
         event.listen(bind, "before_execute", listener)
         try:
-            doc = created(client, h, name=f"n{size}", scope={"devices": ids},
-                          os_update={"version": f"17.6.{size}", "deadline": DEADLINE})
+            # legacy profiles make every device's set (its URLs), hence its token and command, its own
+            doc = created(client, h, name=f"n{size}", scope={"devices": ids}, profiles=[profile.id],
+                          declarative_profiles=True, os_update={"version": f"17.6.{size}", "deadline": DEADLINE})
         finally:
             event.remove(bind, "before_execute", listener)
         assert doc["meta"]["reconcile"]["declarative_management_queued"] == size
         assert doc["meta"]["reconcile"]["os_update_queued"] == 0
+        assert doc["meta"]["reconcile"]["profile_install_queued"] == 0
         counts[size] = len(seen)
         patch(client, h, doc["data"]["id"], enabled=False)  # the next round measures one active blueprint
     assert counts[5] == counts[50], counts
@@ -244,3 +248,26 @@ def test_a_device_enrolling_again_is_told_of_its_set_anew(client, auth, db_sessi
     assert len(commands(db_session, "DeclarativeManagement")) == 2
     command = _acknowledge(phone, "DeclarativeManagement")
     assert json.loads(command["Data"])["SyncTokens"]["DeclarationsToken"] == tokens(phone)
+
+
+def test_a_pending_device_gets_neither_path_until_accepted(app, client, auth, db_session, monkeypatch):
+    """A pending iOS 17 device is served no declarations (a legacy profile may hold secrets) and gets no
+    ScheduleOSUpdate either (once accepted it takes the target declaratively, one way only)."""
+    monkeypatch.setitem(app.config, "ADMISSION_POLICY", "manual")
+    monkeypatch.setitem(app.config, "ENROLL_RATE_LIMIT", 0)
+    install_push_topic(db_session, monkeypatch)
+    h = auth("read", "write")
+    sim = SimulatedDevice(FlaskTransport(client), platform="ios", seed=1717)
+    sim.enroll()
+    assert sim.authenticate() == 200 and sim.token_update() == 200
+    pid = device_id(db_session, sim)
+    doc = created(client, h, name="pending", is_global=True, os_update={"version": "17.6", "deadline": DEADLINE})
+    client.post(f"/api/v1/blueprints/{doc['data']['id']}/reconcile", headers=h)
+    assert commands(db_session, device_id=pid) == []
+    assert items(sim)["Declarations"]["Configurations"] == []
+    pending = client.get("/api/management/v1/admission/devices?status=pending", headers=h).get_json()
+    (auth_set,) = [a for a in pending if a["device_id"] == str(pid)]
+    assert client.put(f"/api/management/v1/admission/devices/{auth_set['id']}/status", headers=h,
+                      json={"status": "accepted"}).status_code == 200
+    assert [c.request_type for c in commands(db_session, device_id=pid)] == ["DeclarativeManagement"]
+    assert any(c["Identifier"].endswith(".softwareupdate") for c in items(sim)["Declarations"]["Configurations"])

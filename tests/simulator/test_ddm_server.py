@@ -107,19 +107,25 @@ def test_os_target_over_ddm_round_trip(live, api, transport, clock) -> None:
     assert {e["StatusItem"] for e in errors} == {"device.operating-system.supplemental.extra-version"}
     assert items["softwareupdate.install-reason"] == {"reason": ["declaration"], "declaration-id": enforcement}
 
-    # the update installs after its delay; the next session reports it, and so does DeviceInformation
+    assert _os_item(api, device_id)["detail"] == "softwareupdate.install-state: downloading"
+
+    # the update installs after its delay; the device reports it (a status report, incremental) and the
+    # blueprint's OS item follows the report
     clock.now += 11
-    created = api.post(f"/api/v1/devices/{device_id}/commands", json={"request_type": "DeviceInformation"})
-    assert created.status_code in (201, 202)
-    assert [(t, s) for _u, t, s in phone.run_session()] == [("DeviceInformation", "Acknowledged")]
+    report = phone.ddm.tick()
+    assert "FullReport" not in report and "management" not in report["StatusItems"]  # no declaration changed
     assert phone.os_version == "17.6" and phone.build_version == "21G80"
     items = _status_items(api, device_id)
     assert items["device.operating-system.version"] == "17.6"
     assert items["device.operating-system.build-version"] == "21G80"
     assert items["softwareupdate.install-state"] == "none"
     assert items["softwareupdate.pending-version"] == {"os-version": "", "build-version": ""}
-    assert api.get(f"/api/v1/devices/{device_id}").json()["data"]["attributes"]["os_version"] == "17.6"
     assert _os_item(api, device_id)["state"] == "installed"
+    # and so does its next DeviceInformation, for the inventory
+    created = api.post(f"/api/v1/devices/{device_id}/commands", json={"request_type": "DeviceInformation"})
+    assert created.status_code in (201, 202)
+    assert [(t, s) for _u, t, s in phone.run_session()] == [("DeviceInformation", "Acknowledged")]
+    assert api.get(f"/api/v1/devices/{device_id}").json()["data"]["attributes"]["os_version"] == "17.6"
     # never both ways: no ScheduleOSUpdate was sent to this device
     history = api.get(f"/api/v1/devices/{device_id}/commands").json()["data"]
     assert "ScheduleOSUpdate" not in {c["attributes"]["request_type"] for c in history}
@@ -176,6 +182,30 @@ def test_a_downgrade_target_is_reported_invalid_to_the_server(live, api, transpo
     assert phone.os_version == "17.6"
     row = _declarations(api, device_id)[f"mdmserver.blueprint.{blueprint_id}.softwareupdate"]["reported"]
     assert row["valid"] == "invalid" and row["reasons"][0]["code"] == "Error.ConfigurationCannotBeApplied"
+
+
+def test_a_failed_update_shows_as_failed_with_its_reason(live, api, transport, clock) -> None:
+    phone = _enrolled(transport, 4108, clock)
+    phone.ddm.update_failure = "Not enough storage"
+    device_id = _device_id(api, phone)
+    _blueprint(api, name="ddm failure", scope={"devices": [device_id]},
+               os_update={"version": "17.6", "deadline": DEADLINE})
+    phone.run_session()
+    clock.now += 11
+    phone.ddm.tick()
+    assert phone.os_version == "17.5"
+    items = _status_items(api, device_id)
+    assert items["softwareupdate.install-state"] == "failed"
+    assert items["softwareupdate.failure-reason"]["count"] == 1
+    state = _os_item(api, device_id)
+    assert state["state"] == "failed" and "Not enough storage" in state["detail"]
+
+    # the device tries again and succeeds: the item follows
+    phone.ddm.update_failure = None
+    phone.ddm.retry_update()
+    clock.now += 11
+    phone.ddm.tick()
+    assert phone.os_version == "17.6" and _os_item(api, device_id)["state"] == "installed"
 
 
 def test_a_device_without_ddm_gets_the_mdm_command(live, api, transport, clock) -> None:

@@ -48,18 +48,21 @@ from connect_setup import (  # noqa: E402
 )
 
 _LUA = r"""
-local data = dofile("%(data)s")
 local counter = 0
 function setup(thread)
   counter = counter + 1
   thread:set("id", counter)
 end
 function init(args)
-  requests = data[id]
+  requests = dofile("%(data)s" .. id .. ".lua")
   index = 0
   answered = 0
 end
 function request()
+  if index == 0 then
+    local f = io.open("%(started)s" .. id, "w")
+    f:close()
+  end
   index = index + 1
   if index > #requests then index = #requests end
   return requests[index]
@@ -100,17 +103,17 @@ def _http_request(port: int, body: bytes, signature: str) -> bytes:
 
 def wrk(url: str, port: int, jobs: list[list[tuple[bytes, str]]], work: Path) -> dict:
     """One wrk run: ``jobs[i]`` is the ordered list of (body, signature) of connection i."""
-    data = work / f"requests-{port}.lua"
-    with data.open("w") as out:
-        out.write("return {\n")
-        for job in jobs:
-            out.write("{" + ",\n".join(_lua_string(_http_request(port, b, s)) for b, s in job) + "},\n")
-        out.write("}\n")
+    # one file per connection: each wrk thread loads only its own requests
+    data = work / f"requests-{port}-"
+    for index, job in enumerate(jobs, start=1):
+        with (work / f"{data.name}{index}.lua").open("w") as out:
+            out.write("return {" + ",\n".join(_lua_string(_http_request(port, b, s)) for b, s in job) + "}\n")
     script = work / f"script-{port}.lua"
     done = work / f"done-{port}-"
-    script.write_text(_LUA % {"data": data, "done": done})
+    started = work / f"started-{port}-"
     n = len(jobs)
-    for old in work.glob(done.name + "*"):
+    script.write_text(_LUA % {"data": data, "done": done, "started": started})
+    for old in [*work.glob(done.name + "*"), *work.glob(started.name + "*")]:
         old.unlink()
     # wrk's own clock runs for -d whatever its threads do: each thread marks its end with a file, and
     # SIGINT, once all have, makes wrk print its summary over the time actually taken.
@@ -126,7 +129,14 @@ def wrk(url: str, port: int, jobs: list[list[tuple[bytes, str]]], work: Path) ->
     expected = sum(len(job) for job in jobs)
     if r["errors"] or r["requests"] < expected:
         raise SystemExit(f"benchmark invalid: {url}: {r} ({expected} requests expected)\n{stdout}")
-    return {"requests": r["requests"], "rps": r["requests"] / (r["duration_us"] / 1e6),
+    # The time is taken from the files (first request sent, last answer received), not from wrk's own
+    # clock: wrk starts that clock only after it has created every thread, and each thread loads its
+    # requests when it is created while those created before it are already sending, so a fast target
+    # did much of its work before the clock started and its rate came out several times too high.
+    first = min(path.stat().st_mtime_ns for path in work.glob(started.name + "*"))
+    last = max(path.stat().st_mtime_ns for path in work.glob(done.name + "*"))
+    seconds = (last - first) / 1e9
+    return {"requests": r["requests"], "rps": r["requests"] / seconds,
             "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000}
 
 

@@ -117,13 +117,15 @@ def _free_port() -> int:
 
 
 class Server:
-    """gunicorn serving ``connect_apps:<factory>()`` on a free port."""
+    """gunicorn serving ``connect_apps:<factory>()`` on a free port, with gthread workers as ``mdmserver
+    serve`` (also with one thread: gunicorn's default for that would be the sync worker)."""
 
     def __init__(self, factory: str, env: dict[str, str], workers: int, threads: int) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [str(ROOT / ".venv/bin/gunicorn"), "--workers", str(workers), "--threads", str(threads),
+            [str(ROOT / ".venv/bin/gunicorn"), "--worker-class", "gthread", "--workers", str(workers),
+             "--threads", str(threads),
              "--bind", f"127.0.0.1:{self.port}", "--chdir", str(ROOT / "bench"), "--log-level", "warning",
              f"connect_apps:{factory}()"],
             # the profiles it serves name its own URL (the SCEP payload's URL is one a device fetches)

@@ -211,4 +211,6 @@ def _engine_options(url: str, busy_timeout: float) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # The driver's timeout is SQLite's busy_timeout: how long a writer waits for the write lock.
         return {"connect_args": {"timeout": float(busy_timeout), "check_same_thread": False}}
-    return {"pool_pre_ping": True}
+    # No pool_pre_ping (a round trip before every request's statements): a pooled connection that sat
+    # idle is pinged before use instead (mdmserver.db._ping_if_idle); one in steady use is not.
+    return {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import sqlite3
+import time
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,8 +17,9 @@ from sqlalchemy import ColumnElement, DateTime, MetaData, Select, delete, event,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError as UrlError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, scoped_session
+from sqlalchemy.pool import Pool
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -248,6 +250,41 @@ def _sqlite_begin(connection: Connection) -> None:
     if connection.dialect.name == "sqlite":
         mode = connection.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+# --- Pooled server connections: pinged before use only after sitting idle --------------------------------
+
+#: a pooled PostgreSQL connection idle in the pool longer than this is pinged before it is handed out
+PING_AFTER_IDLE_SECONDS = 10.0
+_IDLE_SINCE = "mdmserver_idle_since"
+
+
+@event.listens_for(Pool, "checkin")
+def _mark_idle(dbapi_connection, connection_record) -> None:
+    if connection_record is not None:
+        connection_record.info[_IDLE_SINCE] = time.monotonic()
+
+
+@event.listens_for(Pool, "checkout")
+def _ping_if_idle(dbapi_connection, connection_record, connection_proxy) -> None:
+    """What ``pool_pre_ping`` does, but only for a connection that sat in the pool for more than
+    ``PING_AFTER_IDLE_SECONDS`` (the server restarted, a firewall dropped it): one in steady use, as under
+    load, costs no round trip. A failed ping discards the connection and the pool hands out a new one.
+    A connection that breaks while in use fails its request, and the pool then replaces every
+    connection of that engine (SQLAlchemy's disconnect handling). SQLite connections are files: none."""
+    if isinstance(dbapi_connection, sqlite3.Connection) or connection_record is None:
+        return
+    since = connection_record.info.get(_IDLE_SINCE)
+    if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+        return  # new, or back in the pool a moment ago
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as exc:  # noqa: BLE001 — whatever the driver raises, the connection is unusable
+        raise DisconnectionError(f"pooled connection did not answer a ping: {exc}") from exc
 
 
 # --- A database that cannot be reached: one paragraph with the fix, not a traceback -------------------

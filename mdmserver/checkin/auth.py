@@ -18,6 +18,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from urllib.parse import unquote
 
 from cryptography import x509 as cx509
@@ -107,7 +108,14 @@ def authenticate(
         raise DeviceAuthError("no client certificate header")
     else:
         raise DeviceAuthError("neither Mdm-Signature nor a client certificate header")
-    problem = x509.client_identity_problem(cert)
+    problem, fingerprint = _identity_facts(cert)
     if problem is not None:
         raise DeviceAuthError(f"not a device identity: {problem}")
-    return DeviceIdentity(certificate=cert, fingerprint=x509.fingerprint_sha256(cert))
+    return DeviceIdentity(certificate=cert, fingerprint=fingerprint)
+
+
+@lru_cache(maxsize=10_000)
+def _identity_facts(cert: cx509.Certificate) -> tuple[str | None, str]:
+    """Why ``cert`` cannot be a device identity (``None``: it can) and its fingerprint: pure functions
+    of the certificate's bytes (certificates hash and compare by their DER), read once per certificate."""
+    return x509.client_identity_problem(cert), x509.fingerprint_sha256(cert)

@@ -15,8 +15,10 @@ import uuid as uuidlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 
 from mdmserver import workflows
@@ -27,6 +29,7 @@ from mdmserver.audit.service import record_event
 from mdmserver.blueprints import service as blueprints
 from mdmserver.checkin.auth import DeviceIdentity
 from mdmserver.commands import service as commands
+from mdmserver.compliance import service as compliance
 from mdmserver.db import utcnow
 from mdmserver.ddm import service as ddm
 from mdmserver.devices import service as devices
@@ -43,6 +46,7 @@ from mdmserver.records.commands import CommandStatus
 from mdmserver.records.devices import Device
 from mdmserver.scep import service as scep
 from mdmserver.webhooks import events as webhook_events
+from mdmserver.webhooks import outbox as webhook_outbox
 from mdmserver.webhooks.events import DeviceRef
 
 log = logging.getLogger("mdmserver.checkin")
@@ -537,6 +541,16 @@ _BOUND_HANDLERS: dict[str, Callable[[Session, Device, Any, CheckinSettings], byt
 # --- command channel -------------------------------------------------------------------------------
 
 
+@cache
+def _result_probes() -> tuple[ColumnElement[bool], ...]:
+    """What a result's handling reads with the device (one statement, no more): whether any webhook
+    subscription listens and whether any compliance policy is enabled. Without them the result's
+    webhook events and the device's compliance evaluation would change nothing: they are skipped, and
+    their statements with them. (A subscription or policy committed while the request runs counts from
+    the next request, as one committed just after it would.)"""
+    return (webhook_outbox.listening(), compliance.policies_enabled())
+
+
 def handle_connect(
     session: Session, result: CommandResult, raw: bytes, identity: DeviceIdentity, box: SecretBox,
     public_url: str,
@@ -548,7 +562,8 @@ def handle_connect(
     """
     now = utcnow()
     idle = result.status is ResultStatus.IDLE
-    state = commands.connect_state(session, result.udid, after_idle=idle, now=now)
+    state = commands.connect_state(session, result.udid, after_idle=idle, now=now,
+                                   probes=() if idle else _result_probes())
     if state is None:
         raise refuse("unknown device %s (no Authenticate yet)", result.udid)
     if state.identity_fingerprint != identity.fingerprint:
@@ -559,15 +574,18 @@ def handle_connect(
         raise refuse("device %s is %s", result.udid, state.admission_status)
     devices.touch_last_seen(session, state, now)
     if not idle:
-        answered = commands.record_result(session, state.id, result, raw, box, serial_number=state.serial_number)
+        webhooks_listening, compliance_policies = state.probes
+        answered = commands.record_result(session, state.id, result, raw, box, serial_number=state.serial_number,
+                                          webhooks_listening=webhooks_listening)
         queued_now = False
         if answered is not None and answered.status == CommandStatus.ACKNOWLEDGED:
             inventory_update = devices.apply_inventory(session, state.id, answered.request_type, result.raw)
-            if inventory_update.applied:
+            if inventory_update.applied and compliance_policies:
                 workflows.inventory_applied(session, state.id, answered.request_type)
             if inventory_update.group_fields_changed:
-                webhook_events.inventory_changed(session, DeviceRef(state.id, state.udid, state.serial_number),
-                                                 request_type=answered.request_type)
+                if webhooks_listening:
+                    webhook_events.inventory_changed(session, DeviceRef(state.id, state.udid, state.serial_number),
+                                                     request_type=answered.request_type)
                 # it may have entered or left a smart group: its assignments follow, for this device only
                 counts = assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box)
                 apps = app_assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box,

@@ -72,14 +72,16 @@ def _trusted_proxies() -> tuple[peers.Network, ...]:
 def _identify(body: bytes) -> device_auth.DeviceIdentity:
     config = current_app.config
     header_name = config.get("CLIENT_CERT_HEADER")
+    cert_header = request.headers.get(header_name) if header_name else None
     try:
         return device_auth.authenticate(
             body=body,
             signature_header=request.headers.get("Mdm-Signature"),
-            cert_header_value=request.headers.get(header_name) if header_name else None,
+            cert_header_value=cert_header,
             mode=config["DEVICE_AUTH"],
             ca_cert=_ca_certificate(db.session),
-            header_trusted=peers.is_trusted(request.remote_addr, _trusted_proxies()),
+            # only a request that carries the header needs to know (most carry a signature alone)
+            header_trusted=bool(cert_header) and peers.is_trusted(request.remote_addr, _trusted_proxies()),
             verdicts=_certificate_verdicts(),
         )
     except device_auth.DeviceAuthError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from sqlalchemy import (
     exists,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     update,
@@ -389,15 +391,30 @@ class ConnectState:
     #: when the certificate bound to the device was revoked (``None``: not revoked)
     identity_revoked_at: datetime | None = None
     serial_number: str | None = None
+    #: the values of the ``probes`` read with the device (:func:`connect_state`)
+    probes: tuple[bool, ...] = ()
+
+
+_STATUS_WORD = re.compile(r"[a-z_]+")
+
+
+def _sql_constants(statuses: Sequence[str]) -> list[ColumnElement[str]]:
+    """Our status names as SQL string literals (they are plain words: nothing to quote)."""
+    for status in statuses:
+        if not _STATUS_WORD.fullmatch(status):
+            raise ValueError(f"status {status!r} is not a plain word")
+    return [literal_column(f"'{status}'", String()) for status in statuses]
 
 
 @cache
-def _connect_statement(after_idle: bool):
+def _connect_statement(after_idle: bool, probes: tuple[ColumnElement[bool], ...] = ()):
     """Built once per variant on the Core tables (statement construction and ORM compilation cost
     more than running it)."""
     devices, commands, stored = Device.__table__, Command.__table__, CommandParameters.__table__
     certificates = Certificate.__table__
-    statuses = IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
+    # the statuses are our constants, written into the SQL: an expanding IN parameter would be
+    # rendered again at every execution
+    statuses = _sql_constants(IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES)
     now = bindparam("now", type_=UTCDateTime())
     next_id = (
         select(commands.c.id)
@@ -416,6 +433,7 @@ def _connect_statement(after_idle: bool):
             devices.c.id, devices.c.udid, devices.c.identity_fingerprint, devices.c.admission_status,
             devices.c.last_seen_at, commands.c.id, commands.c.uuid, commands.c.request_type,
             stored.c.body, certificates.c.revoked_at, devices.c.serial_number,
+            *(probe.label(f"probe_{index}") for index, probe in enumerate(probes)),
         )
         .select_from(
             devices.outerjoin(commands, commands.c.id == next_id)
@@ -426,14 +444,21 @@ def _connect_statement(after_idle: bool):
     )
 
 
-def connect_state(session: Session, udid: str, *, after_idle: bool, now: datetime) -> ConnectState | None:
+def connect_state(
+    session: Session, udid: str, *, after_idle: bool, now: datetime, probes: tuple[ColumnElement[bool], ...] = (),
+) -> ConnectState | None:
     """The device named by ``udid`` and the command to offer next, in one indexed query.
 
     After a result only commands not yet offered since the last Idle (``queued``) are candidates;
-    on Idle every active command is (NotNow'd and unanswered ones are offered again).
+    on Idle every active command is (NotNow'd and unanswered ones are offered again). ``probes``:
+    uncorrelated boolean expressions (e.g. EXISTS) read in the same statement, their values in
+    ``ConnectState.probes``; pass the same tuple every time (the statement is built once per tuple).
     """
-    row = session.execute(_connect_statement(after_idle), {"udid": udid, "now": now}).first()
-    return ConnectState(*row) if row is not None else None
+    row = session.connection().execute(_connect_statement(after_idle, probes), {"udid": udid, "now": now}).first()
+    if row is None:
+        return None
+    fields = len(row) - len(probes)
+    return ConnectState(*row[:fields], probes=tuple(bool(value) for value in row[fields:]))
 
 
 def expire_due(session: Session, now: datetime, device_id: int | None = None) -> int:
@@ -506,12 +531,13 @@ def _record_statement(final: bool):
 
 def record_result(
     session: Session, device_id: int, result: CommandResult, raw: bytes, box: SecretBox, *,
-    serial_number: str | None = None,
+    serial_number: str | None = None, webhooks_listening: bool = True,
 ) -> RecordedResult | None:
     """Store a device's answer with one ``UPDATE … RETURNING``; an answer holding secrets (bypass
     code, FileVault key...) is sealed. Answers for unknown or already finished UUIDs change
     nothing: they are logged and ignored (``None``). A recorded answer is a ``command.*`` webhook
-    event (no parameters, no result: only the command's identity, status and error chain)."""
+    event (no parameters, no result: only the command's identity, status and error chain), unless
+    the caller knows that no webhook subscription listens (``webhooks_listening`` false)."""
     status = _RESULT_STATUS[result.status]
     final = status is not CommandStatus.NOT_NOW
     params: dict[str, Any] = {
@@ -531,6 +557,8 @@ def record_result(
                     result.status.value, result.command_uuid, device_id)
         return None
     recorded = RecordedResult(*row)
+    if not webhooks_listening:
+        return recorded
     webhook_events.command_answered(
         session, DeviceRef(device_id, result.udid, serial_number), command_uuid=params["command_uuid"],
         request_type=recorded.request_type, status=recorded.status,

@@ -315,6 +315,13 @@ RULES: dict[str, Callable[[Session, dict[str, Any], datetime], Compiled]] = {
 # --- policies -------------------------------------------------------------------------------------
 
 
+def policies_enabled() -> ColumnElement[bool]:
+    """EXISTS: some compliance policy is enabled. Without one a device's new inventory changes no
+    compliance state, so a caller that reads this with other data (the connect path reads it with the
+    device) can skip :func:`evaluate` and its policy query."""
+    return exists().where(CompliancePolicy.enabled.is_(True))
+
+
 def policies_query():
     return select(CompliancePolicy)
 

@@ -124,8 +124,13 @@ def looks_like_cms(data: bytes) -> bool:
 
 def _prescan(data: bytes) -> None:
     """Walk the BER TLV structure without building objects; refuse what the parser should not see."""
-    n = len(data)
-    pos = 0
+    _prescan_region(data, 0, len(data), 0)
+
+
+def _prescan_region(data: bytes, start: int, end: int, depth: int) -> None:
+    """:func:`_prescan` of the one element ``data[start:end]``, found ``depth`` levels deep."""
+    n = end
+    pos = start
     count = 0
     # Each open constructed element: its end offset, or None for indefinite length.
     stack: list[int | None] = []
@@ -176,7 +181,7 @@ def _prescan(data: bytes) -> None:
             raise CMSError("malformed CMS: too many elements")
         constructed = bool(tag & 0x20)
         if constructed:
-            if len(stack) >= MAX_DEPTH:
+            if len(stack) + depth >= MAX_DEPTH:
                 raise CMSError("malformed CMS: nested too deeply")
             if indefinite:
                 stack.append(None)
@@ -241,6 +246,10 @@ class CertificateVerdicts:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def known(self, der: bytes) -> bool:
+        """Whether this exact certificate is kept (it had a positive verdict)."""
+        return der in self._entries
 
     def facts(self, der: bytes) -> _CertFacts:
         """The facts of a certificate seen before with a positive verdict, else freshly read (and not
@@ -456,6 +465,221 @@ def _guarded(func, *args):
         raise CMSError("malformed CMS") from exc
 
 
+# --- the device channel's fast path: a bounded DER walk of the one shape devices send ------------
+#
+# A device's Mdm-Signature is always the same shape: DER, one signer named by issuer and serial (or
+# key identifier), signed attributes, no CRLs, no unsigned attributes. :func:`_fast_verify` walks
+# exactly that shape over the bytes, without building asn1crypto objects, and performs every check
+# of the general path on it. It only ever *accepts*: on anything else (another shape, BER, an
+# algorithm it does not know, and every failed check) it answers ``None`` and the general path
+# decides, with its own reasons. So an answer of the fast path is always one the general path gives.
+
+_TAG_SEQUENCE, _TAG_SET, _TAG_OID, _TAG_OCTETS, _TAG_INTEGER = 0x30, 0x31, 0x06, 0x04, 0x02
+_OID_DATA_DER = bytes.fromhex("2a864886f70d010701")
+_OID_SIGNED_DATA_DER = bytes.fromhex("2a864886f70d010702")
+_OID_CONTENT_TYPE_DER = bytes.fromhex("2a864886f70d010903")
+_OID_MESSAGE_DIGEST_DER = bytes.fromhex("2a864886f70d010904")
+#: digestAlgorithm OIDs (content bytes) -> hashlib / cryptography name
+_DIGEST_OIDS = {
+    bytes.fromhex("2b0e03021a"): "sha1",
+    bytes.fromhex("608648016503040204"): "sha224",
+    bytes.fromhex("608648016503040201"): "sha256",
+    bytes.fromhex("608648016503040202"): "sha384",
+    bytes.fromhex("608648016503040203"): "sha512",
+}
+#: signatureAlgorithm OIDs -> (key kind, hash name; None: the digest algorithm's)
+_SIGNATURE_OIDS = {
+    bytes.fromhex("2a864886f70d010101"): ("rsa", None),  # rsaEncryption
+    bytes.fromhex("2a864886f70d010105"): ("rsa", "sha1"),
+    bytes.fromhex("2a864886f70d01010e"): ("rsa", "sha224"),
+    bytes.fromhex("2a864886f70d01010b"): ("rsa", "sha256"),
+    bytes.fromhex("2a864886f70d01010c"): ("rsa", "sha384"),
+    bytes.fromhex("2a864886f70d01010d"): ("rsa", "sha512"),
+    bytes.fromhex("2a8648ce3d040301"): ("ec", "sha224"),
+    bytes.fromhex("2a8648ce3d040302"): ("ec", "sha256"),
+    bytes.fromhex("2a8648ce3d040303"): ("ec", "sha384"),
+    bytes.fromhex("2a8648ce3d040304"): ("ec", "sha512"),
+}
+_KEY_TYPES = {"rsa": rsa.RSAPublicKey, "ec": ec.EllipticCurvePublicKey}
+
+
+class _NotFast(Exception):
+    """The fast path does not decide this input: the general path will."""
+
+
+def _tlv(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER element at ``pos``, which must end by ``end``:
+    low tag numbers and definite lengths only."""
+    if pos + 2 > end:
+        raise _NotFast
+    tag = data[pos]
+    if tag & 0x1F == 0x1F:
+        raise _NotFast
+    first = data[pos + 1]
+    pos += 2
+    if first < 0x80:
+        length = first
+    else:
+        width = first & 0x7F
+        if width == 0 or width > 3 or pos + width > end:
+            raise _NotFast
+        length = int.from_bytes(data[pos:pos + width], "big")
+        pos += width
+    if pos + length > end:
+        raise _NotFast
+    return tag, pos, pos + length
+
+
+def _children(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:
+    """(tag, element start, content start, content end) of every element of ``data[start:end]``."""
+    out = []
+    pos = start
+    while pos < end:
+        tag, s, e = _tlv(data, pos, end)
+        out.append((tag, pos, s, e))
+        pos = e
+    if len(out) > 64:  # no structure of this shape has more
+        raise _NotFast
+    return out
+
+
+def _bounded(data: bytes, start: int, end: int, depth: int) -> None:
+    """Apply the general path's limits (:func:`_prescan`) to an element the walk does not descend
+    into, at the nesting depth it has in the whole structure."""
+    try:
+        _prescan_region(data, start, end, depth)
+    except CMSError:
+        raise _NotFast from None
+
+
+def _algorithm(data: bytes, element: tuple[int, int, int, int], depth: int) -> bytes:
+    """The OID (content bytes) of an AlgorithmIdentifier; its parameters are only bounded."""
+    tag, _, s, e = element
+    if tag != _TAG_SEQUENCE:
+        raise _NotFast
+    parts = _children(data, s, e)
+    if not parts or parts[0][0] != _TAG_OID or len(parts) > 2:
+        raise _NotFast
+    if len(parts) == 2:
+        _bounded(data, parts[1][1], parts[1][3], depth + 1)
+    return data[parts[0][2]:parts[0][3]]
+
+
+def _fast_verify(data: bytes, content: bytes, verdicts: CertificateVerdicts | None) -> _CertFacts | None:
+    try:
+        return _fast_walk(data, content, verdicts)
+    except _NotFast:
+        return None
+    except Exception:  # noqa: BLE001 — any failure (a malformed certificate, an unknown key type…): the
+        return None  # general path refuses it with its own reason
+
+
+def _fast_walk(data: bytes, content: bytes, verdicts: CertificateVerdicts | None) -> _CertFacts | None:
+    n = len(data)
+    tag, s, e = _tlv(data, 0, n)  # ContentInfo, depth 1
+    if tag != _TAG_SEQUENCE or e != n:
+        raise _NotFast
+    info = _children(data, s, e)
+    if len(info) != 2 or info[0][0] != _TAG_OID or data[info[0][2]:info[0][3]] != _OID_SIGNED_DATA_DER:
+        raise _NotFast
+    if info[1][0] != 0xA0:
+        raise _NotFast
+    explicit = _children(data, info[1][2], info[1][3])  # [0] EXPLICIT, depth 2
+    if len(explicit) != 1 or explicit[0][0] != _TAG_SEQUENCE:
+        raise _NotFast
+    parts = _children(data, explicit[0][2], explicit[0][3])  # SignedData, depth 3
+    if len(parts) != 5 or parts[0][0] != _TAG_INTEGER or parts[1][0] != _TAG_SET or parts[2][0] != _TAG_SEQUENCE:
+        raise _NotFast
+    if parts[3][0] != 0xA0 or parts[4][0] != _TAG_SET:
+        raise _NotFast  # no certificates, CRLs present...: the general path
+    _bounded(data, parts[0][1], parts[0][3], 3)
+    _bounded(data, parts[1][1], parts[1][3], 3)
+    encap = _children(data, parts[2][2], parts[2][3])  # depth 4: detached, so the content type alone
+    if len(encap) != 1 or encap[0][0] != _TAG_OID:
+        raise _NotFast
+    econtent_type = data[encap[0][2]:encap[0][3]]
+    cert_elements = _children(data, parts[3][2], parts[3][3])  # depth 5 each
+    if not cert_elements or any(c[0] != _TAG_SEQUENCE for c in cert_elements):
+        raise _NotFast
+    signers = _children(data, parts[4][2], parts[4][3])
+    if len(signers) != 1 or signers[0][0] != _TAG_SEQUENCE:
+        raise _NotFast
+    signer_info = _children(data, signers[0][2], signers[0][3])  # depth 5, its parts depth 6
+    if len(signer_info) != 6 or signer_info[0][0] != _TAG_INTEGER or signer_info[3][0] != 0xA0:
+        raise _NotFast
+    if signer_info[5][0] != _TAG_OCTETS:
+        raise _NotFast
+    _bounded(data, signer_info[0][1], signer_info[0][3], 5)
+
+    # the signer's certificate, read once per distinct DER (a cached one was bounded when it was kept)
+    certs = []
+    for _, start, _, end in cert_elements:
+        der = data[start:end]
+        if verdicts is None or not verdicts.known(der):
+            _bounded(data, start, end, 4)
+        certs.append(verdicts.facts(der) if verdicts is not None else _read_certificate(der))
+    sid_tag, sid_start, sid_s, sid_e = signer_info[1]
+    signer = None
+    if sid_tag == _TAG_SEQUENCE:  # issuerAndSerialNumber
+        sid = _children(data, sid_s, sid_e)
+        if len(sid) != 2 or sid[0][0] != _TAG_SEQUENCE or sid[1][0] != _TAG_INTEGER:
+            raise _NotFast
+        _bounded(data, sid[0][1], sid[0][3], 6)
+        issuer = data[sid[0][1]:sid[0][3]]
+        serial = int.from_bytes(data[sid[1][2]:sid[1][3]], "big", signed=True)
+        signer = next((f for f in certs if f.serial == serial and f.issuer_der == issuer), None)
+    elif sid_tag == 0x80:  # [0] subjectKeyIdentifier
+        wanted = data[sid_s:sid_e]
+        signer = next((f for f in certs if f.key_identifier is not None
+                       and hmac.compare_digest(f.key_identifier, wanted)), None)
+    if signer is None:
+        raise _NotFast
+    digest_name = _DIGEST_OIDS.get(_algorithm(data, signer_info[2], 5))
+    if digest_name is None:
+        raise _NotFast
+
+    # signed attributes: contentType and messageDigest once each, one value each
+    _, attrs_start, attrs_s, attrs_e = signer_info[3]
+    message_digest = content_type = None
+    attributes = _children(data, attrs_s, attrs_e)
+    if not attributes:
+        raise _NotFast
+    for tag, _, s, e in attributes:  # depth 6
+        attr = _children(data, s, e)
+        if tag != _TAG_SEQUENCE or len(attr) != 2 or attr[0][0] != _TAG_OID or attr[1][0] != _TAG_SET:
+            raise _NotFast
+        attr_type = data[attr[0][2]:attr[0][3]]
+        values = _children(data, attr[1][2], attr[1][3])  # depth 8
+        if attr_type == _OID_MESSAGE_DIGEST_DER:
+            if len(values) != 1 or values[0][0] != _TAG_OCTETS or message_digest is not None:
+                raise _NotFast
+            message_digest = data[values[0][2]:values[0][3]]
+        elif attr_type == _OID_CONTENT_TYPE_DER:
+            if len(values) != 1 or values[0][0] != _TAG_OID or content_type is not None:
+                raise _NotFast
+            content_type = data[values[0][2]:values[0][3]]
+        else:
+            _bounded(data, attr[1][1], attr[1][3], 7)
+    if message_digest is None or (content_type is not None and content_type != econtent_type):
+        raise _NotFast
+    if not hmac.compare_digest(hashlib.new(digest_name, content).digest(), message_digest):
+        raise _NotFast
+    # the signature covers the attributes' DER with the SET OF tag in place of [0] IMPLICIT
+    signed_bytes = b"\x31" + data[attrs_start + 1:attrs_e]
+
+    kind_hash = _SIGNATURE_OIDS.get(_algorithm(data, signer_info[4], 5))
+    if kind_hash is None:
+        raise _NotFast
+    kind, hash_name = kind_hash
+    public_key = signer.cert.public_key()
+    if not isinstance(public_key, _KEY_TYPES[kind]):
+        raise _NotFast
+    signature = data[signer_info[5][2]:signer_info[5][3]]
+    if not verify_signature_with_key(public_key, signature, signed_bytes, _HASHES[hash_name or digest_name]()):
+        raise _NotFast
+    return signer
+
+
 def verify_detached(
     signature: bytes,
     content: bytes,
@@ -473,11 +697,13 @@ def verify_detached(
     """
     if not isinstance(signature, bytes | bytearray) or not isinstance(content, bytes | bytearray):
         raise CMSError("no signature")
-    verified = _guarded(_verify_structure, bytes(signature), bytes(content), max_size, verdicts)
+    signature, content = bytes(signature), bytes(content)
+    signer = _fast_verify(signature, content, verdicts) if 0 < len(signature) <= max_size else None
+    if signer is None:
+        signer = _guarded(_verify_structure, signature, content, max_size, verdicts).signer
     when = at or dt.datetime.now(dt.UTC)
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    signer = verified.signer
     if verdicts is not None:
         windows = [verdicts.issued_window(signer, ca) for ca in ca_certs]
     else:

@@ -17,7 +17,17 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Integer, String, and_, bindparam, exists, insert, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    exists,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from mdmserver.db import UTCDateTime, isoformat, utcnow
@@ -44,6 +54,16 @@ def event_body(event_id: str, event_type: str, created_at: datetime, data: dict[
     """The JSON document a receiver gets (and whose bytes are signed)."""
     return json.dumps({"id": event_id, "type": event_type, "created_at": isoformat(created_at), "data": data},
                       separators=(",", ":"), ensure_ascii=False)
+
+
+def listening() -> ColumnElement[bool]:
+    """EXISTS: some enabled subscription listens to some event type. Without one :func:`emit_many`
+    stores nothing, so a caller that reads this with other data (the connect path reads it with the
+    device) can skip emitting and its statement."""
+    return exists().where(
+        WebhookSubscriptionEvent.subscription_id == WebhookSubscription.id,
+        WebhookSubscription.enabled.is_(True),
+    )
 
 
 @cache

@@ -76,5 +76,5 @@ def test_connect_statement_count_is_constant(client, db_session, topic, auto_adm
     # device and next command + result UPDATE … RETURNING + the webhook outbox's conditional event
     # INSERT (command.acknowledged; nothing more without a subscriber) + inventory (delete + insert) + the
     # enabled compliance policies (none here: the device is not judged again) + mark sent
-    assert small["result_apply_and_deliver"] == 7
+    assert small["result_apply_and_deliver"] == 5
     assert small["idle_empty"] == 1

@@ -23,8 +23,8 @@ def _device_fk(table: str) -> sa.ForeignKeyConstraint:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('blueprints') as batch:
-        batch.add_column(sa.Column('declarative_profiles', sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.add_column('blueprints', sa.Column('declarative_profiles', sa.Boolean(), nullable=False,
+                                          server_default=sa.false()))
     op.create_table(
         'ddm_devices',
         sa.Column('device_id', sa.Integer(), nullable=False),
@@ -63,5 +63,6 @@ def downgrade() -> None:
     op.drop_table('ddm_declaration_statuses')
     op.drop_table('ddm_status_items')
     op.drop_table('ddm_devices')
-    with op.batch_alter_table('blueprints') as batch:
-        batch.drop_column('declarative_profiles')
+    # plain ALTER TABLE (SQLite >= 3.35 drops columns in place): a batch copy of ``blueprints`` would drop
+    # the table, and with foreign keys on that cascades to its profiles, apps, targets and members
+    op.drop_column('blueprints', 'declarative_profiles')

@@ -167,6 +167,11 @@ PERMISSIONS: list[tuple[str, str, str]] = [
     ("POST", "/api/v1/blueprints/<blueprint_id>/reconcile", "write"),
     ("GET", "/api/v1/blueprints/<blueprint_id>/devices", "read"),
     ("GET", "/api/v1/devices/<ident>/blueprints", "read"),
+    # declarative management (issue 15): a device's declaration set with its reported status, its status items
+    ("GET", "/api/v1/devices/<ident>/declarations", "read"),
+    ("GET", "/api/v1/devices/<ident>/ddm_status", "read"),
+    # the fleet's OS versions and update progress
+    ("GET", "/api/v1/os_updates", "read"),
     # the Android MDM seed's scoped profiles (compat, onto blueprints)
     ("GET", "/api/v1/midm/profiles", "read"),
     ("POST", "/api/v1/midm/profiles", "write"),

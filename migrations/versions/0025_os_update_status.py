@@ -1,7 +1,7 @@
 """device_os_update_statuses (the updates a device's OSUpdateStatus answer lists) and
 devices.os_updates_reported_at (when it last answered AvailableOSUpdates)
 
-Revision ID: 0024_os_update_status
+Revision ID: 0025_os_update_status
 Revises: 0024_ddm
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 
 import mdmserver.db
 
-revision = '0024_os_update_status'
+revision = '0025_os_update_status'
 down_revision = '0024_ddm'
 branch_labels = None
 depends_on = None
@@ -34,13 +34,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id', name=op.f('pk_device_os_update_statuses')),
     )
     op.create_index(op.f('ix_device_os_update_statuses_device_id'), 'device_os_update_statuses', ['device_id'])
-    with op.batch_alter_table('devices', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('os_updates_reported_at', mdmserver.db.UTCDateTime(timezone=True),
-                                      nullable=True))
+    # plain ALTER TABLE on both databases (SQLite >= 3.35 drops columns in place): a batch copy of
+    # ``devices`` would drop the table, and with foreign keys on that cascades to every dependent row
+    op.add_column('devices', sa.Column('os_updates_reported_at', mdmserver.db.UTCDateTime(timezone=True),
+                                       nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('devices', schema=None) as batch_op:
-        batch_op.drop_column('os_updates_reported_at')
+    op.drop_column('devices', 'os_updates_reported_at')
     op.drop_index(op.f('ix_device_os_update_statuses_device_id'), table_name='device_os_update_statuses')
     op.drop_table('device_os_update_statuses')

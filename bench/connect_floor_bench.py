@@ -13,8 +13,11 @@ Targets, every one under the same gunicorn settings (bench/connect_apps.py):
 The client is wrk (C, cheap): every request is signed before the timed part and written into a Lua
 table; wrk runs one thread per connection, each thread sending its own device's requests in order
 (so acknowledgements follow deliveries) and stopping after its last one: every run is bounded in
-count. Rounds are interleaved (floor, mdm, floor, mdm…) and the best round of each target is kept:
-the machine is small and shared, one round is noise.
+count. The rate is the requests over the time from the first request sent to the last answer received
+(see ``wrk()``: not wrk's own clock). Rounds are interleaved (floor, mdm, floor, mdm…) and the best round
+of each target is kept: the machine is small and shared, one round is noise. The server CPU per request
+(the gunicorn workers' user + system time over the run, from ``/proc``) is reported beside it: it does
+not depend on what else the machine runs, so it is the steadier comparison of two targets.
 
     .venv/bin/python bench/connect_floor_bench.py [--connections 16] [--requests 600] [--commands 100]
         [--workers 2] [--threads 4] [--rounds 3] [--postgres URL] [--compare-tree DIR] [--json]
@@ -178,7 +181,10 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
 
         def run(name: str, jobs) -> dict:
             server = servers[name]
-            return wrk(server.url, server.port, jobs, tmp)
+            before = server.cpu_seconds()
+            result = wrk(server.url, server.port, jobs, tmp)
+            result["cpu_us"] = (server.cpu_seconds() - before) / result["requests"] * 1e6
+            return result
 
         names = ["floor_parse", "floor_verify", "mdm_idle", "mdm_cycles"]
         if args.compare_tree:
@@ -207,10 +213,11 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
         return 0
     print(f"database {report['database']}; gunicorn {args.workers} workers × {args.threads} threads; "
           f"wrk {args.connections} connections; best of {args.rounds} interleaved rounds")
-    print(f"{'target':14s} {'requests':>8s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'× floor (b)':>11s}")
+    print(f"{'target':14s} {'requests':>8s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'× floor (b)':>11s} "
+          f"{'server CPU µs/req':>17s}")
     for name, r in best.items():
         print(f"{name:14s} {r['requests']:8d} {r['rps']:9.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-              f"{report['ratio_to_crypto_floor'][name]:11.2f}")
+              f"{report['ratio_to_crypto_floor'][name]:11.2f} {r['cpu_us']:17.0f}")
     return 0
 
 

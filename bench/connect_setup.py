@@ -144,6 +144,20 @@ class Server:
         self.stop()
         raise SystemExit(f"{factory} did not start")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the workers have used so far (Linux ``/proc``; 0 elsewhere): per
+        request, what a target costs whatever else the shared machine runs meanwhile."""
+        pid = self.process.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            total = 0
+            for child in children:
+                fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            return 0.0
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)

@@ -352,7 +352,9 @@ def _declaration(session: Session, device: Device, request: ddm.Request, data: b
 
 
 def _status(session: Session, device: Device, request: ddm.Request, data: bytes | None, links: Links) -> None:
-    store_status(session, device.id, ddm.parse_status_report(data))
+    report = ddm.parse_status_report(data)
+    store_status(session, device.id, report,
+                 whole=ddm.declaration_arrays_whole(report, device.platform, device.os_version))
     return None
 
 
@@ -406,12 +408,21 @@ def legacy_profile(session: Session, token: str, links: Links) -> bytes:
 # --- status reports ---------------------------------------------------------------------------------
 
 
-def store_status(session: Session, device_id: int, report: ddm.StatusReport) -> None:
+def store_status(session: Session, device_id: int, report: ddm.StatusReport, *, whole: bool) -> None:
     """Merge a status report: its items replace the stored ones of the same path (others stay: Apple
-    sends only what changed), each declaration kind it lists replaces that kind's statuses, and its
-    ``Errors`` replace the last report's. A report that would take the device past
-    ``MAX_ITEMS_PER_DEVICE`` items is refused before anything is written."""
+    sends only what changed); its declaration statuses replace the stored ones of the same identifiers
+    (an incremental report lists only the declarations whose status changed), and a report whose arrays
+    are ``whole`` (``protocol.ddm.declaration_arrays_whole``) replaces each kind it lists; its ``Errors``
+    replace the last report's. A report that would take the device past ``MAX_ITEMS_PER_DEVICE`` items
+    or declaration statuses is refused before anything is written."""
     now = utcnow()
+    identifiers = [d.identifier for d in report.declarations]
+    if identifiers and not whole:
+        kept = session.scalar(select(func.count()).select_from(DDMDeclarationStatus).where(
+            DDMDeclarationStatus.device_id == device_id,
+            DDMDeclarationStatus.identifier.not_in(identifiers))) or 0
+        if kept + len(identifiers) > MAX_ITEMS_PER_DEVICE:
+            raise ProtocolError(f"the device would hold more than {MAX_ITEMS_PER_DEVICE} declaration statuses")
     paths = list(report.items)
     if paths:
         kept = session.scalar(select(func.count()).select_from(DDMStatusItem).where(
@@ -423,12 +434,12 @@ def store_status(session: Session, device_id: int, report: ddm.StatusReport) -> 
         session.execute(insert(DDMStatusItem), [
             {"device_id": device_id, "key_path": p, "value": v, "updated_at": now} for p, v in report.items.items()])
     if report.declaration_kinds:
-        session.execute(delete(DDMDeclarationStatus).where(
-            DDMDeclarationStatus.device_id == device_id,
-            DDMDeclarationStatus.kind.in_([k.value for k in report.declaration_kinds])))
-        # an identifier listed under another kind before is replaced too (the key is the identifier)
-        identifiers = [d.identifier for d in report.declarations]
+        if whole:
+            session.execute(delete(DDMDeclarationStatus).where(
+                DDMDeclarationStatus.device_id == device_id,
+                DDMDeclarationStatus.kind.in_([k.value for k in report.declaration_kinds])))
         if identifiers:
+            # an identifier listed under another kind before is replaced too (the key is the identifier)
             session.execute(delete(DDMDeclarationStatus).where(DDMDeclarationStatus.device_id == device_id,
                                                                DDMDeclarationStatus.identifier.in_(identifiers)))
             session.execute(insert(DDMDeclarationStatus), [

@@ -230,10 +230,14 @@ class DeclarationStatus:
 class StatusReport:
     #: key path (``softwareupdate.install-state``) → value, only the items this report carries
     items: dict[str, Any]
-    #: the kinds whose declaration list the report carries (each one replaces the stored list)
+    #: the kinds whose declaration list the report carries
     declaration_kinds: frozenset[Kind]
     declarations: list[DeclarationStatus]
     errors: list[Any]
+    #: ``FullReport`` as the device sent it (iOS 17 / macOS 14 and later): true, every declaration array is
+    #: whole; false, an array lists only the declarations whose status changed; ``None``, not sent (see
+    #: :func:`declaration_arrays_whole`)
+    full_report: bool | None = None
 
 
 def _count_nodes(value: Any, budget: int) -> int:
@@ -332,4 +336,17 @@ def parse_status_report(data: bytes | None) -> StatusReport:
     for path, value in items.items():
         if len(_canonical(value)) > MAX_ITEM_BYTES:
             raise ProtocolError(f"status item {path} is larger than {MAX_ITEM_BYTES} bytes")
-    return StatusReport(items, kinds, declarations, errors)
+    full = report.get("FullReport")
+    if full is not None and not isinstance(full, bool):
+        raise ProtocolError("FullReport is not a boolean")
+    return StatusReport(items, kinds, declarations, errors, full_report=full)
+
+
+def declaration_arrays_whole(report: StatusReport, platform: str | None, os_version: str | None) -> bool:
+    """Whether the report's declaration arrays list every declaration of their kind. ``FullReport`` says so
+    where the device sends it; a device older than the key (before iOS 17 / macOS 14, real reports in
+    ../shared/conformance: every kind listed, empty ones included) sends the arrays whole, and a newer
+    device that leaves the key out sends only what changed."""
+    if report.full_report is not None:
+        return report.full_report
+    return not supports_ddm(platform, os_version)

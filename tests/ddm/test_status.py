@@ -33,6 +33,8 @@ def _items(client, h, pid: int) -> dict:
 def test_real_status_reports_are_stored_and_readable(client, auth, db_session, enrolled, conformance_dir):
     h = auth("read")
     phone = enrolled("macos")
+    phone.os_version = "13.3.1"  # the first report's own device: older than FullReport, its arrays are whole
+    assert phone.authenticate() == 200 and phone.token_update() == 200
     pid = device_id(db_session, phone)
     first = (conformance_dir / REPORTS["first"]).read_bytes()
     status, body = report(phone, first)
@@ -63,7 +65,8 @@ def test_real_status_reports_are_stored_and_readable(client, auth, db_session, e
     assert merged["device.identifier.serial-number"] == "ZRMXJQTTFX"
     assert merged["device.operating-system.supplemental.extra-version"] == "(a)"
 
-    # the third real report: a declaration's status, the kind it lists replaces that kind's statuses
+    # the third real report: a declaration's status; the device sends no FullReport (it predates the key),
+    # so each kind it lists replaces that kind's statuses
     status, _ = report(phone, (conformance_dir / REPORTS["error"]).read_bytes())
     assert status == 200
     db_session.expire_all()
@@ -203,3 +206,65 @@ def test_the_blueprint_os_item_follows_the_status_reports(client, auth, db_sessi
     report(phone, {"StatusItems": {"device": {"operating-system": {"version": "17.6"}},
                                    "softwareupdate": {"install-state": "none"}}})
     assert os_item()["state"] == "installed" and "17.6" in os_item()["detail"]
+
+
+def _declaration_rows(db_session, pid: int) -> dict[str, tuple[str, str | None]]:
+    db_session.expire_all()
+    return {r.identifier: (r.kind, r.valid) for r in db_session.scalars(
+        select(DDMDeclarationStatus).where(DDMDeclarationStatus.device_id == pid))}
+
+
+def _declarations(statuses: dict[str, list[dict]]) -> dict:
+    return {"management": {"declarations": statuses}}
+
+
+def test_an_incremental_report_updates_only_the_declarations_it_lists(db_session, enrolled):
+    """Apple's StatusReport: without ``FullReport`` a declaration array lists only the declarations whose
+    status changed, so the others keep what they reported; a ``FullReport`` array is the whole list."""
+    phone = enrolled("ios")
+    pid = device_id(db_session, phone)
+    first = [{"identifier": f"c{i}", "active": True, "valid": "valid", "server-token": "t1"} for i in range(3)]
+    assert report(phone, {"StatusItems": _declarations({"configurations": first, "activations": [
+        {"identifier": "a", "active": True, "valid": "valid", "server-token": "t1"}]}), "FullReport": True})[0] == 200
+    assert _declaration_rows(db_session, pid) == {
+        "a": ("activation", "valid"), "c0": ("configuration", "valid"), "c1": ("configuration", "valid"),
+        "c2": ("configuration", "valid")}
+    # one configuration changed: the others (and the activation) keep their status
+    changed = [{"identifier": "c1", "active": False, "valid": "invalid", "server-token": "t2"}]
+    assert report(phone, {"StatusItems": _declarations({"configurations": changed})})[0] == 200
+    assert _declaration_rows(db_session, pid) == {
+        "a": ("activation", "valid"), "c0": ("configuration", "valid"), "c1": ("configuration", "invalid"),
+        "c2": ("configuration", "valid")}
+    # a full report replaces the kinds it lists whole: c0 and c2 are gone, the activations untouched
+    assert report(phone, {"StatusItems": _declarations({"configurations": changed}), "FullReport": True})[0] == 200
+    assert _declaration_rows(db_session, pid) == {"a": ("activation", "valid"), "c1": ("configuration", "invalid")}
+
+
+def test_without_full_report_a_device_before_ios_17_sends_whole_arrays(db_session, enrolled):
+    old = enrolled("ios", seed=16)
+    old.os_version = "16.7.2"
+    assert old.authenticate() == 200 and old.token_update() == 200
+    pid = device_id(db_session, old)
+    both = [{"identifier": "c0", "valid": "valid"}, {"identifier": "c1", "valid": "valid"}]
+    assert report(old, {"StatusItems": _declarations({"configurations": both})})[0] == 200
+    assert report(old, {"StatusItems": _declarations({"configurations": both[1:]})})[0] == 200
+    assert _declaration_rows(db_session, pid) == {"c1": ("configuration", "valid")}
+    # an explicit FullReport false is incremental whatever the version
+    assert report(old, {"StatusItems": _declarations({"configurations": both[:1]}), "FullReport": False})[0] == 200
+    assert set(_declaration_rows(db_session, pid)) == {"c0", "c1"}
+    assert report(old, {"StatusItems": {}, "FullReport": "yes"})[0] == 400
+
+
+def test_declaration_statuses_per_device_are_bounded(db_session, enrolled, monkeypatch):
+    from mdmserver.ddm import service
+    monkeypatch.setattr(service, "MAX_ITEMS_PER_DEVICE", 10)
+    phone = enrolled("ios")
+    pid = device_id(db_session, phone)
+    rows = [{"identifier": f"c{i}", "valid": "valid"} for i in range(8)]
+    assert report(phone, {"StatusItems": _declarations({"configurations": rows})})[0] == 200
+    more = [{"identifier": f"d{i}", "valid": "valid"} for i in range(3)]
+    assert report(phone, {"StatusItems": _declarations({"configurations": more})})[0] == 400
+    assert len(_declaration_rows(db_session, pid)) == 8
+    # a full report replaces the list, so it is not refused for what it replaces
+    assert report(phone, {"StatusItems": _declarations({"configurations": more}), "FullReport": True})[0] == 200
+    assert set(_declaration_rows(db_session, pid)) == {"d0", "d1", "d2"}

@@ -218,10 +218,6 @@ def test_a_device_without_ddm_gets_the_mdm_command(live, api, transport, clock) 
     assert handled == ["ScheduleOSUpdate"] and old.ddm.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server/simulator discrepancy: the server replaces a kind's declaration statuses with each report's "
-    "array, while an incremental report (Apple's StatusReport: FullReport false) lists only the rows that "
-    "changed, so the unchanged declarations lose their reported status"))
 def test_an_incremental_report_keeps_the_status_of_unchanged_declarations(live, api, transport, clock) -> None:
     phone = _enrolled(transport, 4105, clock)
     device_id = _device_id(api, phone)

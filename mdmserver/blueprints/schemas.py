@@ -19,9 +19,8 @@ from mdmserver.api.apidoc import ApiDoc, Body, IdField, NameField, Reply, Strict
 from mdmserver.api.jsonapi import resource
 from mdmserver.app_assignments.schemas import InstallOptionsSchema
 from mdmserver.db import isoformat
+from mdmserver.protocol.versions import VERSION_PATTERN
 from mdmserver.records.blueprints import LATEST, Blueprint, FirstItem, InstallAction
-
-_VERSION = r"^\d+(\.\d+){0,3}$"
 
 
 class ScopeSchema(Schema):
@@ -62,7 +61,7 @@ class OSUpdateTargetSchema(Schema):
         unknown = RAISE
 
     version = fields.String(required=True, validate=validate.Regexp(
-        rf"{_VERSION}|^{LATEST}$", error="version must be a version such as 17.5.1, or latest"))
+        rf"{VERSION_PATTERN}|^{LATEST}$", error="version must be a version such as 17.5.1, or latest"))
     deadline = fields.String(load_default=None, allow_none=True, validate=_local_date_time)
     install_action = fields.String(load_default=InstallAction.DEFAULT.value,
                                    validate=validate.OneOf([a.value for a in InstallAction]))

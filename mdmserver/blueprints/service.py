@@ -16,7 +16,6 @@ of the same change: a blueprint with a lower ``apply_order`` has its commands qu
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,6 +61,7 @@ from mdmserver.os_updates import service as os_updates
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.profiles.models import Profile
 from mdmserver.protocol.plist import load_stored
+from mdmserver.protocol.versions import version_tuple
 from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.blueprints import (
     LATEST,
@@ -87,21 +87,6 @@ log = logging.getLogger("mdmserver.blueprints")
 #: the platforms ScheduleOSUpdate applies to (Apple: iOS, macOS, tvOS; iPadOS is iOS)
 OS_UPDATE_PLATFORMS = (Platform.IOS.value, Platform.IPADOS.value, Platform.MACOS.value, Platform.TVOS.value)
 _ACTIVE_COMMANDS = tuple(s.value for s in ACTIVE_STATUSES)
-_VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
-
-
-def parse_version(text: str | None) -> tuple[int, ...] | None:
-    """``"17.5.1"`` → ``(17, 5, 1)``; ``None`` for anything else (an unknown version is never "below")."""
-    if not text or not _VERSION.match(text.strip()):
-        return None
-    parts = tuple(int(p) for p in text.strip().split("."))
-    while len(parts) > 1 and parts[-1] == 0:
-        parts = parts[:-1]
-    return parts
-
-
-def is_version(text: str) -> bool:
-    return parse_version(text) is not None
 
 
 # --- lookups --------------------------------------------------------------------------------------
@@ -439,10 +424,10 @@ def refresh_os_updates(session: Session, blueprint_ids: Sequence[int] | None = N
         os_version = row.os_version
         report = reports.get(row.device_id)
         if report is not None and report.os_version is not None and (
-                parse_version(os_version) is None
-                or (parse_version(report.os_version) or ()) > (parse_version(os_version) or ())):
+                version_tuple(os_version) is None
+                or (version_tuple(report.os_version) or ()) > (version_tuple(os_version) or ())):
             os_version = report.os_version
-        target, reported = parse_version(row.target_version), parse_version(os_version)
+        target, reported = version_tuple(row.target_version), version_tuple(os_version)
         if target is not None and reported is not None and reported >= target:
             status, detail = OSUpdateStatus.INSTALLED.value, f"the device reports {os_version}"
         elif row.command_uuid is None and report is not None and report.state is not None:
@@ -487,7 +472,7 @@ def _os_update_plans(session: Session, blueprint: Blueprint, device_ids: Sequenc
         ).all()
         newest: dict[int, tuple[tuple[int, ...], str, str | None, str | None]] = {}
         for row in rows:
-            offered, reported = parse_version(row.version), parse_version(row.os_version)
+            offered, reported = version_tuple(row.version), version_tuple(row.os_version)
             if offered is None or reported is None or offered <= reported:
                 continue
             if row.id not in newest or offered > newest[row.id][0]:
@@ -501,9 +486,9 @@ def _os_update_plans(session: Session, blueprint: Blueprint, device_ids: Sequenc
             if (device_id, version) not in already:
                 groups.setdefault((version, product_key), []).append(device_id)
     else:
-        wanted = parse_version(target)
+        wanted = version_tuple(target)
         rows = session.execute(select(Device.id, Device.os_version).where(candidates, not_(sent))).all()
-        due = [row.id for row in rows if (v := parse_version(row.os_version)) is not None and v < wanted]
+        due = [row.id for row in rows if (v := version_tuple(row.os_version)) is not None and v < wanted]
         if due:
             groups[(target, None)] = due
     plans = []
@@ -618,7 +603,7 @@ def _os_target_settled(session: Session, blueprint: Blueprint, scope: ColumnElem
     """Members in scope for whom the OS target is done with: sent (a state row), or not needed (the
     device reports the target or later; with ``latest``, any known version: what it was offered was sent
     in this pass). A device whose version is unknown is not settled."""
-    target = parse_version(blueprint.os_update_version)
+    target = version_tuple(blueprint.os_update_version)
     rows = session.execute(
         select(Device.id, Device.os_version, BlueprintOSUpdate.device_id.label("sent"))
         .join(BlueprintMember, and_(BlueprintMember.device_id == Device.id,
@@ -629,7 +614,7 @@ def _os_target_settled(session: Session, blueprint: Blueprint, scope: ColumnElem
     ).all()
     settled = []
     for row in rows:
-        reported = parse_version(row.os_version)
+        reported = version_tuple(row.os_version)
         if row.sent is not None or (reported is not None and (target is None or reported >= target)):
             settled.append(row.id)
     return settled
@@ -792,7 +777,7 @@ def device_states(session: Session, members: Sequence[BlueprintMember]) -> list[
         os_update = None
         if blueprint.os_update_version is not None or (blueprint.id, device_id) in os_rows:
             row = os_rows.get((blueprint.id, device_id))
-            target, reported = parse_version(blueprint.os_update_version), parse_version(versions.get(device_id))
+            target, reported = version_tuple(blueprint.os_update_version), version_tuple(versions.get(device_id))
             if row is not None:
                 os_update = {"target_version": row.target_version, "state": _OS_ITEM_STATES[row.status],
                              "detail": row.detail, "command_uuid": row.command_uuid}

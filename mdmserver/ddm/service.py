@@ -38,6 +38,7 @@ from mdmserver.profiles.models import Profile
 from mdmserver.profiles.service import profile_bytes
 from mdmserver.protocol import ddm
 from mdmserver.protocol.plist import ProtocolError
+from mdmserver.protocol.versions import version_tuple
 from mdmserver.records.admission import AdmissionStatus
 from mdmserver.records.blueprints import (
     LATEST,
@@ -138,13 +139,13 @@ def os_targets(session: Session, blueprint: Blueprint, device_ids: Sequence[int]
         return {r.id: blueprint.os_update_version for r in devices
                 if (r.id, blueprint.os_update_version) not in by_command}
     targets: dict[int, str | None] = {r.id: None for r in devices}
-    reported = {r.id: ddm.version_tuple(r.os_version) for r in devices}
+    reported = {r.id: version_tuple(r.os_version) for r in devices}
     newest: dict[int, tuple[tuple[int, ...], str]] = {}
     for device_id, version in session.execute(
         select(AvailableOSUpdate.device_id, AvailableOSUpdate.version)
         .where(in_values(session, AvailableOSUpdate.device_id, list(targets), integer=True))
     ):
-        offered = ddm.version_tuple(version)
+        offered = version_tuple(version)
         current = reported.get(device_id)
         if offered is None or current is None or offered <= current:
             continue

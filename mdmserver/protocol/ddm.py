@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from mdmserver.protocol.plist import ProtocolError
+from mdmserver.protocol.versions import version_tuple
 
 
 class Kind(StrEnum):
@@ -84,17 +85,6 @@ INSTALL_STATES = frozenset({"none", "downloading", "downloaded", "installing", "
 #: introduced ``com.apple.configuration.softwareupdate.enforcement.specific`` (iOS 17, macOS 14; iPadOS
 #: follows iOS). Earlier versions take the MDM commands (ScheduleOSUpdate, InstallProfile).
 DDM_MINIMUM: dict[str, tuple[int, ...]] = {"ios": (17,), "ipados": (17,), "macos": (14,)}
-_VERSION = re.compile(r"^\d{1,4}(\.\d{1,6}){0,3}$")
-
-
-def version_tuple(text: str | None) -> tuple[int, ...] | None:
-    """``"17.5.1"`` → ``(17, 5, 1)``; ``None`` for anything else."""
-    if not text or not _VERSION.match(text.strip()):
-        return None
-    parts = tuple(int(p) for p in text.strip().split("."))
-    while len(parts) > 1 and parts[-1] == 0:
-        parts = parts[:-1]
-    return parts
 
 
 def supports_ddm(platform: str | None, os_version: str | None) -> bool:

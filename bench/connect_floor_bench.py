@@ -20,7 +20,12 @@ of each target is kept: the machine is small and shared, one round is noise. The
 not depend on what else the machine runs, so it is the steadier comparison of two targets.
 
     .venv/bin/python bench/connect_floor_bench.py [--connections 16] [--requests 600] [--commands 100]
-        [--workers 2] [--threads 4] [--rounds 3] [--postgres URL] [--compare-tree DIR] [--json]
+        [--workers 2] [--threads 4] [--rounds 3] [--postgres URL] [--compare-tree DIR] [--mdm-via serve|factory]
+        [--json]
+
+The mdmserver targets are ``mdmserver serve`` itself by default (its gunicorn options, access log and
+metrics shared across workers: what a deployment pays; without the push worker); ``--mdm-via factory``
+serves ``create_app()`` under bare gunicorn as the floors are.
 
 ``--compare-tree DIR`` serves a second mdmserver from another checkout (e.g. ``git archive`` of an
 older commit) on the same database, measured in the same interleaved rounds: before and after.
@@ -155,6 +160,9 @@ def main() -> int:
                         help="PostgreSQL server URL: the bench uses a private schema there and drops it")
     parser.add_argument("--compare-tree", default=None, metavar="DIR",
                         help="another mdmserver checkout, served as mdm_other on the same database")
+    parser.add_argument("--mdm-via", choices=("serve", "factory"), default="serve",
+                        help="serve: mdmserver targets are `mdmserver serve` itself (access log, metrics shared "
+                             "across workers; no push worker); factory: gunicorn on create_app() alone")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -167,7 +175,8 @@ def main() -> int:
 def _bench(args, tmp: Path, env: dict[str, str]) -> int:
     app = prepared_app(tmp)
     floor_env = {**env, "BENCH_CA_FILE": str(tmp / "ca.pem")}
-    servers = {"mdm": Server("mdm_app", env, args.workers, args.threads)}
+    serve = args.mdm_via == "serve"
+    servers = {"mdm": Server("mdm_app", env, args.workers, args.threads, serve=serve)}
     try:
         servers["floor_parse"] = Server("floor_parse_app", floor_env, args.workers, args.threads)
         servers["floor_verify"] = Server("floor_verify_app", floor_env, args.workers, args.threads)
@@ -175,7 +184,7 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
             other = Path(args.compare_tree).resolve()
             # bench/connect_apps.py of this tree, mdmserver of the other (PYTHONPATH comes first)
             servers["other"] = Server("mdm_app", {**env, "PYTHONPATH": f"{other}:{ROOT / 'bench'}"},
-                                      args.workers, args.threads)
+                                      args.workers, args.threads, serve=serve)
         devices = enrolled_devices(servers["mdm"].url, args.connections)
         idle_jobs = [[signed(sim, {"UDID": sim.udid, "Status": "Idle"})] * args.requests for sim in devices]
 
@@ -211,7 +220,8 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    print(f"database {report['database']}; gunicorn {args.workers} workers × {args.threads} threads; "
+    print(f"database {report['database']}; mdmserver via {args.mdm_via}; "
+          f"gunicorn {args.workers} workers × {args.threads} threads; "
           f"wrk {args.connections} connections; best of {args.rounds} interleaved rounds")
     print(f"{'target':14s} {'requests':>8s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'× floor (b)':>11s} "
           f"{'server CPU µs/req':>17s}")

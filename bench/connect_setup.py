@@ -118,21 +118,32 @@ def _free_port() -> int:
 
 class Server:
     """gunicorn serving ``connect_apps:<factory>()`` on a free port, with gthread workers as ``mdmserver
-    serve`` (also with one thread: gunicorn's default for that would be the sync worker)."""
+    serve`` (also with one thread: gunicorn's default for that would be the sync worker).
 
-    def __init__(self, factory: str, env: dict[str, str], workers: int, threads: int) -> None:
+    With ``serve``, the server is ``mdmserver serve`` itself (the factory is not used): its gunicorn
+    options, access log (to /dev/null here) and metrics shared across workers, every cost a deployment
+    pays; without its push worker (``--no-push-worker``), which would send the queued commands' pushes to
+    Apple and is not part of serving a request."""
+
+    def __init__(self, factory: str, env: dict[str, str], workers: int, threads: int, *, serve: bool = False) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        if serve:
+            command = [sys.executable, "-m", "mdmserver", "serve", "--bind", f"127.0.0.1:{self.port}",
+                       "--workers", str(workers), "--threads", str(threads), "--no-push-worker"]
+        else:
+            command = [str(ROOT / ".venv/bin/gunicorn"), "--worker-class", "gthread", "--workers", str(workers),
+                       "--threads", str(threads),
+                       "--bind", f"127.0.0.1:{self.port}", "--chdir", str(ROOT / "bench"), "--log-level", "warning",
+                       f"connect_apps:{factory}()"]
         self.process = subprocess.Popen(
-            [str(ROOT / ".venv/bin/gunicorn"), "--worker-class", "gthread", "--workers", str(workers),
-             "--threads", str(threads),
-             "--bind", f"127.0.0.1:{self.port}", "--chdir", str(ROOT / "bench"), "--log-level", "warning",
-             f"connect_apps:{factory}()"],
+            command,
             # the profiles it serves name its own URL (the SCEP payload's URL is one a device fetches)
             env={**os.environ, "PYTHONPATH": str(ROOT), "MDMSERVER_PUBLIC_URL": self.url, **env},
             # gunicorn puts its starting directory first on sys.path (its default --chdir): start it in
             # bench/, or the mdmserver of this tree would shadow the one of --compare-tree's PYTHONPATH
             cwd=str(ROOT / "bench"),
+            stdout=subprocess.DEVNULL if serve else None,
         )
         deadline = time.time() + 60
         while time.time() < deadline:

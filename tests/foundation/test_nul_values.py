@@ -62,3 +62,16 @@ def test_nul_in_a_body_string_is_never_500(api, method, path, body) -> None:
     response = api.request(method, path, json=body)
     assert response.status_code < 500, response.text
     assert "errors" in response.json() or response.status_code in (200, 201)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/devices?filter%00[udid]=x", "/api/v1/devices?a=%00", "/mdm/connect?x=a%00"])
+def test_nul_in_a_query_key_or_value_is_refused_before_any_view(api, path) -> None:
+    """The NUL check reads the raw query first (only a NUL or ``%00`` can decode to one): a NUL in a key
+    or a value, on an API route or a device route, is still the 400 ``nul_character`` (a device route
+    answers its errors with the status and the request id alone)."""
+    device = path.startswith("/mdm")
+    response = api.request("PUT" if device else "GET", path)
+    assert response.status_code == 400, response.text
+    assert response.headers["X-Request-ID"]
+    if not device:
+        assert response.json()["errors"][0]["code"] == "nul_character"

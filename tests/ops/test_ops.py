@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 
 from mdmserver.collaborators import secret_box
@@ -112,5 +113,26 @@ def test_metrics_shared_through_a_directory_add_other_processes_and_survive_its_
         metrics._shared.file = None  # as a freshly forked worker: it must open its file again
         metrics.REQUESTS.inc(method="GET", route="/shared-test", status="200")
         assert metrics.REQUESTS.value(method="GET", route="/shared-test", status="200") == mine + 1
+    finally:
+        metrics.share_through(None)
+
+
+def test_metrics_value_file_grows_and_every_change_is_in_the_file_at_once(tmp_path):
+    """The value file is read by other processes while this one counts: every increment is in the file
+    as soon as ``inc`` returns (no flush), also past the file's first allocation."""
+    try:
+        metrics.prepare_directory(tmp_path)
+        metrics.share_through(tmp_path)
+        routes = [f"/grow-test/{index:04d}/{'x' * 40}" for index in range(1500)]
+        for route in routes:
+            metrics.REQUESTS.inc(method="GET", route=route, status="200")
+        metrics.REQUESTS.inc(method="GET", route=routes[0], status="200")
+        own = next(tmp_path.glob("*.values"))
+        assert own.stat().st_size > 64 * 1024
+        values = metrics.read_values(own)
+        found = {json.loads(key)[1][1][1]: value for key, value in values.items()
+                 if json.loads(key)[0] == "mdmserver_http_requests_total" and "/grow-test/" in key}
+        assert len(found) == len(routes)
+        assert found[routes[0]] == 2 and found[routes[-1]] == 1
     finally:
         metrics.share_through(None)

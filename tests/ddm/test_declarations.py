@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from mdmserver.records.blueprints import BlueprintOSUpdate
 from mdmserver.records.devices import AvailableOSUpdate, Device
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 from tests.blueprints.helpers import commands, created, parameters, patch
+from tests.checkin.test_connect_statements import count_statements
 from tests.ddm.helpers import DEADLINE, ddm, device_id, fetch_all, items, tokens
 from tests.factories import install_push_topic, make_wifi_profile, seed_devices
 
@@ -216,20 +217,10 @@ def test_declaration_generation_statements_do_not_grow_with_the_devices(client, 
         ids = seed_devices(db_session, size, start=size * 1000, platform="ios", os_version="17.5")
         profile = make_wifi_profile(db_session, f"com.example.count{size}")
         db_session.commit()
-        seen: list[str] = []
-
-        def listener(conn, clause, *args, seen=seen):
-            if not str(clause).startswith(("SAVEPOINT", "RELEASE")):
-                seen.append(str(clause))
-
-        bind = db_session.get_bind()
-        event.listen(bind, "before_execute", listener)
-        try:
+        with count_statements() as seen:
             # legacy profiles make every device's set (its URLs), hence its token and command, its own
             doc = created(client, h, name=f"n{size}", scope={"devices": ids}, profiles=[profile.id],
                           declarative_profiles=True, os_update={"version": f"17.6.{size}", "deadline": DEADLINE})
-        finally:
-            event.remove(bind, "before_execute", listener)
         assert doc["meta"]["reconcile"]["declarative_management_queued"] == size
         assert doc["meta"]["reconcile"]["os_update_queued"] == 0
         assert doc["meta"]["reconcile"]["profile_install_queued"] == 0

@@ -6,28 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import event, insert, update
+from sqlalchemy import insert, update
 
 from mdmserver.db import utcnow
 from mdmserver.records.blueprints import BlueprintOSUpdate
 from mdmserver.records.devices import AvailableOSUpdate, Device
 from tests.blueprints.helpers import created
+from tests.checkin.test_connect_statements import count_statements
 from tests.factories import seed_devices
 
 
 def _statements(db_session, call: Callable[[], None]) -> int:
-    seen: list[str] = []
-
-    def listener(conn, clause, *args):
-        if not str(clause).startswith(("SAVEPOINT", "RELEASE")):
-            seen.append(str(clause))
-
-    bind = db_session.get_bind()
-    event.listen(bind, "before_execute", listener)
-    try:
+    with count_statements() as seen:
         call()
-    finally:
-        event.remove(bind, "before_execute", listener)
     return len(seen)
 
 

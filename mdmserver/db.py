@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import secrets
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -235,7 +238,11 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         # busy_timeout comes from the driver's ``timeout`` (setting database_busy_timeout).
         cursor.execute("PRAGMA synchronous=NORMAL")
+        busy_ms = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+        path = next((row[2] for row in cursor.execute("PRAGMA database_list") if row[1] == "main"), "")
         cursor.close()
+        if connection_record is not None and path:
+            connection_record.info[_GATE] = write_gate(path, busy_ms / 1000)
 
 
 @event.listens_for(Engine, "begin")
@@ -246,10 +253,172 @@ def _sqlite_begin(connection: Connection) -> None:
     connection holds or took the write lock meanwhile; taking the write lock up front makes
     concurrent writers wait (busy_timeout) instead, and makes SAVEPOINTs behave as on PostgreSQL.
     Read-only requests begin DEFERRED (:func:`set_read_only`), so a slow writer never blocks them.
+    An IMMEDIATE transaction first takes its place in the database's :class:`WriteGate`.
     """
     if connection.dialect.name == "sqlite":
         mode = connection.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        gate = connection.info.get(_GATE) if mode == "IMMEDIATE" else None
+        if gate is not None and connection.info.get(_GATE_HELD) is None and gate.acquire():
+            connection.info[_GATE_HELD] = gate
+        try:
+            connection.exec_driver_sql(f"BEGIN {mode}")
+        except BaseException:
+            _release_gate(connection.info)
+            raise
+
+
+# --- SQLite writers queue in front of the write lock instead of polling for it --------------------------
+
+
+_GATE = "mdmserver_write_gate"  # the WriteGate of a pooled SQLite connection's database file
+_GATE_HELD = "mdmserver_write_gate_held"  # set while the connection's transaction holds its place
+
+
+class WriteGate:
+    """The queue of this database file's writers: a lock in each process, and ``flock`` on the file
+    ``<database>-writers`` across processes (gunicorn's workers, the CLI).
+
+    SQLite's own wait for the write lock (busy_timeout) polls: a writer that finds the lock taken
+    sleeps 1, 2, 5, 10… up to 100 ms between tries, however soon the lock is free again, and others
+    may take it meanwhile. Under concurrent writes (every device acknowledging a command) that sleep
+    is the latency tail and the lost throughput. A writer that first takes its place here is woken
+    when the one before it commits, and then finds SQLite's lock free.
+
+    The gate only orders writers that pass through it; SQLite's lock still decides. Waiting here is
+    bounded by the busy timeout; past it, the writer goes on to ``BEGIN IMMEDIATE`` without its place
+    (and SQLite's busy handling decides as before). Writers that are not ours (the sqlite3 shell)
+    simply do not queue.
+    """
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.lock_path = f"{path}-writers"
+        self.timeout = timeout
+        self._local = threading.Lock()
+        self._fd: int | None = None
+        self._fd_pid = 0
+
+    def _file(self) -> int:
+        # a forked child shares its parent's open file, and with it the parent's flock: reopen
+        if self._fd is None or self._fd_pid != os.getpid():
+            self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd_pid = os.getpid()
+        return self._fd
+
+    def acquire(self) -> bool:
+        """Take this writer's place (True), or give up after the timeout (False)."""
+        deadline = time.monotonic() + self.timeout
+        if not self._local.acquire(timeout=self.timeout):
+            return False
+        try:
+            fd = self._file()
+            pause = 0.0001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        break
+                    # another process's writer holds it: poll finely, as its transaction is short
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.002)
+        except OSError:
+            pass  # the lock file cannot be made (read-only folder): no queue, SQLite alone decides
+        self._local.release()
+        return False
+
+    def release(self) -> None:
+        try:
+            if self._fd is not None and self._fd_pid == os.getpid():
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._local.release()
+
+    def _after_fork(self) -> None:
+        self._local = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+_write_gates: dict[str, WriteGate] = {}
+_write_gates_lock = threading.Lock()
+
+
+def write_gate(path: str, timeout: float) -> WriteGate:
+    """The one :class:`WriteGate` of this process for the database file ``path``."""
+    key = os.path.realpath(path)
+    with _write_gates_lock:
+        gate = _write_gates.get(key)
+        if gate is None:
+            gate = _write_gates[key] = WriteGate(key, timeout)
+        return gate
+
+
+def _reset_gates_after_fork() -> None:
+    global _write_gates_lock
+    _write_gates_lock = threading.Lock()
+    for gate in _write_gates.values():
+        gate._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_gates_after_fork)
+
+
+def _release_gate(info: dict) -> None:
+    gate = info.pop(_GATE_HELD, None)
+    if gate is not None:
+        gate.release()
+
+
+@event.listens_for(Engine, "commit")
+def _commit_then_release(connection: Connection) -> None:
+    """Commit, then give the next writer its turn. SQLAlchemy signals a commit before making it; the
+    driver's ``commit()`` is made here first (SQLAlchemy's own call then finds no transaction and does
+    nothing). Should it fail, the place is kept: SQLAlchemy's call raises the error as usual and the
+    rollback that follows releases it."""
+    if connection.info.get(_GATE_HELD) is None:
+        return
+    try:
+        connection.connection.dbapi_connection.commit()
+    except sqlite3.Error:
+        return
+    _release_gate(connection.info)
+
+
+@event.listens_for(Engine, "rollback")
+def _rollback_then_release(connection: Connection) -> None:
+    if connection.info.get(_GATE_HELD) is None:
+        return
+    try:
+        connection.connection.dbapi_connection.rollback()
+    except sqlite3.Error:
+        pass  # the connection is broken: it is discarded, its transaction with it
+    _release_gate(connection.info)
+
+
+def _give_back_place(dbapi_connection, connection_record) -> None:
+    """A connection whose transaction ended without SQLAlchemy's commit or rollback (pool reset,
+    invalidated, closed) gives its place back after all."""
+    if connection_record is not None and connection_record.info.get(_GATE_HELD) is not None:
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            try:
+                dbapi_connection.rollback()
+            except sqlite3.Error:
+                pass
+        _release_gate(connection_record.info)
+
+
+@event.listens_for(Pool, "reset")
+def _release_on_reset(dbapi_connection, connection_record, reset_state) -> None:
+    _give_back_place(dbapi_connection, connection_record)
+
+
+@event.listens_for(Pool, "invalidate")
+def _release_on_invalidate(dbapi_connection, connection_record, exception) -> None:
+    _give_back_place(dbapi_connection, connection_record)
+
+
+@event.listens_for(Pool, "close")
+def _release_on_close(dbapi_connection, connection_record) -> None:
+    _give_back_place(dbapi_connection, connection_record)
 
 
 # --- Pooled server connections: pinged before use only after sitting idle --------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -46,8 +46,30 @@ def import_all_models() -> None:
     feature_modules("models")
 
 
+class MdmFlask(Flask):
+    """Flask, deciding once per view or hook whether it is a coroutine function.
+
+    Flask asks ``inspect.iscoroutinefunction`` again for every hook and view of every request (a dozen
+    calls per device request); the answer cannot change, so it is kept."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync_callables: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return self._sync_callables[func]
+        except (KeyError, TypeError):  # TypeError: an unhashable callable, asked every time
+            sync = super().ensure_sync(func)
+            try:
+                self._sync_callables[func] = sync
+            except TypeError:
+                pass
+            return sync
+
+
 def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Flask:
-    app = Flask("mdmserver")
+    app = MdmFlask("mdmserver")
     app.url_map.converters["int"] = DatabaseIdConverter
     app.config.update(load_config(environ=environ, overrides=overrides))
     app.json.sort_keys = False

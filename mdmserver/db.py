@@ -41,6 +41,7 @@ class Base(DeclarativeBase):
 # --- SQLite transactions: writers start IMMEDIATE, read-only units DEFERRED -------------------------
 
 _BEGIN_OPTION = "mdmserver_sqlite_begin"
+_BEGIN_STATEMENTS = {"IMMEDIATE": "BEGIN IMMEDIATE", "DEFERRED": "BEGIN DEFERRED"}
 _READ_ONLY_NEXT = "mdmserver_read_only_next"  # what the next transaction of a session will be
 _READ_ONLY_NOW = "mdmserver_read_only_now"  # what the session's current transaction is
 _deferred_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
@@ -260,8 +261,14 @@ def _sqlite_begin(connection: Connection) -> None:
         gate = connection.info.get(_GATE) if mode == "IMMEDIATE" else None
         if gate is not None and connection.info.get(_GATE_HELD) is None and gate.acquire():
             connection.info[_GATE_HELD] = gate
+        statement = _BEGIN_STATEMENTS[mode]
         try:
-            connection.exec_driver_sql(f"BEGIN {mode}")
+            # on the driver's connection: SQLAlchemy's statement machinery costs several times the BEGIN
+            connection.connection.dbapi_connection.execute(statement)
+        except sqlite3.Error as exc:
+            _release_gate(connection.info)
+            # as SQLAlchemy would have raised it ("database is locked" is an OperationalError)
+            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
         except BaseException:
             _release_gate(connection.info)
             raise

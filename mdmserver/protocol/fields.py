@@ -34,7 +34,9 @@ _NOT_IN_NAMES = frozenset({"Cc", "Zl", "Zp"})
 
 
 def _refuse_categories(key: str, value: str | None, refused: frozenset[str], what: str) -> str | None:
-    if value is not None and any(unicodedata.category(ch) in refused for ch in value):
+    if value is None or (value.isascii() and value.isprintable()):
+        return value  # printable ASCII: letters, digits, punctuation, symbols, the space (no Cc/Cf/Zl/Zp)
+    if any(unicodedata.category(ch) in refused for ch in value):
         raise ProtocolError(f"{key} contains {what}")
     return value
 

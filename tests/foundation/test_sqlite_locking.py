@@ -218,20 +218,37 @@ def test_fresh_token_use_is_recorded_outside_the_read(server: Server) -> None:
     assert last_used() is not None
 
 
+@contextmanager
+def sqlite_begins(server: Server, begins: list[str]) -> Iterator[None]:
+    """Record every BEGIN that SQLite itself runs on the server's connections (its trace callback, so
+    whichever way the statement reached the driver)."""
+    traced = []
+
+    def trace(statement: str) -> None:
+        if statement.lstrip().upper().startswith("BEGIN"):
+            begins.append(statement.strip().upper())
+
+    def attach(dbapi_connection, connection_record, connection_proxy) -> None:
+        dbapi_connection.set_trace_callback(trace)
+        traced.append(dbapi_connection)
+
+    with server.app.app_context():
+        engine = db.engine
+    event.listen(engine.pool, "checkout", attach)
+    try:
+        yield
+    finally:
+        event.remove(engine.pool, "checkout", attach)
+        for connection in traced:
+            connection.set_trace_callback(None)
+
+
 def test_reads_begin_deferred_and_writes_begin_immediate(server: Server) -> None:
     token = server.token("read", "write")
     api = httpx.Client(base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {token}"})
     assert api.get("/api/v1/organization").status_code == 200  # records the token's use
     begins: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement.lstrip().upper().startswith("BEGIN"):
-            begins.append(statement.strip().upper())
-
-    with server.app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sqlite_begins(server, begins):
         for path in ("/api/v1/devices", "/api/v1/organization", "/readyz", "/api/v1/device_groups"):
             assert api.get(path).status_code == 200
         read_begins = list(begins)
@@ -240,8 +257,6 @@ def test_reads_begin_deferred_and_writes_begin_immediate(server: Server) -> None
                             json={"data": {"type": "device_groups", "attributes": {"name": "immediate"}}})
         assert response.status_code == 201
         write_begins = list(begins)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert read_begins and set(read_begins) == {"BEGIN DEFERRED"}
     assert write_begins and set(write_begins) == {"BEGIN IMMEDIATE"}
 
@@ -253,15 +268,7 @@ def test_idle_with_nothing_to_write_never_takes_the_write_lock(server: Server) -
     sim, _, device_id = _enrolled_device(server)
     assert sim.idle() == (200, None)  # last_seen fresh
     begins: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement.lstrip().upper().startswith("BEGIN"):
-            begins.append(statement.strip().upper())
-
-    with server.app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sqlite_begins(server, begins):
         with slow_write(server.db_path):
             started = time.monotonic()
             assert sim.idle() == (200, None)
@@ -274,8 +281,6 @@ def test_idle_with_nothing_to_write_never_takes_the_write_lock(server: Server) -
                 future = pool.submit(sim.idle)
                 time.sleep(BUSY_TIMEOUT / 3)  # the device read its command, could not upgrade, now waits
             status, command = future.result()
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert status == 200 and command is not None and command["CommandUUID"] == uuid
     assert begins == ["BEGIN DEFERRED", "BEGIN IMMEDIATE"]
     with server.app.app_context():

@@ -81,7 +81,10 @@ class AccessLogger(Logger):
     """
 
     def atoms(self, resp, req, environ, request_time):
-        atoms = super().atoms(resp, req, environ, request_time)
+        if self.cfg.access_log_format == _COMBINED_FORMAT:
+            atoms = self._combined_atoms(resp, environ)
+        else:
+            atoms = super().atoms(resp, req, environ, request_time)
         query = environ.get("QUERY_STRING") or ""
         safe = redact_query(query)
         if safe != query:
@@ -92,6 +95,31 @@ class AccessLogger(Logger):
             atoms["{raw_uri}e"] = uri
             atoms["{request_uri}e"] = uri
         return atoms
+
+
+    def _combined_atoms(self, resp, environ) -> dict[str, Any]:
+        """The atoms the default (combined) format prints, valued as gunicorn values them. gunicorn's own
+        ``atoms`` also copies every request header, response header and environ entry into the dict,
+        which is most of what an access line costs."""
+        status = resp.status
+        if isinstance(status, str):
+            status = status.split(None, 1)[0]
+        sent = getattr(resp, "sent", None)
+        return {
+            "h": environ.get("REMOTE_ADDR", "-"),
+            "l": "-",
+            "u": self._get_user(environ) or "-",
+            "t": self.now(),
+            "r": f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}",
+            "s": status,
+            "b": sent is not None and str(sent) or "-",
+            "f": environ.get("HTTP_REFERER", "-"),
+            "a": environ.get("HTTP_USER_AGENT", "-"),
+        }
+
+
+#: gunicorn's default access log format (Apache's combined format), the one ``serve`` uses
+_COMBINED_FORMAT = next(setting.default for setting in KNOWN_SETTINGS if setting.name == "access_log_format")
 
 
 class _Gunicorn(BaseApplication):

@@ -81,3 +81,43 @@ def test_access_log_redacts_the_query_parameters_the_secrets_policy_names():
     assert redact_query(query) == (
         "secret=[redacted]&api_token=[redacted]&NewPIN=[redacted]&new%5Fpassword=[redacted]&page=2&ids=1,2"
     )
+
+
+def _access_line(logger_class, environ: dict, status: str = "200 OK", sent: int | None = 17) -> str:
+    """The access log line ``logger_class`` writes for one request (gunicorn's own formatting path)."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    config = Config()
+    config.set("accesslog", "-")
+    logger = logger_class(config)
+    logger.now = lambda: "[28/Nov/2026:03:00:00 +0000]"  # one clock for both loggers
+    response = SimpleNamespace(status=status, sent=sent, headers=[("Content-Type", "application/xml")])
+    request = SimpleNamespace(headers=[("USER-AGENT", "MDM/1.0")])
+    atoms = logger.atoms_wrapper_class(logger.atoms(response, request, environ, timedelta(microseconds=1500)))
+    return config.access_log_format % atoms
+
+
+def test_access_line_is_gunicorns_combined_line_and_still_redacts():
+    from gunicorn.glogging import Logger
+
+    from mdmserver.server import AccessLogger
+
+    base = {"REMOTE_ADDR": "10.0.0.7", "REQUEST_METHOD": "PUT", "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_USER_AGENT": 'MDM "quoted" agent', "HTTP_REFERER": "https://ref.example/"}
+    device = {**base, "RAW_URI": "/mdm/connect", "PATH_INFO": "/mdm/connect", "QUERY_STRING": ""}
+    ours = _access_line(AccessLogger, device)
+    assert ours == _access_line(Logger, device)
+    assert ours == ('10.0.0.7 - - [28/Nov/2026:03:00:00 +0000] "PUT /mdm/connect HTTP/1.1" 200 17 '
+                    '"https://ref.example/" "MDM \\"quoted\\" agent"')
+    # no Content-Length sent, no referer, a Basic user: as gunicorn prints them
+    basic = {**device, "HTTP_AUTHORIZATION": "Basic dXNlcjpzM2NyZXQ="}
+    del basic["HTTP_REFERER"]
+    assert _access_line(AccessLogger, basic, "404 NOT FOUND", None) == _access_line(Logger, basic, "404 NOT FOUND", None)
+    assert '- user [' in _access_line(AccessLogger, basic) and "s3cret" not in _access_line(AccessLogger, basic)
+    enroll = {**base, "REQUEST_METHOD": "GET", "RAW_URI": "/mdm/enroll?secret=s3&page=2", "PATH_INFO": "/mdm/enroll",
+              "QUERY_STRING": "secret=s3&page=2"}
+    line = _access_line(AccessLogger, enroll)
+    assert '"GET /mdm/enroll?secret=[redacted]&page=2 HTTP/1.1"' in line and "s3" not in line

@@ -10,7 +10,8 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -41,6 +42,7 @@ class Base(DeclarativeBase):
 # --- SQLite transactions: writers start IMMEDIATE, read-only units DEFERRED -------------------------
 
 _BEGIN_OPTION = "mdmserver_sqlite_begin"
+_NO_BEGIN = "NONE"  # see untransacted()
 _BEGIN_STATEMENTS = {"IMMEDIATE": "BEGIN IMMEDIATE", "DEFERRED": "BEGIN DEFERRED"}
 _READ_ONLY_NEXT = "mdmserver_read_only_next"  # what the next transaction of a session will be
 _READ_ONLY_NOW = "mdmserver_read_only_now"  # what the session's current transaction is
@@ -128,6 +130,26 @@ def run_read_first(session: Session | scoped_session, unit: Callable[[], T]) -> 
         return unit()
     finally:
         set_read_only(target, declared)
+
+
+@contextmanager
+def untransacted(bind: Engine | Connection) -> Iterator[Connection]:
+    """A pooled connection on which each statement is its own transaction, with no BEGIN or COMMIT sent:
+    for a unit that is one read. PostgreSQL: the driver's autocommit (reset when the connection goes back
+    to the pool). SQLite: the driver already leaves transactions to us, and ``_sqlite_begin`` sends no
+    BEGIN for this connection.
+
+    ``bind`` is a session's bind: a session bound to one connection (the test suite's rolled-back
+    transaction) reads on that connection, in its transaction, and sees what it sees."""
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.execution_options(**{_BEGIN_OPTION: _NO_BEGIN})
+        else:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
 
 
 def is_database_busy(exc: BaseException) -> bool:
@@ -258,6 +280,8 @@ def _sqlite_begin(connection: Connection) -> None:
     """
     if connection.dialect.name == "sqlite":
         mode = connection.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+        if mode == _NO_BEGIN:
+            return
         gate = connection.info.get(_GATE) if mode == "IMMEDIATE" else None
         if gate is not None and connection.info.get(_GATE_HELD) is None and gate.acquire():
             connection.info[_GATE_HELD] = gate

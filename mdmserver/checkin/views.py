@@ -22,7 +22,7 @@ from mdmserver.api.transactions import writes
 from mdmserver.checkin import auth as device_auth
 from mdmserver.checkin import service
 from mdmserver.collaborators import secret_box
-from mdmserver.db import db, run_read_first
+from mdmserver.db import db, run_read_first, untransacted
 from mdmserver.enrollment_limit import peers
 from mdmserver.enrollment_limit import service as enrollment_limit
 from mdmserver.errors import BadRequest, TooManyRequests
@@ -109,12 +109,16 @@ def _respond(body: bytes | None, mimetype: str = "application/xml") -> Response:
     and no ``Content-Type`` at all (as Go's net/http does for NanoMDM), never as ``text/html``."""
     db.session.commit()
     if body is None:
-        response = Response(b"", status=200)
-        del response.headers["Content-Type"]
-        return response
+        return _empty_200()
     if body[:1] in (b"{", b"["):
         mimetype = "application/json"
     return Response(body, status=200, mimetype=mimetype)
+
+
+def _empty_200() -> Response:
+    response = Response(b"", status=200)
+    del response.headers["Content-Type"]
+    return response
 
 
 def _checkin(data: dict, identity: device_auth.DeviceIdentity) -> Response:
@@ -129,16 +133,24 @@ def _checkin(data: dict, identity: device_auth.DeviceIdentity) -> Response:
 
 def _connect(data: dict, body: bytes, identity: device_auth.DeviceIdentity) -> Response:
     result = parse_result(data)
-
-    def unit() -> Response:
-        return _respond(service.handle_connect(db.session, result, body, identity, secret_box(),
-                                                     current_app.config["PUBLIC_URL"]))
-
     if result.status is ResultStatus.IDLE:
-        # An Idle usually only reads (empty queue, last_seen written at most once a minute): it begins
-        # DEFERRED and takes SQLite's write lock only if it delivers a command or records last_seen.
-        return run_read_first(db.session, unit)
-    return unit()  # a result always writes: IMMEDIATE, waiting for the lock up front
+        with untransacted(db.session.get_bind()) as connection:
+            read = service.read_idle(connection, result, identity)
+        if read.quiet:
+            return _empty_200()  # no transaction at all
+
+        def idle() -> Response:
+            return _respond(service.handle_idle(db.session, read, result, body, identity, secret_box(),
+                                                current_app.config["PUBLIC_URL"]))
+
+        if read.offer:
+            return idle()  # it writes: IMMEDIATE, waiting for the lock up front
+        # Otherwise it may only read (a refusal; last_seen, written at most once a minute): it begins
+        # DEFERRED and takes SQLite's write lock only if it does write.
+        return run_read_first(db.session, idle)
+    # a result always writes: IMMEDIATE, waiting for the lock up front
+    return _respond(service.handle_connect(db.session, result, body, identity, secret_box(),
+                                           current_app.config["PUBLIC_URL"]))
 
 
 @bp.put("/mdm/checkin")

@@ -26,6 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -445,7 +446,8 @@ def _connect_statement(after_idle: bool, probes: tuple[ColumnElement[bool], ...]
 
 
 def connect_state(
-    session: Session, udid: str, *, after_idle: bool, now: datetime, probes: tuple[ColumnElement[bool], ...] = (),
+    session: Session | Connection, udid: str, *, after_idle: bool, now: datetime,
+    probes: tuple[ColumnElement[bool], ...] = (),
 ) -> ConnectState | None:
     """The device named by ``udid`` and the command to offer next, in one indexed query.
 
@@ -453,8 +455,10 @@ def connect_state(
     on Idle every active command is (NotNow'd and unanswered ones are offered again). ``probes``:
     uncorrelated boolean expressions (e.g. EXISTS) read in the same statement, their values in
     ``ConnectState.probes``; pass the same tuple every time (the statement is built once per tuple).
+    ``session`` may be a Core connection (see :func:`mdmserver.checkin.service.quiet_idle`).
     """
-    row = session.connection().execute(_connect_statement(after_idle, probes), {"udid": udid, "now": now}).first()
+    connection = session if isinstance(session, Connection) else session.connection()
+    row = connection.execute(_connect_statement(after_idle, probes), {"udid": udid, "now": now}).first()
     if row is None:
         return None
     fields = len(row) - len(probes)
@@ -491,6 +495,17 @@ def _mark_sent_statement():
 
 def mark_sent(session: Session, command_id: int, now: datetime) -> None:
     session.execute(_mark_sent_statement(), {"command_id": command_id, "sent_now": now})
+
+
+@cache
+def _mark_sent_if_active_statement():
+    return _mark_sent_statement().where(Command.__table__.c.status.in_(_sql_constants(IDLE_CANDIDATES)))
+
+
+def mark_sent_if_active(session: Session, command_id: int, now: datetime) -> bool:
+    """Mark a command read outside this transaction as sent, if it is still active (not answered,
+    canceled or expired meanwhile); whether it was."""
+    return session.execute(_mark_sent_if_active_statement(), {"command_id": command_id, "sent_now": now}).rowcount == 1
 
 
 def command_parameters(command: Command | bytes, box: SecretBox) -> dict[str, Any]:

@@ -262,12 +262,17 @@ def bootstrap_token(device: Device, box: SecretBox) -> bytes | None:
     return box.decrypt(device.bootstrap_token_encrypted, associated_data=_aad(device, "bootstrap"))
 
 
+def last_seen_due(device: Any, now: datetime) -> bool:
+    """Whether seeing the device at ``now`` is to be recorded (:func:`touch_last_seen`)."""
+    return device.last_seen_at is None or now - device.last_seen_at >= LAST_SEEN_RESOLUTION
+
+
 def touch_last_seen(session: Session, device: Any, now: datetime) -> None:
     """Record that the device was seen, at most once a minute (one UPDATE, no ORM flush).
 
     ``device`` is a ``Device`` or anything with ``id`` and ``last_seen_at`` (the connect path's state).
     """
-    if device.last_seen_at is not None and now - device.last_seen_at < LAST_SEEN_RESOLUTION:
+    if not last_seen_due(device, now):
         return
     session.execute(update(Device).where(Device.id == device.id).values(last_seen_at=now))
     if isinstance(device, Device):

@@ -262,9 +262,9 @@ def test_reads_begin_deferred_and_writes_begin_immediate(server: Server) -> None
 
 
 def test_idle_with_nothing_to_write_never_takes_the_write_lock(server: Server) -> None:
-    """Issue 12: an Idle with an empty queue (last_seen fresh) only reads, begins DEFERRED and
-    answers while a slow writer holds the lock; an Idle that delivers a command meets the writer,
-    starts again IMMEDIATE, waits for the lock and delivers the command once."""
+    """Issue 12: an Idle with an empty queue (last_seen fresh) only reads, outside any transaction
+    (no BEGIN at all), and answers while a slow writer holds the lock; an Idle that delivers a command
+    begins IMMEDIATE once, waits for the lock and delivers the command once."""
     sim, _, device_id = _enrolled_device(server)
     assert sim.idle() == (200, None)  # last_seen fresh
     begins: list[str] = []
@@ -273,16 +273,16 @@ def test_idle_with_nothing_to_write_never_takes_the_write_lock(server: Server) -
             started = time.monotonic()
             assert sim.idle() == (200, None)
             assert time.monotonic() - started < BUSY_TIMEOUT  # it did not wait for the lock
-        assert begins == ["BEGIN DEFERRED"]
+        assert begins == []
         uuid = _enqueue(server, device_id)
         begins.clear()
         with ThreadPoolExecutor(max_workers=1) as pool:
             with slow_write(server.db_path):
                 future = pool.submit(sim.idle)
-                time.sleep(BUSY_TIMEOUT / 3)  # the device read its command, could not upgrade, now waits
+                time.sleep(BUSY_TIMEOUT / 3)  # the device read its command and now waits for the lock
             status, command = future.result()
     assert status == 200 and command is not None and command["CommandUUID"] == uuid
-    assert begins == ["BEGIN DEFERRED", "BEGIN IMMEDIATE"]
+    assert begins == ["BEGIN IMMEDIATE"]
     with server.app.app_context():
         sent = db.session.execute(select(Command.status, Command.attempts).where(Command.uuid == uuid)).one()
         db.session.remove()

@@ -374,7 +374,7 @@ def _commit_then_release(connection: Connection) -> None:
     driver's ``commit()`` is made here first (SQLAlchemy's own call then finds no transaction and does
     nothing). Should it fail, the place is kept: SQLAlchemy's call raises the error as usual and the
     rollback that follows releases it."""
-    if connection.info.get(_GATE_HELD) is None:
+    if connection.invalidated or connection.info.get(_GATE_HELD) is None:
         return
     try:
         connection.connection.dbapi_connection.commit()
@@ -385,7 +385,10 @@ def _commit_then_release(connection: Connection) -> None:
 
 @event.listens_for(Engine, "rollback")
 def _rollback_then_release(connection: Connection) -> None:
-    if connection.info.get(_GATE_HELD) is None:
+    # An invalidated connection gave its place back when it was invalidated (_release_on_invalidate),
+    # and must not be asked for its ``info`` here: that would try to reconnect, which SQLAlchemy
+    # refuses inside the transaction being rolled back (PendingRollbackError), so the rollback failed.
+    if connection.invalidated or connection.info.get(_GATE_HELD) is None:
         return
     try:
         connection.connection.dbapi_connection.rollback()

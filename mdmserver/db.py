@@ -324,6 +324,9 @@ class WriteGate:
                     pause = min(pause * 2, 0.002)
         except OSError:
             pass  # the lock file cannot be made (read-only folder): no queue, SQLite alone decides
+        except BaseException:
+            self.release()  # interrupted while waiting (a signal): what it took would stay taken
+            raise
         self._local.release()
         return False
 

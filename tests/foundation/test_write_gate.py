@@ -12,9 +12,12 @@ waits that long; every "gets in at once" below means well under it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import multiprocessing
+import os
 import queue
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -443,3 +446,31 @@ def test_writers_waiting_for_a_foreign_writer_go_through_when_it_commits(quick: 
     assert [error for _, error in results] == [None] * 4
     assert quick.count() == before + 1 + 4
 
+
+
+# --- a writer interrupted while it queues -------------------------------------------------------------
+
+
+class Interrupted(BaseException):
+    """What a signal handler may raise in the middle of a wait (KeyboardInterrupt, SystemExit)."""
+
+
+def test_a_writer_interrupted_while_it_queues_leaves_no_place_taken(gated: Db) -> None:
+    """Another process's writer holds the queue's lock file; ours, queued behind it, is interrupted by a
+    signal. Once the other process lets go, a writer of ours gets in at once."""
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    other_process = os.open(f"{gated.path}-writers", os.O_RDWR)  # a description of its own: as another process
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        fcntl.flock(other_process, fcntl.LOCK_EX)
+        signal.setitimer(signal.ITIMER_REAL, HOLD)
+        with pytest.raises(Interrupted):
+            write_once(gated, "interrupted")
+        fcntl.flock(other_process, fcntl.LOCK_UN)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        os.close(other_process)
+    assert other_thread_writes(gated) < AT_ONCE

@@ -375,8 +375,10 @@ def _release_gate(info: dict) -> None:
 def _commit_then_release(connection: Connection) -> None:
     """Commit, then give the next writer its turn. SQLAlchemy signals a commit before making it; the
     driver's ``commit()`` is made here first (SQLAlchemy's own call then finds no transaction and does
-    nothing). Should it fail, the place is kept: SQLAlchemy's call raises the error as usual and the
-    rollback that follows releases it."""
+    nothing). Should it fail, the place is kept with the transaction, still open: SQLAlchemy's call
+    raises the error as usual and marks the transaction ended without rolling it back (no "rollback"
+    event follows); the pool's reset rolls it back and gives the place back when the connection is
+    returned (a session's ``rollback()`` or ``close()`` returns it)."""
     if connection.invalidated or connection.info.get(_GATE_HELD) is None:
         return
     try:

@@ -355,6 +355,9 @@ class WriteGate:
                     pause = min(pause * 2, 0.002)
         except OSError:
             pass  # the lock file cannot be made (read-only folder): no queue, SQLite alone decides
+        except BaseException:
+            self.release()  # interrupted while waiting (a signal): what it took would stay taken
+            raise
         self._local.release()
         return False
 
@@ -403,9 +406,11 @@ def _release_gate(info: dict) -> None:
 def _commit_then_release(connection: Connection) -> None:
     """Commit, then give the next writer its turn. SQLAlchemy signals a commit before making it; the
     driver's ``commit()`` is made here first (SQLAlchemy's own call then finds no transaction and does
-    nothing). Should it fail, the place is kept: SQLAlchemy's call raises the error as usual and the
-    rollback that follows releases it."""
-    if connection.info.get(_GATE_HELD) is None:
+    nothing). Should it fail, the place is kept with the transaction, still open: SQLAlchemy's call
+    raises the error as usual and marks the transaction ended without rolling it back (no "rollback"
+    event follows); the pool's reset rolls it back and gives the place back when the connection is
+    returned (a session's ``rollback()`` or ``close()`` returns it)."""
+    if connection.invalidated or connection.info.get(_GATE_HELD) is None:
         return
     try:
         connection.connection.dbapi_connection.commit()
@@ -416,7 +421,10 @@ def _commit_then_release(connection: Connection) -> None:
 
 @event.listens_for(Engine, "rollback")
 def _rollback_then_release(connection: Connection) -> None:
-    if connection.info.get(_GATE_HELD) is None:
+    # An invalidated connection gave its place back when it was invalidated (_release_on_invalidate),
+    # and must not be asked for its ``info`` here: that would try to reconnect, which SQLAlchemy
+    # refuses inside the transaction being rolled back (PendingRollbackError), so the rollback failed.
+    if connection.invalidated or connection.info.get(_GATE_HELD) is None:
         return
     try:
         connection.connection.dbapi_connection.rollback()

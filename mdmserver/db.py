@@ -491,6 +491,10 @@ def _ping_if_idle(dbapi_connection, connection_record, connection_proxy) -> None
             cursor.execute("SELECT 1")
         finally:
             cursor.close()
+        # the ping began a transaction (the driver is not in autocommit): end it, so the connection is
+        # handed out as every pooled one is, idle (a connection in a transaction cannot switch to
+        # autocommit: db.untransacted)
+        dbapi_connection.rollback()
     except Exception as exc:  # noqa: BLE001 — whatever the driver raises, the connection is unusable
         raise DisconnectionError(f"pooled connection did not answer a ping: {exc}") from exc
 

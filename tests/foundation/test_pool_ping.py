@@ -57,3 +57,13 @@ def test_connection_in_steady_use_is_not_pinged(engine, monkeypatch):
     with pytest.raises(sa.exc.OperationalError):
         _pid(engine)
     assert _pid(engine) != first  # and the pool replaced it
+
+
+def test_a_pinged_connection_is_handed_out_idle_and_can_switch_to_autocommit(engine, monkeypatch):
+    _pid(engine)
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+    with engine.connect() as connection:  # pinged on the way out of the pool
+        # not inside the ping's transaction: a quiet Idle's read switches it to autocommit
+        assert connection.connection.dbapi_connection.info.transaction_status.name == "IDLE"
+    with db_module.untransacted(engine) as connection:
+        assert connection.scalar(sa.text("SELECT 1")) == 1

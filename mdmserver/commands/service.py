@@ -494,7 +494,7 @@ def _mark_sent_statement():
 
 
 def mark_sent(session: Session, command_id: int, now: datetime) -> None:
-    session.execute(_mark_sent_statement(), {"command_id": command_id, "sent_now": now})
+    session.connection().execute(_mark_sent_statement(), {"command_id": command_id, "sent_now": now})
 
 
 @cache
@@ -505,7 +505,8 @@ def _mark_sent_if_active_statement():
 def mark_sent_if_active(session: Session, command_id: int, now: datetime) -> bool:
     """Mark a command read outside this transaction as sent, if it is still active (not answered,
     canceled or expired meanwhile); whether it was."""
-    return session.execute(_mark_sent_if_active_statement(), {"command_id": command_id, "sent_now": now}).rowcount == 1
+    marked = session.connection().execute(_mark_sent_if_active_statement(), {"command_id": command_id, "sent_now": now})
+    return marked.rowcount == 1
 
 
 def command_parameters(command: Command | bytes, box: SecretBox) -> dict[str, Any]:
@@ -537,7 +538,7 @@ def _record_statement(final: bool):
         .where(
             table.c.uuid == bindparam("command_uuid"),
             table.c.device_id == bindparam("for_device"),
-            table.c.status.in_(IDLE_CANDIDATES),
+            table.c.status.in_(_sql_constants(IDLE_CANDIDATES)),  # constants: see _connect_statement
         )
         .values(**values)
         .returning(table.c.id, table.c.request_type, table.c.status)
@@ -566,7 +567,8 @@ def record_result(
             new_result=seal_blob(raw, box, RESULT_CONTEXT) if secrets_policy.contains_secret(result.raw) else raw,
             new_error_chain=[item.as_dict() for item in result.error_chain] or None,
         )
-    row = session.execute(_record_statement(final), params).first()
+    # on the session's connection: the ORM's execute adds nothing to a Core statement but its cost
+    row = session.connection().execute(_record_statement(final), params).first()
     if row is None:
         log.warning("result %s for command %s from device %s ignored: unknown or already finished",
                     result.status.value, result.command_uuid, device_id)

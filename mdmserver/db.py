@@ -12,6 +12,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import ColumnElement, DateTime, MetaData, Select, delete, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import ArgumentError as UrlError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, scoped_session
@@ -132,24 +133,104 @@ def run_read_first(session: Session | scoped_session, unit: Callable[[], T]) -> 
         set_read_only(target, declared)
 
 
+@dataclass(frozen=True)
+class DriverConnection:
+    """A driver (DB-API) connection and the dialect that speaks to it (:func:`untransacted`)."""
+
+    dbapi: Any
+    dialect: Dialect
+
+
 @contextmanager
-def untransacted(bind: Engine | Connection) -> Iterator[Connection]:
-    """A pooled connection on which each statement is its own transaction, with no BEGIN or COMMIT sent:
-    for a unit that is one read. PostgreSQL: the driver's autocommit (reset when the connection goes back
-    to the pool). SQLite: the driver already leaves transactions to us, and ``_sqlite_begin`` sends no
-    BEGIN for this connection.
+def untransacted(bind: Engine | Connection) -> Iterator[DriverConnection]:
+    """A pooled driver connection on which each statement is its own transaction, with no BEGIN or
+    COMMIT sent: for a unit that is one read (:class:`DriverRead`). PostgreSQL: the driver's autocommit,
+    switched back off before the connection returns to the pool. SQLite: the driver already leaves
+    transactions to us (``_sqlite_pragmas``), so a statement outside BEGIN is its own transaction.
 
     ``bind`` is a session's bind: a session bound to one connection (the test suite's rolled-back
     transaction) reads on that connection, in its transaction, and sees what it sees."""
     if isinstance(bind, Connection):
-        yield bind
+        yield DriverConnection(bind.connection.dbapi_connection, bind.dialect)
         return
-    with bind.connect() as connection:
-        if connection.dialect.name == "sqlite":
-            connection.execution_options(**{_BEGIN_OPTION: _NO_BEGIN})
+    pooled = bind.raw_connection()
+    try:
+        dbapi = pooled.dbapi_connection
+        if bind.dialect.name == "postgresql":
+            dbapi.autocommit = True
+            try:
+                yield DriverConnection(dbapi, bind.dialect)
+            finally:
+                if not dbapi.closed:
+                    dbapi.autocommit = False
         else:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-        yield connection
+            yield DriverConnection(dbapi, bind.dialect)
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            pooled.invalidate(exc)  # gone (server restarted, dropped): the pool replaces it
+        raise
+    finally:
+        pooled.close()
+
+
+#: called with the SQL of every :class:`DriverRead` execution (SQLAlchemy's statement events never see
+#: them): the statement counts of the test suite listen here too
+driver_read_listeners: list[Callable[[str], None]] = []
+
+
+class DriverRead:
+    """A SELECT compiled once per dialect and run straight on the driver's cursor, its parameters and
+    values converted by its types' bind and result processors as SQLAlchemy converts them.
+
+    For the connect path's one read of a quiet Idle, where SQLAlchemy's work around an execution (its
+    execution context, result set-up, connection wrapper and events) costs several times the query. A
+    driver error is raised as SQLAlchemy raises it (``OperationalError``…), the connection invalidated
+    when the driver says it is gone. Not for anything else: no statement events (only
+    ``driver_read_listeners``), no echo."""
+
+    def __init__(self, statement: Select) -> None:
+        self.statement = statement
+        self._forms: dict[str, tuple[str, Callable[[dict[str, Any]], Any], tuple[Any, ...]]] = {}
+
+    def _form(self, dialect: Dialect):
+        form = self._forms.get(dialect.name)
+        if form is None:
+            compiled = self.statement.compile(dialect=dialect)
+            if "POSTCOMPILE" in compiled.string:
+                raise ValueError("a DriverRead takes no expanding parameter (write the constants into the SQL)")
+            binders = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                       for name, bind in compiled.binds.items()}
+            positions = compiled.positiontup
+
+            def parameters(values: dict[str, Any]) -> Any:
+                given = compiled.construct_params(values)
+                converted = {name: (binders[name](value) if binders.get(name) else value)
+                             for name, value in given.items()}
+                return tuple(converted[name] for name in positions) if positions else converted
+
+            results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
+                            for column in self.statement.selected_columns)
+            form = self._forms[dialect.name] = (compiled.string, parameters, results)
+        return form
+
+    def first(self, connection: DriverConnection, values: dict[str, Any]) -> tuple[Any, ...] | None:
+        sql, parameters, results = self._form(connection.dialect)
+        bound = parameters(values)
+        dbapi_module = connection.dialect.loaded_dbapi
+        for listener in driver_read_listeners:
+            listener(sql)
+        cursor = connection.dbapi.cursor()
+        try:
+            cursor.execute(sql, bound)
+            row = cursor.fetchone()
+        except dbapi_module.Error as exc:
+            gone = connection.dialect.is_disconnect(exc, connection.dbapi, cursor)
+            raise DBAPIError.instance(sql, bound, exc, dbapi_module.Error, connection_invalidated=gone) from exc
+        finally:
+            cursor.close()
+        if row is None:
+            return None
+        return tuple(convert(value) if convert is not None else value for convert, value in zip(results, row, strict=True))
 
 
 def is_database_busy(exc: BaseException) -> bool:

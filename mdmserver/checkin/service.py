@@ -19,7 +19,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import ColumnElement
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from mdmserver import workflows
@@ -31,7 +30,7 @@ from mdmserver.blueprints import service as blueprints
 from mdmserver.checkin.auth import DeviceIdentity
 from mdmserver.commands import service as commands
 from mdmserver.compliance import service as compliance
-from mdmserver.db import utcnow
+from mdmserver.db import DriverConnection, utcnow
 from mdmserver.ddm import service as ddm
 from mdmserver.devices import service as devices
 from mdmserver.errors import BadRequest, Forbidden, Gone, ServiceUnavailable
@@ -564,7 +563,7 @@ class IdleRead:
     offer: bool
 
 
-def read_idle(connection: Connection, result: CommandResult, identity: DeviceIdentity) -> IdleRead:
+def read_idle(connection: DriverConnection, result: CommandResult, identity: DeviceIdentity) -> IdleRead:
     """Read what an Idle needs in one statement on ``connection``, outside any transaction (no BEGIN or
     COMMIT: on PostgreSQL two round trips fewer). Most Idles of an enrolled fleet are quiet: answered
     there and then, with no transaction at all.
@@ -574,7 +573,7 @@ def read_idle(connection: Connection, result: CommandResult, identity: DeviceIde
     :func:`handle_connect` decides in its transaction, refusals included.
     """
     now = utcnow()
-    state = commands.connect_state(connection, result.udid, after_idle=True, now=now)
+    state = commands.idle_connect_state(connection, result.udid, now=now)
     trusted = (
         state is not None
         and state.identity_fingerprint == identity.fingerprint

@@ -26,11 +26,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mdmserver.db import UTCDateTime, delete_in_batches, utcnow
+from mdmserver.db import DriverConnection, DriverRead, UTCDateTime, delete_in_batches, utcnow
 from mdmserver.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
 from mdmserver.pki.models import Certificate
 from mdmserver.pki.secretbox import SecretBox, SecretBoxError
@@ -446,8 +445,7 @@ def _connect_statement(after_idle: bool, probes: tuple[ColumnElement[bool], ...]
 
 
 def connect_state(
-    session: Session | Connection, udid: str, *, after_idle: bool, now: datetime,
-    probes: tuple[ColumnElement[bool], ...] = (),
+    session: Session, udid: str, *, after_idle: bool, now: datetime, probes: tuple[ColumnElement[bool], ...] = (),
 ) -> ConnectState | None:
     """The device named by ``udid`` and the command to offer next, in one indexed query.
 
@@ -455,14 +453,24 @@ def connect_state(
     on Idle every active command is (NotNow'd and unanswered ones are offered again). ``probes``:
     uncorrelated boolean expressions (e.g. EXISTS) read in the same statement, their values in
     ``ConnectState.probes``; pass the same tuple every time (the statement is built once per tuple).
-    ``session`` may be a Core connection (see :func:`mdmserver.checkin.service.quiet_idle`).
     """
-    connection = session if isinstance(session, Connection) else session.connection()
-    row = connection.execute(_connect_statement(after_idle, probes), {"udid": udid, "now": now}).first()
+    row = session.connection().execute(_connect_statement(after_idle, probes), {"udid": udid, "now": now}).first()
     if row is None:
         return None
     fields = len(row) - len(probes)
     return ConnectState(*row[:fields], probes=tuple(bool(value) for value in row[fields:]))
+
+
+@cache
+def _idle_read() -> DriverRead:
+    return DriverRead(_connect_statement(True))
+
+
+def idle_connect_state(connection: DriverConnection, udid: str, *, now: datetime) -> ConnectState | None:
+    """:func:`connect_state` after an Idle, read on a driver connection outside any transaction (the
+    same statement; see :func:`mdmserver.checkin.service.read_idle`)."""
+    row = _idle_read().first(connection, {"udid": udid, "now": now})
+    return None if row is None else ConnectState(*row)
 
 
 def expire_due(session: Session, now: datetime, device_id: int | None = None) -> int:

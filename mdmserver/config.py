@@ -210,7 +210,14 @@ def _parse(name: str, value: Any, origin: str) -> Any:
 def _engine_options(url: str, busy_timeout: float) -> dict[str, Any]:
     if url.startswith("sqlite"):
         # The driver's timeout is SQLite's busy_timeout: how long a writer waits for the write lock.
-        return {"connect_args": {"timeout": float(busy_timeout), "check_same_thread": False}}
+        # Last in, first out: a device request reads on one pooled connection outside any transaction,
+        # then writes in its session's transaction, and should find the same connection again. Each SQLite
+        # connection keeps its own page cache, which is stale once another connection has written: a
+        # connection handed out in turn (first in, first out) re-reads its pages almost every time.
+        # Measured on deliver-and-acknowledge: +12 % requests a second, -7 % CPU a request (docs/deploy.md).
+        return {"connect_args": {"timeout": float(busy_timeout), "check_same_thread": False},
+                "pool_use_lifo": True}
     # No pool_pre_ping (a round trip before every request's statements): a pooled connection that sat
-    # idle is pinged before use instead (mdmserver.db._ping_if_idle); one in steady use is not.
+    # idle is pinged before use instead (mdmserver.db._ping_if_idle); one in steady use is not. First in,
+    # first out: last in, first out measured 15 % more CPU a quiet Idle on PostgreSQL (docs/deploy.md).
     return {}

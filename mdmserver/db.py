@@ -25,6 +25,7 @@ from sqlalchemy.exc import ArgumentError as UrlError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, scoped_session
 from sqlalchemy.pool import Pool
+from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -144,7 +145,7 @@ class DriverConnection:
 @contextmanager
 def untransacted(bind: Engine | Connection) -> Iterator[DriverConnection]:
     """A pooled driver connection on which each statement is its own transaction, with no BEGIN or
-    COMMIT sent: for a unit that is one read (:class:`DriverRead`). PostgreSQL: the driver's autocommit,
+    COMMIT sent: for a unit that is one read (:class:`DriverStatement`). PostgreSQL: the driver's autocommit,
     switched back off before the connection returns to the pool. SQLite: the driver already leaves
     transactions to us (``_sqlite_pragmas``), so a statement outside BEGIN is its own transaction.
 
@@ -173,22 +174,39 @@ def untransacted(bind: Engine | Connection) -> Iterator[DriverConnection]:
         pooled.close()
 
 
-#: called with the SQL of every :class:`DriverRead` execution (SQLAlchemy's statement events never see
-#: them): the statement counts of the test suite listen here too
-driver_read_listeners: list[Callable[[str], None]] = []
+def session_driver(session: Session | scoped_session) -> DriverConnection:
+    """The driver connection of the session's transaction (begun here if it has not begun: on SQLite
+    ``BEGIN IMMEDIATE`` and the write gate, as for any statement), for :class:`DriverStatement`."""
+    connection = session.connection()
+    return DriverConnection(connection.connection.dbapi_connection, connection.dialect)
 
 
-class DriverRead:
-    """A SELECT compiled once per dialect and run straight on the driver's cursor, its parameters and
-    values converted by its types' bind and result processors as SQLAlchemy converts them.
+#: called with the SQL of every :class:`DriverStatement` execution (SQLAlchemy's statement events never
+#: see them): the statement counts of the test suite listen here too
+driver_statement_listeners: list[Callable[[str], None]] = []
 
-    For the connect path's one read of a quiet Idle, where SQLAlchemy's work around an execution (its
-    execution context, result set-up, connection wrapper and events) costs several times the query. A
-    driver error is raised as SQLAlchemy raises it (``OperationalError``…), the connection invalidated
-    when the driver says it is gone. Not for anything else: no statement events (only
-    ``driver_read_listeners``), no echo."""
 
-    def __init__(self, statement: Select) -> None:
+@dataclass(frozen=True)
+class DriverOutcome:
+    """What a :class:`DriverStatement` execution did: rows matched, and its first row (RETURNING)."""
+
+    rowcount: int
+    row: tuple[Any, ...] | None
+
+
+class DriverStatement:
+    """A statement (a SELECT, or an INSERT/UPDATE/DELETE with or without RETURNING) compiled once per
+    dialect and run straight on the driver's cursor, its parameters and values converted by its types'
+    bind and result processors as SQLAlchemy converts them.
+
+    For the connect path, the hottest request there is, where SQLAlchemy's work around an execution
+    (its execution context, result set-up, connection wrapper and events) costs several times the
+    query: its read outside any transaction (:func:`untransacted`) and its writes in the session's
+    transaction (:func:`session_driver`). A driver error is raised as SQLAlchemy raises it
+    (``OperationalError``…), flagged ``connection_invalidated`` when the driver says the connection is
+    gone. Not for anything else: no statement events (only ``driver_statement_listeners``), no echo."""
+
+    def __init__(self, statement: Select | UpdateBase) -> None:
         self.statement = statement
         self._forms: dict[str, tuple[str, Callable[[dict[str, Any]], Any], tuple[Any, ...]]] = {}
 
@@ -197,7 +215,7 @@ class DriverRead:
         if form is None:
             compiled = self.statement.compile(dialect=dialect)
             if "POSTCOMPILE" in compiled.string:
-                raise ValueError("a DriverRead takes no expanding parameter (write the constants into the SQL)")
+                raise ValueError("a DriverStatement takes no expanding parameter (write the constants into the SQL)")
             binders = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
                        for name, bind in compiled.binds.items()}
             positions = compiled.positiontup
@@ -208,29 +226,35 @@ class DriverRead:
                              for name, value in given.items()}
                 return tuple(converted[name] for name in positions) if positions else converted
 
+            # a SELECT's columns, or the RETURNING columns of a DML statement (none without RETURNING)
             results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
-                            for column in self.statement.selected_columns)
+                            for column in self.statement.exported_columns)
             form = self._forms[dialect.name] = (compiled.string, parameters, results)
         return form
 
-    def first(self, connection: DriverConnection, values: dict[str, Any]) -> tuple[Any, ...] | None:
+    def execute(self, connection: DriverConnection, values: dict[str, Any]) -> DriverOutcome:
         sql, parameters, results = self._form(connection.dialect)
         bound = parameters(values)
         dbapi_module = connection.dialect.loaded_dbapi
-        for listener in driver_read_listeners:
+        for listener in driver_statement_listeners:
             listener(sql)
         cursor = connection.dbapi.cursor()
         try:
             cursor.execute(sql, bound)
-            row = cursor.fetchone()
+            row = cursor.fetchone() if results else None
+            rowcount = cursor.rowcount
         except dbapi_module.Error as exc:
             gone = connection.dialect.is_disconnect(exc, connection.dbapi, cursor)
             raise DBAPIError.instance(sql, bound, exc, dbapi_module.Error, connection_invalidated=gone) from exc
         finally:
             cursor.close()
-        if row is None:
-            return None
-        return tuple(convert(value) if convert is not None else value for convert, value in zip(results, row, strict=True))
+        if row is not None:
+            row = tuple(convert(value) if convert is not None else value
+                        for convert, value in zip(results, row, strict=True))
+        return DriverOutcome(rowcount, row)
+
+    def first(self, connection: DriverConnection, values: dict[str, Any]) -> tuple[Any, ...] | None:
+        return self.execute(connection, values).row
 
 
 def is_database_busy(exc: BaseException) -> bool:

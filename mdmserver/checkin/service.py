@@ -551,46 +551,63 @@ def _result_probes() -> tuple[ColumnElement[bool], ...]:
     return (webhook_outbox.listening(), compliance.policies_enabled())
 
 
+def _refusal(state: commands.ConnectState | None, identity: DeviceIdentity, udid: str) -> tuple[Any, ...] | None:
+    """Why a command-channel request of ``udid`` signed by ``identity`` is refused (``refuse``'s
+    arguments), or ``None``: the device is known, bound to this certificate, which is not revoked, and
+    the device is not refused."""
+    if state is None:
+        return ("unknown device %s (no Authenticate yet)", udid)
+    if state.identity_fingerprint != identity.fingerprint:
+        return ("certificate %s is not the one bound to device %s", identity.fingerprint[:16], udid)
+    if state.identity_revoked_at is not None:
+        return ("certificate %s of device %s is revoked", identity.fingerprint[:16], udid)
+    if state.admission_status in REFUSED_STATUSES:
+        return ("device %s is %s", udid, state.admission_status)
+    return None
+
+
 @dataclass(frozen=True)
-class IdleRead:
-    """An Idle's device and next command, read outside any transaction (:func:`read_idle`)."""
+class ConnectRead:
+    """A command-channel request's device and next command, read outside any transaction
+    (:func:`read_connect`)."""
 
     state: commands.ConnectState | None
     now: datetime
-    #: answered by the empty 200, nothing to write
+    #: every check of :func:`handle_connect` passed on this read
+    trusted: bool
+    #: an Idle answered by the empty 200, nothing to write
     quiet: bool
-    #: every check passed and ``state``'s command is to be offered (if still active: :func:`handle_idle`)
+    #: an Idle whose ``state`` command is to be offered (if still active: :func:`handle_idle`)
     offer: bool
 
 
-def read_idle(connection: DriverConnection, result: CommandResult, identity: DeviceIdentity) -> IdleRead:
-    """Read what an Idle needs in one statement on ``connection``, outside any transaction (no BEGIN or
-    COMMIT: on PostgreSQL two round trips fewer). Most Idles of an enrolled fleet are quiet: answered
-    there and then, with no transaction at all.
+def read_connect(connection: DriverConnection, result: CommandResult, identity: DeviceIdentity) -> ConnectRead:
+    """Read what a command-channel request needs in one statement on ``connection``, outside any
+    transaction (no BEGIN or COMMIT: on PostgreSQL two round trips fewer, and on SQLite the read is not
+    inside the write lock that the transaction holds). Most Idles of an enrolled fleet are quiet:
+    answered there and then, with no transaction at all.
 
-    ``quiet`` and ``offer`` are True only when every check :func:`handle_connect` makes passes (known
-    device, bound to this certificate, certificate not revoked, device not refused); otherwise
-    :func:`handle_connect` decides in its transaction, refusals included.
+    ``trusted`` (and with it ``quiet`` and ``offer``) is True only when every check :func:`handle_connect`
+    makes passes; otherwise :func:`handle_connect` reads again in its transaction and refuses there.
     """
     now = utcnow()
-    state = commands.idle_connect_state(connection, result.udid, now=now)
-    trusted = (
-        state is not None
-        and state.identity_fingerprint == identity.fingerprint
-        and state.identity_revoked_at is None
-        and state.admission_status not in REFUSED_STATUSES
-    )
-    offers = (trusted and result.user_id is None and state.admission_status == AdmissionStatus.ACCEPTED
+    idle = result.status is ResultStatus.IDLE
+    if idle:
+        state = commands.idle_connect_state(connection, result.udid, now=now)
+    else:
+        state = commands.result_connect_state(connection, result.udid, now=now, probes=_result_probes())
+    trusted = _refusal(state, identity, result.udid) is None
+    offers = (idle and trusted and result.user_id is None and state.admission_status == AdmissionStatus.ACCEPTED
               and state.command_id is not None)
-    quiet = trusted and not offers and not devices.last_seen_due(state, now)
-    return IdleRead(state, now, quiet=quiet, offer=offers)
+    quiet = idle and trusted and not offers and not devices.last_seen_due(state, now)
+    return ConnectRead(state, now, trusted=trusted, quiet=quiet, offer=offers)
 
 
 def handle_idle(
-    session: Session, read: IdleRead, result: CommandResult, raw: bytes, identity: DeviceIdentity, box: SecretBox,
+    session: Session, read: ConnectRead, result: CommandResult, raw: bytes, identity: DeviceIdentity, box: SecretBox,
     public_url: str,
 ) -> bytes | None:
-    """An Idle that :func:`read_idle` found not quiet. Its command is offered if still active (one
+    """An Idle that :func:`read_connect` found not quiet. Its command is offered if still active (one
     guarded UPDATE: the same statements as reading and marking in one transaction); otherwise (answered,
     canceled or expired meanwhile, or nothing to offer) :func:`handle_connect` reads and decides again."""
     if read.offer:
@@ -599,6 +616,18 @@ def handle_idle(
         if commands.mark_sent_if_active(session, state.command_id, read.now):
             return _offer(session, state, box)
     return handle_connect(session, result, raw, identity, box, public_url)
+
+
+def handle_result(
+    session: Session, read: ConnectRead, result: CommandResult, raw: bytes, identity: DeviceIdentity,
+    box: SecretBox, public_url: str,
+) -> bytes | None:
+    """A result (not Idle) whose device :func:`read_connect` read: when every check passed there, the
+    transaction only writes (the result, then the next command marked sent if it is still queued);
+    otherwise :func:`handle_connect` reads again and decides."""
+    if not read.trusted:
+        return handle_connect(session, result, raw, identity, box, public_url)
+    return _answer(session, read.state, result, raw, identity, box, public_url, read.now, read_outside=True)
 
 
 def _offer(session: Session, state: commands.ConnectState, box: SecretBox) -> bytes:
@@ -625,44 +654,73 @@ def handle_connect(
     idle = result.status is ResultStatus.IDLE
     state = commands.connect_state(session, result.udid, after_idle=idle, now=now,
                                    probes=() if idle else _result_probes())
-    if state is None:
-        raise refuse("unknown device %s (no Authenticate yet)", result.udid)
-    if state.identity_fingerprint != identity.fingerprint:
-        raise refuse("certificate %s is not the one bound to device %s", identity.fingerprint[:16], result.udid)
-    if state.identity_revoked_at is not None:
-        raise refuse("certificate %s of device %s is revoked", identity.fingerprint[:16], result.udid)
-    if state.admission_status in REFUSED_STATUSES:
-        raise refuse("device %s is %s", result.udid, state.admission_status)
+    refusal = _refusal(state, identity, result.udid)
+    if refusal is not None:
+        raise refuse(*refusal)
+    if idle:
+        devices.touch_last_seen(session, state, now)
+        return _deliver(session, state, result, identity, now, guarded=False, box=box)
+    return _answer(session, state, result, raw, identity, box, public_url, now, read_outside=False)
+
+
+def _answer(
+    session: Session, state: commands.ConnectState, result: CommandResult, raw: bytes, identity: DeviceIdentity,
+    box: SecretBox, public_url: str, now: datetime, *, read_outside: bool,
+) -> bytes | None:
+    """Record the result of the trusted device ``state`` and offer its next command. ``read_outside``:
+    ``state`` was read before this transaction (:func:`read_connect`), so its next command is marked
+    sent only if it is still queued."""
     devices.touch_last_seen(session, state, now)
-    if not idle:
-        webhooks_listening, compliance_policies = state.probes
-        answered = commands.record_result(session, state.id, result, raw, box, serial_number=state.serial_number,
-                                          webhooks_listening=webhooks_listening)
-        queued_now = False
-        if answered is not None and answered.status == CommandStatus.ACKNOWLEDGED:
-            inventory_update = devices.apply_inventory(session, state.id, answered.request_type, result.raw)
-            if inventory_update.applied and compliance_policies:
-                workflows.inventory_applied(session, state.id, answered.request_type)
-            if inventory_update.group_fields_changed:
-                if webhooks_listening:
-                    webhook_events.inventory_changed(session, DeviceRef(state.id, state.udid, state.serial_number),
-                                                     request_type=answered.request_type)
-                # it may have entered or left a smart group: its assignments follow, for this device only
-                counts = assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box)
-                apps = app_assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box,
-                                                         public_url=public_url)
-                plans = blueprints.reconcile_devices(session, [state.id], with_=blueprints.Collaborators(
-                    RECONCILE_ACTOR, box, public_url))
-                queued_now = any((counts["install_queued"], counts["removal_queued"], apps["install_queued"],
-                                  apps["removal_queued"], *(v for k, v in plans.items() if k != "blueprints")))
-        if answered is not None and (answered.id == state.command_id or queued_now):
-            # the device answered a command it was never offered, or a profile command was just
-            # queued for it: look again
-            session.flush()
-            state = commands.connect_state(session, result.udid, after_idle=False, now=now)
+    webhooks_listening, compliance_policies = state.probes
+    answered = commands.record_result(session, state.id, result, raw, box, serial_number=state.serial_number,
+                                      webhooks_listening=webhooks_listening)
+    queued_now = False
+    if answered is not None and answered.status == CommandStatus.ACKNOWLEDGED:
+        inventory_update = devices.apply_inventory(session, state.id, answered.request_type, result.raw)
+        if inventory_update.applied and compliance_policies:
+            workflows.inventory_applied(session, state.id, answered.request_type)
+        if inventory_update.group_fields_changed:
+            if webhooks_listening:
+                webhook_events.inventory_changed(session, DeviceRef(state.id, state.udid, state.serial_number),
+                                                 request_type=answered.request_type)
+            # it may have entered or left a smart group: its assignments follow, for this device only
+            counts = assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box)
+            apps = app_assignments.reconcile_devices(session, [state.id], actor=RECONCILE_ACTOR, box=box,
+                                                     public_url=public_url)
+            plans = blueprints.reconcile_devices(session, [state.id], with_=blueprints.Collaborators(
+                RECONCILE_ACTOR, box, public_url))
+            queued_now = any((counts["install_queued"], counts["removal_queued"], apps["install_queued"],
+                              apps["removal_queued"], *(v for k, v in plans.items() if k != "blueprints")))
+    if answered is not None and (answered.id == state.command_id or queued_now):
+        # the device answered a command it was never offered, or a profile command was just
+        # queued for it: look again
+        session.flush()
+        state = commands.connect_state(session, result.udid, after_idle=False, now=now)
+        refusal = _refusal(state, identity, result.udid)
+        if refusal is not None:  # possible only when the first read was made outside this transaction
+            raise refuse(*refusal)
+        read_outside = False
+    return _deliver(session, state, result, identity, now, guarded=read_outside, box=box)
+
+
+def _deliver(
+    session: Session, state: commands.ConnectState, result: CommandResult, identity: DeviceIdentity, now: datetime,
+    *, guarded: bool, box: SecretBox,
+) -> bytes | None:
+    """Mark ``state``'s next command sent and return its plist (``None``: nothing to offer). ``guarded``:
+    ``state`` was read outside this transaction; if the command is no longer queued (canceled, expired,
+    or offered to a concurrent request of the device since), the queue is read again here."""
     if result.user_id is not None or state.admission_status != AdmissionStatus.ACCEPTED:
         return None
     if state.command_id is None:
         return None
+    if guarded:
+        if commands.mark_sent_if_active(session, state.command_id, now, statuses=commands.AFTER_RESULT_CANDIDATES):
+            return _offer(session, state, box)
+        state = commands.connect_state(session, result.udid, after_idle=False, now=now)
+        refusal = _refusal(state, identity, result.udid)
+        if refusal is not None:
+            raise refuse(*refusal)
+        return _deliver(session, state, result, identity, now, guarded=False, box=box)
     commands.mark_sent(session, state.command_id, now)
     return _offer(session, state, box)

@@ -133,24 +133,25 @@ def _checkin(data: dict, identity: device_auth.DeviceIdentity) -> Response:
 
 def _connect(data: dict, body: bytes, identity: device_auth.DeviceIdentity) -> Response:
     result = parse_result(data)
-    if result.status is ResultStatus.IDLE:
-        with untransacted(db.session.get_bind()) as connection:
-            read = service.read_idle(connection, result, identity)
-        if read.quiet:
-            return _empty_200()  # no transaction at all
+    # read before any transaction: on SQLite not inside the write lock, and a quiet Idle needs no other
+    with untransacted(db.session.get_bind()) as connection:
+        read = service.read_connect(connection, result, identity)
+    if result.status is not ResultStatus.IDLE:
+        # a result always writes: IMMEDIATE, waiting for the lock up front
+        return _respond(service.handle_result(db.session, read, result, body, identity, secret_box(),
+                                              current_app.config["PUBLIC_URL"]))
+    if read.quiet:
+        return _empty_200()  # no transaction at all
 
-        def idle() -> Response:
-            return _respond(service.handle_idle(db.session, read, result, body, identity, secret_box(),
-                                                current_app.config["PUBLIC_URL"]))
+    def idle() -> Response:
+        return _respond(service.handle_idle(db.session, read, result, body, identity, secret_box(),
+                                            current_app.config["PUBLIC_URL"]))
 
-        if read.offer:
-            return idle()  # it writes: IMMEDIATE, waiting for the lock up front
-        # Otherwise it may only read (a refusal; last_seen, written at most once a minute): it begins
-        # DEFERRED and takes SQLite's write lock only if it does write.
-        return run_read_first(db.session, idle)
-    # a result always writes: IMMEDIATE, waiting for the lock up front
-    return _respond(service.handle_connect(db.session, result, body, identity, secret_box(),
-                                           current_app.config["PUBLIC_URL"]))
+    if read.offer:
+        return idle()  # it writes: IMMEDIATE, waiting for the lock up front
+    # Otherwise it may only read (a refusal; last_seen, written at most once a minute): it begins
+    # DEFERRED and takes SQLite's write lock only if it does write.
+    return run_read_first(db.session, idle)
 
 
 @bp.put("/mdm/checkin")

@@ -29,7 +29,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mdmserver.db import DriverConnection, DriverRead, UTCDateTime, delete_in_batches, utcnow
+from mdmserver.db import (
+    DriverConnection,
+    DriverStatement,
+    UTCDateTime,
+    delete_in_batches,
+    session_driver,
+    utcnow,
+)
 from mdmserver.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
 from mdmserver.pki.models import Certificate
 from mdmserver.pki.secretbox import SecretBox, SecretBoxError
@@ -462,15 +469,26 @@ def connect_state(
 
 
 @cache
-def _idle_read() -> DriverRead:
-    return DriverRead(_connect_statement(True))
+def _driver_read(after_idle: bool, probes: tuple[ColumnElement[bool], ...] = ()) -> DriverStatement:
+    return DriverStatement(_connect_statement(after_idle, probes))
 
 
 def idle_connect_state(connection: DriverConnection, udid: str, *, now: datetime) -> ConnectState | None:
     """:func:`connect_state` after an Idle, read on a driver connection outside any transaction (the
-    same statement; see :func:`mdmserver.checkin.service.read_idle`)."""
-    row = _idle_read().first(connection, {"udid": udid, "now": now})
+    same statement; see :func:`mdmserver.checkin.service.read_connect`)."""
+    row = _driver_read(True).first(connection, {"udid": udid, "now": now})
     return None if row is None else ConnectState(*row)
+
+
+def result_connect_state(
+    connection: DriverConnection, udid: str, *, now: datetime, probes: tuple[ColumnElement[bool], ...] = (),
+) -> ConnectState | None:
+    """:func:`connect_state` after a result, read on a driver connection outside any transaction."""
+    row = _driver_read(False, probes).first(connection, {"udid": udid, "now": now})
+    if row is None:
+        return None
+    fields = len(row) - len(probes)
+    return ConnectState(*row[:fields], probes=tuple(bool(value) for value in row[fields:]))
 
 
 def expire_due(session: Session, now: datetime, device_id: int | None = None) -> int:
@@ -490,7 +508,6 @@ def expire_due(session: Session, now: datetime, device_id: int | None = None) ->
     return session.execute(stmt).rowcount or 0
 
 
-@cache
 def _mark_sent_statement():
     table = Command.__table__
     return (
@@ -501,19 +518,26 @@ def _mark_sent_statement():
     )
 
 
+@cache
+def _mark_sent() -> DriverStatement:
+    return DriverStatement(_mark_sent_statement())
+
+
 def mark_sent(session: Session, command_id: int, now: datetime) -> None:
-    session.connection().execute(_mark_sent_statement(), {"command_id": command_id, "sent_now": now})
+    _mark_sent().execute(session_driver(session), {"command_id": command_id, "sent_now": now})
 
 
 @cache
-def _mark_sent_if_active_statement():
-    return _mark_sent_statement().where(Command.__table__.c.status.in_(_sql_constants(IDLE_CANDIDATES)))
+def _mark_sent_if_active(statuses: tuple[str, ...]) -> DriverStatement:
+    return DriverStatement(_mark_sent_statement().where(Command.__table__.c.status.in_(_sql_constants(statuses))))
 
 
-def mark_sent_if_active(session: Session, command_id: int, now: datetime) -> bool:
-    """Mark a command read outside this transaction as sent, if it is still active (not answered,
-    canceled or expired meanwhile); whether it was."""
-    marked = session.connection().execute(_mark_sent_if_active_statement(), {"command_id": command_id, "sent_now": now})
+def mark_sent_if_active(
+    session: Session, command_id: int, now: datetime, *, statuses: tuple[str, ...] = IDLE_CANDIDATES,
+) -> bool:
+    """Mark a command read outside this transaction as sent, if its status is still one of ``statuses``
+    (the candidates it was read as: not answered, canceled or expired meanwhile); whether it was."""
+    marked = _mark_sent_if_active(statuses).execute(session_driver(session), {"command_id": command_id, "sent_now": now})
     return marked.rowcount == 1
 
 
@@ -532,7 +556,7 @@ class RecordedResult:
 
 
 @cache
-def _record_statement(final: bool):
+def _record_statement(final: bool) -> DriverStatement:
     table = Command.__table__
     values: dict[str, Any] = {"status": bindparam("new_status")}
     if final:
@@ -541,7 +565,7 @@ def _record_statement(final: bool):
             result=bindparam("new_result", type_=table.c.result.type),
             error_chain=bindparam("new_error_chain", type_=table.c.error_chain.type),
         )
-    return (
+    return DriverStatement(
         update(table)
         .where(
             table.c.uuid == bindparam("command_uuid"),
@@ -575,8 +599,9 @@ def record_result(
             new_result=seal_blob(raw, box, RESULT_CONTEXT) if secrets_policy.contains_secret(result.raw) else raw,
             new_error_chain=[item.as_dict() for item in result.error_chain] or None,
         )
-    # on the session's connection: the ORM's execute adds nothing to a Core statement but its cost
-    row = session.connection().execute(_record_statement(final), params).first()
+    # on the driver's cursor, in the session's transaction (DriverStatement: SQLAlchemy's execution costs
+    # more than this UPDATE)
+    row = _record_statement(final).execute(session_driver(session), params).row
     if row is None:
         log.warning("result %s for command %s from device %s ignored: unknown or already finished",
                     result.status.value, result.command_uuid, device_id)

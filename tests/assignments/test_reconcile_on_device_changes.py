@@ -16,7 +16,7 @@ from sqlalchemy.sql import visitors
 
 from mdmserver.assignments.models import ProfileAssignment
 from mdmserver.collaborators import secret_box
-from mdmserver.db import db
+from mdmserver.db import db, driver_statement_listeners
 from mdmserver.devices.service import GROUP_FILTER_COLUMNS
 from mdmserver.profiles.service import upload_profile
 from mdmserver.protocol.inventory import DEVICE_INFORMATION_COLUMNS
@@ -138,7 +138,9 @@ def statements():
             seen.append(statement)
 
     event.listen(db.engine, "before_cursor_execute", before)
+    driver_statement_listeners.append(seen.append)  # the connect path's first read runs on the driver's cursor
     yield seen
+    driver_statement_listeners.remove(seen.append)
     event.remove(db.engine, "before_cursor_execute", before)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import event, select
 
 from mdmserver.collaborators import secret_box
 from mdmserver.commands import service as commands
-from mdmserver.db import db, driver_read_listeners
+from mdmserver.db import db, driver_statement_listeners
 from mdmserver.records.devices import Device
 from mdmserver.simulator.device import FlaskTransport, SimulatedDevice
 
@@ -23,12 +23,12 @@ def count_statements():
             seen.append(statement)
 
     event.listen(db.engine, "before_cursor_execute", before)
-    driver_read_listeners.append(seen.append)  # the quiet Idle's read runs on the driver's cursor
+    driver_statement_listeners.append(seen.append)  # the quiet Idle's read runs on the driver's cursor
     try:
         yield seen
     finally:
         event.remove(db.engine, "before_cursor_execute", before)
-        driver_read_listeners.remove(seen.append)
+        driver_statement_listeners.remove(seen.append)
 
 
 def _enrolled(client, db_session) -> tuple[SimulatedDevice, int]:

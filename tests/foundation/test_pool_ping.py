@@ -66,14 +66,14 @@ def test_a_pinged_connection_is_handed_out_idle_and_can_switch_to_autocommit(eng
         # not inside the ping's transaction: a quiet Idle's read switches it to autocommit
         assert connection.connection.dbapi_connection.info.transaction_status.name == "IDLE"
     with db_module.untransacted(engine) as connection:  # switches the driver to autocommit
-        assert db_module.DriverRead(sa.select(sa.literal_column("1"))).first(connection, {}) == (1,)
+        assert db_module.DriverStatement(sa.select(sa.literal_column("1"))).first(connection, {}) == (1,)
 
 
 def test_a_quiet_read_on_a_dropped_connection_fails_once_and_the_pool_replaces_it(engine, monkeypatch):
     first = _pid(engine)
     _drop_from_server(first)
     monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 3600.0)  # handed out unpinged
-    read = db_module.DriverRead(sa.select(sa.func.pg_backend_pid()))
+    read = db_module.DriverStatement(sa.select(sa.func.pg_backend_pid()))
     with pytest.raises(sa.exc.OperationalError) as raised, db_module.untransacted(engine) as connection:
         read.first(connection, {})
     assert raised.value.connection_invalidated

@@ -20,8 +20,8 @@ of each target is kept: the machine is small and shared, one round is noise. The
 not depend on what else the machine runs, so it is the steadier comparison of two targets.
 
     .venv/bin/python bench/connect_floor_bench.py [--connections 16] [--requests 600] [--commands 100]
-        [--workers 2] [--threads 4] [--rounds 3] [--postgres URL] [--compare-tree DIR] [--mdm-via serve|factory]
-        [--json]
+        [--workers 2] [--threads 4] [--rounds 3] [--postgres URL] [--compare-tree DIR]
+        [--compare-workers N] [--compare-threads N] [--mdm-via serve|factory] [--json]
 
 The mdmserver targets are ``mdmserver serve`` itself by default (its gunicorn options, access log and
 metrics shared across workers: what a deployment pays; without the push worker); ``--mdm-via factory``
@@ -29,6 +29,8 @@ serves ``create_app()`` under bare gunicorn as the floors are.
 
 ``--compare-tree DIR`` serves a second mdmserver from another checkout (e.g. ``git archive`` of an
 older commit) on the same database, measured in the same interleaved rounds: before and after.
+``--compare-workers`` / ``--compare-threads`` serve that second mdmserver (of this tree, without
+``--compare-tree``) with other gunicorn counts: two worker models measured in the same rounds.
 """
 
 from __future__ import annotations
@@ -160,6 +162,11 @@ def main() -> int:
                         help="PostgreSQL server URL: the bench uses a private schema there and drops it")
     parser.add_argument("--compare-tree", default=None, metavar="DIR",
                         help="another mdmserver checkout, served as mdm_other on the same database")
+    parser.add_argument("--compare-workers", type=int, default=None, metavar="N",
+                        help="gunicorn workers of mdm_other (default: --workers); without --compare-tree, "
+                             "mdm_other is this tree")
+    parser.add_argument("--compare-threads", type=int, default=None, metavar="N",
+                        help="threads per worker of mdm_other (default: --threads)")
     parser.add_argument("--mdm-via", choices=("serve", "factory"), default="serve",
                         help="serve: mdmserver targets are `mdmserver serve` itself (access log, metrics shared "
                              "across workers; no push worker); factory: gunicorn on create_app() alone")
@@ -180,11 +187,13 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
     try:
         servers["floor_parse"] = Server("floor_parse_app", floor_env, args.workers, args.threads)
         servers["floor_verify"] = Server("floor_verify_app", floor_env, args.workers, args.threads)
-        if args.compare_tree:
-            other = Path(args.compare_tree).resolve()
+        compare = args.compare_tree or args.compare_workers or args.compare_threads
+        if compare:
+            other = Path(args.compare_tree or ROOT).resolve()
             # bench/connect_apps.py of this tree, mdmserver of the other (PYTHONPATH comes first)
             servers["other"] = Server("mdm_app", {**env, "PYTHONPATH": f"{other}:{ROOT / 'bench'}"},
-                                      args.workers, args.threads, serve=serve)
+                                      args.compare_workers or args.workers, args.compare_threads or args.threads,
+                                      serve=serve)
         devices = enrolled_devices(servers["mdm"].url, args.connections)
         idle_jobs = [[signed(sim, {"UDID": sim.udid, "Status": "Idle"})] * args.requests for sim in devices]
 
@@ -196,13 +205,13 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
             return result
 
         names = ["floor_parse", "floor_verify", "mdm_idle", "mdm_cycles"]
-        if args.compare_tree:
+        if compare:
             names += ["other_idle", "other_cycles"]
         rounds: dict[str, list[dict]] = {k: [] for k in names}
         for _ in range(args.rounds):
             rounds["floor_parse"].append(run("floor_parse", idle_jobs))
             rounds["floor_verify"].append(run("floor_verify", idle_jobs))
-            for server in ("other", "mdm") if args.compare_tree else ("mdm",):
+            for server in ("other", "mdm") if compare else ("mdm",):
                 rounds[f"{server}_idle"].append(run(server, idle_jobs))
                 rounds[f"{server}_cycles"].append(run(server, queue_cycles(app, devices, args.commands)))
         not_acknowledged = unacknowledged(app)
@@ -223,6 +232,9 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
     print(f"database {report['database']}; mdmserver via {args.mdm_via}; "
           f"gunicorn {args.workers} workers × {args.threads} threads; "
           f"wrk {args.connections} connections; best of {args.rounds} interleaved rounds")
+    if compare:
+        print(f"mdm_other: {args.compare_tree or 'this tree'}; gunicorn {args.compare_workers or args.workers} "
+              f"workers × {args.compare_threads or args.threads} threads")
     print(f"{'target':14s} {'requests':>8s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'× floor (b)':>11s} "
           f"{'server CPU µs/req':>17s}")
     for name, r in best.items():

@@ -30,7 +30,7 @@ from mdmserver.blueprints import service as blueprints
 from mdmserver.checkin.auth import DeviceIdentity
 from mdmserver.commands import service as commands
 from mdmserver.compliance import service as compliance
-from mdmserver.db import DriverConnection, utcnow
+from mdmserver.db import DriverConnection, session_driver, utcnow
 from mdmserver.ddm import service as ddm
 from mdmserver.devices import service as devices
 from mdmserver.errors import BadRequest, Forbidden, Gone, ServiceUnavailable
@@ -592,10 +592,8 @@ def read_connect(connection: DriverConnection, result: CommandResult, identity: 
     """
     now = utcnow()
     idle = result.status is ResultStatus.IDLE
-    if idle:
-        state = commands.idle_connect_state(connection, result.udid, now=now)
-    else:
-        state = commands.result_connect_state(connection, result.udid, now=now, probes=_result_probes())
+    state = commands.connect_state(connection, result.udid, after_idle=idle, now=now,
+                                   probes=() if idle else _result_probes())
     trusted = _refusal(state, identity, result.udid) is None
     offers = (idle and trusted and result.user_id is None and state.admission_status == AdmissionStatus.ACCEPTED
               and state.command_id is not None)
@@ -607,15 +605,12 @@ def handle_idle(
     session: Session, read: ConnectRead, result: CommandResult, raw: bytes, identity: DeviceIdentity, box: SecretBox,
     public_url: str,
 ) -> bytes | None:
-    """An Idle that :func:`read_connect` found not quiet. Its command is offered if still active (one
-    guarded UPDATE: the same statements as reading and marking in one transaction); otherwise (answered,
-    canceled or expired meanwhile, or nothing to offer) :func:`handle_connect` reads and decides again."""
-    if read.offer:
-        state = read.state
-        devices.touch_last_seen(session, state, read.now)
-        if commands.mark_sent_if_active(session, state.command_id, read.now):
-            return _offer(session, state, box)
-    return handle_connect(session, result, raw, identity, box, public_url)
+    """An Idle that :func:`read_connect` found not quiet: its command is offered if still active
+    (:func:`_deliver`, guarded); with nothing to offer, :func:`handle_connect` reads and decides again."""
+    if not read.offer:
+        return handle_connect(session, result, raw, identity, box, public_url)
+    devices.touch_last_seen(session, read.state, read.now)
+    return _deliver(session, read.state, result, identity, read.now, guarded=True, box=box)
 
 
 def handle_result(
@@ -641,6 +636,21 @@ def _offer(session: Session, state: commands.ConnectState, box: SecretBox) -> by
     return dump_plist(command_envelope(state.command_uuid, state.command_request_type, params))
 
 
+def _read_in_transaction(
+    session: Session, result: CommandResult, identity: DeviceIdentity, now: datetime,
+) -> commands.ConnectState:
+    """The device and its next command read in this transaction (with the result probes after a
+    result), refused here if any check fails: the first read of :func:`handle_connect`, or again
+    when a read made before the transaction no longer holds."""
+    idle = result.status is ResultStatus.IDLE
+    state = commands.connect_state(session_driver(session), result.udid, after_idle=idle, now=now,
+                                   probes=() if idle else _result_probes())
+    refusal = _refusal(state, identity, result.udid)
+    if refusal is not None:
+        raise refuse(*refusal)
+    return state
+
+
 def handle_connect(
     session: Session, result: CommandResult, raw: bytes, identity: DeviceIdentity, box: SecretBox,
     public_url: str,
@@ -651,13 +661,8 @@ def handle_connect(
     queue length or the number of devices.
     """
     now = utcnow()
-    idle = result.status is ResultStatus.IDLE
-    state = commands.connect_state(session, result.udid, after_idle=idle, now=now,
-                                   probes=() if idle else _result_probes())
-    refusal = _refusal(state, identity, result.udid)
-    if refusal is not None:
-        raise refuse(*refusal)
-    if idle:
+    state = _read_in_transaction(session, result, identity, now)
+    if result.status is ResultStatus.IDLE:
         devices.touch_last_seen(session, state, now)
         return _deliver(session, state, result, identity, now, guarded=False, box=box)
     return _answer(session, state, result, raw, identity, box, public_url, now, read_outside=False)
@@ -695,10 +700,7 @@ def _answer(
         # the device answered a command it was never offered, or a profile command was just
         # queued for it: look again
         session.flush()
-        state = commands.connect_state(session, result.udid, after_idle=False, now=now)
-        refusal = _refusal(state, identity, result.udid)
-        if refusal is not None:  # possible only when the first read was made outside this transaction
-            raise refuse(*refusal)
+        state = _read_in_transaction(session, result, identity, now)
         read_outside = False
     return _deliver(session, state, result, identity, now, guarded=read_outside, box=box)
 
@@ -708,19 +710,19 @@ def _deliver(
     *, guarded: bool, box: SecretBox,
 ) -> bytes | None:
     """Mark ``state``'s next command sent and return its plist (``None``: nothing to offer). ``guarded``:
-    ``state`` was read outside this transaction; if the command is no longer queued (canceled, expired,
-    or offered to a concurrent request of the device since), the queue is read again here."""
+    ``state`` was read outside this transaction, so the command is marked only if it is still a candidate
+    (one guarded UPDATE: the same statements as reading and marking in one transaction); if it is not
+    (answered, canceled or expired, or offered to a concurrent request of the device since), the queue
+    is read again here."""
     if result.user_id is not None or state.admission_status != AdmissionStatus.ACCEPTED:
         return None
     if state.command_id is None:
         return None
     if guarded:
-        if commands.mark_sent_if_active(session, state.command_id, now, statuses=commands.AFTER_RESULT_CANDIDATES):
+        candidates = commands.IDLE_CANDIDATES if result.status is ResultStatus.IDLE else commands.AFTER_RESULT_CANDIDATES
+        if commands.mark_sent_if_active(session, state.command_id, now, statuses=candidates):
             return _offer(session, state, box)
-        state = commands.connect_state(session, result.udid, after_idle=False, now=now)
-        refusal = _refusal(state, identity, result.udid)
-        if refusal is not None:
-            raise refuse(*refusal)
+        state = _read_in_transaction(session, result, identity, now)
         return _deliver(session, state, result, identity, now, guarded=False, box=box)
     commands.mark_sent(session, state.command_id, now)
     return _offer(session, state, box)

@@ -451,40 +451,25 @@ def _connect_statement(after_idle: bool, probes: tuple[ColumnElement[bool], ...]
     )
 
 
+@cache
+def _connect_read(after_idle: bool, probes: tuple[ColumnElement[bool], ...]) -> DriverStatement:
+    return DriverStatement(_connect_statement(after_idle, probes))
+
+
 def connect_state(
-    session: Session, udid: str, *, after_idle: bool, now: datetime, probes: tuple[ColumnElement[bool], ...] = (),
+    connection: DriverConnection, udid: str, *, after_idle: bool, now: datetime,
+    probes: tuple[ColumnElement[bool], ...] = (),
 ) -> ConnectState | None:
-    """The device named by ``udid`` and the command to offer next, in one indexed query.
+    """The device named by ``udid`` and the command to offer next, in one indexed query on the driver's
+    cursor: outside any transaction (:func:`mdmserver.db.untransacted`, the connect path's first read)
+    or in the session's (:func:`mdmserver.db.session_driver`).
 
     After a result only commands not yet offered since the last Idle (``queued``) are candidates;
     on Idle every active command is (NotNow'd and unanswered ones are offered again). ``probes``:
     uncorrelated boolean expressions (e.g. EXISTS) read in the same statement, their values in
     ``ConnectState.probes``; pass the same tuple every time (the statement is built once per tuple).
     """
-    row = session.connection().execute(_connect_statement(after_idle, probes), {"udid": udid, "now": now}).first()
-    if row is None:
-        return None
-    fields = len(row) - len(probes)
-    return ConnectState(*row[:fields], probes=tuple(bool(value) for value in row[fields:]))
-
-
-@cache
-def _driver_read(after_idle: bool, probes: tuple[ColumnElement[bool], ...] = ()) -> DriverStatement:
-    return DriverStatement(_connect_statement(after_idle, probes))
-
-
-def idle_connect_state(connection: DriverConnection, udid: str, *, now: datetime) -> ConnectState | None:
-    """:func:`connect_state` after an Idle, read on a driver connection outside any transaction (the
-    same statement; see :func:`mdmserver.checkin.service.read_connect`)."""
-    row = _driver_read(True).first(connection, {"udid": udid, "now": now})
-    return None if row is None else ConnectState(*row)
-
-
-def result_connect_state(
-    connection: DriverConnection, udid: str, *, now: datetime, probes: tuple[ColumnElement[bool], ...] = (),
-) -> ConnectState | None:
-    """:func:`connect_state` after a result, read on a driver connection outside any transaction."""
-    row = _driver_read(False, probes).first(connection, {"udid": udid, "now": now})
+    row = _connect_read(after_idle, probes).first(connection, {"udid": udid, "now": now})
     if row is None:
         return None
     fields = len(row) - len(probes)
@@ -533,7 +518,7 @@ def _mark_sent_if_active(statuses: tuple[str, ...]) -> DriverStatement:
 
 
 def mark_sent_if_active(
-    session: Session, command_id: int, now: datetime, *, statuses: tuple[str, ...] = IDLE_CANDIDATES,
+    session: Session, command_id: int, now: datetime, *, statuses: tuple[str, ...],
 ) -> bool:
     """Mark a command read outside this transaction as sent, if its status is still one of ``statuses``
     (the candidates it was read as: not answered, canceled or expired meanwhile); whether it was."""

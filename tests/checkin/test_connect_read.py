@@ -137,6 +137,23 @@ def test_a_command_answered_after_the_read_gives_way_to_the_next(client, db_sess
 # --- results -----------------------------------------------------------------------------------------
 
 
+def test_a_device_refused_after_an_idles_read_is_refused_when_the_queue_is_read_again(
+        client, db_session, topic, auto_admission) -> None:
+    sim, device_id = _enrolled(client, db_session)
+    sim.idle()
+    uuid = _queue(db_session, device_id)
+    read = _read(db_session, sim)
+    assert read.offer
+    # between the read and the transaction: the device is rejected, which cancels its queue
+    db_session.execute(update(Device).where(Device.id == device_id).values(admission_status="rejected"))
+    commands.cancel_queue(db_session, device_id)
+    db_session.commit()
+    with pytest.raises(Forbidden):
+        _handle(db_session, sim, read)
+    db_session.rollback()
+    assert _status(db_session, uuid) == ("cancelled", 0)
+
+
 def _identity(sim: SimulatedDevice) -> DeviceIdentity:
     certificate = sim.identity.certificate
     return DeviceIdentity(certificate=certificate, fingerprint=fingerprint_sha256(certificate))

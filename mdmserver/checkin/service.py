@@ -551,6 +551,13 @@ def _result_probes() -> tuple[ColumnElement[bool], ...]:
     return (webhook_outbox.listening(), compliance.policies_enabled())
 
 
+def _connect_state(connection: DriverConnection, result: CommandResult, now: datetime) -> commands.ConnectState | None:
+    """The device and its next command for ``result`` (with the result probes after a result)."""
+    idle = result.status is ResultStatus.IDLE
+    return commands.connect_state(connection, result.udid, after_idle=idle, now=now,
+                                  probes=() if idle else _result_probes())
+
+
 def _refusal(state: commands.ConnectState | None, identity: DeviceIdentity, udid: str) -> tuple[Any, ...] | None:
     """Why a command-channel request of ``udid`` signed by ``identity`` is refused (``refuse``'s
     arguments), or ``None``: the device is known, bound to this certificate, which is not revoked, and
@@ -592,8 +599,7 @@ def read_connect(connection: DriverConnection, result: CommandResult, identity: 
     """
     now = utcnow()
     idle = result.status is ResultStatus.IDLE
-    state = commands.connect_state(connection, result.udid, after_idle=idle, now=now,
-                                   probes=() if idle else _result_probes())
+    state = _connect_state(connection, result, now)
     trusted = _refusal(state, identity, result.udid) is None
     offers = (idle and trusted and result.user_id is None and state.admission_status == AdmissionStatus.ACCEPTED
               and state.command_id is not None)
@@ -642,9 +648,7 @@ def _read_in_transaction(
     """The device and its next command read in this transaction (with the result probes after a
     result), refused here if any check fails: the first read of :func:`handle_connect`, or again
     when a read made before the transaction no longer holds."""
-    idle = result.status is ResultStatus.IDLE
-    state = commands.connect_state(session_driver(session), result.udid, after_idle=idle, now=now,
-                                   probes=() if idle else _result_probes())
+    state = _connect_state(session_driver(session), result, now)
     refusal = _refusal(state, identity, result.udid)
     if refusal is not None:
         raise refuse(*refusal)
@@ -719,8 +723,7 @@ def _deliver(
     if state.command_id is None:
         return None
     if guarded:
-        candidates = commands.IDLE_CANDIDATES if result.status is ResultStatus.IDLE else commands.AFTER_RESULT_CANDIDATES
-        if commands.mark_sent_if_active(session, state.command_id, now, statuses=candidates):
+        if commands.mark_sent_if_active(session, state.command_id, now, after_idle=result.status is ResultStatus.IDLE):
             return _offer(session, state, box)
         state = _read_in_transaction(session, result, identity, now)
         return _deliver(session, state, result, identity, now, guarded=False, box=box)

@@ -66,6 +66,12 @@ IDLE_CANDIDATES = tuple(s.value for s in ACTIVE_STATUSES)
 #: Statuses offered right after a result: only commands not yet offered since the last Idle.
 AFTER_RESULT_CANDIDATES = (CommandStatus.QUEUED.value,)
 
+
+def offer_candidates(after_idle: bool) -> tuple[str, ...]:
+    """The statuses a command is offered from: after an Idle every active one, after a result only those
+    not offered since the last Idle."""
+    return IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES
+
 #: Stored parameters and results that hold secrets (InstallProfile, lock PINs, firmware and
 #: recovery-lock passwords, bypass codes, FileVault keys) are this prefix + a secret-box blob.
 SEALED_PREFIX = b"mdmserver:sealed:1:"
@@ -421,7 +427,7 @@ def _connect_statement(after_idle: bool, probes: tuple[ColumnElement[bool], ...]
     certificates = Certificate.__table__
     # the statuses are our constants, written into the SQL: an expanding IN parameter would be
     # rendered again at every execution
-    statuses = _sql_constants(IDLE_CANDIDATES if after_idle else AFTER_RESULT_CANDIDATES)
+    statuses = _sql_constants(offer_candidates(after_idle))
     now = bindparam("now", type_=UTCDateTime())
     next_id = (
         select(commands.c.id)
@@ -517,12 +523,11 @@ def _mark_sent_if_active(statuses: tuple[str, ...]) -> DriverStatement:
     return DriverStatement(_mark_sent_statement().where(Command.__table__.c.status.in_(_sql_constants(statuses))))
 
 
-def mark_sent_if_active(
-    session: Session, command_id: int, now: datetime, *, statuses: tuple[str, ...],
-) -> bool:
-    """Mark a command read outside this transaction as sent, if its status is still one of ``statuses``
-    (the candidates it was read as: not answered, canceled or expired meanwhile); whether it was."""
-    marked = _mark_sent_if_active(statuses).execute(session_driver(session), {"command_id": command_id, "sent_now": now})
+def mark_sent_if_active(session: Session, command_id: int, now: datetime, *, after_idle: bool) -> bool:
+    """Mark a command read outside this transaction as sent, if it is still a candidate it was read as
+    (:func:`offer_candidates`: not answered, canceled or expired meanwhile); whether it was."""
+    marked = _mark_sent_if_active(offer_candidates(after_idle)).execute(
+        session_driver(session), {"command_id": command_id, "sent_now": now})
     return marked.rowcount == 1
 
 

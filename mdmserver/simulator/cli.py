@@ -87,7 +87,9 @@ def simulate(url, count, iterations, concurrency, platform, secret, token, reque
     click.echo(f"requests: {polling['requests']} in {polling['seconds']} s "
                f"= {polling['requests_per_second']} req/s")
     click.echo(f"latency ms: p50 {polling['p50_ms']}  p90 {polling['p90_ms']}  p99 {polling['p99_ms']}")
-    click.echo(f"responses: {polling['statuses']}")
+    click.echo(f"responses: {polling['statuses']}"
+               + (f" ({polling['reconnects']} resent on a new connection: the server had closed the kept-alive one)"
+                  if polling["reconnects"] else ""))
     click.echo(f"commands: {queued} queued, {stats.delivered} delivered, {stats.acknowledged} acknowledged"
                + ("" if queued or request_type else " (--token and --command queue one per device per iteration)"))
     errors = {**enroll_stats.errors, **stats.errors}

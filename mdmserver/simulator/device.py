@@ -60,30 +60,66 @@ class Transport(Protocol):
 
 
 class HttpxTransport:
-    """Real HTTP through httpx (the simulator CLI and live-server tests)."""
+    """Real HTTP through httpx (the simulator CLI and live-server tests).
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0, client=None, verify: Any = True) -> None:
+    A request that fails on a kept-alive connection before any answer arrived is sent once more on a
+    new connection, as a device's URL loading does: the server may close an idle connection (gunicorn
+    after its keep-alive timeout) just as the request goes out on it. ``on_reconnect`` is told of each
+    such resend. A failure on a new connection is never resent."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0, client=None, verify: Any = True,
+                 on_reconnect: Callable[[], None] | None = None) -> None:
         """``verify``: as httpx's (an ``ssl.SSLContext`` trusting a test CA, for an ``https://`` server)."""
         import httpx
 
         self.base_url = base_url.rstrip("/")
         self.client = client or httpx.Client(timeout=timeout, verify=verify)
+        self.on_reconnect = on_reconnect
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self.base_url + path
+
+    def _send(self, method: str, url: str, content: bytes | None, headers: dict[str, str] | None, *,
+              stream: bool):
+        import httpx
+
+        # a reused connection the server had closed: no answer, a reset, or a request it could not take
+        closed_under_us = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+        for attempt in (1, 2):
+            connected: list[str] = []
+
+            def trace(event: str, _info: dict[str, Any], connected: list[str] = connected) -> None:
+                if event == "connection.connect_tcp.started":
+                    connected.append(event)
+
+            request = self.client.build_request(method, url, content=content, headers=headers,
+                                                extensions={"trace": trace})
+            try:
+                return self.client.send(request, stream=stream)
+            except closed_under_us:
+                if attempt == 2 or connected:
+                    raise
+            if self.on_reconnect is not None:
+                self.on_reconnect()
+        raise AssertionError("unreachable")
 
     def request(self, method, path, content=None, headers=None):
-        url = path if path.startswith(("http://", "https://")) else self.base_url + path
-        response = self.client.request(method, url, content=content, headers=headers)
+        response = self._send(method, self._url(path), content, headers, stream=False)
         return response.status_code, dict(response.headers), response.content
 
     def request_limited(self, method, path, content=None, headers=None, *, max_bytes: int):
         """As ``request``, reading at most ``max_bytes`` of the answer (``ResponseTooLarge`` past it)."""
-        url = path if path.startswith(("http://", "https://")) else self.base_url + path
-        with self.client.stream(method, url, content=content, headers=headers) as response:
+        url = self._url(path)
+        response = self._send(method, url, content, headers, stream=True)
+        try:
             body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk
                 if len(body) > max_bytes:
                     raise ResponseTooLarge(f"{url} answered more than {max_bytes} bytes")
             return response.status_code, dict(response.headers), bytes(body)
+        finally:
+            response.close()
 
     def close(self) -> None:
         self.client.close()

@@ -27,6 +27,8 @@ class Stats:
     #: commands devices received, and those they answered ``Acknowledged``
     delivered: int = 0
     acknowledged: int = 0
+    #: requests sent again because the server had closed the kept-alive connection under them
+    reconnects: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handled(self, results: list[tuple[str, str, str]]) -> None:
@@ -42,6 +44,10 @@ class Stats:
         with self.lock:
             self.latencies.append(seconds)
             self.statuses[(path.split("?")[0], status)] += 1
+
+    def reconnected(self) -> None:
+        with self.lock:
+            self.reconnects += 1
 
     def error(self, kind: str) -> None:
         with self.lock:
@@ -66,6 +72,7 @@ class Stats:
             "mean_ms": round(statistics.fmean(self.latencies) * 1000, 2) if count else 0.0,
             "statuses": {f"{path} {status}": n for (path, status), n in sorted(self.statuses.items())},
             "errors": dict(self.errors),
+            "reconnects": self.reconnects,
             "commands": {"delivered": self.delivered, "acknowledged": self.acknowledged},
         }
 
@@ -100,10 +107,13 @@ def undelivered_explanation(queued: int, delivered: int, admission: Counter) -> 
 
 
 class TimedTransport:
-    """Wraps a transport and records every request's latency and status."""
+    """Wraps a transport and records every request's latency and status (and its resends on a new
+    connection, when it makes any)."""
 
     def __init__(self, inner, stats: Stats) -> None:
         self.inner, self.stats = inner, stats
+        if hasattr(inner, "on_reconnect"):
+            inner.on_reconnect = lambda: self.stats.reconnected()
 
     def request(self, method, path, content=None, headers=None):
         start = time.perf_counter()

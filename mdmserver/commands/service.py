@@ -427,12 +427,19 @@ def _connect_statement(after_idle: bool, probes: tuple[ColumnElement[bool], ...]
     certificates = Certificate.__table__
     # the statuses are our constants, written into the SQL: an expanding IN parameter would be
     # rendered again at every execution
-    statuses = _sql_constants(offer_candidates(after_idle))
+    candidates = offer_candidates(after_idle)
+    statuses = _sql_constants(candidates)
+    # SQLite uses the partial index ix_commands_active_queue only when the query repeats its WHERE term
+    # as written; after a result the candidates are fewer (``queued``), so that term is written as well
+    # (else SQLite reads the queued commands of every device through ix_commands_status_completed)
+    in_active_queue = (
+        (commands.c.status.in_(_sql_constants(IDLE_CANDIDATES)),) if candidates != IDLE_CANDIDATES else ())
     now = bindparam("now", type_=UTCDateTime())
     next_id = (
         select(commands.c.id)
         .where(
             commands.c.device_id == devices.c.id,
+            *in_active_queue,
             commands.c.status.in_(statuses),
             or_(commands.c.expires_at.is_(None), commands.c.expires_at > now),
         )

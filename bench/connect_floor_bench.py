@@ -15,7 +15,8 @@ table; wrk runs one thread per connection, each thread sending its own device's 
 (so acknowledgements follow deliveries) and stopping after its last one: every run is bounded in
 count. The rate is the requests over the time from the first request sent to the last answer received
 (see ``wrk()``: not wrk's own clock). Rounds are interleaved (floor, mdm, floor, mdm…) and the best round
-of each target is kept: the machine is small and shared, one round is noise. The server CPU per request
+of each target is kept: the machine is small and shared, one round is noise. With a second mdmserver
+(``--compare-tree`` and the like) the two take turns going first in each round. The server CPU per request
 (the gunicorn workers' user + system time over the run, from ``/proc``) is reported beside it: it does
 not depend on what else the machine runs, so it is the steadier comparison of two targets.
 
@@ -208,10 +209,12 @@ def _bench(args, tmp: Path, env: dict[str, str]) -> int:
         if compare:
             names += ["other_idle", "other_cycles"]
         rounds: dict[str, list[dict]] = {k: [] for k in names}
-        for _ in range(args.rounds):
+        for index in range(args.rounds):
             rounds["floor_parse"].append(run("floor_parse", idle_jobs))
             rounds["floor_verify"].append(run("floor_verify", idle_jobs))
-            for server in ("other", "mdm") if compare else ("mdm",):
+            # the two mdmservers take turns going first: the one that follows the other's cycles meets the
+            # database still settling from them (PostgreSQL's autovacuum, SQLite's checkpoint)
+            for server in (("other", "mdm") if index % 2 == 0 else ("mdm", "other")) if compare else ("mdm",):
                 rounds[f"{server}_idle"].append(run(server, idle_jobs))
                 rounds[f"{server}_cycles"].append(run(server, queue_cycles(app, devices, args.commands)))
         not_acknowledged = unacknowledged(app)

@@ -54,15 +54,6 @@ class Command(db.Model):
 
     __tablename__ = "commands"
     __table_args__ = (
-        Index(
-            "ix_commands_active_queue",
-            "device_id",
-            "status",
-            "priority",
-            "id",
-            postgresql_where=text(_ACTIVE_SQL),
-            sqlite_where=text(_ACTIVE_SQL),
-        ),
         Index("ix_commands_device_created", "device_id", "created_at"),
         Index("ix_commands_status_completed", "status", "completed_at"),
         Index("ix_commands_parameters_id", "parameters_id"),
@@ -90,3 +81,16 @@ class Command(db.Model):
     @property
     def parameters(self) -> bytes:
         return self.parameters_row.body
+
+
+#: A device's active queue in delivery order (``priority DESC, id``), its status last: the next command is
+#: the first entry of the device's range that is a candidate, with no sort of the device's queue.
+Index(
+    "ix_commands_active_queue",
+    Command.device_id,
+    Command.priority.desc(),
+    Command.id,
+    Command.status,
+    postgresql_where=text(_ACTIVE_SQL),
+    sqlite_where=text(_ACTIVE_SQL),
+)

@@ -104,23 +104,43 @@ def _read_steps(db_session, udid: str) -> dict[str, int]:
     return steps
 
 
+def _steps_before_and_after_200_more(client, db_session, *, own_queue: bool) -> tuple[SimulatedDevice, dict, dict]:
+    """The read's steps with one command queued for the device, then with 200 more queued for it
+    (``own_queue``) or for another device."""
+    if db_session.get_bind().dialect.name != "sqlite":
+        pytest.skip("counts SQLite's virtual-machine steps (PostgreSQL: the plan is its planner's, "
+                    "which proves the partial index's predicate from status = 'queued' and has the same index)")
+    sim, device_id = _enrolled(client, db_session)
+    _other_sim, other_id = _enrolled(client, db_session)
+    commands.enqueue_commands(db_session, [device_id], "SecurityInfo", {}, enqueued_by="t", box=secret_box())
+    db_session.commit()
+    before = _read_steps(db_session, sim.udid)
+    for _ in range(200):
+        commands.enqueue_commands(db_session, [device_id if own_queue else other_id], "ProfileList", {},
+                                  enqueued_by="t", box=secret_box())
+    db_session.commit()
+    return sim, before, _read_steps(db_session, sim.udid)
+
+
 def test_the_connect_read_does_not_read_other_devices_queues(client, db_session, topic, auto_admission) -> None:
     """The read that finds a device's next command searches that device's active queue only, after an
     Idle and after a result alike: the other devices' queued commands cost it nothing. (After a result
     only ``queued`` commands are candidates, and SQLite did not use the partial index of the active
     queue for that condition: it read every device's queued commands, 1 ms a request in the cycles.)"""
-    if db_session.get_bind().dialect.name != "sqlite":
-        pytest.skip("counts SQLite's virtual-machine steps (PostgreSQL: the plan is its planner's, "
-                    "which proves the partial index's predicate from status = 'queued')")
-    sim, device_id = _enrolled(client, db_session)
-    _other_sim, other_id = _enrolled(client, db_session)
-    commands.enqueue_commands(db_session, [device_id], "SecurityInfo", {}, enqueued_by="t", box=secret_box())
-    db_session.commit()
-    alone = _read_steps(db_session, sim.udid)
-    for _ in range(200):
-        commands.enqueue_commands(db_session, [other_id], "ProfileList", {}, enqueued_by="t", box=secret_box())
-    db_session.commit()
-    crowded = _read_steps(db_session, sim.udid)
+    _sim, alone, crowded = _steps_before_and_after_200_more(client, db_session, own_queue=False)
     # a step or two more for a deeper index, not steps per queued command (the plan that read every
     # device's queued commands took 6 a command after a result: 1,200 more here)
     assert all(crowded[read] - alone[read] <= 2 for read in alone), (alone, crowded)
+
+
+def test_the_connect_read_does_not_sort_the_devices_queue(client, db_session, topic, auto_admission) -> None:
+    """The next command is the first candidate of the device's active queue in delivery order
+    (``ix_commands_active_queue`` is on ``device_id, priority DESC, id``): a longer queue costs the read
+    nothing. (On ``device_id, status, priority, id`` the read gathered and sorted all the device's
+    candidates: 113 steps after an Idle with one command queued, 2,513 with 200 more, and the same growth
+    after a result. A bulk action's queue cost every answer.)"""
+    sim, short, long = _steps_before_and_after_200_more(client, db_session, own_queue=True)
+    assert all(long[read] - short[read] <= 2 for read in short), (short, long)
+    # the one queued first is still the one offered (same priority: enqueueing order)
+    state = commands.connect_state(session_driver(db_session), sim.udid, after_idle=True, now=utcnow())
+    assert state.command_request_type == "SecurityInfo"

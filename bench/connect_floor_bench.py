@@ -14,8 +14,13 @@ The client is wrk (C, cheap): every request is signed before the timed part and 
 table; wrk runs one thread per connection, each thread sending its own device's requests in order
 (so acknowledgements follow deliveries) and stopping after its last one: every run is bounded in
 count. The rate is the requests over the time from the first request sent to the last answer received
-(see ``wrk()``: not wrk's own clock). Rounds are interleaved (floor, mdm, floor, mdm…) and the best round
-of each target is kept: the machine is small and shared, one round is noise. With a second mdmserver
+(see ``wrk()``: not wrk's own clock). Every server caps the connections a worker holds at its even share
+(``--worker-connections``: 8 each for 16 connections and 2 workers). Uncapped, the workers' race to accept
+split the 16 kept-alive connections anywhere from 5/11 to 8/8, a new split every run: a worker that had
+fewer finished its connections early and left its core idle while the other worked through the rest (up to
+40 % of a run), so each target's rate depended on the split it drew more than on its code. Rounds are
+interleaved (floor, mdm, floor, mdm…) and the best round of each target is kept: the machine is small and
+shared, one round is noise. With a second mdmserver
 (``--compare-tree`` and the like) the two take turns going first in each round. The server CPU per request
 (the gunicorn workers' user + system time over the run, from ``/proc``) is reported beside it: it does
 not depend on what else the machine runs, so it is the steadier comparison of two targets.
@@ -29,7 +34,8 @@ metrics shared across workers: what a deployment pays; without the push worker);
 serves ``create_app()`` under bare gunicorn as the floors are.
 
 ``--compare-tree DIR`` serves a second mdmserver from another checkout (e.g. ``git archive`` of an
-older commit) on the same database, measured in the same interleaved rounds: before and after.
+older commit) on the same database, measured in the same interleaved rounds: before and after (its
+``mdmserver serve`` must know ``--worker-connections``: a tree older than that option does not start).
 ``--compare-workers`` / ``--compare-threads`` serve that second mdmserver (of this tree, without
 ``--compare-tree``) with other gunicorn counts: two worker models measured in the same rounds.
 """
@@ -180,21 +186,31 @@ def main() -> int:
         return _bench(args, tmp, env)
 
 
+def _share(connections: int, workers: int) -> int:
+    """The connections each gunicorn worker may hold (``--worker-connections``): its even share, so that
+    no worker takes more of wrk's connections than another."""
+    return -(-connections // workers)
+
+
 def _bench(args, tmp: Path, env: dict[str, str]) -> int:
     app = prepared_app(tmp)
     floor_env = {**env, "BENCH_CA_FILE": str(tmp / "ca.pem")}
     serve = args.mdm_via == "serve"
-    servers = {"mdm": Server("mdm_app", env, args.workers, args.threads, serve=serve)}
+    share = _share(args.connections, args.workers)
+    servers = {"mdm": Server("mdm_app", env, args.workers, args.threads, serve=serve, worker_connections=share)}
     try:
-        servers["floor_parse"] = Server("floor_parse_app", floor_env, args.workers, args.threads)
-        servers["floor_verify"] = Server("floor_verify_app", floor_env, args.workers, args.threads)
+        servers["floor_parse"] = Server("floor_parse_app", floor_env, args.workers, args.threads,
+                                        worker_connections=share)
+        servers["floor_verify"] = Server("floor_verify_app", floor_env, args.workers, args.threads,
+                                         worker_connections=share)
         compare = args.compare_tree or args.compare_workers or args.compare_threads
         if compare:
             other = Path(args.compare_tree or ROOT).resolve()
             # bench/connect_apps.py of this tree, mdmserver of the other (PYTHONPATH comes first)
+            other_workers = args.compare_workers or args.workers
             servers["other"] = Server("mdm_app", {**env, "PYTHONPATH": f"{other}:{ROOT / 'bench'}"},
-                                      args.compare_workers or args.workers, args.compare_threads or args.threads,
-                                      serve=serve)
+                                      other_workers, args.compare_threads or args.threads, serve=serve,
+                                      worker_connections=_share(args.connections, other_workers))
         devices = enrolled_devices(servers["mdm"].url, args.connections)
         idle_jobs = [[signed(sim, {"UDID": sim.udid, "Status": "Idle"})] * args.requests for sim in devices]
 

@@ -118,22 +118,25 @@ def _free_port() -> int:
 
 class Server:
     """gunicorn serving ``connect_apps:<factory>()`` on a free port, with gthread workers as ``mdmserver
-    serve`` (also with one thread: gunicorn's default for that would be the sync worker).
+    serve`` (also with one thread: gunicorn's default for that would be the sync worker). ``worker_connections``
+    caps the connections each worker takes (gunicorn's ``--worker-connections``; more wait for another worker).
 
     With ``serve``, the server is ``mdmserver serve`` itself (the factory is not used): its gunicorn
     options, access log (to /dev/null here) and metrics shared across workers, every cost a deployment
     pays; without its push worker (``--no-push-worker``), which would send the queued commands' pushes to
     Apple and is not part of serving a request."""
 
-    def __init__(self, factory: str, env: dict[str, str], workers: int, threads: int, *, serve: bool = False) -> None:
+    def __init__(self, factory: str, env: dict[str, str], workers: int, threads: int, *, serve: bool = False,
+                 worker_connections: int | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        capped = ["--worker-connections", str(worker_connections)] if worker_connections is not None else []
         if serve:
             command = [sys.executable, "-m", "mdmserver", "serve", "--bind", f"127.0.0.1:{self.port}",
-                       "--workers", str(workers), "--threads", str(threads), "--no-push-worker"]
+                       "--workers", str(workers), "--threads", str(threads), *capped, "--no-push-worker"]
         else:
             command = [str(ROOT / ".venv/bin/gunicorn"), "--worker-class", "gthread", "--workers", str(workers),
-                       "--threads", str(threads),
+                       "--threads", str(threads), *capped,
                        "--bind", f"127.0.0.1:{self.port}", "--chdir", str(ROOT / "bench"), "--log-level", "warning",
                        f"connect_apps:{factory}()"]
         self.process = subprocess.Popen(

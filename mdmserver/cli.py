@@ -76,6 +76,9 @@ def _warn_public_url(public_url: str) -> None:
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option("--worker-connections", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+              help="Connections one worker holds open at most (kept-alive ones included); more wait for "
+                   "another worker.")
 @click.option("--no-push-worker", is_flag=True, help="Do not run the in-process push worker.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path),
               help="Serve HTTPS: PEM server certificate followed by its intermediates (the full chain).")
@@ -83,7 +86,8 @@ def _warn_public_url(public_url: str) -> None:
               help="PEM private key of --tls-cert (unencrypted; keep it mode 0600).")
 @with_appcontext
 def serve_command(
-    bind: str, workers: int, threads: int, no_push_worker: bool, tls_cert: Path | None, tls_key: Path | None,
+    bind: str, workers: int, threads: int, worker_connections: int, no_push_worker: bool, tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> None:
     """Serve with gunicorn (and, in the embedded setup, exactly one push worker); HTTPS with --tls-cert
     and --tls-key, or plain HTTP behind a TLS proxy (docs/deploy.md)."""
@@ -95,8 +99,8 @@ def serve_command(
         check_tls_files(tls)  # unusable files first: they are named whatever the database's state
     _require_database()
     db.engine.dispose()  # no connection of the master's is inherited by the forked workers
-    serve(current_app.config, bind=bind, workers=workers, threads=threads, push_worker=not no_push_worker,
-          tls=tls)
+    serve(current_app.config, bind=bind, workers=workers, threads=threads, worker_connections=worker_connections,
+          push_worker=not no_push_worker, tls=tls)
 
 
 @cli.command("push-worker")

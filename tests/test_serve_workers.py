@@ -25,7 +25,7 @@ def _free_port() -> int:
 
 
 class Served:
-    def __init__(self, data_dir: Path, workers: int) -> None:
+    def __init__(self, data_dir: Path, workers: int, options: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.env = {**os.environ, "MDMSERVER_DATA_DIR": str(data_dir), "MDMSERVER_LOG_LEVEL": "WARNING"}
         self.env.pop("MDMSERVER_DATABASE_URL", None)
@@ -36,7 +36,7 @@ class Served:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mdmserver", "serve", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(workers), "--no-push-worker"],
+             "--workers", str(workers), *options, "--no-push-worker"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self.probes = 1  # the /healthz that finds it ready is counted too
@@ -60,8 +60,8 @@ class Served:
 def served(tmp_path):
     started: list[Served] = []
 
-    def start(name: str = "var", workers: int = 2) -> Served:
-        instance = Served(tmp_path / name, workers)
+    def start(name: str = "var", workers: int = 2, options: tuple[str, ...] = ()) -> Served:
+        instance = Served(tmp_path / name, workers, options)
         started.append(instance)
         return instance
 
@@ -131,3 +131,18 @@ def test_control_socket_in_each_data_directory(served):
             assert shown.returncode == 0, shown.stderr
             listed = json.loads(shown.stdout)
             assert len(listed.get("workers", listed)) == workers, listed
+
+
+
+def test_a_worker_holds_at_most_its_worker_connections(served):
+    server = served(workers=1, options=("--threads", "2", "--worker-connections", "1"))
+    healthz = f"{server.url}/healthz"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as held:
+        held.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n")  # a request not yet complete
+        time.sleep(0.5)  # taken by the only worker, which now holds its one connection
+        # so another is not taken meanwhile, though a thread is free (uncapped, it is answered at once)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.get(healthz, timeout=httpx.Timeout(10, read=1.0))
+        held.sendall(b"\r\n")
+        assert held.recv(65536).startswith(b"HTTP/1.1 200 ")
+    assert httpx.get(healthz, timeout=10).status_code == 200  # connections are taken again

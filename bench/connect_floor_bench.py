@@ -18,7 +18,10 @@ count. The rate is the requests over the time from the first request sent to the
 (``--worker-connections``: 8 each for 16 connections and 2 workers). Uncapped, the workers' race to accept
 split the 16 kept-alive connections anywhere from 5/11 to 8/8, a new split every run: a worker that had
 fewer finished its connections early and left its core idle while the other worked through the rest (up to
-40 % of a run), so each target's rate depended on the split it drew more than on its code. Rounds are
+40 % of a run), so each target's rate depended on the split it drew more than on its code. The cap has a
+cost of its own, paid by the fastest targets most: gunicorn keeps a connection alive only while fewer
+than (cap − threads) others wait idle, so it closes some and wrk opens them again (measured from
+``/proc/net/snmp``: about 270 connections opened for a floor's 9,600 requests, 40–80 for mdmserver's). Rounds are
 interleaved (floor, mdm, floor, mdm…) and the best round of each target is kept: the machine is small and
 shared, one round is noise. With a second mdmserver
 (``--compare-tree`` and the like) the two take turns going first in each round. The server CPU per request

@@ -89,7 +89,7 @@ def test_db_downgrade_and_upgrade(run_cli):
     import_all_models()
     assert set(full) == set(db.metadata.tables) | {"alembic_version"}  # migrations build every model table
     heads = _versions(db_file)
-    assert heads == {"0005_push_outbox", "0025_os_update_status"}
+    assert heads == {"0005_push_outbox", "0026_active_queue_order"}
 
     # down to the first migration: only its five tables are left
     run_cli("db", "downgrade", "0001_foundation")

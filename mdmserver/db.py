@@ -410,6 +410,15 @@ _GATE = "mdmserver_write_gate"  # the WriteGate of a pooled SQLite connection's 
 _GATE_HELD = "mdmserver_write_gate_held"  # set while the connection's transaction holds its place
 
 
+#: the longest a writer sleeps between tries while another process's writer holds the gate. An
+#: acknowledgement's transaction holds it about a millisecond: at 2 ms, a worker whose writer had just
+#: missed the other worker's commit slept through most of the next transaction (SQLite deliver-and-
+#: acknowledge, 2 workers: 755–788 against 878–904 req/s, p99 47–94 against 31–36 ms; docs/deploy.md).
+#: One thread a process polls (the others wait on its in-process lock): at most 2,500 wakeups a second
+#: while a long transaction of another process holds the gate.
+CROSS_PROCESS_POLL = 0.0004
+
+
 class WriteGate:
     """The queue of this database file's writers: a lock in each process, and ``flock`` on the file
     ``<database>-writers`` across processes (gunicorn's workers, the CLI).
@@ -457,7 +466,7 @@ class WriteGate:
                         break
                     # another process's writer holds it: poll finely, as its transaction is short
                     time.sleep(pause)
-                    pause = min(pause * 2, 0.002)
+                    pause = min(pause * 2, CROSS_PROCESS_POLL)
         except OSError:
             pass  # the lock file cannot be made (read-only folder): no queue, SQLite alone decides
         except BaseException:

@@ -32,7 +32,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from mdmserver.db import db, write_gate
+from mdmserver.db import WriteGate, db, write_gate
 from tests.conftest import POSTGRES_URL, make_app
 
 pytestmark = pytest.mark.skipif(POSTGRES_URL is not None, reason="SQLite's database-wide write lock")
@@ -260,6 +260,33 @@ def test_a_forked_child_does_not_inherit_its_parents_place(gated: Db) -> None:
     assert child.exitcode == 0
     assert taken and started < committing < taken_at
     assert taken_at - committed < AT_ONCE
+
+
+def test_a_writer_waiting_on_another_process_tries_again_within_the_poll_cap(tmp_path, monkeypatch) -> None:
+    """While another process's writer holds the gate, the waiting writer sleeps at most
+    ``CROSS_PROCESS_POLL`` between tries (a commit there is found that soon), and gets its place once
+    the other lets go. (Another open file of the lock file stands in for the other process: ``flock``
+    locks belong to an open file, not to a process.)"""
+    gate = WriteGate(str(tmp_path / "db.sqlite"), timeout=0.05)
+    other = os.open(gate.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    pauses: list[float] = []
+    real_sleep = time.sleep
+
+    def recorded(seconds: float) -> None:
+        pauses.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", recorded)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        assert gate.acquire() is False  # held for the whole timeout
+        assert pauses and pauses[0] <= 0.0002 and max(pauses) == 0.0004, pauses
+        assert len(pauses) >= 10  # it kept trying until its timeout
+        fcntl.flock(other, fcntl.LOCK_UN)
+        assert gate.acquire() is True
+        gate.release()
+    finally:
+        os.close(other)
 
 
 # --- the place is given back however the transaction ends ----------------------------------------------

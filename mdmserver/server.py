@@ -167,8 +167,8 @@ def _control_socket_options(data_dir: Path) -> dict[str, Any]:
 
 
 def serve(
-    config: Mapping[str, Any], *, bind: str, workers: int, threads: int, push_worker: bool,
-    worker_connections: int = 1000, tls: TlsFiles | None = None,
+    config: Mapping[str, Any], *, bind: str, workers: int, threads: int, worker_connections: int,
+    push_worker: bool, tls: TlsFiles | None = None,
 ) -> None:
     """Serve the app; the gunicorn master also supervises exactly one push worker process (the outbox
     and the upkeep jobs: :mod:`mdmserver.jobs`). With ``tls``, gunicorn terminates TLS itself (HTTP/1.1

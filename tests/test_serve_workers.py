@@ -1,5 +1,6 @@
 """`mdmserver serve` with several gunicorn workers: /metrics reports the whole server whichever worker
-answers, and gunicorn's control socket lives in the data directory (two instances never share it)."""
+answers, gunicorn's control socket lives in the data directory (two instances never share it), and
+``--worker-connections`` caps the connections a worker holds."""
 
 from __future__ import annotations
 
@@ -131,7 +132,6 @@ def test_control_socket_in_each_data_directory(served):
             assert shown.returncode == 0, shown.stderr
             listed = json.loads(shown.stdout)
             assert len(listed.get("workers", listed)) == workers, listed
-
 
 
 def test_a_worker_holds_at_most_its_worker_connections(served):

@@ -586,25 +586,68 @@ class ConnectRead:
     quiet: bool
     #: an Idle whose ``state`` command is to be offered (if still active: :func:`handle_idle`)
     offer: bool
+    #: a result stored with the read (PostgreSQL: :func:`read_connect`)
+    recorded: bool = False
+    #: ``state``'s command marked sent with it
+    offered: bool = False
 
 
-def read_connect(connection: DriverConnection, result: CommandResult, identity: DeviceIdentity) -> ConnectRead:
+def read_connect(
+    connection: DriverConnection, result: CommandResult, identity: DeviceIdentity, raw: bytes, box: SecretBox,
+) -> ConnectRead:
     """Read what a command-channel request needs in one statement on ``connection``, outside any
     transaction (no BEGIN or COMMIT: on PostgreSQL two round trips fewer, and on SQLite the read is not
     inside the write lock that the transaction holds). Most Idles of an enrolled fleet are quiet:
     answered there and then, with no transaction at all.
+
+    On PostgreSQL a result that needs nothing but storing (:func:`_record_terms`) is stored in that same
+    statement, with its next command marked sent (``recorded``, ``offered``): the whole request is one
+    statement, itself a transaction. The terms repeat in SQL this read's checks (:func:`_refusal`), so a
+    result is stored only when the read is trusted.
 
     ``trusted`` (and with it ``quiet`` and ``offer``) is True only when every check :func:`handle_connect`
     makes passes; otherwise :func:`handle_connect` reads again in its transaction and refuses there.
     """
     now = utcnow()
     idle = result.status is ResultStatus.IDLE
-    state = _connect_state(connection, result, now)
+    recorded = offered = False
+    if idle or connection.dialect.name != "postgresql":
+        state = _connect_state(connection, result, now)
+    else:
+        read = commands.read_and_record(connection, result, raw, box, now=now, probes=_result_probes(),
+                                        terms=_record_terms(identity, now), deliver=result.user_id is None)
+        state, recorded, offered = read.state, read.recorded, read.offered
     trusted = _refusal(state, identity, result.udid) is None
-    offers = (idle and trusted and result.user_id is None and state.admission_status == AdmissionStatus.ACCEPTED
-              and state.command_id is not None)
+    if recorded and not trusted:  # the terms are the checks: cannot happen
+        raise RuntimeError(f"result of untrusted device {result.udid} stored with its read")
+    offers = idle and trusted and _deliverable(state, result)
     quiet = idle and trusted and not offers and not devices.last_seen_due(state, now)
-    return ConnectRead(state, now, trusted=trusted, quiet=quiet, offer=offers)
+    return ConnectRead(state, now, trusted=trusted, quiet=quiet, offer=offers, recorded=recorded, offered=offered)
+
+
+def _record_terms(identity: DeviceIdentity, now: datetime) -> commands.RecordTerms:
+    """When a result is stored with its read: the checks of :func:`_refusal`, and nothing else to do for it
+    (no ``last_seen`` due, no webhook subscription listening, no inventory to apply)."""
+    return commands.RecordTerms(
+        fingerprint=identity.fingerprint, seen_after=now - devices.LAST_SEEN_RESOLUTION,
+        blockers=_record_blockers(), skip_types=_inventory_types(),
+    )
+
+
+@cache
+def _record_blockers() -> tuple[ColumnElement[bool], ...]:
+    return (webhook_outbox.listening(),)
+
+
+@cache
+def _inventory_types() -> tuple[str, ...]:
+    return tuple(sorted(devices.INVENTORY_REQUEST_TYPES))
+
+
+def _deliverable(state: commands.ConnectState, result: CommandResult) -> bool:
+    """Whether ``state``'s next command goes to the device on this request (:func:`_deliver`'s conditions)."""
+    return (result.user_id is None and state.admission_status == AdmissionStatus.ACCEPTED
+            and state.command_id is not None)
 
 
 def handle_idle(
@@ -623,11 +666,20 @@ def handle_result(
     session: Session, read: ConnectRead, result: CommandResult, raw: bytes, identity: DeviceIdentity,
     box: SecretBox, public_url: str,
 ) -> bytes | None:
-    """A result (not Idle) whose device :func:`read_connect` read: when every check passed there, the
-    transaction only writes (the result, then the next command marked sent if it is still queued);
-    otherwise :func:`handle_connect` reads again and decides."""
+    """A result (not Idle) whose device :func:`read_connect` read. Stored with the read (PostgreSQL), it
+    only needs its next command's plist (read again in a transaction if the read did not mark it). Else,
+    when every check passed there, the transaction only writes (the result, then the next command marked
+    sent if it is still queued); otherwise :func:`handle_connect` reads again and decides."""
     if not read.trusted:
         return handle_connect(session, result, raw, identity, box, public_url)
+    if read.recorded:
+        if read.offered:
+            return _offer(session, read.state, box)
+        if not _deliverable(read.state, result):
+            return None
+        # its next command was answered by this result, or taken meanwhile: read again and offer
+        state = _read_in_transaction(session, result, identity, read.now)
+        return _deliver(session, state, result, identity, read.now, guarded=False, box=box)
     return _answer(session, read.state, result, raw, identity, box, public_url, read.now, read_outside=True)
 
 
@@ -718,9 +770,7 @@ def _deliver(
     (one guarded UPDATE: the same statements as reading and marking in one transaction); if it is not
     (answered, canceled or expired, or offered to a concurrent request of the device since), the queue
     is read again here."""
-    if result.user_id is not None or state.admission_status != AdmissionStatus.ACCEPTED:
-        return None
-    if state.command_id is None:
+    if not _deliverable(state, result):
         return None
     if guarded:
         if commands.mark_sent_if_active(session, state.command_id, now, after_idle=result.status is ResultStatus.IDLE):

@@ -134,17 +134,18 @@ def _checkin(data: dict, identity: device_auth.DeviceIdentity) -> Response:
 def _connect(data: dict, body: bytes, identity: device_auth.DeviceIdentity) -> Response:
     result = parse_result(data)
     # read before any transaction: on SQLite not inside the write lock, and a quiet Idle needs no other
+    box = secret_box()
     with untransacted(db.session.get_bind()) as connection:
-        read = service.read_connect(connection, result, identity)
+        read = service.read_connect(connection, result, identity, body, box)
     if result.status is not ResultStatus.IDLE:
-        # a result always writes: IMMEDIATE, waiting for the lock up front
-        return _respond(service.handle_result(db.session, read, result, body, identity, secret_box(),
+        # a result not stored with its read writes: IMMEDIATE, waiting for the lock up front
+        return _respond(service.handle_result(db.session, read, result, body, identity, box,
                                               current_app.config["PUBLIC_URL"]))
     if read.quiet:
         return _empty_200()  # no transaction at all
 
     def idle() -> Response:
-        return _respond(service.handle_idle(db.session, read, result, body, identity, secret_box(),
+        return _respond(service.handle_idle(db.session, read, result, body, identity, box,
                                             current_app.config["PUBLIC_URL"]))
 
     if read.offer:

@@ -12,6 +12,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     String,
     and_,
@@ -45,6 +46,7 @@ from mdmserver.protocol import secrets as secrets_policy
 from mdmserver.protocol.plist import dump_plist, load_stored
 from mdmserver.protocol.results import CommandResult, ResultStatus
 from mdmserver.push import service as push_service
+from mdmserver.records.admission import REFUSED_STATUSES, AdmissionStatus
 from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
 from mdmserver.records.devices import Device
 from mdmserver.selection.conditions import manageable, unmanaged_reason
@@ -408,15 +410,15 @@ class ConnectState:
     probes: tuple[bool, ...] = ()
 
 
-_STATUS_WORD = re.compile(r"[a-z_]+")
+_PLAIN_WORD = re.compile(r"[A-Za-z_]+")
 
 
-def _sql_constants(statuses: Sequence[str]) -> list[ColumnElement[str]]:
-    """Our status names as SQL string literals (they are plain words: nothing to quote)."""
-    for status in statuses:
-        if not _STATUS_WORD.fullmatch(status):
-            raise ValueError(f"status {status!r} is not a plain word")
-    return [literal_column(f"'{status}'", String()) for status in statuses]
+def _sql_constants(words: Sequence[str]) -> list[ColumnElement[str]]:
+    """Our status names and request types as SQL string literals (they are plain words: nothing to quote)."""
+    for word in words:
+        if not _PLAIN_WORD.fullmatch(word):
+            raise ValueError(f"{word!r} is not a plain word")
+    return [literal_column(f"'{word}'", String()) for word in words]
 
 
 @cache
@@ -449,10 +451,11 @@ def _connect_statement(after_idle: bool, probes: tuple[ColumnElement[bool], ...]
         .scalar_subquery()
     )
     return (
-        select(
+        select(  # labelled as ConnectState's fields (_read_and_record_statement names them)
             devices.c.id, devices.c.udid, devices.c.identity_fingerprint, devices.c.admission_status,
-            devices.c.last_seen_at, commands.c.id, commands.c.uuid, commands.c.request_type,
-            stored.c.body, certificates.c.revoked_at, devices.c.serial_number,
+            devices.c.last_seen_at, commands.c.id.label("command_id"), commands.c.uuid.label("command_uuid"),
+            commands.c.request_type.label("command_request_type"), stored.c.body.label("command_parameters"),
+            certificates.c.revoked_at.label("identity_revoked_at"), devices.c.serial_number,
             *(probe.label(f"probe_{index}") for index, probe in enumerate(probes)),
         )
         .select_from(
@@ -483,9 +486,12 @@ def connect_state(
     ``ConnectState.probes``; pass the same tuple every time (the statement is built once per tuple).
     """
     row = _connect_read(after_idle, probes).first(connection, {"udid": udid, "now": now})
-    if row is None:
-        return None
-    fields = len(row) - len(probes)
+    return None if row is None else _connect_state_of(row, len(probes))
+
+
+def _connect_state_of(row: Sequence[Any], probes: int) -> ConnectState:
+    """The :class:`ConnectState` of a row of :func:`_connect_statement` (its last ``probes`` columns the probes)."""
+    fields = len(row) - probes
     return ConnectState(*row[:fields], probes=tuple(bool(value) for value in row[fields:]))
 
 
@@ -506,11 +512,12 @@ def expire_due(session: Session, now: datetime, device_id: int | None = None) ->
     return session.execute(stmt).rowcount or 0
 
 
-def _mark_sent_statement():
+def _mark_sent_statement(command: ColumnElement[int] | None = None):
+    """The UPDATE that marks a command sent; ``command``: its id (default: the ``command_id`` parameter)."""
     table = Command.__table__
     return (
         update(table)
-        .where(table.c.id == bindparam("command_id"))
+        .where(table.c.id == (bindparam("command_id") if command is None else command))
         .values(status=CommandStatus.SENT.value, sent_at=bindparam("sent_now", type_=UTCDateTime()),
                 attempts=table.c.attempts + 1)
     )
@@ -552,8 +559,10 @@ class RecordedResult:
     status: str
 
 
-@cache
-def _record_statement(final: bool) -> DriverStatement:
+def _answer_update(final: bool, which: ColumnElement[bool] | None = None):
+    """The UPDATE that stores a device's answer to its command, if that command still awaits one;
+    ``which``: the condition naming that command (default: the ``command_uuid`` of the ``for_device``
+    parameter)."""
     table = Command.__table__
     values: dict[str, Any] = {"status": bindparam("new_status")}
     if final:
@@ -562,16 +571,33 @@ def _record_statement(final: bool) -> DriverStatement:
             result=bindparam("new_result", type_=table.c.result.type),
             error_chain=bindparam("new_error_chain", type_=table.c.error_chain.type),
         )
-    return DriverStatement(
+    if which is None:
+        which = and_(table.c.uuid == bindparam("command_uuid"), table.c.device_id == bindparam("for_device"))
+    return (
         update(table)
-        .where(
-            table.c.uuid == bindparam("command_uuid"),
-            table.c.device_id == bindparam("for_device"),
-            table.c.status.in_(_sql_constants(IDLE_CANDIDATES)),  # constants: see _connect_statement
-        )
+        .where(which, table.c.status.in_(_sql_constants(IDLE_CANDIDATES)))  # constants: see _connect_statement
         .values(**values)
-        .returning(table.c.id, table.c.request_type, table.c.status)
     )
+
+
+@cache
+def _record_statement(final: bool) -> DriverStatement:
+    table = Command.__table__
+    return DriverStatement(_answer_update(final).returning(table.c.id, table.c.request_type, table.c.status))
+
+
+def _answer_values(result: CommandResult, raw: bytes, box: SecretBox) -> dict[str, Any]:
+    """The parameters of :func:`_answer_update` for ``result`` (but ``for_device``); an answer holding
+    secrets is sealed."""
+    status = _RESULT_STATUS[result.status]
+    values: dict[str, Any] = {"new_status": status.value, "command_uuid": (result.command_uuid or "").upper()}
+    if status is not CommandStatus.NOT_NOW:
+        values.update(
+            new_completed_at=utcnow(),
+            new_result=seal_blob(raw, box, RESULT_CONTEXT) if secrets_policy.contains_secret(result.raw) else raw,
+            new_error_chain=[item.as_dict() for item in result.error_chain] or None,
+        )
+    return values
 
 
 def record_result(
@@ -583,22 +609,11 @@ def record_result(
     nothing: they are logged and ignored (``None``). A recorded answer is a ``command.*`` webhook
     event (no parameters, no result: only the command's identity, status and error chain), unless
     the caller knows that no webhook subscription listens (``webhooks_listening`` false)."""
-    status = _RESULT_STATUS[result.status]
-    final = status is not CommandStatus.NOT_NOW
-    params: dict[str, Any] = {
-        "new_status": status.value,
-        "command_uuid": (result.command_uuid or "").upper(),
-        "for_device": device_id,
-    }
-    if final:
-        params.update(
-            new_completed_at=utcnow(),
-            new_result=seal_blob(raw, box, RESULT_CONTEXT) if secrets_policy.contains_secret(result.raw) else raw,
-            new_error_chain=[item.as_dict() for item in result.error_chain] or None,
-        )
+    params = _answer_values(result, raw, box)
+    params["for_device"] = device_id
     # on the driver's cursor, in the session's transaction (DriverStatement: SQLAlchemy's execution costs
     # more than this UPDATE)
-    row = _record_statement(final).execute(session_driver(session), params).row
+    row = _record_statement(result.status is not ResultStatus.NOT_NOW).execute(session_driver(session), params).row
     if row is None:
         log.warning("result %s for command %s from device %s ignored: unknown or already finished",
                     result.status.value, result.command_uuid, device_id)
@@ -612,6 +627,109 @@ def record_result(
         error_chain=[item.as_dict() for item in result.error_chain],
     )
     return recorded
+
+
+@dataclass(frozen=True)
+class RecordTerms:
+    """When :func:`read_and_record` stores a result with its read: the device is bound to ``fingerprint``,
+    that certificate is not revoked, the device's admission is not refused, its ``last_seen_at`` is later
+    than ``seen_after`` (recording the visit is not due), none of ``blockers`` (uncorrelated boolean
+    expressions, e.g. EXISTS) is true, and an acknowledged command is of none of ``skip_types``. Every
+    term is one the caller would otherwise check on the read, or a reason the result needs more than
+    this statement."""
+
+    fingerprint: str
+    seen_after: datetime
+    blockers: tuple[ColumnElement[bool], ...]
+    skip_types: tuple[str, ...]
+
+
+@cache
+def _read_and_record_statement(
+    result_status: CommandStatus, probes: tuple[ColumnElement[bool], ...], blockers: tuple[ColumnElement[bool], ...],
+    skip_types: tuple[str, ...],
+) -> DriverStatement:
+    """PostgreSQL: the read after a result (:func:`_connect_statement`) as a CTE, the answer's UPDATE and
+    the guarded mark-sent UPDATE of the next command as data-modifying CTEs, all on one snapshot, and the
+    read's row with whether each UPDATE wrote. The answer is stored only on :class:`RecordTerms`; the next
+    command is marked only if the answer was stored, the device is accepted, ``deliver`` is true and it is
+    not the answered command itself (a row updated twice in one statement would keep one of the two)."""
+    table = Command.__table__
+    device = _connect_statement(False, probes).cte("device")
+    recordable = (
+        select(device.c.id)
+        .where(
+            device.c.identity_fingerprint == bindparam("fingerprint"),
+            device.c.identity_revoked_at.is_(None),
+            device.c.admission_status.not_in(_sql_constants(sorted(REFUSED_STATUSES))),
+            device.c.last_seen_at > bindparam("seen_after", type_=UTCDateTime()),
+            *(~blocker for blocker in blockers),
+        )
+        .scalar_subquery()
+    )
+    # the answered command found by its UUID alone, and not inlined: no term the planner could serve with a
+    # device's index instead of the unique one (with stale statistics it did, and read the device's queue)
+    by_uuid = select(table.c.id, table.c.device_id, table.c.request_type).where(
+        table.c.uuid == bindparam("command_uuid")).cte("answered_command").prefix_with("MATERIALIZED")
+    skipped = (by_uuid.c.request_type.not_in(_sql_constants(skip_types)),) \
+        if skip_types and result_status is CommandStatus.ACKNOWLEDGED else ()
+    answered = select(by_uuid.c.id).where(by_uuid.c.device_id == recordable, *skipped).scalar_subquery()
+    stored_answer = (
+        _answer_update(result_status is not CommandStatus.NOT_NOW, table.c.id == answered)
+        .returning(table.c.id)
+        .cte("stored_answer")
+    )
+    next_command = (
+        select(device.c.command_id)
+        .where(device.c.admission_status == AdmissionStatus.ACCEPTED.value, bindparam("deliver", type_=Boolean()))
+        .scalar_subquery()
+    )
+    sent_next = (
+        _mark_sent_statement(next_command)
+        .where(
+            table.c.status.in_(_sql_constants(AFTER_RESULT_CANDIDATES)),
+            table.c.uuid != bindparam("command_uuid"),
+            exists(select(stored_answer.c.id)),
+        )
+        .returning(table.c.id)
+        .cte("sent_next")
+    )
+    return DriverStatement(select(
+        *device.c, exists(select(stored_answer.c.id)).label("recorded"), exists(select(sent_next.c.id)).label("offered"),
+    ))
+
+
+@dataclass(frozen=True)
+class ReadAndRecord:
+    """What :func:`read_and_record` read and wrote."""
+
+    state: ConnectState | None
+    #: the answer was stored (else nothing was written)
+    recorded: bool
+    #: ``state``'s next command was marked sent
+    offered: bool
+
+
+def read_and_record(
+    connection: DriverConnection, result: CommandResult, raw: bytes, box: SecretBox, *, now: datetime,
+    probes: tuple[ColumnElement[bool], ...], terms: RecordTerms, deliver: bool,
+) -> ReadAndRecord:
+    """PostgreSQL only: the read after a result (:func:`connect_state`), and, on ``terms``, the answer
+    stored (as :func:`record_result`, without its webhook event: ``terms.blockers`` keep it out when one
+    would be due) with the next command marked sent (``deliver``: if the device may receive it), in one
+    statement. On a connection outside any transaction (:func:`mdmserver.db.untransacted`) the statement
+    is its own transaction: no BEGIN or COMMIT, and neither write happens without the other."""
+    if connection.dialect.name != "postgresql":
+        raise ValueError("read_and_record needs PostgreSQL (data-modifying WITH)")
+    status = _RESULT_STATUS[result.status]
+    values = _answer_values(result, raw, box)
+    values.update(udid=result.udid, now=now, fingerprint=terms.fingerprint, seen_after=terms.seen_after,
+                  deliver=deliver, sent_now=now)
+    row = _read_and_record_statement(status, probes, terms.blockers, terms.skip_types).first(connection, values)
+    if row is None:
+        return ReadAndRecord(None, recorded=False, offered=False)
+    *read, recorded, offered = row
+    return ReadAndRecord(_connect_state_of(read, len(probes)), recorded=bool(recorded), offered=bool(offered))
 
 
 def result_value(command: Command, box: SecretBox) -> Any:

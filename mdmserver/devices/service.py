@@ -442,6 +442,11 @@ _INVENTORY_HANDLERS: dict[str, Callable[[Session, int, Any, datetime], Inventory
 }
 
 
+#: The request types whose acknowledged answers :func:`apply_inventory` does something with (a parser
+#: with no handler counts: a malformed answer is logged); to any other it does nothing.
+INVENTORY_REQUEST_TYPES = frozenset(LOST_MODE_STATE) | frozenset(_INVENTORY_HANDLERS) | frozenset(inventory.PARSERS)
+
+
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 

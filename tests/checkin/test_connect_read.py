@@ -45,7 +45,7 @@ def _read(db_session, sim: SimulatedDevice, identity_of: SimulatedDevice | None 
     certificate = (identity_of or sim).identity.certificate
     identity = DeviceIdentity(certificate=certificate, fingerprint=fingerprint_sha256(certificate))
     with untransacted(db_session.get_bind()) as connection:
-        return service.read_connect(connection, result, identity)
+        return service.read_connect(connection, result, identity, b"", secret_box())
 
 
 def _handle(db_session, sim: SimulatedDevice, read: service.ConnectRead) -> bytes | None:
@@ -165,7 +165,8 @@ def _acknowledgement(sim: SimulatedDevice, uuid: str) -> dict:
 
 def _read_result(db_session, sim: SimulatedDevice, message: dict, identity_of: SimulatedDevice | None = None):
     with untransacted(db_session.get_bind()) as connection:
-        return service.read_connect(connection, parse_result(message), _identity(identity_of or sim))
+        return service.read_connect(connection, parse_result(message), _identity(identity_of or sim), b"<plist/>",
+                                    secret_box())
 
 
 def _handle_result(db_session, sim: SimulatedDevice, read: service.ConnectRead, message: dict) -> bytes | None:

@@ -551,6 +551,10 @@ def _result_probes() -> tuple[ColumnElement[bool], ...]:
     return (webhook_outbox.listening(), compliance.policies_enabled())
 
 
+#: the place of "a webhook subscription listens" among :func:`_result_probes`
+_WEBHOOKS_LISTENING = 0
+
+
 def _connect_state(connection: DriverConnection, result: CommandResult, now: datetime) -> commands.ConnectState | None:
     """The device and its next command for ``result`` (with the result probes after a result)."""
     idle = result.status is ResultStatus.IDLE
@@ -630,13 +634,8 @@ def _record_terms(identity: DeviceIdentity, now: datetime) -> commands.RecordTer
     (no ``last_seen`` due, no webhook subscription listening, no inventory to apply)."""
     return commands.RecordTerms(
         fingerprint=identity.fingerprint, seen_after=now - devices.LAST_SEEN_RESOLUTION,
-        blockers=_record_blockers(), skip_types=_inventory_types(),
+        blocking_probes=(_WEBHOOKS_LISTENING,), skip_types=_inventory_types(),
     )
-
-
-@cache
-def _record_blockers() -> tuple[ColumnElement[bool], ...]:
-    return (webhook_outbox.listening(),)
 
 
 @cache

@@ -633,20 +633,20 @@ def record_result(
 class RecordTerms:
     """When :func:`read_and_record` stores a result with its read: the device is bound to ``fingerprint``,
     that certificate is not revoked, the device's admission is not refused, its ``last_seen_at`` is later
-    than ``seen_after`` (recording the visit is not due), none of ``blockers`` (uncorrelated boolean
-    expressions, e.g. EXISTS) is true, and an acknowledged command is of none of ``skip_types``. Every
+    than ``seen_after`` (recording the visit is not due), none of the read's probes numbered in
+    ``blocking_probes`` is true (e.g. a webhook subscription listens: the result is an event), and an acknowledged command is of none of ``skip_types``. Every
     term is one the caller would otherwise check on the read, or a reason the result needs more than
     this statement."""
 
     fingerprint: str
     seen_after: datetime
-    blockers: tuple[ColumnElement[bool], ...]
+    blocking_probes: tuple[int, ...]
     skip_types: tuple[str, ...]
 
 
 @cache
 def _read_and_record_statement(
-    result_status: CommandStatus, probes: tuple[ColumnElement[bool], ...], blockers: tuple[ColumnElement[bool], ...],
+    result_status: CommandStatus, probes: tuple[ColumnElement[bool], ...], blocking_probes: tuple[int, ...],
     skip_types: tuple[str, ...],
 ) -> DriverStatement:
     """PostgreSQL: the read after a result (:func:`_connect_statement`) as a CTE, the answer's UPDATE and
@@ -663,7 +663,7 @@ def _read_and_record_statement(
             device.c.identity_revoked_at.is_(None),
             device.c.admission_status.not_in(_sql_constants(sorted(REFUSED_STATUSES))),
             device.c.last_seen_at > bindparam("seen_after", type_=UTCDateTime()),
-            *(~blocker for blocker in blockers),
+            *(~device.c[f"probe_{index}"] for index in blocking_probes),  # read once, with the device
         )
         .scalar_subquery()
     )
@@ -715,7 +715,7 @@ def read_and_record(
     probes: tuple[ColumnElement[bool], ...], terms: RecordTerms, deliver: bool,
 ) -> ReadAndRecord:
     """PostgreSQL only: the read after a result (:func:`connect_state`), and, on ``terms``, the answer
-    stored (as :func:`record_result`, without its webhook event: ``terms.blockers`` keep it out when one
+    stored (as :func:`record_result`, without its webhook event: ``terms.blocking_probes`` keep it out when one
     would be due) with the next command marked sent (``deliver``: if the device may receive it), in one
     statement. On a connection outside any transaction (:func:`mdmserver.db.untransacted`) the statement
     is its own transaction: no BEGIN or COMMIT, and neither write happens without the other."""
@@ -725,7 +725,7 @@ def read_and_record(
     values = _answer_values(result, raw, box)
     values.update(udid=result.udid, now=now, fingerprint=terms.fingerprint, seen_after=terms.seen_after,
                   deliver=deliver, sent_now=now)
-    row = _read_and_record_statement(status, probes, terms.blockers, terms.skip_types).first(connection, values)
+    row = _read_and_record_statement(status, probes, terms.blocking_probes, terms.skip_types).first(connection, values)
     if row is None:
         return ReadAndRecord(None, recorded=False, offered=False)
     *read, recorded, offered = row

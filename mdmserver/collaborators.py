@@ -16,7 +16,7 @@ from mdmserver.api.requests import request_id
 from mdmserver.apps.manifests import CHUNK_SIZE
 from mdmserver.apps.storage import DirectoryPackageStore, PackageStore, package_root
 from mdmserver.audit.service import AuditContext, set_audit_context
-from mdmserver.db import db
+from mdmserver.db import db, on_session, session_in_use
 from mdmserver.pki.secretbox import SecretBox
 from mdmserver.pki.service import load_secret_box
 
@@ -38,12 +38,16 @@ def package_store() -> PackageStore:
 
 def init_app(app: Flask) -> None:
     """Bind the audit context to each request's session (after the token check) and unbind it at the
-    end, as ``api.transactions`` declares the session's transaction mode."""
+    end, as ``api.transactions`` declares the session's transaction mode: when the request creates its
+    session (:func:`mdmserver.db.on_session`)."""
 
     @app.before_request
     def _bind_audit_context() -> None:
-        set_audit_context(db.session, AuditContext(token=current_token(), request_id=request_id()))
+        context = AuditContext(token=current_token(), request_id=request_id())
+        on_session(db.session, lambda session: set_audit_context(session, context))
 
     @app.teardown_request
     def _unbind_audit_context(_exc: BaseException | None) -> None:
-        set_audit_context(db.session, None)
+        session = session_in_use(db.session)
+        if session is not None:
+            set_audit_context(session, None)

@@ -12,6 +12,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -57,7 +58,16 @@ _SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 class MdmSession(FlaskSession):
     """``db.session``: on SQLite, a session declared read-only (:func:`set_read_only`) begins its
     transactions ``DEFERRED``, so it never takes the database write lock; every other transaction
-    begins ``IMMEDIATE`` (see ``_sqlite_begin``). Other databases are untouched."""
+    begins ``IMMEDIATE`` (see ``_sqlite_begin``). Other databases are untouched. A new session runs
+    the setups :func:`on_session` left for it."""
+
+    def __init__(self, db: SQLAlchemy, **kwargs: Any) -> None:
+        super().__init__(db, **kwargs)
+        pending = _pending_setups.get()
+        if pending:
+            _pending_setups.set(())
+            for setup in pending:
+                setup(self)
 
     def get_bind(self, mapper: Any = None, clause: Any = None, bind: Any = None, **kwargs: Any):
         chosen = super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
@@ -95,6 +105,44 @@ def set_read_only(session: Session | scoped_session, read_only: bool = True) -> 
     target.info[_READ_ONLY_NEXT] = read_only
     if not target.in_transaction():
         target.info[_READ_ONLY_NOW] = read_only
+
+
+#: setups for the session this request has not created yet (:func:`on_session`); a request runs in one
+#: thread, and its end forgets them (:func:`forget_session_setups`)
+_pending_setups: ContextVar[tuple[Callable[[Session], None], ...]] = ContextVar("mdmserver_session_setups",
+                                                                                default=())
+
+
+def on_session(session: scoped_session, setup: Callable[[Session], None]) -> None:
+    """Run ``setup`` on the scoped session of this request: now if it exists, else when it is created
+    (:class:`MdmSession`). The request hooks declare each request's transaction mode and audit context
+    this way, so a request that never uses the session never creates one: on PostgreSQL a plain
+    device acknowledgement is one statement on a pooled connection (:func:`untransacted`), and the
+    session's creation, commit and removal were a tenth of its instructions (docs/deploy.md)."""
+    if session.registry.has():
+        setup(session())
+    else:
+        _pending_setups.set((*_pending_setups.get(), setup))
+
+
+def forget_session_setups() -> None:
+    """Drop the setups of a request that ended without creating its session."""
+    _pending_setups.set(())
+
+
+def session_in_use(session: scoped_session) -> Session | None:
+    """The scoped session of this app context if something created it, else ``None`` (not created)."""
+    return session() if session.registry.has() else None
+
+
+def scope_bind(session: scoped_session) -> Engine | Connection:
+    """What the scoped session of this app context is bound to, without creating it: the engine, or the
+    connection its factory binds every session to (the test suite's rolled-back transaction)."""
+    existing = session_in_use(session)
+    if existing is not None:
+        return existing.get_bind()
+    bound = session.session_factory.kw.get("bind")
+    return bound if bound is not None else db.engine
 
 
 def is_read_only(session: Session | scoped_session) -> bool:

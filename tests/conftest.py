@@ -23,12 +23,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from flask_sqlalchemy.session import Session as FlaskSession
 from werkzeug.serving import make_server
 
 from mdmserver.app import create_app
 from mdmserver.bootstrap import initialize
-from mdmserver.db import db
+from mdmserver.db import MdmSession, db
 from mdmserver.simulator.device import FlaskTransport, HttpxTransport, SimulatedDevice
 from mdmserver.tokens.service import create_token
 from tests.factories import install_push_topic
@@ -44,7 +43,7 @@ def pytest_report_header(config) -> str:
     return f"mdmserver database: {'PostgreSQL ' + POSTGRES_URL if POSTGRES_URL else 'SQLite'}"
 
 
-class _ConnectionBoundSession(FlaskSession):
+class _ConnectionBoundSession(MdmSession):
     """Flask-SQLAlchemy's session picks the app's engine; in tests it must use the test connection."""
 
     def get_bind(self, *args, **kwargs):

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from flask import Flask, current_app, request
 
-from mdmserver.db import db, set_read_only
+from mdmserver.db import db, forget_session_setups, on_session, set_read_only
 
 F = TypeVar("F", bound=Callable)
 
@@ -34,4 +34,9 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _declare_transaction_mode() -> None:
         view = current_app.view_functions.get(request.endpoint) if request.url_rule is not None else None
-        set_read_only(db.session, not request_writes(view, request.method))
+        read_only = not request_writes(view, request.method)
+        on_session(db.session, lambda session: set_read_only(session, read_only))
+
+    @app.teardown_request
+    def _forget_session_setups(_exc: BaseException | None) -> None:
+        forget_session_setups()

@@ -22,7 +22,7 @@ from mdmserver.api.transactions import writes
 from mdmserver.checkin import auth as device_auth
 from mdmserver.checkin import service
 from mdmserver.collaborators import secret_box
-from mdmserver.db import db, run_read_first, untransacted
+from mdmserver.db import db, run_read_first, scope_bind, session_in_use, untransacted
 from mdmserver.enrollment_limit import peers
 from mdmserver.enrollment_limit import service as enrollment_limit
 from mdmserver.errors import BadRequest, TooManyRequests
@@ -106,8 +106,11 @@ def _settings() -> service.CheckinSettings:
 
 def _respond(body: bytes | None, mimetype: str = "application/xml") -> Response:
     """200 with the body; ``None`` is the protocol's empty 200 ("nothing for you"), sent with no body
-    and no ``Content-Type`` at all (as Go's net/http does for NanoMDM), never as ``text/html``."""
-    db.session.commit()
+    and no ``Content-Type`` at all (as Go's net/http does for NanoMDM), never as ``text/html``. Commits
+    the request's session if it used one (a result stored with its read did not)."""
+    session = session_in_use(db.session)
+    if session is not None:
+        session.commit()
     if body is None:
         return _empty_200()
     if body[:1] in (b"{", b"["):
@@ -135,7 +138,7 @@ def _connect(data: dict, body: bytes, identity: device_auth.DeviceIdentity) -> R
     result = parse_result(data)
     # read before any transaction: on SQLite not inside the write lock, and a quiet Idle needs no other
     box = secret_box()
-    with untransacted(db.session.get_bind()) as connection:
+    with untransacted(scope_bind(db.session)) as connection:
         read = service.read_connect(connection, result, identity, body, box)
     if result.status is not ResultStatus.IDLE:
         # a result not stored with its read writes: IMMEDIATE, waiting for the lock up front

@@ -421,6 +421,15 @@ def _sql_constants(words: Sequence[str]) -> list[ColumnElement[str]]:
     return [literal_column(f"'{word}'", String()) for word in words]
 
 
+def _status_guard(statuses: Sequence[str]) -> ColumnElement[bool]:
+    """An UPDATE's guard that its command, found by its id or UUID, still has one of ``statuses``: written
+    on ``status || ''``, from which PostgreSQL cannot prove the predicate of a partial index. Written on
+    ``status``, it made ``ix_commands_active_queue`` eligible, and with statistics taken while few commands
+    were active (then a mass action) the planner chose to scan that whole index, every device's queue, for
+    the one row its key's index finds (tests/checkin/test_plans_stale_statistics.py)."""
+    return (Command.__table__.c.status + literal_column("''", String())).in_(_sql_constants(statuses))
+
+
 @cache
 def _connect_statement(after_idle: bool, probes: tuple[ColumnElement[bool], ...] = ()):
     """Built once per variant on the Core tables (statement construction and ORM compilation cost
@@ -534,7 +543,7 @@ def mark_sent(session: Session, command_id: int, now: datetime) -> None:
 
 @cache
 def _mark_sent_if_active(statuses: tuple[str, ...]) -> DriverStatement:
-    return DriverStatement(_mark_sent_statement().where(Command.__table__.c.status.in_(_sql_constants(statuses))))
+    return DriverStatement(_mark_sent_statement().where(_status_guard(statuses)))
 
 
 def mark_sent_if_active(session: Session, command_id: int, now: datetime, *, after_idle: bool) -> bool:
@@ -575,7 +584,7 @@ def _answer_update(final: bool, which: ColumnElement[bool] | None = None):
         which = and_(table.c.uuid == bindparam("command_uuid"), table.c.device_id == bindparam("for_device"))
     return (
         update(table)
-        .where(which, table.c.status.in_(_sql_constants(IDLE_CANDIDATES)))  # constants: see _connect_statement
+        .where(which, _status_guard(IDLE_CANDIDATES))
         .values(**values)
     )
 
@@ -687,7 +696,7 @@ def _read_and_record_statement(
     sent_next = (
         _mark_sent_statement(next_command)
         .where(
-            table.c.status.in_(_sql_constants(AFTER_RESULT_CANDIDATES)),
+            _status_guard(AFTER_RESULT_CANDIDATES),
             table.c.uuid != bindparam("command_uuid"),
             exists(select(stored_answer.c.id)),
         )

@@ -219,6 +219,42 @@ class _CertFacts:
     key_identifier: bytes | None
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """Where the parts of a detached signature lie, as :func:`_fast_walk` found them in one it accepted.
+    ``varying``: the contents that differ between two signatures a device makes over different messages
+    (the message digest, the signing time, the signature value), every one a primitive value. Every other
+    byte, the signer's certificate and every tag and length included, is the signature's *fixed part*."""
+
+    length: int
+    varying: tuple[tuple[int, int], ...]
+    digest: tuple[int, int]
+    signature: tuple[int, int]
+    #: the signed attributes element ([0] IMPLICIT): start, end
+    attributes: tuple[int, int]
+    digest_name: str
+    hash_name: str
+
+    def fixed_part(self, data: bytes) -> bytes:
+        pieces, pos = [], 0
+        for start, end in self.varying:
+            pieces.append(data[pos:start])
+            pos = end
+        pieces.append(data[pos:])
+        return b"".join(pieces)
+
+    def verify(self, data: bytes, content: bytes, signer: _CertFacts) -> bool:
+        """The checks of :func:`_fast_walk` that depend on the varying parts: the message digest is
+        ``content``'s and the signature over the signed attributes is ``signer``'s."""
+        start, end = self.digest
+        if not hmac.compare_digest(hashlib.new(self.digest_name, content).digest(), data[start:end]):
+            return False
+        attrs_start, attrs_end = self.attributes
+        start, end = self.signature
+        return verify_signature_with_key(signer.cert.public_key(), data[start:end],
+                                         b"\x31" + data[attrs_start + 1:attrs_end], _HASHES[self.hash_name]())
+
+
 @dataclass
 class _Verified:
     signer: _CertFacts
@@ -228,7 +264,8 @@ class _Verified:
 
 class CertificateVerdicts:
     """A bounded LRU of what is pure and costly to learn about a device certificate: its parsed facts,
-    and, per CA, that the CA issued it (name and signature) with the window in which both are valid.
+    and, per CA, that the CA issued it (name and signature) with the window in which both are valid;
+    and the fixed parts of the signatures it was accepted in (:class:`_Layout`).
 
     Keyed by the certificate's exact DER, so a verdict can never be reused for different bytes. Only
     positive verdicts are kept (nobody but our CA can mint entries); the validity window is compared
@@ -237,12 +274,61 @@ class CertificateVerdicts:
     per-request check against the database. Safe to share between threads.
     """
 
+    #: distinct layouts kept per signature length (devices of one fleet share one or two)
+    LAYOUTS_PER_LENGTH = 4
+
     def __init__(self, maxsize: int = 10_000) -> None:
         self.maxsize = maxsize
         self._entries: OrderedDict[bytes, tuple[_CertFacts, dict[bytes, tuple[dt.datetime, dt.datetime]]]] = (
             OrderedDict()
         )
         self._lock = threading.Lock()
+        self._ca_keys: dict[int, tuple[x509.Certificate, bytes]] = {}
+        self._layouts: dict[int, tuple[_Layout, ...]] = {}
+        #: SHA-256 of a fixed part -> the layout and signer of the signature it was accepted in
+        self._fixed: OrderedDict[bytes, tuple[_Layout, _CertFacts]] = OrderedDict()
+
+    def _ca_key(self, ca: x509.Certificate) -> bytes:
+        """The CA's SHA-256 fingerprint, computed once per CA object (the caller keeps its CA for a while)."""
+        kept = self._ca_keys.get(id(ca))
+        if kept is None or kept[0] is not ca:
+            kept = (ca, ca.fingerprint(hashes.SHA256()))
+            with self._lock:
+                if len(self._ca_keys) >= 8:
+                    self._ca_keys.clear()
+                self._ca_keys[id(ca)] = kept
+        return kept[1]
+
+    def known_layout(self, data: bytes, content: bytes) -> _CertFacts | None:
+        """The signer of ``data`` if its fixed part (:class:`_Layout`) is byte for byte that of a signature
+        accepted before by the whole walk and our CA, and its message digest and signature hold over
+        ``content``: every other check of the walk depends on the fixed part alone. Else ``None`` (the
+        walk decides). Saves the walk over a device's every request but its first."""
+        for layout in self._layouts.get(len(data), ()):
+            key = hashlib.sha256(layout.fixed_part(data)).digest()
+            with self._lock:
+                kept = self._fixed.get(key)
+                if kept is not None:
+                    self._fixed.move_to_end(key)
+            if kept is not None and kept[0] == layout:
+                return kept[1] if layout.verify(data, content, kept[1]) else None
+        return None
+
+    def keep_layout(self, data: bytes, layout: _Layout, signer: _CertFacts) -> None:
+        """Remember the fixed part of ``data``, a signature the walk accepted and whose signer our CA issued
+        (only such signatures add entries: a device can displace other devices' entries, which costs them
+        the walk again, never a check)."""
+        key = hashlib.sha256(layout.fixed_part(data)).digest()
+        with self._lock:
+            shapes = self._layouts.get(layout.length, ())
+            if layout not in shapes:
+                self._layouts[layout.length] = (layout, *shapes)[:self.LAYOUTS_PER_LENGTH]
+                if len(self._layouts) > 4 * self.LAYOUTS_PER_LENGTH:
+                    self._layouts.pop(next(iter(self._layouts)))
+            self._fixed[key] = (layout, signer)
+            self._fixed.move_to_end(key)
+            while len(self._fixed) > self.maxsize:
+                self._fixed.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -263,7 +349,7 @@ class CertificateVerdicts:
 
     def issued_window(self, facts: _CertFacts, ca: x509.Certificate) -> tuple[dt.datetime, dt.datetime] | None:
         """The window in which ``facts``' certificate and ``ca`` are both valid, when ``ca`` issued it."""
-        ca_key = ca.fingerprint(hashes.SHA256())
+        ca_key = self._ca_key(ca)
         with self._lock:
             entry = self._entries.get(facts.der)
             window = entry[1].get(ca_key) if entry is not None else None
@@ -473,12 +559,17 @@ def _guarded(func, *args):
 # of the general path on it. It only ever *accepts*: on anything else (another shape, BER, an
 # algorithm it does not know, and every failed check) it answers ``None`` and the general path
 # decides, with its own reasons. So an answer of the fast path is always one the general path gives.
+# A device's later signatures differ from the first only in their message digest, signing time and
+# signature value: :meth:`CertificateVerdicts.known_layout` recognises the rest byte for byte and checks
+# only those (the walk is a Python loop over the DER, twice the cost of the RSA verify it guards).
 
 _TAG_SEQUENCE, _TAG_SET, _TAG_OID, _TAG_OCTETS, _TAG_INTEGER = 0x30, 0x31, 0x06, 0x04, 0x02
 _OID_DATA_DER = bytes.fromhex("2a864886f70d010701")
 _OID_SIGNED_DATA_DER = bytes.fromhex("2a864886f70d010702")
 _OID_CONTENT_TYPE_DER = bytes.fromhex("2a864886f70d010903")
 _OID_MESSAGE_DIGEST_DER = bytes.fromhex("2a864886f70d010904")
+_OID_SIGNING_TIME_DER = bytes.fromhex("2a864886f70d010905")
+_TIME_TAGS = (0x17, 0x18)  # UTCTime, GeneralizedTime: primitive
 #: digestAlgorithm OIDs (content bytes) -> hashlib / cryptography name
 _DIGEST_OIDS = {
     bytes.fromhex("2b0e03021a"): "sha1",
@@ -566,6 +657,13 @@ def _algorithm(data: bytes, element: tuple[int, int, int, int], depth: int) -> b
 
 
 def _fast_verify(data: bytes, content: bytes, verdicts: CertificateVerdicts | None) -> _CertFacts | None:
+    walked = _fast_walked(data, content, verdicts)
+    return None if walked is None else walked[0]
+
+
+def _fast_walked(
+    data: bytes, content: bytes, verdicts: CertificateVerdicts | None,
+) -> tuple[_CertFacts, _Layout] | None:
     try:
         return _fast_walk(data, content, verdicts)
     except _NotFast:
@@ -574,7 +672,7 @@ def _fast_verify(data: bytes, content: bytes, verdicts: CertificateVerdicts | No
         return None  # general path refuses it with its own reason
 
 
-def _fast_walk(data: bytes, content: bytes, verdicts: CertificateVerdicts | None) -> _CertFacts | None:
+def _fast_walk(data: bytes, content: bytes, verdicts: CertificateVerdicts | None) -> tuple[_CertFacts, _Layout]:
     n = len(data)
     tag, s, e = _tlv(data, 0, n)  # ContentInfo, depth 1
     if tag != _TAG_SEQUENCE or e != n:
@@ -644,6 +742,7 @@ def _fast_walk(data: bytes, content: bytes, verdicts: CertificateVerdicts | None
     attributes = _children(data, attrs_s, attrs_e)
     if not attributes:
         raise _NotFast
+    digest_at = signing_time_at = None
     for tag, _, s, e in attributes:  # depth 6
         attr = _children(data, s, e)
         if tag != _TAG_SEQUENCE or len(attr) != 2 or attr[0][0] != _TAG_OID or attr[1][0] != _TAG_SET:
@@ -654,12 +753,16 @@ def _fast_walk(data: bytes, content: bytes, verdicts: CertificateVerdicts | None
             if len(values) != 1 or values[0][0] != _TAG_OCTETS or message_digest is not None:
                 raise _NotFast
             message_digest = data[values[0][2]:values[0][3]]
+            digest_at = (values[0][2], values[0][3])
         elif attr_type == _OID_CONTENT_TYPE_DER:
             if len(values) != 1 or values[0][0] != _TAG_OID or content_type is not None:
                 raise _NotFast
             content_type = data[values[0][2]:values[0][3]]
         else:
             _bounded(data, attr[1][1], attr[1][3], 7)
+            if (attr_type == _OID_SIGNING_TIME_DER and len(values) == 1 and values[0][0] in _TIME_TAGS
+                    and signing_time_at is None):
+                signing_time_at = (values[0][2], values[0][3])
     if message_digest is None or (content_type is not None and content_type != econtent_type):
         raise _NotFast
     if not hmac.compare_digest(hashlib.new(digest_name, content).digest(), message_digest):
@@ -677,7 +780,14 @@ def _fast_walk(data: bytes, content: bytes, verdicts: CertificateVerdicts | None
     signature = data[signer_info[5][2]:signer_info[5][3]]
     if not verify_signature_with_key(public_key, signature, signed_bytes, _HASHES[hash_name or digest_name]()):
         raise _NotFast
-    return signer
+    assert digest_at is not None  # with message_digest
+    signature_at = (signer_info[5][2], signer_info[5][3])
+    layout = _Layout(
+        length=len(data), varying=tuple(sorted(filter(None, (digest_at, signing_time_at, signature_at)))),
+        digest=digest_at, signature=signature_at, attributes=(attrs_start, attrs_e), digest_name=digest_name,
+        hash_name=hash_name or digest_name,
+    )
+    return signer, layout
 
 
 def verify_detached(
@@ -698,7 +808,11 @@ def verify_detached(
     if not isinstance(signature, bytes | bytearray) or not isinstance(content, bytes | bytearray):
         raise CMSError("no signature")
     signature, content = bytes(signature), bytes(content)
-    signer = _fast_verify(signature, content, verdicts) if 0 < len(signature) <= max_size else None
+    signer = layout = None
+    if 0 < len(signature) <= max_size:
+        signer = verdicts.known_layout(signature, content) if verdicts is not None else None
+        if signer is None:
+            signer, layout = _fast_walked(signature, content, verdicts) or (None, None)
     if signer is None:
         signer = _guarded(_verify_structure, signature, content, max_size, verdicts).signer
     when = at or dt.datetime.now(dt.UTC)
@@ -713,6 +827,8 @@ def verify_detached(
         raise CMSError("signer not issued by our CA")
     if not any(start <= when <= end for start, end in windows):
         raise CMSError("signer certificate expired or not yet valid")
+    if verdicts is not None and layout is not None:
+        verdicts.keep_layout(signature, layout, signer)
     return signer.cert
 
 

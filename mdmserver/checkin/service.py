@@ -684,12 +684,13 @@ def handle_result(
 
 def _offer(session: Session, state: commands.ConnectState, box: SecretBox) -> bytes:
     """The plist of ``state``'s command, marked sent, as the device receives it."""
+    if state.command_request_type != "ClearPasscode":
+        return commands.command_plist(state.command_uuid, state.command_request_type, state.command_parameters, box)
     params = commands.command_parameters(state.command_parameters, box)  # unsealed for the wire
-    if state.command_request_type == "ClearPasscode":
-        device = session.get(Device, state.id)
-        token = devices.unlock_token(device, box) if device is not None else None
-        if token is not None:
-            params["UnlockToken"] = token
+    device = session.get(Device, state.id)
+    token = devices.unlock_token(device, box) if device is not None else None
+    if token is not None:
+        params["UnlockToken"] = token
     return dump_plist(command_envelope(state.command_uuid, state.command_request_type, params))
 
 

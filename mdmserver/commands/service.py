@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -44,7 +44,7 @@ from mdmserver.pki.secretbox import SecretBox, SecretBoxError
 from mdmserver.protocol import catalogue
 from mdmserver.protocol import secrets as secrets_policy
 from mdmserver.protocol.plist import dump_plist, load_stored
-from mdmserver.protocol.results import CommandResult, ResultStatus
+from mdmserver.protocol.results import CommandResult, ResultStatus, command_envelope
 from mdmserver.push import service as push_service
 from mdmserver.records.admission import REFUSED_STATUSES, AdmissionStatus
 from mdmserver.records.commands import ACTIVE_STATUSES, Command, CommandParameters, CommandStatus
@@ -559,6 +559,34 @@ def command_parameters(command: Command | bytes, box: SecretBox) -> dict[str, An
     blob = command if isinstance(command, bytes) else command.parameters
     value = load_stored(open_blob(blob, box, PARAMETERS_CONTEXT))
     return value if isinstance(value, dict) else {}
+
+
+def command_plist(command_uuid: str, request_type: str, stored: bytes, box: SecretBox) -> bytes:
+    """The plist a device receives for a command whose stored parameters are ``stored`` (unsealed here).
+
+    Everything after the ``CommandUUID`` depends only on the request type and the parameters, which the
+    commands of a mass action share: for parameters stored in the clear it is rendered once and kept
+    (:func:`_envelope_tail`, bounded); sealed ones (they hold a secret) are unsealed and rendered for
+    every delivery and never kept."""
+    if is_sealed(stored) or not _PLAIN_UUID.fullmatch(command_uuid):
+        return dump_plist(command_envelope(command_uuid, request_type, command_parameters(stored, box)))
+    return _ENVELOPE_HEAD + command_uuid.encode("ascii") + _envelope_tail(request_type, bytes(stored))
+
+
+#: a command UUID written into the plist as it is (nothing to escape)
+_PLAIN_UUID = re.compile(r"[0-9A-Fa-f-]{1,64}")
+#: the plist's bytes before the command UUID (``CommandUUID`` is the envelope's first key)
+_ENVELOPE_HEAD = dump_plist(command_envelope("0", "", {})).partition(b"<string>0</string>")[0] + b"<string>"
+
+
+@lru_cache(maxsize=512)
+def _envelope_tail(request_type: str, stored: bytes) -> bytes:
+    """The plist's bytes after the command UUID, for parameters stored in the clear."""
+    value = load_stored(stored)
+    rendered = dump_plist(command_envelope("0", request_type, value if isinstance(value, dict) else {}))
+    if not rendered.startswith(_ENVELOPE_HEAD + b"0</string>"):
+        raise RuntimeError("the command plist does not begin with its CommandUUID")
+    return rendered[len(_ENVELOPE_HEAD) + 1:]
 
 
 @dataclass(frozen=True)

@@ -738,11 +738,10 @@ def _fast_walk(data: bytes, content: bytes, verdicts: CertificateVerdicts | None
 
     # signed attributes: contentType and messageDigest once each, one value each
     _, attrs_start, attrs_s, attrs_e = signer_info[3]
-    message_digest = content_type = None
+    content_type = digest_at = signing_time_at = None  # digest_at: the messageDigest value's content
     attributes = _children(data, attrs_s, attrs_e)
     if not attributes:
         raise _NotFast
-    digest_at = signing_time_at = None
     for tag, _, s, e in attributes:  # depth 6
         attr = _children(data, s, e)
         if tag != _TAG_SEQUENCE or len(attr) != 2 or attr[0][0] != _TAG_OID or attr[1][0] != _TAG_SET:
@@ -750,9 +749,8 @@ def _fast_walk(data: bytes, content: bytes, verdicts: CertificateVerdicts | None
         attr_type = data[attr[0][2]:attr[0][3]]
         values = _children(data, attr[1][2], attr[1][3])  # depth 8
         if attr_type == _OID_MESSAGE_DIGEST_DER:
-            if len(values) != 1 or values[0][0] != _TAG_OCTETS or message_digest is not None:
+            if len(values) != 1 or values[0][0] != _TAG_OCTETS or digest_at is not None:
                 raise _NotFast
-            message_digest = data[values[0][2]:values[0][3]]
             digest_at = (values[0][2], values[0][3])
         elif attr_type == _OID_CONTENT_TYPE_DER:
             if len(values) != 1 or values[0][0] != _TAG_OID or content_type is not None:
@@ -763,9 +761,9 @@ def _fast_walk(data: bytes, content: bytes, verdicts: CertificateVerdicts | None
             if (attr_type == _OID_SIGNING_TIME_DER and len(values) == 1 and values[0][0] in _TIME_TAGS
                     and signing_time_at is None):
                 signing_time_at = (values[0][2], values[0][3])
-    if message_digest is None or (content_type is not None and content_type != econtent_type):
+    if digest_at is None or (content_type is not None and content_type != econtent_type):
         raise _NotFast
-    if not hmac.compare_digest(hashlib.new(digest_name, content).digest(), message_digest):
+    if not hmac.compare_digest(hashlib.new(digest_name, content).digest(), data[digest_at[0]:digest_at[1]]):
         raise _NotFast
     # the signature covers the attributes' DER with the SET OF tag in place of [0] IMPLICIT
     signed_bytes = b"\x31" + data[attrs_start + 1:attrs_e]
@@ -780,7 +778,6 @@ def _fast_walk(data: bytes, content: bytes, verdicts: CertificateVerdicts | None
     signature = data[signer_info[5][2]:signer_info[5][3]]
     if not verify_signature_with_key(public_key, signature, signed_bytes, _HASHES[hash_name or digest_name]()):
         raise _NotFast
-    assert digest_at is not None  # with message_digest
     signature_at = (signer_info[5][2], signer_info[5][3])
     layout = _Layout(
         length=len(data), varying=tuple(sorted(filter(None, (digest_at, signing_time_at, signature_at)))),

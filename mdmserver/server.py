@@ -99,6 +99,47 @@ class AccessLogger(Logger):
         return atoms
 
 
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        self._plain_handler = self._own_plain_access_handler()
+
+    def _own_plain_access_handler(self) -> logging.StreamHandler | None:
+        """gunicorn's own handler of the access log, when it alone writes the combined format's lines
+        as they are (no logging configuration, syslog, filter or other format of the operator's)."""
+        cfg, log = self.cfg, self.access_log
+        if cfg.access_log_format != _COMBINED_FORMAT or cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json:
+            return None
+        if cfg.syslog or log.filters or len(log.handlers) != 1 or not log.isEnabledFor(logging.INFO):
+            return None
+        handler = log.handlers[0]
+        if not getattr(handler, "_gunicorn", False) or type(handler) not in (logging.StreamHandler, logging.FileHandler):
+            return None
+        formatter = handler.formatter
+        if handler.filters or formatter is None or formatter._fmt != self.access_fmt or handler.level > logging.INFO:
+            return None
+        return handler
+
+    def access(self, resp, req, environ, request_time) -> None:
+        """The access line. Written by gunicorn's own handler alone (``serve``'s default), it is formatted
+        and written here under that handler's lock: the same line, without a ``logging`` record, its
+        filters and its formatter, which cost most of it (72 µs a request, against about 15 here)."""
+        handler = self._plain_handler
+        if handler is None or self.access_log.handlers != [handler] or handler.stream is None:
+            super().access(resp, req, environ, request_time)
+            return
+        # the combined format's atoms are all there (:meth:`_combined_atoms`), quotes escaped as SafeAtoms does
+        atoms = {key: value.replace('"', '\\"') if isinstance(value, str) else value
+                 for key, value in self.atoms(resp, req, environ, request_time).items()}
+        line = _COMBINED_FORMAT % atoms
+        handler.acquire()
+        try:
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+        except Exception:  # noqa: BLE001 — as gunicorn: a failed log line does not fail the request
+            self.error("access log line not written: %s", line)
+        finally:
+            handler.release()
+
     def _combined_atoms(self, resp, environ) -> dict[str, Any]:
         """The atoms the default (combined) format prints, valued as gunicorn values them. gunicorn's own
         ``atoms`` also copies every request header, response header and environ entry into the dict,

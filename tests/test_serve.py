@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import socket
@@ -122,6 +123,61 @@ def test_access_line_is_gunicorns_combined_line_and_still_redacts():
               "QUERY_STRING": "secret=s3&page=2"}
     line = _access_line(AccessLogger, enroll)
     assert '"GET /mdm/enroll?secret=[redacted]&page=2 HTTP/1.1"' in line and "s3" not in line
+
+
+def _written_lines(logger_class, tmp_path, name: str, environs: list[dict], **settings) -> list[str]:
+    """The access log file ``logger_class`` writes for one request of each environ (its ``access``)."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    config = Config()
+    config.set("accesslog", str(tmp_path / f"{name}.log"))
+    for key, value in settings.items():
+        config.set(key, value)
+    logger = logger_class(config)
+    logger.now = lambda: "[28/Nov/2026:03:00:00 +0000]"
+    request = SimpleNamespace(headers=[("USER-AGENT", "MDM/1.0")])
+    for index, environ in enumerate(environs):
+        response = SimpleNamespace(status="200 OK" if index % 2 == 0 else "404 NOT FOUND",
+                                   sent=17 if index % 2 == 0 else None, headers=[])
+        logger.access(response, request, environ, timedelta(microseconds=1500))
+    for handler in logger.access_log.handlers:
+        handler.flush()
+    lines = (tmp_path / f"{name}.log").read_text().splitlines()
+    for handler in list(logger.access_log.handlers):
+        logger.access_log.removeHandler(handler)
+        handler.close()
+    return lines
+
+
+def test_access_lines_written_without_logging_are_gunicorns_own(tmp_path, monkeypatch):
+    """``serve``'s access log (gunicorn's handler alone, the combined format) is written by AccessLogger
+    itself, without a logging record: byte for byte the lines gunicorn's Logger writes through logging;
+    with a format of the operator's, the lines go through logging as before."""
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    from mdmserver.server import AccessLogger
+
+    # as in a worker: gunicorn's handler alone (pytest adds its capture handlers, which take the logging path)
+    monkeypatch.setattr(logging.getLogger("gunicorn.access"), "handlers", [])
+    base = {"REMOTE_ADDR": "10.0.0.7", "REQUEST_METHOD": "PUT", "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_USER_AGENT": 'MDM "quoted" agent', "HTTP_REFERER": "https://ref.example/",
+            "RAW_URI": "/mdm/connect", "PATH_INFO": "/mdm/connect", "QUERY_STRING": ""}
+    environs = [base, {**base, "HTTP_AUTHORIZATION": "Basic dXNlcjpzM2NyZXQ="},
+                {**base, "REQUEST_METHOD": "GET", "RAW_URI": "/api/v1/devices?page=2", "QUERY_STRING": "page=2"}]
+    config = Config()
+    config.set("accesslog", str(tmp_path / "probe.log"))
+    assert AccessLogger(config)._plain_handler is not None  # serve's settings take the direct path
+    ours = _written_lines(AccessLogger, tmp_path, "ours", environs)
+    assert len(ours) == 3 and ours == _written_lines(Logger, tmp_path, "theirs", environs)
+    assert ours[0] == ('10.0.0.7 - - [28/Nov/2026:03:00:00 +0000] "PUT /mdm/connect HTTP/1.1" 200 17 '
+                       '"https://ref.example/" "MDM \\"quoted\\" agent"')
+    custom = {"access_log_format": '%(h)s "%(r)s" %(s)s'}
+    assert _written_lines(AccessLogger, tmp_path, "ours-custom", environs, **custom) == \
+        _written_lines(Logger, tmp_path, "theirs-custom", environs, **custom)
 
 
 def test_a_loaded_worker_keeps_the_app_out_of_the_collectors_reach(app):
